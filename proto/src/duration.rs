@@ -1,0 +1,75 @@
+//! Human durations such as `90s`, `15m`, `1h`, `2w` used by token TTLs, intervals and (later) retention lifetimes.
+
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error(
+    "{field}: '{input}' is not a duration; use a whole number followed by s, m, h, d, w, or y (e.g. 1h, 2w)"
+)]
+pub struct DurationError {
+    pub field: &'static str,
+    pub input: String,
+}
+
+/// Parses `<n><unit>` with unit s, m (minutes), h, d, w or y (365 days).
+/// A month (`mo`) is 30 days. Zero is refused: no duration here means "never".
+pub fn parse_duration(field: &'static str, input: &str) -> Result<Duration, DurationError> {
+    let err = || DurationError {
+        field,
+        input: input.to_owned(),
+    };
+    let trimmed = input.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(err)?;
+    let (digits, unit) = trimmed.split_at(split);
+    let count: u64 = digits.parse().map_err(|_| err())?;
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "mo" => 30 * 86_400,
+        "y" => 365 * 86_400,
+        _ => return Err(err()),
+    };
+    let secs = count.checked_mul(unit_secs).ok_or_else(err)?;
+    if secs == 0 {
+        return Err(err());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse_duration("ttl", "90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("ttl", "1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_duration("ttl", "2w"),
+            Ok(Duration::from_secs(14 * 86_400))
+        );
+    }
+
+    #[test]
+    fn refuses_garbage_and_zero() {
+        for bad in [
+            "",
+            "h",
+            "1",
+            "0h",
+            "1x",
+            "-1h",
+            "1.5h",
+            "99999999999999999999y",
+        ] {
+            let err = parse_duration("ttl", bad).unwrap_err();
+            assert_eq!(err.field, "ttl");
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Names of things in the fleet (systems, users) and the rules they must follow.
+
+use thiserror::Error;
+
+/// Why a name was refused; the message names the field and the rule.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("{field}: must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field}: '{name}' is longer than {max} characters")]
+    TooLong {
+        field: &'static str,
+        name: String,
+        max: usize,
+    },
+    #[error(
+        "{field}: '{name}' may only contain letters, digits, '.', '-' and '_', and must start and end with a letter or digit"
+    )]
+    BadCharacters { field: &'static str, name: String },
+}
+
+/// Longest system name: a DNS label, so the name can double as a host name.
+pub const MAX_SYSTEM_NAME: usize = 63;
+
+/// Checks a system name. System names become certificate common names,
+/// store keys and target path components (`TARGET/<system>/pool/...`), so
+/// they stay within a conservative host-name alphabet.
+pub fn validate_system_name(name: &str) -> Result<(), NameError> {
+    validate_simple_name("name", name, MAX_SYSTEM_NAME)
+}
+
+/// Checks a user name carried in a `user:<name>` certificate.
+pub fn validate_user_name(name: &str) -> Result<(), NameError> {
+    validate_simple_name("user", name, MAX_SYSTEM_NAME)
+}
+
+fn validate_simple_name(field: &'static str, name: &str, max: usize) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { field });
+    }
+    if name.len() > max {
+        return Err(NameError::TooLong {
+            field,
+            name: name.to_owned(),
+            max,
+        });
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    let edges_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !name.chars().all(allowed) || !edges_ok {
+        return Err(NameError::BadCharacters {
+            field,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_host_like_names() {
+        for name in ["nas1", "nas-01.example.com", "a", "Backup_2"] {
+            assert_eq!(validate_system_name(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_hostile_names() {
+        for name in ["", "-x", "x-", "a/b", "a b", "a;rm", "sys:x", "..", "ä"] {
+            assert!(validate_system_name(name).is_err(), "{name:?} was accepted");
+        }
+        let long = "a".repeat(64);
+        assert!(matches!(
+            validate_system_name(&long),
+            Err(NameError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn message_names_field_and_rule() {
+        let err = validate_system_name("a/b").unwrap_err().to_string();
+        assert!(err.starts_with("name: 'a/b' may only contain"), "{err}");
+    }
+}

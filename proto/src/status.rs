@@ -1,0 +1,40 @@
+//! How statuses and times are spelled on the wire and to people, so CLI output and JSON agree.
+
+use crate::v1::SystemStatus;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// `ONLINE` / `OFFLINE`, as the CLI prints and JSON carries.
+pub fn system_status_word(status: SystemStatus) -> &'static str {
+    match status {
+        SystemStatus::Online => "ONLINE",
+        SystemStatus::Offline | SystemStatus::Unspecified => "OFFLINE",
+    }
+}
+
+/// RFC 3339 in UTC, or `None` for the "never" value 0.
+pub fn rfc3339_from_unix_ms(unix_ms: i64) -> Option<String> {
+    if unix_ms <= 0 {
+        return None;
+    }
+    DateTime::<Utc>::from_timestamp_millis(unix_ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(
+            rfc3339_from_unix_ms(1_700_000_000_000).as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+        assert_eq!(rfc3339_from_unix_ms(0), None);
+    }
+}
