@@ -1,1 +1,13 @@
-//! placeholder
+//! nasfleet controller library: PKI, store, fleet state and the gRPC services behind `nasfleet-controller`.
+
+pub mod agent_link;
+pub mod auth;
+pub mod config;
+pub mod enrollment;
+pub mod fleet_api;
+pub mod init;
+pub mod pki;
+pub mod server;
+pub mod sessions;
+pub mod state;
+pub mod store;

@@ -1,5 +1,7 @@
 //! The nasfleet contract: generated gRPC code plus the small vocabulary that controller, agent and CLI must agree on.
 
+pub mod cli_config;
+pub mod daemon;
 pub mod dial;
 pub mod duration;
 pub mod identity;

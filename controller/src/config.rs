@@ -1,0 +1,136 @@
+//! The controller's data dir layout and its config file `controller.toml`.
+
+use nasfleet_proto::daemon::LogFormat;
+use nasfleet_proto::duration::parse_duration;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid controller config: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Paths of everything in the data dir.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("controller.toml")
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.root.join("ca.crt")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.root.join("ca.key")
+    }
+    /// Server certificate followed by the CA certificate: agents that pin
+    /// the CA fingerprint find the CA in the chain.
+    pub fn server_chain(&self) -> PathBuf {
+        self.root.join("server.crt")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.root.join("server.key")
+    }
+    pub fn user_cert(&self, user: &str) -> PathBuf {
+        self.root.join(format!("{user}.crt"))
+    }
+    pub fn user_key(&self, user: &str) -> PathBuf {
+        self.root.join(format!("{user}.key"))
+    }
+    pub fn cli_config(&self, user: &str) -> PathBuf {
+        self.root.join(format!("{user}.toml"))
+    }
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7443))
+}
+
+fn default_heartbeat() -> String {
+    "10s".into()
+}
+
+/// `controller.toml` as written by `init` (see deploy/controller.toml).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// Address the gRPC server binds.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// URL agents and the CLI dial; printed in join commands.
+    pub url: String,
+    /// Agents heartbeat at this period; a system is OFFLINE after three missed.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval: String,
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+impl ControllerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: ControllerConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.heartbeat().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    pub fn heartbeat(&self) -> Result<Duration, String> {
+        parse_duration("heartbeat_interval", &self.heartbeat_interval).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_in_deploy_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller.toml");
+        let config = ControllerConfig::load(&path).unwrap();
+        assert!(config.url.starts_with("https://"));
+        config.heartbeat().unwrap();
+    }
+
+    #[test]
+    fn bad_heartbeat_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "url = \"https://x:1\"\nheartbeat_interval = \"soon\"\n").unwrap();
+        let err = ControllerConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("heartbeat_interval"), "{err}");
+    }
+}

@@ -1,0 +1,178 @@
+//! Serving: loads the data dir, binds the listener, runs the gRPC services over mutual TLS until shutdown.
+
+use crate::agent_link::AgentLinkService;
+use crate::config::{ControllerConfig, DataDir};
+use crate::enrollment::EnrollmentService;
+use crate::fleet_api::FleetService;
+use crate::pki::{CaMaterial, CertificateAuthority, PkiError};
+use crate::sessions::Sessions;
+use crate::state::{ControllerState, SharedState};
+use crate::store::{Store, StoreError};
+use nasfleet_proto::MAX_MESSAGE_BYTES;
+use nasfleet_proto::daemon::wait_for_shutdown;
+use nasfleet_proto::v1::agent_link_server::AgentLinkServer;
+use nasfleet_proto::v1::enrollment_server::EnrollmentServer;
+use nasfleet_proto::v1::fleet_server::FleetServer;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+/// How long in-flight calls get to finish after the shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS configuration is invalid: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("heartbeat_interval: {0}")]
+    Heartbeat(String),
+}
+
+async fn read(path: &Path) -> Result<String, ServerError> {
+    tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| ServerError::Read {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Binds the configured address. Separate from `serve` so callers learn of
+/// a taken port before anything else happens.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Runs the controller until `shutdown` flips to true.
+pub async fn serve(
+    data_dir: &DataDir,
+    config: &ControllerConfig,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let heartbeat = config.heartbeat().map_err(ServerError::Heartbeat)?;
+    let ca = CertificateAuthority::load(&CaMaterial {
+        cert_pem: read(&data_dir.ca_cert()).await?,
+        key_pem: read(&data_dir.ca_key()).await?,
+    })?;
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read(&data_dir.server_chain()).await?,
+            read(&data_dir.server_key()).await?,
+        ))
+        .client_ca_root(Certificate::from_pem(ca.cert_pem()))
+        // Enrollment runs before the agent has a certificate; every other
+        // call checks for one in `auth`.
+        .client_auth_optional(true);
+    let store_path = data_dir.store();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .map_err(|e| ServerError::Store(StoreError::Sled(sled::Error::ReportableBug(e.to_string()))))??;
+
+    let state: SharedState = Arc::new(ControllerState {
+        store,
+        ca,
+        sessions: Sessions::new(heartbeat),
+        url: config.url.clone(),
+    });
+    let local = listener.local_addr().ok();
+    tracing::info!(listen = ?local, url = %config.url, fingerprint = %state.ca.fingerprint(),
+        heartbeat_ms = heartbeat.as_millis() as u64, "controller serving");
+
+    let watchdog = tokio::spawn(expire_stale_sessions(state.clone(), shutdown.clone()));
+
+    let enrollment = EnrollmentServer::new(EnrollmentService {
+        state: state.clone(),
+    });
+    let agent_link = AgentLinkServer::new(AgentLinkService {
+        state: state.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let fleet = FleetServer::new(FleetService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let mut signal = shutdown.clone();
+    let server = Server::builder()
+        .tls_config(tls)
+        .map_err(ServerError::Tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .add_service(enrollment)
+        .add_service(agent_link)
+        .add_service(fleet)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            wait_for_shutdown(&mut signal).await;
+        });
+    tokio::pin!(server);
+
+    let mut signal = shutdown.clone();
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = wait_for_shutdown(&mut signal) => {
+            // Agent streams are endless: close them so graceful shutdown can finish.
+            let ended = state.sessions.close_all();
+            state.record_ended(&ended).await;
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("in-flight calls did not finish within {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+                    Ok(())
+                }
+            }
+        }
+    };
+    watchdog.abort();
+    state.store.flush().await?;
+    tracing::info!("controller stopped");
+    result.map_err(ServerError::Serve)
+}
+
+/// Marks systems OFFLINE once they miss three heartbeats, even when their
+/// TCP connection lingers (a hung agent or a silent network).
+async fn expire_stale_sessions(state: SharedState, mut shutdown: watch::Receiver<bool>) {
+    let period = (state.sessions.heartbeat_interval() / 2).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = wait_for_shutdown(&mut shutdown) => return,
+        }
+        let ended = state.sessions.expire_stale();
+        for session in &ended {
+            tracing::warn!(system = %session.name, "missed three heartbeats");
+        }
+        state.record_ended(&ended).await;
+    }
+}

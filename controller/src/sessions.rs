@@ -1,0 +1,264 @@
+//! The agents connected right now: their command channels, heartbeats, and who waits for their inventory.
+//!
+//! A system is ONLINE exactly while it has a session whose last heartbeat is
+//! younger than three heartbeat intervals. Sessions are in memory only; the
+//! store keeps what outlives a connection (last seen, address, version).
+
+use nasfleet_proto::v1::ControllerMessage;
+use nasfleet_proto::v1::controller_message::Body;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+/// Outbound half of an agent's stream.
+pub type AgentSender = mpsc::Sender<Result<ControllerMessage, Status>>;
+
+struct Session {
+    id: u64,
+    tx: AgentSender,
+    /// Dropping it tells the session's reader task to stop.
+    _close: oneshot::Sender<()>,
+    address: String,
+    agent_version: String,
+    last_heartbeat: Instant,
+    last_heartbeat_unix_ms: i64,
+    inventory_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// What callers may see of a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    pub address: String,
+    pub agent_version: String,
+    pub last_heartbeat_unix_ms: i64,
+}
+
+pub struct Sessions {
+    heartbeat_interval: Duration,
+    inner: Mutex<(u64, HashMap<String, Session>)>,
+}
+
+/// A session that ended, for recording its last-seen time.
+#[derive(Debug)]
+pub struct EndedSession {
+    pub name: String,
+    pub last_heartbeat_unix_ms: i64,
+}
+
+impl Sessions {
+    pub fn new(heartbeat_interval: Duration) -> Self {
+        Sessions {
+            heartbeat_interval,
+            inner: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    fn liveness_limit(&self) -> Duration {
+        self.heartbeat_interval * 3
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<String, Session>)> {
+        // A panic while holding this lock cannot leave the map half-updated
+        // (every critical section is a single insert/remove), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new session, replacing (and closing) an older one of the
+    /// same system: the newest connection is the real one after a reconnect.
+    /// Returns the session id and the receiver that fires when it is closed.
+    pub fn register(
+        &self,
+        name: &str,
+        tx: AgentSender,
+        address: String,
+        agent_version: String,
+        now_unix_ms: i64,
+    ) -> (u64, oneshot::Receiver<()>) {
+        let (close_tx, close_rx) = oneshot::channel();
+        let mut guard = self.lock();
+        guard.0 += 1;
+        let id = guard.0;
+        guard.1.insert(
+            name.to_owned(),
+            Session {
+                id,
+                tx,
+                _close: close_tx,
+                address,
+                agent_version,
+                last_heartbeat: Instant::now(),
+                last_heartbeat_unix_ms: now_unix_ms,
+                inventory_waiters: Vec::new(),
+            },
+        );
+        (id, close_rx)
+    }
+
+    pub fn heartbeat(&self, name: &str, id: u64, now_unix_ms: i64) {
+        if let Some(s) = self.lock().1.get_mut(name).filter(|s| s.id == id) {
+            s.last_heartbeat = Instant::now();
+            s.last_heartbeat_unix_ms = now_unix_ms;
+        }
+    }
+
+    /// Ends a session if it is still the current one for `name`.
+    pub fn unregister(&self, name: &str, id: u64) -> Option<EndedSession> {
+        let mut guard = self.lock();
+        if guard.1.get(name).is_some_and(|s| s.id == id) {
+            let s = guard.1.remove(name)?;
+            return Some(EndedSession {
+                name: name.to_owned(),
+                last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
+            });
+        }
+        None
+    }
+
+    /// Closes a system's session with a status the agent will see.
+    pub fn disconnect(&self, name: &str, status: Status) -> Option<EndedSession> {
+        let session = self.lock().1.remove(name)?;
+        let _ = session.tx.try_send(Err(status));
+        Some(EndedSession {
+            name: name.to_owned(),
+            last_heartbeat_unix_ms: session.last_heartbeat_unix_ms,
+        })
+    }
+
+    /// Closes every session that missed three heartbeats.
+    pub fn expire_stale(&self) -> Vec<EndedSession> {
+        let limit = self.liveness_limit();
+        let mut guard = self.lock();
+        let stale: Vec<String> = guard
+            .1
+            .iter()
+            .filter(|(_, s)| s.last_heartbeat.elapsed() > limit)
+            .map(|(name, _)| name.clone())
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|name| {
+                let s = guard.1.remove(&name)?;
+                let _ = s.tx.try_send(Err(Status::deadline_exceeded(
+                    "no heartbeat for three intervals; reconnect",
+                )));
+                Some(EndedSession {
+                    name,
+                    last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// The live session of `name`, if it is ONLINE.
+    pub fn live(&self, name: &str) -> Option<LiveSession> {
+        let limit = self.liveness_limit();
+        self.lock()
+            .1
+            .get(name)
+            .filter(|s| s.last_heartbeat.elapsed() <= limit)
+            .map(|s| LiveSession {
+                address: s.address.clone(),
+                agent_version: s.agent_version.clone(),
+                last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
+            })
+    }
+
+    /// Asks the agent for a fresh inventory; the receiver fires when it arrives.
+    pub fn request_inventory(&self, name: &str) -> Option<oneshot::Receiver<()>> {
+        let mut guard = self.lock();
+        let session = guard.1.get_mut(name)?;
+        let message = ControllerMessage {
+            body: Some(Body::RequestInventory(Default::default())),
+        };
+        session.tx.try_send(Ok(message)).ok()?;
+        let (tx, rx) = oneshot::channel();
+        session.inventory_waiters.push(tx);
+        Some(rx)
+    }
+
+    pub fn inventory_received(&self, name: &str, id: u64) {
+        if let Some(s) = self.lock().1.get_mut(name).filter(|s| s.id == id) {
+            for waiter in s.inventory_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    /// Drops every session (controller shutdown); returns them for last-seen bookkeeping.
+    pub fn close_all(&self) -> Vec<EndedSession> {
+        self.lock()
+            .1
+            .drain()
+            .map(|(name, s)| EndedSession {
+                name,
+                last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender() -> (AgentSender, mpsc::Receiver<Result<ControllerMessage, Status>>) {
+        mpsc::channel(4)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offline_after_three_missed_heartbeats() {
+        let sessions = Sessions::new(Duration::from_secs(10));
+        let (tx, _rx) = sender();
+        let (id, _close) = sessions.register("nas1", tx, "127.0.0.1".into(), "1".into(), 1);
+        tokio::time::advance(Duration::from_secs(25)).await;
+        sessions.heartbeat("nas1", id, 2);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(sessions.live("nas1").is_some());
+        assert!(sessions.expire_stale().is_empty());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(sessions.live("nas1").is_none());
+        let ended = sessions.expire_stale();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].last_heartbeat_unix_ms, 2);
+    }
+
+    #[tokio::test]
+    async fn replaced_session_does_not_unregister_the_new_one() {
+        let sessions = Sessions::new(Duration::from_secs(10));
+        let (tx1, _rx1) = sender();
+        let (tx2, _rx2) = sender();
+        let (old, mut old_close) = sessions.register("nas1", tx1, "a".into(), "1".into(), 1);
+        let (_new, _new_close) = sessions.register("nas1", tx2, "b".into(), "1".into(), 2);
+        // The replaced session's reader is told to stop...
+        assert!(matches!(
+            old_close.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        // ...and its late unregister leaves the new session alone.
+        assert!(sessions.unregister("nas1", old).is_none());
+        assert_eq!(sessions.live("nas1").unwrap().address, "b");
+    }
+
+    #[tokio::test]
+    async fn inventory_waiters_are_woken() {
+        let sessions = Sessions::new(Duration::from_secs(10));
+        let (tx, mut rx) = sender();
+        let (id, _close) = sessions.register("nas1", tx, "a".into(), "1".into(), 1);
+        let waiter = sessions.request_inventory("nas1").unwrap();
+        assert!(matches!(
+            rx.recv().await,
+            Some(Ok(ControllerMessage {
+                body: Some(Body::RequestInventory(_))
+            }))
+        ));
+        sessions.inventory_received("nas1", id);
+        waiter.await.unwrap();
+    }
+}

@@ -1,0 +1,386 @@
+//! The controller's durable state on sled: systems, join tokens, issued certificates, last inventories.
+//!
+//! Everything sled-specific stays in this module so the embedded store can
+//! be swapped. Values are JSON (readable with any sled dump tool) except
+//! inventories, which are kept as the protobuf bytes the agent sent.
+//! Every write that matters is followed by a flush before the caller answers.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::path::Path;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store I/O failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store record '{key}' is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("store record could not be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Why an enrollment was refused. Nothing is written in any of these cases.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EnrollRefusal {
+    #[error("token: unknown join token (create one with `nasfleet token create`)")]
+    UnknownToken,
+    #[error("token: this join token was already used (by system '{0}'); create a new one")]
+    TokenUsed(String),
+    #[error("token: this join token expired; create a new one")]
+    TokenExpired,
+    #[error("name: a system named '{0}' is already enrolled; remove it first or choose another name")]
+    NameTaken(String),
+}
+
+#[derive(Debug, Error)]
+pub enum EnrollError {
+    #[error(transparent)]
+    Refused(#[from] EnrollRefusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SystemRecord {
+    pub name: String,
+    pub enrolled_unix_ms: i64,
+    pub cert_serial: String,
+    /// 0 until the agent first connects.
+    pub last_seen_unix_ms: i64,
+    pub address: String,
+    pub agent_version: String,
+    pub pools: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub created_unix_ms: i64,
+    pub expires_unix_ms: i64,
+    pub created_by: String,
+    pub used_by: Option<String>,
+    pub used_unix_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertRecord {
+    /// The certificate's common name (`system:<name>` or `user:<name>`).
+    pub principal: String,
+    /// For users: `admin` or `viewer`.
+    pub role: Option<String>,
+    pub issued_unix_ms: i64,
+    pub revoked_unix_ms: Option<i64>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    systems: sled::Tree,
+    tokens: sled::Tree,
+    certs: sled::Tree,
+    inventories: sled::Tree,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(StoreError::Encode)
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+/// Sled's transaction error carrying our abort reason, flattened.
+fn flatten<E>(err: TransactionError<E>) -> Result<E, StoreError> {
+    match err {
+        TransactionError::Abort(e) => Ok(e),
+        TransactionError::Storage(e) => Err(StoreError::Sled(e)),
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Store {
+            systems: db.open_tree("systems")?,
+            tokens: db.open_tree("tokens")?,
+            certs: db.open_tree("certs")?,
+            inventories: db.open_tree("inventories")?,
+            db,
+        })
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// For callers outside the async runtime (init).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn put_cert(&self, serial_hex: &str, record: &CertRecord) -> Result<(), StoreError> {
+        self.certs.insert(serial_hex, encode(record)?)?;
+        Ok(())
+    }
+
+    pub fn cert(&self, serial_hex: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.certs
+            .get(serial_hex)?
+            .map(|v| decode(serial_hex.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Tokens are keyed by the SHA-256 of the secret, so a copy of the store does not leak usable tokens.
+    pub fn put_token(&self, token_hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens.insert(token_hash, encode(record)?)?;
+        Ok(())
+    }
+
+    /// Consumes the token and records the system and its certificate in one
+    /// transaction: either all of it happens or none.
+    pub fn enroll(
+        &self,
+        token_hash: &str,
+        now_unix_ms: i64,
+        system: &SystemRecord,
+        cert_serial: &str,
+        cert: &CertRecord,
+    ) -> Result<(), EnrollError> {
+        let system_bytes = encode(system)?;
+        let cert_bytes = encode(cert)?;
+        let result = (&self.tokens, &self.systems, &self.certs).transaction(
+            |(tokens, systems, certs)| {
+                let abort = |r: EnrollRefusal| ConflictableTransactionError::Abort(Ok(r));
+                let Some(raw) = tokens.get(token_hash)? else {
+                    return Err(abort(EnrollRefusal::UnknownToken));
+                };
+                let mut token: TokenRecord = decode(token_hash.as_bytes(), &raw)
+                    .map_err(|e| ConflictableTransactionError::Abort(Err(e)))?;
+                if let Some(by) = &token.used_by {
+                    return Err(abort(EnrollRefusal::TokenUsed(by.clone())));
+                }
+                if token.expires_unix_ms <= now_unix_ms {
+                    return Err(abort(EnrollRefusal::TokenExpired));
+                }
+                if systems.get(system.name.as_bytes())?.is_some() {
+                    return Err(abort(EnrollRefusal::NameTaken(system.name.clone())));
+                }
+                token.used_by = Some(system.name.clone());
+                token.used_unix_ms = Some(now_unix_ms);
+                let token_bytes =
+                    encode(&token).map_err(|e| ConflictableTransactionError::Abort(Err(e)))?;
+                tokens.insert(token_hash.as_bytes(), token_bytes)?;
+                systems.insert(system.name.as_bytes(), system_bytes.clone())?;
+                certs.insert(cert_serial.as_bytes(), cert_bytes.clone())?;
+                Ok(())
+            },
+        );
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => match flatten(e)? {
+                Ok(refusal) => Err(EnrollError::Refused(refusal)),
+                Err(store) => Err(EnrollError::Store(store)),
+            },
+        }
+    }
+
+    pub fn system(&self, name: &str) -> Result<Option<SystemRecord>, StoreError> {
+        self.systems
+            .get(name)?
+            .map(|v| decode(name.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// All systems, ordered by name.
+    pub fn systems(&self) -> Result<Vec<SystemRecord>, StoreError> {
+        self.systems
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Applies `change` to a system that exists; a removed system stays removed
+    /// (an agent disconnecting after its removal must not bring it back).
+    pub fn update_system(
+        &self,
+        name: &str,
+        change: impl Fn(&mut SystemRecord),
+    ) -> Result<Option<SystemRecord>, StoreError> {
+        let mut failure = None;
+        let updated = self.systems.update_and_fetch(name, |old| {
+            let old = old?;
+            match decode::<SystemRecord>(name.as_bytes(), old) {
+                Ok(mut record) => {
+                    change(&mut record);
+                    match encode(&record) {
+                        Ok(bytes) => Some(bytes),
+                        Err(e) => {
+                            failure = Some(e);
+                            Some(old.to_vec())
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        updated.map(|v| decode(name.as_bytes(), &v)).transpose()
+    }
+
+    /// Removes the system and its inventory and revokes its certificate, atomically.
+    /// Returns the revoked serial, or `None` when no such system exists.
+    pub fn remove_system(
+        &self,
+        name: &str,
+        now_unix_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let result = (&self.systems, &self.certs, &self.inventories).transaction(
+            |(systems, certs, inventories)| {
+                let Some(raw) = systems.remove(name.as_bytes())? else {
+                    return Ok(None);
+                };
+                let record: SystemRecord = decode(name.as_bytes(), &raw)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                inventories.remove(name.as_bytes())?;
+                if let Some(raw_cert) = certs.get(record.cert_serial.as_bytes())? {
+                    let mut cert: CertRecord = decode(record.cert_serial.as_bytes(), &raw_cert)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    cert.revoked_unix_ms = Some(now_unix_ms);
+                    let bytes = encode(&cert).map_err(ConflictableTransactionError::Abort)?;
+                    certs.insert(record.cert_serial.as_bytes(), bytes)?;
+                }
+                Ok(Some(record.cert_serial))
+            },
+        );
+        result.or_else(|e| Err(flatten(e)?))
+    }
+
+    pub fn put_inventory(&self, name: &str, inventory_proto: &[u8]) -> Result<(), StoreError> {
+        // Only for systems that still exist, for the same reason as update_system.
+        if self.systems.contains_key(name)? {
+            self.inventories.insert(name, inventory_proto)?;
+        }
+        Ok(())
+    }
+
+    pub fn inventory(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inventories.get(name)?.map(|v| v.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn system(name: &str) -> SystemRecord {
+        SystemRecord {
+            name: name.into(),
+            enrolled_unix_ms: 1,
+            cert_serial: format!("serial-{name}"),
+            last_seen_unix_ms: 0,
+            address: String::new(),
+            agent_version: String::new(),
+            pools: vec![],
+        }
+    }
+
+    fn cert(name: &str) -> CertRecord {
+        CertRecord {
+            principal: format!("system:{name}"),
+            role: None,
+            issued_unix_ms: 1,
+            revoked_unix_ms: None,
+        }
+    }
+
+    fn token(expires: i64) -> TokenRecord {
+        TokenRecord {
+            created_unix_ms: 0,
+            expires_unix_ms: expires,
+            created_by: "user:admin".into(),
+            used_by: None,
+            used_unix_ms: None,
+        }
+    }
+
+    #[test]
+    fn token_is_single_use_and_refusals_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_token("t1", &token(100)).unwrap();
+        store.put_token("t2", &token(100)).unwrap();
+        store.put_token("old", &token(10)).unwrap();
+
+        let enroll = |t: &str, n: &str| {
+            store.enroll(t, 50, &system(n), &format!("serial-{n}"), &cert(n))
+        };
+        assert!(matches!(
+            enroll("nope", "a"),
+            Err(EnrollError::Refused(EnrollRefusal::UnknownToken))
+        ));
+        assert!(matches!(
+            enroll("old", "a"),
+            Err(EnrollError::Refused(EnrollRefusal::TokenExpired))
+        ));
+        enroll("t1", "a").unwrap();
+        assert!(matches!(
+            enroll("t1", "b"),
+            Err(EnrollError::Refused(EnrollRefusal::TokenUsed(by))) if by == "a"
+        ));
+        // A taken name must not burn the token.
+        assert!(matches!(
+            enroll("t2", "a"),
+            Err(EnrollError::Refused(EnrollRefusal::NameTaken(_)))
+        ));
+        enroll("t2", "b").unwrap();
+        assert_eq!(store.systems().unwrap().len(), 2);
+        assert!(store.system("b").unwrap().is_some());
+    }
+
+    #[test]
+    fn removal_revokes_and_stays_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_token("t", &token(100)).unwrap();
+        store
+            .enroll("t", 1, &system("a"), "serial-a", &cert("a"))
+            .unwrap();
+        store.put_inventory("a", b"inv").unwrap();
+        assert_eq!(
+            store.remove_system("a", 7).unwrap().as_deref(),
+            Some("serial-a")
+        );
+        assert_eq!(store.cert("serial-a").unwrap().unwrap().revoked_unix_ms, Some(7));
+        assert!(store.inventory("a").unwrap().is_none());
+        // A late update from the agent's session must not resurrect it.
+        assert!(
+            store
+                .update_system("a", |r| r.last_seen_unix_ms = 9)
+                .unwrap()
+                .is_none()
+        );
+        store.put_inventory("a", b"late").unwrap();
+        assert!(store.system("a").unwrap().is_none());
+        assert!(store.inventory("a").unwrap().is_none());
+        assert_eq!(store.remove_system("a", 8).unwrap(), None);
+    }
+}
