@@ -1,0 +1,165 @@
+//! The agent's state dir: its private key (0600), certificate, the fleet CA, and where to find the controller.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid enrollment record: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{0} is not enrolled yet; run `nasfleet-agent join` with a token from `nasfleet token create`"
+    )]
+    NotEnrolled(PathBuf),
+    #[error(
+        "{dir} already holds the enrollment of system '{name}'; remove that directory to enroll again"
+    )]
+    AlreadyEnrolled { dir: PathBuf, name: String },
+}
+
+/// What `join` learned and `run` needs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    pub controller: String,
+    pub name: String,
+    pub ca_fingerprint: String,
+}
+
+/// Credentials loaded from the state dir.
+pub struct Credentials {
+    pub enrollment: Enrollment,
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+pub struct StateDir {
+    root: PathBuf,
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+    pub fn key(&self) -> PathBuf {
+        self.root.join("agent.key")
+    }
+    pub fn cert(&self) -> PathBuf {
+        self.root.join("agent.crt")
+    }
+    pub fn ca(&self) -> PathBuf {
+        self.root.join("ca.crt")
+    }
+    pub fn enrollment(&self) -> PathBuf {
+        self.root.join("enrollment.toml")
+    }
+
+    /// Refuses to overwrite an existing enrollment.
+    pub fn ensure_not_enrolled(&self) -> Result<(), StateError> {
+        match self.read_enrollment() {
+            Ok(e) => Err(StateError::AlreadyEnrolled {
+                dir: self.root.clone(),
+                name: e.name,
+            }),
+            Err(StateError::NotEnrolled(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_enrollment(&self) -> Result<Enrollment, StateError> {
+        let path = self.enrollment();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotEnrolled(self.root.clone()));
+            }
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        toml::from_str(&text).map_err(|e| StateError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    pub async fn load(&self) -> Result<Credentials, StateError> {
+        let root = self.root.clone();
+        let dir = StateDir::new(root);
+        let enrollment = dir.read_enrollment()?;
+        let read = |path: PathBuf| async move {
+            tokio::fs::read(&path)
+                .await
+                .map_err(|source| StateError::Io {
+                    action: "read",
+                    path,
+                    source,
+                })
+        };
+        Ok(Credentials {
+            enrollment,
+            ca_pem: read(self.ca()).await?,
+            cert_pem: read(self.cert()).await?,
+            key_pem: read(self.key()).await?,
+        })
+    }
+
+    /// Writes all enrollment files; the directory is 0700 and the key 0600 from creation on.
+    pub fn save(
+        &self,
+        enrollment: &Enrollment,
+        key_pem: &str,
+        cert_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), StateError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(io("create", &self.root))?;
+        let record = toml::to_string(enrollment).map_err(|e| StateError::Corrupt {
+            path: self.enrollment(),
+            reason: e.to_string(),
+        })?;
+        write_file(&self.key(), key_pem.as_bytes(), 0o600)?;
+        write_file(&self.cert(), cert_pem.as_bytes(), 0o644)?;
+        write_file(&self.ca(), ca_pem.as_bytes(), 0o644)?;
+        // Written last: its presence means the enrollment is complete.
+        write_file(&self.enrollment(), record.as_bytes(), 0o600)
+    }
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), StateError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io("write", path))?;
+    // A file left over from an earlier attempt keeps its old mode on open; set it explicitly.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io("set permissions of", path))?;
+    }
+    file.write_all(contents).map_err(io("write", path))?;
+    file.sync_all().map_err(io("write", path))
+}

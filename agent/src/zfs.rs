@@ -1,0 +1,1177 @@
+//! Every zfs and zpool command line the agent runs, for both CLI dialects (zfs-fuse/pool v23 and OpenZFS 2.x), and the parsers of their output.
+//!
+//! Command lines are built by pure functions so unit tests can check both
+//! dialects without running anything; the async functions only run what the
+//! builders produce and hand the text to the pure parsers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nasfleet_proto::v1;
+use thiserror::Error;
+
+use crate::process::{self, ProcessError};
+
+/// Default limit for one zfs/zpool call. Listing tens of thousands of
+/// snapshots takes seconds, not minutes; anything slower is a hung pool.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest dataset name zfs accepts (ZFS_MAX_DATASET_NAME_LEN minus the NUL).
+pub const MAX_DATASET_NAME: usize = 255;
+
+const ZFS: &str = "zfs";
+const ZPOOL: &str = "zpool";
+
+/// Properties read for every dataset and snapshot of a pool, in one call.
+const INVENTORY_PROPERTIES: &str =
+    "type,used,available,mountpoint,readonly,guid,creation,referenced";
+
+/// Which zfs CLI this host has. The differences matter for parsing: zfs-fuse
+/// prints human-readable numbers where OpenZFS can print exact ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// zfs-fuse, pool version 23: `zfs list` and `zpool list/get` have no
+    /// `-p`, `zfs get` has no `-t`, there is no `zfs version`.
+    Legacy,
+    /// OpenZFS 2.x as on TrueNAS SCALE.
+    OpenZfs,
+}
+
+impl Dialect {
+    pub fn to_proto(self) -> v1::ZfsDialect {
+        match self {
+            Dialect::Legacy => v1::ZfsDialect::Legacy,
+            Dialect::OpenZfs => v1::ZfsDialect::Openzfs,
+        }
+    }
+}
+
+/// What the zfs CLI of this host is, probed once at start (the CLI does not
+/// change under a running agent) and passed to everything that runs zfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zfs {
+    pub dialect: Dialect,
+    /// Human-readable version, e.g. `zfs-2.2.4-1` or `zfs-fuse (pool version 23)`.
+    pub version: String,
+    /// Limit for each zfs/zpool call.
+    pub timeout: Duration,
+}
+
+/// Why a zfs operation failed, in words a person can act on.
+#[derive(Debug, Error)]
+pub enum ZfsError {
+    #[error(transparent)]
+    InvalidName(#[from] DatasetNameError),
+    #[error("dataset '{name}' does not exist")]
+    DatasetNotFound { name: String },
+    #[error("pool '{name}' does not exist")]
+    PoolNotFound { name: String },
+    #[error(transparent)]
+    Process(ProcessError),
+}
+
+impl ZfsError {
+    /// Turns known zfs stderr into a typed reason; everything else keeps the
+    /// command and its stderr.
+    fn from_process(err: ProcessError, subject: &str) -> ZfsError {
+        let err = without_usage(err);
+        if let Some(stderr) = err.stderr() {
+            if stderr.contains("dataset does not exist") {
+                return ZfsError::DatasetNotFound {
+                    name: subject.to_owned(),
+                };
+            }
+            if stderr.contains("no such pool") {
+                return ZfsError::PoolNotFound {
+                    name: subject.to_owned(),
+                };
+            }
+        }
+        ZfsError::Process(err)
+    }
+}
+
+/// zfs and zpool follow a one-line complaint with their whole usage text
+/// (dozens of lines on zfs-fuse); only the complaint helps a person.
+fn without_usage(err: ProcessError) -> ProcessError {
+    match err {
+        ProcessError::Failed {
+            command,
+            code,
+            stderr,
+        } => {
+            let cut = if stderr.starts_with("usage:") {
+                stderr.find('\n')
+            } else {
+                stderr.find("\nusage:")
+            };
+            let stderr = match cut {
+                Some(i) => stderr[..i].trim_end().to_owned(),
+                None => stderr,
+            };
+            ProcessError::Failed {
+                command,
+                code,
+                stderr,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Why a dataset name was refused before it could reach zfs as an argument.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DatasetNameError {
+    #[error("dataset name must not be empty")]
+    Empty,
+    #[error("dataset name '{name}' is longer than {MAX_DATASET_NAME} characters")]
+    TooLong { name: String },
+    #[error("dataset name '{name}' must start with a letter (the pool name)")]
+    BadStart { name: String },
+    #[error("dataset name '{name}' has an empty component (leading, trailing or double '/')")]
+    EmptyComponent { name: String },
+    #[error("dataset name '{name}' has a '.' or '..' component")]
+    DotComponent { name: String },
+    #[error(
+        "dataset name '{name}' contains {bad:?}; only letters, digits, '_', '.', ':', '-' and '/' between components are allowed"
+    )]
+    BadCharacter { name: String, bad: char },
+}
+
+/// Checks a dataset name (`pool[/child...]`) before it is passed to zfs.
+///
+/// Stricter than zfs itself (which also allows spaces): names come from
+/// configuration and from the controller, and must never be able to act as
+/// an option (`-rf`) or carry anything a remote shell could interpret.
+pub fn validate_dataset_name(name: &str) -> Result<(), DatasetNameError> {
+    if name.is_empty() {
+        return Err(DatasetNameError::Empty);
+    }
+    let owned = || name.to_owned();
+    if name.len() > MAX_DATASET_NAME {
+        return Err(DatasetNameError::TooLong { name: owned() });
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(DatasetNameError::BadStart { name: owned() });
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
+    for component in name.split('/') {
+        if component.is_empty() {
+            return Err(DatasetNameError::EmptyComponent { name: owned() });
+        }
+        if component == "." || component == ".." {
+            return Err(DatasetNameError::DotComponent { name: owned() });
+        }
+        if let Some(bad) = component.chars().find(|c| !allowed(*c)) {
+            return Err(DatasetNameError::BadCharacter { name: owned(), bad });
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Command-line builders (pure).
+
+fn args(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `zfs version`: OpenZFS 0.8+ only; zfs-fuse answers "unrecognized command".
+pub fn version_args() -> Vec<String> {
+    args(&["version"])
+}
+
+/// `zpool upgrade -v`: prints the pool version on legacy implementations.
+pub fn pool_version_args() -> Vec<String> {
+    args(&["upgrade", "-v"])
+}
+
+/// `zpool list` of every pool. zfs-fuse has no `-p` here (nor on `zpool
+/// get`), so its sizes are human-readable and only approximately exact.
+/// All pools are listed rather than named ones: a missing name makes zpool
+/// exit non-zero, and the caller wants to say which pool is missing anyway.
+pub fn list_pools_args(dialect: Dialect) -> Vec<String> {
+    match dialect {
+        Dialect::Legacy => args(&["list", "-H", "-o", "name,size,free,health"]),
+        Dialect::OpenZfs => args(&["list", "-H", "-p", "-o", "name,size,free,health"]),
+    }
+}
+
+/// One recursive `zfs get` for every dataset and snapshot of a pool. This
+/// form is the same in both dialects: `zfs get -p` prints exact numbers even
+/// on zfs-fuse, and without `-t` it includes snapshots.
+pub fn list_datasets_and_snapshots_args(pool: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(pool)?;
+    let mut out = args(&[
+        "get",
+        "-H",
+        "-p",
+        "-o",
+        "name,property,value",
+        "-r",
+        INVENTORY_PROPERTIES,
+        "--",
+    ]);
+    out.push(pool.to_owned());
+    Ok(out)
+}
+
+/// Lists the snapshots of `dataset` (and of its descendants if `recursive`).
+///
+/// OpenZFS has `zfs list -p -t snapshot`. zfs-fuse's `zfs list` has no `-p`
+/// and prints even `guid` human-readable ("7.74E"), so there the `zfs get`
+/// form is used. Non-recursive listing uses `-d 1`, which also yields
+/// direct child datasets; the parser keeps only the dataset's own snapshots.
+pub fn list_snapshots_args(
+    dialect: Dialect,
+    dataset: &str,
+    recursive: bool,
+) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let depth: &[&str] = if recursive { &["-r"] } else { &["-d", "1"] };
+    let mut out = match dialect {
+        Dialect::OpenZfs => args(&[
+            "list",
+            "-H",
+            "-p",
+            "-t",
+            "snapshot",
+            "-o",
+            "name,guid,creation,used,referenced",
+        ]),
+        Dialect::Legacy => args(&["get", "-H", "-p", "-o", "name,property,value"]),
+    };
+    out.extend(args(depth));
+    if dialect == Dialect::Legacy {
+        out.push("type,guid,creation,used,referenced".to_owned());
+    }
+    out.push("--".to_owned());
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Parsers (pure).
+
+/// Why a number printed by zfs could not be read.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("'{0}' is not a size")]
+pub struct SizeError(String);
+
+/// Parses a zfs size: exact bytes (`123456`, from `-p`) or human-readable
+/// (`248M`, `1.45G`, `512B`, `16.0E`) as zfs-fuse prints for pools. Human
+/// forms are binary multiples rounded by zfs, so the result is approximate.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let err = || SizeError(text.to_owned());
+    let t = text.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    let t = t.strip_suffix('B').unwrap_or(t);
+    let (number, shift) = match t.char_indices().last() {
+        Some((i, unit)) if unit.is_ascii_alphabetic() => {
+            let shift = match unit.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                'P' => 50,
+                'E' => 60,
+                _ => return Err(err()),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(err());
+    }
+    let value: f64 = number.parse().map_err(|_| err())?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Pools from [`list_pools_args`] output, plus a message per skipped line.
+pub fn parse_pool_list(text: &str) -> (Vec<v1::Pool>, Vec<String>) {
+    let mut pools = Vec::new();
+    let mut errors = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [name, size, free, health] = fields.as_slice() else {
+            errors.push(format!(
+                "zpool list line {}: expected 4 tab-separated fields, got {:?}",
+                n + 1,
+                line
+            ));
+            continue;
+        };
+        match (parse_size(size), parse_size(free)) {
+            (Ok(size), Ok(free)) => pools.push(v1::Pool {
+                name: (*name).to_owned(),
+                size,
+                free,
+                health: (*health).to_owned(),
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                errors.push(format!("zpool list: pool '{name}': {e}"));
+            }
+        }
+    }
+    (pools, errors)
+}
+
+/// Datasets and snapshots of one pool, plus what could not be read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DatasetListing {
+    pub datasets: Vec<v1::Dataset>,
+    pub snapshots: Vec<v1::Snapshot>,
+    /// One message per skipped line or unreadable value.
+    pub errors: Vec<String>,
+}
+
+/// Properties of one object in `zfs get` output, in first-seen order.
+struct Object<'a> {
+    name: &'a str,
+    props: HashMap<&'a str, &'a str>,
+}
+
+/// Groups `zfs get -H -o name,property,value` lines by object name. The
+/// value is everything after the second tab: names and property names never
+/// contain tabs, but a mountpoint path may.
+fn group_get_output<'a>(text: &'a str, errors: &mut Vec<String>) -> Vec<Object<'a>> {
+    let mut objects: Vec<Object<'a>> = Vec::new();
+    let mut index: HashMap<&'a str, usize> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let mut fields = line.splitn(3, '\t');
+        let (Some(name), Some(property), Some(value)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            errors.push(format!(
+                "zfs get line {}: expected name, property and value separated by tabs, got {:?}",
+                n + 1,
+                line
+            ));
+            continue;
+        };
+        if name.is_empty() || property.is_empty() {
+            errors.push(format!(
+                "zfs get line {}: empty name or property in {:?}",
+                n + 1,
+                line
+            ));
+            continue;
+        }
+        let i = *index.entry(name).or_insert_with(|| {
+            objects.push(Object {
+                name,
+                props: HashMap::new(),
+            });
+            objects.len() - 1
+        });
+        objects[i].props.insert(property, value);
+    }
+    objects
+}
+
+/// Reads one numeric property; `-` (and absence) mean "not applicable".
+fn number<T: std::str::FromStr>(
+    obj: &Object<'_>,
+    prop: &str,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    let value = *obj.props.get(prop)?;
+    if value == "-" {
+        return None;
+    }
+    match value.parse() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            errors.push(format!("{}: {prop} is not a number: {value:?}", obj.name));
+            None
+        }
+    }
+}
+
+fn text_prop(obj: &Object<'_>, prop: &str) -> String {
+    match obj.props.get(prop) {
+        Some(&"-") | None => String::new(),
+        Some(v) => (*v).to_owned(),
+    }
+}
+
+/// The object's type: the `type` property when present, else inferred from
+/// the name so a listing without `type` still sorts snapshots correctly.
+fn kind_of<'a>(obj: &Object<'a>) -> &'a str {
+    match obj.props.get("type") {
+        Some(kind) => kind,
+        None if obj.name.contains('@') => "snapshot",
+        None if obj.name.contains('#') => "bookmark",
+        None => "filesystem",
+    }
+}
+
+fn snapshot_of(obj: &Object<'_>, errors: &mut Vec<String>) -> v1::Snapshot {
+    v1::Snapshot {
+        name: obj.name.to_owned(),
+        guid: number(obj, "guid", errors).unwrap_or(0),
+        creation_unix: number(obj, "creation", errors).unwrap_or(0),
+        used: number(obj, "used", errors).unwrap_or(0),
+        referenced: number(obj, "referenced", errors).unwrap_or(0),
+    }
+}
+
+/// Parses the output of [`list_datasets_and_snapshots_args`].
+pub fn parse_datasets_and_snapshots(text: &str) -> DatasetListing {
+    let mut listing = DatasetListing::default();
+    let errors = &mut listing.errors;
+    for obj in group_get_output(text, errors) {
+        match kind_of(&obj) {
+            "filesystem" | "volume" => {
+                let readonly = match obj.props.get("readonly") {
+                    Some(&"on") => true,
+                    Some(&"off") | Some(&"-") | None => false,
+                    Some(other) => {
+                        errors.push(format!(
+                            "{}: readonly is neither on nor off: {other:?}",
+                            obj.name
+                        ));
+                        false
+                    }
+                };
+                let dataset = v1::Dataset {
+                    name: obj.name.to_owned(),
+                    used: number(&obj, "used", errors).unwrap_or(0),
+                    available: number(&obj, "available", errors).unwrap_or(0),
+                    mountpoint: text_prop(&obj, "mountpoint"),
+                    readonly,
+                    kind: kind_of(&obj).to_owned(),
+                };
+                listing.datasets.push(dataset);
+            }
+            "snapshot" => {
+                let snapshot = snapshot_of(&obj, errors);
+                listing.snapshots.push(snapshot);
+            }
+            // Bookmarks are not part of the inventory; `zfs get -r` does not
+            // list them today, but a future version might.
+            "bookmark" => {}
+            other => errors.push(format!("{}: unknown type {other:?}", obj.name)),
+        }
+    }
+    listing
+}
+
+/// Parses the output of [`list_snapshots_args`]. Only snapshots of `dataset`
+/// itself are kept unless `recursive`, which also keeps its descendants'.
+pub fn parse_snapshot_list(
+    dialect: Dialect,
+    dataset: &str,
+    recursive: bool,
+    text: &str,
+) -> (Vec<v1::Snapshot>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut snapshots = Vec::new();
+    match dialect {
+        Dialect::Legacy => {
+            for obj in group_get_output(text, &mut errors) {
+                if kind_of(&obj) == "snapshot" {
+                    snapshots.push(snapshot_of(&obj, &mut errors));
+                }
+            }
+        }
+        Dialect::OpenZfs => {
+            for (n, line) in text.lines().enumerate() {
+                if line.is_empty() {
+                    continue;
+                }
+                let fields: Vec<&str> = line.split('\t').collect();
+                let [name, guid, creation, used, referenced] = fields.as_slice() else {
+                    errors.push(format!(
+                        "zfs list line {}: expected 5 tab-separated fields, got {:?}",
+                        n + 1,
+                        line
+                    ));
+                    continue;
+                };
+                let props = HashMap::from([
+                    ("guid", *guid),
+                    ("creation", *creation),
+                    ("used", *used),
+                    ("referenced", *referenced),
+                ]);
+                snapshots.push(snapshot_of(&Object { name, props }, &mut errors));
+            }
+        }
+    }
+    let own_prefix = format!("{dataset}@");
+    let child_prefix = format!("{dataset}/");
+    snapshots.retain(|s| {
+        s.name.starts_with(&own_prefix) || (recursive && s.name.starts_with(&child_prefix))
+    });
+    (snapshots, errors)
+}
+
+/// Turns the first line of `zpool upgrade -v` into a version string for
+/// legacy implementations ("zfs-fuse (pool version 23)").
+pub fn parse_legacy_version(text: &str) -> Option<String> {
+    let first = text.lines().next()?.trim();
+    let rest = &first[first.find("pool version ")? + "pool version ".len()..];
+    let version: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if version.is_empty() {
+        return None;
+    }
+    Some(format!("zfs-fuse (pool version {version})"))
+}
+
+/// First line of `zfs version` ("zfs-2.2.4-1"); the second names the kernel module.
+pub fn parse_openzfs_version(text: &str) -> Option<String> {
+    let first = text.lines().next()?.trim();
+    (!first.is_empty()).then(|| first.to_owned())
+}
+
+// ---------------------------------------------------------------------------
+// Running.
+
+/// Probes which CLI dialect this host has. Never fails: a host whose zfs
+/// cannot even be asked is treated as legacy with an unknown version, and
+/// the calls that follow report the real problem.
+pub async fn probe_dialect() -> Zfs {
+    probe_dialect_with_timeout(DEFAULT_TIMEOUT).await
+}
+
+/// [`probe_dialect`] with a chosen per-call timeout, kept for later calls.
+pub async fn probe_dialect_with_timeout(timeout: Duration) -> Zfs {
+    match process::run(ZFS, &version_args(), timeout).await {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(version) = parse_openzfs_version(&text) {
+                return Zfs {
+                    dialect: Dialect::OpenZfs,
+                    version,
+                    timeout,
+                };
+            }
+        }
+        Err(err) => tracing::debug!(%err, "`zfs version` failed; assuming the legacy dialect"),
+    }
+    let version = match process::run(ZPOOL, &pool_version_args(), timeout).await {
+        Ok(out) => parse_legacy_version(&String::from_utf8_lossy(&out.stdout)),
+        Err(err) => {
+            tracing::warn!(%err, "could not determine the zfs version");
+            None
+        }
+    };
+    Zfs {
+        dialect: Dialect::Legacy,
+        version: version.unwrap_or_else(|| "unknown".to_owned()),
+        timeout,
+    }
+}
+
+impl Zfs {
+    /// A handle for a known dialect, e.g. from configuration or in tests.
+    pub fn new(dialect: Dialect, version: impl Into<String>) -> Zfs {
+        Zfs {
+            dialect,
+            version: version.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Every pool on the host, with parse problems of individual lines.
+    pub async fn list_pools(&self) -> Result<(Vec<v1::Pool>, Vec<String>), ZfsError> {
+        let out = process::run(ZPOOL, &list_pools_args(self.dialect), self.timeout)
+            .await
+            .map_err(|e| ZfsError::Process(without_usage(e)))?;
+        Ok(parse_pool_list(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Every dataset and snapshot of `pool`, in one zfs call.
+    pub async fn list_datasets_and_snapshots(
+        &self,
+        pool: &str,
+    ) -> Result<DatasetListing, ZfsError> {
+        let args = list_datasets_and_snapshots_args(pool)?;
+        let out = process::run(ZFS, &args, self.timeout)
+            .await
+            .map_err(|e| ZfsError::from_process(e, pool))?;
+        Ok(parse_datasets_and_snapshots(&String::from_utf8_lossy(
+            &out.stdout,
+        )))
+    }
+
+    /// Snapshots of `dataset` (and of its descendants if `recursive`).
+    pub async fn list_snapshots(
+        &self,
+        dataset: &str,
+        recursive: bool,
+    ) -> Result<(Vec<v1::Snapshot>, Vec<String>), ZfsError> {
+        let args = list_snapshots_args(self.dialect, dataset, recursive)?;
+        let out = process::run(ZFS, &args, self.timeout)
+            .await
+            .map_err(|e| ZfsError::from_process(e, dataset))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(parse_snapshot_list(self.dialect, dataset, recursive, &text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `zfs get -H -p -o name,property,value -r type,used,available,mountpoint,readonly,guid,creation,referenced -- nfhelper1`
+    /// on zfs-fuse (pool version 23). nfhelper1/data/child has readonly=on
+    /// and mountpoint=none; nfhelper1/ro has readonly=on but is mounted, so
+    /// zfs-fuse reports the fuse mount's "rw" as readonly=off.
+    const FUSE_GET: &str = "\
+nfhelper1\ttype\tfilesystem
+nfhelper1\tused\t1703936
+nfhelper1\tavailable\t93716480
+nfhelper1\tmountpoint\t/nfhelper1
+nfhelper1\treadonly\toff
+nfhelper1\tguid\t5157639657322432153
+nfhelper1\tcreation\t1795293434
+nfhelper1\treferenced\t131072
+nfhelper1@rs\ttype\tsnapshot
+nfhelper1@rs\tused\t90112
+nfhelper1@rs\tavailable\t-
+nfhelper1@rs\tmountpoint\t-
+nfhelper1@rs\treadonly\t-
+nfhelper1@rs\tguid\t16043236968467594541
+nfhelper1@rs\tcreation\t1795293434
+nfhelper1@rs\treferenced\t122880
+nfhelper1/data\ttype\tfilesystem
+nfhelper1/data\tused\t737280
+nfhelper1/data\tavailable\t93716480
+nfhelper1/data\tmountpoint\t/nfhelper1/data
+nfhelper1/data\treadonly\toff
+nfhelper1/data\tguid\t16490539124152947055
+nfhelper1/data\tcreation\t1795293434
+nfhelper1/data\treferenced\t516096
+nfhelper1/data@snap1\ttype\tsnapshot
+nfhelper1/data@snap1\tused\t0
+nfhelper1/data@snap1\tavailable\t-
+nfhelper1/data@snap1\tmountpoint\t-
+nfhelper1/data@snap1\treadonly\t-
+nfhelper1/data@snap1\tguid\t8923758841161047367
+nfhelper1/data@snap1\tcreation\t1795293434
+nfhelper1/data@snap1\treferenced\t524288
+nfhelper1/data@rs\ttype\tsnapshot
+nfhelper1/data@rs\tused\t0
+nfhelper1/data@rs\tavailable\t-
+nfhelper1/data@rs\tmountpoint\t-
+nfhelper1/data@rs\treadonly\t-
+nfhelper1/data@rs\tguid\t2126923976648512249
+nfhelper1/data@rs\tcreation\t1795293434
+nfhelper1/data@rs\treferenced\t524288
+nfhelper1/data/child\ttype\tfilesystem
+nfhelper1/data/child\tused\t114688
+nfhelper1/data/child\tavailable\t93716480
+nfhelper1/data/child\tmountpoint\tnone
+nfhelper1/data/child\treadonly\ton
+nfhelper1/data/child\tguid\t6170246821974789159
+nfhelper1/data/child\tcreation\t1795293434
+nfhelper1/data/child\treferenced\t114688
+nfhelper1/data/child@rs\ttype\tsnapshot
+nfhelper1/data/child@rs\tused\t0
+nfhelper1/data/child@rs\tavailable\t-
+nfhelper1/data/child@rs\tmountpoint\t-
+nfhelper1/data/child@rs\treadonly\t-
+nfhelper1/data/child@rs\tguid\t12205238285261821484
+nfhelper1/data/child@rs\tcreation\t1795293434
+nfhelper1/data/child@rs\treferenced\t114688
+nfhelper1/leg\ttype\tfilesystem
+nfhelper1/leg\tused\t114688
+nfhelper1/leg\tavailable\t93716480
+nfhelper1/leg\tmountpoint\tlegacy
+nfhelper1/leg\treadonly\toff
+nfhelper1/leg\tguid\t6875487657641570335
+nfhelper1/leg\tcreation\t1795293441
+nfhelper1/leg\treferenced\t114688
+nfhelper1/ro\ttype\tfilesystem
+nfhelper1/ro\tused\t114688
+nfhelper1/ro\tavailable\t93716480
+nfhelper1/ro\tmountpoint\t/nfhelper1/ro
+nfhelper1/ro\treadonly\toff
+nfhelper1/ro\tguid\t17326342341670407595
+nfhelper1/ro\tcreation\t1795293443
+nfhelper1/ro\treferenced\t114688
+nfhelper1/ro@manual-2026-01-01_00-00\ttype\tsnapshot
+nfhelper1/ro@manual-2026-01-01_00-00\tused\t0
+nfhelper1/ro@manual-2026-01-01_00-00\tavailable\t-
+nfhelper1/ro@manual-2026-01-01_00-00\tmountpoint\t-
+nfhelper1/ro@manual-2026-01-01_00-00\treadonly\t-
+nfhelper1/ro@manual-2026-01-01_00-00\tguid\t12977623390678308102
+nfhelper1/ro@manual-2026-01-01_00-00\tcreation\t1795293485
+nfhelper1/ro@manual-2026-01-01_00-00\treferenced\t114688
+";
+
+    /// `zpool list -H -o name,size,free,health` on zfs-fuse.
+    const FUSE_ZPOOL_LIST: &str = "nfhelper1\t123M\t121M\tONLINE\nnftest1\t250M\t249M\tONLINE\n";
+
+    /// `zfs get -H -p -o name,property,value type,guid,creation,used,referenced -r -- nfhelper1/data` on zfs-fuse.
+    const FUSE_SNAPSHOTS: &str = "\
+nfhelper1/data\ttype\tfilesystem
+nfhelper1/data\tguid\t16490539124152947055
+nfhelper1/data\tcreation\t1795293434
+nfhelper1/data\tused\t737280
+nfhelper1/data\treferenced\t516096
+nfhelper1/data@snap1\ttype\tsnapshot
+nfhelper1/data@snap1\tguid\t8923758841161047367
+nfhelper1/data@snap1\tcreation\t1795293434
+nfhelper1/data@snap1\tused\t0
+nfhelper1/data@snap1\treferenced\t524288
+nfhelper1/data@rs\ttype\tsnapshot
+nfhelper1/data@rs\tguid\t2126923976648512249
+nfhelper1/data@rs\tcreation\t1795293434
+nfhelper1/data@rs\tused\t0
+nfhelper1/data@rs\treferenced\t524288
+nfhelper1/data/child\ttype\tfilesystem
+nfhelper1/data/child\tguid\t6170246821974789159
+nfhelper1/data/child\tcreation\t1795293434
+nfhelper1/data/child\tused\t114688
+nfhelper1/data/child\treferenced\t114688
+nfhelper1/data/child@rs\ttype\tsnapshot
+nfhelper1/data/child@rs\tguid\t12205238285261821484
+nfhelper1/data/child@rs\tcreation\t1795293434
+nfhelper1/data/child@rs\tused\t0
+nfhelper1/data/child@rs\treferenced\t114688
+";
+
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn accepts_valid_dataset_names() {
+        for name in ["tank", "tank/a", "tank/a-b/c_d.e:f", "t1/2/3", "Pool/-x"] {
+            assert_eq!(validate_dataset_name(name), Ok(()), "{name}");
+        }
+        assert_eq!(
+            validate_dataset_name(&format!("t/{}", "a".repeat(253))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn refuses_hostile_dataset_names() {
+        let hostile = [
+            "",
+            "-rf",
+            "-",
+            "a;b",
+            "a/../b",
+            "a/./b",
+            "..",
+            "$(x)",
+            "tank/$(x)",
+            "a b",
+            "tank/a b",
+            " tank",
+            "tank/",
+            "/tank",
+            "tank//a",
+            "1tank",
+            "_tank",
+            "tank@snap",
+            "tank#bm",
+            "tank/a\nb",
+            "tank\t",
+            "tank/`id`",
+            "tank/a|b",
+            "tank/a'b",
+            "tank/ä",
+            "tank\\a",
+        ];
+        for name in hostile {
+            assert!(
+                validate_dataset_name(name).is_err(),
+                "{name:?} was accepted"
+            );
+        }
+        assert_eq!(
+            validate_dataset_name("-rf"),
+            Err(DatasetNameError::BadStart { name: "-rf".into() })
+        );
+        assert_eq!(
+            validate_dataset_name("a;b"),
+            Err(DatasetNameError::BadCharacter {
+                name: "a;b".into(),
+                bad: ';'
+            })
+        );
+        assert!(matches!(
+            validate_dataset_name("a/../b"),
+            Err(DatasetNameError::DotComponent { .. })
+        ));
+        assert!(matches!(
+            validate_dataset_name(&format!("t/{}", "a".repeat(254))),
+            Err(DatasetNameError::TooLong { .. })
+        ));
+        let msg = validate_dataset_name("a b").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "dataset name 'a b' contains ' '; only letters, digits, '_', '.', ':', '-' and '/' between components are allowed"
+        );
+    }
+
+    #[test]
+    fn probe_commands() {
+        assert_eq!(version_args(), ["version"]);
+        assert_eq!(pool_version_args(), ["upgrade", "-v"]);
+    }
+
+    #[test]
+    fn pool_list_differs_by_dialect() {
+        assert_eq!(
+            strs(&list_pools_args(Dialect::Legacy)),
+            ["list", "-H", "-o", "name,size,free,health"]
+        );
+        assert_eq!(
+            strs(&list_pools_args(Dialect::OpenZfs)),
+            ["list", "-H", "-p", "-o", "name,size,free,health"]
+        );
+    }
+
+    #[test]
+    fn dataset_listing_is_one_recursive_get() {
+        let a = list_datasets_and_snapshots_args("tank").unwrap();
+        assert_eq!(
+            strs(&a),
+            [
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "name,property,value",
+                "-r",
+                "type,used,available,mountpoint,readonly,guid,creation,referenced",
+                "--",
+                "tank"
+            ]
+        );
+        assert!(list_datasets_and_snapshots_args("-rf").is_err());
+    }
+
+    #[test]
+    fn snapshot_listing_differs_by_dialect() {
+        let open = list_snapshots_args(Dialect::OpenZfs, "tank/a", true).unwrap();
+        assert_eq!(
+            strs(&open),
+            [
+                "list",
+                "-H",
+                "-p",
+                "-t",
+                "snapshot",
+                "-o",
+                "name,guid,creation,used,referenced",
+                "-r",
+                "--",
+                "tank/a"
+            ]
+        );
+        let legacy = list_snapshots_args(Dialect::Legacy, "tank/a", true).unwrap();
+        assert_eq!(
+            strs(&legacy),
+            [
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "name,property,value",
+                "-r",
+                "type,guid,creation,used,referenced",
+                "--",
+                "tank/a"
+            ]
+        );
+        let legacy_flat = list_snapshots_args(Dialect::Legacy, "tank/a", false).unwrap();
+        assert_eq!(
+            strs(&legacy_flat)[5..],
+            [
+                "-d",
+                "1",
+                "type,guid,creation,used,referenced",
+                "--",
+                "tank/a"
+            ]
+        );
+        let open_flat = list_snapshots_args(Dialect::OpenZfs, "tank/a", false).unwrap();
+        assert_eq!(strs(&open_flat)[7..], ["-d", "1", "--", "tank/a"]);
+        assert!(list_snapshots_args(Dialect::OpenZfs, "tank/$(x)", true).is_err());
+        assert!(list_snapshots_args(Dialect::Legacy, "-rf", false).is_err());
+    }
+
+    #[test]
+    fn parses_sizes() {
+        let cases: &[(&str, u64)] = &[
+            ("0", 0),
+            ("123456789", 123_456_789),
+            ("512", 512),
+            ("512B", 512),
+            ("1K", 1024),
+            ("248M", 248 << 20),
+            ("1.45M", 1_520_435),
+            ("1.5G", 3 << 29),
+            ("2T", 2 << 40),
+            ("1P", 1 << 50),
+            ("7.74E", 8_923_612_445_656_995_840),
+            ("10.0k", 10240),
+            (" 4G ", 4 << 30),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_size(text), Ok(*want), "{text}");
+        }
+        for bad in [
+            "", "-", "M", "1.2.3M", "12X", "-1", "1e5", "abc", "1,5M", "16.0Z", "20E",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn parses_legacy_pool_list() {
+        let (pools, errors) = parse_pool_list(FUSE_ZPOOL_LIST);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            pools,
+            [
+                v1::Pool {
+                    name: "nfhelper1".into(),
+                    size: 123 << 20,
+                    free: 121 << 20,
+                    health: "ONLINE".into()
+                },
+                v1::Pool {
+                    name: "nftest1".into(),
+                    size: 250 << 20,
+                    free: 249 << 20,
+                    health: "ONLINE".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_openzfs_pool_list() {
+        let text = "tank\t3985729650688\t3968034721792\tONLINE\nboot-pool\t15032385536\t12884901888\tDEGRADED\n";
+        let (pools, errors) = parse_pool_list(text);
+        assert!(errors.is_empty());
+        assert_eq!(pools[0].size, 3_985_729_650_688);
+        assert_eq!(pools[1].health, "DEGRADED");
+    }
+
+    #[test]
+    fn pool_list_skips_malformed_lines() {
+        let text = "good\t1M\t1K\tONLINE\nonly two\tfields\n\nbad\tlots\t1K\tONLINE\n";
+        let (pools, errors) = parse_pool_list(text);
+        assert_eq!(pools.len(), 1);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[1].contains("'lots' is not a size"), "{errors:?}");
+    }
+
+    #[test]
+    fn parses_zfs_fuse_dataset_listing() {
+        let listing = parse_datasets_and_snapshots(FUSE_GET);
+        assert!(listing.errors.is_empty(), "{:?}", listing.errors);
+        let names: Vec<_> = listing.datasets.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "nfhelper1",
+                "nfhelper1/data",
+                "nfhelper1/data/child",
+                "nfhelper1/leg",
+                "nfhelper1/ro"
+            ]
+        );
+        let root = &listing.datasets[0];
+        assert_eq!(root.mountpoint, "/nfhelper1");
+        assert_eq!(root.kind, "filesystem");
+        assert!(!root.readonly);
+        assert!(root.used > 0 && root.available > 0);
+        let child = &listing.datasets[2];
+        assert!(child.readonly);
+        assert_eq!(child.mountpoint, "none");
+        assert_eq!(listing.datasets[3].mountpoint, "legacy");
+
+        let snaps: Vec<_> = listing.snapshots.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            snaps,
+            [
+                "nfhelper1@rs",
+                "nfhelper1/data@snap1",
+                "nfhelper1/data@rs",
+                "nfhelper1/data/child@rs",
+                "nfhelper1/ro@manual-2026-01-01_00-00"
+            ]
+        );
+        let snap1 = &listing.snapshots[1];
+        assert_eq!(snap1.guid, 8_923_758_841_161_047_367);
+        assert_eq!(snap1.creation_unix, 1_795_293_434);
+        assert_eq!(snap1.used, 0);
+        assert_eq!(snap1.referenced, 524_288);
+        // guids above i64::MAX must survive.
+        assert_eq!(listing.snapshots[0].guid, 16_043_236_968_467_594_541);
+    }
+
+    #[test]
+    fn parses_volumes_and_absent_values() {
+        let text = "\
+tank/vol\ttype\tvolume
+tank/vol\tused\t16777216
+tank/vol\tavailable\t1000
+tank/vol\tmountpoint\t-
+tank/vol\treadonly\toff
+tank/fs\ttype\tfilesystem
+tank/fs\tused\t-
+tank/fs\tmountpoint\t/mnt/with\ttab
+";
+        let listing = parse_datasets_and_snapshots(text);
+        assert!(listing.errors.is_empty(), "{:?}", listing.errors);
+        assert_eq!(listing.datasets[0].kind, "volume");
+        assert_eq!(listing.datasets[0].mountpoint, "");
+        assert_eq!(listing.datasets[1].used, 0);
+        assert_eq!(listing.datasets[1].mountpoint, "/mnt/with\ttab");
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped_and_recorded() {
+        let text = "\
+tank\ttype\tfilesystem
+tank\tused\tlots
+garbage without tabs
+tank\treadonly\tmaybe
+\tused\t1
+tank@s\ttype\tsnapshot
+tank@s\tguid\t-12
+tank@s\tcreation\t1700000000
+tank#b\ttype\tbookmark
+tank/x\ttype\tspaceship
+";
+        let listing = parse_datasets_and_snapshots(text);
+        assert_eq!(listing.datasets.len(), 1);
+        assert_eq!(listing.datasets[0].used, 0);
+        assert_eq!(listing.snapshots.len(), 1);
+        assert_eq!(listing.snapshots[0].guid, 0);
+        assert_eq!(listing.snapshots[0].creation_unix, 1_700_000_000);
+        assert_eq!(listing.errors.len(), 6, "{:?}", listing.errors);
+        assert!(listing.errors[0].contains("line 3"));
+        assert!(
+            listing
+                .errors
+                .iter()
+                .any(|e| e.contains("tank: used is not a number: \"lots\""))
+        );
+        assert!(
+            listing
+                .errors
+                .iter()
+                .any(|e| e.contains("unknown type \"spaceship\""))
+        );
+    }
+
+    #[test]
+    fn type_is_inferred_from_name_when_missing() {
+        let listing = parse_datasets_and_snapshots("tank\tused\t5\ntank@a\tguid\t7\n");
+        assert_eq!(listing.datasets.len(), 1);
+        assert_eq!(listing.snapshots[0].guid, 7);
+    }
+
+    #[test]
+    fn parses_legacy_snapshot_list() {
+        let (snaps, errors) =
+            parse_snapshot_list(Dialect::Legacy, "nfhelper1/data", true, FUSE_SNAPSHOTS);
+        assert!(errors.is_empty());
+        let names: Vec<_> = snaps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "nfhelper1/data@snap1",
+                "nfhelper1/data@rs",
+                "nfhelper1/data/child@rs"
+            ]
+        );
+        assert_eq!(snaps[2].guid, 12_205_238_285_261_821_484);
+
+        // `-d 1` output also holds direct children; only own snapshots remain.
+        let (own, _) =
+            parse_snapshot_list(Dialect::Legacy, "nfhelper1/data", false, FUSE_SNAPSHOTS);
+        assert_eq!(own.len(), 2);
+    }
+
+    #[test]
+    fn parses_openzfs_snapshot_list() {
+        let text = "\
+tank/a@auto-2024-01-01_00-00\t1234567890123456789\t1704067200\t0\t98304
+tank/a@auto-2024-01-02_00-00\t18000000000000000000\t1704153600\t4096\t102400
+tank/ab@x\t1\t1\t0\t0
+broken line
+";
+        let (snaps, errors) = parse_snapshot_list(Dialect::OpenZfs, "tank/a", false, text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(snaps.len(), 2, "tank/ab@x is not a snapshot of tank/a");
+        assert_eq!(snaps[1].guid, 18_000_000_000_000_000_000);
+        assert_eq!(snaps[1].creation_unix, 1_704_153_600);
+        assert_eq!(snaps[1].used, 4096);
+        assert_eq!(snaps[1].referenced, 102_400);
+    }
+
+    #[test]
+    fn parses_versions() {
+        assert_eq!(
+            parse_openzfs_version("zfs-2.2.4-1\nzfs-kmod-2.2.4-1\n").as_deref(),
+            Some("zfs-2.2.4-1")
+        );
+        assert_eq!(parse_openzfs_version("\n"), None);
+        let fuse = "This system is currently running ZFS pool version 23.\n\nThe following versions are supported:\n";
+        assert_eq!(
+            parse_legacy_version(fuse).as_deref(),
+            Some("zfs-fuse (pool version 23)")
+        );
+        assert_eq!(
+            parse_legacy_version("This system supports ZFS pool feature flags.\n"),
+            None
+        );
+        assert_eq!(parse_legacy_version(""), None);
+    }
+
+    #[test]
+    fn known_stderr_becomes_typed_error() {
+        let failed = |stderr: &str| ProcessError::Failed {
+            command: "zfs get".into(),
+            code: Some(1),
+            stderr: stderr.into(),
+        };
+        let e = ZfsError::from_process(
+            failed("cannot open 'nosuch/x': dataset does not exist"),
+            "nosuch/x",
+        );
+        assert_eq!(e.to_string(), "dataset 'nosuch/x' does not exist");
+        let e = ZfsError::from_process(
+            failed("cannot open 'nosuchpool': no such pool"),
+            "nosuchpool",
+        );
+        assert_eq!(e.to_string(), "pool 'nosuchpool' does not exist");
+        let e = ZfsError::from_process(failed("permission denied"), "tank");
+        assert!(e.to_string().ends_with(": permission denied"));
+        // Captured from zfs-fuse: `zfs get -H bogus nfhelper1`.
+        let usage = "bad property list: invalid property 'bogus'\nusage:\n\tget [-rHp] [-d max] [-o \"all\" | field[,...]] [-s source[,...]]\n";
+        let e = ZfsError::from_process(failed(usage), "nfhelper1");
+        assert!(
+            e.to_string()
+                .ends_with("(exit code 1): bad property list: invalid property 'bogus'"),
+            "{e}"
+        );
+    }
+}
