@@ -2,7 +2,9 @@
 
 use crate::state_dir::{Enrollment, StateDir, StateError};
 use nasfleet_proto::dial::{DialError, DialOptions, ServerTrust, dial};
-use nasfleet_proto::identity::{IdentityError, PeerCertificate, Principal, ca_fingerprint, normalize_fingerprint};
+use nasfleet_proto::identity::{
+    IdentityError, PeerCertificate, Principal, ca_fingerprint, normalize_fingerprint,
+};
 use nasfleet_proto::names::{NameError, validate_system_name};
 use nasfleet_proto::v1::JoinRequest;
 use nasfleet_proto::v1::enrollment_client::EnrollmentClient;
@@ -85,8 +87,8 @@ pub async fn join(options: &JoinOptions) -> Result<Enrollment, JoinError> {
     }
     let cert_der = CertificateDer::from_pem_slice(answer.certificate_pem.as_bytes())
         .map_err(|e| JoinError::BadAnswer(format!("certificate: {e}")))?;
-    let peer = PeerCertificate::from_der(&cert_der)
-        .map_err(|e| JoinError::BadAnswer(e.to_string()))?;
+    let peer =
+        PeerCertificate::from_der(&cert_der).map_err(|e| JoinError::BadAnswer(e.to_string()))?;
     if peer.principal != Principal::System(options.name.clone()) {
         return Err(JoinError::BadAnswer(format!(
             "certificate was issued to {} instead of system:{}",

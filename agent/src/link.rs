@@ -48,7 +48,10 @@ pub enum LinkError {
 enum SessionEnd {
     Shutdown,
     /// Worth retrying; `established` tells whether Welcome was received.
-    Lost { reason: String, established: bool },
+    Lost {
+        reason: String,
+        established: bool,
+    },
     Refused(String),
 }
 

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "nasfleet-agent", version, about = "nasfleet agent for one NAS host")]
+#[command(
+    name = "nasfleet-agent",
+    version,
+    about = "nasfleet agent for one NAS host"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -46,7 +46,7 @@ pub fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<Caller, St
         })?;
     if record.revoked_unix_ms.is_some() {
         return Err(Status::permission_denied(format!(
-            "certificate of {} has been revoked; re-enroll to rejoin the fleet",
+            "certificate of {} has been revoked",
             peer.principal
         )));
     }

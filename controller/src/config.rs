@@ -97,10 +97,11 @@ impl ControllerConfig {
             path: path.to_owned(),
             source,
         })?;
-        let config: ControllerConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let config: ControllerConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
         config.heartbeat().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -129,7 +130,11 @@ mod tests {
     fn bad_heartbeat_names_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "url = \"https://x:1\"\nheartbeat_interval = \"soon\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "url = \"https://x:1\"\nheartbeat_interval = \"soon\"\n",
+        )
+        .unwrap();
         let err = ControllerConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("heartbeat_interval"), "{err}");
     }

@@ -145,7 +145,9 @@ impl Fleet for FleetService {
         self.state.store.flush().await.map_err(internal)?;
         self.state.sessions.disconnect(
             &name,
-            Status::permission_denied("this system was removed from the fleet; its certificate is revoked"),
+            Status::permission_denied(
+                "this system was removed from the fleet; its certificate is revoked",
+            ),
         );
         tracing::info!(system = %name, by = %caller.principal, %serial, "system removed, certificate revoked");
         Ok(Response::new(RemoveSystemResponse {

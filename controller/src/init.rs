@@ -139,7 +139,11 @@ pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
         server.key_pem.as_deref().unwrap_or_default().as_bytes(),
         0o600,
     )?;
-    write_new(&dir.user_cert(&options.admin), admin.cert_pem.as_bytes(), 0o644)?;
+    write_new(
+        &dir.user_cert(&options.admin),
+        admin.cert_pem.as_bytes(),
+        0o644,
+    )?;
     write_new(
         &dir.user_key(&options.admin),
         admin.key_pem.as_deref().unwrap_or_default().as_bytes(),

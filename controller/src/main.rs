@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "nasfleet-controller", version, about = "nasfleet fleet controller")]
+#[command(
+    name = "nasfleet-controller",
+    version,
+    about = "nasfleet fleet controller"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

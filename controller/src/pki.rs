@@ -29,7 +29,9 @@ pub enum PkiError {
     Rcgen(#[from] rcgen::Error),
     #[error("csr: the certificate signing request is not valid: {0}")]
     BadCsr(rcgen::Error),
-    #[error("controller name '{0}' is not a valid DNS name or IP address for the server certificate")]
+    #[error(
+        "controller name '{0}' is not a valid DNS name or IP address for the server certificate"
+    )]
     BadServerName(String),
 }
 

@@ -93,7 +93,9 @@ pub async fn serve(
     let store_path = data_dir.store();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
-        .map_err(|e| ServerError::Store(StoreError::Sled(sled::Error::ReportableBug(e.to_string()))))??;
+        .map_err(|e| {
+            ServerError::Store(StoreError::Sled(sled::Error::ReportableBug(e.to_string())))
+        })??;
 
     let state: SharedState = Arc::new(ControllerState {
         store,

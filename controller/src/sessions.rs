@@ -9,8 +9,8 @@ use nasfleet_proto::v1::controller_message::Body;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::time::Instant;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tonic::Status;
 
 /// Outbound half of an agent's stream.
@@ -208,7 +208,10 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    fn sender() -> (AgentSender, mpsc::Receiver<Result<ControllerMessage, Status>>) {
+    fn sender() -> (
+        AgentSender,
+        mpsc::Receiver<Result<ControllerMessage, Status>>,
+    ) {
         mpsc::channel(4)
     }
 

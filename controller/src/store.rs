@@ -34,7 +34,9 @@ pub enum EnrollRefusal {
     TokenUsed(String),
     #[error("token: this join token expired; create a new one")]
     TokenExpired,
-    #[error("name: a system named '{0}' is already enrolled; remove it first or choose another name")]
+    #[error(
+        "name: a system named '{0}' is already enrolled; remove it first or choose another name"
+    )]
     NameTaken(String),
 }
 
@@ -159,8 +161,8 @@ impl Store {
     ) -> Result<(), EnrollError> {
         let system_bytes = encode(system)?;
         let cert_bytes = encode(cert)?;
-        let result = (&self.tokens, &self.systems, &self.certs).transaction(
-            |(tokens, systems, certs)| {
+        let result =
+            (&self.tokens, &self.systems, &self.certs).transaction(|(tokens, systems, certs)| {
                 let abort = |r: EnrollRefusal| ConflictableTransactionError::Abort(Ok(r));
                 let Some(raw) = tokens.get(token_hash)? else {
                     return Err(abort(EnrollRefusal::UnknownToken));
@@ -184,8 +186,7 @@ impl Store {
                 systems.insert(system.name.as_bytes(), system_bytes.clone())?;
                 certs.insert(cert_serial.as_bytes(), cert_bytes.clone())?;
                 Ok(())
-            },
-        );
+            });
         match result {
             Ok(()) => Ok(()),
             Err(e) => match flatten(e)? {
@@ -258,8 +259,8 @@ impl Store {
                 let Some(raw) = systems.remove(name.as_bytes())? else {
                     return Ok(None);
                 };
-                let record: SystemRecord = decode(name.as_bytes(), &raw)
-                    .map_err(ConflictableTransactionError::Abort)?;
+                let record: SystemRecord =
+                    decode(name.as_bytes(), &raw).map_err(ConflictableTransactionError::Abort)?;
                 inventories.remove(name.as_bytes())?;
                 if let Some(raw_cert) = certs.get(record.cert_serial.as_bytes())? {
                     let mut cert: CertRecord = decode(record.cert_serial.as_bytes(), &raw_cert)
@@ -330,9 +331,8 @@ mod tests {
         store.put_token("t2", &token(100)).unwrap();
         store.put_token("old", &token(10)).unwrap();
 
-        let enroll = |t: &str, n: &str| {
-            store.enroll(t, 50, &system(n), &format!("serial-{n}"), &cert(n))
-        };
+        let enroll =
+            |t: &str, n: &str| store.enroll(t, 50, &system(n), &format!("serial-{n}"), &cert(n));
         assert!(matches!(
             enroll("nope", "a"),
             Err(EnrollError::Refused(EnrollRefusal::UnknownToken))
@@ -369,7 +369,10 @@ mod tests {
             store.remove_system("a", 7).unwrap().as_deref(),
             Some("serial-a")
         );
-        assert_eq!(store.cert("serial-a").unwrap().unwrap().revoked_unix_ms, Some(7));
+        assert_eq!(
+            store.cert("serial-a").unwrap().unwrap().revoked_unix_ms,
+            Some(7)
+        );
         assert!(store.inventory("a").unwrap().is_none());
         // A late update from the agent's session must not resurrect it.
         assert!(

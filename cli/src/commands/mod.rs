@@ -1,0 +1,25 @@
+//! One module per command group of `nasfleet`.
+
+pub mod system;
+pub mod token;
+
+/// Turns a gRPC status into an error whose text is the controller's reason.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+}
+
+/// Asks a yes/no question on the terminal; without a terminal the answer is no.
+pub async fn confirm(question: String) -> anyhow::Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return Ok(false);
+        }
+        eprint!("{question} [y/N] ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+    })
+    .await?
+}

@@ -1,0 +1,323 @@
+//! `nasfleet system list|show|services|remove`: the systems of the fleet.
+
+use super::{confirm, status_error};
+use crate::output::{OutputFormat, Table, human_bytes, human_time, print_json};
+use anyhow::bail;
+use nasfleet_proto::status::{rfc3339_from_unix_ms, system_status_word};
+use nasfleet_proto::v1::fleet_client::FleetClient;
+use nasfleet_proto::v1::{
+    GetSystemRequest, Inventory, ListSystemsRequest, RemoveSystemRequest, Service, SystemSummary,
+    ZfsDialect,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use tonic::transport::Channel;
+
+#[derive(Serialize)]
+struct SystemJson {
+    name: String,
+    status: &'static str,
+    last_seen: Option<String>,
+    address: String,
+    version: String,
+    pools: Vec<String>,
+    enrolled: Option<String>,
+}
+
+impl From<&SystemSummary> for SystemJson {
+    fn from(s: &SystemSummary) -> Self {
+        SystemJson {
+            name: s.name.clone(),
+            status: system_status_word(s.status()),
+            last_seen: rfc3339_from_unix_ms(s.last_seen_unix_ms),
+            address: s.address.clone(),
+            version: s.agent_version.clone(),
+            pools: s.pools.clone(),
+            enrolled: rfc3339_from_unix_ms(s.enrolled_unix_ms),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ServiceJson {
+    name: String,
+    state: &'static str,
+    running: bool,
+    address: String,
+    host_key_fingerprints: Vec<String>,
+    detail: String,
+}
+
+impl From<&Service> for ServiceJson {
+    fn from(s: &Service) -> Self {
+        ServiceJson {
+            name: s.name.clone(),
+            state: service_state(s),
+            running: s.running,
+            address: s.address.clone(),
+            host_key_fingerprints: s.host_key_fingerprints.clone(),
+            detail: s.detail.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DatasetJson {
+    name: String,
+    used: u64,
+    available: u64,
+    mountpoint: String,
+    readonly: bool,
+    kind: String,
+    snapshot_count: usize,
+}
+
+#[derive(Serialize)]
+struct SystemDetailJson {
+    #[serde(flatten)]
+    summary: SystemJson,
+    certificate_serial: String,
+    hostname: Option<String>,
+    os: Option<String>,
+    zfs_version: Option<String>,
+    zfs_dialect: Option<&'static str>,
+    inventory_collected: Option<String>,
+    datasets: Vec<DatasetJson>,
+    services: Vec<ServiceJson>,
+    inventory_errors: Vec<String>,
+}
+
+fn service_state(s: &Service) -> &'static str {
+    if s.running { "RUNNING" } else { "STOPPED" }
+}
+
+fn dialect_word(d: ZfsDialect) -> &'static str {
+    match d {
+        ZfsDialect::Legacy => "legacy (zfs-fuse)",
+        ZfsDialect::Openzfs => "OpenZFS",
+        ZfsDialect::Unspecified => "unknown",
+    }
+}
+
+fn snapshot_counts(inventory: &Inventory) -> HashMap<&str, usize> {
+    let mut counts = HashMap::new();
+    for snapshot in &inventory.snapshots {
+        if let Some((dataset, _)) = snapshot.name.split_once('@') {
+            *counts.entry(dataset).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> {
+    let systems = FleetClient::new(channel)
+        .list_systems(ListSystemsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .systems;
+    match output {
+        OutputFormat::Json => {
+            let rows: Vec<SystemJson> = systems.iter().map(SystemJson::from).collect();
+            print_json(&rows)
+        }
+        OutputFormat::Table => {
+            if systems.is_empty() {
+                println!("No systems enrolled. Add one with `nasfleet token create`.");
+                return Ok(());
+            }
+            let mut table =
+                Table::new(&["NAME", "STATUS", "ADDRESS", "VERSION", "LAST SEEN", "POOLS"]);
+            for s in &systems {
+                table.row(vec![
+                    s.name.clone(),
+                    system_status_word(s.status()).into(),
+                    s.address.clone(),
+                    s.agent_version.clone(),
+                    human_time(s.last_seen_unix_ms),
+                    s.pools.join(","),
+                ]);
+            }
+            println!("{}", table.render());
+            Ok(())
+        }
+    }
+}
+
+pub async fn show(
+    channel: Channel,
+    name: &str,
+    refresh: bool,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let detail = FleetClient::new(channel)
+        .get_system(GetSystemRequest {
+            name: name.to_owned(),
+            refresh,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let Some(summary) = detail.summary.as_ref() else {
+        bail!("the controller sent no summary for system '{name}'");
+    };
+    let inventory = detail.inventory.as_ref();
+    let counts = inventory.map(snapshot_counts).unwrap_or_default();
+    let datasets: Vec<DatasetJson> = inventory
+        .map(|inv| {
+            inv.datasets
+                .iter()
+                .map(|d| DatasetJson {
+                    name: d.name.clone(),
+                    used: d.used,
+                    available: d.available,
+                    mountpoint: d.mountpoint.clone(),
+                    readonly: d.readonly,
+                    kind: d.kind.clone(),
+                    snapshot_count: counts.get(d.name.as_str()).copied().unwrap_or(0),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let services: Vec<ServiceJson> = inventory
+        .map(|inv| inv.services.iter().map(ServiceJson::from).collect())
+        .unwrap_or_default();
+    match output {
+        OutputFormat::Json => print_json(&SystemDetailJson {
+            summary: SystemJson::from(summary),
+            certificate_serial: detail.certificate_serial.clone(),
+            hostname: inventory.map(|i| i.hostname.clone()),
+            os: inventory.map(|i| i.os.clone()),
+            zfs_version: inventory.map(|i| i.zfs_version.clone()),
+            zfs_dialect: inventory.map(|i| dialect_word(i.zfs_dialect())),
+            inventory_collected: inventory.and_then(|i| rfc3339_from_unix_ms(i.collected_unix_ms)),
+            datasets,
+            services,
+            inventory_errors: inventory.map(|i| i.errors.clone()).unwrap_or_default(),
+        }),
+        OutputFormat::Table => {
+            println!("Name:         {}", summary.name);
+            println!("Status:       {}", system_status_word(summary.status()));
+            println!("Address:      {}", summary.address);
+            println!("Version:      {}", summary.agent_version);
+            println!("Last seen:    {}", human_time(summary.last_seen_unix_ms));
+            println!("Enrolled:     {}", human_time(summary.enrolled_unix_ms));
+            println!("Certificate:  {}", detail.certificate_serial);
+            let Some(inv) = inventory else {
+                println!("\nNo inventory yet: the agent has not reported.");
+                return Ok(());
+            };
+            println!("Host name:    {}", inv.hostname);
+            println!("OS:           {}", inv.os);
+            println!(
+                "ZFS:          {} ({})",
+                inv.zfs_version,
+                dialect_word(inv.zfs_dialect())
+            );
+            println!("Inventory:    {}", human_time(inv.collected_unix_ms));
+            println!("\nPools:");
+            let mut pools = Table::new(&["NAME", "SIZE", "FREE", "HEALTH"]);
+            for p in &inv.pools {
+                pools.row(vec![
+                    p.name.clone(),
+                    human_bytes(p.size),
+                    human_bytes(p.free),
+                    p.health.clone(),
+                ]);
+            }
+            println!("{}", pools.render());
+            println!("\nDatasets:");
+            let mut table = Table::new(&[
+                "NAME",
+                "USED",
+                "AVAIL",
+                "SNAPSHOTS",
+                "READONLY",
+                "MOUNTPOINT",
+            ]);
+            for d in &datasets {
+                table.row(vec![
+                    d.name.clone(),
+                    human_bytes(d.used),
+                    human_bytes(d.available),
+                    d.snapshot_count.to_string(),
+                    if d.readonly { "on" } else { "off" }.into(),
+                    d.mountpoint.clone(),
+                ]);
+            }
+            println!("{}", table.render());
+            println!("\nServices:");
+            println!("{}", services_table(&inv.services));
+            if !inv.errors.is_empty() {
+                println!("\nProblems reported by the agent:");
+                for e in &inv.errors {
+                    println!("  - {e}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn services_table(services: &[Service]) -> String {
+    let mut table = Table::new(&["SERVICE", "STATE", "ADDRESS", "HOST KEYS", "DETAIL"]);
+    for s in services {
+        table.row(vec![
+            s.name.to_uppercase(),
+            service_state(s).into(),
+            s.address.clone(),
+            s.host_key_fingerprints.join(", "),
+            s.detail.clone(),
+        ]);
+    }
+    table.render()
+}
+
+pub async fn services(channel: Channel, name: &str, output: OutputFormat) -> anyhow::Result<()> {
+    let detail = FleetClient::new(channel)
+        .get_system(GetSystemRequest {
+            name: name.to_owned(),
+            refresh: false,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let services = detail.inventory.map(|inv| inv.services).unwrap_or_default();
+    match output {
+        OutputFormat::Json => {
+            let rows: Vec<ServiceJson> = services.iter().map(ServiceJson::from).collect();
+            print_json(&rows)
+        }
+        OutputFormat::Table => {
+            if services.is_empty() {
+                println!("System '{name}' has not reported its services yet.");
+            } else {
+                println!("{}", services_table(&services));
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn remove(channel: Channel, name: &str, yes: bool) -> anyhow::Result<()> {
+    if !yes
+        && !confirm(format!(
+            "Remove system '{name}' from the fleet and revoke its certificate?"
+        ))
+        .await?
+    {
+        bail!("not removed: confirm on a terminal or pass --yes");
+    }
+    let answer = FleetClient::new(channel)
+        .remove_system(RemoveSystemRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "Removed system '{name}'; certificate {} revoked.",
+        answer.revoked_serial
+    );
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `nasfleet token create`: a single-use join token and the command that enrolls a NAS with it.
+
+use super::status_error;
+use crate::output::{OutputFormat, human_time, print_json};
+use nasfleet_proto::duration::parse_duration;
+use nasfleet_proto::status::rfc3339_from_unix_ms;
+use nasfleet_proto::v1::CreateTokenRequest;
+use nasfleet_proto::v1::fleet_client::FleetClient;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+#[derive(Serialize)]
+struct TokenJson {
+    token: String,
+    ca_fingerprint: String,
+    join_command: String,
+    expires: Option<String>,
+    controller: String,
+}
+
+/// The line an administrator pastes on the NAS. `<NAME>` is left for them to fill in.
+pub fn join_command(controller: &str, token: &str, fingerprint: &str) -> String {
+    format!(
+        "nasfleet-agent join --controller {controller} --token {token} --ca-fingerprint {fingerprint} --name <NAME> --state-dir /var/lib/nasfleet-agent"
+    )
+}
+
+pub async fn create(channel: Channel, ttl: &str, output: OutputFormat) -> anyhow::Result<()> {
+    let ttl = parse_duration("--ttl", ttl)?;
+    let answer = FleetClient::new(channel)
+        .create_token(CreateTokenRequest {
+            ttl_secs: ttl.as_secs(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let command = join_command(
+        &answer.controller_url,
+        &answer.token,
+        &answer.ca_fingerprint,
+    );
+    match output {
+        OutputFormat::Json => print_json(&TokenJson {
+            token: answer.token,
+            ca_fingerprint: answer.ca_fingerprint,
+            join_command: command,
+            expires: rfc3339_from_unix_ms(answer.expires_unix_ms),
+            controller: answer.controller_url,
+        }),
+        OutputFormat::Table => {
+            println!("Join token:      {}", answer.token);
+            println!(
+                "Expires:         {} (single use)",
+                human_time(answer.expires_unix_ms)
+            );
+            println!("CA fingerprint:  {}", answer.ca_fingerprint);
+            println!("On the NAS, run (with its name in place of <NAME>):");
+            println!("  {command}");
+            Ok(())
+        }
+    }
+}

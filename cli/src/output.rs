@@ -1,0 +1,117 @@
+//! How the CLI prints: aligned tables for people, JSON for scripts, and human spellings of sizes and times.
+
+use chrono::{DateTime, Local, Utc};
+use serde::Serialize;
+
+/// `-o table|json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A plain text table with left-aligned columns separated by two spaces.
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Self {
+        Table {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let columns = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut out = String::new();
+            for (i, cell) in cells.iter().enumerate().take(columns) {
+                if i + 1 == columns {
+                    out.push_str(cell);
+                } else {
+                    out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+                }
+            }
+            out.trim_end().to_owned()
+        };
+        let mut out = line(&self.header);
+        for row in &self.rows {
+            out.push('\n');
+            out.push_str(&line(row));
+        }
+        out
+    }
+}
+
+/// `2026-11-21 20:41:07` in local time, or `never`.
+pub fn human_time(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "never".into();
+    }
+    DateTime::<Utc>::from_timestamp_millis(unix_ms)
+        .map(|t| {
+            t.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| "invalid time".into())
+}
+
+/// Bytes in binary units with one decimal, as `zfs list` shows them.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(&["NAME", "STATUS"]);
+        t.row(vec!["nas-long".into(), "ONLINE".into()]);
+        t.row(vec!["b".into(), "OFFLINE".into()]);
+        assert_eq!(
+            t.render(),
+            "NAME      STATUS\nnas-long  ONLINE\nb         OFFLINE"
+        );
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1536), "1.5K");
+        assert_eq!(human_bytes(228_057_088), "217.5M");
+    }
+}
