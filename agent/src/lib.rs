@@ -5,6 +5,8 @@ pub mod inventory;
 pub mod join;
 pub mod link;
 pub mod process;
+pub mod retention;
+pub mod runs;
 pub mod ssh_service;
 pub mod state_dir;
 pub mod zfs;

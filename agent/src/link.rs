@@ -2,6 +2,7 @@
 
 use crate::config::RunSettings;
 use crate::inventory;
+use crate::runs::{JournalError, RunManager};
 use crate::state_dir::{Credentials, StateDir, StateError};
 use crate::zfs::Zfs;
 use nasfleet_proto::MAX_MESSAGE_BYTES;
@@ -11,7 +12,9 @@ use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::agent_link_client::AgentLinkClient;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::controller_message::Body as Down;
-use nasfleet_proto::v1::{AgentMessage, Heartbeat, Hello};
+use nasfleet_proto::v1::{
+    AgentMessage, AgentRequest, AgentResponse, Heartbeat, Hello, agent_request,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -42,7 +45,12 @@ pub enum LinkError {
     Refused(String),
     #[error(transparent)]
     Dial(#[from] DialError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
+
+/// Longest a one-time request (e.g. taking a snapshot) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why one session ended.
 enum SessionEnd {
@@ -64,12 +72,14 @@ pub async fn run(
     let credentials = StateDir::new(&settings.state_dir).load().await?;
     let settings = Arc::new(settings);
     let zfs = Arc::new(zfs);
+    let runs = RunManager::open(&settings.state_dir, zfs.clone()).await?;
     tracing::info!(system = %credentials.enrollment.name, controller = %credentials.enrollment.controller,
         pools = ?settings.inventory.pools, "agent starting");
     let mut backoff = Backoff::new();
     loop {
         let started = Instant::now();
-        let end = session(&credentials, &settings, &zfs, shutdown.clone()).await;
+        let end = session(&credentials, &settings, &zfs, &runs, shutdown.clone()).await;
+        runs.detach();
         let delay = match end {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Refused(reason) => return Err(LinkError::Refused(reason)),
@@ -100,6 +110,7 @@ async fn session(
     credentials: &Credentials,
     settings: &Arc<RunSettings>,
     zfs: &Arc<Zfs>,
+    runs: &Arc<RunManager>,
     mut shutdown: watch::Receiver<bool>,
 ) -> SessionEnd {
     let lost = |reason: String| SessionEnd::Lost {
@@ -131,6 +142,7 @@ async fn session(
     let hello = AgentMessage {
         body: Some(Up::Hello(Hello {
             agent_version: nasfleet_proto::VERSION.to_owned(),
+            active_run_ids: runs.active_ids(),
         })),
     };
     if tx.send(hello).await.is_err() {
@@ -164,6 +176,7 @@ async fn session(
         reason,
         established: true,
     };
+    runs.attach(tx.clone()).await;
 
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -186,6 +199,10 @@ async fn session(
             message = inbound.message() => match message {
                 Ok(Some(m)) => match m.body {
                     Some(Down::RequestInventory(_)) => start_inventory(&mut collecting, settings, zfs, &tx),
+                    Some(Down::StartRun(work)) => runs.start(work).await,
+                    Some(Down::CancelRun(cancel)) => runs.cancel(cancel.run_id, &cancel.by),
+                    Some(Down::AckRunResult(ack)) => runs.ack(ack.run_id).await,
+                    Some(Down::Request(request)) => answer(request, zfs.clone(), tx.clone()),
                     Some(Down::Welcome(_)) | None => {}
                 },
                 Ok(None) => break lost_established("the controller closed the stream".into()),
@@ -240,6 +257,56 @@ fn start_inventory(
             ),
         }
     }));
+}
+
+/// Answers a controller request in the background; the answer goes up the
+/// session it came on (if that session is gone, the controller times out).
+fn answer(request: AgentRequest, zfs: Arc<Zfs>, tx: mpsc::Sender<AgentMessage>) {
+    tokio::spawn(async move {
+        let request_id = request.request_id;
+        let response = match request.body {
+            Some(agent_request::Body::CreateSnapshots(create)) => {
+                let taken = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    zfs.create_snapshots(&create.names, create.recursive),
+                )
+                .await;
+                match taken {
+                    Ok(Ok(())) => {
+                        tracing::info!(names = ?create.names, recursive = create.recursive, "snapshot taken");
+                        AgentResponse {
+                            request_id,
+                            error: String::new(),
+                            created: create.names,
+                        }
+                    }
+                    Ok(Err(e)) => AgentResponse {
+                        request_id,
+                        error: e.to_string(),
+                        created: Vec::new(),
+                    },
+                    Err(_) => AgentResponse {
+                        request_id,
+                        error: format!(
+                            "taking the snapshot took longer than {}s",
+                            REQUEST_TIMEOUT.as_secs()
+                        ),
+                        created: Vec::new(),
+                    },
+                }
+            }
+            None => AgentResponse {
+                request_id,
+                error: "this agent does not understand the request; upgrade it".into(),
+                created: Vec::new(),
+            },
+        };
+        let _ = tx
+            .send(AgentMessage {
+                body: Some(Up::Response(response)),
+            })
+            .await;
+    });
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

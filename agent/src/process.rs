@@ -1,4 +1,4 @@
-//! Running one child process (zfs, zpool, ssh, rsync) safely: no shell, a timeout, stderr kept for the error, and the child killed and reaped on timeout or cancellation.
+//! Running one child process (zfs, zpool, ssh, rsync) safely: no shell, a timeout, stderr kept for the error, and the child's whole process group killed and the child reaped on timeout, cancellation or drop.
 
 use std::ffi::OsStr;
 use std::io;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+use tokio::sync::watch;
 
 /// Longest rendering of a command line in an error message; inventory
 /// commands are short, but a `zfs send` with many snapshot names need not be.
@@ -36,6 +37,8 @@ pub enum ProcessError {
     },
     #[error("`{command}` timed out after {}", display_duration(*.after))]
     TimedOut { command: String, after: Duration },
+    #[error("`{command}` was cancelled")]
+    Cancelled { command: String },
     #[error("`{command}` failed ({}){}", describe_code(*.code), describe_stderr(.stderr))]
     Failed {
         command: String,
@@ -118,14 +121,113 @@ pub fn render_command<S: AsRef<OsStr>>(program: &str, args: &[S]) -> String {
 ///
 /// stdin is closed so a tool that unexpectedly prompts fails instead of
 /// hanging. `LC_ALL=C` keeps messages and number formats stable for parsing.
-/// On timeout, or if the returned future is dropped, the child is killed;
-/// on timeout it is also reaped before the error is returned.
+/// The child runs in a process group of its own; on timeout, or if the
+/// returned future is dropped, the whole group is killed (see
+/// [`run_cancellable`]).
 pub async fn run<S: AsRef<OsStr>>(
     program: &str,
     args: &[S],
     timeout: Duration,
 ) -> Result<Output, ProcessError> {
+    run_inner(program, args, timeout, None).await
+}
+
+/// [`run`] that an administrator can stop: when `cancel` becomes `true`
+/// the child's whole process group is killed, the child is reaped, and
+/// [`ProcessError::Cancelled`] is returned. If `cancel` is already `true`
+/// nothing is started. A sender that goes away without cancelling leaves
+/// the run to finish (or time out) normally.
+///
+/// Killing the group rather than the child matters for pipelines: `ssh`
+/// started by `zfs send | ssh ...` wrappers, rsync's remote-shell helper
+/// and a shell's background jobs all inherit the group, and would
+/// otherwise keep running (and keep pipes open) after the run is over.
+pub async fn run_cancellable<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    timeout: Duration,
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<Output, ProcessError> {
+    run_inner(program, args, timeout, Some(cancel)).await
+}
+
+/// Kills the child's process group when dropped unless disarmed, so a
+/// dropped future (the caller gave up) leaves nothing running. The leader
+/// itself is also killed and reaped by tokio (`kill_on_drop`).
+///
+/// The group is only signalled while its leader has not been reaped:
+/// until then the leader's pid, and so the group id, cannot be reused by
+/// an unrelated process.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            kill_group(pgid);
+        }
+    }
+
+    /// The leader was reaped; the group id may be reused from now on.
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// SIGKILL to every process in group `pgid`.
+fn kill_group(pgid: i32) {
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
+    // addresses the process group, which is ours (see GroupGuard).
+    let rc = unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        // ESRCH: every member is gone already.
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            tracing::warn!(pgid, %err, "could not kill process group");
+        }
+    }
+}
+
+/// Why waiting for the child stopped early.
+enum Interrupted {
+    TimedOut,
+    Cancelled,
+}
+
+async fn cancelled(cancel: Option<&mut watch::Receiver<bool>>) {
+    match cancel {
+        // An error means the sender is gone: nobody can cancel any more.
+        Some(rx) => {
+            if rx.wait_for(|c| *c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+async fn run_inner<S: AsRef<OsStr>>(
+    program: &str,
+    args: &[S],
+    timeout: Duration,
+    mut cancel: Option<&mut watch::Receiver<bool>>,
+) -> Result<Output, ProcessError> {
     let command = render_command(program, args);
+    if let Some(rx) = cancel.as_deref_mut() {
+        if *rx.borrow_and_update() {
+            return Err(ProcessError::Cancelled { command });
+        }
+    }
     let mut cmd = Command::new(program);
     for arg in args {
         cmd.arg(arg);
@@ -134,6 +236,7 @@ pub async fn run<S: AsRef<OsStr>>(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
 
     let mut child = cmd.spawn().map_err(|source| {
@@ -148,31 +251,48 @@ pub async fn run<S: AsRef<OsStr>>(
             }
         }
     })?;
+    // With process_group(0) the group id is the child's pid.
+    let mut guard = GroupGuard {
+        pgid: child.id().and_then(|pid| i32::try_from(pid).ok()),
+    };
 
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    // Both pipes are drained while waiting: a child that fills one pipe
-    // while we read the other would otherwise block forever.
-    let finished = tokio::time::timeout(timeout, async {
-        let (out, err, status) = tokio::join!(drain(stdout), drain(stderr), child.wait());
-        Ok::<_, io::Error>((out?, err?, status?))
-    })
-    .await;
+    // Both pipes are drained concurrently: a child that fills one pipe
+    // while we read the other would otherwise block forever. The child is
+    // reaped only after both pipes are closed, so while a background
+    // grandchild still holds them the leader stays unreaped and its group
+    // can safely be killed on timeout or cancel.
+    let work = async {
+        let (out, err) = tokio::join!(drain(stdout), drain(stderr));
+        let status = child.wait().await?;
+        Ok::<_, io::Error>((out?, err?, status))
+    };
+    let outcome = tokio::select! {
+        finished = work => Ok(finished),
+        _ = tokio::time::sleep(timeout) => Err(Interrupted::TimedOut),
+        _ = cancelled(cancel) => Err(Interrupted::Cancelled),
+    };
 
-    let (stdout, stderr, status) = match finished {
-        Ok(Ok(parts)) => parts,
+    let (stdout, stderr, status) = match outcome {
+        Ok(Ok(parts)) => {
+            guard.disarm();
+            parts
+        }
         Ok(Err(source)) => {
-            let _ = child.kill().await;
+            guard.kill();
+            reap(&mut child, &command).await;
             return Err(ProcessError::Wait { command, source });
         }
-        Err(_elapsed) => {
-            // kill() also waits, so no zombie is left behind.
-            if let Err(err) = child.kill().await {
-                tracing::warn!(%command, %err, "could not kill timed-out child");
-            }
-            return Err(ProcessError::TimedOut {
-                command,
-                after: timeout,
+        Err(why) => {
+            guard.kill();
+            reap(&mut child, &command).await;
+            return Err(match why {
+                Interrupted::TimedOut => ProcessError::TimedOut {
+                    command,
+                    after: timeout,
+                },
+                Interrupted::Cancelled => ProcessError::Cancelled { command },
             });
         }
     };
@@ -189,6 +309,15 @@ pub async fn run<S: AsRef<OsStr>>(
             code: status.code(),
             stderr: stderr_for_message(&stderr),
         })
+    }
+}
+
+/// Kills (again, harmlessly) and waits for the group leader so no zombie
+/// is left behind. Members of the group other than the leader are not our
+/// children; whoever inherits them (init or a subreaper) reaps them.
+async fn reap(child: &mut tokio::process::Child, command: &str) {
+    if let Err(err) = child.kill().await {
+        tracing::warn!(%command, %err, "could not kill and reap child");
     }
 }
 
@@ -291,6 +420,157 @@ mod tests {
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(err.to_string(), "`sleep 30` timed out after 200ms");
+    }
+
+    /// Whether `pid` is still running (a zombie has finished running).
+    fn running(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    /// A shell that writes its own pid and its background sleep's pid to
+    /// `pids` and then sleeps too: a tree of three processes.
+    fn tree_script(pids: &std::path::Path) -> Vec<String> {
+        let file = pids.display();
+        vec![
+            "-c".to_owned(),
+            format!("sleep 30 & echo $$ $! > {file}.tmp; mv {file}.tmp {file}; sleep 30"),
+        ]
+    }
+
+    /// Waits (bounded) until the script has written both pids.
+    async fn read_pids(pids: &std::path::Path) -> Vec<i32> {
+        for _ in 0..100 {
+            if let Ok(text) = std::fs::read_to_string(pids) {
+                let found: Vec<i32> = text
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                if found.len() == 2 {
+                    return found;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the script did not write its pids");
+    }
+
+    /// Waits (bounded) until none of `pids` runs: SIGKILL is delivered
+    /// asynchronously, and init reaps orphans when it gets to them.
+    async fn assert_all_gone(pids: &[i32]) {
+        for _ in 0..100 {
+            if !pids.iter().any(|p| running(*p)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let alive: Vec<_> = pids.iter().filter(|p| running(**p)).collect();
+        panic!("still running: {alive:?}");
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids_file = dir.path().join("pids");
+        let args = tree_script(&pids_file);
+        let (tx, mut rx) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let (result, pids) = tokio::join!(
+            run_cancellable("sh", &args, Duration::from_secs(60), &mut rx),
+            async {
+                let pids = read_pids(&pids_file).await;
+                assert!(pids.iter().all(|p| running(*p)));
+                tx.send(true).unwrap();
+                pids
+            }
+        );
+        let err = result.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err:?}");
+        assert!(err.to_string().ends_with("` was cancelled"), "{err}");
+        assert_all_gone(&pids).await;
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids_file = dir.path().join("pids");
+        let err = run("sh", &tree_script(&pids_file), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err:?}");
+        let pids = read_pids(&pids_file).await;
+        assert_all_gone(&pids).await;
+    }
+
+    #[tokio::test]
+    async fn a_grandchild_holding_the_pipes_is_killed_on_timeout() {
+        // The shell exits at once; its background sleep keeps stdout open.
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}", pid_file.display());
+        let err = run("sh", &["-c", script.as_str()], Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err:?}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_all_gone(&[pid]).await;
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_kills_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids_file = dir.path().join("pids");
+        let args = tree_script(&pids_file);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(1),
+            run("sh", &args, Duration::from_secs(60)),
+        )
+        .await;
+        assert!(outcome.is_err(), "the run should still have been going");
+        let pids = read_pids(&pids_file).await;
+        assert_all_gone(&pids).await;
+    }
+
+    #[tokio::test]
+    async fn already_cancelled_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let script = format!("touch {}", marker.display());
+        let (_tx, mut rx) = watch::channel(true);
+        let err = run_cancellable(
+            "sh",
+            &["-c", script.as_str()],
+            Duration::from_secs(5),
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.to_string(), format!("`sh -c '{script}'` was cancelled"));
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn uncancelled_run_finishes_even_if_the_sender_is_gone() {
+        let (tx, mut rx) = watch::channel(false);
+        drop(tx);
+        let out = run_cancellable("echo", &["done"], Duration::from_secs(5), &mut rx)
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"done\n");
+        let (_tx, mut rx) = watch::channel(false);
+        let err = run_cancellable("false", &[] as &[&str], Duration::from_secs(5), &mut rx)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::Failed { code: Some(1), .. }));
     }
 
     #[tokio::test]

@@ -62,8 +62,12 @@ pub struct Zfs {
 pub enum ZfsError {
     #[error(transparent)]
     InvalidName(#[from] DatasetNameError),
-    #[error("dataset '{name}' does not exist")]
+    #[error("Dataset not found: '{name}'")]
     DatasetNotFound { name: String },
+    #[error("snapshot '{name}' already exists")]
+    SnapshotExists { name: String },
+    #[error("snapshot '{name}' does not exist")]
+    SnapshotNotFound { name: String },
     #[error("pool '{name}' does not exist")]
     PoolNotFound { name: String },
     #[error(transparent)]
@@ -89,6 +93,62 @@ impl ZfsError {
         }
         ZfsError::Process(err)
     }
+
+    /// Turns the stderr of `zfs snapshot` into a typed reason. zfs names
+    /// the object it complains about in quotes: `cannot create snapshot
+    /// 'tank/a@x': dataset already exists`, `cannot open 'tank/nope':
+    /// dataset does not exist` (OpenZFS may quote `tank/nope@x` there).
+    fn from_snapshot_process(err: ProcessError, names: &[String]) -> ZfsError {
+        let err = without_usage(err);
+        let first = names.first().map(String::as_str).unwrap_or_default();
+        if let Some(stderr) = err.stderr() {
+            let quoted = first_quoted(stderr);
+            if stderr.contains("dataset already exists") {
+                let name = quoted.filter(|q| q.contains('@')).unwrap_or(first);
+                return ZfsError::SnapshotExists {
+                    name: name.to_owned(),
+                };
+            }
+            if stderr.contains("dataset does not exist") {
+                let name = quoted.unwrap_or(first);
+                let dataset = name.split_once('@').map_or(name, |(d, _)| d);
+                return ZfsError::DatasetNotFound {
+                    name: dataset.to_owned(),
+                };
+            }
+            if stderr.contains("no such pool") {
+                let name = quoted.unwrap_or(first);
+                let pool = name.split(['/', '@']).next().unwrap_or(name);
+                return ZfsError::PoolNotFound {
+                    name: pool.to_owned(),
+                };
+            }
+        }
+        ZfsError::Process(err)
+    }
+
+    /// Turns the stderr of `zfs destroy` of one snapshot into a typed
+    /// reason. zfs says "dataset does not exist" for a missing snapshot
+    /// and for a missing dataset alike; either way the snapshot is absent.
+    fn from_destroy_process(err: ProcessError, full_name: &str) -> ZfsError {
+        let err = without_usage(err);
+        if err
+            .stderr()
+            .is_some_and(|e| e.contains("dataset does not exist") || e.contains("no such pool"))
+        {
+            return ZfsError::SnapshotNotFound {
+                name: full_name.to_owned(),
+            };
+        }
+        ZfsError::Process(err)
+    }
+}
+
+/// The first `'...'` in a zfs message. Validated names never contain a quote.
+fn first_quoted(text: &str) -> Option<&str> {
+    let (_, rest) = text.split_once('\'')?;
+    let (quoted, _) = rest.split_once('\'')?;
+    Some(quoted)
 }
 
 /// zfs and zpool follow a one-line complaint with their whole usage text
@@ -136,6 +196,26 @@ pub enum DatasetNameError {
         "dataset name '{name}' contains {bad:?}; only letters, digits, '_', '.', ':', '-' and '/' between components are allowed"
     )]
     BadCharacter { name: String, bad: char },
+    #[error("'{name}' is not a snapshot name (dataset@snapshot)")]
+    NotASnapshot { name: String },
+    #[error("snapshot name '{name}' has nothing after '@'")]
+    EmptySnapshot { name: String },
+    #[error("snapshot name '{name}' must not be '.' or '..' after '@'")]
+    DotSnapshot { name: String },
+    #[error(
+        "snapshot name '{name}' contains {bad:?}; after '@' only letters, digits, spaces, '_', '.', ':' and '-' are allowed"
+    )]
+    SnapshotBadCharacter { name: String, bad: char },
+    #[error("no snapshot names given")]
+    NoSnapshots,
+    #[error(
+        "snapshots '{first}' and '{other}' are in different pools; one zfs call takes snapshots of one pool only"
+    )]
+    SeveralPools { first: String, other: String },
+    #[error(
+        "snapshots '{first}' and '{other}' overlap; one zfs call takes at most one snapshot of each dataset"
+    )]
+    Overlapping { first: String, other: String },
 }
 
 /// Checks a dataset name (`pool[/child...]`) before it is passed to zfs.
@@ -165,6 +245,92 @@ pub fn validate_dataset_name(name: &str) -> Result<(), DatasetNameError> {
         if let Some(bad) = component.chars().find(|c| !allowed(*c)) {
             return Err(DatasetNameError::BadCharacter { name: owned(), bad });
         }
+    }
+    Ok(())
+}
+
+/// Checks the part of a snapshot name after '@'.
+///
+/// The same characters as a dataset component, plus the space: zfs accepts
+/// spaces in snapshot names (checked on zfs-fuse) and TrueNAS's naming
+/// schemas may contain them. Arguments go to zfs one argv entry each and
+/// every word sent through ssh is quoted, so a space is data, not syntax.
+pub fn validate_snapshot_component(component: &str) -> Result<(), DatasetNameError> {
+    check_snapshot_component(component, component)
+}
+
+fn check_snapshot_component(component: &str, name: &str) -> Result<(), DatasetNameError> {
+    let owned = || name.to_owned();
+    if component.is_empty() {
+        return Err(DatasetNameError::EmptySnapshot { name: owned() });
+    }
+    if component == "." || component == ".." {
+        return Err(DatasetNameError::DotSnapshot { name: owned() });
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-' | ' ');
+    if let Some(bad) = component.chars().find(|c| !allowed(*c)) {
+        return Err(DatasetNameError::SnapshotBadCharacter { name: owned(), bad });
+    }
+    if component.len() > MAX_DATASET_NAME {
+        return Err(DatasetNameError::TooLong { name: owned() });
+    }
+    Ok(())
+}
+
+/// Checks a full snapshot name `dataset@snapshot` and returns its two parts.
+/// Anything without exactly one '@' is refused, so a snapshot operation can
+/// never be pointed at a dataset.
+pub fn validate_snapshot_name(full_name: &str) -> Result<(&str, &str), DatasetNameError> {
+    let Some((dataset, snapshot)) = full_name.split_once('@') else {
+        return Err(DatasetNameError::NotASnapshot {
+            name: full_name.to_owned(),
+        });
+    };
+    validate_dataset_name(dataset)?;
+    check_snapshot_component(snapshot, full_name)?;
+    if full_name.len() > MAX_DATASET_NAME {
+        return Err(DatasetNameError::TooLong {
+            name: full_name.to_owned(),
+        });
+    }
+    Ok((dataset, snapshot))
+}
+
+/// Checks a set of snapshots to be taken together: each name is valid, all
+/// are in one pool (OpenZFS takes several snapshots atomically only within
+/// a pool), and no dataset gets two of them (nor, when `recursive`, a
+/// dataset and its descendant, which `-r` would snapshot twice).
+fn validate_snapshot_set(names: &[String], recursive: bool) -> Result<(), DatasetNameError> {
+    let Some(first) = names.first() else {
+        return Err(DatasetNameError::NoSnapshots);
+    };
+    let (first_dataset, _) = validate_snapshot_name(first)?;
+    let pool_of = |dataset: &str| dataset.split('/').next().unwrap_or(dataset).to_owned();
+    let pool = pool_of(first_dataset);
+    let mut seen: Vec<(&str, &str)> = Vec::with_capacity(names.len());
+    for name in names {
+        let (dataset, _) = validate_snapshot_name(name)?;
+        if pool_of(dataset) != pool {
+            return Err(DatasetNameError::SeveralPools {
+                first: first.clone(),
+                other: name.clone(),
+            });
+        }
+        let below = |upper: &str, lower: &str| {
+            lower
+                .strip_prefix(upper)
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
+        if let Some((earlier, _)) = seen
+            .iter()
+            .find(|(_, d)| *d == dataset || (recursive && (below(d, dataset) || below(dataset, d))))
+        {
+            return Err(DatasetNameError::Overlapping {
+                first: (*earlier).to_owned(),
+                other: name.clone(),
+            });
+        }
+        seen.push((name, dataset));
     }
     Ok(())
 }
@@ -247,6 +413,60 @@ pub fn list_snapshots_args(
     }
     out.push("--".to_owned());
     out.push(dataset.to_owned());
+    Ok(out)
+}
+
+/// `zfs snapshot [-r] -- a@x [b@x ...]`: the OpenZFS form, which takes all
+/// the snapshots atomically (all or none) in one transaction group.
+///
+/// zfs-fuse takes one snapshot per call ("too many arguments"); use
+/// [`create_snapshots_commands`] to get the right form for a dialect.
+pub fn create_snapshots_args(
+    names: &[String],
+    recursive: bool,
+) -> Result<Vec<String>, DatasetNameError> {
+    validate_snapshot_set(names, recursive)?;
+    let mut out = args(&["snapshot"]);
+    if recursive {
+        out.push("-r".to_owned());
+    }
+    out.push("--".to_owned());
+    out.extend(names.iter().cloned());
+    Ok(out)
+}
+
+/// The zfs calls that take `names`: one atomic call on OpenZFS, one call
+/// per snapshot on zfs-fuse. The whole set is validated first either way.
+pub fn create_snapshots_commands(
+    dialect: Dialect,
+    names: &[String],
+    recursive: bool,
+) -> Result<Vec<Vec<String>>, DatasetNameError> {
+    let all = create_snapshots_args(names, recursive)?;
+    Ok(match dialect {
+        Dialect::OpenZfs => vec![all],
+        Dialect::Legacy => names
+            .iter()
+            .map(|name| {
+                let mut one = args(&["snapshot"]);
+                if recursive {
+                    one.push("-r".to_owned());
+                }
+                one.push("--".to_owned());
+                one.push(name.clone());
+                one
+            })
+            .collect(),
+    })
+}
+
+/// `zfs destroy -- dataset@snapshot`, the same in both dialects. Refuses
+/// anything that is not a snapshot name, so no bug upstream can turn this
+/// into the destruction of a dataset; never recursive.
+pub fn destroy_snapshot_args(full_name: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_snapshot_name(full_name)?;
+    let mut out = args(&["destroy", "--"]);
+    out.push(full_name.to_owned());
     Ok(out)
 }
 
@@ -622,6 +842,74 @@ impl Zfs {
         let text = String::from_utf8_lossy(&out.stdout);
         Ok(parse_snapshot_list(self.dialect, dataset, recursive, &text))
     }
+
+    /// Takes the snapshots `names` (full `dataset@snapshot` names, one pool,
+    /// at most one per dataset), each recursively if `recursive`.
+    ///
+    /// All or none: OpenZFS takes them atomically in one call. zfs-fuse
+    /// takes one per call, so there they are taken one by one and, if one
+    /// fails, those this call already took are destroyed again (best
+    /// effort; a failure to do so is logged) before the error is returned.
+    pub async fn create_snapshots(
+        &self,
+        names: &[String],
+        recursive: bool,
+    ) -> Result<(), ZfsError> {
+        let commands = create_snapshots_commands(self.dialect, names, recursive)?;
+        let mut taken: Vec<&String> = Vec::new();
+        for (command, name) in commands.iter().zip(names) {
+            if let Err(err) = process::run(ZFS, command, self.timeout).await {
+                let err = ZfsError::from_snapshot_process(err, &names[taken.len()..]);
+                for done in taken {
+                    self.roll_back_snapshot(done, recursive).await;
+                }
+                return Err(err);
+            }
+            taken.push(name);
+        }
+        Ok(())
+    }
+
+    /// Destroys what one `zfs snapshot [-r] name` of
+    /// [`create_snapshots`](Zfs::create_snapshots) took. After `-r`, every
+    /// descendant's snapshot of that name is ours: `-r` fails as a whole
+    /// when any of them already exists.
+    async fn roll_back_snapshot(&self, full_name: &str, recursive: bool) {
+        let Some((dataset, snapshot)) = full_name.split_once('@') else {
+            return;
+        };
+        let mut doomed = vec![full_name.to_owned()];
+        if recursive {
+            match self.list_snapshots(dataset, true).await {
+                Ok((snapshots, _)) => {
+                    let suffix = format!("@{snapshot}");
+                    doomed = snapshots
+                        .into_iter()
+                        .map(|s| s.name)
+                        .filter(|n| n.ends_with(&suffix))
+                        .collect();
+                }
+                Err(err) => {
+                    tracing::warn!(%full_name, %err, "could not list snapshots to roll back");
+                }
+            }
+        }
+        for name in doomed {
+            if let Err(err) = self.destroy_snapshot(&name).await {
+                tracing::warn!(%name, %err, "could not roll back a snapshot taken by a failed call");
+            }
+        }
+    }
+
+    /// Destroys one snapshot. Only ever a snapshot: a name without '@' is
+    /// refused before zfs runs.
+    pub async fn destroy_snapshot(&self, full_name: &str) -> Result<(), ZfsError> {
+        let args = destroy_snapshot_args(full_name)?;
+        process::run(ZFS, &args, self.timeout)
+            .await
+            .map_err(|e| ZfsError::from_destroy_process(e, full_name))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -822,6 +1110,205 @@ nfhelper1/data/child@rs\treferenced\t114688
             msg,
             "dataset name 'a b' contains ' '; only letters, digits, '_', '.', ':', '-' and '/' between components are allowed"
         );
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn snapshot_names_are_checked() {
+        assert_eq!(
+            validate_snapshot_name("tank/a@auto-2026-01-01_00-00"),
+            Ok(("tank/a", "auto-2026-01-01_00-00"))
+        );
+        assert_eq!(validate_snapshot_name("tank@a b"), Ok(("tank", "a b")));
+        assert_eq!(validate_snapshot_component("x:y.z_1-2 3"), Ok(()));
+        for bad in [
+            "tank/a",
+            "tank",
+            "",
+            "tank/a@",
+            "tank/a@.",
+            "tank/a@..",
+            "tank/a@x@y",
+            "tank/a@x/y",
+            "tank/a@x;y",
+            "tank/a@$(id)",
+            "tank/a@x\ny",
+            "tank/a@x%y",
+            "tank/a@x#y",
+            "tank/a@x'y",
+            "tank/a@ä",
+            "-rf@x",
+            "tank/../a@x",
+            "@x",
+        ] {
+            assert!(validate_snapshot_name(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            validate_snapshot_name("tank/a").unwrap_err().to_string(),
+            "'tank/a' is not a snapshot name (dataset@snapshot)"
+        );
+        assert_eq!(
+            validate_snapshot_name("tank/a@x/y")
+                .unwrap_err()
+                .to_string(),
+            "snapshot name 'tank/a@x/y' contains '/'; after '@' only letters, digits, spaces, '_', '.', ':' and '-' are allowed"
+        );
+        assert_eq!(
+            validate_snapshot_component("x@y"),
+            Err(DatasetNameError::SnapshotBadCharacter {
+                name: "x@y".into(),
+                bad: '@'
+            })
+        );
+        let long = format!("tank/{}@{}", "a".repeat(199), "b".repeat(50));
+        assert!(validate_snapshot_name(&long).is_ok());
+        assert!(matches!(
+            validate_snapshot_name(&format!("{long}b")),
+            Err(DatasetNameError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn create_snapshots_commands_for_both_dialects() {
+        let two = names(&["tank/a@s", "tank/b/c@s"]);
+        assert_eq!(
+            create_snapshots_args(&two, false).unwrap(),
+            ["snapshot", "--", "tank/a@s", "tank/b/c@s"]
+        );
+        assert_eq!(
+            create_snapshots_args(&two, true).unwrap(),
+            ["snapshot", "-r", "--", "tank/a@s", "tank/b/c@s"]
+        );
+        assert_eq!(
+            create_snapshots_commands(Dialect::OpenZfs, &two, true).unwrap(),
+            [create_snapshots_args(&two, true).unwrap()]
+        );
+        let legacy = create_snapshots_commands(Dialect::Legacy, &two, true).unwrap();
+        assert_eq!(legacy.len(), 2);
+        assert_eq!(strs(&legacy[0]), ["snapshot", "-r", "--", "tank/a@s"]);
+        assert_eq!(strs(&legacy[1]), ["snapshot", "-r", "--", "tank/b/c@s"]);
+        let one = create_snapshots_commands(Dialect::Legacy, &names(&["tank@x"]), false).unwrap();
+        assert_eq!(one, [["snapshot", "--", "tank@x"]]);
+    }
+
+    #[test]
+    fn create_snapshots_refuses_bad_sets() {
+        for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
+            let refuse = |v: &[&str], recursive: bool| {
+                create_snapshots_commands(dialect, &names(v), recursive).unwrap_err()
+            };
+            assert_eq!(refuse(&[], false), DatasetNameError::NoSnapshots);
+            assert!(matches!(
+                refuse(&["tank/a"], false),
+                DatasetNameError::NotASnapshot { .. }
+            ));
+            assert!(matches!(
+                refuse(&["tank/a@x", "-r"], false),
+                DatasetNameError::NotASnapshot { .. }
+            ));
+            assert!(matches!(
+                refuse(&["tank/a@x", "tank/a@y"], false),
+                DatasetNameError::Overlapping { .. }
+            ));
+            assert_eq!(
+                refuse(&["tank/a@x", "tank/a/b@x"], true),
+                DatasetNameError::Overlapping {
+                    first: "tank/a@x".into(),
+                    other: "tank/a/b@x".into()
+                }
+            );
+            assert!(matches!(
+                refuse(&["tank/a/b@x", "tank/a@x"], true),
+                DatasetNameError::Overlapping { .. }
+            ));
+            assert_eq!(
+                refuse(&["tank/a@x", "other/a@x"], false).to_string(),
+                "snapshots 'tank/a@x' and 'other/a@x' are in different pools; one zfs call takes snapshots of one pool only"
+            );
+        }
+        // Without -r a dataset and its child may be snapshotted together,
+        // and "tank/ab" is no descendant of "tank/a".
+        assert!(create_snapshots_args(&names(&["tank/a@x", "tank/a/b@x"]), false).is_ok());
+        assert!(create_snapshots_args(&names(&["tank/a@x", "tank/ab@x"]), true).is_ok());
+    }
+
+    #[test]
+    fn destroy_only_ever_takes_a_snapshot() {
+        assert_eq!(
+            destroy_snapshot_args("tank/a@auto-2026-01-01_00-00").unwrap(),
+            ["destroy", "--", "tank/a@auto-2026-01-01_00-00"]
+        );
+        for not_a_snapshot in [
+            "tank",
+            "tank/a",
+            "-r",
+            "tank/a@",
+            "@x",
+            "tank/a@x@y",
+            "tank/a@x/y",
+        ] {
+            assert!(
+                destroy_snapshot_args(not_a_snapshot).is_err(),
+                "{not_a_snapshot:?} would have been destroyed"
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_stderr_becomes_typed_error() {
+        let failed = |stderr: &str| ProcessError::Failed {
+            command: "zfs snapshot".into(),
+            code: Some(1),
+            stderr: stderr.into(),
+        };
+        let req = names(&["nfhelperA/a@s1"]);
+        // Captured from zfs-fuse.
+        let e = ZfsError::from_snapshot_process(
+            failed("cannot create snapshot 'nfhelperA/a@s1': dataset already exists"),
+            &req,
+        );
+        assert_eq!(e.to_string(), "snapshot 'nfhelperA/a@s1' already exists");
+        let e = ZfsError::from_snapshot_process(
+            failed(
+                "cannot create snapshot 'nfhelperA/a/c@s1': dataset already exists\nno snapshots were created",
+            ),
+            &req,
+        );
+        assert_eq!(e.to_string(), "snapshot 'nfhelperA/a/c@s1' already exists");
+        let e = ZfsError::from_snapshot_process(
+            failed("cannot open 'nfhelperA/nope': dataset does not exist"),
+            &names(&["nfhelperA/nope@s1"]),
+        );
+        assert_eq!(e.to_string(), "Dataset not found: 'nfhelperA/nope'");
+        // OpenZFS names the snapshot it could not create.
+        let e = ZfsError::from_snapshot_process(
+            failed("cannot create snapshot 'tank/nope@s1': dataset does not exist"),
+            &names(&["tank/a@s1", "tank/nope@s1"]),
+        );
+        assert!(matches!(&e, ZfsError::DatasetNotFound { name } if name == "tank/nope"));
+        let e = ZfsError::from_snapshot_process(
+            failed("cannot create snapshot 'nopool/a@s': no such pool"),
+            &names(&["nopool/a@s"]),
+        );
+        assert_eq!(e.to_string(), "pool 'nopool' does not exist");
+        let e = ZfsError::from_snapshot_process(failed("out of space"), &req);
+        assert!(e.to_string().ends_with(": out of space"), "{e}");
+
+        let e = ZfsError::from_destroy_process(
+            failed("cannot open 'nfhelperA/a@nope': dataset does not exist"),
+            "nfhelperA/a@nope",
+        );
+        assert_eq!(e.to_string(), "snapshot 'nfhelperA/a@nope' does not exist");
+        let e = ZfsError::from_destroy_process(
+            failed(
+                "cannot destroy 'tank/a@s': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\ntank/clone",
+            ),
+            "tank/a@s",
+        );
+        assert!(matches!(e, ZfsError::Process(_)));
     }
 
     #[test]
@@ -1157,7 +1644,7 @@ broken line
             failed("cannot open 'nosuch/x': dataset does not exist"),
             "nosuch/x",
         );
-        assert_eq!(e.to_string(), "dataset 'nosuch/x' does not exist");
+        assert_eq!(e.to_string(), "Dataset not found: 'nosuch/x'");
         let e = ZfsError::from_process(
             failed("cannot open 'nosuchpool': no such pool"),
             "nosuchpool",

@@ -1,6 +1,7 @@
 //! The AgentLink service: each agent's long-lived stream, its heartbeats and inventories.
 
 use crate::auth::require_system;
+use crate::runs;
 use crate::state::SharedState;
 use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::agent_link_server::AgentLink;
@@ -85,7 +86,14 @@ impl AgentLink for AgentLinkService {
         if let Err(e) = recorded {
             tracing::error!(system = %name, error = %e, "cannot record connection");
         }
-        tracing::info!(system = %name, %address, version = %hello.agent_version, "system ONLINE");
+        tracing::info!(system = %name, %address, version = %hello.agent_version,
+            active_runs = ?hello.active_run_ids, "system ONLINE");
+        {
+            let state = self.state.clone();
+            let name = name.clone();
+            let active = hello.active_run_ids.clone();
+            tokio::spawn(async move { runs::reconcile(&state, &name, &active).await });
+        }
         tokio::spawn(read_agent(
             self.state.clone(),
             name,
@@ -142,6 +150,9 @@ async fn handle(state: &SharedState, name: &str, id: u64, body: Up) {
             record_inventory(state, name, &inventory).await;
             state.sessions.inventory_received(name, id);
         }
+        Up::RunUpdate(update) => runs::progress(state, &update),
+        Up::RunResult(result) => runs::result(state, name, result).await,
+        Up::Response(response) => state.sessions.response_received(response),
     }
 }
 

@@ -89,6 +89,24 @@ pub struct ControllerConfig {
     pub heartbeat_interval: String,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// IANA zone for schedules and snapshot names (default: the host's).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// A fire missed while the controller was down still runs at start if it
+    /// is at most this old; older ones are recorded as missed.
+    #[serde(default = "default_grace")]
+    pub missed_run_grace: String,
+    /// Runs kept per task.
+    #[serde(default = "default_history")]
+    pub run_history: usize,
+}
+
+fn default_grace() -> String {
+    "1h".into()
+}
+
+fn default_history() -> usize {
+    100
 }
 
 impl ControllerConfig {
@@ -102,11 +120,29 @@ impl ControllerConfig {
                 path: path.to_owned(),
                 source,
             })?;
-        config.heartbeat().map_err(|message| ConfigError::Invalid {
+        let invalid = |message: String| ConfigError::Invalid {
             path: path.to_owned(),
             message,
-        })?;
+        };
+        config.heartbeat().map_err(invalid)?;
+        config.grace().map_err(invalid)?;
+        config.timezone().map_err(invalid)?;
+        if config.run_history == 0 {
+            return Err(invalid("run_history: must be at least 1".into()));
+        }
         Ok(config)
+    }
+
+    pub fn grace(&self) -> Result<Duration, String> {
+        parse_duration("missed_run_grace", &self.missed_run_grace).map_err(|e| e.to_string())
+    }
+
+    /// The configured zone, or the host's.
+    pub fn timezone(&self) -> Result<chrono_tz::Tz, String> {
+        match &self.timezone {
+            Some(name) => nasfleet_proto::schedule::parse_timezone(name).map_err(|e| e.to_string()),
+            None => Ok(nasfleet_proto::schedule::host_timezone()),
+        }
     }
 
     pub fn heartbeat(&self) -> Result<Duration, String> {

@@ -156,6 +156,9 @@ pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
         url: url.clone(),
         heartbeat_interval: "10s".into(),
         log_format: LogFormat::Text,
+        timezone: None,
+        missed_run_grace: "1h".into(),
+        run_history: 100,
     };
     let config_text = toml::to_string(&config).map_err(|source| InitError::Encode {
         what: "controller.toml",

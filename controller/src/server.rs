@@ -5,6 +5,8 @@ use crate::config::{ControllerConfig, DataDir};
 use crate::enrollment::EnrollmentService;
 use crate::fleet_api::FleetService;
 use crate::pki::{CaMaterial, CertificateAuthority, PkiError};
+use crate::runs::RunHub;
+use crate::scheduler::{Scheduler, StoreBackend, SystemClock};
 use crate::sessions::Sessions;
 use crate::state::{ControllerState, SharedState};
 use crate::store::{Store, StoreError};
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -50,6 +52,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("heartbeat_interval: {0}")]
     Heartbeat(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 async fn read(path: &Path) -> Result<String, ServerError> {
@@ -97,17 +101,34 @@ pub async fn serve(
             ServerError::Store(StoreError::Sled(sled::Error::ReportableBug(e.to_string())))
         })??;
 
+    let timezone = config.timezone().map_err(ServerError::Config)?;
+    let grace = config.grace().map_err(ServerError::Config)?;
     let state: SharedState = Arc::new(ControllerState {
         store,
         ca,
         sessions: Sessions::new(heartbeat),
         url: config.url.clone(),
+        timezone,
+        runs: RunHub::default(),
+        history_limit: config.run_history,
+        scheduler_wake: Arc::new(Notify::new()),
     });
     let local = listener.local_addr().ok();
     tracing::info!(listen = ?local, url = %config.url, fingerprint = %state.ca.fingerprint(),
         heartbeat_ms = heartbeat.as_millis() as u64, "controller serving");
 
     let watchdog = tokio::spawn(expire_stale_sessions(state.clone(), shutdown.clone()));
+    let scheduler = Scheduler {
+        backend: Arc::new(StoreBackend {
+            state: state.clone(),
+        }),
+        clock: SystemClock,
+        timezone,
+        grace,
+        wake: state.scheduler_wake.clone(),
+    };
+    tracing::info!(timezone = %timezone.name(), grace_secs = grace.as_secs(), "scheduler starting");
+    let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
 
     let enrollment = EnrollmentServer::new(EnrollmentService {
         state: state.clone(),
@@ -120,6 +141,7 @@ pub async fn serve(
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let fleet = FleetServer::new(FleetService {
         state: state.clone(),
+        shutdown: shutdown.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -156,6 +178,7 @@ pub async fn serve(
         }
     };
     watchdog.abort();
+    scheduler.abort();
     state.store.flush().await?;
     tracing::info!("controller stopped");
     result.map_err(ServerError::Serve)

@@ -4,14 +4,30 @@
 //! younger than three heartbeat intervals. Sessions are in memory only; the
 //! store keeps what outlives a connection (last seen, address, version).
 
-use nasfleet_proto::v1::ControllerMessage;
 use nasfleet_proto::v1::controller_message::Body;
+use nasfleet_proto::v1::{AgentRequest, AgentResponse, ControllerMessage, agent_request};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
+
+/// How long a command may wait for room in an agent's outbound queue.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a message could not be delivered to an agent.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DeliveryError {
+    #[error("System '{0}' is offline")]
+    Offline(String),
+    #[error("system '{0}' is not taking commands (its queue stayed full for 5s)")]
+    Busy(String),
+    #[error("system '{system}' did not answer within {secs}s")]
+    NoAnswer { system: String, secs: u64 },
+}
 
 /// Outbound half of an agent's stream.
 pub type AgentSender = mpsc::Sender<Result<ControllerMessage, Status>>;
@@ -39,6 +55,9 @@ pub struct LiveSession {
 pub struct Sessions {
     heartbeat_interval: Duration,
     inner: Mutex<(u64, HashMap<String, Session>)>,
+    next_request: AtomicU64,
+    /// Requests waiting for their agent's answer, by request id.
+    pending: Mutex<HashMap<u64, oneshot::Sender<AgentResponse>>>,
 }
 
 /// A session that ended, for recording its last-seen time.
@@ -53,6 +72,8 @@ impl Sessions {
         Sessions {
             heartbeat_interval,
             inner: Mutex::new((0, HashMap::new())),
+            next_request: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -168,6 +189,74 @@ impl Sessions {
                 agent_version: s.agent_version.clone(),
                 last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
             })
+    }
+
+    /// Sends a message to a system's agent, waiting briefly if its queue is full.
+    pub async fn send(&self, name: &str, message: ControllerMessage) -> Result<(), DeliveryError> {
+        let tx = {
+            let guard = self.lock();
+            let limit = self.liveness_limit();
+            guard
+                .1
+                .get(name)
+                .filter(|s| s.last_heartbeat.elapsed() <= limit)
+                .map(|s| s.tx.clone())
+        };
+        let tx = tx.ok_or_else(|| DeliveryError::Offline(name.to_owned()))?;
+        match tx.send_timeout(Ok(message), SEND_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                Err(DeliveryError::Busy(name.to_owned()))
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                Err(DeliveryError::Offline(name.to_owned()))
+            }
+        }
+    }
+
+    /// Sends a request to a system's agent and waits for its answer.
+    pub async fn request(
+        &self,
+        name: &str,
+        body: agent_request::Body,
+        timeout: Duration,
+    ) -> Result<AgentResponse, DeliveryError> {
+        let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending_lock().insert(request_id, tx);
+        let message = ControllerMessage {
+            body: Some(Body::Request(AgentRequest {
+                request_id,
+                body: Some(body),
+            })),
+        };
+        let answer = async {
+            self.send(name, message).await?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(response)) => Ok(response),
+                // Sender dropped: the session ended before an answer.
+                Ok(Err(_)) => Err(DeliveryError::Offline(name.to_owned())),
+                Err(_) => Err(DeliveryError::NoAnswer {
+                    system: name.to_owned(),
+                    secs: timeout.as_secs(),
+                }),
+            }
+        }
+        .await;
+        self.pending_lock().remove(&request_id);
+        answer
+    }
+
+    fn pending_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<AgentResponse>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn response_received(&self, response: AgentResponse) {
+        if let Some(waiter) = self.pending_lock().remove(&response.request_id) {
+            let _ = waiter.send(response);
+        }
     }
 
     /// Asks the agent for a fresh inventory; the receiver fires when it arrives.

@@ -1,9 +1,11 @@
 //! The controller's shared state handed to every service and task: store, CA, live sessions, settings.
 
 use crate::pki::CertificateAuthority;
+use crate::runs::RunHub;
 use crate::sessions::{EndedSession, Sessions};
 use crate::store::Store;
 use std::sync::Arc;
+use tokio::sync::Notify;
 
 pub struct ControllerState {
     pub store: Store,
@@ -11,6 +13,13 @@ pub struct ControllerState {
     pub sessions: Sessions,
     /// URL agents and the CLI dial, as printed in join commands.
     pub url: String,
+    /// Zone schedules are evaluated in and snapshot names are rendered in.
+    pub timezone: chrono_tz::Tz,
+    pub runs: RunHub,
+    /// Runs kept per task.
+    pub history_limit: usize,
+    /// Tells the scheduler that tasks changed.
+    pub scheduler_wake: Arc<Notify>,
 }
 
 pub type SharedState = Arc<ControllerState>;

@@ -5,6 +5,8 @@
 //! inventories, which are kept as the protobuf bytes the agent sent.
 //! Every write that matters is followed by a flush before the caller answers.
 
+use nasfleet_proto::v1::{Run, RunState, StartRun, Task};
+use prost::Message;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -13,6 +15,12 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
+    #[error("store record '{key}' is not valid protobuf: {source}")]
+    CorruptProto {
+        key: String,
+        #[source]
+        source: prost::DecodeError,
+    },
     #[error("store I/O failed: {0}")]
     Sled(#[from] sled::Error),
     #[error("store record '{key}' is corrupt: {source}")]
@@ -87,6 +95,16 @@ pub struct Store {
     tokens: sled::Tree,
     certs: sled::Tree,
     inventories: sled::Tree,
+    /// task id (u64 BE) → `v1::Task` (spec and fixed fields; status is derived).
+    tasks: sled::Tree,
+    /// run id (u64 BE) → `v1::Run`.
+    runs: sled::Tree,
+    /// task id BE ++ run id BE → (): runs of a task in id order.
+    runs_by_task: sled::Tree,
+    /// run id BE → `v1::StartRun` for runs not yet finished; re-dispatched after restarts.
+    active_runs: sled::Tree,
+    /// task id BE → i64 BE unix ms: the scheduler has handled every fire up to here.
+    schedule_marks: sled::Tree,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -116,6 +134,11 @@ impl Store {
             tokens: db.open_tree("tokens")?,
             certs: db.open_tree("certs")?,
             inventories: db.open_tree("inventories")?,
+            tasks: db.open_tree("tasks")?,
+            runs: db.open_tree("runs")?,
+            runs_by_task: db.open_tree("runs_by_task")?,
+            active_runs: db.open_tree("active_runs")?,
+            schedule_marks: db.open_tree("schedule_marks")?,
             db,
         })
     }
@@ -286,6 +309,172 @@ impl Store {
     pub fn inventory(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.inventories.get(name)?.map(|v| v.to_vec()))
     }
+
+    /// A new id for a task or run; unique and increasing across restarts.
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    pub fn put_task(&self, task: &Task) -> Result<(), StoreError> {
+        self.tasks
+            .insert(task.id.to_be_bytes(), task.encode_to_vec())?;
+        Ok(())
+    }
+
+    pub fn task(&self, id: u64) -> Result<Option<Task>, StoreError> {
+        self.tasks
+            .get(id.to_be_bytes())?
+            .map(|v| decode_proto(&id.to_string(), &v))
+            .transpose()
+    }
+
+    /// Every task, in id order.
+    pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
+        self.tasks
+            .iter()
+            .values()
+            .map(|v| decode_proto("task", &v?))
+            .collect()
+    }
+
+    /// Removes a task with its run history and scheduler mark.
+    pub fn delete_task(&self, id: u64) -> Result<(), StoreError> {
+        self.tasks.remove(id.to_be_bytes())?;
+        self.schedule_marks.remove(id.to_be_bytes())?;
+        for key in self.runs_by_task.scan_prefix(id.to_be_bytes()).keys() {
+            let key = key?;
+            if let Some(run_id) = key.get(8..16) {
+                self.runs.remove(run_id)?;
+                self.active_runs.remove(run_id)?;
+            }
+            self.runs_by_task.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a run. `work` is kept while the run is active (so it can be
+    /// dispatched again after a restart) and dropped once it is final.
+    pub fn put_run(&self, run: &Run, work: Option<&StartRun>) -> Result<(), StoreError> {
+        let key = run.id.to_be_bytes();
+        self.runs.insert(key, run.encode_to_vec())?;
+        let mut index = run.task_id.to_be_bytes().to_vec();
+        index.extend_from_slice(&key);
+        self.runs_by_task.insert(index, &[])?;
+        match work {
+            Some(work) => {
+                self.active_runs.insert(key, work.encode_to_vec())?;
+            }
+            None if is_final(run.state()) => {
+                self.active_runs.remove(key)?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    pub fn run(&self, id: u64) -> Result<Option<Run>, StoreError> {
+        self.runs
+            .get(id.to_be_bytes())?
+            .map(|v| decode_proto(&id.to_string(), &v))
+            .transpose()
+    }
+
+    /// Runs of one task, newest first, at most `limit`.
+    pub fn runs_of_task(&self, task_id: u64, limit: usize) -> Result<Vec<Run>, StoreError> {
+        let mut runs = Vec::new();
+        for key in self
+            .runs_by_task
+            .scan_prefix(task_id.to_be_bytes())
+            .keys()
+            .rev()
+        {
+            if runs.len() >= limit {
+                break;
+            }
+            let key = key?;
+            let Some(run_id) = key.get(8..16) else {
+                continue;
+            };
+            if let Some(bytes) = self.runs.get(run_id)? {
+                runs.push(decode_proto("run", &bytes)?);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// All runs, newest first, at most `limit`.
+    pub fn runs(&self, limit: usize) -> Result<Vec<Run>, StoreError> {
+        self.runs
+            .iter()
+            .values()
+            .rev()
+            .take(limit)
+            .map(|v| decode_proto("run", &v?))
+            .collect()
+    }
+
+    /// Runs that are not final yet, with the work they were dispatched with.
+    pub fn active_runs(&self) -> Result<Vec<(Run, StartRun)>, StoreError> {
+        let mut active = Vec::new();
+        for item in self.active_runs.iter() {
+            let (key, work) = item?;
+            let work: StartRun = decode_proto("active run", &work)?;
+            if let Some(run) = self.runs.get(&key)? {
+                active.push((decode_proto("run", &run)?, work));
+            }
+        }
+        Ok(active)
+    }
+
+    /// Keeps the newest `keep` runs of a task and deletes the older ones.
+    pub fn prune_runs(&self, task_id: u64, keep: usize) -> Result<usize, StoreError> {
+        let keys: Vec<sled::IVec> = self
+            .runs_by_task
+            .scan_prefix(task_id.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let excess = keys.len().saturating_sub(keep);
+        for key in keys.iter().take(excess) {
+            if let Some(run_id) = key.get(8..16) {
+                // Never drop a run that is still going.
+                if self.active_runs.contains_key(run_id)? {
+                    continue;
+                }
+                self.runs.remove(run_id)?;
+            }
+            self.runs_by_task.remove(key)?;
+        }
+        Ok(excess)
+    }
+
+    pub fn schedule_mark(&self, task_id: u64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .schedule_marks
+            .get(task_id.to_be_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    pub fn set_schedule_mark(&self, task_id: u64, unix_ms: i64) -> Result<(), StoreError> {
+        self.schedule_marks
+            .insert(task_id.to_be_bytes(), &unix_ms.to_be_bytes())?;
+        Ok(())
+    }
+}
+
+/// Whether a run state is an end state.
+pub fn is_final(state: RunState) -> bool {
+    !matches!(
+        state,
+        RunState::Running | RunState::Pending | RunState::Unspecified
+    )
+}
+
+fn decode_proto<T: Message + Default>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    T::decode(bytes).map_err(|source| StoreError::CorruptProto {
+        key: key.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -354,6 +543,47 @@ mod tests {
         enroll("t2", "b").unwrap();
         assert_eq!(store.systems().unwrap().len(), 2);
         assert!(store.system("b").unwrap().is_some());
+    }
+
+    fn run(id: u64, task_id: u64, state: RunState) -> Run {
+        let mut run = Run {
+            id,
+            task_id,
+            ..Default::default()
+        };
+        run.set_state(state);
+        run
+    }
+
+    #[test]
+    fn runs_are_indexed_per_task_pruned_and_tracked_while_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let work = StartRun {
+            run_id: 1,
+            work: None,
+        };
+        store
+            .put_run(&run(1, 7, RunState::Running), Some(&work))
+            .unwrap();
+        for id in 2..=5 {
+            store
+                .put_run(&run(id, 7, RunState::Finished), None)
+                .unwrap();
+        }
+        store.put_run(&run(6, 8, RunState::Failed), None).unwrap();
+        let ids = |runs: Vec<Run>| runs.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.runs_of_task(7, 3).unwrap()), vec![5, 4, 3]);
+        assert_eq!(ids(store.runs(2).unwrap()), vec![6, 5]);
+        assert_eq!(store.active_runs().unwrap().len(), 1);
+        // Pruning to 2 keeps the active run 1 although it is the oldest.
+        store.prune_runs(7, 2).unwrap();
+        assert_eq!(ids(store.runs_of_task(7, 10).unwrap()), vec![5, 4, 1]);
+        store.put_run(&run(1, 7, RunState::Failed), None).unwrap();
+        assert!(store.active_runs().unwrap().is_empty());
+        store.delete_task(7).unwrap();
+        assert!(store.runs_of_task(7, 10).unwrap().is_empty());
+        assert_eq!(ids(store.runs(10).unwrap()), vec![6]);
     }
 
     #[test]

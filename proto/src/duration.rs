@@ -42,9 +42,44 @@ pub fn parse_duration(field: &'static str, input: &str) -> Result<Duration, Dura
     Ok(Duration::from_secs(secs))
 }
 
+/// Snapshot lifetimes as TrueNAS spells them: `<n><unit>` with unit h, d,
+/// w, m (MONTH, taken as 30 days) or y (365 days). Unlike [`parse_duration`],
+/// `m` means months here, because that is what retention settings mean by it.
+pub fn parse_lifetime(field: &'static str, input: &str) -> Result<Duration, DurationError> {
+    let trimmed = input.trim();
+    match trimmed.strip_suffix('m') {
+        Some(months) if !months.is_empty() && months.chars().all(|c| c.is_ascii_digit()) => {
+            parse_duration(field, &format!("{months}mo"))
+        }
+        _ if trimmed.ends_with('s') => Err(DurationError {
+            field,
+            input: input.to_owned(),
+        }),
+        _ => parse_duration(field, trimmed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifetimes_use_months_for_m() {
+        assert_eq!(
+            parse_lifetime("lifetime", "2w"),
+            Ok(Duration::from_secs(14 * 86_400))
+        );
+        assert_eq!(
+            parse_lifetime("lifetime", "3m"),
+            Ok(Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(
+            parse_lifetime("lifetime", "1y"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
+        assert!(parse_lifetime("lifetime", "10s").is_err());
+        assert!(parse_lifetime("lifetime", "m").is_err());
+    }
 
     #[test]
     fn parses_units() {

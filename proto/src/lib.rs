@@ -6,6 +6,8 @@ pub mod dial;
 pub mod duration;
 pub mod identity;
 pub mod names;
+pub mod naming;
+pub mod schedule;
 pub mod status;
 
 /// Generated messages and services of `nasfleet.v1`.

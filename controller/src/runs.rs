@@ -1,0 +1,451 @@
+//! The run engine: a run is recorded before it is dispatched, follows its agent's reports to a true outcome, and fans progress out to watchers.
+//!
+//! Durability rules: a run and the work it was sent with are flushed to the
+//! store before the agent hears of it; while a run is active its work stays
+//! in the store, so after a controller restart it can be offered to the
+//! agent again (the agent ignores run ids it already has and re-sends the
+//! results it still holds). A result is acknowledged to the agent only after
+//! it is flushed.
+
+use crate::state::SharedState;
+use crate::store::is_final;
+use chrono::{DateTime, Utc};
+use nasfleet_proto::status::now_unix_ms;
+use nasfleet_proto::v1::controller_message::Body as Down;
+use nasfleet_proto::v1::{
+    AckRunResult, CancelRun, ControllerMessage, Progress, Run, RunEvent, RunResult, RunState,
+    RunStep, RunUpdate, StartRun, Task, run_event,
+};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use tokio::sync::broadcast;
+use tonic::Status;
+
+/// Lines of run output kept with a run.
+pub const LOG_TAIL_LINES: usize = 50;
+/// Events a slow watcher may lag behind before it misses some.
+const WATCH_BUFFER: usize = 256;
+
+/// Why a run started.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Manual { by: String },
+    Scheduled { at: DateTime<Utc> },
+}
+
+/// What is known about an active run beyond its stored record: the latest
+/// progress and recent log lines. Kept in memory; the final result carries
+/// the agent's own log tail into the store.
+#[derive(Default)]
+struct LiveRun {
+    progress: Option<Progress>,
+    log_tail: VecDeque<String>,
+    steps: Vec<RunStep>,
+}
+
+/// Live state of active runs and the channels their watchers listen on.
+#[derive(Default)]
+pub struct RunHub {
+    inner: Mutex<HashMap<u64, (broadcast::Sender<RunEvent>, LiveRun)>>,
+    /// Serialises run starts so "is this task already running?" and
+    /// "start it" cannot interleave.
+    start_lock: tokio::sync::Mutex<()>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("controller store failure: {e}"))
+}
+
+impl RunHub {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (broadcast::Sender<RunEvent>, LiveRun)>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Receives every event of `run_id` from now on.
+    pub fn subscribe(&self, run_id: u64) -> broadcast::Receiver<RunEvent> {
+        self.lock()
+            .entry(run_id)
+            .or_insert_with(|| (broadcast::channel(WATCH_BUFFER).0, LiveRun::default()))
+            .0
+            .subscribe()
+    }
+
+    /// Drops the channel of a run nobody watches and that has no live state
+    /// (a watch of a finished run must not leave an entry behind).
+    pub fn discard_if_unwatched(&self, run_id: u64) {
+        let mut guard = self.lock();
+        if guard
+            .get(&run_id)
+            .is_some_and(|(tx, live)| tx.receiver_count() == 0 && live.progress.is_none())
+        {
+            guard.remove(&run_id);
+        }
+    }
+
+    /// The stored record with live progress, log lines and steps merged in.
+    pub fn overlay(&self, mut run: Run) -> Run {
+        if let Some((_, live)) = self.lock().get(&run.id)
+            && !is_final(run.state())
+        {
+            run.progress = live.progress.clone();
+            if !live.log_tail.is_empty() {
+                run.log_tail = live.log_tail.iter().cloned().collect();
+            }
+            if !live.steps.is_empty() {
+                run.steps = live.steps.clone();
+            }
+        }
+        run
+    }
+
+    fn apply_update(&self, update: &RunUpdate) {
+        let mut guard = self.lock();
+        let (tx, live) = guard
+            .entry(update.run_id)
+            .or_insert_with(|| (broadcast::channel(WATCH_BUFFER).0, LiveRun::default()));
+        if let Some(progress) = &update.progress {
+            live.progress = Some(progress.clone());
+            let _ = tx.send(RunEvent {
+                body: Some(run_event::Body::Progress(progress.clone())),
+            });
+        }
+        for line in &update.log_lines {
+            live.log_tail.push_back(line.clone());
+            if live.log_tail.len() > LOG_TAIL_LINES {
+                live.log_tail.pop_front();
+            }
+            let _ = tx.send(RunEvent {
+                body: Some(run_event::Body::LogLine(line.clone())),
+            });
+        }
+        if let Some(step) = &update.step {
+            match live.steps.iter_mut().find(|s| s.name == step.name) {
+                Some(existing) => *existing = step.clone(),
+                None => live.steps.push(step.clone()),
+            }
+        }
+    }
+
+    /// Sends the final record to watchers and forgets the live state.
+    fn finish(&self, run: &Run) {
+        if let Some((tx, _)) = self.lock().remove(&run.id) {
+            let _ = tx.send(RunEvent {
+                body: Some(run_event::Body::Run(run.clone())),
+            });
+        }
+    }
+}
+
+/// Ends a run in the store with `state` and `reason`, and tells watchers.
+async fn finish(
+    state: &SharedState,
+    mut run: Run,
+    final_state: RunState,
+    reason: String,
+) -> Result<Run, Status> {
+    run.set_state(final_state);
+    run.reason = reason;
+    run.finished_unix_ms = now_unix_ms();
+    run.progress = None;
+    state.store.put_run(&run, None).map_err(internal)?;
+    state.store.flush().await.map_err(internal)?;
+    state.runs.finish(&run);
+    prune(state, run.task_id);
+    Ok(run)
+}
+
+fn prune(state: &SharedState, task_id: u64) {
+    if let Err(e) = state.store.prune_runs(task_id, state.history_limit) {
+        tracing::warn!(task_id, error = %e, "cannot prune run history");
+    }
+}
+
+/// The active run of a task, if any.
+pub fn active_run_of(state: &SharedState, task_id: u64) -> Result<Option<Run>, Status> {
+    Ok(state
+        .store
+        .active_runs()
+        .map_err(internal)?
+        .into_iter()
+        .map(|(run, _)| run)
+        .find(|run| run.task_id == task_id))
+}
+
+/// Records a scheduled fire that did not run (SKIPPED or MISSED) as a run of its own.
+pub async fn record_not_run(
+    state: &SharedState,
+    task: &Task,
+    system: &str,
+    scheduled_for: DateTime<Utc>,
+    run_state: RunState,
+    reason: String,
+) -> Result<Run, Status> {
+    let now = now_unix_ms();
+    let mut run = Run {
+        id: state.store.next_id().map_err(internal)?,
+        task_id: task.id,
+        task_name: task.name.clone(),
+        task_kind: task.kind.clone(),
+        system: system.to_owned(),
+        trigger: "scheduled".into(),
+        triggered_by: "scheduler".into(),
+        scheduled_for_unix_ms: scheduled_for.timestamp_millis(),
+        started_unix_ms: now,
+        finished_unix_ms: now,
+        reason,
+        ..Default::default()
+    };
+    run.set_state(run_state);
+    state.store.put_run(&run, None).map_err(internal)?;
+    state.store.flush().await.map_err(internal)?;
+    prune(state, task.id);
+    tracing::info!(task = %task.name, run = run.id, state = ?run_state, reason = %run.reason, "scheduled fire not run");
+    Ok(run)
+}
+
+/// Starts a run of `task` on `system` with `work` (whose run id is filled in here).
+///
+/// A task never runs twice at once: a manual start while it runs is refused;
+/// a scheduled one is recorded as SKIPPED with the reason.
+pub async fn start(
+    state: &SharedState,
+    task: &Task,
+    system: &str,
+    trigger: Trigger,
+    make_work: impl FnOnce(u64) -> Result<StartRun, Status>,
+) -> Result<Run, Status> {
+    let _serial = state.runs.start_lock.lock().await;
+    if let Some(active) = active_run_of(state, task.id)? {
+        let reason = format!("Previous run {} of this task is still running", active.id);
+        return match trigger {
+            Trigger::Manual { .. } => Err(Status::failed_precondition(format!(
+                "task '{}' is already running: run {}",
+                task.name, active.id
+            ))),
+            Trigger::Scheduled { at } => {
+                record_not_run(state, task, system, at, RunState::Skipped, reason).await
+            }
+        };
+    }
+
+    let id = state.store.next_id().map_err(internal)?;
+    let work = make_work(id)?;
+    let now = now_unix_ms();
+    let (trigger_word, by, scheduled_for) = match &trigger {
+        Trigger::Manual { by } => ("manual", by.clone(), 0),
+        Trigger::Scheduled { at } => ("scheduled", "scheduler".to_owned(), at.timestamp_millis()),
+    };
+    let mut run = Run {
+        id,
+        task_id: task.id,
+        task_name: task.name.clone(),
+        task_kind: task.kind.clone(),
+        system: system.to_owned(),
+        trigger: trigger_word.into(),
+        triggered_by: by,
+        scheduled_for_unix_ms: scheduled_for,
+        started_unix_ms: now,
+        ..Default::default()
+    };
+    run.set_state(RunState::Running);
+    // Durable before the agent hears of it.
+    state.store.put_run(&run, Some(&work)).map_err(internal)?;
+    state.store.flush().await.map_err(internal)?;
+    // Watchers may subscribe from here on.
+    drop(state.runs.subscribe(id));
+
+    let message = ControllerMessage {
+        body: Some(Down::StartRun(work)),
+    };
+    if let Err(e) = state.sessions.send(system, message).await {
+        tracing::warn!(task = %task.name, run = id, reason = %e, "run failed before dispatch");
+        return finish(state, run, RunState::Failed, e.to_string()).await;
+    }
+    tracing::info!(task = %task.name, run = id, system, trigger = trigger_word, "run dispatched");
+    Ok(run)
+}
+
+/// Records an agent's progress report.
+pub fn progress(state: &SharedState, update: &RunUpdate) {
+    state.runs.apply_update(update);
+}
+
+/// Records an agent's final result, then acknowledges it so the agent can forget it.
+pub async fn result(state: &SharedState, system: &str, result: RunResult) {
+    let run_id = result.run_id;
+    match record_result(state, system, result).await {
+        Ok(()) => {
+            let ack = ControllerMessage {
+                body: Some(Down::AckRunResult(AckRunResult { run_id })),
+            };
+            if let Err(e) = state.sessions.send(system, ack).await {
+                // The agent re-sends the result on its next connection; harmless.
+                tracing::debug!(run = run_id, reason = %e, "result acknowledgement not delivered");
+            }
+        }
+        Err(e) => {
+            tracing::error!(run = run_id, error = %e, "cannot record run result; the agent will send it again")
+        }
+    }
+}
+
+async fn record_result(state: &SharedState, system: &str, result: RunResult) -> Result<(), Status> {
+    let Some(mut run) = state.store.run(result.run_id).map_err(internal)? else {
+        tracing::warn!(
+            run = result.run_id,
+            system,
+            "result for an unknown run (task deleted?)"
+        );
+        return Ok(());
+    };
+    if run.system != system {
+        tracing::warn!(run = run.id, system, owner = %run.system, "result from a system that does not own the run; ignored");
+        return Ok(());
+    }
+    if is_final(run.state()) {
+        // Already ended here (cancelled while the system was offline); keep the first outcome.
+        tracing::info!(run = run.id, state = ?run.state(), "late result for a finished run; keeping the recorded outcome");
+        return Ok(());
+    }
+    let reported = result.state();
+    run.steps = result.steps;
+    run.bytes = result.bytes;
+    run.log_tail = result.log_tail;
+    let final_state = match reported {
+        s if is_final(s) => s,
+        other => {
+            tracing::warn!(run = run.id, state = ?other, "agent reported a non-final result; counting it as FAILED");
+            RunState::Failed
+        }
+    };
+    let reason = result.reason;
+    let run = finish(state, run, final_state, reason).await?;
+    tracing::info!(run = run.id, task = %run.task_name, state = ?run.state(), reason = %run.reason, "run ended");
+    Ok(())
+}
+
+/// After an agent (re)connects: offer it again every active run it does not
+/// report as running (it may never have received it, or may hold its result),
+/// and tell it to stop runs that ended here while it was away.
+pub async fn reconcile(state: &SharedState, system: &str, agent_active: &[u64]) {
+    let active = match state.store.active_runs() {
+        Ok(active) => active,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read active runs for reconciliation");
+            return;
+        }
+    };
+    for (run, work) in active {
+        if run.system != system || agent_active.contains(&run.id) {
+            continue;
+        }
+        tracing::info!(
+            run = run.id,
+            system,
+            "offering an active run to its agent again"
+        );
+        let message = ControllerMessage {
+            body: Some(Down::StartRun(work)),
+        };
+        if let Err(e) = state.sessions.send(system, message).await {
+            tracing::warn!(run = run.id, reason = %e, "re-dispatch failed; will retry on next connection");
+        }
+    }
+    for run_id in agent_active {
+        let ended = match state.store.run(*run_id) {
+            Ok(Some(run)) => is_final(run.state()),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if ended {
+            let cancel = ControllerMessage {
+                body: Some(Down::CancelRun(CancelRun {
+                    run_id: *run_id,
+                    by: "controller (run already ended)".into(),
+                })),
+            };
+            let _ = state.sessions.send(system, cancel).await;
+        }
+    }
+}
+
+/// Cancels an active run: the agent kills its processes and reports FAILED
+/// `Cancelled by USER`. When the system is offline the run ends here at once
+/// and the agent is told to stop when it reconnects.
+pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, Status> {
+    let run = state
+        .store
+        .run(run_id)
+        .map_err(internal)?
+        .ok_or_else(|| Status::not_found(format!("run {run_id} does not exist")))?;
+    if is_final(run.state()) {
+        return Err(Status::failed_precondition(format!(
+            "run {run_id} already ended ({})",
+            run.state().as_str_name().trim_start_matches("RUN_STATE_")
+        )));
+    }
+    let message = ControllerMessage {
+        body: Some(Down::CancelRun(CancelRun {
+            run_id,
+            by: by.to_owned(),
+        })),
+    };
+    let system = run.system.clone();
+    match state.sessions.send(&system, message).await {
+        Ok(()) => {
+            tracing::info!(run = run_id, by, "cancel requested");
+            Ok(state.runs.overlay(run))
+        }
+        Err(e) => {
+            tracing::info!(run = run_id, by, reason = %e, "cancelled while the system is unreachable");
+            finish(state, run, RunState::Failed, format!("Cancelled by {by}")).await
+        }
+    }
+}
+
+/// The current record of a run, with live progress merged in.
+pub fn get(state: &SharedState, run_id: u64) -> Result<Run, Status> {
+    let run = state
+        .store
+        .run(run_id)
+        .map_err(internal)?
+        .ok_or_else(|| Status::not_found(format!("run {run_id} does not exist")))?;
+    Ok(state.runs.overlay(run))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_keeps_a_bounded_log_tail_and_latest_progress() {
+        let hub = RunHub::default();
+        let mut rx = hub.subscribe(1);
+        for i in 0..(LOG_TAIL_LINES + 5) {
+            hub.apply_update(&RunUpdate {
+                run_id: 1,
+                progress: Some(Progress {
+                    bytes_done: i as u64,
+                    ..Default::default()
+                }),
+                log_lines: vec![format!("line {i}")],
+                step: None,
+            });
+        }
+        let mut run = Run {
+            id: 1,
+            ..Default::default()
+        };
+        run.set_state(RunState::Running);
+        let run = hub.overlay(run);
+        assert_eq!(run.log_tail.len(), LOG_TAIL_LINES);
+        assert_eq!(run.log_tail.last().map(String::as_str), Some("line 54"));
+        assert_eq!(run.progress.map(|p| p.bytes_done), Some(54));
+        assert!(matches!(
+            rx.try_recv().ok().and_then(|e| e.body),
+            Some(run_event::Body::Progress(_))
+        ));
+    }
+}
