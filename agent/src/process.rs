@@ -223,10 +223,11 @@ async fn run_inner<S: AsRef<OsStr>>(
     mut cancel: Option<&mut watch::Receiver<bool>>,
 ) -> Result<Output, ProcessError> {
     let command = render_command(program, args);
-    if let Some(rx) = cancel.as_deref_mut() {
-        if *rx.borrow_and_update() {
-            return Err(ProcessError::Cancelled { command });
-        }
+    let already_cancelled = cancel
+        .as_deref_mut()
+        .is_some_and(|rx| *rx.borrow_and_update());
+    if already_cancelled {
+        return Err(ProcessError::Cancelled { command });
     }
     let mut cmd = Command::new(program);
     for arg in args {

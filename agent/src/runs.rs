@@ -510,8 +510,12 @@ async fn apply_retention(
     let doomed = retention::expired(&names, &covered_set, &policy, chrono::Utc::now());
     for name in &doomed {
         ctx.check_cancelled()?;
-        zfs.destroy_snapshot(name).await?;
-        ctx.log(format!("destroyed expired snapshot {name}"));
+        match zfs.destroy_snapshot(name).await {
+            Ok(()) => ctx.log(format!("destroyed expired snapshot {name}")),
+            // Someone destroyed it meanwhile: the goal is reached.
+            Err(ZfsError::SnapshotNotFound { .. }) => ctx.log(format!("expired snapshot {name} was already gone")),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok((
         (),

@@ -1,4 +1,4 @@
-//! Task schedules (presets, 5-field cron, the CLI's `--period` wizard), validated with messages a person can act on and evaluated in a named time zone, daylight-saving changes included.
+//! Task schedules: presets, 5-field cron and the CLI's `--period` form, validated with clear messages and evaluated in a time zone across DST changes.
 //!
 //! # What a schedule means
 //!
@@ -597,10 +597,11 @@ impl Schedule {
     ///
     /// The crate walks wall-clock times in order, but the instants those map
     /// to are not quite in order around a fall-back: the second 02:30 of the
-    /// night comes after the first 02:45. So we start the walk `MARGIN` of
+    /// night comes after the first 02:45. So we start the walk a margin of
     /// wall-clock time before `after` and keep walking until the wall clock
-    /// is `MARGIN` past the last instant we need. `MARGIN` exceeds every
-    /// backward clock change in use (the largest are 3 hours).
+    /// is that margin past the last instant we need. The margin (4 hours) is
+    /// larger than any backward clock change a zone makes today (DST shifts
+    /// are 1 hour, 2 in Antarctica/Troll).
     fn fires<Tz: TimeZone>(
         &self,
         after: &DateTime<Tz>,
@@ -1072,7 +1073,7 @@ fn first_instant_after_gap<Tz: TimeZone>(tz: &Tz, wall: NaiveDateTime) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{Datelike, FixedOffset, NaiveDate, Weekday};
+    use chrono::{Datelike, FixedOffset, NaiveDate, Timelike, Weekday};
     use chrono_tz::Europe::Berlin;
 
     fn cron(expr: &str) -> Schedule {
@@ -1437,6 +1438,47 @@ mod tests {
                 .collect::<Vec<_>>(),
             [5, 9, 1]
         );
+    }
+
+    #[test]
+    fn crate_evaluation_agrees_with_a_minute_by_minute_crontab_reading() {
+        // An independent reading of crontab(5) over the parsed bit sets,
+        // checked minute by minute; catches any slip in what we hand the crate.
+        let matches = |f: &Fields, t: DateTime<Utc>| {
+            let bit = |set: u64, v: u32| set & (1 << v) != 0;
+            let dom = bit(f.dom, t.day());
+            let dow = bit(f.dow, t.weekday().num_days_from_sunday());
+            let day = if !f.dom_star && !f.dow_star {
+                dom || dow
+            } else {
+                dom && dow
+            };
+            bit(f.minute, t.minute()) && bit(f.hour, t.hour()) && bit(f.month, t.month()) && day
+        };
+        let after = utc(2026, 1, 25, 0, 0);
+        let until = utc(2026, 3, 5, 0, 0);
+        for expr in [
+            "0 0 1 * mon",
+            "*/7 1-3 * * 5-7",
+            "30 */5 */3 * *",
+            "0 12 13 * fri",
+            "15 6 * feb,mar sun,wed",
+            "0 0 29-31 * *",
+            "0 0 */10 * sat",
+            "45 23 * * 0-7/3",
+        ] {
+            let s = cron(expr);
+            let mut expected = Vec::new();
+            let mut t = after + TimeDelta::minutes(1);
+            while t <= until {
+                if matches(&s.fields, t) {
+                    expected.push(t);
+                }
+                t += TimeDelta::minutes(1);
+            }
+            assert!(!expected.is_empty(), "{expr}");
+            assert_eq!(s.fires_between(&after, &until, 100_000), expected, "{expr}");
+        }
     }
 
     // --- day of week numbering ------------------------------------------
