@@ -461,29 +461,47 @@ async fn snapshot_run(ctx: &mut RunContext<'_>, work: &SnapshotWork) -> Result<(
 }
 
 /// Takes the task's snapshots; returns their full names.
+///
+/// A snapshot of this name that exists already (a second run within the
+/// same minute of a minute-resolution schema) is the snapshot this run
+/// wanted: it is kept and counted, not an error.
 async fn take_snapshots(
     ctx: &mut RunContext<'_>,
     zfs: &Zfs,
     work: &SnapshotWork,
     covered: &[String],
 ) -> Result<(Vec<String>, String), RunFailure> {
-    // Without exclusions one recursive snapshot is atomic across the tree;
-    // with them each covered dataset is named explicitly.
-    let created: Vec<String> = covered
+    let wanted: Vec<String> = covered
         .iter()
         .map(|d| format!("{d}@{}", work.snapshot_name))
         .collect();
-    if work.recursive && work.exclude.is_empty() {
+    let (existing, _) = zfs.list_snapshots(&work.dataset, work.recursive).await?;
+    let existing: HashSet<String> = existing.into_iter().map(|s| s.name).collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|n| !existing.contains(*n))
+        .cloned()
+        .collect();
+    for name in wanted.iter().filter(|n| existing.contains(*n)) {
+        ctx.log(format!("snapshot {name} exists already; kept"));
+    }
+    if missing.len() == wanted.len() && work.recursive && work.exclude.is_empty() {
+        // One recursive snapshot is atomic across the whole tree.
         zfs.create_snapshots(&[format!("{}@{}", work.dataset, work.snapshot_name)], true)
             .await?;
-    } else {
-        zfs.create_snapshots(&created, false).await?;
+    } else if !missing.is_empty() {
+        zfs.create_snapshots(&missing, false).await?;
     }
-    for name in &created {
+    for name in &missing {
         ctx.log(format!("created snapshot {name}"));
     }
-    let detail = format!("{} snapshot(s) @{}", created.len(), work.snapshot_name);
-    Ok((created, detail))
+    let detail = format!(
+        "{} snapshot(s) @{} ({} new)",
+        wanted.len(),
+        work.snapshot_name,
+        missing.len()
+    );
+    Ok((wanted, detail))
 }
 
 /// Destroys the task's expired snapshots, and nothing else.
@@ -513,7 +531,9 @@ async fn apply_retention(
         match zfs.destroy_snapshot(name).await {
             Ok(()) => ctx.log(format!("destroyed expired snapshot {name}")),
             // Someone destroyed it meanwhile: the goal is reached.
-            Err(ZfsError::SnapshotNotFound { .. }) => ctx.log(format!("expired snapshot {name} was already gone")),
+            Err(ZfsError::SnapshotNotFound { .. }) => {
+                ctx.log(format!("expired snapshot {name} was already gone"))
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -5,6 +5,8 @@ pub mod credentials;
 pub mod output;
 
 use clap::{Parser, Subcommand};
+use commands::snapshot_task::{CreateArgs, EditArgs};
+use commands::task::SNAPSHOT;
 use output::OutputFormat;
 use std::path::PathBuf;
 
@@ -33,6 +35,115 @@ pub enum Command {
     /// Join tokens for enrolling new systems.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Periodic snapshot tasks.
+    #[command(subcommand, name = "snapshot-task")]
+    SnapshotTask(SnapshotTaskCommand),
+    /// Runs of tasks: history, live progress, cancellation.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// One-time snapshots and the snapshots of a system.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Datasets of a system.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotTaskCommand {
+    /// Create a periodic snapshot task (hourly, 2 weeks lifetime unless told otherwise).
+    Create(CreateArgs),
+    /// Every periodic snapshot task.
+    List,
+    /// One periodic snapshot task.
+    Show {
+        /// Task id or name.
+        task: String,
+    },
+    /// Change some fields of a task; the others stay.
+    Edit(EditArgs),
+    /// Delete a task (its snapshots stay).
+    Delete {
+        /// Task id or name.
+        task: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Run a task now.
+    Run {
+        /// Task id or name.
+        task: String,
+        /// Follow the run until it ends; the exit status says whether it succeeded.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Switch a task on.
+    Enable {
+        /// Task id or name.
+        task: String,
+    },
+    /// Switch a task off; it keeps its settings.
+    Disable {
+        /// Task id or name.
+        task: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RunCommand {
+    /// Recent runs, newest first.
+    List {
+        /// Only runs of this task (id or name).
+        #[arg(long)]
+        task: Option<String>,
+        /// How many runs (default: the controller's, 20).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// One run with its steps and log.
+    Show { id: u64 },
+    /// Follow a run live until it ends; exits non-zero unless it succeeded.
+    Watch { id: u64 },
+    /// Ask the controller to cancel a run.
+    Cancel { id: u64 },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot now.
+    Create {
+        system: String,
+        dataset: String,
+        /// Snapshot the descendants too, atomically.
+        #[arg(long)]
+        recursive: bool,
+        /// strftime-style name pattern [default: manual-%Y-%m-%d_%H-%M].
+        #[arg(long, value_name = "SCHEMA")]
+        naming_schema: Option<String>,
+    },
+    /// The snapshots of a system, or of one dataset.
+    List {
+        system: String,
+        dataset: Option<String>,
+        /// With DATASET: its descendants' snapshots too.
+        #[arg(long)]
+        recursive: bool,
+        /// Ask the agent for a fresh inventory first.
+        #[arg(long)]
+        refresh: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DatasetCommand {
+    /// The datasets of a system with their snapshots and snapshot tasks.
+    List {
+        system: String,
+        /// Ask the agent for a fresh inventory first.
+        #[arg(long)]
+        refresh: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +180,7 @@ pub enum TokenCommand {
 
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    precheck(&cli.command)?;
     let channel = credentials::connect(cli.config.as_deref()).await?;
     let output = cli.output;
     match cli.command {
@@ -85,5 +197,184 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Create { ttl }) => {
             commands::token::create(channel, &ttl, output).await
         }
+        Command::SnapshotTask(command) => snapshot_task(channel, command, output).await,
+        Command::Run(command) => run_command(channel, command, output).await,
+        Command::Snapshot(SnapshotCommand::Create {
+            system,
+            dataset,
+            recursive,
+            naming_schema,
+        }) => {
+            commands::snapshot::create(
+                channel,
+                &system,
+                &dataset,
+                recursive,
+                naming_schema.as_deref(),
+                output,
+            )
+            .await
+        }
+        Command::Snapshot(SnapshotCommand::List {
+            system,
+            dataset,
+            recursive,
+            refresh,
+        }) => {
+            commands::snapshot::list(
+                channel,
+                &system,
+                dataset.as_deref(),
+                recursive,
+                refresh,
+                output,
+            )
+            .await
+        }
+        Command::Dataset(DatasetCommand::List { system, refresh }) => {
+            commands::dataset::list(channel, &system, refresh, output).await
+        }
+    }
+}
+
+/// Refuses flags that are wrong whatever the controller holds before any
+/// credentials are read or connections opened, so a typo fails fast and the
+/// same way on every machine. The controller checks everything again.
+pub fn precheck(command: &Command) -> anyhow::Result<()> {
+    use commands::schedule_args::ScheduleArgs;
+    use commands::snapshot::check_schema;
+    use nasfleet_proto::schedule::Schedule;
+    let schedule = |args: &ScheduleArgs| args.resolve(Schedule::hourly()).map(drop);
+    match command {
+        Command::SnapshotTask(SnapshotTaskCommand::Create(args)) => {
+            commands::snapshot_task::create_spec(args).map(drop)
+        }
+        Command::SnapshotTask(SnapshotTaskCommand::Edit(args)) => {
+            schedule(&args.schedule)?;
+            args.naming_schema
+                .as_deref()
+                .map(check_schema)
+                .transpose()?;
+            Ok(())
+        }
+        Command::Snapshot(SnapshotCommand::Create {
+            naming_schema: Some(schema),
+            ..
+        }) => check_schema(schema).map(drop),
+        _ => Ok(()),
+    }
+}
+
+async fn snapshot_task(
+    channel: tonic::transport::Channel,
+    command: SnapshotTaskCommand,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    use commands::{snapshot_task, task};
+    match command {
+        SnapshotTaskCommand::Create(args) => snapshot_task::create(channel, &args, output).await,
+        SnapshotTaskCommand::List => snapshot_task::list(channel, output).await,
+        SnapshotTaskCommand::Show { task } => snapshot_task::show(channel, &task, output).await,
+        SnapshotTaskCommand::Edit(args) => snapshot_task::edit(channel, &args, output).await,
+        SnapshotTaskCommand::Delete { task, yes } => {
+            task::delete(channel, &task, yes, SNAPSHOT).await
+        }
+        SnapshotTaskCommand::Run { task, watch } => {
+            task::run_now(channel, &task, watch, SNAPSHOT, output).await
+        }
+        SnapshotTaskCommand::Enable { task } => {
+            task::set_enabled(channel, &task, true, SNAPSHOT, output).await
+        }
+        SnapshotTaskCommand::Disable { task } => {
+            task::set_enabled(channel, &task, false, SNAPSHOT, output).await
+        }
+    }
+}
+
+async fn run_command(
+    channel: tonic::transport::Channel,
+    command: RunCommand,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    use commands::run;
+    match command {
+        RunCommand::List { task, limit } => {
+            run::list(channel, task.as_deref(), limit, output).await
+        }
+        RunCommand::Show { id } => run::show(channel, id, output).await,
+        RunCommand::Watch { id } => run::watch_run(channel, id, output).await,
+        RunCommand::Cancel { id } => run::cancel(channel, id, output).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_flags_fail_before_connecting() {
+        let parse =
+            |argv: &[&str]| Cli::try_parse_from(argv.iter()).unwrap_or_else(|e| panic!("{e}"));
+        let cli = parse(&[
+            "nasfleet",
+            "snapshot-task",
+            "create",
+            "--system",
+            "nas1",
+            "--dataset",
+            "tank/data",
+            "--exclude",
+            "tmp",
+        ]);
+        let err = precheck(&cli.command).unwrap_err().to_string();
+        assert!(err.starts_with("exclude: Excluding datasets"), "{err}");
+        let cli = parse(&[
+            "nasfleet",
+            "snapshot-task",
+            "edit",
+            "3",
+            "--cron",
+            "61 * * * *",
+        ]);
+        let err = precheck(&cli.command).unwrap_err().to_string();
+        assert!(err.starts_with("cron: "), "{err}");
+        let cli = parse(&[
+            "nasfleet",
+            "snapshot",
+            "create",
+            "nas1",
+            "tank",
+            "--naming-schema",
+            "x",
+        ]);
+        assert!(precheck(&cli.command).is_err());
+        let cli = parse(&["nasfleet", "run", "list"]);
+        assert!(precheck(&cli.command).is_ok());
+    }
+
+    #[test]
+    fn snapshot_task_is_one_word() {
+        let cli = Cli::try_parse_from([
+            "nasfleet",
+            "-o",
+            "json",
+            "snapshot-task",
+            "run",
+            "7",
+            "--watch",
+        ]);
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Ok(Command::SnapshotTask(SnapshotTaskCommand::Run {
+                watch: true,
+                ..
+            }))
+        ));
     }
 }

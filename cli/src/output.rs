@@ -1,6 +1,7 @@
 //! How the CLI prints: aligned tables for people, JSON for scripts, and human spellings of sizes and times.
 
 use chrono::{DateTime, Local, Utc};
+use nasfleet_proto::v1::RunState;
 use serde::Serialize;
 
 /// `-o table|json`.
@@ -93,6 +94,50 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// Like [`human_time`], but `-` for "not yet", which reads better in table cells.
+pub fn time_or_dash(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        "-".into()
+    } else {
+        human_time(unix_ms)
+    }
+}
+
+/// The run state as the CLI prints it and JSON carries it: `FINISHED`, `FAILED`, ...
+pub fn run_state_word(state: RunState) -> &'static str {
+    match state {
+        RunState::Unspecified => "UNKNOWN",
+        RunState::Pending => "PENDING",
+        RunState::Running => "RUNNING",
+        RunState::Finished => "FINISHED",
+        RunState::Success => "SUCCESS",
+        RunState::Failed => "FAILED",
+        RunState::Skipped => "SKIPPED",
+        RunState::Missed => "MISSED",
+    }
+}
+
+/// Shortens text to one table cell: line breaks become spaces and anything
+/// past `max` characters is cut with an ellipsis (the full text is in `show`).
+pub fn cell(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let flat = flat.trim();
+    if flat.chars().count() <= max {
+        return flat.to_owned();
+    }
+    let mut out: String = flat.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `yes` / `no` for boolean table cells.
+pub fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +158,19 @@ mod tests {
         assert_eq!(human_bytes(512), "512B");
         assert_eq!(human_bytes(1536), "1.5K");
         assert_eq!(human_bytes(228_057_088), "217.5M");
+    }
+
+    #[test]
+    fn cells_are_flat_and_short() {
+        assert_eq!(cell("short", 10), "short");
+        assert_eq!(cell("line one\nline two", 40), "line one line two");
+        assert_eq!(cell("abcdefghijkl", 5), "abcd…");
+        assert_eq!(cell("äöüäöüäöü", 4), "äöü…");
+    }
+
+    #[test]
+    fn run_states_are_words() {
+        assert_eq!(run_state_word(RunState::Finished), "FINISHED");
+        assert_eq!(run_state_word(RunState::Missed), "MISSED");
     }
 }

@@ -1,6 +1,12 @@
 //! One module per command group of `nasfleet`.
 
+pub mod dataset;
+pub mod run;
+pub mod schedule_args;
+pub mod snapshot;
+pub mod snapshot_task;
 pub mod system;
+pub mod task;
 pub mod token;
 
 /// Turns a gRPC status into an error whose text is the controller's reason.

@@ -1,83 +1,14 @@
-//! End-to-end tests: the real controller, agent and CLI binaries against real zfs-fuse pools and real sshd.
+//! Foundation: enrollment, liveness, removal, restarts and the trust checks.
 
+use super::common::*;
 use anyhow::{Context, Result, bail, ensure};
-use nasfleet_proto::dial::{ClientIdentity, DialOptions, ServerTrust, dial};
-use nasfleet_proto::v1::ListSystemsRequest;
-use nasfleet_proto::v1::fleet_client::FleetClient;
+use nasfleet_proto::dial::ClientIdentity;
 use nasfleet_tests::fleet::join_command;
 use nasfleet_tests::{
     Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs_fuse, run_output, wait_for_status,
 };
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
-
-/// Generous bound for a status change the controller should see within
-/// about three 1 s heartbeats (plus reconnect backoff where relevant).
-const STATUS_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn mode_of(path: &Path) -> Result<u32> {
-    Ok(std::fs::metadata(path)
-        .with_context(|| format!("stat {}", path.display()))?
-        .permissions()
-        .mode()
-        & 0o777)
-}
-
-fn str_field<'a>(value: &'a Value, field: &str) -> Result<&'a str> {
-    value
-        .get(field)
-        .and_then(Value::as_str)
-        .with_context(|| format!("no string field '{field}' in {value}"))
-}
-
-fn string_array(value: &Value, field: &str) -> Result<Vec<String>> {
-    value
-        .get(field)
-        .and_then(Value::as_array)
-        .with_context(|| format!("no array field '{field}' in {value}"))?
-        .iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_owned)
-                .with_context(|| format!("non-string in '{field}': {value}"))
-        })
-        .collect()
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building a tokio runtime")
-}
-
-/// Calls ListSystems on the controller with the given client identity (or none).
-fn list_systems_as(
-    controller: &Controller,
-    identity: Option<ClientIdentity>,
-) -> Result<std::result::Result<usize, tonic::Status>> {
-    let ca = std::fs::read(controller.data_dir().join("ca.crt"))?;
-    runtime()?.block_on(async {
-        let channel = dial(
-            controller.url(),
-            &ServerTrust::CaPem(ca),
-            identity.as_ref(),
-            &DialOptions::default(),
-        )
-        .await;
-        let channel = match channel {
-            Ok(c) => c,
-            // A handshake refused by the server surfaces as a failed dial.
-            Err(e) => return Ok(Err(tonic::Status::unavailable(format!("{e:#}")))),
-        };
-        Ok(FleetClient::new(channel)
-            .list_systems(ListSystemsRequest {})
-            .await
-            .map(|r| r.into_inner().systems.len()))
-    })
-}
 
 #[test]
 fn two_agents_join_go_online_offline_online_and_removed_one_is_refused() -> Result<()> {

@@ -1,0 +1,349 @@
+//! What every task kind shares on the command line: the task's JSON shape and the calls that do not care about the kind (get, delete, enable, run now).
+
+use super::run::{RunJson, watch_run};
+use super::{confirm, status_error};
+use crate::output::{OutputFormat, human_time, print_json};
+use anyhow::bail;
+use nasfleet_proto::status::rfc3339_from_unix_ms;
+use nasfleet_proto::v1::fleet_client::FleetClient;
+use nasfleet_proto::v1::task_spec::Kind;
+use nasfleet_proto::v1::{SetTaskEnabledRequest, SnapshotTaskSpec, Task, TaskRef};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+/// Which kind of task a command group manages, and how to call it in messages.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskKind {
+    /// `Task.kind` on the wire, e.g. `snapshot`.
+    pub wire: &'static str,
+    /// What people call it, e.g. `periodic snapshot task`.
+    pub noun: &'static str,
+}
+
+/// Periodic snapshot tasks.
+pub const SNAPSHOT: TaskKind = TaskKind {
+    wire: "snapshot",
+    noun: "snapshot task",
+};
+
+/// The fields of a periodic snapshot task's spec, flattened into [`TaskJson`].
+#[derive(Debug, Serialize)]
+pub struct SnapshotSpecJson {
+    pub system: String,
+    pub dataset: String,
+    pub recursive: bool,
+    pub exclude: Vec<String>,
+    pub naming_schema: String,
+    pub lifetime: String,
+}
+
+impl From<&SnapshotTaskSpec> for SnapshotSpecJson {
+    fn from(s: &SnapshotTaskSpec) -> Self {
+        SnapshotSpecJson {
+            system: s.system.clone(),
+            dataset: s.dataset.clone(),
+            recursive: s.recursive,
+            exclude: s.exclude.clone(),
+            naming_schema: s.naming_schema.clone(),
+            lifetime: s.lifetime.clone(),
+        }
+    }
+}
+
+/// A task as `-o json` prints it. The kind-specific spec fields sit at the
+/// top level (flattened) so scripts read `.dataset`, not `.spec.snapshot.dataset`;
+/// later kinds add their own flattened part next to `snapshot`.
+#[derive(Debug, Serialize)]
+pub struct TaskJson {
+    pub id: u64,
+    pub name: String,
+    pub kind: String,
+    #[serde(flatten)]
+    pub snapshot: Option<SnapshotSpecJson>,
+    /// Normalised cron expression.
+    pub schedule: String,
+    pub schedule_description: String,
+    pub enabled: bool,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub next_run: Option<String>,
+    pub last_run_id: Option<u64>,
+    pub last_run: Option<String>,
+    pub created: Option<String>,
+}
+
+/// The task's status word; a task that never ran has none on the wire yet.
+pub fn task_status(task: &Task) -> &str {
+    if task.status.is_empty() {
+        "PENDING"
+    } else {
+        &task.status
+    }
+}
+
+/// The task's normalised schedule, falling back to what the spec says.
+pub fn task_schedule(task: &Task) -> &str {
+    if !task.schedule.is_empty() {
+        return &task.schedule;
+    }
+    task.spec
+        .as_ref()
+        .map(|s| s.schedule.as_str())
+        .unwrap_or("")
+}
+
+impl From<&Task> for TaskJson {
+    fn from(t: &Task) -> Self {
+        let spec = t.spec.as_ref();
+        let snapshot = spec.and_then(|s| match &s.kind {
+            Some(Kind::Snapshot(snap)) => Some(SnapshotSpecJson::from(snap)),
+            // Other kinds bring their own flattened part when they arrive.
+            _ => None,
+        });
+        TaskJson {
+            id: t.id,
+            name: t.name.clone(),
+            kind: t.kind.clone(),
+            snapshot,
+            schedule: task_schedule(t).to_owned(),
+            schedule_description: t.schedule_description.clone(),
+            enabled: spec.map(|s| s.enabled).unwrap_or(false),
+            status: task_status(t).to_owned(),
+            last_error: Some(t.last_error.clone()).filter(|e| !e.is_empty()),
+            next_run: rfc3339_from_unix_ms(t.next_run_unix_ms),
+            last_run_id: Some(t.last_run_id).filter(|id| *id != 0),
+            last_run: rfc3339_from_unix_ms(t.last_run_unix_ms),
+            created: rfc3339_from_unix_ms(t.created_unix_ms),
+        }
+    }
+}
+
+/// When the task runs next, for people.
+pub fn next_run_text(task: &Task) -> String {
+    let enabled = task.spec.as_ref().map(|s| s.enabled).unwrap_or(false);
+    if !enabled {
+        "disabled".into()
+    } else if task.next_run_unix_ms <= 0 {
+        "-".into()
+    } else {
+        human_time(task.next_run_unix_ms)
+    }
+}
+
+/// Refuses to work on a task of another kind through this command group, so
+/// `snapshot-task edit 7` cannot rewrite a replication task's spec.
+pub fn expect_kind(task: &Task, kind: TaskKind) -> anyhow::Result<()> {
+    if task.kind == kind.wire {
+        Ok(())
+    } else {
+        bail!(
+            "task {} ({}) is a {} task, not a {}",
+            task.id,
+            task.name,
+            if task.kind.is_empty() {
+                "unknown"
+            } else {
+                &task.kind
+            },
+            kind.noun
+        )
+    }
+}
+
+/// Fetches one task by id or name and checks its kind.
+pub async fn get(channel: Channel, task: &str, kind: TaskKind) -> anyhow::Result<Task> {
+    let task = FleetClient::new(channel)
+        .get_task(TaskRef {
+            task: task.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    expect_kind(&task, kind)?;
+    Ok(task)
+}
+
+/// `delete ID [--yes]`: names the task in the question, then deletes it.
+pub async fn delete(channel: Channel, task: &str, yes: bool, kind: TaskKind) -> anyhow::Result<()> {
+    let current = get(channel.clone(), task, kind).await?;
+    if !yes
+        && !confirm(format!(
+            "Delete {} {} ({})? Its snapshots stay.",
+            kind.noun, current.id, current.name
+        ))
+        .await?
+    {
+        bail!("not deleted: confirm on a terminal or pass --yes");
+    }
+    // By id, not by what was typed: the name could have been reused meanwhile.
+    let deleted = FleetClient::new(channel)
+        .delete_task(TaskRef {
+            task: current.id.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("Deleted {} {} ({}).", kind.noun, deleted.id, deleted.name);
+    Ok(())
+}
+
+/// `enable ID` / `disable ID`.
+pub async fn set_enabled(
+    channel: Channel,
+    task: &str,
+    enabled: bool,
+    kind: TaskKind,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let current = get(channel.clone(), task, kind).await?;
+    let updated = FleetClient::new(channel)
+        .set_task_enabled(SetTaskEnabledRequest {
+            task: current.id.to_string(),
+            enabled,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match output {
+        OutputFormat::Json => print_json(&TaskJson::from(&updated)),
+        OutputFormat::Table => {
+            println!(
+                "{} {} {} ({}); next run: {}.",
+                if enabled { "Enabled" } else { "Disabled" },
+                kind.noun,
+                updated.id,
+                updated.name,
+                next_run_text(&updated)
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `run ID [--watch]`: starts a run now and prints its id, or follows it.
+pub async fn run_now(
+    channel: Channel,
+    task: &str,
+    watch: bool,
+    kind: TaskKind,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let current = get(channel.clone(), task, kind).await?;
+    let run = FleetClient::new(channel.clone())
+        .run_task(TaskRef {
+            task: current.id.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match output {
+        // With --watch the event stream starts with the run itself.
+        OutputFormat::Json if watch => {}
+        OutputFormat::Json => print_json(&RunJson::from(&run))?,
+        OutputFormat::Table => println!(
+            "Started run {} of {} {} ({}).",
+            run.id, kind.noun, current.id, current.name
+        ),
+    }
+    if watch {
+        watch_run(channel, run.id, output).await
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use nasfleet_proto::v1::TaskSpec;
+    use serde_json::json;
+
+    pub(crate) fn snapshot_task() -> Task {
+        Task {
+            id: 7,
+            kind: "snapshot".into(),
+            name: "nas1:tank/data (auto-%Y-%m-%d_%H-%M)".into(),
+            spec: Some(TaskSpec {
+                schedule: "0 * * * *".into(),
+                enabled: true,
+                kind: Some(Kind::Snapshot(SnapshotTaskSpec {
+                    system: "nas1".into(),
+                    dataset: "tank/data".into(),
+                    recursive: true,
+                    exclude: vec!["tank/data/tmp".into()],
+                    naming_schema: "auto-%Y-%m-%d_%H-%M".into(),
+                    lifetime: "2w".into(),
+                })),
+            }),
+            schedule: "0 * * * *".into(),
+            schedule_description: "every hour".into(),
+            status: String::new(),
+            last_error: String::new(),
+            next_run_unix_ms: 1_700_000_000_000,
+            last_run_id: 0,
+            last_run_unix_ms: 0,
+            created_unix_ms: 1_699_000_000_000,
+        }
+    }
+
+    #[test]
+    fn task_json_is_flat() {
+        let value = serde_json::to_value(TaskJson::from(&snapshot_task())).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "id": 7,
+                "name": "nas1:tank/data (auto-%Y-%m-%d_%H-%M)",
+                "kind": "snapshot",
+                "system": "nas1",
+                "dataset": "tank/data",
+                "recursive": true,
+                "exclude": ["tank/data/tmp"],
+                "naming_schema": "auto-%Y-%m-%d_%H-%M",
+                "lifetime": "2w",
+                "schedule": "0 * * * *",
+                "schedule_description": "every hour",
+                "enabled": true,
+                "status": "PENDING",
+                "last_error": null,
+                "next_run": "2023-11-14T22:13:20Z",
+                "last_run_id": null,
+                "last_run": null,
+                "created": "2023-11-03T08:26:40Z",
+            })
+        );
+    }
+
+    #[test]
+    fn task_json_carries_failures() {
+        let mut task = snapshot_task();
+        task.status = "FAILED".into();
+        task.last_error = "dataset does not exist".into();
+        task.last_run_id = 12;
+        let value = serde_json::to_value(TaskJson::from(&task)).unwrap();
+        assert_eq!(value["status"], "FAILED");
+        assert_eq!(value["last_error"], "dataset does not exist");
+        assert_eq!(value["last_run_id"], 12);
+    }
+
+    #[test]
+    fn other_kinds_are_refused() {
+        let mut task = snapshot_task();
+        assert!(expect_kind(&task, SNAPSHOT).is_ok());
+        task.kind = "replication".into();
+        let err = expect_kind(&task, SNAPSHOT).unwrap_err().to_string();
+        assert!(
+            err.contains("is a replication task, not a snapshot task"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn disabled_tasks_have_no_next_run() {
+        let mut task = snapshot_task();
+        if let Some(spec) = task.spec.as_mut() {
+            spec.enabled = false;
+        }
+        assert_eq!(next_run_text(&task), "disabled");
+    }
+}
