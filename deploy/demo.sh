@@ -127,11 +127,29 @@ echo
 echo "\$ nasfleet system list"
 "${CLI[@]}" system list
 echo
+
+# A periodic snapshot task on nas1 (hourly, two weeks' retention), run once
+# now and watched, then the snapshots of the demo dataset.
+echo "\$ nasfleet snapshot-task create --system nas1 --dataset demo-nas1/data --schedule hourly --lifetime 2w"
+task_id=$("${CLI[@]}" -o json snapshot-task create --system nas1 --dataset demo-nas1/data --schedule hourly --lifetime 2w |
+    sed -n 's/^  "id": \([0-9]*\),*$/\1/p')
+[[ -n $task_id ]] || die "snapshot task was not created"
+echo "\$ nasfleet snapshot-task run $task_id --watch"
+"${CLI[@]}" snapshot-task run "$task_id" --watch
+echo
+echo "\$ nasfleet snapshot-task list"
+"${CLI[@]}" snapshot-task list
+echo
+echo "\$ nasfleet snapshot list nas1 demo-nas1/data --refresh"
+"${CLI[@]}" snapshot list nas1 demo-nas1/data --refresh
+echo
 cat <<EOF
 The demo fleet is running. Try:
   export NASFLEET_CONFIG=$DEMO/controller/admin.toml
   $BIN/nasfleet system show nas1
   $BIN/nasfleet system services nas2
+  $BIN/nasfleet dataset list nas1
+  $BIN/nasfleet run list
 Logs are in $DEMO/logs. Stop everything with: deploy/demo.sh stop
 EOF
 [[ $online -eq ${#SYSTEMS[@]} ]] || die "only $online of ${#SYSTEMS[@]} systems came ONLINE; see $DEMO/logs"

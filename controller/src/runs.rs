@@ -418,6 +418,116 @@ pub fn get(state: &SharedState, run_id: u64) -> Result<Run, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::CertificateAuthority;
+    use crate::sessions::Sessions;
+    use crate::state::ControllerState;
+    use crate::store::Store;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn state(dir: &std::path::Path) -> SharedState {
+        Arc::new(ControllerState {
+            store: Store::open(dir).unwrap(),
+            ca: CertificateAuthority::create("test").unwrap().0,
+            sessions: Sessions::new(Duration::from_secs(10)),
+            url: "https://127.0.0.1:1".into(),
+            timezone: chrono_tz::UTC,
+            runs: RunHub::default(),
+            history_limit: 100,
+            scheduler_wake: Default::default(),
+        })
+    }
+
+    fn task() -> Task {
+        Task {
+            id: 42,
+            name: "nas1:tank/data".into(),
+            kind: "snapshot".into(),
+            ..Default::default()
+        }
+    }
+
+    fn no_work(run_id: u64) -> Result<StartRun, Status> {
+        Ok(StartRun { run_id, work: None })
+    }
+
+    #[tokio::test]
+    async fn a_run_for_an_offline_system_fails_at_once_and_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let run = start(
+            &state,
+            &task(),
+            "nas1",
+            Trigger::Manual { by: "admin".into() },
+            no_work,
+        )
+        .await
+        .unwrap();
+        assert_eq!(run.state(), RunState::Failed);
+        assert_eq!(run.reason, "System 'nas1' is offline");
+        let stored = state.store.run(run.id).unwrap().unwrap();
+        assert_eq!(stored.state(), RunState::Failed);
+        assert!(state.store.active_runs().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_task_never_runs_twice_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let mut active = Run {
+            id: 7,
+            task_id: 42,
+            ..Default::default()
+        };
+        active.set_state(RunState::Running);
+        state
+            .store
+            .put_run(
+                &active,
+                Some(&StartRun {
+                    run_id: 7,
+                    work: None,
+                }),
+            )
+            .unwrap();
+
+        let manual = start(
+            &state,
+            &task(),
+            "nas1",
+            Trigger::Manual { by: "admin".into() },
+            no_work,
+        )
+        .await;
+        let refused = manual.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("already running: run 7"),
+            "{}",
+            refused.message()
+        );
+
+        let due = chrono::Utc::now();
+        let skipped = start(
+            &state,
+            &task(),
+            "nas1",
+            Trigger::Scheduled { at: due },
+            no_work,
+        )
+        .await
+        .unwrap();
+        assert_eq!(skipped.state(), RunState::Skipped);
+        assert_eq!(
+            skipped.reason,
+            "Previous run 7 of this task is still running"
+        );
+        assert_eq!(skipped.scheduled_for_unix_ms, due.timestamp_millis());
+        // Still exactly one active run; the skip is history only.
+        assert_eq!(state.store.active_runs().unwrap().len(), 1);
+        assert_eq!(state.store.runs_of_task(42, 10).unwrap().len(), 2);
+    }
 
     #[test]
     fn hub_keeps_a_bounded_log_tail_and_latest_progress() {

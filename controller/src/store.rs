@@ -105,6 +105,8 @@ pub struct Store {
     active_runs: sled::Tree,
     /// task id BE → i64 BE unix ms: the scheduler has handled every fire up to here.
     schedule_marks: sled::Tree,
+    /// Counters and other single values.
+    meta: sled::Tree,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -139,6 +141,7 @@ impl Store {
             runs_by_task: db.open_tree("runs_by_task")?,
             active_runs: db.open_tree("active_runs")?,
             schedule_marks: db.open_tree("schedule_marks")?,
+            meta: db.open_tree("meta")?,
             db,
         })
     }
@@ -310,9 +313,19 @@ impl Store {
         Ok(self.inventories.get(name)?.map(|v| v.to_vec()))
     }
 
-    /// A new id for a task or run; unique and increasing across restarts.
+    /// A new id for a task or run: 1, 2, 3, ... unique across restarts.
+    /// (sled's own generate_id jumps by a million per restart, which makes
+    /// ids people must type needlessly long.)
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()? + 1)
+        let next = self.meta.update_and_fetch("next_id", |old| {
+            let current = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some((current + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(next
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes))
     }
 
     pub fn put_task(&self, task: &Task) -> Result<(), StoreError> {
@@ -553,6 +566,19 @@ mod tests {
         };
         run.set_state(state);
         run
+    }
+
+    #[test]
+    fn ids_count_up_from_one_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.next_id().unwrap(), 1);
+            assert_eq!(store.next_id().unwrap(), 2);
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.next_id().unwrap(), 3);
     }
 
     #[test]
