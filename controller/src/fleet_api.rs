@@ -3,23 +3,25 @@
 use crate::auth::require_user;
 use crate::enrollment::{DEFAULT_TOKEN_TTL, create_token};
 use crate::runs::{self, Trigger};
+use crate::ssh_connections;
 use crate::state::SharedState;
 use crate::store::SystemRecord;
 use crate::store::is_final;
 use crate::tasks;
 use chrono::Utc;
 use nasfleet_proto::identity::Principal;
-use nasfleet_proto::naming::{DEFAULT_MANUAL_SCHEMA, NamingSchema};
+use nasfleet_proto::naming::{DEFAULT_MANUAL_SCHEMA, DEFAULT_PERIODIC_SCHEMA, NamingSchema};
 use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::fleet_server::Fleet;
 use nasfleet_proto::v1::{
     CreateSnapshotRequest, CreateSnapshotResponse, CreateSnapshots, CreateTokenRequest,
     CreateTokenResponse, DatasetSummary, GetSystemRequest, Inventory, ListDatasetsRequest,
     ListDatasetsResponse, ListRunsRequest, ListRunsResponse, ListSnapshotsRequest,
-    ListSnapshotsResponse, ListSystemsRequest, ListSystemsResponse, ListTasksRequest,
-    ListTasksResponse, RemoveSystemRequest, RemoveSystemResponse, Run, RunEvent, RunRef,
-    SetTaskEnabledRequest, SystemDetail, SystemStatus, SystemSummary, Task, TaskRef, TaskSpec,
-    UpdateTaskRequest, agent_request, run_event, task_spec,
+    ListSnapshotsResponse, ListSshConnectionsRequest, ListSshConnectionsResponse,
+    ListSystemsRequest, ListSystemsResponse, ListTasksRequest, ListTasksResponse,
+    RemoveSystemRequest, RemoveSystemResponse, Run, RunEvent, RunRef, SetTaskEnabledRequest,
+    SshConnection, SshConnectionRef, SystemDetail, SystemStatus, SystemSummary, Task, TaskRef,
+    TaskSpec, UpdateTaskRequest, agent_request, run_event, task_spec,
 };
 use std::pin::Pin;
 use std::time::Duration;
@@ -70,6 +72,63 @@ impl FleetService {
             pools: record.pools.clone(),
             enrolled_unix_ms: record.enrolled_unix_ms,
         }
+    }
+
+    /// For `--create-snapshot-task`: a periodic snapshot task on the
+    /// replication's schedule for every source dataset that no snapshot
+    /// task with the replication's (first) naming schema covers yet.
+    async fn companion_snapshot_tasks(&self, task: &Task) -> Result<Vec<Task>, Status> {
+        let Some(task_spec::Kind::Replication(spec)) =
+            task.spec.as_ref().and_then(|s| s.kind.as_ref())
+        else {
+            return Ok(Vec::new());
+        };
+        if !spec.create_snapshot_task {
+            return Ok(Vec::new());
+        }
+        let existing: Vec<nasfleet_proto::v1::SnapshotTaskSpec> = self
+            .state
+            .store
+            .tasks()
+            .map_err(internal)?
+            .into_iter()
+            .filter_map(|t| match t.spec?.kind? {
+                task_spec::Kind::Snapshot(s) => Some(s),
+                task_spec::Kind::Replication(_) => None,
+            })
+            .collect();
+        let mut companions = Vec::new();
+        for source in &spec.sources {
+            let schema = source
+                .naming_schemas
+                .first()
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_PERIODIC_SCHEMA.into());
+            for dataset in &source.datasets {
+                let covered = existing.iter().any(|s| {
+                    s.system == source.system && s.naming_schema == schema && covers(s, dataset)
+                });
+                if covered {
+                    continue;
+                }
+                let spec = TaskSpec {
+                    schedule: task.schedule.clone(),
+                    enabled: true,
+                    kind: Some(task_spec::Kind::Snapshot(
+                        nasfleet_proto::v1::SnapshotTaskSpec {
+                            system: source.system.clone(),
+                            dataset: dataset.clone(),
+                            recursive: source.recursive,
+                            exclude: Vec::new(),
+                            naming_schema: schema.clone(),
+                            lifetime: String::new(),
+                        },
+                    )),
+                };
+                companions.push(tasks::validate(&self.state, spec, None).await?);
+            }
+        }
+        Ok(companions)
     }
 
     /// Stores a task, tells the scheduler, and returns it as callers see it.
@@ -328,9 +387,11 @@ impl Fleet for FleetService {
                 let newest = own.iter().max_by_key(|s| s.creation_unix);
                 let covering = snapshot_tasks
                     .iter()
-                    .filter(|(_, kind)| {
-                        let task_spec::Kind::Snapshot(spec) = kind;
-                        spec.system == req.system && covers(spec, &dataset.name)
+                    .filter(|(_, kind)| match kind {
+                        task_spec::Kind::Snapshot(spec) => {
+                            spec.system == req.system && covers(spec, &dataset.name)
+                        }
+                        task_spec::Kind::Replication(_) => false,
                     })
                     .map(|(name, _)| name.clone())
                     .collect();
@@ -348,8 +409,71 @@ impl Fleet for FleetService {
     async fn create_task(&self, request: Request<TaskSpec>) -> Result<Response<Task>, Status> {
         let caller = require_user(&self.state.store, &request, true)?;
         let task = tasks::validate(&self.state, request.into_inner(), None).await?;
+        let companions = self.companion_snapshot_tasks(&task).await?;
         tracing::info!(task = %task.name, id = task.id, by = %caller.principal, schedule = %task.schedule, "task created");
-        self.save_task(task).await
+        let saved = self.save_task(task).await?;
+        for companion in companions {
+            tracing::info!(task = %companion.name, id = companion.id, "snapshot task created for replication");
+            self.save_task(companion).await?;
+        }
+        Ok(saved)
+    }
+
+    async fn validate_task(&self, request: Request<TaskSpec>) -> Result<Response<Task>, Status> {
+        require_user(&self.state.store, &request, true)?;
+        let mut task = tasks::validate(&self.state, request.into_inner(), None).await?;
+        // Nothing is stored: the id is only a placeholder.
+        task.id = 0;
+        Ok(Response::new(tasks::present(&self.state, task)?))
+    }
+
+    async fn list_ssh_connections(
+        &self,
+        request: Request<ListSshConnectionsRequest>,
+    ) -> Result<Response<ListSshConnectionsResponse>, Status> {
+        require_user(&self.state.store, &request, false)?;
+        let connections = self
+            .state
+            .store
+            .ssh_connections()
+            .map_err(internal)?
+            .iter()
+            .map(ssh_connections::to_proto)
+            .collect();
+        Ok(Response::new(ListSshConnectionsResponse { connections }))
+    }
+
+    async fn create_ssh_connection(
+        &self,
+        request: Request<SshConnectionRef>,
+    ) -> Result<Response<SshConnection>, Status> {
+        let caller = require_user(&self.state.store, &request, true)?;
+        let req = request.into_inner();
+        let record = ssh_connections::create(&self.state, &req.source, &req.target).await?;
+        tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection created");
+        Ok(Response::new(ssh_connections::to_proto(&record)))
+    }
+
+    async fn delete_ssh_connection(
+        &self,
+        request: Request<SshConnectionRef>,
+    ) -> Result<Response<SshConnection>, Status> {
+        let caller = require_user(&self.state.store, &request, true)?;
+        let req = request.into_inner();
+        let record = self
+            .state
+            .store
+            .delete_ssh_connection(&req.source, &req.target)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no SSH connection from '{}' to '{}'",
+                    req.source, req.target
+                ))
+            })?;
+        self.state.store.flush().await.map_err(internal)?;
+        tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection deleted");
+        Ok(Response::new(ssh_connections::to_proto(&record)))
     }
 
     async fn update_task(
@@ -445,19 +569,11 @@ impl Fleet for FleetService {
     async fn run_task(&self, request: Request<TaskRef>) -> Result<Response<Run>, Status> {
         let caller = require_user(&self.state.store, &request, true)?;
         let task = tasks::find(&self.state, &request.into_inner().task)?;
-        let system = tasks::system_of(&task).to_owned();
-        let now = Utc::now();
-        let state = &self.state;
-        let run = runs::start(
-            state,
-            &task,
-            &system,
-            Trigger::Manual {
-                by: user_name(&caller.principal),
-            },
-            |run_id| tasks::work(state, &task, run_id, now),
-        )
-        .await?;
+        let parts = tasks::prepare(&self.state, &task, Utc::now()).await;
+        let trigger = Trigger::Manual {
+            by: user_name(&caller.principal),
+        };
+        let run = runs::start(&self.state, &task, trigger, parts).await?;
         Ok(Response::new(run))
     }
 
@@ -556,6 +672,7 @@ impl Fleet for FleetService {
 fn kind_name(kind: &task_spec::Kind) -> &'static str {
     match kind {
         task_spec::Kind::Snapshot(_) => tasks::KIND_SNAPSHOT,
+        task_spec::Kind::Replication(_) => tasks::KIND_REPLICATION,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod runs;
 pub mod scheduler;
 pub mod server;
 pub mod sessions;
+pub mod ssh_connections;
 pub mod state;
 pub mod store;
 pub mod tasks;

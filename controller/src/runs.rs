@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::controller_message::Body as Down;
 use nasfleet_proto::v1::{
-    AckRunResult, CancelRun, ControllerMessage, Progress, Run, RunEvent, RunResult, RunState,
-    RunStep, RunUpdate, StartRun, Task, run_event,
+    AckRunResult, CancelRun, ControllerMessage, Progress, Run, RunEvent, RunPart, RunResult,
+    RunState, RunStep, RunUpdate, StartRun, Task, run_event,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -149,7 +149,7 @@ async fn finish(
     run.reason = reason;
     run.finished_unix_ms = now_unix_ms();
     run.progress = None;
-    state.store.put_run(&run, None).map_err(internal)?;
+    state.store.put_run(&run).map_err(internal)?;
     state.store.flush().await.map_err(internal)?;
     state.runs.finish(&run);
     prune(state, run.task_id);
@@ -169,8 +169,75 @@ pub fn active_run_of(state: &SharedState, task_id: u64) -> Result<Option<Run>, S
         .active_runs()
         .map_err(internal)?
         .into_iter()
-        .map(|(run, _)| run)
+        .map(|(run, _, _)| run)
         .find(|run| run.task_id == task_id))
+}
+
+/// When every part of a run has ended: the run's final state and reason.
+/// One failed part fails the run; the reason names each failed part's
+/// system when there are several parts.
+fn settle(run: &Run) -> Option<(RunState, String)> {
+    if run.parts.iter().any(|p| !is_final(p.state())) {
+        return None;
+    }
+    let failed: Vec<&RunPart> = run
+        .parts
+        .iter()
+        .filter(|p| p.state() != RunState::Finished && p.state() != RunState::Success)
+        .collect();
+    if failed.is_empty() {
+        let state = run.parts.first().map_or(RunState::Finished, |p| p.state());
+        return Some((state, String::new()));
+    }
+    // Replication reasons always name the source system, even for one source.
+    let name_systems = run.parts.len() > 1 || run.task_kind == crate::tasks::KIND_REPLICATION;
+    let reason = if !name_systems {
+        failed[0].reason.clone()
+    } else {
+        failed
+            .iter()
+            .map(|p| format!("{}: {}", p.system, p.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Some((RunState::Failed, reason))
+}
+
+/// Ends one part; finishes the run when it was the last. Returns the run as stored.
+async fn end_part(
+    state: &SharedState,
+    mut run: Run,
+    system: &str,
+    part_state: RunState,
+    reason: String,
+) -> Result<Run, Status> {
+    if let Some(part) = run.parts.iter_mut().find(|p| p.system == system) {
+        part.set_state(part_state);
+        part.reason = reason;
+    }
+    state
+        .store
+        .remove_run_work(run.id, system)
+        .map_err(internal)?;
+    if run.task_kind == crate::tasks::KIND_REPLICATION {
+        // Snapshots changed on both sides: retention's protected bases and
+        // listings should see them soon.
+        let _ = state.sessions.request_inventory(system);
+        if let Ok(task) = crate::tasks::find(state, &run.task_id.to_string())
+            && let Some(nasfleet_proto::v1::task_spec::Kind::Replication(spec)) =
+                task.spec.and_then(|s| s.kind)
+        {
+            let _ = state.sessions.request_inventory(&spec.target_system);
+        }
+    }
+    match settle(&run) {
+        Some((final_state, reason)) => finish(state, run, final_state, reason).await,
+        None => {
+            state.store.put_run(&run).map_err(internal)?;
+            state.store.flush().await.map_err(internal)?;
+            Ok(run)
+        }
+    }
 }
 
 /// Records a scheduled fire that did not run (SKIPPED or MISSED) as a run of its own.
@@ -198,25 +265,28 @@ pub async fn record_not_run(
         ..Default::default()
     };
     run.set_state(run_state);
-    state.store.put_run(&run, None).map_err(internal)?;
+    state.store.put_run(&run).map_err(internal)?;
     state.store.flush().await.map_err(internal)?;
     prune(state, task.id);
     tracing::info!(task = %task.name, run = run.id, state = ?run_state, reason = %run.reason, "scheduled fire not run");
     Ok(run)
 }
 
-/// Starts a run of `task` on `system` with `work` (whose run id is filled in here).
+/// Starts a run of `task` with `parts`: the work for each system taking part
+/// (one for most tasks, one per source system for replication; run ids are
+/// filled in here), or the reason the work could not be prepared, which
+/// makes the run FAILED at once.
 ///
 /// A task never runs twice at once: a manual start while it runs is refused;
 /// a scheduled one is recorded as SKIPPED with the reason.
 pub async fn start(
     state: &SharedState,
     task: &Task,
-    system: &str,
     trigger: Trigger,
-    make_work: impl FnOnce(u64) -> Result<StartRun, Status>,
+    parts: Result<Vec<(String, StartRun)>, String>,
 ) -> Result<Run, Status> {
     let _serial = state.runs.start_lock.lock().await;
+    let systems = crate::tasks::systems_of(task).join(",");
     if let Some(active) = active_run_of(state, task.id)? {
         let reason = format!("Previous run {} of this task is still running", active.id);
         return match trigger {
@@ -225,13 +295,21 @@ pub async fn start(
                 task.name, active.id
             ))),
             Trigger::Scheduled { at } => {
-                record_not_run(state, task, system, at, RunState::Skipped, reason).await
+                record_not_run(state, task, &systems, at, RunState::Skipped, reason).await
             }
         };
     }
 
     let id = state.store.next_id().map_err(internal)?;
-    let work = make_work(id)?;
+    let (parts, unprepared) = match parts {
+        Ok(mut parts) => {
+            for (_, work) in &mut parts {
+                work.run_id = id;
+            }
+            (parts, None)
+        }
+        Err(reason) => (Vec::new(), Some(reason)),
+    };
     let now = now_unix_ms();
     let (trigger_word, by, scheduled_for) = match &trigger {
         Trigger::Manual { by } => ("manual", by.clone(), 0),
@@ -242,28 +320,52 @@ pub async fn start(
         task_id: task.id,
         task_name: task.name.clone(),
         task_kind: task.kind.clone(),
-        system: system.to_owned(),
+        system: systems,
         trigger: trigger_word.into(),
         triggered_by: by,
         scheduled_for_unix_ms: scheduled_for,
         started_unix_ms: now,
+        parts: parts
+            .iter()
+            .map(|(system, _)| {
+                let mut part = RunPart {
+                    system: system.clone(),
+                    ..Default::default()
+                };
+                part.set_state(RunState::Running);
+                part
+            })
+            .collect(),
         ..Default::default()
     };
     run.set_state(RunState::Running);
-    // Durable before the agent hears of it.
-    state.store.put_run(&run, Some(&work)).map_err(internal)?;
+    if let Some(reason) = unprepared {
+        tracing::warn!(task = %task.name, run = id, %reason, "run failed before dispatch");
+        return finish(state, run, RunState::Failed, reason).await;
+    }
+    // Durable before any agent hears of it.
+    state.store.put_run(&run).map_err(internal)?;
+    for (system, work) in &parts {
+        state
+            .store
+            .put_run_work(id, system, work)
+            .map_err(internal)?;
+    }
     state.store.flush().await.map_err(internal)?;
     // Watchers may subscribe from here on.
     drop(state.runs.subscribe(id));
 
-    let message = ControllerMessage {
-        body: Some(Down::StartRun(work)),
-    };
-    if let Err(e) = state.sessions.send(system, message).await {
-        tracing::warn!(task = %task.name, run = id, reason = %e, "run failed before dispatch");
-        return finish(state, run, RunState::Failed, e.to_string()).await;
+    for (system, work) in parts {
+        let message = ControllerMessage {
+            body: Some(Down::StartRun(work)),
+        };
+        if let Err(e) = state.sessions.send(&system, message).await {
+            tracing::warn!(task = %task.name, run = id, %system, reason = %e, "part failed before dispatch");
+            run = end_part(state, run, &system, RunState::Failed, e.to_string()).await?;
+        } else {
+            tracing::info!(task = %task.name, run = id, %system, trigger = trigger_word, "run dispatched");
+        }
     }
-    tracing::info!(task = %task.name, run = id, system, trigger = trigger_word, "run dispatched");
     Ok(run)
 }
 
@@ -300,29 +402,42 @@ async fn record_result(state: &SharedState, system: &str, result: RunResult) -> 
         );
         return Ok(());
     };
-    if run.system != system {
-        tracing::warn!(run = run.id, system, owner = %run.system, "result from a system that does not own the run; ignored");
+    let Some(part) = run.parts.iter().find(|p| p.system == system) else {
+        tracing::warn!(
+            run = run.id,
+            system,
+            "result from a system that takes no part in the run; ignored"
+        );
         return Ok(());
-    }
-    if is_final(run.state()) {
+    };
+    if is_final(run.state()) || is_final(part.state()) {
         // Already ended here (cancelled while the system was offline); keep the first outcome.
-        tracing::info!(run = run.id, state = ?run.state(), "late result for a finished run; keeping the recorded outcome");
+        tracing::info!(
+            run = run.id,
+            system,
+            "late result for a finished run; keeping the recorded outcome"
+        );
         return Ok(());
     }
     let reported = result.state();
-    run.steps = result.steps;
-    run.bytes = result.bytes;
-    run.log_tail = result.log_tail;
-    let final_state = match reported {
-        s if is_final(s) => s,
-        other => {
-            tracing::warn!(run = run.id, state = ?other, "agent reported a non-final result; counting it as FAILED");
-            RunState::Failed
+    for step in result.steps {
+        match run.steps.iter_mut().find(|s| s.name == step.name) {
+            Some(existing) => *existing = step,
+            None => run.steps.push(step),
         }
+    }
+    run.bytes += result.bytes;
+    run.log_tail.extend(result.log_tail);
+    let excess = run.log_tail.len().saturating_sub(LOG_TAIL_LINES);
+    run.log_tail.drain(..excess);
+    let part_state = if is_final(reported) {
+        reported
+    } else {
+        tracing::warn!(run = run.id, state = ?reported, "agent reported a non-final result; counting it as FAILED");
+        RunState::Failed
     };
-    let reason = result.reason;
-    let run = finish(state, run, final_state, reason).await?;
-    tracing::info!(run = run.id, task = %run.task_name, state = ?run.state(), reason = %run.reason, "run ended");
+    let run = end_part(state, run, system, part_state, result.reason).await?;
+    tracing::info!(run = run.id, task = %run.task_name, system, part = ?part_state, state = ?run.state(), reason = %run.reason, "run part ended");
     Ok(())
 }
 
@@ -337,8 +452,8 @@ pub async fn reconcile(state: &SharedState, system: &str, agent_active: &[u64]) 
             return;
         }
     };
-    for (run, work) in active {
-        if run.system != system || agent_active.contains(&run.id) {
+    for (run, part_system, work) in active {
+        if part_system != system || agent_active.contains(&run.id) {
             continue;
         }
         tracing::info!(
@@ -355,7 +470,14 @@ pub async fn reconcile(state: &SharedState, system: &str, agent_active: &[u64]) 
     }
     for run_id in agent_active {
         let ended = match state.store.run(*run_id) {
-            Ok(Some(run)) => is_final(run.state()),
+            Ok(Some(run)) => {
+                is_final(run.state())
+                    || run
+                        .parts
+                        .iter()
+                        .find(|p| p.system == system)
+                        .is_none_or(|p| is_final(p.state()))
+            }
             Ok(None) => true,
             Err(_) => false,
         };
@@ -375,7 +497,7 @@ pub async fn reconcile(state: &SharedState, system: &str, agent_active: &[u64]) 
 /// `Cancelled by USER`. When the system is offline the run ends here at once
 /// and the agent is told to stop when it reconnects.
 pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, Status> {
-    let run = state
+    let mut run = state
         .store
         .run(run_id)
         .map_err(internal)?
@@ -383,26 +505,38 @@ pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, S
     if is_final(run.state()) {
         return Err(Status::failed_precondition(format!(
             "run {run_id} already ended ({})",
-            run.state().as_str_name().trim_start_matches("RUN_STATE_")
+            crate::tasks::state_word(run.state())
         )));
     }
-    let message = ControllerMessage {
-        body: Some(Down::CancelRun(CancelRun {
-            run_id,
-            by: by.to_owned(),
-        })),
-    };
-    let system = run.system.clone();
-    match state.sessions.send(&system, message).await {
-        Ok(()) => {
-            tracing::info!(run = run_id, by, "cancel requested");
-            Ok(state.runs.overlay(run))
-        }
-        Err(e) => {
-            tracing::info!(run = run_id, by, reason = %e, "cancelled while the system is unreachable");
-            finish(state, run, RunState::Failed, format!("Cancelled by {by}")).await
+    let running: Vec<String> = run
+        .parts
+        .iter()
+        .filter(|p| !is_final(p.state()))
+        .map(|p| p.system.clone())
+        .collect();
+    for system in running {
+        let message = ControllerMessage {
+            body: Some(Down::CancelRun(CancelRun {
+                run_id,
+                by: by.to_owned(),
+            })),
+        };
+        match state.sessions.send(&system, message).await {
+            Ok(()) => tracing::info!(run = run_id, %system, by, "cancel requested"),
+            Err(e) => {
+                tracing::info!(run = run_id, %system, by, reason = %e, "cancelled while the system is unreachable");
+                run = end_part(
+                    state,
+                    run,
+                    &system,
+                    RunState::Failed,
+                    format!("Cancelled by {by}"),
+                )
+                .await?;
+            }
         }
     }
+    Ok(state.runs.overlay(run))
 }
 
 /// The current record of a run, with live progress merged in.
@@ -447,8 +581,14 @@ mod tests {
         }
     }
 
-    fn no_work(run_id: u64) -> Result<StartRun, Status> {
-        Ok(StartRun { run_id, work: None })
+    fn no_work() -> Result<Vec<(String, StartRun)>, String> {
+        Ok(vec![(
+            "nas1".into(),
+            StartRun {
+                run_id: 0,
+                work: None,
+            },
+        )])
     }
 
     #[tokio::test]
@@ -458,9 +598,8 @@ mod tests {
         let run = start(
             &state,
             &task(),
-            "nas1",
             Trigger::Manual { by: "admin".into() },
-            no_work,
+            no_work(),
         )
         .await
         .unwrap();
@@ -481,23 +620,24 @@ mod tests {
             ..Default::default()
         };
         active.set_state(RunState::Running);
+        state.store.put_run(&active).unwrap();
         state
             .store
-            .put_run(
-                &active,
-                Some(&StartRun {
+            .put_run_work(
+                7,
+                "nas1",
+                &StartRun {
                     run_id: 7,
                     work: None,
-                }),
+                },
             )
             .unwrap();
 
         let manual = start(
             &state,
             &task(),
-            "nas1",
             Trigger::Manual { by: "admin".into() },
-            no_work,
+            no_work(),
         )
         .await;
         let refused = manual.unwrap_err();
@@ -509,15 +649,9 @@ mod tests {
         );
 
         let due = chrono::Utc::now();
-        let skipped = start(
-            &state,
-            &task(),
-            "nas1",
-            Trigger::Scheduled { at: due },
-            no_work,
-        )
-        .await
-        .unwrap();
+        let skipped = start(&state, &task(), Trigger::Scheduled { at: due }, no_work())
+            .await
+            .unwrap();
         assert_eq!(skipped.state(), RunState::Skipped);
         assert_eq!(
             skipped.reason,

@@ -260,16 +260,8 @@ impl Backend for StoreBackend {
             tracing::info!(task = %task.name, %due, "fire already started before a restart; not repeated");
             return;
         }
-        let system = tasks::system_of(&task).to_owned();
-        let state = &self.state;
-        let started = runs::start(
-            state,
-            &task,
-            &system,
-            Trigger::Scheduled { at: due },
-            |run_id| tasks::work(state, &task, run_id, due),
-        )
-        .await;
+        let parts = tasks::prepare(&self.state, &task, due).await;
+        let started = runs::start(&self.state, &task, Trigger::Scheduled { at: due }, parts).await;
         if let Err(status) = started {
             tracing::error!(task = %task.name, reason = %status.message(), "scheduled run could not start");
         }
@@ -282,7 +274,7 @@ impl Backend for StoreBackend {
         if self.already_fired(task_id, due) {
             return;
         }
-        let system = tasks::system_of(&task).to_owned();
+        let system = tasks::systems_of(&task).join(",");
         let reason = format!(
             "Missed: the controller was not running at {} and the grace window had passed when it started",
             due.with_timezone(&self.state.timezone)

@@ -101,12 +101,30 @@ pub struct Store {
     runs: sled::Tree,
     /// task id BE ++ run id BE → (): runs of a task in id order.
     runs_by_task: sled::Tree,
-    /// run id BE → `v1::StartRun` for runs not yet finished; re-dispatched after restarts.
+    /// run id BE ++ system → `v1::StartRun` for parts not yet finished; offered again after restarts.
     active_runs: sled::Tree,
     /// task id BE → i64 BE unix ms: the scheduler has handled every fire up to here.
     schedule_marks: sled::Tree,
     /// Counters and other single values.
     meta: sled::Tree,
+    /// "source\0target" → SshConnectionRecord.
+    ssh_connections: sled::Tree,
+}
+
+/// SSH trust from a source system to a target system, as set up by the controller.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshConnectionRecord {
+    pub source: String,
+    pub target: String,
+    /// host:port of the target's sshd.
+    pub address: String,
+    pub user: String,
+    /// The target's host public keys, pinned when the connection was made.
+    pub host_keys: Vec<String>,
+    pub host_key_fingerprints: Vec<String>,
+    /// The source's replication public key the target authorized.
+    pub public_key: String,
+    pub created_unix_ms: i64,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -142,6 +160,7 @@ impl Store {
             active_runs: db.open_tree("active_runs")?,
             schedule_marks: db.open_tree("schedule_marks")?,
             meta: db.open_tree("meta")?,
+            ssh_connections: db.open_tree("ssh_connections")?,
             db,
         })
     }
@@ -358,30 +377,46 @@ impl Store {
             let key = key?;
             if let Some(run_id) = key.get(8..16) {
                 self.runs.remove(run_id)?;
-                self.active_runs.remove(run_id)?;
+                for entry in self.active_runs.scan_prefix(run_id).keys() {
+                    self.active_runs.remove(entry?)?;
+                }
             }
             self.runs_by_task.remove(key)?;
         }
         Ok(())
     }
 
-    /// Writes a run. `work` is kept while the run is active (so it can be
-    /// dispatched again after a restart) and dropped once it is final.
-    pub fn put_run(&self, run: &Run, work: Option<&StartRun>) -> Result<(), StoreError> {
+    /// Writes a run. Once it is final, the work kept for its parts is dropped.
+    pub fn put_run(&self, run: &Run) -> Result<(), StoreError> {
         let key = run.id.to_be_bytes();
         self.runs.insert(key, run.encode_to_vec())?;
         let mut index = run.task_id.to_be_bytes().to_vec();
         index.extend_from_slice(&key);
         self.runs_by_task.insert(index, &[])?;
-        match work {
-            Some(work) => {
-                self.active_runs.insert(key, work.encode_to_vec())?;
+        if is_final(run.state()) {
+            for entry in self.active_runs.scan_prefix(key).keys() {
+                self.active_runs.remove(entry?)?;
             }
-            None if is_final(run.state()) => {
-                self.active_runs.remove(key)?;
-            }
-            None => {}
         }
+        Ok(())
+    }
+
+    /// Keeps the work sent to one system for an active run, so it can be
+    /// offered again after a restart.
+    pub fn put_run_work(
+        &self,
+        run_id: u64,
+        system: &str,
+        work: &StartRun,
+    ) -> Result<(), StoreError> {
+        self.active_runs
+            .insert(active_key(run_id, system), work.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// The part of `system` ended: nothing left to offer it.
+    pub fn remove_run_work(&self, run_id: u64, system: &str) -> Result<(), StoreError> {
+        self.active_runs.remove(active_key(run_id, system))?;
         Ok(())
     }
 
@@ -426,14 +461,18 @@ impl Store {
             .collect()
     }
 
-    /// Runs that are not final yet, with the work they were dispatched with.
-    pub fn active_runs(&self) -> Result<Vec<(Run, StartRun)>, StoreError> {
+    /// Parts of runs that are not final yet: the run, the system, and the work it was sent.
+    pub fn active_runs(&self) -> Result<Vec<(Run, String, StartRun)>, StoreError> {
         let mut active = Vec::new();
         for item in self.active_runs.iter() {
             let (key, work) = item?;
+            let (Some(run_key), Some(system)) = (key.get(..8), key.get(8..)) else {
+                continue;
+            };
             let work: StartRun = decode_proto("active run", &work)?;
-            if let Some(run) = self.runs.get(&key)? {
-                active.push((decode_proto("run", &run)?, work));
+            if let Some(run) = self.runs.get(run_key)? {
+                let system = String::from_utf8_lossy(system).into_owned();
+                active.push((decode_proto("run", &run)?, system, work));
             }
         }
         Ok(active)
@@ -450,7 +489,7 @@ impl Store {
         for key in keys.iter().take(excess) {
             if let Some(run_id) = key.get(8..16) {
                 // Never drop a run that is still going.
-                if self.active_runs.contains_key(run_id)? {
+                if self.active_runs.scan_prefix(run_id).next().is_some() {
                     continue;
                 }
                 self.runs.remove(run_id)?;
@@ -458,6 +497,48 @@ impl Store {
             self.runs_by_task.remove(key)?;
         }
         Ok(excess)
+    }
+
+    pub fn put_ssh_connection(&self, record: &SshConnectionRecord) -> Result<(), StoreError> {
+        self.ssh_connections.insert(
+            connection_key(&record.source, &record.target),
+            encode(record)?,
+        )?;
+        Ok(())
+    }
+
+    pub fn ssh_connection(
+        &self,
+        source: &str,
+        target: &str,
+    ) -> Result<Option<SshConnectionRecord>, StoreError> {
+        let key = connection_key(source, target);
+        self.ssh_connections
+            .get(&key)?
+            .map(|v| decode(&key, &v))
+            .transpose()
+    }
+
+    pub fn ssh_connections(&self) -> Result<Vec<SshConnectionRecord>, StoreError> {
+        self.ssh_connections
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    pub fn delete_ssh_connection(
+        &self,
+        source: &str,
+        target: &str,
+    ) -> Result<Option<SshConnectionRecord>, StoreError> {
+        let key = connection_key(source, target);
+        self.ssh_connections
+            .remove(&key)?
+            .map(|v| decode(&key, &v))
+            .transpose()
     }
 
     pub fn schedule_mark(&self, task_id: u64) -> Result<Option<i64>, StoreError> {
@@ -481,6 +562,17 @@ pub fn is_final(state: RunState) -> bool {
         state,
         RunState::Running | RunState::Pending | RunState::Unspecified
     )
+}
+
+fn connection_key(source: &str, target: &str) -> Vec<u8> {
+    format!("{source}\0{target}").into_bytes()
+}
+
+/// run id BE ++ system name: one entry per part of an active run.
+fn active_key(run_id: u64, system: &str) -> Vec<u8> {
+    let mut key = run_id.to_be_bytes().to_vec();
+    key.extend_from_slice(system.as_bytes());
+    key
 }
 
 fn decode_proto<T: Message + Default>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
@@ -589,23 +681,24 @@ mod tests {
             run_id: 1,
             work: None,
         };
-        store
-            .put_run(&run(1, 7, RunState::Running), Some(&work))
-            .unwrap();
+        store.put_run(&run(1, 7, RunState::Running)).unwrap();
+        store.put_run_work(1, "nas1", &work).unwrap();
+        store.put_run_work(1, "nas2", &work).unwrap();
         for id in 2..=5 {
-            store
-                .put_run(&run(id, 7, RunState::Finished), None)
-                .unwrap();
+            store.put_run(&run(id, 7, RunState::Finished)).unwrap();
         }
-        store.put_run(&run(6, 8, RunState::Failed), None).unwrap();
+        store.put_run(&run(6, 8, RunState::Failed)).unwrap();
         let ids = |runs: Vec<Run>| runs.iter().map(|r| r.id).collect::<Vec<_>>();
         assert_eq!(ids(store.runs_of_task(7, 3).unwrap()), vec![5, 4, 3]);
         assert_eq!(ids(store.runs(2).unwrap()), vec![6, 5]);
-        assert_eq!(store.active_runs().unwrap().len(), 1);
+        assert_eq!(store.active_runs().unwrap().len(), 2);
+        store.remove_run_work(1, "nas2").unwrap();
+        let active = store.active_runs().unwrap();
+        assert_eq!((active.len(), active[0].1.as_str()), (1, "nas1"));
         // Pruning to 2 keeps the active run 1 although it is the oldest.
         store.prune_runs(7, 2).unwrap();
         assert_eq!(ids(store.runs_of_task(7, 10).unwrap()), vec![5, 4, 1]);
-        store.put_run(&run(1, 7, RunState::Failed), None).unwrap();
+        store.put_run(&run(1, 7, RunState::Failed)).unwrap();
         assert!(store.active_runs().unwrap().is_empty());
         store.delete_task(7).unwrap();
         assert!(store.runs_of_task(7, 10).unwrap().is_empty());

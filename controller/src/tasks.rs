@@ -1,20 +1,27 @@
 //! Tasks of every kind: validating a spec before anything is stored, finding tasks, presenting them with status and next run, and building their work.
 
+use crate::ssh_connections;
 use crate::state::SharedState;
 use chrono::{DateTime, Utc};
 use nasfleet_proto::duration::parse_lifetime;
+use nasfleet_proto::names::replication_target_path;
 use nasfleet_proto::naming::NamingSchema;
 use nasfleet_proto::schedule::Schedule;
 use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::{
-    Inventory, Retention, RunState, SnapshotTaskSpec, SnapshotWork, StartRun, Task, TaskSpec,
-    start_run, task_spec,
+    Inventory, ReplicationDataset, ReplicationTarget, ReplicationTaskSpec, ReplicationWork,
+    Retention, RunState, SnapshotTaskSpec, SnapshotWork, StartRun, Task, TaskSpec, start_run,
+    task_spec,
 };
 use prost::Message;
+use std::collections::HashMap;
 use std::time::Duration;
 use tonic::Status;
 
 pub const KIND_SNAPSHOT: &str = "snapshot";
+pub const KIND_REPLICATION: &str = "replication";
+/// Longest replication task name.
+const MAX_TASK_NAME: usize = 120;
 /// TrueNAS's default retention of periodic snapshots.
 pub const DEFAULT_LIFETIME: &str = "2w";
 /// How long validation waits for a fresh inventory when a dataset is not in the stored one.
@@ -28,11 +35,20 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("controller store failure: {e}"))
 }
 
-/// The system a task runs on.
-pub fn system_of(task: &Task) -> &str {
+/// The systems a task's runs take part on, in order, without repeats.
+pub fn systems_of(task: &Task) -> Vec<String> {
     match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
-        Some(task_spec::Kind::Snapshot(s)) => &s.system,
-        None => "",
+        Some(task_spec::Kind::Snapshot(s)) => vec![s.system.clone()],
+        Some(task_spec::Kind::Replication(r)) => {
+            let mut systems: Vec<String> = Vec::new();
+            for source in &r.sources {
+                if !systems.contains(&source.system) {
+                    systems.push(source.system.clone());
+                }
+            }
+            systems
+        }
+        None => Vec::new(),
     }
 }
 
@@ -77,6 +93,14 @@ pub async fn validate(
                 KIND_SNAPSHOT,
                 format!("{}:{}", snapshot.system, snapshot.dataset),
                 Schedule::hourly(),
+            )
+        }
+        Some(task_spec::Kind::Replication(replication)) => {
+            validate_replication(state, replication, existing.map(|t| t.id)).await?;
+            (
+                KIND_REPLICATION,
+                replication.name.clone(),
+                Schedule::weekly(),
             )
         }
         None => {
@@ -162,6 +186,139 @@ async fn validate_snapshot(state: &SharedState, spec: &mut SnapshotTaskSpec) -> 
     Ok(())
 }
 
+async fn validate_replication(
+    state: &SharedState,
+    spec: &mut ReplicationTaskSpec,
+    own_id: Option<u64>,
+) -> Result<(), Status> {
+    spec.name = spec.name.trim().to_owned();
+    if spec.name.is_empty() {
+        return Err(invalid("name", "Name is required"));
+    }
+    if spec.name.len() > MAX_TASK_NAME
+        || spec.name.parse::<u64>().is_ok()
+        || spec.name.chars().any(|c| c.is_control())
+    {
+        return Err(invalid(
+            "name",
+            format!(
+                "'{}' must be 1-{MAX_TASK_NAME} printable characters and not a number",
+                spec.name
+            ),
+        ));
+    }
+    let taken = state
+        .store
+        .tasks()
+        .map_err(internal)?
+        .into_iter()
+        .any(|t| t.kind == KIND_REPLICATION && t.name == spec.name && Some(t.id) != own_id);
+    if taken {
+        return Err(invalid("name", "Object with this name already exists"));
+    }
+    if spec.sources.iter().all(|s| s.datasets.is_empty()) {
+        return Err(invalid("sources", "At least one source is required"));
+    }
+    if spec.target_system.is_empty() || spec.target_dataset.trim_end_matches('/').is_empty() {
+        return Err(invalid("target", "Destination is required"));
+    }
+    spec.target_dataset = spec.target_dataset.trim_end_matches('/').to_owned();
+    if state
+        .store
+        .system(&spec.target_system)
+        .map_err(internal)?
+        .is_none()
+    {
+        return Err(invalid(
+            "target",
+            format!("System '{}' is not enrolled", spec.target_system),
+        ));
+    }
+    let pool = spec.target_dataset.split('/').next().unwrap_or_default();
+    let target_pools = inventory(state, &spec.target_system)?
+        .map(|i| i.pools)
+        .unwrap_or_default();
+    if !target_pools.iter().any(|p| p.name == pool) {
+        return Err(invalid(
+            "target",
+            format!("Pool '{pool}' not found on system '{}'", spec.target_system),
+        ));
+    }
+    // Every landing path, to find collisions and overlaps.
+    let mut landing: HashMap<String, String> = HashMap::new();
+    let mut recursive_sources: Vec<(String, String)> = Vec::new();
+    for source in &mut spec.sources {
+        if state
+            .store
+            .system(&source.system)
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(invalid(
+                "sources",
+                format!("System '{}' is not enrolled", source.system),
+            ));
+        }
+        if source.naming_schemas.is_empty() {
+            source.naming_schemas = vec![nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA.into()];
+        }
+        for schema in &source.naming_schemas {
+            NamingSchema::new(schema).map_err(|e| invalid("naming_schema", e))?;
+        }
+        for dataset in &mut source.datasets {
+            *dataset = dataset.trim_end_matches('/').to_owned();
+            if !dataset_exists(state, &source.system, dataset).await? {
+                return Err(invalid(
+                    "sources",
+                    format!(
+                        "Dataset not found: '{dataset}' on system '{}'",
+                        source.system
+                    ),
+                ));
+            }
+            let inside = |outer: &str, inner: &str| {
+                inner == outer || inner.starts_with(&format!("{outer}/"))
+            };
+            if source.system == spec.target_system && inside(dataset, &spec.target_dataset) {
+                return Err(invalid(
+                    "target",
+                    format!(
+                        "the target dataset must not be inside source dataset {}:{dataset}",
+                        source.system
+                    ),
+                ));
+            }
+            let path = replication_target_path(&spec.target_dataset, &source.system, dataset);
+            let label = format!("{}:{dataset}", source.system);
+            if let Some(other) = landing.insert(path.clone(), label.clone()) {
+                return Err(invalid(
+                    "sources",
+                    format!("{other} and {label} both land on {path}"),
+                ));
+            }
+            if source.recursive {
+                recursive_sources.push((source.system.clone(), dataset.clone()));
+            }
+        }
+    }
+    // A dataset under a recursive source is replicated with it already.
+    for source in &spec.sources {
+        for dataset in &source.datasets {
+            for (system, parent) in &recursive_sources {
+                if system == &source.system && dataset.starts_with(&format!("{parent}/")) {
+                    return Err(invalid(
+                        "sources",
+                        format!(
+                            "{system}:{dataset} is already replicated as a child of recursive source {system}:{parent}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Finds a task by id (digits) or by its name; an ambiguous name is refused.
 pub fn find(state: &SharedState, reference: &str) -> Result<Task, Status> {
     if let Ok(id) = reference.parse::<u64>() {
@@ -230,37 +387,199 @@ pub fn present(state: &SharedState, mut task: Task) -> Result<Task, Status> {
     Ok(task)
 }
 
-/// The work a run of `task` sends to its agent. `at` is the instant the
-/// snapshot name is rendered for (the scheduled time, or now).
-pub fn work(
+/// The work each system taking part in a run of `task` gets, or why it
+/// could not be prepared (the run then fails with that reason). `at` is
+/// the instant snapshot names are rendered for (the scheduled time, or now).
+pub async fn prepare(
     state: &SharedState,
     task: &Task,
-    run_id: u64,
+    at: DateTime<Utc>,
+) -> Result<Vec<(String, StartRun)>, String> {
+    match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
+        Some(task_spec::Kind::Snapshot(spec)) => snapshot_work(state, spec, at)
+            .map(|work| vec![(spec.system.clone(), work)])
+            .map_err(|s| s.message().to_owned()),
+        Some(task_spec::Kind::Replication(spec)) => replication_work(state, spec, at).await,
+        None => Err(format!("task {} has no kind", task.id)),
+    }
+}
+
+fn snapshot_work(
+    state: &SharedState,
+    spec: &SnapshotTaskSpec,
     at: DateTime<Utc>,
 ) -> Result<StartRun, Status> {
-    match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
-        Some(task_spec::Kind::Snapshot(spec)) => {
-            let schema =
-                NamingSchema::new(&spec.naming_schema).map_err(|e| invalid("naming_schema", e))?;
-            let lifetime = parse_lifetime("lifetime", &spec.lifetime)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            Ok(StartRun {
-                run_id,
-                work: Some(start_run::Work::Snapshot(SnapshotWork {
-                    dataset: spec.dataset.clone(),
-                    recursive: spec.recursive,
-                    exclude: spec.exclude.clone(),
-                    snapshot_name: schema.render(&at.with_timezone(&state.timezone)),
-                    retention: Some(Retention {
-                        naming_schema: spec.naming_schema.clone(),
-                        lifetime_secs: lifetime.as_secs(),
-                        timezone: state.timezone.name().to_owned(),
-                        // Replication bases are protected once replication tasks exist.
-                        protected: Vec::new(),
-                    }),
-                })),
-            })
+    let schema = NamingSchema::new(&spec.naming_schema).map_err(|e| invalid("naming_schema", e))?;
+    let lifetime = parse_lifetime("lifetime", &spec.lifetime)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(StartRun {
+        run_id: 0,
+        work: Some(start_run::Work::Snapshot(SnapshotWork {
+            dataset: spec.dataset.clone(),
+            recursive: spec.recursive,
+            exclude: spec.exclude.clone(),
+            snapshot_name: schema.render(&at.with_timezone(&state.timezone)),
+            retention: Some(Retention {
+                naming_schema: spec.naming_schema.clone(),
+                lifetime_secs: lifetime.as_secs(),
+                timezone: state.timezone.name().to_owned(),
+                protected: protected_snapshots(state, &spec.system),
+            }),
+        })),
+    })
+}
+
+async fn replication_work(
+    state: &SharedState,
+    spec: &ReplicationTaskSpec,
+    at: DateTime<Utc>,
+) -> Result<Vec<(String, StartRun)>, String> {
+    let mut parts: Vec<(String, ReplicationWork)> = Vec::new();
+    for source in &spec.sources {
+        let index = match parts
+            .iter()
+            .position(|(system, _)| system == &source.system)
+        {
+            Some(index) => index,
+            None => {
+                let target = if source.system == spec.target_system {
+                    ReplicationTarget {
+                        system: spec.target_system.clone(),
+                        ..Default::default()
+                    }
+                } else {
+                    let connection =
+                        ssh_connections::ensure(state, &source.system, &spec.target_system)
+                            .await
+                            .map_err(|s| {
+                                format!(
+                                    "{}: SSH connection to '{}' could not be set up: {}",
+                                    source.system,
+                                    spec.target_system,
+                                    s.message()
+                                )
+                            })?;
+                    let (host, port) = ssh_connections::split_address(&connection.address);
+                    ReplicationTarget {
+                        ssh_host: host,
+                        ssh_port: u32::from(port),
+                        ssh_user: connection.user,
+                        host_keys: connection.host_keys,
+                        system: spec.target_system.clone(),
+                    }
+                };
+                let pre_snapshot_name = if spec.create_snapshot_task {
+                    let schema = source
+                        .naming_schemas
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or(nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA);
+                    NamingSchema::new(schema)
+                        .map_err(|e| format!("naming schema: {e}"))?
+                        .render(&at.with_timezone(&state.timezone))
+                } else {
+                    String::new()
+                };
+                parts.push((
+                    source.system.clone(),
+                    ReplicationWork {
+                        target: Some(target),
+                        datasets: Vec::new(),
+                        allow_overwrite: spec.allow_overwrite,
+                        pre_snapshot_name,
+                        pre_snapshot_recursive: source.recursive,
+                    },
+                ));
+                parts.len() - 1
+            }
+        };
+        for dataset in &source.datasets {
+            parts[index].1.datasets.push(ReplicationDataset {
+                source: dataset.clone(),
+                target: replication_target_path(&spec.target_dataset, &source.system, dataset),
+                recursive: source.recursive,
+                naming_schemas: source.naming_schemas.clone(),
+            });
         }
-        None => Err(Status::internal(format!("task {} has no kind", task.id))),
     }
+    Ok(parts
+        .into_iter()
+        .map(|(system, work)| {
+            (
+                system,
+                StartRun {
+                    run_id: 0,
+                    work: Some(start_run::Work::Replication(work)),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Snapshots on `system` that retention must keep: for every replication
+/// source dataset there (and its children when recursive), the newest
+/// snapshot it has in common with its target, matched by GUID. Read from the
+/// inventories, which replication runs refresh when they end.
+pub fn protected_snapshots(state: &SharedState, system: &str) -> Vec<String> {
+    let Ok(tasks) = state.store.tasks() else {
+        return Vec::new();
+    };
+    let Ok(Some(source_inventory)) = inventory(state, system) else {
+        return Vec::new();
+    };
+    let mut protected = Vec::new();
+    for task in tasks {
+        let Some(task_spec::Kind::Replication(spec)) = task.spec.and_then(|s| s.kind) else {
+            continue;
+        };
+        let Ok(Some(target_inventory)) = inventory(state, &spec.target_system) else {
+            continue;
+        };
+        for source in spec.sources.iter().filter(|s| s.system == system) {
+            for dataset in &source.datasets {
+                let under = |name: &str| {
+                    name == dataset
+                        || (source.recursive && name.starts_with(&format!("{dataset}/")))
+                };
+                for covered in source_inventory.datasets.iter().filter(|d| under(&d.name)) {
+                    let target_path =
+                        replication_target_path(&spec.target_dataset, system, &covered.name);
+                    if let Some(base) = newest_common(
+                        &source_inventory,
+                        &covered.name,
+                        &target_inventory,
+                        &target_path,
+                    ) {
+                        protected.push(base);
+                    }
+                }
+            }
+        }
+    }
+    protected
+}
+
+/// The newest snapshot of `source_dataset` whose GUID the target dataset also has.
+fn newest_common(
+    source: &Inventory,
+    source_dataset: &str,
+    target: &Inventory,
+    target_dataset: &str,
+) -> Option<String> {
+    let of = |inv: &Inventory, dataset: &str| -> Vec<(u64, i64, String)> {
+        inv.snapshots
+            .iter()
+            .filter(|s| s.name.split_once('@').is_some_and(|(d, _)| d == dataset))
+            .map(|s| (s.guid, s.creation_unix, s.name.clone()))
+            .collect()
+    };
+    let target_guids: std::collections::HashSet<u64> = of(target, target_dataset)
+        .into_iter()
+        .map(|(g, _, _)| g)
+        .collect();
+    of(source, source_dataset)
+        .into_iter()
+        .filter(|(guid, _, _)| target_guids.contains(guid))
+        .max_by_key(|(_, creation, _)| *creation)
+        .map(|(_, _, name)| name)
 }

@@ -57,9 +57,27 @@ fn validate_simple_name(field: &'static str, name: &str, max: usize) -> Result<(
     Ok(())
 }
 
+/// Where a replicated source dataset lands: `pool/a/b` of system `nas1`
+/// under target `backup` is `backup/nas1/pool/a/b`, so several sources can
+/// share one target without colliding.
+pub fn replication_target_path(target_dataset: &str, source_system: &str, source_dataset: &str) -> String {
+    format!(
+        "{}/{source_system}/{source_dataset}",
+        target_dataset.trim_end_matches('/')
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replication_targets_fan_in_by_system() {
+        assert_eq!(
+            replication_target_path("backup/", "nas1", "pool/a/b"),
+            "backup/nas1/pool/a/b"
+        );
+    }
 
     #[test]
     fn accepts_host_like_names() {

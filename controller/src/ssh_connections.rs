@@ -1,0 +1,143 @@
+//! SSH trust between systems: the target's agent authorizes the source's replication key, and the source gets the target's host keys pinned.
+//!
+//! No person copies keys and nothing is trusted on first use: the host keys
+//! come from the target's own inventory (reported by its agent over mutual
+//! TLS) and are recorded when the connection is made.
+
+use crate::state::SharedState;
+use crate::store::SshConnectionRecord;
+use crate::tasks;
+use nasfleet_proto::status::now_unix_ms;
+use nasfleet_proto::v1::{AuthorizeKey, SshConnection, agent_request};
+use std::time::Duration;
+use tonic::Status;
+
+/// The user replication logs in as on targets.
+pub const REPLICATION_USER: &str = "root";
+const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("controller store failure: {e}"))
+}
+
+pub fn to_proto(record: &SshConnectionRecord) -> SshConnection {
+    SshConnection {
+        source: record.source.clone(),
+        target: record.target.clone(),
+        address: record.address.clone(),
+        user: record.user.clone(),
+        host_key_fingerprints: record.host_key_fingerprints.clone(),
+        created_unix_ms: record.created_unix_ms,
+    }
+}
+
+/// The connection from `source` to `target`, made now if there is none.
+pub async fn ensure(
+    state: &SharedState,
+    source: &str,
+    target: &str,
+) -> Result<SshConnectionRecord, Status> {
+    if let Some(record) = state
+        .store
+        .ssh_connection(source, target)
+        .map_err(internal)?
+    {
+        return Ok(record);
+    }
+    create(state, source, target).await
+}
+
+/// Makes (or renews) the connection: the target's agent authorizes the
+/// source's key (idempotent) and the target's current host keys are pinned.
+pub async fn create(
+    state: &SharedState,
+    source: &str,
+    target: &str,
+) -> Result<SshConnectionRecord, Status> {
+    if source == target {
+        return Err(Status::invalid_argument(
+            "target: a system replicates to itself locally and needs no SSH connection",
+        ));
+    }
+    for (field, system) in [("source", source), ("target", target)] {
+        if state.store.system(system).map_err(internal)?.is_none() {
+            return Err(Status::invalid_argument(format!(
+                "{field}: System '{system}' is not enrolled"
+            )));
+        }
+    }
+    let public_key = tasks::inventory(state, source)?
+        .map(|i| i.replication_public_key)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "System '{source}' has not reported a replication key yet; is its agent online?"
+            ))
+        })?;
+    let ssh = tasks::inventory(state, target)?
+        .and_then(|i| i.services.into_iter().find(|s| s.name == "ssh"))
+        .filter(|s| !s.address.is_empty() && !s.host_keys.is_empty())
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "System '{target}' reports no SSH address and host keys; set ssh_address (and ssh_host_keys) in its agent config"
+            ))
+        })?;
+    let answer = state
+        .sessions
+        .request(
+            target,
+            agent_request::Body::AuthorizeKey(AuthorizeKey {
+                user: REPLICATION_USER.into(),
+                public_key: public_key.clone(),
+                source_system: source.into(),
+            }),
+            AUTHORIZE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot authorize {source} on {target}: {e}")))?;
+    if !answer.error.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "System '{target}' could not authorize the key of '{source}': {}",
+            answer.error
+        )));
+    }
+    let record = SshConnectionRecord {
+        source: source.into(),
+        target: target.into(),
+        address: ssh.address,
+        user: REPLICATION_USER.into(),
+        host_keys: ssh.host_keys,
+        host_key_fingerprints: ssh.host_key_fingerprints,
+        public_key,
+        created_unix_ms: now_unix_ms(),
+    };
+    state.store.put_ssh_connection(&record).map_err(internal)?;
+    state.store.flush().await.map_err(internal)?;
+    tracing::info!(source, target, address = %record.address, "SSH connection made");
+    Ok(record)
+}
+
+/// Splits "host:port" (IPv6 as "[::1]:22"); a missing port means 22.
+pub fn split_address(address: &str) -> (String, u16) {
+    if let Some(rest) = address.strip_prefix('[')
+        && let Some((host, port)) = rest.split_once("]:")
+    {
+        return (host.to_owned(), port.parse().unwrap_or(22));
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host.to_owned(), port.parse().unwrap_or(22)),
+        _ => (address.to_owned(), 22),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_into_host_and_port() {
+        assert_eq!(split_address("127.0.0.2:2222"), ("127.0.0.2".into(), 2222));
+        assert_eq!(split_address("nas1.example"), ("nas1.example".into(), 22));
+        assert_eq!(split_address("[::1]:2200"), ("::1".into(), 2200));
+    }
+}
