@@ -5,7 +5,9 @@ pub mod credentials;
 pub mod output;
 
 use clap::{Parser, Subcommand};
+use commands::replication::ReplicationCommand;
 use commands::snapshot_task::{CreateArgs, EditArgs};
+use commands::ssh_connection::SshConnectionCommand;
 use commands::task::SNAPSHOT;
 use output::OutputFormat;
 use std::path::PathBuf;
@@ -47,6 +49,12 @@ pub enum Command {
     /// Datasets of a system.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// ZFS replication tasks: datasets of one or more systems into a target.
+    #[command(subcommand)]
+    Replication(ReplicationCommand),
+    /// SSH trust between systems, which replication between them needs.
+    #[command(subcommand, name = "ssh-connection")]
+    SshConnection(SshConnectionCommand),
 }
 
 #[derive(Subcommand)]
@@ -234,6 +242,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(DatasetCommand::List { system, refresh }) => {
             commands::dataset::list(channel, &system, refresh, output).await
         }
+        Command::Replication(command) => {
+            commands::replication::dispatch(channel, command, output).await
+        }
+        Command::SshConnection(command) => {
+            commands::ssh_connection::dispatch(channel, command, output).await
+        }
     }
 }
 
@@ -261,6 +275,16 @@ pub fn precheck(command: &Command) -> anyhow::Result<()> {
             naming_schema: Some(schema),
             ..
         }) => check_schema(schema).map(drop),
+        Command::Replication(ReplicationCommand::Create(args)) => {
+            commands::replication::create_spec(args).map(drop)
+        }
+        Command::Replication(ReplicationCommand::Edit(args)) => {
+            commands::replication::edit_request(args).map(drop)
+        }
+        Command::SshConnection(
+            SshConnectionCommand::Create { source, target }
+            | SshConnectionCommand::Delete { source, target, .. },
+        ) => commands::ssh_connection::check_pair(source, target),
         _ => Ok(()),
     }
 }
@@ -356,6 +380,56 @@ mod tests {
         assert!(precheck(&cli.command).is_err());
         let cli = parse(&["nasfleet", "run", "list"]);
         assert!(precheck(&cli.command).is_ok());
+        let cli = parse(&[
+            "nasfleet",
+            "replication",
+            "create",
+            "offsite",
+            "--source",
+            "nas1",
+            "--target",
+            "nas2:backup",
+        ]);
+        let err = precheck(&cli.command).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "source: expected SYSTEM:DATASET[,DATASET...], got \"nas1\""
+        );
+        let cli = parse(&["nasfleet", "replication", "edit", "offsite"]);
+        let err = precheck(&cli.command).unwrap_err().to_string();
+        assert!(err.starts_with("nothing to change"), "{err}");
+        let cli = parse(&["nasfleet", "ssh-connection", "create", "nas1", "a/b"]);
+        let err = precheck(&cli.command).unwrap_err().to_string();
+        assert!(err.starts_with("target: system 'a/b'"), "{err}");
+    }
+
+    #[test]
+    fn new_command_groups_parse() {
+        let cli = Cli::try_parse_from(["nasfleet", "replication", "run", "offsite", "--watch"]);
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Ok(Command::Replication(ReplicationCommand::Run {
+                watch: true,
+                ..
+            }))
+        ));
+        let cli = Cli::try_parse_from([
+            "nasfleet",
+            "-o",
+            "json",
+            "ssh-connection",
+            "delete",
+            "nas1",
+            "nas2",
+            "--yes",
+        ]);
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Ok(Command::SshConnection(SshConnectionCommand::Delete {
+                yes: true,
+                ..
+            }))
+        ));
     }
 
     #[test]

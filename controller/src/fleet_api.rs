@@ -408,8 +408,12 @@ impl Fleet for FleetService {
 
     async fn create_task(&self, request: Request<TaskSpec>) -> Result<Response<Task>, Status> {
         let caller = require_user(&self.state.store, &request, true)?;
-        let task = tasks::validate(&self.state, request.into_inner(), None).await?;
-        let companions = self.companion_snapshot_tasks(&task).await?;
+        let mut task = tasks::validate(&self.state, request.into_inner(), None).await?;
+        let mut companions = self.companion_snapshot_tasks(&task).await?;
+        task.id = self.state.store.next_id().map_err(internal)?;
+        for companion in &mut companions {
+            companion.id = self.state.store.next_id().map_err(internal)?;
+        }
         tracing::info!(task = %task.name, id = task.id, by = %caller.principal, schedule = %task.schedule, "task created");
         let saved = self.save_task(task).await?;
         for companion in companions {
@@ -419,11 +423,20 @@ impl Fleet for FleetService {
         Ok(saved)
     }
 
-    async fn validate_task(&self, request: Request<TaskSpec>) -> Result<Response<Task>, Status> {
+    async fn validate_task(
+        &self,
+        request: Request<UpdateTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
         require_user(&self.state.store, &request, true)?;
-        let mut task = tasks::validate(&self.state, request.into_inner(), None).await?;
-        // Nothing is stored: the id is only a placeholder.
-        task.id = 0;
+        let req = request.into_inner();
+        let existing = match req.task.as_str() {
+            "" => None,
+            reference => Some(tasks::find(&self.state, reference)?),
+        };
+        let spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: the task spec is required"))?;
+        let task = tasks::validate(&self.state, spec, existing.as_ref()).await?;
         Ok(Response::new(tasks::present(&self.state, task)?))
     }
 

@@ -115,9 +115,10 @@ pub async fn validate(
         Schedule::parse(&spec.schedule).map_err(|e| Status::invalid_argument(e.to_string()))?
     };
     spec.schedule = schedule.expression().to_owned();
+    // A new task gets its id when it is saved, so checks use up none.
     let (id, created) = match existing {
         Some(task) => (task.id, task.created_unix_ms),
-        None => (state.store.next_id().map_err(internal)?, now_unix_ms()),
+        None => (0, now_unix_ms()),
     };
     Ok(Task {
         id,

@@ -60,7 +60,11 @@ fn validate_simple_name(field: &'static str, name: &str, max: usize) -> Result<(
 /// Where a replicated source dataset lands: `pool/a/b` of system `nas1`
 /// under target `backup` is `backup/nas1/pool/a/b`, so several sources can
 /// share one target without colliding.
-pub fn replication_target_path(target_dataset: &str, source_system: &str, source_dataset: &str) -> String {
+pub fn replication_target_path(
+    target_dataset: &str,
+    source_system: &str,
+    source_dataset: &str,
+) -> String {
     format!(
         "{}/{source_system}/{source_dataset}",
         target_dataset.trim_end_matches('/')

@@ -1,10 +1,14 @@
 //! One module per command group of `nasfleet`.
 
 pub mod dataset;
+pub mod replication;
+pub mod replication_file;
+pub mod replication_spec;
 pub mod run;
 pub mod schedule_args;
 pub mod snapshot;
 pub mod snapshot_task;
+pub mod ssh_connection;
 pub mod system;
 pub mod task;
 pub mod token;

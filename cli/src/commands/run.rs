@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nasfleet_proto::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::run_event::Body;
-use nasfleet_proto::v1::{ListRunsRequest, Progress, Run, RunRef, RunState, RunStep};
+use nasfleet_proto::v1::{ListRunsRequest, Progress, Run, RunPart, RunRef, RunState, RunStep};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -83,6 +83,24 @@ impl From<&RunStep> for StepJson {
     }
 }
 
+/// One system's share of a run that spans several (replication).
+#[derive(Debug, Serialize)]
+pub struct PartJson {
+    pub system: String,
+    pub state: &'static str,
+    pub reason: Option<String>,
+}
+
+impl From<&RunPart> for PartJson {
+    fn from(p: &RunPart) -> Self {
+        PartJson {
+            system: p.system.clone(),
+            state: run_state_word(p.state()),
+            reason: Some(p.reason.clone()).filter(|r| !r.is_empty()),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct ProgressJson {
     pub phase: String,
@@ -105,11 +123,12 @@ impl From<&Progress> for ProgressJson {
     }
 }
 
-/// A run as `run show -o json` prints it: the list fields plus steps, log and progress.
+/// A run as `run show -o json` prints it: the list fields plus parts, steps, log and progress.
 #[derive(Debug, Serialize)]
 pub struct RunDetailJson {
     #[serde(flatten)]
     pub run: RunJson,
+    pub parts: Vec<PartJson>,
     pub steps: Vec<StepJson>,
     pub log_tail: Vec<String>,
     pub progress: Option<ProgressJson>,
@@ -119,6 +138,7 @@ impl From<&Run> for RunDetailJson {
     fn from(r: &Run) -> Self {
         RunDetailJson {
             run: RunJson::from(r),
+            parts: r.parts.iter().map(PartJson::from).collect(),
             steps: r.steps.iter().map(StepJson::from).collect(),
             log_tail: r.log_tail.clone(),
             progress: r.progress.as_ref().map(ProgressJson::from),
@@ -359,6 +379,10 @@ fn run_detail_text(r: &Run) -> String {
             format!("Progress:     {}: {amount}", progress_label(p))
         });
     }
+    if !r.parts.is_empty() {
+        lines.push(String::new());
+        lines.extend(parts_lines(&r.parts));
+    }
     if !r.steps.is_empty() {
         lines.push(String::new());
         lines.push("Steps:".into());
@@ -379,6 +403,21 @@ fn run_detail_text(r: &Run) -> String {
         lines.extend(r.log_tail.iter().map(|l| format!("  {l}")));
     }
     lines.join("\n")
+}
+
+/// `Systems:` and one indented table row per part of a multi-system run.
+pub fn parts_lines(parts: &[RunPart]) -> Vec<String> {
+    let mut lines = vec!["Systems:".to_owned()];
+    let mut table = Table::new(&["SYSTEM", "STATE", "REASON"]);
+    for p in parts {
+        table.row(vec![
+            p.system.clone(),
+            run_state_word(p.state()).into(),
+            p.reason.clone(),
+        ]);
+    }
+    lines.extend(table.render().lines().map(|l| format!("  {l}")));
+    lines
 }
 
 /// How `watch` shows what happens.
@@ -635,6 +674,7 @@ mod tests {
             log_tail: vec!["zfs snapshot tank/data@auto-2023-11-14_22-13".into()],
             progress: None,
             task_kind: "snapshot".into(),
+            parts: Vec::new(),
         }
     }
 
@@ -782,6 +822,37 @@ mod tests {
         assert!(
             text.contains("  zfs snapshot tank/data@auto-2023-11-14_22-13"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn multi_system_runs_show_their_parts() {
+        let mut run = failed_run();
+        run.parts = vec![
+            RunPart {
+                system: "nas1".into(),
+                state: RunState::Finished as i32,
+                reason: String::new(),
+            },
+            RunPart {
+                system: "nas3".into(),
+                state: RunState::Failed as i32,
+                reason: "[EACCES] Unable to connect to port 22 on 127.0.0.3".into(),
+            },
+        ];
+        let text = run_detail_text(&run);
+        assert!(text.contains("Systems:"), "{text}");
+        assert!(
+            text.contains("  nas3    FAILED    [EACCES] Unable to connect"),
+            "{text}"
+        );
+        let value = serde_json::to_value(RunDetailJson::from(&run)).unwrap();
+        assert_eq!(
+            value["parts"],
+            json!([
+                {"system": "nas1", "state": "FINISHED", "reason": null},
+                {"system": "nas3", "state": "FAILED", "reason": "[EACCES] Unable to connect to port 22 on 127.0.0.3"},
+            ])
         );
     }
 }

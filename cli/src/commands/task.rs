@@ -4,10 +4,13 @@ use super::run::{RunJson, watch_run};
 use super::{confirm, status_error};
 use crate::output::{OutputFormat, human_time, print_json};
 use anyhow::bail;
+use nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA;
 use nasfleet_proto::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
-use nasfleet_proto::v1::{SetTaskEnabledRequest, SnapshotTaskSpec, Task, TaskRef};
+use nasfleet_proto::v1::{
+    ReplicationSource, ReplicationTaskSpec, SetTaskEnabledRequest, SnapshotTaskSpec, Task, TaskRef,
+};
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -18,12 +21,22 @@ pub struct TaskKind {
     pub wire: &'static str,
     /// What people call it, e.g. `periodic snapshot task`.
     pub noun: &'static str,
+    /// What deleting a task of this kind leaves alone, for the question.
+    pub delete_note: &'static str,
 }
 
 /// Periodic snapshot tasks.
 pub const SNAPSHOT: TaskKind = TaskKind {
     wire: "snapshot",
     noun: "snapshot task",
+    delete_note: "Its snapshots stay.",
+};
+
+/// Replication tasks.
+pub const REPLICATION: TaskKind = TaskKind {
+    wire: "replication",
+    noun: "replication task",
+    delete_note: "Snapshots and replicated datasets stay.",
 };
 
 /// The fields of a periodic snapshot task's spec, flattened into [`TaskJson`].
@@ -50,9 +63,65 @@ impl From<&SnapshotTaskSpec> for SnapshotSpecJson {
     }
 }
 
+/// One source of a replication task in JSON.
+#[derive(Debug, Serialize)]
+pub struct ReplicationSourceJson {
+    pub system: String,
+    pub datasets: Vec<String>,
+    pub recursive: bool,
+    /// The schemas replicated; the default when the task names none.
+    pub naming_schemas: Vec<String>,
+}
+
+impl From<&ReplicationSource> for ReplicationSourceJson {
+    fn from(s: &ReplicationSource) -> Self {
+        ReplicationSourceJson {
+            system: s.system.clone(),
+            datasets: s.datasets.clone(),
+            recursive: s.recursive,
+            naming_schemas: if s.naming_schemas.is_empty() {
+                vec![DEFAULT_PERIODIC_SCHEMA.to_owned()]
+            } else {
+                s.naming_schemas.clone()
+            },
+        }
+    }
+}
+
+/// Where a replication task's sources land.
+#[derive(Debug, Serialize)]
+pub struct ReplicationTargetJson {
+    pub system: String,
+    pub dataset: String,
+}
+
+/// The fields of a replication task's spec, flattened into [`TaskJson`].
+/// The task's name is `TaskJson.name` already.
+#[derive(Debug, Serialize)]
+pub struct ReplicationSpecJson {
+    pub sources: Vec<ReplicationSourceJson>,
+    pub target: ReplicationTargetJson,
+    pub allow_overwrite: bool,
+    pub create_snapshot_task: bool,
+}
+
+impl From<&ReplicationTaskSpec> for ReplicationSpecJson {
+    fn from(r: &ReplicationTaskSpec) -> Self {
+        ReplicationSpecJson {
+            sources: r.sources.iter().map(ReplicationSourceJson::from).collect(),
+            target: ReplicationTargetJson {
+                system: r.target_system.clone(),
+                dataset: r.target_dataset.clone(),
+            },
+            allow_overwrite: r.allow_overwrite,
+            create_snapshot_task: r.create_snapshot_task,
+        }
+    }
+}
+
 /// A task as `-o json` prints it. The kind-specific spec fields sit at the
 /// top level (flattened) so scripts read `.dataset`, not `.spec.snapshot.dataset`;
-/// later kinds add their own flattened part next to `snapshot`.
+/// each kind has its own flattened part, absent for the other kinds.
 #[derive(Debug, Serialize)]
 pub struct TaskJson {
     pub id: u64,
@@ -60,6 +129,8 @@ pub struct TaskJson {
     pub kind: String,
     #[serde(flatten)]
     pub snapshot: Option<SnapshotSpecJson>,
+    #[serde(flatten)]
+    pub replication: Option<ReplicationSpecJson>,
     /// Normalised cron expression.
     pub schedule: String,
     pub schedule_description: String,
@@ -95,16 +166,21 @@ pub fn task_schedule(task: &Task) -> &str {
 impl From<&Task> for TaskJson {
     fn from(t: &Task) -> Self {
         let spec = t.spec.as_ref();
-        let snapshot = spec.and_then(|s| match &s.kind {
+        let kind = spec.and_then(|s| s.kind.as_ref());
+        let snapshot = match kind {
             Some(Kind::Snapshot(snap)) => Some(SnapshotSpecJson::from(snap)),
-            // Other kinds bring their own flattened part when they arrive.
             _ => None,
-        });
+        };
+        let replication = match kind {
+            Some(Kind::Replication(r)) => Some(ReplicationSpecJson::from(r)),
+            _ => None,
+        };
         TaskJson {
             id: t.id,
             name: t.name.clone(),
             kind: t.kind.clone(),
             snapshot,
+            replication,
             schedule: task_schedule(t).to_owned(),
             schedule_description: t.schedule_description.clone(),
             enabled: spec.map(|s| s.enabled).unwrap_or(false),
@@ -168,8 +244,8 @@ pub async fn delete(channel: Channel, task: &str, yes: bool, kind: TaskKind) -> 
     let current = get(channel.clone(), task, kind).await?;
     if !yes
         && !confirm(format!(
-            "Delete {} {} ({})? Its snapshots stay.",
-            kind.noun, current.id, current.name
+            "Delete {} {} ({})? {}",
+            kind.noun, current.id, current.name, kind.delete_note
         ))
         .await?
     {
@@ -334,6 +410,14 @@ pub(crate) mod tests {
         let err = expect_kind(&task, SNAPSHOT).unwrap_err().to_string();
         assert!(
             err.contains("is a replication task, not a snapshot task"),
+            "{err}"
+        );
+        assert!(expect_kind(&task, REPLICATION).is_ok());
+        let err = expect_kind(&snapshot_task(), REPLICATION)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is a snapshot task, not a replication task"),
             "{err}"
         );
     }

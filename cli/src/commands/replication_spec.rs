@@ -1,0 +1,776 @@
+//! Replication task specs on the CLI side: parsing `SYSTEM:DATASET[,DATASET...]`, the checks that need no controller (worded as the controller words them), where each source dataset lands, and merging `edit` flags into the current spec.
+//!
+//! Everything here is pure, so a mistake is reported before any credentials
+//! are read or connections opened. The controller checks everything again,
+//! and only it knows whether systems and datasets exist.
+
+use anyhow::{anyhow, bail};
+use nasfleet_proto::names::{NameError, replication_target_path, validate_system_name};
+use nasfleet_proto::naming::{DEFAULT_PERIODIC_SCHEMA, NamingSchema};
+use nasfleet_proto::v1::task_spec::Kind;
+use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, TaskSpec};
+
+pub const NO_SOURCES: &str = "sources: At least one source is required";
+pub const NO_TARGET: &str = "target: Destination is required";
+pub const NO_NAME: &str = "name: Name is required";
+
+/// Longest task name the controller accepts (bytes).
+pub const MAX_TASK_NAME: usize = 120;
+
+/// Characters ZFS allows in a dataset name component.
+fn dataset_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.' | ' ')
+}
+
+/// One `--source SYSTEM:DATASET[,DATASET...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceArg {
+    pub system: String,
+    pub datasets: Vec<String>,
+}
+
+/// The `--target SYSTEM:DATASET`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetArg {
+    pub system: String,
+    pub dataset: String,
+}
+
+/// `tank/a/` and ` tank/a` mean `tank/a`.
+pub fn normalize_dataset(dataset: &str) -> String {
+    dataset.trim().trim_end_matches('/').to_owned()
+}
+
+/// Parses `--source nas1:tank/a,tank/b`. Only the shape is checked here;
+/// names are checked with the rest of the spec by [`check_spec`].
+pub fn parse_source(text: &str) -> anyhow::Result<SourceArg> {
+    let shape = || anyhow!("source: expected SYSTEM:DATASET[,DATASET...], got {text:?}");
+    let (system, datasets) = text.split_once(':').ok_or_else(shape)?;
+    let system = system.trim();
+    if system.is_empty() {
+        return Err(shape());
+    }
+    let datasets: Vec<String> = datasets.split(',').map(normalize_dataset).collect();
+    if datasets.iter().any(String::is_empty) {
+        bail!("source: empty dataset name in {text:?}; expected SYSTEM:DATASET[,DATASET...]");
+    }
+    Ok(SourceArg {
+        system: system.to_owned(),
+        datasets,
+    })
+}
+
+/// Parses `--target nas2:backup` (exactly one dataset).
+pub fn parse_target(text: &str) -> anyhow::Result<TargetArg> {
+    let shape = || anyhow!("target: expected SYSTEM:DATASET, got {text:?}");
+    let (system, dataset) = text.split_once(':').ok_or_else(shape)?;
+    let system = system.trim();
+    if system.is_empty() {
+        return Err(shape());
+    }
+    if dataset.contains(',') {
+        bail!("target: expected exactly one dataset (SYSTEM:DATASET), got {text:?}");
+    }
+    let dataset = normalize_dataset(dataset);
+    if dataset.is_empty() {
+        bail!("target: empty dataset name in {text:?}; expected SYSTEM:DATASET");
+    }
+    Ok(TargetArg {
+        system: system.to_owned(),
+        dataset,
+    })
+}
+
+/// Sources from parsed `--source` flags; `--recursive` and
+/// `--naming-schema` apply to every one of them, so several flags naming
+/// the same system become one source (in the order first given).
+pub fn sources_from_args(
+    sources: &[SourceArg],
+    recursive: bool,
+    naming_schemas: &[String],
+) -> Vec<ReplicationSource> {
+    let mut out: Vec<ReplicationSource> = Vec::new();
+    for arg in sources {
+        match out.iter_mut().find(|s| s.system == arg.system) {
+            Some(source) => source.datasets.extend(arg.datasets.iter().cloned()),
+            None => out.push(ReplicationSource {
+                system: arg.system.clone(),
+                datasets: arg.datasets.clone(),
+                recursive,
+                naming_schemas: naming_schemas.iter().map(|n| n.trim().to_owned()).collect(),
+            }),
+        }
+    }
+    out
+}
+
+/// The naming schemas a source replicates: its own, or the default.
+pub fn effective_schemas(source: &ReplicationSource) -> Vec<String> {
+    if source.naming_schemas.is_empty() {
+        vec![DEFAULT_PERIODIC_SCHEMA.to_owned()]
+    } else {
+        source.naming_schemas.clone()
+    }
+}
+
+/// The replication part of a task spec, if it is one.
+pub fn replication_of(spec: &TaskSpec) -> Option<&ReplicationTaskSpec> {
+    match &spec.kind {
+        Some(Kind::Replication(r)) => Some(r),
+        _ => None,
+    }
+}
+
+fn system_error(field: &str, e: NameError) -> anyhow::Error {
+    let text = e.to_string();
+    let rule = text.strip_prefix("name: ").unwrap_or(&text);
+    anyhow!("{field}: system {rule}")
+}
+
+fn check_dataset(field: &str, dataset: &str) -> anyhow::Result<()> {
+    let component_ok =
+        |c: &str| !c.is_empty() && c != "." && c != ".." && c.chars().all(dataset_char);
+    if !dataset.split('/').all(component_ok) {
+        bail!(
+            "{field}: {dataset:?} is not a dataset name; write pool/path using letters, digits, '_', '-', ':', '.' and spaces"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `inner` is `outer` or one of its descendants.
+fn within(outer: &str, inner: &str) -> bool {
+    inner == outer
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Every check of a replication spec that needs no controller, in the
+/// controller's words. The first problem is reported.
+pub fn check_spec(spec: &ReplicationTaskSpec) -> anyhow::Result<()> {
+    let name = spec.name.trim();
+    if name.is_empty() {
+        bail!(NO_NAME);
+    }
+    // A name that parses as a number would read as a task id.
+    if name.len() > MAX_TASK_NAME
+        || name.parse::<u64>().is_ok()
+        || name.chars().any(char::is_control)
+    {
+        bail!("name: '{name}' must be 1-{MAX_TASK_NAME} printable characters and not a number");
+    }
+    if spec.sources.iter().all(|s| s.datasets.is_empty()) {
+        bail!(NO_SOURCES);
+    }
+    if spec.target_system.trim().is_empty() || spec.target_dataset.trim().is_empty() {
+        bail!(NO_TARGET);
+    }
+    for source in &spec.sources {
+        validate_system_name(&source.system).map_err(|e| system_error("sources", e))?;
+        for dataset in &source.datasets {
+            check_dataset("sources", dataset)?;
+        }
+        for schema in &source.naming_schemas {
+            NamingSchema::new(schema).map_err(|e| anyhow!("naming_schema: {e}"))?;
+        }
+    }
+    validate_system_name(&spec.target_system).map_err(|e| system_error("target", e))?;
+    check_dataset("target", &spec.target_dataset)?;
+    check_collisions(spec)?;
+    for source in spec
+        .sources
+        .iter()
+        .filter(|s| s.system == spec.target_system)
+    {
+        if let Some(dataset) = source
+            .datasets
+            .iter()
+            .find(|d| within(d, &spec.target_dataset))
+        {
+            bail!(
+                "target: the target dataset must not be inside source dataset {}:{dataset}",
+                source.system
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One source dataset with the settings of its source.
+struct Landing<'a> {
+    system: &'a str,
+    dataset: &'a str,
+    recursive: bool,
+}
+
+/// Two sources must not land on the same target dataset, neither directly
+/// nor as a child of a recursive source.
+fn check_collisions(spec: &ReplicationTaskSpec) -> anyhow::Result<()> {
+    let landings: Vec<Landing> = spec
+        .sources
+        .iter()
+        .flat_map(|s| {
+            s.datasets.iter().map(|d| Landing {
+                system: &s.system,
+                dataset: d,
+                recursive: s.recursive,
+            })
+        })
+        .collect();
+    for (i, a) in landings.iter().enumerate() {
+        for b in &landings[i + 1..] {
+            if a.system != b.system {
+                continue;
+            }
+            if a.dataset == b.dataset {
+                bail!(
+                    "sources: {0}:{1} and {0}:{1} both land on {2}",
+                    a.system,
+                    a.dataset,
+                    replication_target_path(&spec.target_dataset, a.system, a.dataset)
+                );
+            }
+            for (outer, inner) in [(a, b), (b, a)] {
+                if outer.recursive && within(outer.dataset, inner.dataset) {
+                    bail!(
+                        "sources: {0}:{1} is already replicated as a child of recursive source {0}:{2}",
+                        inner.system,
+                        inner.dataset,
+                        outer.dataset,
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The changes `replication edit` was asked for, apart from the schedule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicationEdit {
+    pub name: Option<String>,
+    /// Replaces every current source.
+    pub sources: Option<Vec<SourceArg>>,
+    pub target: Option<TargetArg>,
+    /// Applies to every source (the new ones with `sources`).
+    pub recursive: Option<bool>,
+    /// Replaces the schemas of every source.
+    pub naming_schemas: Option<Vec<String>>,
+    pub allow_overwrite: Option<bool>,
+    pub create_snapshot_task: Option<bool>,
+    pub enabled: Option<bool>,
+}
+
+/// The value every item agrees on, if they all do.
+fn common<T: PartialEq + Clone>(mut items: impl Iterator<Item = T>) -> Option<T> {
+    let first = items.next()?;
+    items.all(|i| i == first).then_some(first)
+}
+
+/// The complete spec `edit` sends: the current one with the requested
+/// changes, checked again as a whole. New sources (`--source`) take
+/// `--recursive`/`--naming-schema` when given, otherwise the setting all
+/// current sources share, otherwise the defaults (not recursive, default
+/// schema). `schedule` is the new cron expression, if one was asked for.
+pub fn merge_edit(
+    current: &TaskSpec,
+    edit: &ReplicationEdit,
+    schedule: Option<String>,
+) -> anyhow::Result<TaskSpec> {
+    if *edit == ReplicationEdit::default() && schedule.is_none() {
+        bail!("nothing to change: pass at least one flag to edit");
+    }
+    let Some(repl) = replication_of(current) else {
+        bail!("the task's current spec is not a replication task");
+    };
+    let mut repl = repl.clone();
+    if let Some(name) = &edit.name {
+        repl.name = name.trim().to_owned();
+    }
+    if let Some(sources) = &edit.sources {
+        let recursive = edit
+            .recursive
+            .or_else(|| common(repl.sources.iter().map(|s| s.recursive)))
+            .unwrap_or(false);
+        let schemas = edit
+            .naming_schemas
+            .clone()
+            .or_else(|| common(repl.sources.iter().map(|s| s.naming_schemas.clone())))
+            .unwrap_or_default();
+        repl.sources = sources_from_args(sources, recursive, &schemas);
+    } else {
+        for source in &mut repl.sources {
+            if let Some(recursive) = edit.recursive {
+                source.recursive = recursive;
+            }
+            if let Some(schemas) = &edit.naming_schemas {
+                source.naming_schemas = schemas.iter().map(|n| n.trim().to_owned()).collect();
+            }
+        }
+    }
+    if let Some(target) = &edit.target {
+        repl.target_system = target.system.clone();
+        repl.target_dataset = target.dataset.clone();
+    }
+    if let Some(allow) = edit.allow_overwrite {
+        repl.allow_overwrite = allow;
+    }
+    if let Some(create) = edit.create_snapshot_task {
+        repl.create_snapshot_task = create;
+    }
+    check_spec(&repl)?;
+    Ok(TaskSpec {
+        schedule: schedule.unwrap_or_else(|| current.schedule.clone()),
+        enabled: edit.enabled.unwrap_or(current.enabled),
+        kind: Some(Kind::Replication(repl)),
+    })
+}
+
+/// One source dataset and where it lands, for summaries and `show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `nas1:tank/a`.
+    pub source: String,
+    /// `nas2:backup/nas1/tank/a`.
+    pub target: String,
+    pub recursive: bool,
+}
+
+/// Every source dataset of a spec with its target path, in order.
+pub fn routes(spec: &ReplicationTaskSpec) -> Vec<Route> {
+    spec.sources
+        .iter()
+        .flat_map(|s| {
+            s.datasets.iter().map(|d| Route {
+                source: format!("{}:{d}", s.system),
+                target: format!(
+                    "{}:{}",
+                    spec.target_system,
+                    replication_target_path(&spec.target_dataset, &s.system, d)
+                ),
+                recursive: s.recursive,
+            })
+        })
+        .collect()
+}
+
+/// `nas1:tank/a,tank/b nas3:pool`: the sources in one table cell, the
+/// datasets of one system together.
+pub fn sources_text(spec: &ReplicationTaskSpec) -> String {
+    let mut systems: Vec<(&str, Vec<&str>)> = Vec::new();
+    for source in &spec.sources {
+        let datasets = source.datasets.iter().map(String::as_str);
+        match systems
+            .iter_mut()
+            .find(|(system, _)| *system == source.system)
+        {
+            Some((_, list)) => list.extend(datasets),
+            None => systems.push((&source.system, datasets.collect())),
+        }
+    }
+    systems
+        .iter()
+        .map(|(system, datasets)| format!("{system}:{}", datasets.join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `nas2:backup`.
+pub fn target_text(spec: &ReplicationTaskSpec) -> String {
+    format!("{}:{}", spec.target_system, spec.target_dataset)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    pub(crate) fn source(system: &str, datasets: &[&str], recursive: bool) -> ReplicationSource {
+        ReplicationSource {
+            system: system.into(),
+            datasets: strings(datasets),
+            recursive,
+            naming_schemas: Vec::new(),
+        }
+    }
+
+    pub(crate) fn offsite() -> ReplicationTaskSpec {
+        ReplicationTaskSpec {
+            name: "offsite".into(),
+            sources: vec![
+                source("nas1", &["tank/a", "tank/b"], true),
+                source("nas3", &["pool"], false),
+            ],
+            target_system: "nas2".into(),
+            target_dataset: "backup".into(),
+            allow_overwrite: false,
+            create_snapshot_task: false,
+        }
+    }
+
+    fn err(spec: &ReplicationTaskSpec) -> String {
+        check_spec(spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(
+            parse_source("nas1:tank/a, tank/b/").unwrap(),
+            SourceArg {
+                system: "nas1".into(),
+                datasets: strings(&["tank/a", "tank/b"]),
+            }
+        );
+        // Only the first ':' separates; zfs allows ':' in dataset names.
+        assert_eq!(
+            parse_source("nas1:tank/a:b").unwrap().datasets,
+            strings(&["tank/a:b"])
+        );
+    }
+
+    #[test]
+    fn bad_sources_are_refused() {
+        assert_eq!(
+            parse_source("x").unwrap_err().to_string(),
+            "source: expected SYSTEM:DATASET[,DATASET...], got \"x\""
+        );
+        assert_eq!(
+            parse_source(":tank").unwrap_err().to_string(),
+            "source: expected SYSTEM:DATASET[,DATASET...], got \":tank\""
+        );
+        for bad in [
+            "nas1:",
+            "nas1:tank/a,",
+            "nas1:,tank",
+            "nas1:a,,b",
+            "nas1: / ",
+        ] {
+            let e = parse_source(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("source: empty dataset name in "),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn targets_parse_strictly() {
+        assert_eq!(
+            parse_target("nas2:backup/").unwrap(),
+            TargetArg {
+                system: "nas2".into(),
+                dataset: "backup".into(),
+            }
+        );
+        assert_eq!(
+            parse_target("nas2").unwrap_err().to_string(),
+            "target: expected SYSTEM:DATASET, got \"nas2\""
+        );
+        assert!(
+            parse_target("nas2:")
+                .unwrap_err()
+                .to_string()
+                .starts_with("target: empty dataset name")
+        );
+        assert!(
+            parse_target("nas2:a,b")
+                .unwrap_err()
+                .to_string()
+                .starts_with("target: expected exactly one dataset")
+        );
+    }
+
+    #[test]
+    fn flags_for_one_system_become_one_source() {
+        let args: Vec<SourceArg> = ["nas1:tank/a", "nas3:pool", "nas1:tank/b,tank/c"]
+            .iter()
+            .map(|s| parse_source(s).unwrap())
+            .collect();
+        let sources = sources_from_args(&args, true, &strings(&[" x-%s "]));
+        assert_eq!(sources.len(), 2);
+        assert_eq!(sources[0].system, "nas1");
+        assert_eq!(
+            sources[0].datasets,
+            strings(&["tank/a", "tank/b", "tank/c"])
+        );
+        assert!(sources[0].recursive);
+        assert_eq!(sources[0].naming_schemas, strings(&["x-%s"]));
+        assert_eq!(sources[1].datasets, strings(&["pool"]));
+    }
+
+    #[test]
+    fn a_good_spec_passes() {
+        check_spec(&offsite()).unwrap();
+    }
+
+    #[test]
+    fn required_fields() {
+        let mut spec = offsite();
+        spec.sources.clear();
+        assert_eq!(err(&spec), NO_SOURCES);
+        let mut spec = offsite();
+        spec.target_dataset.clear();
+        assert_eq!(err(&spec), NO_TARGET);
+        let mut spec = offsite();
+        spec.target_system = " ".into();
+        assert_eq!(err(&spec), NO_TARGET);
+        let mut spec = offsite();
+        spec.name.clear();
+        assert_eq!(err(&spec), NO_NAME);
+        spec.name = "42".into();
+        assert_eq!(
+            err(&spec),
+            "name: '42' must be 1-120 printable characters and not a number"
+        );
+        spec.name = "x".repeat(121);
+        assert!(err(&spec).starts_with("name: 'xxx"));
+        spec.name = "a\tb".into();
+        assert!(err(&spec).starts_with("name: "));
+        // As for the controller, a source without datasets adds nothing but
+        // is no mistake as long as another one has some.
+        let mut spec = offsite();
+        spec.sources[1].datasets.clear();
+        check_spec(&spec).unwrap();
+        spec.sources[0].datasets.clear();
+        assert_eq!(err(&spec), NO_SOURCES);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let mut spec = offsite();
+        spec.sources[0].system = "a/b".into();
+        assert!(
+            err(&spec).starts_with("sources: system 'a/b' may only contain"),
+            "{}",
+            err(&spec)
+        );
+        let mut spec = offsite();
+        spec.target_system = "x y".into();
+        assert!(err(&spec).starts_with("target: system 'x y'"));
+        let mut spec = offsite();
+        spec.sources[0].datasets[0] = "tank/a@snap".into();
+        assert!(err(&spec).starts_with("sources: \"tank/a@snap\" is not a dataset name"));
+        let mut spec = offsite();
+        spec.target_dataset = "/backup".into();
+        assert!(err(&spec).starts_with("target: \"/backup\" is not a dataset name"));
+    }
+
+    #[test]
+    fn naming_schemas_are_checked() {
+        let mut spec = offsite();
+        spec.sources[1].naming_schemas = strings(&["auto-%Y-%m-%d_%H-%M", "x-%Y"]);
+        assert_eq!(
+            err(&spec),
+            "naming_schema: %m must be present in snapshot naming schema"
+        );
+    }
+
+    #[test]
+    fn two_sources_on_one_target_path_are_refused() {
+        let mut spec = offsite();
+        spec.sources.push(source("nas1", &["tank/a"], false));
+        assert_eq!(
+            err(&spec),
+            "sources: nas1:tank/a and nas1:tank/a both land on backup/nas1/tank/a"
+        );
+        // The same dataset name on two systems is fine: the system is in the path.
+        let mut spec = offsite();
+        spec.sources.push(source("nas4", &["tank/a"], false));
+        check_spec(&spec).unwrap();
+    }
+
+    #[test]
+    fn children_of_recursive_sources_collide_too() {
+        let mut spec = offsite();
+        spec.sources.push(source("nas1", &["tank/a/x"], false));
+        assert_eq!(
+            err(&spec),
+            "sources: nas1:tank/a/x is already replicated as a child of recursive source nas1:tank/a"
+        );
+        // Without recursion the parent does not carry the child.
+        let mut spec = offsite();
+        spec.sources[0].recursive = false;
+        spec.sources.push(source("nas1", &["tank/a/x"], false));
+        check_spec(&spec).unwrap();
+        // tank/ab is no child of tank/a.
+        let mut spec = offsite();
+        spec.sources.push(source("nas1", &["tank/ab"], false));
+        check_spec(&spec).unwrap();
+    }
+
+    #[test]
+    fn target_inside_a_source_is_refused() {
+        let mut spec = offsite();
+        spec.sources.push(source("nas2", &["tank"], false));
+        spec.target_dataset = "tank/backup".into();
+        assert_eq!(
+            err(&spec),
+            "target: the target dataset must not be inside source dataset nas2:tank"
+        );
+        spec.target_dataset = "tank".into();
+        assert!(err(&spec).starts_with("target: the target dataset must not be inside"));
+        // Another system's dataset of the same name is no problem.
+        spec.target_dataset = "tankbackup".into();
+        check_spec(&spec).unwrap();
+        let mut spec = offsite();
+        spec.target_dataset = "tank/a/backup".into();
+        check_spec(&spec).unwrap();
+    }
+
+    #[test]
+    fn routes_use_the_shared_target_path() {
+        let got = routes(&offsite());
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].source, "nas1:tank/a");
+        assert_eq!(got[0].target, "nas2:backup/nas1/tank/a");
+        assert!(got[0].recursive);
+        assert_eq!(got[2].target, "nas2:backup/nas3/pool");
+        assert!(!got[2].recursive);
+        assert_eq!(sources_text(&offsite()), "nas1:tank/a,tank/b nas3:pool");
+        let mut spec = offsite();
+        spec.sources.push(source("nas1", &["tank/c"], false));
+        assert_eq!(sources_text(&spec), "nas1:tank/a,tank/b,tank/c nas3:pool");
+        assert_eq!(target_text(&offsite()), "nas2:backup");
+    }
+
+    fn task_spec() -> TaskSpec {
+        TaskSpec {
+            schedule: "0 0 * * sun".into(),
+            enabled: true,
+            kind: Some(Kind::Replication(offsite())),
+        }
+    }
+
+    fn merged(edit: ReplicationEdit, schedule: Option<&str>) -> ReplicationTaskSpec {
+        let spec = merge_edit(&task_spec(), &edit, schedule.map(str::to_owned)).unwrap();
+        replication_of(&spec).cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn edit_needs_a_change() {
+        let e = merge_edit(&task_spec(), &ReplicationEdit::default(), None).unwrap_err();
+        assert!(e.to_string().starts_with("nothing to change"), "{e}");
+    }
+
+    #[test]
+    fn edit_keeps_what_it_is_not_told() {
+        let spec = merge_edit(
+            &task_spec(),
+            &ReplicationEdit {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert!(!spec.enabled);
+        assert_eq!(spec.schedule, "0 0 * * sun");
+        assert_eq!(replication_of(&spec), Some(&offsite()));
+        let spec = merge_edit(
+            &task_spec(),
+            &ReplicationEdit::default(),
+            Some("0 3 * * *".into()),
+        )
+        .unwrap();
+        assert_eq!(spec.schedule, "0 3 * * *");
+        assert!(spec.enabled);
+    }
+
+    #[test]
+    fn edit_flags_apply_to_every_source() {
+        let r = merged(
+            ReplicationEdit {
+                recursive: Some(false),
+                naming_schemas: Some(strings(&["hourly-%Y%m%d%H%M"])),
+                allow_overwrite: Some(true),
+                target: Some(TargetArg {
+                    system: "nas5".into(),
+                    dataset: "vault".into(),
+                }),
+                name: Some("vault".into()),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(r.sources.iter().all(|s| !s.recursive));
+        assert!(
+            r.sources
+                .iter()
+                .all(|s| s.naming_schemas == strings(&["hourly-%Y%m%d%H%M"]))
+        );
+        assert_eq!(r.sources[0].datasets, strings(&["tank/a", "tank/b"]));
+        assert!(r.allow_overwrite);
+        assert_eq!(target_text(&r), "nas5:vault");
+        assert_eq!(r.name, "vault");
+    }
+
+    #[test]
+    fn edit_sources_replace_all() {
+        let new = vec![SourceArg {
+            system: "nas7".into(),
+            datasets: strings(&["data"]),
+        }];
+        // The current sources disagree on recursion: the new one gets the default.
+        let r = merged(
+            ReplicationEdit {
+                sources: Some(new.clone()),
+                ..Default::default()
+            },
+            None,
+        );
+        assert_eq!(r.sources, vec![source("nas7", &["data"], false)]);
+        let r = merged(
+            ReplicationEdit {
+                sources: Some(new.clone()),
+                recursive: Some(true),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(r.sources[0].recursive);
+        // When they agree, the new sources keep the shared setting.
+        let mut current = task_spec();
+        if let Some(Kind::Replication(r)) = current.kind.as_mut() {
+            r.sources[1].recursive = true;
+            for s in &mut r.sources {
+                s.naming_schemas = strings(&["x-%Y-%m-%d-%H-%M"]);
+            }
+        }
+        let spec = merge_edit(
+            &current,
+            &ReplicationEdit {
+                sources: Some(new),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let r = replication_of(&spec).unwrap();
+        assert!(r.sources[0].recursive);
+        assert_eq!(r.sources[0].naming_schemas, strings(&["x-%Y-%m-%d-%H-%M"]));
+    }
+
+    #[test]
+    fn edit_results_are_checked_as_a_whole() {
+        let e = merge_edit(
+            &task_spec(),
+            &ReplicationEdit {
+                target: Some(TargetArg {
+                    system: "nas1".into(),
+                    dataset: "tank/a/copy".into(),
+                }),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "target: the target dataset must not be inside source dataset nas1:tank/a"
+        );
+    }
+}
