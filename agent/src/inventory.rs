@@ -69,6 +69,8 @@ pub async fn collect(settings: &InventorySettings, zfs: &Zfs) -> v1::Inventory {
         services: vec![ssh],
         collected_unix_ms: now_unix_ms(),
         errors,
+        // Filled in by the link, which owns the replication key.
+        replication_public_key: String::new(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::config::RunSettings;
 use crate::inventory;
-use crate::runs::{JournalError, RunManager};
+use crate::runs::{AgentIdentity, JournalError, RunManager};
 use crate::state_dir::{Credentials, StateDir, StateError};
 use crate::zfs::Zfs;
 use nasfleet_proto::MAX_MESSAGE_BYTES;
@@ -47,6 +47,8 @@ pub enum LinkError {
     Dial(#[from] DialError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error("replication key: {0}")]
+    Key(#[from] crate::ssh::SshError),
 }
 
 /// Longest a one-time request (e.g. taking a snapshot) may take.
@@ -72,7 +74,15 @@ pub async fn run(
     let credentials = StateDir::new(&settings.state_dir).load().await?;
     let settings = Arc::new(settings);
     let zfs = Arc::new(zfs);
-    let runs = RunManager::open(&settings.state_dir, zfs.clone()).await?;
+    let replication_key =
+        crate::ssh::ensure_replication_key(&settings.state_dir, &credentials.enrollment.name)
+            .await?;
+    let identity = AgentIdentity {
+        system: credentials.enrollment.name.clone(),
+        state_dir: settings.state_dir.clone(),
+        replication_key,
+    };
+    let runs = RunManager::open(identity, zfs.clone()).await?;
     tracing::info!(system = %credentials.enrollment.name, controller = %credentials.enrollment.controller,
         pools = ?settings.inventory.pools, "agent starting");
     let mut backoff = Backoff::new();
@@ -194,15 +204,15 @@ async fn session(
                 }
             }
             _ = inventory_tick.tick() => {
-                start_inventory(&mut collecting, settings, zfs, &tx);
+                start_inventory(&mut collecting, settings, zfs, runs, &tx);
             }
             message = inbound.message() => match message {
                 Ok(Some(m)) => match m.body {
-                    Some(Down::RequestInventory(_)) => start_inventory(&mut collecting, settings, zfs, &tx),
+                    Some(Down::RequestInventory(_)) => start_inventory(&mut collecting, settings, zfs, runs, &tx),
                     Some(Down::StartRun(work)) => runs.start(work).await,
                     Some(Down::CancelRun(cancel)) => runs.cancel(cancel.run_id, &cancel.by),
                     Some(Down::AckRunResult(ack)) => runs.ack(ack.run_id).await,
-                    Some(Down::Request(request)) => answer(request, zfs.clone(), tx.clone()),
+                    Some(Down::Request(request)) => answer(request, zfs.clone(), runs.clone(), tx.clone()),
                     Some(Down::Welcome(_)) | None => {}
                 },
                 Ok(None) => break lost_established("the controller closed the stream".into()),
@@ -224,6 +234,7 @@ fn start_inventory(
     collecting: &mut Option<JoinHandle<()>>,
     settings: &Arc<RunSettings>,
     zfs: &Arc<Zfs>,
+    runs: &Arc<RunManager>,
     tx: &mpsc::Sender<AgentMessage>,
 ) {
     if collecting.as_ref().is_some_and(|task| !task.is_finished()) {
@@ -231,6 +242,7 @@ fn start_inventory(
         return;
     }
     let (settings, zfs, tx) = (settings.clone(), zfs.clone(), tx.clone());
+    let public_key = runs.identity.replication_key.public_key.clone();
     *collecting = Some(tokio::spawn(async move {
         let collected = tokio::time::timeout(
             INVENTORY_TIMEOUT,
@@ -238,7 +250,8 @@ fn start_inventory(
         )
         .await;
         match collected {
-            Ok(inventory) => {
+            Ok(mut inventory) => {
+                inventory.replication_public_key = public_key;
                 tracing::debug!(
                     pools = inventory.pools.len(),
                     datasets = inventory.datasets.len(),
@@ -261,10 +274,58 @@ fn start_inventory(
 
 /// Answers a controller request in the background; the answer goes up the
 /// session it came on (if that session is gone, the controller times out).
-fn answer(request: AgentRequest, zfs: Arc<Zfs>, tx: mpsc::Sender<AgentMessage>) {
+fn answer(
+    request: AgentRequest,
+    zfs: Arc<Zfs>,
+    runs: Arc<RunManager>,
+    tx: mpsc::Sender<AgentMessage>,
+) {
     tokio::spawn(async move {
         let request_id = request.request_id;
         let response = match request.body {
+            Some(agent_request::Body::AuthorizeKey(authorize)) => {
+                let outcome = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    crate::ssh::authorize_key(
+                        &authorize.user,
+                        &authorize.public_key,
+                        &authorize.source_system,
+                    ),
+                )
+                .await;
+                let error = match outcome {
+                    Ok(Ok(outcome)) => {
+                        tracing::info!(user = %authorize.user, source = %authorize.source_system, ?outcome, "replication key authorized");
+                        String::new()
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!(
+                        "authorizing the key took longer than {}s",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                };
+                AgentResponse {
+                    request_id,
+                    error,
+                    created: Vec::new(),
+                }
+            }
+            Some(agent_request::Body::CheckSsh(check)) => {
+                let error = match check.target {
+                    Some(target) => {
+                        match crate::replication_run::check_target(&runs.identity, &target).await {
+                            Ok(()) => String::new(),
+                            Err(e) => e,
+                        }
+                    }
+                    None => "the check names no target".into(),
+                };
+                AgentResponse {
+                    request_id,
+                    error,
+                    created: Vec::new(),
+                }
+            }
             Some(agent_request::Body::CreateSnapshots(create)) => {
                 let taken = tokio::time::timeout(
                     REQUEST_TIMEOUT,

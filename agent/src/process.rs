@@ -1,12 +1,12 @@
-//! Running one child process (zfs, zpool, ssh, rsync) safely: no shell, a timeout, stderr kept for the error, and the child's whole process group killed and the child reaped on timeout, cancellation or drop.
+//! Running child processes (zfs, zpool, ssh, rsync) safely: no shell, a timeout, stderr kept for the error, and each child's whole process group killed and the child reaped on timeout, cancellation or drop; one child alone ([`run`]) or one piped into another through the agent ([`pipe`], for `zfs send | zfs recv`).
 
 use std::ffi::OsStr;
 use std::io;
 use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::watch;
 
@@ -345,6 +345,346 @@ async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+// ---------------------------------------------------------------------------
+// Piping one child into another (`zfs send | zfs recv`).
+
+/// Relay buffer of [`pipe`]. Each read returns what the kernel pipe holds
+/// (64 KiB by default, more after [`widen_pipe`]), so a larger buffer only
+/// helps when the sender is ahead of us.
+const PIPE_BUFFER: usize = 1 << 20;
+
+/// Kernel pipe size asked for on both of [`pipe`]'s pipes: fewer, larger
+/// reads and writes than the 64 KiB default. Best effort; capped by
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default) for unprivileged users.
+const WIDE_PIPE: libc::c_int = 1 << 20;
+
+/// How often [`pipe`] reports progress at most.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most stderr read from each side of a [`pipe`]; the rest is discarded
+/// unread-into-memory so a chatty child cannot grow the agent.
+const MAX_STDERR_READ: usize = 64 * 1024;
+
+/// Why a [`pipe`] did not move the whole stream.
+#[derive(Debug, Error)]
+pub enum PipeError {
+    /// The sending side failed: the cause, not the receiver's complaint
+    /// about the stream ending early.
+    #[error("`{command}` failed ({}){}", describe_code(*.code), describe_stderr(.stderr))]
+    SendFailed {
+        command: String,
+        code: Option<i32>,
+        stderr: String,
+    },
+    /// The receiving side failed; if it stopped reading early, the sender's
+    /// broken pipe that followed is not reported.
+    #[error("`{command}` failed ({}){}", describe_code(*.code), describe_stderr(.stderr))]
+    RecvFailed {
+        command: String,
+        code: Option<i32>,
+        stderr: String,
+    },
+    #[error("the transfer was cancelled")]
+    Cancelled,
+    #[error("the transfer stalled: no data moved for {}", display_duration(*.after))]
+    Stalled { after: Duration },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl PipeError {
+    /// The trimmed stderr of the side that failed, so callers can turn
+    /// known messages (zfs recv's "destination ... exists") into reasons.
+    pub fn stderr(&self) -> Option<&str> {
+        match self {
+            PipeError::SendFailed { stderr, .. } | PipeError::RecvFailed { stderr, .. } => {
+                Some(stderr)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Runs `send` and `recv` (program, args; never a shell) and relays the
+/// sender's stdout into the receiver's stdin through the agent, counting
+/// the bytes. Returns the number of bytes moved when both exit with 0.
+///
+/// Relaying instead of connecting the two processes directly costs a copy,
+/// but it is what lets the agent count bytes for progress, notice a stall,
+/// and tell which side failed first.
+///
+/// - Both run in process groups of their own (an `ssh` receiver's helpers
+///   go with it); both groups are killed and both children reaped on
+///   cancel, on stall and when the returned future is dropped.
+/// - `progress` gets the bytes moved so far at most every ~500 ms, and once
+///   more when the sender's stream has ended.
+/// - A stall is `idle_timeout` with no byte read from the sender nor written
+///   to the receiver; after the stream has ended, the two get another
+///   `idle_timeout` to exit (zfs recv commits, ssh closes).
+/// - Both stderrs are drained concurrently with the relay.
+/// - When the receiver fails early the sender is left with a broken pipe;
+///   the receiver's failure is the one reported. When the sender fails,
+///   the receiver's complaint about a truncated stream is not.
+pub async fn pipe(
+    send: (&str, &[String]),
+    recv: (&str, &[String]),
+    idle_timeout: Duration,
+    mut progress: impl FnMut(u64) + Send,
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<u64, PipeError> {
+    if *cancel.borrow_and_update() {
+        return Err(PipeError::Cancelled);
+    }
+    let send_command = render_command(send.0, send.1);
+    let recv_command = render_command(recv.0, recv.1);
+
+    // The receiver first: if it cannot start, nothing is sent.
+    let mut receiver = spawn_side(recv.0, recv.1, &recv_command, Stdio::piped(), Stdio::null())?;
+    let mut recv_guard = GroupGuard {
+        pgid: receiver.id().and_then(|pid| i32::try_from(pid).ok()),
+    };
+    let mut sender = spawn_side(send.0, send.1, &send_command, Stdio::null(), Stdio::piped())?;
+    let mut send_guard = GroupGuard {
+        pgid: sender.id().and_then(|pid| i32::try_from(pid).ok()),
+    };
+
+    let (Some(from), Some(to)) = (sender.stdout.take(), receiver.stdin.take()) else {
+        return Err(PipeError::Io {
+            context: format!("could not connect `{send_command}` to `{recv_command}`"),
+            source: io::Error::other("a pipe was not set up"),
+        });
+    };
+    widen_pipe(&from);
+    widen_pipe(&to);
+    let send_stderr = sender.stderr.take();
+    let recv_stderr = receiver.stderr.take();
+
+    let work = async {
+        let relay = relay(from, to, idle_timeout, &mut progress);
+        let ends = async {
+            let (send_err, recv_err) =
+                tokio::join!(drain_capped(send_stderr), drain_capped(recv_stderr));
+            let (send_status, recv_status) = tokio::join!(
+                async {
+                    let status = sender.wait().await;
+                    send_guard.disarm();
+                    status
+                },
+                async {
+                    let status = receiver.wait().await;
+                    recv_guard.disarm();
+                    status
+                }
+            );
+            (send_status, recv_status, send_err, recv_err)
+        };
+        tokio::pin!(relay, ends);
+        // Until the stream has ended, the relay's own idle timeout governs;
+        // the children may well exit before the last bytes are relayed.
+        let mut ended = None;
+        let relayed = loop {
+            tokio::select! {
+                relayed = &mut relay => break relayed,
+                done = &mut ends, if ended.is_none() => ended = Some(done),
+            }
+        };
+        if let Err(RelayEnd::Stalled) = relayed {
+            return Err(Interrupted::TimedOut);
+        }
+        let ended = match ended {
+            Some(done) => done,
+            None => tokio::time::timeout(idle_timeout, ends)
+                .await
+                .map_err(|_| Interrupted::TimedOut)?,
+        };
+        Ok((relayed, ended))
+    };
+    let outcome = tokio::select! {
+        finished = work => finished,
+        _ = cancelled(Some(cancel)) => Err(Interrupted::Cancelled),
+    };
+
+    let (relayed, (send_status, recv_status, send_err, recv_err)) = match outcome {
+        Ok(parts) => parts,
+        Err(why) => {
+            send_guard.kill();
+            recv_guard.kill();
+            reap_quietly(&mut sender, &send_command).await;
+            reap_quietly(&mut receiver, &recv_command).await;
+            return Err(match why {
+                Interrupted::TimedOut => PipeError::Stalled {
+                    after: idle_timeout,
+                },
+                Interrupted::Cancelled => PipeError::Cancelled,
+            });
+        }
+    };
+
+    let lost = |command: &str, source: io::Error| PipeError::Io {
+        context: format!("lost track of `{command}` while it ran"),
+        source,
+    };
+    let send_status = send_status.map_err(|e| lost(&send_command, e))?;
+    let recv_status = recv_status.map_err(|e| lost(&recv_command, e))?;
+    let send_failed = || PipeError::SendFailed {
+        command: send_command.clone(),
+        code: send_status.code(),
+        stderr: stderr_for_message(&send_err),
+    };
+    let recv_failed = || PipeError::RecvFailed {
+        command: recv_command.clone(),
+        code: recv_status.code(),
+        stderr: stderr_for_message(&recv_err),
+    };
+    match relayed {
+        Ok(bytes) if send_status.success() && recv_status.success() => Ok(bytes),
+        // The stream ended: a failed sender is the cause of whatever the
+        // receiver says about a truncated stream.
+        Ok(_) if !send_status.success() => Err(send_failed()),
+        Ok(_) => Err(recv_failed()),
+        // The receiver stopped reading: its failure is the cause of the
+        // sender's broken pipe.
+        Err(RelayEnd::WriteFailed(_)) if !recv_status.success() => Err(recv_failed()),
+        Err(RelayEnd::WriteFailed(source)) => Err(PipeError::Io {
+            context: format!("`{recv_command}` exited before reading the whole stream"),
+            source,
+        }),
+        Err(RelayEnd::ReadFailed(_)) if !send_status.success() => Err(send_failed()),
+        Err(RelayEnd::ReadFailed(source)) => Err(PipeError::Io {
+            context: format!("could not read the output of `{send_command}`"),
+            source,
+        }),
+        Err(RelayEnd::Stalled) => Err(PipeError::Stalled {
+            after: idle_timeout,
+        }),
+    }
+}
+
+/// Starts one side of a [`pipe`] in a process group of its own.
+fn spawn_side(
+    program: &str,
+    args: &[String],
+    command: &str,
+    stdin: Stdio,
+    stdout: Stdio,
+) -> Result<tokio::process::Child, PipeError> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("LC_ALL", "C")
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd.spawn().map_err(|source| PipeError::Io {
+        context: if source.kind() == io::ErrorKind::NotFound {
+            format!("`{program}` is not installed or not in PATH")
+        } else {
+            format!("could not start `{command}`")
+        },
+        source,
+    })
+}
+
+/// Asks the kernel for a larger pipe buffer (best effort).
+fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl(F_SETPIPE_SZ) on a file descriptor we own; it only
+    // changes the pipe's capacity and fails harmlessly on anything else.
+    let _ = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, WIDE_PIPE) };
+}
+
+/// How [`relay`] stopped before the end of the stream.
+enum RelayEnd {
+    Stalled,
+    ReadFailed(io::Error),
+    WriteFailed(io::Error),
+}
+
+/// Copies `from` to `to` until end of stream, then closes `to` so the
+/// receiver sees the end. Each read and each write must make progress
+/// within `idle`. Both ends are dropped on return, so on an early end the
+/// sender gets a broken pipe instead of blocking on a full pipe.
+async fn relay<R, W, P>(
+    mut from: R,
+    mut to: W,
+    idle: Duration,
+    progress: &mut P,
+) -> Result<u64, RelayEnd>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    P: FnMut(u64),
+{
+    let mut buf = vec![0u8; PIPE_BUFFER];
+    let mut total: u64 = 0;
+    let mut last_report = Instant::now();
+    loop {
+        let n = match tokio::time::timeout(idle, from.read(&mut buf)).await {
+            Err(_) => return Err(RelayEnd::Stalled),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Err(e)) => return Err(RelayEnd::ReadFailed(e)),
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+        };
+        let mut chunk = &buf[..n];
+        while !chunk.is_empty() {
+            match tokio::time::timeout(idle, to.write(chunk)).await {
+                Err(_) => return Err(RelayEnd::Stalled),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Err(RelayEnd::WriteFailed(e)),
+                Ok(Ok(0)) => return Err(RelayEnd::WriteFailed(io::ErrorKind::WriteZero.into())),
+                Ok(Ok(written)) => chunk = &chunk[written..],
+            }
+        }
+        total += n as u64;
+        if last_report.elapsed() >= PROGRESS_INTERVAL {
+            progress(total);
+            last_report = Instant::now();
+        }
+    }
+    drop(to);
+    progress(total);
+    Ok(total)
+}
+
+/// Reads a pipe to its end, keeping at most [`MAX_STDERR_READ`] bytes. A
+/// read error ends the drain with what was read; stderr is only for
+/// messages, and exit statuses decide success.
+async fn drain_capped<R: AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return kept;
+    };
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = MAX_STDERR_READ.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::debug!(%e, "could not read a child's stderr");
+                break;
+            }
+        }
+    }
+    kept
+}
+
+/// [`reap`] for a child that may already have been reaped.
+async fn reap_quietly(child: &mut tokio::process::Child, command: &str) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    reap(child, command).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,5 +938,369 @@ mod tests {
         let rendered = render_command("zfs", &[long.as_str()]);
         assert!(rendered.ends_with(" ..."));
         assert!(rendered.len() <= MAX_RENDERED_COMMAND + 4);
+    }
+
+    // --- pipe ----------------------------------------------------------------
+
+    fn sv(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn pipe_counts_every_byte_and_reports_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let send = sv(&["-c", "3000000", "/dev/zero"]);
+        let recv = sv(&["-c", "cat > \"$1\"", "sh", out.to_str().unwrap()]);
+        let (_tx, mut rx) = watch::channel(false);
+        let mut reports = Vec::new();
+        let started = std::time::Instant::now();
+        let bytes = pipe(
+            ("head", &send),
+            ("sh", &recv),
+            Duration::from_secs(10),
+            |b| reports.push(b),
+            &mut rx,
+        )
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        assert_eq!(bytes, 3_000_000);
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), 3_000_000);
+        assert_eq!(reports.last(), Some(&3_000_000));
+        assert!(reports.windows(2).all(|w| w[0] <= w[1]), "{reports:?}");
+        // At most one report per 500 ms, plus the final one.
+        let allowed = took.as_millis() / 500 + 1;
+        assert!(reports.len() as u128 <= allowed, "{reports:?} in {took:?}");
+    }
+
+    #[tokio::test]
+    async fn pipe_reports_progress_while_running() {
+        // Two bursts 1.2 s apart: at least one report before the end.
+        let send = sv(&[
+            "-c",
+            "head -c 1000 /dev/zero; sleep 1.2; head -c 1000 /dev/zero",
+        ]);
+        let recv = sv(&["-c", "cat > /dev/null"]);
+        let (_tx, mut rx) = watch::channel(false);
+        let mut reports = Vec::new();
+        let bytes = pipe(
+            ("sh", &send),
+            ("sh", &recv),
+            Duration::from_secs(10),
+            |b| reports.push(b),
+            &mut rx,
+        )
+        .await
+        .unwrap();
+        assert_eq!(bytes, 2000);
+        // One report when the second burst came (more than 500 ms after
+        // the first), one at the end.
+        assert!(reports.ends_with(&[2000, 2000]), "{reports:?}");
+    }
+
+    #[tokio::test]
+    async fn pipe_of_nothing_is_zero_bytes() {
+        let (_tx, mut rx) = watch::channel(false);
+        let mut reports = Vec::new();
+        let bytes = pipe(
+            ("true", &[]),
+            ("cat", &[]),
+            Duration::from_secs(5),
+            |b| reports.push(b),
+            &mut rx,
+        )
+        .await
+        .unwrap();
+        assert_eq!(bytes, 0);
+        assert_eq!(reports, [0]);
+    }
+
+    #[tokio::test]
+    async fn pipe_reports_the_receiver_that_failed_early_not_the_broken_pipe() {
+        // The sender would write 1 GB; the receiver dies at once.
+        let send = sv(&["-c", "1000000000", "/dev/zero"]);
+        let recv = sv(&["-c", "echo 'cannot receive: boom' >&2; exit 2"]);
+        let (_tx, mut rx) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let err = pipe(
+            ("head", &send),
+            ("sh", &recv),
+            Duration::from_secs(10),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        match &err {
+            PipeError::RecvFailed {
+                command,
+                code,
+                stderr,
+            } => {
+                assert!(command.starts_with("sh -c "), "{command}");
+                assert_eq!(*code, Some(2));
+                assert_eq!(stderr, "cannot receive: boom");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(err.stderr(), Some("cannot receive: boom"));
+        assert!(
+            err.to_string()
+                .ends_with("(exit code 2): cannot receive: boom")
+        );
+    }
+
+    #[tokio::test]
+    async fn pipe_reports_a_receiver_failing_after_the_whole_stream() {
+        let send = sv(&["-c", "10000", "/dev/zero"]);
+        let recv = sv(&["-c", "cat > /dev/null; echo 'out of space' >&2; exit 1"]);
+        let (_tx, mut rx) = watch::channel(false);
+        let err = pipe(
+            ("head", &send),
+            ("sh", &recv),
+            Duration::from_secs(10),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, PipeError::RecvFailed { stderr, code: Some(1), .. } if stderr == "out of space"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pipe_reports_the_failed_sender_not_the_truncated_stream() {
+        let send = sv(&[
+            "-c",
+            "head -c 5000 /dev/zero; echo 'cannot send: gone' >&2; exit 3",
+        ]);
+        let recv = sv(&[
+            "-c",
+            "cat > /dev/null; echo 'cannot receive: failed to read from stream' >&2; exit 1",
+        ]);
+        let (_tx, mut rx) = watch::channel(false);
+        let err = pipe(
+            ("sh", &send),
+            ("sh", &recv),
+            Duration::from_secs(10),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, PipeError::SendFailed { stderr, code: Some(3), .. } if stderr == "cannot send: gone"),
+            "{err:?}"
+        );
+        // The sender failing alone is reported too.
+        let err = pipe(
+            ("sh", &send),
+            ("cat", &[]),
+            Duration::from_secs(10),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PipeError::SendFailed { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn pipe_notices_a_receiver_that_exits_without_reading_everything() {
+        let send = sv(&["-c", "1000000000", "/dev/zero"]);
+        let recv = sv(&["-c", "10"]);
+        let (_tx, mut rx) = watch::channel(false);
+        let err = pipe(
+            ("head", &send),
+            ("head", &recv),
+            Duration::from_secs(10),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`head -c 10` exited before reading the whole stream"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pipe_missing_program() {
+        let (_tx, mut rx) = watch::channel(false);
+        let err = pipe(
+            ("cat", &[]),
+            ("nasfleet-no-such-tool", &[]),
+            Duration::from_secs(5),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`nasfleet-no-such-tool` is not installed or not in PATH"),
+            "{err}"
+        );
+    }
+
+    /// A sender and a receiver that each write their shell's pid and a
+    /// background sleep's pid to a file, then keep running without ending
+    /// the stream: four processes in two groups.
+    fn stuck_pair(dir: &std::path::Path) -> (Vec<String>, Vec<String>, [PathBuf; 2]) {
+        let send_pids = dir.join("send");
+        let recv_pids = dir.join("recv");
+        let send = tree_script(&send_pids);
+        let recv = vec![
+            "-c".to_owned(),
+            format!(
+                "sleep 30 & echo $$ $! > {f}.tmp; mv {f}.tmp {f}; cat > /dev/null",
+                f = recv_pids.display()
+            ),
+        ];
+        (send, recv, [send_pids, recv_pids])
+    }
+
+    use std::path::PathBuf;
+
+    #[tokio::test]
+    async fn pipe_cancel_kills_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let (send, recv, [send_pids, recv_pids]) = stuck_pair(dir.path());
+        let (tx, mut rx) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let (result, pids) = tokio::join!(
+            pipe(
+                ("sh", &send),
+                ("sh", &recv),
+                Duration::from_secs(60),
+                |_| {},
+                &mut rx
+            ),
+            async {
+                let mut pids = read_pids(&send_pids).await;
+                pids.extend(read_pids(&recv_pids).await);
+                assert!(pids.iter().all(|p| running(*p)));
+                tx.send(true).unwrap();
+                pids
+            }
+        );
+        assert!(matches!(result, Err(PipeError::Cancelled)), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_all_gone(&pids).await;
+    }
+
+    #[tokio::test]
+    async fn pipe_already_cancelled_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let script = sv(&["-c", &format!("touch {}", marker.display())]);
+        let (_tx, mut rx) = watch::channel(true);
+        let err = pipe(
+            ("sh", &script),
+            ("sh", &script),
+            Duration::from_secs(5),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PipeError::Cancelled));
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn pipe_stall_of_the_sender_kills_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let (send, recv, [send_pids, recv_pids]) = stuck_pair(dir.path());
+        let (_tx, mut rx) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let err = pipe(
+            ("sh", &send),
+            ("sh", &recv),
+            Duration::from_millis(700),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, PipeError::Stalled { after } if after == Duration::from_millis(700)),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the transfer stalled: no data moved for 700ms"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let mut pids = read_pids(&send_pids).await;
+        pids.extend(read_pids(&recv_pids).await);
+        assert_all_gone(&pids).await;
+    }
+
+    #[tokio::test]
+    async fn pipe_stall_of_the_receiver_is_noticed() {
+        // The receiver never reads: once the pipes are full, nothing moves.
+        let send = sv(&["-c", "100000000", "/dev/zero"]);
+        let recv = sv(&["30"]);
+        let (_tx, mut rx) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let err = pipe(
+            ("head", &send),
+            ("sleep", &recv),
+            Duration::from_millis(500),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PipeError::Stalled { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn pipe_children_that_do_not_exit_after_the_stream_stall() {
+        // The stream ends at once, but the receiver lingers.
+        let recv = sv(&["-c", "cat > /dev/null; sleep 30"]);
+        let (_tx, mut rx) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let err = pipe(
+            ("true", &[]),
+            ("sh", &recv),
+            Duration::from_millis(500),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PipeError::Stalled { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_pipe_kills_both_sides() {
+        let dir = tempfile::tempdir().unwrap();
+        let (send, recv, [send_pids, recv_pids]) = stuck_pair(dir.path());
+        let (_tx, mut rx) = watch::channel(false);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(1),
+            pipe(
+                ("sh", &send),
+                ("sh", &recv),
+                Duration::from_secs(60),
+                |_| {},
+                &mut rx,
+            ),
+        )
+        .await;
+        assert!(outcome.is_err(), "the pipe should still have been going");
+        let mut pids = read_pids(&send_pids).await;
+        pids.extend(read_pids(&recv_pids).await);
+        assert_all_gone(&pids).await;
     }
 }

@@ -38,7 +38,7 @@ pub enum JournalError {
 
 /// Why a run stopped early; its message is the run's reason.
 #[derive(Debug, Error)]
-enum RunFailure {
+pub(crate) enum RunFailure {
     #[error("Cancelled by {0}")]
     Cancelled(String),
     #[error("{0}")]
@@ -127,15 +127,32 @@ pub struct RunManager {
     zfs: Arc<Zfs>,
     /// The current session's outbound queue; `None` while disconnected.
     uplink: Mutex<Option<mpsc::Sender<AgentMessage>>>,
-    /// Active runs and the switch that cancels each (`Some(by)` = cancelled).
-    active: Mutex<HashMap<u64, watch::Sender<Option<String>>>>,
+    /// Active runs and the switch that cancels each.
+    active: Mutex<HashMap<u64, CancelSwitch>>,
+    /// Who this agent is and the key it replicates with.
+    pub(crate) identity: AgentIdentity,
+}
+
+/// What runs need to know about the agent itself.
+#[derive(Debug, Clone)]
+pub struct AgentIdentity {
+    pub system: String,
+    pub state_dir: PathBuf,
+    pub replication_key: crate::ssh::ReplicationKey,
+}
+
+/// Cancels one run: `by` says who asked (for the reason), `flag` stops child
+/// processes that watch a plain boolean.
+struct CancelSwitch {
+    by: watch::Sender<Option<String>>,
+    flag: watch::Sender<bool>,
 }
 
 impl RunManager {
     /// Opens the journal. A run whose work is journalled without a result
     /// was cut off by an agent restart; it is reported as such.
-    pub async fn open(state_dir: &Path, zfs: Arc<Zfs>) -> Result<Arc<Self>, JournalError> {
-        let dir = state_dir.join("runs");
+    pub async fn open(identity: AgentIdentity, zfs: Arc<Zfs>) -> Result<Arc<Self>, JournalError> {
+        let dir = identity.state_dir.join("runs");
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|source| JournalError::Io {
@@ -164,17 +181,20 @@ impl RunManager {
             zfs,
             uplink: Mutex::new(None),
             active: Mutex::new(HashMap::new()),
+            identity,
         }))
     }
 
-    fn active_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, watch::Sender<Option<String>>>> {
+    fn active_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancelSwitch>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn uplink_lock(&self) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<AgentMessage>>> {
         self.uplink.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn zfs(&self) -> Arc<Zfs> {
+        self.zfs.clone()
     }
 
     /// Runs executing right now (told to the controller in Hello).
@@ -204,7 +224,7 @@ impl RunManager {
     }
 
     /// Progress is best effort: dropped while disconnected or when the queue is full.
-    fn send_update(&self, update: RunUpdate) {
+    pub(crate) fn send_update(&self, update: RunUpdate) {
         if let Some(tx) = self.uplink_lock().as_ref() {
             let _ = tx.try_send(AgentMessage {
                 body: Some(Up::RunUpdate(update)),
@@ -254,11 +274,18 @@ impl RunManager {
             self.send_result(result).await;
             return;
         }
-        let (cancel_tx, cancel_rx) = watch::channel(None);
-        self.active_lock().insert(run_id, cancel_tx);
+        let (by_tx, by_rx) = watch::channel(None);
+        let (flag_tx, flag_rx) = watch::channel(false);
+        self.active_lock().insert(
+            run_id,
+            CancelSwitch {
+                by: by_tx,
+                flag: flag_tx,
+            },
+        );
         let manager = self.clone();
         tokio::spawn(async move {
-            let result = manager.execute(work, cancel_rx).await;
+            let result = manager.execute(work, by_rx, flag_rx).await;
             if let Err(e) = manager
                 .journal
                 .write(run_id, "result", result.encode_to_vec())
@@ -276,7 +303,8 @@ impl RunManager {
         match self.active_lock().get(&run_id) {
             Some(switch) => {
                 tracing::info!(run = run_id, by, "cancelling run");
-                let _ = switch.send(Some(by.to_owned()));
+                let _ = switch.by.send(Some(by.to_owned()));
+                let _ = switch.flag.send(true);
             }
             None => tracing::debug!(run = run_id, "cancel for a run that is not active"),
         }
@@ -287,17 +315,27 @@ impl RunManager {
         self.journal.remove(run_id).await;
     }
 
-    async fn execute(&self, work: StartRun, cancel: watch::Receiver<Option<String>>) -> RunResult {
+    async fn execute(
+        &self,
+        work: StartRun,
+        cancel: watch::Receiver<Option<String>>,
+        cancel_flag: watch::Receiver<bool>,
+    ) -> RunResult {
         let run_id = work.run_id;
         let mut ctx = RunContext {
             manager: self,
             run_id,
             cancel,
+            cancel_flag,
             steps: Vec::new(),
             log: VecDeque::new(),
+            bytes: 0,
         };
         let outcome = match work.work {
             Some(start_run::Work::Snapshot(snapshot)) => snapshot_run(&mut ctx, &snapshot).await,
+            Some(start_run::Work::Replication(replication)) => {
+                crate::replication_run::replication_run(&mut ctx, &replication).await
+            }
             None => Err(RunFailure::Failed(
                 "The controller sent a run without work; this agent may be too old".into(),
             )),
@@ -314,7 +352,7 @@ impl RunManager {
             state: state.into(),
             reason,
             steps: ctx.steps,
-            bytes: 0,
+            bytes: ctx.bytes,
             log_tail: ctx.log.into_iter().collect(),
             finished_unix_ms: now_unix_ms(),
         }
@@ -332,16 +370,20 @@ fn failed_result(run_id: u64, reason: String) -> RunResult {
 }
 
 /// What one executing run reports through.
-struct RunContext<'a> {
-    manager: &'a RunManager,
-    run_id: u64,
+pub(crate) struct RunContext<'a> {
+    pub(crate) manager: &'a RunManager,
+    pub(crate) run_id: u64,
     cancel: watch::Receiver<Option<String>>,
+    /// The same cancellation as a boolean, for child-process helpers.
+    pub(crate) cancel_flag: watch::Receiver<bool>,
     steps: Vec<RunStep>,
     log: VecDeque<String>,
+    /// Bytes transferred so far.
+    pub(crate) bytes: u64,
 }
 
 impl RunContext<'_> {
-    fn log(&mut self, line: String) {
+    pub(crate) fn log(&mut self, line: String) {
         tracing::info!(run = self.run_id, "{line}");
         self.log.push_back(line.clone());
         if self.log.len() > LOG_TAIL_LINES {
@@ -354,7 +396,7 @@ impl RunContext<'_> {
         });
     }
 
-    fn step(&mut self, name: &str, state: RunState, detail: String) {
+    pub(crate) fn step(&mut self, name: &str, state: RunState, detail: String) {
         let step = RunStep {
             name: name.to_owned(),
             state: state.into(),
@@ -377,7 +419,7 @@ impl RunContext<'_> {
         });
     }
 
-    fn check_cancelled(&self) -> Result<(), RunFailure> {
+    pub(crate) fn check_cancelled(&self) -> Result<(), RunFailure> {
         match self.cancel.borrow().as_ref() {
             Some(by) => Err(RunFailure::Cancelled(by.clone())),
             None => Ok(()),
@@ -385,14 +427,14 @@ impl RunContext<'_> {
     }
 
     /// Marks a step as started (after checking for cancellation).
-    fn begin(&mut self, name: &str) -> Result<(), RunFailure> {
+    pub(crate) fn begin(&mut self, name: &str) -> Result<(), RunFailure> {
         self.check_cancelled()?;
         self.step(name, RunState::Running, String::new());
         Ok(())
     }
 
     /// Records how a step ended and passes its outcome on.
-    fn end<T>(
+    pub(crate) fn end<T>(
         &mut self,
         name: &str,
         outcome: Result<(T, String), RunFailure>,
@@ -575,6 +617,14 @@ mod tests {
     async fn journal_reports_interrupted_runs_and_resends_results() {
         let dir = tempfile::tempdir().unwrap();
         let zfs = Arc::new(Zfs::new(crate::zfs::Dialect::Legacy, "test"));
+        let identity = AgentIdentity {
+            system: "nas1".into(),
+            state_dir: dir.path().to_owned(),
+            replication_key: crate::ssh::ReplicationKey {
+                private_key: dir.path().join("key"),
+                public_key: String::new(),
+            },
+        };
         let journal = Journal {
             dir: dir.path().join("runs"),
         };
@@ -591,7 +641,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let manager = RunManager::open(dir.path(), zfs).await.unwrap();
+        let manager = RunManager::open(identity, zfs).await.unwrap();
         let result = manager.journal.result(7).await.unwrap();
         assert_eq!(result.state(), RunState::Failed);
         assert!(result.reason.contains("restarted"));

@@ -1,8 +1,9 @@
-//! The SSH service entry of the inventory: whether sshd answers with an SSH-2 banner, the address other systems reach it at, and its host-key fingerprints.
+//! The SSH service entry of the inventory: whether sshd answers with an SSH-2 banner, the address other systems reach it at, and its host keys with their fingerprints.
 //!
-//! The controller uses the fingerprints to tell a replication source which
-//! host key to expect from this system, so they must match what `ssh-keygen
-//! -lf` and ssh's own host-key check print.
+//! The controller hands the host keys to a replication source, which pins
+//! them in a known_hosts file (no trust on first use); the fingerprints are
+//! what people compare, so they must match what `ssh-keygen -lf` and ssh's
+//! own host-key check print.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -131,17 +132,65 @@ fn embedded_key_type(blob: &[u8]) -> Result<&str, KeyParseError> {
     std::str::from_utf8(name).map_err(|_| KeyParseError::Truncated)
 }
 
-/// Fingerprints one `.pub` host key file.
-pub async fn fingerprint_file(path: &Path) -> Result<String, HostKeyError> {
-    let text = tokio::fs::read_to_string(path)
+/// The key itself from an OpenSSH public-key line: `"TYPE BASE64"`, without
+/// the comment. The comment of a host key names the machine it was made on
+/// (often a stale install-time host name), which says nothing other systems
+/// need, and what goes into a known_hosts file must be just type and data.
+/// Validated exactly as [`fingerprint_public_key`] does.
+pub fn public_key_line(text: &str) -> Result<String, KeyParseError> {
+    // Validation first, so a line that cannot be fingerprinted is never
+    // handed to another system to pin.
+    fingerprint_public_key(text)?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .ok_or(KeyParseError::Empty)?;
+    let mut words = line.split_ascii_whitespace();
+    match (words.next(), words.next()) {
+        (Some(kind), Some(data)) => Ok(format!("{kind} {data}")),
+        _ => Err(KeyParseError::MissingBlob),
+    }
+}
+
+/// One host key as the inventory reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKey {
+    /// `"TYPE SHA256:..."`, see [`fingerprint_public_key`].
+    pub fingerprint: String,
+    /// `"TYPE BASE64"`, see [`public_key_line`].
+    pub key: String,
+}
+
+async fn read_key_file(path: &Path) -> Result<String, HostKeyError> {
+    tokio::fs::read_to_string(path)
         .await
         .map_err(|source| HostKeyError::Read {
             path: path.to_owned(),
             source,
-        })?;
-    fingerprint_public_key(&text).map_err(|source| HostKeyError::Parse {
+        })
+}
+
+fn parse_error(path: &Path) -> impl FnOnce(KeyParseError) -> HostKeyError + '_ {
+    move |source| HostKeyError::Parse {
         path: path.to_owned(),
         source,
+    }
+}
+
+/// Fingerprints one `.pub` host key file.
+pub async fn fingerprint_file(path: &Path) -> Result<String, HostKeyError> {
+    let text = read_key_file(path).await?;
+    fingerprint_public_key(&text).map_err(parse_error(path))
+}
+
+/// Reads one `.pub` host key file once and returns both its fingerprint and
+/// its key line, so the two inventory lists always describe the same keys.
+pub async fn read_host_key(path: &Path) -> Result<HostKey, HostKeyError> {
+    let text = read_key_file(path).await?;
+    Ok(HostKey {
+        fingerprint: fingerprint_public_key(&text).map_err(parse_error(path))?,
+        key: public_key_line(&text).map_err(parse_error(path))?,
     })
 }
 
@@ -324,10 +373,16 @@ pub async fn collect(
     } else {
         host_key_files.to_vec()
     };
+    // Both lists are filled from the same reads, index for index, so a
+    // fingerprint shown to a person always belongs to the key that is pinned.
     let mut host_key_fingerprints = Vec::with_capacity(files.len());
+    let mut host_keys = Vec::with_capacity(files.len());
     for file in &files {
-        match fingerprint_file(file).await {
-            Ok(fp) => host_key_fingerprints.push(fp),
+        match read_host_key(file).await {
+            Ok(key) => {
+                host_key_fingerprints.push(key.fingerprint);
+                host_keys.push(key.key);
+            }
             Err(err) => errors.push(format!("ssh: {err}")),
         }
     }
@@ -337,6 +392,7 @@ pub async fn collect(
         running,
         address: reported,
         host_key_fingerprints,
+        host_keys,
         detail,
     }
 }
@@ -444,6 +500,24 @@ mod tests {
     }
 
     #[test]
+    fn key_line_drops_comment_and_noise() {
+        let with_noise = format!("\n# host key\n  {FIXED_KEY}");
+        assert_eq!(
+            public_key_line(&with_noise).unwrap(),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILHk76+FWY7+2MM/cLoPnfrCUvM3deT9GCjPz+IG7LBW"
+        );
+        assert_eq!(
+            public_key_line(FIXED_ECDSA).unwrap(),
+            FIXED_ECDSA.trim_end()
+        );
+        assert_eq!(
+            public_key_line("ssh-ed25519 AAAA"),
+            Err(KeyParseError::Truncated)
+        );
+        assert_eq!(public_key_line("# nothing"), Err(KeyParseError::Empty));
+    }
+
+    #[test]
     fn recognises_host_key_file_names() {
         assert!(is_host_public_key("ssh_host_ed25519_key.pub"));
         assert!(!is_host_public_key("ssh_host_ed25519_key"));
@@ -537,6 +611,10 @@ mod tests {
         assert_eq!(service.address, address);
         assert_eq!(service.detail, "SSH-2.0-test");
         assert_eq!(service.host_key_fingerprints, [FIXED_FINGERPRINT]);
+        assert_eq!(
+            service.host_keys,
+            ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILHk76+FWY7+2MM/cLoPnfrCUvM3deT9GCjPz+IG7LBW"]
+        );
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("ssh_host_rsa_key.pub"), "{errors:?}");
     }

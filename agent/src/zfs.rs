@@ -70,6 +70,20 @@ pub enum ZfsError {
     SnapshotNotFound { name: String },
     #[error("pool '{name}' does not exist")]
     PoolNotFound { name: String },
+    /// `zfs receive` refused an incremental stream: the target was modified
+    /// since its most recent snapshot, or that snapshot is not the base.
+    #[error(
+        "Target dataset '{dataset}' has been modified or has diverged since its most recent snapshot; refusing to overwrite it without --allow-overwrite"
+    )]
+    Diverged { dataset: String },
+    /// `zfs receive` of a full stream found the target dataset there already.
+    #[error(
+        "Target dataset '{dataset}' already exists and is not a replica of the source; refusing to overwrite it without --allow-overwrite"
+    )]
+    TargetExists { dataset: String },
+    /// zfs succeeded but printed something the agent cannot read.
+    #[error("could not read the output of `{command}`: {detail}")]
+    UnexpectedOutput { command: String, detail: String },
     #[error(transparent)]
     Process(ProcessError),
 }
@@ -77,7 +91,7 @@ pub enum ZfsError {
 impl ZfsError {
     /// Turns known zfs stderr into a typed reason; everything else keeps the
     /// command and its stderr.
-    fn from_process(err: ProcessError, subject: &str) -> ZfsError {
+    pub(crate) fn from_process(err: ProcessError, subject: &str) -> ZfsError {
         let err = without_usage(err);
         if let Some(stderr) = err.stderr() {
             if stderr.contains("dataset does not exist") {
@@ -130,7 +144,7 @@ impl ZfsError {
     /// Turns the stderr of `zfs destroy` of one snapshot into a typed
     /// reason. zfs says "dataset does not exist" for a missing snapshot
     /// and for a missing dataset alike; either way the snapshot is absent.
-    fn from_destroy_process(err: ProcessError, full_name: &str) -> ZfsError {
+    pub(crate) fn from_destroy_process(err: ProcessError, full_name: &str) -> ZfsError {
         let err = without_usage(err);
         if err
             .stderr()
@@ -471,6 +485,166 @@ pub fn destroy_snapshot_args(full_name: &str) -> Result<Vec<String>, DatasetName
 }
 
 // ---------------------------------------------------------------------------
+// Replication command lines (pure): `zfs send`, `zfs receive` and what is
+// run on the target around them.
+
+/// Properties read per snapshot for replication planning: exact `guid`
+/// (the identity of a snapshot across systems), and `createtxg` with
+/// `creation` for the order (`creation` has one-second resolution, so two
+/// snapshots taken in the same second need `createtxg`).
+const SNAPSHOT_GUID_PROPERTIES: &str = "name,guid,creation,createtxg";
+
+/// Checks an incremental base: `@short` (a snapshot of the sent dataset) or
+/// a full `dataset@snapshot` name (e.g. a clone's origin).
+fn validate_incremental_base(base: &str) -> Result<(), DatasetNameError> {
+    match base.strip_prefix('@') {
+        Some(short) => check_snapshot_component(short, base),
+        None => validate_snapshot_name(base).map(|_| ()),
+    }
+}
+
+/// `zfs send [-i BASE] -- DATASET@SNAPSHOT`: a full stream, or an
+/// incremental one from `from` (`@short` or a full snapshot name).
+///
+/// The same in both dialects, and deliberately plain: no `-p` (properties
+/// such as `mountpoint` would come along and could mount the replica over
+/// something on the target), no `-R` (children are replicated one dataset
+/// at a time by the caller), and none of OpenZFS's `-L`/`-c`/`-e`/`-w`
+/// stream features, so a stream from an OpenZFS source stays receivable by
+/// an old (pool version 23) target. zfs-fuse's getopt accepts `--` here.
+pub fn send_args(
+    dialect: Dialect,
+    from: Option<&str>,
+    snapshot: &str,
+) -> Result<Vec<String>, DatasetNameError> {
+    let _same_in_both = dialect;
+    validate_snapshot_name(snapshot)?;
+    let mut out = args(&["send"]);
+    if let Some(from) = from {
+        validate_incremental_base(from)?;
+        out.push("-i".to_owned());
+        out.push(from.to_owned());
+    }
+    out.push("--".to_owned());
+    out.push(snapshot.to_owned());
+    Ok(out)
+}
+
+/// `zfs receive [-u] [-F] -- TARGET`.
+///
+/// `-F` (only when the caller chose to overwrite) rolls the target back to
+/// its most recent snapshot first, discarding changes made there. OpenZFS
+/// also gets `-u`: the replica is not mounted, so it cannot cover another
+/// file system at an inherited mountpoint, and nothing (not even atime
+/// updates) modifies it between runs. zfs-fuse has no `-u` (it mounts the
+/// replica; the caller sets `readonly=on`).
+pub fn recv_args(
+    dialect: Dialect,
+    target_dataset: &str,
+    force: bool,
+) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(target_dataset)?;
+    let mut out = args(&["receive"]);
+    if dialect == Dialect::OpenZfs {
+        out.push("-u".to_owned());
+    }
+    if force {
+        out.push("-F".to_owned());
+    }
+    out.push("--".to_owned());
+    out.push(target_dataset.to_owned());
+    Ok(out)
+}
+
+/// Lists the snapshots of `dataset` itself (not of its children) with exact
+/// guid, creation and createtxg; parse with [`parse_snapshot_guids`].
+///
+/// zfs-fuse's `zfs list` prints `guid` human-readable ("7.74E"), useless
+/// for comparing snapshots, so the Legacy form is a `zfs get -p -d 1`
+/// (which also lists the dataset and its direct children; the parser keeps
+/// only the snapshots).
+pub fn snapshot_guids_args(
+    dialect: Dialect,
+    dataset: &str,
+) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let mut out = match dialect {
+        Dialect::OpenZfs => args(&[
+            "list",
+            "-H",
+            "-p",
+            "-t",
+            "snapshot",
+            "-d",
+            "1",
+            "-o",
+            SNAPSHOT_GUID_PROPERTIES,
+        ]),
+        Dialect::Legacy => args(&[
+            "get",
+            "-H",
+            "-p",
+            "-o",
+            "name,property,value",
+            "-d",
+            "1",
+            "type,guid,creation,createtxg",
+        ]),
+    };
+    out.push("--".to_owned());
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
+/// `zfs list -H -o name -- DATASET`: exits 0 if the dataset exists; if not,
+/// it fails with "dataset does not exist" (see [`is_missing_dataset`]).
+/// The same in both dialects.
+pub fn dataset_exists_args(dataset: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let mut out = args(&["list", "-H", "-o", "name", "--"]);
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
+/// Whether a failed zfs call's stderr says the dataset it was given does
+/// not exist (both dialects: `cannot open 'X': dataset does not exist`).
+pub fn is_missing_dataset(stderr: &str) -> bool {
+    stderr.contains("dataset does not exist")
+}
+
+/// The parent of a dataset name, `None` for a pool's root dataset.
+pub fn parent_dataset(dataset: &str) -> Option<&str> {
+    dataset.rsplit_once('/').map(|(parent, _)| parent)
+}
+
+/// `zfs create -p -- PARENT`: creates the parent of `dataset` and any
+/// missing ancestors, so `zfs receive` can create `dataset` itself. `None`
+/// for a pool's root dataset, which has no parent to create. Succeeds when
+/// the parent exists already (checked on zfs-fuse), but the caller checks
+/// first: a delegated replication user may lack the `create` permission.
+pub fn create_parents_args(dataset: &str) -> Result<Option<Vec<String>>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    Ok(parent_dataset(dataset).map(|parent| {
+        let mut out = args(&["create", "-p", "--"]);
+        out.push(parent.to_owned());
+        out
+    }))
+}
+
+/// `zfs set readonly=on DATASET`, for a replica. No `--`: zfs-fuse's
+/// `zfs set` takes no options and would treat `--` as a dataset name
+/// ("cannot open '--'"); the validated name cannot start with '-'.
+///
+/// On zfs-fuse a mounted dataset then reads back as `readonly off
+/// temporary` (the fuse mount reports rw) although writes fail with EROFS.
+pub fn set_readonly_args(dataset: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let mut out = args(&["set", "readonly=on"]);
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
 // Parsers (pure).
 
 /// Why a number printed by zfs could not be read.
@@ -738,6 +912,145 @@ pub fn parse_snapshot_list(
         s.name.starts_with(&own_prefix) || (recursive && s.name.starts_with(&child_prefix))
     });
     (snapshots, errors)
+}
+
+/// One snapshot of a dataset as replication planning sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The part after '@'.
+    pub name: String,
+    /// Identity of the snapshot's content, equal on every replica of it
+    /// whatever it is called there.
+    pub guid: u64,
+    /// Unix time, one-second resolution.
+    pub creation: i64,
+    /// Transaction group that created it; orders snapshots of one dataset
+    /// exactly (not comparable across pools).
+    pub createtxg: u64,
+}
+
+/// Parses the output of [`snapshot_guids_args`] into the snapshots of
+/// `dataset`, oldest first (by createtxg, then creation, then listing
+/// order).
+///
+/// Strict: a line or value that cannot be read is an error rather than a
+/// skipped snapshot, since a snapshot missing from a target's list could
+/// hide a divergence, and a wrong guid could pick a wrong incremental base.
+pub fn parse_snapshot_guids(
+    dialect: Dialect,
+    dataset: &str,
+    text: &str,
+) -> Result<Vec<SnapshotInfo>, String> {
+    let own_prefix = format!("{dataset}@");
+    let mut snapshots = Vec::new();
+    let field = |snapshot: &str, prop: &str, value: Option<&str>| -> Result<String, String> {
+        match value {
+            Some(v) if !v.is_empty() && v != "-" => Ok(v.to_owned()),
+            _ => Err(format!("{snapshot}: no {prop}")),
+        }
+    };
+    let info = |name: &str, guid: String, creation: String, createtxg: String| {
+        let bad = |prop: &str, value: &str| format!("{name}: {prop} is not a number: {value:?}");
+        Ok::<_, String>(SnapshotInfo {
+            name: name[own_prefix.len()..].to_owned(),
+            guid: guid.parse().map_err(|_| bad("guid", &guid))?,
+            creation: creation.parse().map_err(|_| bad("creation", &creation))?,
+            createtxg: createtxg
+                .parse()
+                .map_err(|_| bad("createtxg", &createtxg))?,
+        })
+    };
+    match dialect {
+        Dialect::Legacy => {
+            let mut errors = Vec::new();
+            let objects = group_get_output(text, &mut errors);
+            if let Some(first) = errors.into_iter().next() {
+                return Err(first);
+            }
+            for obj in objects {
+                if !obj.name.starts_with(&own_prefix) {
+                    continue;
+                }
+                let kind = kind_of(&obj);
+                if kind != "snapshot" {
+                    return Err(format!("{}: type {kind:?} is not a snapshot", obj.name));
+                }
+                let get = |prop: &str| field(obj.name, prop, obj.props.get(prop).copied());
+                snapshots.push(info(
+                    obj.name,
+                    get("guid")?,
+                    get("creation")?,
+                    get("createtxg")?,
+                )?);
+            }
+        }
+        Dialect::OpenZfs => {
+            for (n, line) in text.lines().enumerate() {
+                if line.is_empty() {
+                    continue;
+                }
+                let fields: Vec<&str> = line.split('\t').collect();
+                let [name, guid, creation, createtxg] = fields.as_slice() else {
+                    return Err(format!(
+                        "zfs list line {}: expected 4 tab-separated fields, got {:?}",
+                        n + 1,
+                        line
+                    ));
+                };
+                if !name.starts_with(&own_prefix) {
+                    continue;
+                }
+                let get = |prop: &str, value: &str| field(name, prop, Some(value));
+                snapshots.push(info(
+                    name,
+                    get("guid", guid)?,
+                    get("creation", creation)?,
+                    get("createtxg", createtxg)?,
+                )?);
+            }
+        }
+    }
+    if let Some(bad) = snapshots.iter().find(|s| s.name.is_empty()) {
+        return Err(format!("{dataset}@{}: empty snapshot name", bad.name));
+    }
+    // Stable: equal keys keep the listing order.
+    snapshots.sort_by_key(|s| (s.createtxg, s.creation));
+    Ok(snapshots)
+}
+
+/// Turns the stderr of a failed `zfs receive` into a typed reason, if it
+/// is a known one. zfs-fuse wraps its messages at 80 columns ("... does
+/// not\nmatch incremental source"), so whitespace is normalised first.
+pub fn recv_error(stderr: &str, target_dataset: &str) -> Option<ZfsError> {
+    let text = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+    let dataset = || target_dataset.to_owned();
+    if text.contains("has been modified since most recent snapshot")
+        || text.contains("does not match incremental source")
+    {
+        return Some(ZfsError::Diverged { dataset: dataset() });
+    }
+    // Full stream onto an existing dataset: "destination 'X' exists / must
+    // specify -F to overwrite it", or with -F onto one that has snapshots:
+    // "destination has snapshots (eg. X@s) / must destroy them".
+    if (text.contains("destination '") && text.contains("' exists"))
+        || text.contains("destination has snapshots")
+    {
+        return Some(ZfsError::TargetExists { dataset: dataset() });
+    }
+    if text.contains("no such pool") {
+        let name = first_quoted(&text).unwrap_or(target_dataset);
+        let pool = name.split(['/', '@']).next().unwrap_or(name);
+        return Some(ZfsError::PoolNotFound {
+            name: pool.to_owned(),
+        });
+    }
+    if text.contains("does not exist") {
+        let name = first_quoted(&text).unwrap_or(target_dataset);
+        return Some(ZfsError::DatasetNotFound {
+            name: name.to_owned(),
+        });
+    }
+    None
 }
 
 /// Turns the first line of `zpool upgrade -v` into a version string for
@@ -1659,6 +1972,299 @@ broken line
             e.to_string()
                 .ends_with("(exit code 1): bad property list: invalid property 'bogus'"),
             "{e}"
+        );
+    }
+
+    // --- replication command lines -----------------------------------------
+
+    #[test]
+    fn send_full_and_incremental() {
+        for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
+            assert_eq!(
+                send_args(dialect, None, "tank/a@s1").unwrap(),
+                ["send", "--", "tank/a@s1"]
+            );
+            assert_eq!(
+                send_args(dialect, Some("@s1"), "tank/a@s2").unwrap(),
+                ["send", "-i", "@s1", "--", "tank/a@s2"]
+            );
+            assert_eq!(
+                send_args(dialect, Some("tank/origin@o"), "tank/a@auto 1").unwrap(),
+                ["send", "-i", "tank/origin@o", "--", "tank/a@auto 1"]
+            );
+            for bad_snapshot in ["tank/a", "-R", "tank/a@", "tank/a@x;y"] {
+                assert!(
+                    send_args(dialect, None, bad_snapshot).is_err(),
+                    "{bad_snapshot}"
+                );
+            }
+            for bad_base in ["@", "s1", "-R", "@x/y", "@$(id)", "tank/a", "@."] {
+                assert!(
+                    send_args(dialect, Some(bad_base), "tank/a@s2").is_err(),
+                    "{bad_base:?} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn recv_differs_by_dialect() {
+        assert_eq!(
+            recv_args(Dialect::Legacy, "backup/nas1/tank/a", false).unwrap(),
+            ["receive", "--", "backup/nas1/tank/a"]
+        );
+        assert_eq!(
+            recv_args(Dialect::Legacy, "backup/a", true).unwrap(),
+            ["receive", "-F", "--", "backup/a"]
+        );
+        assert_eq!(
+            recv_args(Dialect::OpenZfs, "backup/a", false).unwrap(),
+            ["receive", "-u", "--", "backup/a"]
+        );
+        assert_eq!(
+            recv_args(Dialect::OpenZfs, "backup/a", true).unwrap(),
+            ["receive", "-u", "-F", "--", "backup/a"]
+        );
+        for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
+            assert!(recv_args(dialect, "backup/a@s", false).is_err());
+            assert!(recv_args(dialect, "-F", false).is_err());
+            assert!(recv_args(dialect, "backup/a;rm", true).is_err());
+        }
+    }
+
+    #[test]
+    fn snapshot_guid_listing_differs_by_dialect() {
+        assert_eq!(
+            snapshot_guids_args(Dialect::Legacy, "tank/a").unwrap(),
+            [
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "name,property,value",
+                "-d",
+                "1",
+                "type,guid,creation,createtxg",
+                "--",
+                "tank/a"
+            ]
+        );
+        assert_eq!(
+            snapshot_guids_args(Dialect::OpenZfs, "tank/a").unwrap(),
+            [
+                "list",
+                "-H",
+                "-p",
+                "-t",
+                "snapshot",
+                "-d",
+                "1",
+                "-o",
+                "name,guid,creation,createtxg",
+                "--",
+                "tank/a"
+            ]
+        );
+        for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
+            assert!(snapshot_guids_args(dialect, "-r").is_err());
+            assert!(snapshot_guids_args(dialect, "tank/a@s").is_err());
+        }
+    }
+
+    #[test]
+    fn target_side_commands() {
+        assert_eq!(
+            dataset_exists_args("backup/a").unwrap(),
+            ["list", "-H", "-o", "name", "--", "backup/a"]
+        );
+        assert_eq!(
+            create_parents_args("backup/nas1/tank/a").unwrap(),
+            Some(names(&["create", "-p", "--", "backup/nas1/tank"]))
+        );
+        assert_eq!(create_parents_args("backup").unwrap(), None);
+        assert_eq!(
+            set_readonly_args("backup/a").unwrap(),
+            ["set", "readonly=on", "backup/a"]
+        );
+        for bad in ["-p", "backup/a@s", "", "backup/../x"] {
+            assert!(dataset_exists_args(bad).is_err(), "{bad}");
+            assert!(create_parents_args(bad).is_err(), "{bad}");
+            assert!(set_readonly_args(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parent_dataset("a/b/c"), Some("a/b"));
+        assert_eq!(parent_dataset("a"), None);
+        assert!(is_missing_dataset(
+            "cannot open 'nfhelperrsB/nope': dataset does not exist"
+        ));
+        assert!(!is_missing_dataset("cannot open 'x': permission denied"));
+    }
+
+    /// `zfs get -H -p -o name,property,value -d 1 type,guid,creation,createtxg -- nfhelperrsA/src`
+    /// on zfs-fuse, plus a child dataset: s1 and s2 share a creation second,
+    /// and the listing is not in createtxg order here on purpose.
+    const FUSE_GUIDS: &str = "\
+nfhelperrsA/src\ttype\tfilesystem
+nfhelperrsA/src\tguid\t14503800567064099515
+nfhelperrsA/src\tcreation\t1795294806
+nfhelperrsA/src\tcreatetxg\t6
+nfhelperrsA/src@s2\ttype\tsnapshot
+nfhelperrsA/src@s2\tguid\t9605289703653711816
+nfhelperrsA/src@s2\tcreation\t1795294806
+nfhelperrsA/src@s2\tcreatetxg\t16
+nfhelperrsA/src@s1\ttype\tsnapshot
+nfhelperrsA/src@s1\tguid\t11105960089012765824
+nfhelperrsA/src@s1\tcreation\t1795294806
+nfhelperrsA/src@s1\tcreatetxg\t11
+nfhelperrsA/src@s3\ttype\tsnapshot
+nfhelperrsA/src@s3\tguid\t16108497718134897078
+nfhelperrsA/src@s3\tcreation\t1795294810
+nfhelperrsA/src@s3\tcreatetxg\t21
+nfhelperrsA/src/child\ttype\tfilesystem
+nfhelperrsA/src/child\tguid\t1
+nfhelperrsA/src/child\tcreation\t1795294810
+nfhelperrsA/src/child\tcreatetxg\t22
+";
+
+    #[test]
+    fn parses_legacy_snapshot_guids_oldest_first() {
+        let snaps = parse_snapshot_guids(Dialect::Legacy, "nfhelperrsA/src", FUSE_GUIDS).unwrap();
+        let order: Vec<_> = snaps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(order, ["s1", "s2", "s3"]);
+        assert_eq!(
+            snaps[0],
+            SnapshotInfo {
+                name: "s1".into(),
+                guid: 11_105_960_089_012_765_824,
+                creation: 1_795_294_806,
+                createtxg: 11,
+            }
+        );
+        assert!(
+            parse_snapshot_guids(Dialect::Legacy, "nfhelperrsA/src", "")
+                .unwrap()
+                .is_empty()
+        );
+        // A dataset whose name is a prefix of another's keeps only its own.
+        let other = FUSE_GUIDS.replace("nfhelperrsA/src@", "nfhelperrsA/srcX@");
+        assert!(
+            parse_snapshot_guids(Dialect::Legacy, "nfhelperrsA/src", &other)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn parses_openzfs_snapshot_guids_oldest_first() {
+        let text = "\
+tank/a@b\t18000000000000000000\t1704067200\t120
+tank/a@a\t1234567890123456789\t1704067200\t100
+tank/a@same-txg-2\t5\t1704067300\t130
+tank/a@same-txg-1\t6\t1704067300\t130
+";
+        let snaps = parse_snapshot_guids(Dialect::OpenZfs, "tank/a", text).unwrap();
+        let order: Vec<_> = snaps.iter().map(|s| s.name.as_str()).collect();
+        // Equal (createtxg, creation) keep the listing order.
+        assert_eq!(order, ["a", "b", "same-txg-2", "same-txg-1"]);
+        assert_eq!(snaps[1].guid, 18_000_000_000_000_000_000);
+    }
+
+    #[test]
+    fn snapshot_guid_parsing_is_strict() {
+        let cases: &[(Dialect, &str, &str)] = &[
+            (Dialect::OpenZfs, "tank/a@x\t12\t1\n", "expected 4"),
+            (
+                Dialect::OpenZfs,
+                "tank/a@x\t7.74E\t1\t1\n",
+                "guid is not a number",
+            ),
+            (Dialect::OpenZfs, "tank/a@x\t-\t1\t1\n", "no guid"),
+            (
+                Dialect::OpenZfs,
+                "tank/a@x\t-1\t1\t1\n",
+                "guid is not a number",
+            ),
+            (Dialect::Legacy, "tank/a@x\tguid\t12\n", "no creation"),
+            (
+                Dialect::Legacy,
+                "tank/a@x\tguid\t12\ntank/a@x\tcreation\t1\n",
+                "no createtxg",
+            ),
+            (
+                Dialect::Legacy,
+                "tank/a@x\tguid\t12\ntank/a@x\tcreation\tsoon\ntank/a@x\tcreatetxg\t1\n",
+                "creation is not a number",
+            ),
+            (
+                Dialect::Legacy,
+                "garbage\n",
+                "expected name, property and value",
+            ),
+            (
+                Dialect::Legacy,
+                "tank/a@x\ttype\tfilesystem\ntank/a@x\tguid\t1\n",
+                "is not a snapshot",
+            ),
+        ];
+        for (dialect, text, want) in cases {
+            let err = parse_snapshot_guids(*dialect, "tank/a", text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn recv_stderr_becomes_typed_error() {
+        let target = "nfhelperrsB/dst";
+        // Captured from zfs-fuse, line breaks included.
+        let cases: &[(&str, &str)] = &[
+            (
+                "cannot receive incremental stream: most recent snapshot of nfhelperrsB/dst does not\nmatch incremental source",
+                "Diverged",
+            ),
+            (
+                "cannot receive incremental stream: destination nfhelperrsB/dst has been modified\nsince most recent snapshot",
+                "Diverged",
+            ),
+            (
+                "cannot receive new filesystem stream: destination 'nfhelperrsB/dst' exists\nmust specify -F to overwrite it",
+                "TargetExists",
+            ),
+            (
+                "cannot receive new filesystem stream: destination has snapshots (eg. nfhelperrsB/other@o1)\nmust destroy them to overwrite it",
+                "TargetExists",
+            ),
+            (
+                "cannot open 'nfhelperrsB/nope/x': dataset does not exist\ncannot receive new filesystem stream: dataset does not exist",
+                "DatasetNotFound nfhelperrsB/nope/x",
+            ),
+            // OpenZFS, incremental onto a missing target.
+            (
+                "cannot receive incremental stream: destination 'backup/a' does not exist",
+                "DatasetNotFound backup/a",
+            ),
+            (
+                "cannot open 'nopool/x': no such pool",
+                "PoolNotFound nopool",
+            ),
+        ];
+        for (stderr, want) in cases {
+            let got = match recv_error(stderr, target) {
+                Some(ZfsError::Diverged { dataset }) if dataset == target => "Diverged".to_owned(),
+                Some(ZfsError::TargetExists { dataset }) if dataset == target => {
+                    "TargetExists".to_owned()
+                }
+                Some(ZfsError::DatasetNotFound { name }) => format!("DatasetNotFound {name}"),
+                Some(ZfsError::PoolNotFound { name }) => format!("PoolNotFound {name}"),
+                other => format!("{other:?}"),
+            };
+            assert_eq!(&got, want, "{stderr}");
+        }
+        assert!(recv_error("cannot receive: failed to read from stream", target).is_none());
+        assert!(recv_error("out of space", target).is_none());
+        assert_eq!(
+            recv_error("does not\nmatch incremental source", "backup/a")
+                .unwrap()
+                .to_string(),
+            "Target dataset 'backup/a' has been modified or has diverged since its most recent snapshot; refusing to overwrite it without --allow-overwrite"
         );
     }
 }

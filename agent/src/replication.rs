@@ -1,0 +1,1013 @@
+//! Replication of one dataset's snapshots to a target dataset: planning by snapshot GUID (pure) and the transfers (`zfs send | [ssh target] zfs recv`) that carry the plan out.
+//!
+//! Planning follows zrepl: the incremental base is the newest target
+//! snapshot whose GUID is also on the source, whatever it is called on
+//! either side, and conflicts are typed ("no common snapshot", "diverged")
+//! instead of raw zfs text. Every matching snapshot is sent one by one
+//! (`-i` chain, never `-I`), so the target holds each of them and a run cut
+//! short leaves a target that the next run continues from: its newest
+//! snapshot is a common one by construction.
+//!
+//! Where zfs runs on the target is the caller's business ([`ZfsHost`]):
+//! [`LocalZfs`] on this system, or an ssh wrapper for another one. Children
+//! of a recursive task are replicated by calling [`replicate_dataset`] per
+//! dataset, parents first.
+
+use std::collections::HashMap;
+use std::process::Output;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::process::{self, PipeError, ProcessError};
+use crate::zfs::{self, Dialect, ZfsError};
+
+pub use crate::zfs::SnapshotInfo;
+
+/// Default for [`ReplicateOptions::idle_timeout`]: a stream that moves no
+/// byte for this long is stuck (a hung ssh, a suspended pool), not slow.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How often a "dataset is busy" refusal is retried before it counts.
+const BUSY_ATTEMPTS: u32 = 5;
+const BUSY_PAUSE: Duration = Duration::from_millis(500);
+
+/// How long a failed first receive may take to disappear, and how often
+/// to look (see `Step::await_discarded`).
+const DISCARD_WAIT: Duration = Duration::from_secs(10);
+const DISCARD_POLL: Duration = Duration::from_millis(250);
+
+// ---------------------------------------------------------------------------
+// Planning (pure).
+
+/// One `zfs send | zfs recv`. Snapshot names are the part after '@', as
+/// the source calls them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transfer {
+    /// A full stream of `snapshot`; creates the target dataset.
+    Full { snapshot: String },
+    /// The changes from `from` (already on the target) to `to`.
+    Incremental { from: String, to: String },
+}
+
+impl Transfer {
+    /// The snapshot this transfer brings to the target.
+    pub fn snapshot(&self) -> &str {
+        match self {
+            Transfer::Full { snapshot } => snapshot,
+            Transfer::Incremental { to, .. } => to,
+        }
+    }
+
+    /// For progress and messages: `tank/a@s1 (full)`, `tank/a@s1 -> @s2`.
+    pub fn label(&self, source_dataset: &str) -> String {
+        match self {
+            Transfer::Full { snapshot } => format!("{source_dataset}@{snapshot} (full)"),
+            Transfer::Incremental { from, to } => format!("{source_dataset}@{from} -> @{to}"),
+        }
+    }
+}
+
+/// What one run does for one dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// In order; empty when the target is up to date.
+    pub transfers: Vec<Transfer>,
+    /// Receive with `-F` (roll the target back to its newest snapshot
+    /// first): only when overwriting was allowed and the target exists.
+    pub force: bool,
+    /// The common snapshot the first incremental starts from, as the
+    /// source calls it; `None` when the plan starts with a full stream.
+    pub base: Option<String>,
+    /// Target snapshots (names on the target) to destroy before the
+    /// transfers: those newer than the base, or all of them when there is
+    /// no common snapshot. Only ever non-empty when overwriting was allowed,
+    /// since `recv -F` of a plain incremental stream refuses a target whose
+    /// newest snapshot is not the base, and a full stream refuses a target
+    /// with snapshots.
+    pub discard: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_up_to_date(&self) -> bool {
+        self.transfers.is_empty()
+    }
+}
+
+/// Why a dataset cannot be replicated as things stand.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PlanError {
+    #[error("Dataset '{dataset}' does not have any matching snapshots to replicate")]
+    NoMatchingSnapshots { dataset: String },
+    #[error(
+        "Target dataset '{target_dataset}' has data but no snapshot in common with '{source_dataset}' ({}); refusing to overwrite it without --allow-overwrite",
+        describe_newest(.newest)
+    )]
+    NoCommonSnapshot {
+        target_dataset: String,
+        source_dataset: String,
+        /// The target's newest snapshot, `None` when it has none.
+        newest: Option<String>,
+    },
+    #[error(
+        "Target dataset '{target_dataset}' has diverged from '{source_dataset}': it has snapshot '{snapshot}' newer than the common base '{base}'; refusing to overwrite it without --allow-overwrite"
+    )]
+    Diverged {
+        target_dataset: String,
+        source_dataset: String,
+        /// The target's newest snapshot, which the source does not have.
+        snapshot: String,
+        /// The common base as the target calls it.
+        base: String,
+    },
+}
+
+fn describe_newest(newest: &Option<String>) -> String {
+    match newest {
+        Some(name) => format!("its newest snapshot is '{name}'"),
+        None => "it has no snapshots".to_owned(),
+    }
+}
+
+/// Decides what to send from `source_dataset` to `target_dataset`.
+///
+/// - `source`: the source's snapshots, oldest first.
+/// - `matching(name)`: whether a source snapshot name matches one of the
+///   task's naming schemas; only those are sent.
+/// - `target`: `None` when the target dataset does not exist, else its
+///   snapshots, oldest first.
+///
+/// Rules:
+/// - No matching snapshot on the source at all: [`PlanError::NoMatchingSnapshots`].
+/// - Target absent: a full stream of the oldest matching snapshot, then an
+///   incremental to each newer matching one.
+/// - The base is the newest target snapshot whose GUID is on the source
+///   (names may differ). From it, an incremental chain through every
+///   matching source snapshot newer than the base; none: up to date.
+/// - Target snapshots newer than the base (none of which the source has,
+///   by the choice of the base) mean the target has diverged:
+///   [`PlanError::Diverged`], or with `allow_overwrite` they are discarded
+///   and the chain is received with `-F`.
+/// - An existing target without a common snapshot (even one without any
+///   snapshot: its content is unknown, so it counts as data):
+///   [`PlanError::NoCommonSnapshot`], or with `allow_overwrite` all its
+///   snapshots are discarded and the full chain is received with `-F`.
+pub fn plan(
+    source_dataset: &str,
+    target_dataset: &str,
+    source: &[SnapshotInfo],
+    matching: impl Fn(&str) -> bool,
+    target: Option<&[SnapshotInfo]>,
+    allow_overwrite: bool,
+) -> Result<Plan, PlanError> {
+    let matching: Vec<usize> = (0..source.len())
+        .filter(|&i| matching(&source[i].name))
+        .collect();
+    if matching.is_empty() {
+        return Err(PlanError::NoMatchingSnapshots {
+            dataset: source_dataset.to_owned(),
+        });
+    }
+    let Some(target) = target else {
+        return Ok(Plan {
+            transfers: chain(source, None, &matching),
+            force: false,
+            base: None,
+            discard: Vec::new(),
+        });
+    };
+
+    let on_source: HashMap<u64, usize> = source
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.guid, i))
+        .collect();
+    let common = target
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(t, snap)| on_source.get(&snap.guid).map(|&s| (t, s)));
+
+    let Some((target_base, source_base)) = common else {
+        if !allow_overwrite {
+            return Err(PlanError::NoCommonSnapshot {
+                target_dataset: target_dataset.to_owned(),
+                source_dataset: source_dataset.to_owned(),
+                newest: target.last().map(|s| s.name.clone()),
+            });
+        }
+        return Ok(Plan {
+            transfers: chain(source, None, &matching),
+            force: true,
+            base: None,
+            discard: target.iter().map(|s| s.name.clone()).collect(),
+        });
+    };
+
+    let diverged = &target[target_base + 1..];
+    if let Some(newest) = diverged.last().filter(|_| !allow_overwrite) {
+        return Err(PlanError::Diverged {
+            target_dataset: target_dataset.to_owned(),
+            source_dataset: source_dataset.to_owned(),
+            snapshot: newest.name.clone(),
+            base: target[target_base].name.clone(),
+        });
+    }
+    let newer: Vec<usize> = matching.into_iter().filter(|&i| i > source_base).collect();
+    let base = source[source_base].name.clone();
+    if newer.is_empty() {
+        // Up to date. Diverged snapshots, allowed to be overwritten, are
+        // left alone until there is something to receive.
+        return Ok(Plan {
+            transfers: Vec::new(),
+            force: false,
+            base: Some(base),
+            discard: Vec::new(),
+        });
+    }
+    Ok(Plan {
+        transfers: chain(source, Some(&base), &newer),
+        force: allow_overwrite,
+        base: Some(base),
+        discard: diverged.iter().map(|s| s.name.clone()).collect(),
+    })
+}
+
+/// Transfers bringing `source[i]` for each `i` in `indices` (ascending),
+/// starting from `from` (already on the target) or with a full stream.
+fn chain(source: &[SnapshotInfo], from: Option<&str>, indices: &[usize]) -> Vec<Transfer> {
+    let mut previous = from.map(str::to_owned);
+    let mut out = Vec::with_capacity(indices.len());
+    for &i in indices {
+        let name = source[i].name.clone();
+        out.push(match previous.take() {
+            None => Transfer::Full {
+                snapshot: name.clone(),
+            },
+            Some(from) => Transfer::Incremental {
+                from,
+                to: name.clone(),
+            },
+        });
+        previous = Some(name);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Running.
+
+/// Where a zfs command runs: locally, or on the target through ssh.
+/// Implemented by the caller; the arguments come from the pure builders in
+/// [`crate::zfs`] and must reach zfs as one word each (an ssh wrapper
+/// shell-quotes every one of them).
+pub trait ZfsHost: Send + Sync {
+    /// The program and arguments that run `zfs <zfs_args>` there.
+    fn command(&self, zfs_args: Vec<String>) -> (String, Vec<String>);
+    /// Where that is, for messages (`this system`, `nas2 (127.0.0.3)`).
+    fn describe(&self) -> String;
+}
+
+/// zfs on this system, no shell, no ssh.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalZfs;
+
+impl ZfsHost for LocalZfs {
+    fn command(&self, zfs_args: Vec<String>) -> (String, Vec<String>) {
+        ("zfs".to_owned(), zfs_args)
+    }
+
+    fn describe(&self) -> String {
+        "this system".to_owned()
+    }
+}
+
+/// How [`replicate_dataset`] behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicateOptions {
+    /// Overwrite a target that has diverged or has no snapshot in common
+    /// with the source (destroying its newer or all snapshots, `recv -F`).
+    pub allow_overwrite: bool,
+    /// A transfer that moves no byte for this long is stopped.
+    pub idle_timeout: Duration,
+    pub dialect_source: Dialect,
+    pub dialect_target: Dialect,
+    /// Limit for each zfs call around the transfers (listings, create,
+    /// destroy, set); over ssh this includes the connection.
+    pub command_timeout: Duration,
+}
+
+impl ReplicateOptions {
+    /// Defaults: no overwriting, [`DEFAULT_IDLE_TIMEOUT`], and
+    /// [`zfs::DEFAULT_TIMEOUT`] per zfs call.
+    pub fn new(dialect_source: Dialect, dialect_target: Dialect) -> ReplicateOptions {
+        ReplicateOptions {
+            allow_overwrite: false,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            dialect_source,
+            dialect_target,
+            command_timeout: zfs::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// What [`replicate_dataset`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetOutcome {
+    pub transferred: Vec<Transfer>,
+    /// Stream bytes moved, all transfers together.
+    pub bytes: u64,
+    /// Nothing needed sending.
+    pub up_to_date: bool,
+}
+
+/// Why replicating one dataset failed. Every variant names a dataset.
+#[derive(Debug, Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A zfs call failed, on either side; known zfs messages (diverged
+    /// target, existing target, missing dataset) are typed.
+    #[error(transparent)]
+    Zfs(#[from] ZfsError),
+    #[error("Replication of {transfer} to '{target_dataset}' failed: {cause}")]
+    Transfer {
+        target_dataset: String,
+        /// [`Transfer::label`] of the transfer that failed.
+        transfer: String,
+        #[source]
+        cause: PipeError,
+    },
+    #[error("Replication of '{dataset}' was cancelled")]
+    Cancelled { dataset: String },
+}
+
+/// Replicates `source_dataset` (on this system) to `target_dataset` (on
+/// `target`): lists both sides, [`plan`]s, creates the target's parent if
+/// missing, discards target snapshots when overwriting was allowed and
+/// needed, runs each transfer through [`process::pipe`] (send here, recv
+/// via `target`), and sets `readonly=on` on the target after receiving
+/// (also when a later transfer failed after an earlier one succeeded; not
+/// when nothing was received, so an up-to-date run is read-only itself).
+///
+/// `progress(bytes, label)` gets the bytes moved so far by this call and
+/// the transfer under way ([`Transfer::label`]).
+///
+/// A run cut short (cancel, stall, failure) leaves the target at the last
+/// snapshot fully received; zfs discards a partial stream. The next call
+/// lists again and continues from there.
+///
+/// A receive that reports failure although its snapshot (by guid) is on
+/// the target afterwards counts as done: zfs-fuse answers a full `recv -F`
+/// onto an existing, mounted dataset with "I/O error" after receiving it.
+pub async fn replicate_dataset(
+    source_dataset: &str,
+    target_dataset: &str,
+    matching: &(dyn Fn(&str) -> bool + Send + Sync),
+    target: &dyn ZfsHost,
+    options: &ReplicateOptions,
+    progress: &mut (dyn FnMut(u64, &str) + Send),
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<DatasetOutcome, ReplicationError> {
+    zfs::validate_dataset_name(source_dataset).map_err(ZfsError::from)?;
+    zfs::validate_dataset_name(target_dataset).map_err(ZfsError::from)?;
+    let step = Step {
+        dataset: source_dataset,
+        timeout: options.command_timeout,
+    };
+
+    let source = step
+        .snapshot_guids(&LocalZfs, options.dialect_source, source_dataset, cancel)
+        .await?
+        .ok_or_else(|| ZfsError::DatasetNotFound {
+            name: source_dataset.to_owned(),
+        })?;
+    let existing = step
+        .snapshot_guids(target, options.dialect_target, target_dataset, cancel)
+        .await?;
+    let plan = plan(
+        source_dataset,
+        target_dataset,
+        &source,
+        matching,
+        existing.as_deref(),
+        options.allow_overwrite,
+    )?;
+    if plan.is_up_to_date() {
+        return Ok(DatasetOutcome {
+            transferred: Vec::new(),
+            bytes: 0,
+            up_to_date: true,
+        });
+    }
+
+    if existing.is_none() {
+        step.ensure_parent(target, target_dataset, cancel).await?;
+    }
+    for name in &plan.discard {
+        step.destroy_snapshot(target, &format!("{target_dataset}@{name}"), cancel)
+            .await?;
+    }
+
+    let guids: HashMap<&str, u64> = source.iter().map(|s| (s.name.as_str(), s.guid)).collect();
+    let mut total: u64 = 0;
+    let mut transferred = Vec::with_capacity(plan.transfers.len());
+    for transfer in &plan.transfers {
+        let label = transfer.label(source_dataset);
+        progress(total, &label);
+        let from = match transfer {
+            Transfer::Full { .. } => None,
+            Transfer::Incremental { from, .. } => Some(format!("@{from}")),
+        };
+        let snapshot = format!("{source_dataset}@{}", transfer.snapshot());
+        let send = zfs::send_args(options.dialect_source, from.as_deref(), &snapshot)
+            .map_err(ZfsError::from)?;
+        let recv = zfs::recv_args(options.dialect_target, target_dataset, plan.force)
+            .map_err(ZfsError::from)?;
+        let (send_program, send_args) = LocalZfs.command(send);
+        let (recv_program, recv_args) = target.command(recv);
+        let done = total;
+        let mut moved_now = 0;
+        let moved = process::pipe(
+            (&send_program, &send_args),
+            (&recv_program, &recv_args),
+            options.idle_timeout,
+            |bytes| {
+                moved_now = bytes;
+                progress(done + bytes, &label);
+            },
+            cancel,
+        )
+        .await;
+        let failure = match moved {
+            Ok(bytes) => {
+                total += bytes;
+                None
+            }
+            Err(PipeError::Cancelled) => Some(ReplicationError::Cancelled {
+                dataset: source_dataset.to_owned(),
+            }),
+            Err(cause @ PipeError::RecvFailed { .. })
+                if step
+                    .arrived(
+                        target,
+                        options,
+                        target_dataset,
+                        guids.get(transfer.snapshot()).copied(),
+                        cancel,
+                    )
+                    .await =>
+            {
+                // zfs-fuse: a full `recv -F` onto an existing dataset can
+                // report "I/O error" after receiving everything (remounting
+                // fails). The snapshot, with its guid, is the proof.
+                tracing::warn!(
+                    %cause,
+                    transfer = %label,
+                    "zfs receive failed, but the snapshot arrived on the target; continuing"
+                );
+                total += moved_now;
+                None
+            }
+            Err(cause) => {
+                let known = match &cause {
+                    PipeError::RecvFailed { stderr, .. } => zfs::recv_error(stderr, target_dataset),
+                    _ => None,
+                };
+                Some(match known {
+                    Some(reason) => ReplicationError::Zfs(reason),
+                    None => ReplicationError::Transfer {
+                        target_dataset: target_dataset.to_owned(),
+                        transfer: label,
+                        cause,
+                    },
+                })
+            }
+        };
+        if let Some(err) = failure {
+            if existing.is_none() && matches!(transfer, Transfer::Full { .. }) {
+                step.await_discarded(target, target_dataset).await;
+            }
+            if !transferred.is_empty() {
+                step.set_readonly_quietly(target, target_dataset).await;
+            }
+            return Err(err);
+        }
+        transferred.push(transfer.clone());
+    }
+
+    step.run(
+        target,
+        zfs::set_readonly_args(target_dataset).map_err(ZfsError::from)?,
+        target_dataset,
+        cancel,
+    )
+    .await?;
+    Ok(DatasetOutcome {
+        transferred,
+        bytes: total,
+        up_to_date: false,
+    })
+}
+
+/// The zfs calls of one [`replicate_dataset`] around its transfers.
+struct Step<'a> {
+    /// The source dataset, named when the run is cancelled.
+    dataset: &'a str,
+    timeout: Duration,
+}
+
+impl Step<'_> {
+    /// Runs one zfs call on `host`; a failure is typed with `subject` as
+    /// the dataset it concerns.
+    async fn run(
+        &self,
+        host: &dyn ZfsHost,
+        zfs_args: Vec<String>,
+        subject: &str,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Output, ReplicationError> {
+        self.run_raw(host, zfs_args, cancel)
+            .await
+            .map_err(|err| self.failure(err, subject))
+    }
+
+    async fn run_raw(
+        &self,
+        host: &dyn ZfsHost,
+        zfs_args: Vec<String>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Output, ProcessError> {
+        let (program, args) = host.command(zfs_args);
+        process::run_cancellable(&program, &args, self.timeout, cancel).await
+    }
+
+    fn failure(&self, err: ProcessError, subject: &str) -> ReplicationError {
+        match err {
+            ProcessError::Cancelled { .. } => ReplicationError::Cancelled {
+                dataset: self.dataset.to_owned(),
+            },
+            err => ReplicationError::Zfs(match ZfsError::from_process(err, subject) {
+                ZfsError::PoolNotFound { name } => ZfsError::PoolNotFound {
+                    name: name.split('/').next().unwrap_or(&name).to_owned(),
+                },
+                other => other,
+            }),
+        }
+    }
+
+    /// `readonly=on` for a replica that received something before the run
+    /// failed or was cancelled (so not cancellable); a failure is logged.
+    async fn set_readonly_quietly(&self, host: &dyn ZfsHost, dataset: &str) {
+        let Ok(args) = zfs::set_readonly_args(dataset) else {
+            return;
+        };
+        let (program, args) = host.command(args);
+        if let Err(err) = process::run(&program, &args, self.timeout).await {
+            tracing::warn!(%dataset, %err, "could not make the replica read-only");
+        }
+    }
+
+    /// Waits (at most [`DISCARD_WAIT`]) until a dataset whose first, full
+    /// receive failed is gone. zfs-fuse discards the partial dataset only
+    /// when its daemon sees the stream end, a moment after the zfs process
+    /// was killed; a retry meanwhile would find a dataset without
+    /// snapshots and refuse it as unrelated data. Not cancellable (it runs
+    /// after a cancel) and silent: whatever remains, the next plan reports.
+    async fn await_discarded(&self, host: &dyn ZfsHost, dataset: &str) {
+        let Ok(args) = zfs::dataset_exists_args(dataset) else {
+            return;
+        };
+        let (program, args) = host.command(args);
+        let deadline = tokio::time::Instant::now() + DISCARD_WAIT;
+        loop {
+            match process::run(&program, &args, self.timeout.min(DISCARD_WAIT)).await {
+                Err(err) if err.stderr().is_some_and(zfs::is_missing_dataset) => return,
+                Ok(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(DISCARD_POLL).await;
+                }
+                _ => {
+                    tracing::debug!(%dataset, "a partially received dataset is still there");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The snapshots of `dataset` on `host`, oldest first; `None` when the
+    /// dataset does not exist.
+    async fn snapshot_guids(
+        &self,
+        host: &dyn ZfsHost,
+        dialect: Dialect,
+        dataset: &str,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Vec<SnapshotInfo>>, ReplicationError> {
+        let args = zfs::snapshot_guids_args(dialect, dataset).map_err(ZfsError::from)?;
+        let (program, full_args) = host.command(args.clone());
+        let out = match self.run_raw(host, args, cancel).await {
+            Ok(out) => out,
+            Err(err) if err.stderr().is_some_and(zfs::is_missing_dataset) => return Ok(None),
+            Err(err) => return Err(self.failure(err, dataset)),
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        zfs::parse_snapshot_guids(dialect, dataset, &text)
+            .map(Some)
+            .map_err(|detail| {
+                ReplicationError::Zfs(ZfsError::UnexpectedOutput {
+                    command: process::render_command(&program, &full_args),
+                    detail,
+                })
+            })
+    }
+
+    /// Whether `dataset` on `host` has a snapshot with `guid`, checked after
+    /// a receive reported failure. Any error listing counts as "no".
+    async fn arrived(
+        &self,
+        host: &dyn ZfsHost,
+        options: &ReplicateOptions,
+        dataset: &str,
+        guid: Option<u64>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let Some(guid) = guid else {
+            return false;
+        };
+        match self
+            .snapshot_guids(host, options.dialect_target, dataset, cancel)
+            .await
+        {
+            Ok(Some(snapshots)) => snapshots.iter().any(|s| s.guid == guid),
+            _ => false,
+        }
+    }
+
+    /// Creates the parent of `dataset` (and its ancestors) unless it
+    /// exists. Checked first: a delegated user may not be allowed `create`.
+    async fn ensure_parent(
+        &self,
+        host: &dyn ZfsHost,
+        dataset: &str,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<(), ReplicationError> {
+        let Some(parent) = zfs::parent_dataset(dataset) else {
+            return Ok(());
+        };
+        let exists = zfs::dataset_exists_args(parent).map_err(ZfsError::from)?;
+        match self.run_raw(host, exists, cancel).await {
+            Ok(_) => return Ok(()),
+            Err(err) if err.stderr().is_some_and(zfs::is_missing_dataset) => {}
+            Err(err) => return Err(self.failure(err, parent)),
+        }
+        if let Some(create) = zfs::create_parents_args(dataset).map_err(ZfsError::from)? {
+            self.run(host, create, parent, cancel).await?;
+        }
+        Ok(())
+    }
+
+    /// Destroys one target snapshot, retrying zfs-fuse's transient
+    /// "dataset is busy". Already gone counts as done.
+    async fn destroy_snapshot(
+        &self,
+        host: &dyn ZfsHost,
+        full_name: &str,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<(), ReplicationError> {
+        let args = zfs::destroy_snapshot_args(full_name).map_err(ZfsError::from)?;
+        let mut attempt = 1;
+        loop {
+            let err = match self.run_raw(host, args.clone(), cancel).await {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            if err.stderr().is_some_and(|e| e.contains("dataset is busy"))
+                && attempt < BUSY_ATTEMPTS
+            {
+                attempt += 1;
+                tokio::time::sleep(BUSY_PAUSE).await;
+                continue;
+            }
+            if let ProcessError::Cancelled { .. } = err {
+                return Err(self.failure(err, full_name));
+            }
+            return match ZfsError::from_destroy_process(err, full_name) {
+                ZfsError::SnapshotNotFound { .. } => Ok(()),
+                other => Err(ReplicationError::Zfs(other)),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Snapshots oldest first; guids derived from names unless given.
+    fn snaps(list: &[(&str, u64)]) -> Vec<SnapshotInfo> {
+        list.iter()
+            .enumerate()
+            .map(|(i, (name, guid))| SnapshotInfo {
+                name: (*name).to_owned(),
+                guid: *guid,
+                creation: 1_700_000_000 + i as i64 * 60,
+                createtxg: 10 + i as u64 * 5,
+            })
+            .collect()
+    }
+
+    fn auto(name: &str) -> bool {
+        name.starts_with("auto-")
+    }
+
+    fn full(s: &str) -> Transfer {
+        Transfer::Full {
+            snapshot: s.to_owned(),
+        }
+    }
+
+    fn inc(from: &str, to: &str) -> Transfer {
+        Transfer::Incremental {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        }
+    }
+
+    const SRC: &str = "tank/data";
+    const DST: &str = "backup/nas1/tank/data";
+
+    #[test]
+    fn first_run_sends_oldest_matching_in_full_then_each_newer_matching() {
+        let source = snaps(&[
+            ("manual-1", 1),
+            ("auto-1", 2),
+            ("hourly", 3),
+            ("auto-2", 4),
+            ("manual-2", 5),
+            ("auto-3", 6),
+            ("manual-3", 7),
+        ]);
+        let p = plan(SRC, DST, &source, auto, None, false).unwrap();
+        assert_eq!(
+            p.transfers,
+            [
+                full("auto-1"),
+                inc("auto-1", "auto-2"),
+                inc("auto-2", "auto-3")
+            ]
+        );
+        assert!(!p.force);
+        assert_eq!(p.base, None);
+        assert!(p.discard.is_empty());
+        // allow_overwrite changes nothing when there is nothing to overwrite.
+        assert_eq!(plan(SRC, DST, &source, auto, None, true).unwrap(), p);
+    }
+
+    #[test]
+    fn later_run_continues_from_the_newest_common_snapshot() {
+        let source = snaps(&[
+            ("auto-1", 1),
+            ("auto-2", 2),
+            ("manual", 3),
+            ("auto-3", 4),
+            ("auto-4", 5),
+        ]);
+        let target = snaps(&[("auto-1", 1), ("auto-2", 2)]);
+        let p = plan(SRC, DST, &source, auto, Some(&target), false).unwrap();
+        assert_eq!(
+            p.transfers,
+            [inc("auto-2", "auto-3"), inc("auto-3", "auto-4")]
+        );
+        assert_eq!(p.base.as_deref(), Some("auto-2"));
+        assert!(!p.force && p.discard.is_empty());
+    }
+
+    #[test]
+    fn up_to_date_is_an_empty_plan() {
+        let source = snaps(&[("auto-1", 1), ("auto-2", 2), ("manual", 3)]);
+        let target = snaps(&[("auto-1", 1), ("auto-2", 2)]);
+        for allow in [false, true] {
+            let p = plan(SRC, DST, &source, auto, Some(&target), allow).unwrap();
+            assert!(p.is_up_to_date());
+            assert_eq!(p.base.as_deref(), Some("auto-2"));
+            assert!(!p.force && p.discard.is_empty());
+        }
+    }
+
+    #[test]
+    fn common_snapshot_is_found_by_guid_not_name() {
+        let source = snaps(&[("auto-1", 11), ("auto-2", 22), ("auto-3", 33)]);
+        // auto-2 was renamed on the target; a same-named snapshot there with
+        // another guid is not common.
+        let target = snaps(&[("auto-1", 11), ("kept-forever", 22)]);
+        let p = plan(SRC, DST, &source, auto, Some(&target), false).unwrap();
+        assert_eq!(p.transfers, [inc("auto-2", "auto-3")]);
+        assert_eq!(
+            p.base.as_deref(),
+            Some("auto-2"),
+            "the source's name is sent"
+        );
+
+        let impostor = snaps(&[("auto-1", 99), ("auto-2", 98)]);
+        let err = plan(SRC, DST, &source, auto, Some(&impostor), false).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::NoCommonSnapshot {
+                target_dataset: DST.into(),
+                source_dataset: SRC.into(),
+                newest: Some("auto-2".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn base_may_be_a_non_matching_snapshot() {
+        // The newest common snapshot does not match the task's schema (e.g.
+        // it was sent by another task); the chain starts from it anyway.
+        let source = snaps(&[("auto-1", 1), ("manual-x", 2), ("auto-2", 3)]);
+        let target = snaps(&[("auto-1", 1), ("manual-x", 2)]);
+        let p = plan(SRC, DST, &source, auto, Some(&target), false).unwrap();
+        assert_eq!(p.transfers, [inc("manual-x", "auto-2")]);
+    }
+
+    #[test]
+    fn older_target_only_snapshots_do_not_matter() {
+        // Retention removed auto-0 from the source; the target keeps it.
+        let source = snaps(&[("auto-1", 1), ("auto-2", 2)]);
+        let target = snaps(&[("auto-0", 100), ("auto-1", 1)]);
+        let p = plan(SRC, DST, &source, auto, Some(&target), false).unwrap();
+        assert_eq!(p.transfers, [inc("auto-1", "auto-2")]);
+    }
+
+    #[test]
+    fn diverged_target_is_refused_or_overwritten() {
+        let source = snaps(&[("auto-1", 1), ("auto-2", 2), ("auto-3", 3)]);
+        let target = snaps(&[("auto-1", 1), ("local-a", 50), ("local-b", 51)]);
+        let err = plan(SRC, DST, &source, auto, Some(&target), false).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::Diverged {
+                target_dataset: DST.into(),
+                source_dataset: SRC.into(),
+                snapshot: "local-b".into(),
+                base: "auto-1".into(),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "Target dataset 'backup/nas1/tank/data' has diverged from 'tank/data': it has snapshot 'local-b' newer than the common base 'auto-1'; refusing to overwrite it without --allow-overwrite"
+        );
+        let p = plan(SRC, DST, &source, auto, Some(&target), true).unwrap();
+        assert_eq!(
+            p.transfers,
+            [inc("auto-1", "auto-2"), inc("auto-2", "auto-3")]
+        );
+        assert!(p.force);
+        assert_eq!(p.discard, ["local-a", "local-b"]);
+        assert_eq!(p.base.as_deref(), Some("auto-1"));
+    }
+
+    #[test]
+    fn diverged_with_nothing_new_is_still_reported() {
+        let source = snaps(&[("auto-1", 1)]);
+        let target = snaps(&[("auto-1", 1), ("local", 50)]);
+        assert!(matches!(
+            plan(SRC, DST, &source, auto, Some(&target), false),
+            Err(PlanError::Diverged { .. })
+        ));
+        // Overwriting allowed: nothing to receive, so nothing is destroyed.
+        let p = plan(SRC, DST, &source, auto, Some(&target), true).unwrap();
+        assert!(p.is_up_to_date() && p.discard.is_empty());
+    }
+
+    #[test]
+    fn no_common_snapshot_is_refused_or_overwritten() {
+        let source = snaps(&[("other", 7), ("auto-1", 1), ("auto-2", 2)]);
+        let target = snaps(&[("x", 80), ("y", 81)]);
+        let err = plan(SRC, DST, &source, auto, Some(&target), false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Target dataset 'backup/nas1/tank/data' has data but no snapshot in common with 'tank/data' (its newest snapshot is 'y'); refusing to overwrite it without --allow-overwrite"
+        );
+        let p = plan(SRC, DST, &source, auto, Some(&target), true).unwrap();
+        assert_eq!(p.transfers, [full("auto-1"), inc("auto-1", "auto-2")]);
+        assert!(p.force);
+        assert_eq!(p.base, None);
+        assert_eq!(p.discard, ["x", "y"]);
+    }
+
+    #[test]
+    fn existing_target_without_snapshots_counts_as_data() {
+        let source = snaps(&[("auto-1", 1)]);
+        let err = plan(SRC, DST, &source, auto, Some(&[]), false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Target dataset 'backup/nas1/tank/data' has data but no snapshot in common with 'tank/data' (it has no snapshots); refusing to overwrite it without --allow-overwrite"
+        );
+        let p = plan(SRC, DST, &source, auto, Some(&[]), true).unwrap();
+        assert_eq!(p.transfers, [full("auto-1")]);
+        assert!(p.force && p.discard.is_empty());
+    }
+
+    #[test]
+    fn no_matching_snapshots() {
+        let source = snaps(&[("manual-1", 1), ("hourly", 2)]);
+        for target in [None, Some(&snaps(&[("manual-1", 1)])[..])] {
+            let err = plan(SRC, DST, &source, auto, target, true).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "Dataset 'tank/data' does not have any matching snapshots to replicate"
+            );
+        }
+        assert!(matches!(
+            plan(SRC, DST, &[], auto, None, false),
+            Err(PlanError::NoMatchingSnapshots { .. })
+        ));
+    }
+
+    #[test]
+    fn a_run_cut_short_is_continued_by_the_next() {
+        let source = snaps(&[("auto-1", 1), ("auto-2", 2), ("auto-3", 3), ("auto-4", 4)]);
+        let first = plan(SRC, DST, &source, auto, None, false).unwrap();
+        assert_eq!(first.transfers.len(), 4);
+        // Suppose the run stops after each number of completed transfers:
+        // the target then holds exactly what those transfers brought, and
+        // the next plan sends the rest, never anything twice.
+        for done in 0..=first.transfers.len() {
+            let received: Vec<SnapshotInfo> = first.transfers[..done]
+                .iter()
+                .map(|t| {
+                    let s = source.iter().find(|s| s.name == t.snapshot()).unwrap();
+                    SnapshotInfo {
+                        createtxg: s.createtxg + 1000,
+                        ..s.clone()
+                    }
+                })
+                .collect();
+            let target = (done > 0).then_some(&received[..]);
+            let next = plan(SRC, DST, &source, auto, target, false).unwrap();
+            assert_eq!(next.transfers, first.transfers[done..], "after {done}");
+        }
+    }
+
+    #[test]
+    fn transfer_labels() {
+        assert_eq!(full("auto-1").label("tank/a"), "tank/a@auto-1 (full)");
+        assert_eq!(inc("a", "b").label("tank/a"), "tank/a@a -> @b");
+        assert_eq!(inc("a", "b").snapshot(), "b");
+    }
+
+    #[test]
+    fn replicate_dataset_can_be_spawned() {
+        fn assert_send<T: Send>(_: &T) {}
+        let (_tx, mut rx) = watch::channel(false);
+        let matching = |_: &str| true;
+        let mut progress = |_: u64, _: &str| {};
+        let options = ReplicateOptions::new(Dialect::Legacy, Dialect::OpenZfs);
+        let future = replicate_dataset(
+            "tank/a",
+            "backup/a",
+            &matching,
+            &LocalZfs,
+            &options,
+            &mut progress,
+            &mut rx,
+        );
+        assert_send(&future);
+    }
+
+    #[tokio::test]
+    async fn invalid_names_are_refused_before_anything_runs() {
+        let (_tx, mut rx) = watch::channel(false);
+        let options = ReplicateOptions::new(Dialect::Legacy, Dialect::Legacy);
+        for (source, target) in [
+            ("tank/a;id", "backup/a"),
+            ("tank/a", "-F"),
+            ("tank/a@s", "b/a"),
+        ] {
+            let err = replicate_dataset(
+                source,
+                target,
+                &|_: &str| true,
+                &LocalZfs,
+                &options,
+                &mut |_: u64, _: &str| {},
+                &mut rx,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(err, ReplicationError::Zfs(ZfsError::InvalidName(_))),
+                "{source} -> {target}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_host_runs_zfs_directly() {
+        let (program, args) = LocalZfs.command(vec!["list".into()]);
+        assert_eq!(program, "zfs");
+        assert_eq!(args, ["list"]);
+    }
+}

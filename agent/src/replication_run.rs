@@ -1,0 +1,338 @@
+//! One replication run on a source system: pre-flight checks of the target, the optional snapshot, then every dataset (and child) replicated as a step of its own.
+
+use crate::replication::{self, LocalZfs, ReplicateOptions, ZfsHost};
+use crate::runs::{AgentIdentity, RunContext, RunFailure};
+use crate::ssh::{self, SshTarget};
+use crate::zfs::{Dialect, Zfs, ZfsError};
+use nasfleet_proto::names::validate_system_name;
+use nasfleet_proto::naming::NamingSchema;
+use nasfleet_proto::v1::{
+    Progress, ReplicationDataset, ReplicationTarget, ReplicationWork, RunUpdate,
+};
+use std::time::{Duration, Instant};
+
+const REACH_TIMEOUT: Duration = Duration::from_secs(10);
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// zfs on the target, reached through ssh with the pinned host keys.
+struct RemoteZfs {
+    target: SshTarget,
+}
+
+impl ZfsHost for RemoteZfs {
+    fn command(&self, zfs_args: Vec<String>) -> (String, Vec<String>) {
+        let mut words = vec!["zfs".to_owned()];
+        words.extend(zfs_args);
+        // The target was checked by `ssh_args` in pre-flight (check_login),
+        // so building its argv again cannot fail; an empty argv would only
+        // make ssh fail loudly.
+        (
+            "ssh".to_owned(),
+            ssh::ssh_args(&self.target, &words).unwrap_or_default(),
+        )
+    }
+
+    fn describe(&self) -> String {
+        format!("{}@{}", self.target.user, self.target.address())
+    }
+}
+
+/// Runs one replication work item; returns nothing but records bytes and steps in `ctx`.
+pub(crate) async fn replication_run(
+    ctx: &mut RunContext<'_>,
+    work: &ReplicationWork,
+) -> Result<(), RunFailure> {
+    let target = work.target.as_ref().ok_or_else(|| {
+        RunFailure::Failed("The controller sent replication work without a target".into())
+    })?;
+    let zfs = ctx.manager.zfs();
+    let (host, target_dialect): (Box<dyn ZfsHost>, Dialect) = if target.ssh_host.is_empty() {
+        (Box::new(LocalZfs), zfs.dialect)
+    } else {
+        ctx.begin("pre-flight")?;
+        let outcome = preflight(ctx, target).await;
+        let (remote, dialect) = ctx.end("pre-flight", outcome)?;
+        (Box::new(remote), dialect)
+    };
+
+    if !work.pre_snapshot_name.is_empty() {
+        ctx.begin("snapshot")?;
+        let outcome = pre_snapshot(ctx, &zfs, work).await;
+        ctx.end("snapshot", outcome)?;
+    }
+
+    let mut first_failure: Option<RunFailure> = None;
+    for dataset in &work.datasets {
+        for (source, destination) in dataset_pairs(&zfs, dataset).await? {
+            ctx.check_cancelled()?;
+            let step = format!("{}:{source} → {destination}", ctx.manager.identity.system);
+            ctx.begin(&step)?;
+            let outcome = replicate_one(
+                ctx,
+                dataset,
+                &source,
+                &destination,
+                host.as_ref(),
+                zfs.dialect,
+                target_dialect,
+                work.allow_overwrite,
+            )
+            .await;
+            if let Err(failure) = ctx.end(&step, outcome) {
+                if matches!(failure, RunFailure::Cancelled(_)) {
+                    return Err(failure);
+                }
+                ctx.log(format!("FAILED {source}: {failure}"));
+                first_failure.get_or_insert(failure);
+            }
+        }
+    }
+    match first_failure {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
+}
+
+/// Can the target be reached and logged in to, with the pinned host keys?
+async fn preflight(
+    ctx: &mut RunContext<'_>,
+    target: &ReplicationTarget,
+) -> Result<((RemoteZfs, Dialect), String), RunFailure> {
+    let (remote, dialect) = connect(&ctx.manager.identity, target)
+        .await
+        .map_err(RunFailure::Failed)?;
+    let detail = format!(
+        "{} reachable, logged in, zfs {:?}",
+        remote.describe(),
+        dialect
+    );
+    ctx.log(format!("pre-flight: {detail}"));
+    Ok(((remote, dialect), detail))
+}
+
+/// `nasfleet ssh-connection create` asks the source to check its new connection.
+pub async fn check_target(
+    identity: &AgentIdentity,
+    target: &ReplicationTarget,
+) -> Result<(), String> {
+    connect(identity, target).await.map(|_| ())
+}
+
+/// Pins the target's host keys, checks it answers and accepts our key, and
+/// learns its zfs dialect. Errors are reasons a person can act on.
+async fn connect(
+    identity: &AgentIdentity,
+    target: &ReplicationTarget,
+) -> Result<(RemoteZfs, Dialect), String> {
+    validate_system_name(&target.system).map_err(|e| e.to_string())?;
+    let port = u16::try_from(target.ssh_port)
+        .ok()
+        .filter(|p| *p != 0)
+        .unwrap_or(ssh::DEFAULT_SSH_PORT);
+    let known_hosts = identity.state_dir.join("known_hosts").join(&target.system);
+    if let Some(dir) = known_hosts.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    ssh::write_known_hosts(&known_hosts, &target.ssh_host, port, &target.host_keys)
+        .await
+        .map_err(|e| e.to_string())?;
+    ssh::check_reachable(&target.ssh_host, port, REACH_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ssh_target = SshTarget {
+        user: target.ssh_user.clone(),
+        host: target.ssh_host.clone(),
+        port,
+        identity: identity.replication_key.private_key.clone(),
+        known_hosts,
+    };
+    ssh::check_login(&ssh_target, LOGIN_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let remote = RemoteZfs { target: ssh_target };
+    // The target's zfs may be another dialect (zfs-fuse vs OpenZFS): `zfs version` exists only on OpenZFS.
+    let (program, args) = remote.command(crate::zfs::version_args());
+    let dialect = match crate::process::run(&program, &args, PROBE_TIMEOUT).await {
+        Ok(_) => Dialect::OpenZfs,
+        Err(_) => Dialect::Legacy,
+    };
+    Ok((remote, dialect))
+}
+
+/// Takes this run's snapshot of every source dataset (`--create-snapshot-task`).
+async fn pre_snapshot(
+    ctx: &mut RunContext<'_>,
+    zfs: &Zfs,
+    work: &ReplicationWork,
+) -> Result<((), String), RunFailure> {
+    let mut taken = 0;
+    for dataset in &work.datasets {
+        let name = format!("{}@{}", dataset.source, work.pre_snapshot_name);
+        match zfs
+            .create_snapshots(std::slice::from_ref(&name), work.pre_snapshot_recursive)
+            .await
+        {
+            Ok(()) => {
+                taken += 1;
+                ctx.log(format!("created snapshot {name}"));
+            }
+            // Taken already this minute (e.g. by the companion snapshot task): that is the one we want.
+            Err(ZfsError::SnapshotExists { .. }) => {
+                ctx.log(format!("snapshot {name} exists already; kept"))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((
+        (),
+        format!("{taken} snapshot(s) @{}", work.pre_snapshot_name),
+    ))
+}
+
+/// The (source, target) dataset pairs of one replication dataset: itself,
+/// and every descendant when recursive, parents first.
+async fn dataset_pairs(
+    zfs: &Zfs,
+    dataset: &ReplicationDataset,
+) -> Result<Vec<(String, String)>, RunFailure> {
+    if !dataset.recursive {
+        return Ok(vec![(dataset.source.clone(), dataset.target.clone())]);
+    }
+    let pool = dataset.source.split('/').next().unwrap_or_default();
+    let listing = zfs.list_datasets_and_snapshots(pool).await?;
+    let prefix = format!("{}/", dataset.source);
+    let mut pairs: Vec<(String, String)> = listing
+        .datasets
+        .iter()
+        .filter(|d| d.name == dataset.source || d.name.starts_with(&prefix))
+        .map(|d| {
+            let suffix = &d.name[dataset.source.len()..];
+            (d.name.clone(), format!("{}{suffix}", dataset.target))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return Err(RunFailure::Failed(format!(
+            "Dataset not found: '{}'",
+            dataset.source
+        )));
+    }
+    // "a" sorts before "a/b": parents are received before their children.
+    pairs.sort();
+    Ok(pairs)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn replicate_one(
+    ctx: &mut RunContext<'_>,
+    dataset: &ReplicationDataset,
+    source: &str,
+    destination: &str,
+    host: &dyn ZfsHost,
+    source_dialect: Dialect,
+    target_dialect: Dialect,
+    allow_overwrite: bool,
+) -> Result<((), String), RunFailure> {
+    let schemas: Vec<NamingSchema> = dataset
+        .naming_schemas
+        .iter()
+        .map(|s| {
+            NamingSchema::new(s).map_err(|e| RunFailure::Failed(format!("naming schema: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let matching = move |name: &str| schemas.iter().any(|s| s.parse(name).is_some());
+    let mut options = ReplicateOptions::new(source_dialect, target_dialect);
+    options.allow_overwrite = allow_overwrite;
+
+    let manager = ctx.manager;
+    let run_id = ctx.run_id;
+    let bytes_before = ctx.bytes;
+    let started = Instant::now();
+    let step = source.to_owned();
+    let mut progress = move |bytes: u64, label: &str| {
+        let secs = started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 {
+            (bytes as f64 / secs) as u64
+        } else {
+            0
+        };
+        manager.send_update(RunUpdate {
+            run_id,
+            progress: Some(Progress {
+                phase: format!("sending {label}"),
+                bytes_done: bytes_before + bytes,
+                bytes_total: 0,
+                bytes_per_second: rate,
+                step: step.clone(),
+            }),
+            ..Default::default()
+        });
+    };
+    let mut cancel = ctx.cancel_flag.clone();
+    let result = replication::replicate_dataset(
+        source,
+        destination,
+        &matching,
+        host,
+        &options,
+        &mut progress,
+        &mut cancel,
+    )
+    .await;
+    match result {
+        Ok(outcome) => {
+            ctx.bytes += outcome.bytes;
+            for transfer in &outcome.transferred {
+                ctx.log(format!("sent {} to {destination}", transfer.label(source)));
+            }
+            let detail = if outcome.up_to_date {
+                "up to date".to_owned()
+            } else {
+                format!(
+                    "{} snapshot(s), {} bytes",
+                    outcome.transferred.len(),
+                    outcome.bytes
+                )
+            };
+            Ok(((), detail))
+        }
+        Err(replication::ReplicationError::Cancelled { .. }) => {
+            ctx.check_cancelled()?;
+            Err(RunFailure::Failed(format!(
+                "replication of '{source}' was cancelled"
+            )))
+        }
+        Err(e) => Err(RunFailure::Failed(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_zfs_commands_go_through_ssh_with_quoted_words() {
+        let remote = RemoteZfs {
+            target: SshTarget {
+                user: "root".into(),
+                host: "127.0.0.3".into(),
+                port: 2222,
+                identity: "/var/lib/nasfleet-agent/replication_ed25519".into(),
+                known_hosts: "/var/lib/nasfleet-agent/known_hosts/nas2".into(),
+            },
+        };
+        let (program, args) = remote.command(vec![
+            "receive".into(),
+            "-F".into(),
+            "backup/nas1/tank a".into(),
+        ]);
+        assert_eq!(program, "ssh");
+        assert_eq!(
+            args.last().map(String::as_str),
+            Some("zfs receive -F 'backup/nas1/tank a'")
+        );
+        assert!(args.contains(&"StrictHostKeyChecking=yes".to_owned()));
+    }
+}
