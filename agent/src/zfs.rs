@@ -1094,7 +1094,12 @@ pub async fn probe_dialect_with_timeout(timeout: Duration) -> Zfs {
                 };
             }
         }
-        Err(err) => tracing::debug!(%err, "`zfs version` failed; assuming the legacy dialect"),
+        Err(err) => {
+            // zfs-fuse follows its refusal with sixty lines of usage; the first line says it all.
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            tracing::debug!(err = %first, "`zfs version` failed; assuming the legacy dialect");
+        }
     }
     let version = match process::run(ZPOOL, &pool_version_args(), timeout).await {
         Ok(out) => parse_legacy_version(&String::from_utf8_lossy(&out.stdout)),

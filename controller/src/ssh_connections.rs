@@ -8,13 +8,15 @@ use crate::state::SharedState;
 use crate::store::SshConnectionRecord;
 use crate::tasks;
 use nasfleet_proto::status::now_unix_ms;
-use nasfleet_proto::v1::{AuthorizeKey, SshConnection, agent_request};
+use nasfleet_proto::v1::{AuthorizeKey, CheckSsh, ReplicationTarget, SshConnection, agent_request};
 use std::time::Duration;
 use tonic::Status;
 
 /// The user replication logs in as on targets.
 pub const REPLICATION_USER: &str = "root";
 const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reachability, login and a zfs probe from the source.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("controller store failure: {e}"))
@@ -111,10 +113,43 @@ pub async fn create(
         public_key,
         created_unix_ms: now_unix_ms(),
     };
+    // Proven from the source's side before it is recorded: reachable,
+    // pinned host key matches, authorized key accepted.
+    let check = state
+        .sessions
+        .request(
+            source,
+            agent_request::Body::CheckSsh(CheckSsh {
+                target: Some(replication_target(&record)),
+            }),
+            CHECK_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            Status::unavailable(format!("cannot check the connection from {source}: {e}"))
+        })?;
+    if !check.error.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "System '{source}' cannot log in to '{target}': {}",
+            check.error
+        )));
+    }
     state.store.put_ssh_connection(&record).map_err(internal)?;
     state.store.flush().await.map_err(internal)?;
     tracing::info!(source, target, address = %record.address, "SSH connection made");
     Ok(record)
+}
+
+/// How a source reaches its target through a connection.
+pub fn replication_target(record: &SshConnectionRecord) -> ReplicationTarget {
+    let (host, port) = split_address(&record.address);
+    ReplicationTarget {
+        ssh_host: host,
+        ssh_port: u32::from(port),
+        ssh_user: record.user.clone(),
+        host_keys: record.host_keys.clone(),
+        system: record.target.clone(),
+    }
 }
 
 /// Splits "host:port" (IPv6 as "[::1]:22"); a missing port means 22.

@@ -460,14 +460,7 @@ async fn replication_work(
                                     s.message()
                                 )
                             })?;
-                    let (host, port) = ssh_connections::split_address(&connection.address);
-                    ReplicationTarget {
-                        ssh_host: host,
-                        ssh_port: u32::from(port),
-                        ssh_user: connection.user,
-                        host_keys: connection.host_keys,
-                        system: spec.target_system.clone(),
-                    }
+                    ssh_connections::replication_target(&connection)
                 };
                 let pre_snapshot_name = if spec.create_snapshot_task {
                     let schema = source

@@ -2,5 +2,6 @@
 
 mod common;
 mod fleet;
+mod replication;
 mod runs;
 mod snapshots;

@@ -1,0 +1,443 @@
+//! Replication: SSH trust set up by the controller, several sources to one target over real sshd and locally, incrementals by GUID, divergence, failures.
+
+use super::common::*;
+use anyhow::{Context, Result, ensure};
+use nasfleet_tests::{
+    Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs_fuse, wait_for_status,
+};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The agents authorize keys for root in root's real authorized_keys (as on
+/// a NAS). This guard removes exactly the keys of this test's agents again.
+struct AuthorizedKeysCleanup {
+    keys: Vec<String>,
+}
+
+impl Drop for AuthorizedKeysCleanup {
+    fn drop(&mut self) {
+        let path = PathBuf::from("/root/.ssh/authorized_keys");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                !self
+                    .keys
+                    .iter()
+                    .any(|k| !k.is_empty() && line.contains(k.as_str()))
+            })
+            .collect();
+        let mut out = kept.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = std::fs::write(&path, out);
+    }
+}
+
+/// The base64 part of an agent's replication public key.
+fn replication_key_body(agent: &Agent) -> String {
+    std::fs::read_to_string(agent.state_dir().join("replication_ed25519.pub"))
+        .ok()
+        .and_then(|line| line.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+struct Fleet {
+    controller: Controller,
+    nas1: Agent,
+    nas2: Agent,
+    _cleanup: AuthorizedKeysCleanup,
+}
+
+fn two_systems(
+    dir: &TestDir,
+    pool1: &TestPool,
+    sshd1: &TestSshd,
+    pool2: &TestPool,
+    sshd2: &TestSshd,
+) -> Result<Fleet> {
+    let mut controller = Controller::init(dir.path())?;
+    controller.start()?;
+    let mut nas1 = Agent::join(&controller, "nas1")?;
+    let mut nas2 = Agent::join(&controller, "nas2")?;
+    nas1.start(&[pool1.name()], Some(sshd1))?;
+    nas2.start(&[pool2.name()], Some(sshd2))?;
+    for name in ["nas1", "nas2"] {
+        wait_for_status(&controller, name, "ONLINE", STATUS_TIMEOUT)?;
+    }
+    // Wait until the replication keys exist (made at agent start) and are reported.
+    nasfleet_tests::wait_until(STATUS_TIMEOUT, Duration::from_millis(200), || {
+        Ok(!replication_key_body(&nas1).is_empty() && !replication_key_body(&nas2).is_empty())
+    })?;
+    let cleanup = AuthorizedKeysCleanup {
+        keys: vec![replication_key_body(&nas1), replication_key_body(&nas2)],
+    };
+    Ok(Fleet {
+        controller,
+        nas1,
+        nas2,
+        _cleanup: cleanup,
+    })
+}
+
+fn replication_run(controller: &Controller, name: &str) -> Result<Value> {
+    let run = controller.cli_json(&["replication", "run", name])?;
+    let id = run["id"]
+        .as_u64()
+        .with_context(|| format!("no run id in {run}"))?;
+    wait_run_final(controller, id, RUN_TIMEOUT)
+}
+
+fn task_json(controller: &Controller, name: &str) -> Result<Value> {
+    let list = controller.cli_json(&["replication", "list"])?;
+    list.as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == name).cloned())
+        .with_context(|| format!("{name} not in {list}"))
+}
+
+#[test]
+fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused() -> Result<()> {
+    ensure_zfs_fuse()?;
+    let dir = TestDir::new("repl")?;
+    let pool1 = TestPool::create(dir.path(), "rsrc")?;
+    let pool2 = TestPool::create(dir.path(), "rdst")?;
+    let sshd1 = TestSshd::start(dir.path())?;
+    let sshd2 = TestSshd::start(dir.path())?;
+    let data = pool1.create_dataset("data")?;
+    let child = pool1.create_dataset("data/child")?;
+    let local = pool2.create_dataset("local")?;
+    pool1.write_file("data", "a.txt", b"first")?;
+    for (pool, dataset) in [(&pool1, "data"), (&pool1, "data/child"), (&pool2, "local")] {
+        pool.snapshot(dataset, "auto-2026-01-01_00-00")?;
+        pool.snapshot(dataset, "manual-2026-01-01_00-30")?;
+        pool.snapshot(dataset, "auto-2026-01-01_01-00")?;
+    }
+    let fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
+    let controller = &fleet.controller;
+    let backup = format!("{}/backup", pool2.name());
+
+    // Dry run: the summary shows where every source lands; nothing saved.
+    let source1 = format!("nas1:{data}");
+    let source2 = format!("nas2:{local}");
+    let target = format!("nas2:{backup}");
+    let args = [
+        "replication",
+        "create",
+        "offsite",
+        "--source",
+        &source1,
+        "--source",
+        &source2,
+        "--target",
+        &target,
+        "--recursive",
+        "--disabled",
+    ];
+    let mut dry: Vec<&str> = args.to_vec();
+    dry.push("--dry-run");
+    let summary = controller.cli_ok(&dry)?;
+    ensure!(
+        summary.contains(&format!("{backup}/nas1/{data}")),
+        "{summary}"
+    );
+    ensure!(
+        summary.contains(&format!("{backup}/nas2/{local}")),
+        "{summary}"
+    );
+    ensure!(summary.contains("weekly (Sunday at 00:00)"), "{summary}");
+    let listed = controller.cli_ok(&["replication", "list"])?;
+    ensure!(
+        listed.contains("No replication tasks configured"),
+        "{listed}"
+    );
+    // Without a terminal it must be confirmed with --yes.
+    let err = cli_error(controller, &args)?;
+    ensure!(err.contains("--yes"), "{err}");
+    let mut create: Vec<&str> = args.to_vec();
+    create.push("--yes");
+    controller.cli_ok(&create)?;
+    let err = cli_error(controller, &create)?;
+    ensure!(
+        err.contains("Object with this name already exists"),
+        "{err}"
+    );
+
+    // First run: full of the oldest matching snapshot, then incrementals; locally for nas2.
+    let run = replication_run(controller, "offsite")?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
+    let remote_target = format!("{backup}/nas1/{data}");
+    let remote_child = format!("{backup}/nas1/{child}");
+    let local_target = format!("{backup}/nas2/{local}");
+    for target in [&remote_target, &remote_child, &local_target] {
+        let snaps = nasfleet_tests::zfs::snapshots(target)?;
+        let names: Vec<&str> = snaps
+            .iter()
+            .filter_map(|s| s.split_once('@').map(|p| p.1))
+            .collect();
+        ensure!(
+            names == ["auto-2026-01-01_00-00", "auto-2026-01-01_01-00"],
+            "{target}: {names:?}"
+        );
+        let readonly = nasfleet_tests::zfs::get_property(target, "readonly")?;
+        ensure!(
+            readonly.trim() == "on" || target_is_read_only(target)?,
+            "{target} readonly={readonly}"
+        );
+    }
+    ensure!(run["bytes"].as_u64().unwrap_or(0) > 0, "{run}");
+    let connections = controller.cli_json(&["ssh-connection", "list"])?;
+    ensure!(
+        connections
+            .as_array()
+            .is_some_and(|c| c.len() == 1 && c[0]["source"] == "nas1" && c[0]["target"] == "nas2"),
+        "{connections}"
+    );
+    ensure!(
+        connections[0]["address"] == sshd2.address(),
+        "{connections}"
+    );
+
+    // Nothing new: up to date. Then two new matching snapshots go incrementally, by GUID.
+    let again = replication_run(controller, "offsite")?;
+    ensure!(run_state(&again)? == "FINISHED", "{again}");
+    let steps = again["steps"].to_string();
+    ensure!(steps.contains("up to date"), "{steps}");
+    pool1.write_file("data", "b.txt", b"second")?;
+    pool1.snapshot("data", "auto-2026-01-01_02-00")?;
+    pool1.snapshot("data", "auto-2026-01-01_03-00")?;
+    // A renamed common snapshot on the target is still the base (matched by GUID).
+    nasfleet_tests::run_ok(std::process::Command::new("zfs").args([
+        "rename",
+        &format!("{remote_target}@auto-2026-01-01_01-00"),
+        &format!("{remote_target}@renamed-base"),
+    ]))?;
+    let incremental = replication_run(controller, "offsite")?;
+    ensure!(run_state(&incremental)? == "FINISHED", "{incremental}");
+    let names = nasfleet_tests::zfs::snapshots(&remote_target)?;
+    ensure!(
+        names.iter().any(|n| n.ends_with("@auto-2026-01-01_03-00")),
+        "{names:?}"
+    );
+    ensure!(
+        names.iter().any(|n| n.ends_with("@auto-2026-01-01_02-00")),
+        "{names:?}"
+    );
+    let b = nasfleet_tests::zfs::get_property(&remote_target, "mountpoint")?;
+    let copied = std::fs::read_to_string(PathBuf::from(b.trim()).join("b.txt")).unwrap_or_default();
+    ensure!(copied == "second", "b.txt on the target: {copied:?}");
+
+    // Divergence: a snapshot made on the target after the base. Refused, named.
+    nasfleet_tests::run_ok(
+        std::process::Command::new("zfs").args(["snapshot", &format!("{remote_target}@rogue")]),
+    )?;
+    pool1.snapshot("data", "auto-2026-01-01_04-00")?;
+    let refused = replication_run(controller, "offsite")?;
+    ensure!(run_state(&refused)? == "FAILED", "{refused}");
+    let reason = str_field(&refused, "reason")?;
+    ensure!(
+        reason.contains("nas1") && reason.contains(&remote_target) && reason.contains("rogue"),
+        "{reason}"
+    );
+    let shown = task_json(controller, "offsite")?;
+    ensure!(shown["status"] == "FAILED", "{shown}");
+    ensure!(
+        str_field(&shown, "last_error")?.contains("rogue"),
+        "{shown}"
+    );
+    ensure!(
+        nasfleet_tests::zfs::snapshots(&remote_target)?
+            .iter()
+            .any(|n| n.ends_with("@rogue"))
+    );
+
+    // With --allow-overwrite the target follows the source again.
+    controller.cli_ok(&[
+        "replication",
+        "edit",
+        "offsite",
+        "--allow-overwrite",
+        "--yes",
+    ])?;
+    let forced = replication_run(controller, "offsite")?;
+    ensure!(run_state(&forced)? == "FINISHED", "{forced}");
+    let names = nasfleet_tests::zfs::snapshots(&remote_target)?;
+    ensure!(!names.iter().any(|n| n.ends_with("@rogue")), "{names:?}");
+    ensure!(
+        names.iter().any(|n| n.ends_with("@auto-2026-01-01_04-00")),
+        "{names:?}"
+    );
+
+    let listed = task_json(controller, "offsite")?;
+    for field in ["name", "status", "last_error", "next_run", "schedule"] {
+        ensure!(listed.get(field).is_some(), "{field} missing: {listed}");
+    }
+    ensure!(
+        listed["status"] == "FINISHED" && listed["schedule"] == "0 0 * * sun",
+        "{listed}"
+    );
+    drop(fleet.nas1);
+    drop(fleet.nas2);
+    Ok(())
+}
+
+/// zfs-fuse reports `readonly` of a mounted dataset from its FUSE mount
+/// (always rw); the truth is whether a write is refused.
+fn target_is_read_only(dataset: &str) -> Result<bool> {
+    let mountpoint = nasfleet_tests::zfs::get_property(dataset, "mountpoint")?;
+    let probe = PathBuf::from(mountpoint.trim()).join(".nasfleet-write-probe");
+    match std::fs::write(&probe, b"x") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(false)
+        }
+        Err(_) => Ok(true),
+    }
+}
+
+#[test]
+fn replication_failures_and_validation_give_actionable_reasons() -> Result<()> {
+    ensure_zfs_fuse()?;
+    let dir = TestDir::new("replfail")?;
+    let pool1 = TestPool::create(dir.path(), "fsrc")?;
+    let pool2 = TestPool::create(dir.path(), "fdst")?;
+    let mut sshd1 = TestSshd::start(dir.path())?;
+    let mut sshd2 = TestSshd::start(dir.path())?;
+    let empty = pool1.create_dataset("empty")?;
+    let data = pool1.create_dataset("data")?;
+    pool1.snapshot("data", "auto-2026-02-01_00-00")?;
+    let fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
+    let controller = &fleet.controller;
+    let target = format!("nas2:{}/backup", pool2.name());
+
+    // Validation: each refusal names its field and saves nothing.
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--target".into(), target.clone()],
+            "At least one source is required",
+        ),
+        (
+            vec!["--source".into(), format!("nas1:{data}")],
+            "Destination is required",
+        ),
+        (
+            vec![
+                "--source".into(),
+                format!("nas1:{}/nope", pool1.name()),
+                "--target".into(),
+                target.clone(),
+            ],
+            "Dataset not found",
+        ),
+        (
+            vec![
+                "--source".into(),
+                format!("nas1:{data}"),
+                "--target".into(),
+                format!("nas1:{data}/inside"),
+            ],
+            "must not be inside source dataset",
+        ),
+        (
+            vec![
+                "--source".into(),
+                format!("nas1:{data},{data}"),
+                "--target".into(),
+                target.clone(),
+            ],
+            "both land on",
+        ),
+        (
+            vec![
+                "--source".into(),
+                format!("nas1:{data}"),
+                "--target".into(),
+                target.clone(),
+                "--naming-schema".into(),
+                "x-%Y".into(),
+            ],
+            "must be present in snapshot naming schema",
+        ),
+        (
+            vec![
+                "--source".into(),
+                format!("ghost:{data}"),
+                "--target".into(),
+                target.clone(),
+            ],
+            "ghost",
+        ),
+    ];
+    for (extra, message) in cases {
+        let mut args: Vec<&str> = vec!["replication", "create", "bad", "--yes"];
+        args.extend(extra.iter().map(String::as_str));
+        let err = cli_error(controller, &args)?;
+        ensure!(err.contains(message), "`{}` said: {err}", args.join(" "));
+    }
+    ensure!(
+        controller
+            .cli_ok(&["replication", "list"])?
+            .contains("No replication tasks configured")
+    );
+
+    // No matching snapshots: named dataset, named system.
+    let empty_source = format!("nas1:{empty}");
+    controller.cli_ok(&[
+        "replication",
+        "create",
+        "empty",
+        "--source",
+        &empty_source,
+        "--target",
+        &target,
+        "--disabled",
+        "--yes",
+    ])?;
+    let run = replication_run(controller, "empty")?;
+    ensure!(run_state(&run)? == "FAILED", "{run}");
+    let reason = str_field(&run, "reason")?;
+    ensure!(
+        reason.contains(&format!(
+            "Dataset '{empty}' does not have any matching snapshots to replicate"
+        )) && reason.starts_with("nas1"),
+        "{reason}"
+    );
+
+    // The target's sshd is down: the pre-flight says so, in TrueNAS's words.
+    let data_source = format!("nas1:{data}");
+    controller.cli_ok(&[
+        "replication",
+        "create",
+        "down",
+        "--source",
+        &data_source,
+        "--target",
+        &target,
+        "--disabled",
+        "--yes",
+    ])?;
+    let ok = replication_run(controller, "down")?;
+    ensure!(run_state(&ok)? == "FINISHED", "{ok}");
+    sshd2.stop()?;
+    let run = replication_run(controller, "down")?;
+    ensure!(run_state(&run)? == "FAILED", "{run}");
+    let reason = str_field(&run, "reason")?;
+    let expected = format!(
+        "[EACCES] Unable to connect to port {} on {}",
+        sshd2.port(),
+        sshd2.host()
+    );
+    ensure!(reason.contains(&expected), "{reason}");
+    sshd2.restart()?;
+    sshd1.stop()?;
+    // The source's own sshd does not matter for pushing.
+    let run = replication_run(controller, "down")?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
+    sshd1.restart()?;
+    Ok(())
+}
