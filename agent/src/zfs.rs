@@ -207,7 +207,7 @@ pub enum DatasetNameError {
     #[error("dataset name '{name}' has a '.' or '..' component")]
     DotComponent { name: String },
     #[error(
-        "dataset name '{name}' contains {bad:?}; only letters, digits, '_', '.', ':', '-' and '/' between components are allowed"
+        "dataset name '{name}' contains {bad:?}; only letters, digits, '_', '.', ':', '-', spaces (not in the pool name) and '/' between components are allowed"
     )]
     BadCharacter { name: String, bad: char },
     #[error("'{name}' is not a snapshot name (dataset@snapshot)")]
@@ -234,9 +234,11 @@ pub enum DatasetNameError {
 
 /// Checks a dataset name (`pool[/child...]`) before it is passed to zfs.
 ///
-/// Stricter than zfs itself (which also allows spaces): names come from
-/// configuration and from the controller, and must never be able to act as
-/// an option (`-rf`) or carry anything a remote shell could interpret.
+/// The characters zfs allows: letters, digits, '_', '.', ':', '-' and, below
+/// the pool, spaces (checked on zfs-fuse; OpenZFS agrees). Names come from
+/// configuration and from the controller and must never act as an option
+/// (`-rf`); a space is harmless because local arguments are argv entries and
+/// every word sent through ssh is quoted.
 pub fn validate_dataset_name(name: &str) -> Result<(), DatasetNameError> {
     if name.is_empty() {
         return Err(DatasetNameError::Empty);
@@ -249,7 +251,9 @@ pub fn validate_dataset_name(name: &str) -> Result<(), DatasetNameError> {
         return Err(DatasetNameError::BadStart { name: owned() });
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
-    for component in name.split('/') {
+    for (index, component) in name.split('/').enumerate() {
+        // Pools take no spaces; datasets below them may.
+        let allowed = |c: char| allowed(c) || (index > 0 && c == ' ');
         if component.is_empty() {
             return Err(DatasetNameError::EmptyComponent { name: owned() });
         }
@@ -1381,7 +1385,6 @@ nfhelper1/data/child@rs\treferenced\t114688
             "$(x)",
             "tank/$(x)",
             "a b",
-            "tank/a b",
             " tank",
             "tank/",
             "/tank",
@@ -1404,6 +1407,8 @@ nfhelper1/data/child@rs\treferenced\t114688
                 "{name:?} was accepted"
             );
         }
+        // zfs allows spaces below the pool; they travel as data.
+        assert_eq!(validate_dataset_name("tank/a b/c d"), Ok(()));
         assert_eq!(
             validate_dataset_name("-rf"),
             Err(DatasetNameError::BadStart { name: "-rf".into() })
@@ -1426,7 +1431,7 @@ nfhelper1/data/child@rs\treferenced\t114688
         let msg = validate_dataset_name("a b").unwrap_err().to_string();
         assert_eq!(
             msg,
-            "dataset name 'a b' contains ' '; only letters, digits, '_', '.', ':', '-' and '/' between components are allowed"
+            "dataset name 'a b' contains ' '; only letters, digits, '_', '.', ':', '-', spaces (not in the pool name) and '/' between components are allowed"
         );
     }
 

@@ -441,3 +441,223 @@ fn replication_failures_and_validation_give_actionable_reasons() -> Result<()> {
     sshd1.restart()?;
     Ok(())
 }
+
+#[test]
+fn spaces_travel_as_data_snapshot_tasks_follow_and_retention_keeps_the_base() -> Result<()> {
+    ensure_zfs_fuse()?;
+    let dir = TestDir::new("replname")?;
+    let pool1 = TestPool::create(dir.path(), "nsrc")?;
+    let pool2 = TestPool::create(dir.path(), "ndst")?;
+    let sshd1 = TestSshd::start(dir.path())?;
+    let sshd2 = TestSshd::start(dir.path())?;
+    let spaced = pool1.create_dataset("my data")?;
+    let fresh = pool1.create_dataset("fresh")?;
+    // Two expired snapshots (2020) under a schema with a space in it.
+    pool1.snapshot("my data", "auto 2020-01-01_00-00")?;
+    pool1.snapshot("my data", "auto 2020-01-01_01-00")?;
+    let fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
+    let controller = &fleet.controller;
+    let target = format!("nas2:{}/backup", pool2.name());
+
+    // Hostile names never reach a shell: refused before anything runs.
+    let canary = dir.path().join("pwned");
+    let hostile = format!("nas1:{}/x$(touch {})", pool1.name(), canary.display());
+    let err = cli_error(
+        controller,
+        &[
+            "replication",
+            "create",
+            "evil",
+            "--source",
+            &hostile,
+            "--target",
+            &target,
+            "--yes",
+        ],
+    )?;
+    ensure!(err.contains("source"), "{err}");
+    let hostile_target = format!("nas2:{}/b;touch {}", pool2.name(), canary.display());
+    let spaced_source = format!("nas1:{spaced}");
+    let err = cli_error(
+        controller,
+        &[
+            "replication",
+            "create",
+            "evil",
+            "--source",
+            &spaced_source,
+            "--target",
+            &hostile_target,
+            "--yes",
+        ],
+    )?;
+    ensure!(err.contains("target"), "{err}");
+    ensure!(!canary.exists(), "a hostile name ran a command");
+
+    controller.cli_ok(&[
+        "replication",
+        "create",
+        "spaced",
+        "--source",
+        &spaced_source,
+        "--target",
+        &target,
+        "--naming-schema",
+        "auto %Y-%m-%d_%H-%M",
+        "--disabled",
+        "--yes",
+    ])?;
+    let run = replication_run(controller, "spaced")?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
+    let landed = format!("{}/backup/nas1/{spaced}", pool2.name());
+    let names = nasfleet_tests::zfs::snapshots(&landed)?;
+    ensure!(
+        names.len() == 2 && names[1].ends_with("@auto 2020-01-01_01-00"),
+        "{names:?}"
+    );
+    ensure!(!canary.exists());
+
+    // Retention of a snapshot task on the source keeps the replication base
+    // (the newest snapshot both sides have), destroys the other expired one.
+    for system in ["nas1", "nas2"] {
+        controller.cli_ok(&["system", "show", system, "--refresh"])?;
+    }
+    let task = create_snapshot_task(
+        controller,
+        &[
+            "--system",
+            "nas1",
+            "--dataset",
+            &spaced,
+            "--naming-schema",
+            "auto %Y-%m-%d_%H-%M",
+            "--lifetime",
+            "1w",
+            "--disabled",
+        ],
+    )?;
+    let run_id = start_task_run(controller, task)?;
+    let run = wait_run_final(controller, run_id, RUN_TIMEOUT)?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
+    let left = snapshot_names(&pool1, "my data")?;
+    ensure!(
+        left.iter().any(|n| n == "auto 2020-01-01_01-00"),
+        "base destroyed: {left:?}"
+    );
+    ensure!(
+        !left.iter().any(|n| n == "auto 2020-01-01_00-00"),
+        "expired kept: {left:?}"
+    );
+
+    // --create-snapshot-task: a companion snapshot task on the replication's
+    // schedule, and a snapshot taken right before each run.
+    let fresh_source = format!("nas1:{fresh}");
+    controller.cli_ok(&[
+        "replication",
+        "create",
+        "withsnap",
+        "--source",
+        &fresh_source,
+        "--target",
+        &target,
+        "--create-snapshot-task",
+        "--cron",
+        "15 3 * * *",
+        "--disabled",
+        "--yes",
+    ])?;
+    let tasks = controller.cli_json(&["snapshot-task", "list"])?;
+    let companion = tasks
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["dataset"] == fresh.as_str()))
+        .with_context(|| format!("no companion snapshot task in {tasks}"))?;
+    ensure!(
+        companion["schedule"] == "15 3 * * *"
+            && companion["naming_schema"] == "auto-%Y-%m-%d_%H-%M",
+        "{companion}"
+    );
+    let run = replication_run(controller, "withsnap")?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
+    let landed = format!("{}/backup/nas1/{fresh}", pool2.name());
+    let names = nasfleet_tests::zfs::snapshots(&landed)?;
+    ensure!(names.len() == 1 && names[0].contains("@auto-"), "{names:?}");
+    Ok(())
+}
+
+#[test]
+fn an_agent_killed_mid_transfer_recovers_on_the_next_run() -> Result<()> {
+    ensure_zfs_fuse()?;
+    let dir = TestDir::new("replkill")?;
+    let pool1 = TestPool::create_sized(dir.path(), "ksrc", 1024 * 1024 * 1024)?;
+    let pool2 = TestPool::create_sized(dir.path(), "kdst", 1024 * 1024 * 1024)?;
+    let sshd1 = TestSshd::start(dir.path())?;
+    let sshd2 = TestSshd::start(dir.path())?;
+    let data = pool1.create_dataset("data")?;
+    pool1.snapshot("data", "auto-2026-03-01_00-00")?;
+    let mut fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
+    let target = format!("nas2:{}/backup", pool2.name());
+    let source = format!("nas1:{data}");
+    fleet.controller.cli_ok(&[
+        "replication",
+        "create",
+        "big",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--disabled",
+        "--yes",
+    ])?;
+    let first = replication_run(&fleet.controller, "big")?;
+    ensure!(run_state(&first)? == "FINISHED", "{first}");
+
+    // 300 MiB of incompressible data: seconds to send, time to be killed.
+    let mountpoint = nasfleet_tests::zfs::get_property(&data, "mountpoint")?;
+    let file = PathBuf::from(mountpoint.trim()).join("big.bin");
+    nasfleet_tests::run_ok(
+        std::process::Command::new("dd")
+            .arg("if=/dev/urandom")
+            .arg(format!("of={}", file.display()))
+            .args(["bs=1M", "count=300", "status=none"]),
+    )?;
+    pool1.snapshot("data", "auto-2026-03-01_01-00")?;
+
+    let run = fleet.controller.cli_json(&["replication", "run", "big"])?;
+    let run_id = run["id"].as_u64().context("run id")?;
+    nasfleet_tests::wait_until(Duration::from_secs(60), Duration::from_millis(20), || {
+        let run = run_json(&fleet.controller, run_id)?;
+        Ok(run["progress"]["bytes_done"].as_u64().unwrap_or(0) > 0)
+    })
+    .context("the transfer never reported progress")?;
+    fleet.nas1.kill()?;
+    let landed = format!("{}/backup/nas1/{data}", pool2.name());
+    // The target keeps its last good state.
+    let names = nasfleet_tests::zfs::snapshots(&landed)?;
+    ensure!(
+        names.iter().any(|n| n.ends_with("@auto-2026-03-01_00-00")),
+        "{names:?}"
+    );
+
+    // The restarted agent reports the cut-off run as failed, truthfully.
+    fleet.nas1.restart()?;
+    let cut = wait_run_final(&fleet.controller, run_id, RUN_TIMEOUT)?;
+    ensure!(run_state(&cut)? == "FAILED", "{cut}");
+    ensure!(str_field(&cut, "reason")?.contains("restarted"), "{cut}");
+    wait_for_status(&fleet.controller, "nas1", "ONLINE", STATUS_TIMEOUT)?;
+
+    // The next run goes on from the newest common snapshot.
+    let next = replication_run(&fleet.controller, "big")?;
+    ensure!(run_state(&next)? == "FINISHED", "{next}");
+    let names = nasfleet_tests::zfs::snapshots(&landed)?;
+    ensure!(
+        names.iter().any(|n| n.ends_with("@auto-2026-03-01_01-00")),
+        "{names:?}"
+    );
+    let target_mount = nasfleet_tests::zfs::get_property(&landed, "mountpoint")?;
+    let copied = std::fs::metadata(PathBuf::from(target_mount.trim()).join("big.bin"))?.len();
+    ensure!(
+        copied == 300 * 1024 * 1024,
+        "big.bin on the target has {copied} bytes"
+    );
+    Ok(())
+}
