@@ -12,35 +12,18 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
-DEMO=${NASFLEET_DEMO_DIR:-/tmp/nasfleet-demo}
+FLEET=${NASFLEET_DEMO_DIR:-/tmp/nasfleet-demo}
 PORT=${NASFLEET_DEMO_PORT:-7443}
-SYSTEMS=(nas1 nas2)
+BIN=$REPO/target/debug
+FLEET_LOG_TAG=demo
+POOLS=(demo-nas1 demo-nas2)
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-
-log() { printf '[demo] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-pool_of() { echo "demo-$1"; }
-ip_of() { case "$1" in nas1) echo 127.0.0.2 ;; nas2) echo 127.0.0.3 ;; esac; }
+# shellcheck source=deploy/fleet-lib.sh
+source deploy/fleet-lib.sh
 
 stop_demo() {
-    for pidfile in "$DEMO"/run/*.pid; do
-        [[ -f $pidfile ]] || continue
-        pid=$(cat "$pidfile")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-        rm -f "$pidfile"
-    done
-    for system in "${SYSTEMS[@]}"; do
-        pool=$(pool_of "$system")
-        if zpool list -H -o name "$pool" >/dev/null 2>&1; then
-            zpool destroy -f "$pool"
-        fi
-    done
-    rm -rf "$DEMO"
+    [[ -d $FLEET ]] && fleet_forget_keys
+    fleet_stop "${POOLS[@]}"
 }
 
 if [[ ${1:-} == stop ]]; then
@@ -56,78 +39,24 @@ deploy/install-deps.sh
 
 log "building nasfleet"
 cargo build --workspace --bins --locked
-BIN=$REPO/target/debug
 
 stop_demo
-mkdir -p "$DEMO"/{run,logs,pools}
-CLI=("$BIN/nasfleet" --config "$DEMO/controller/admin.toml")
-
-# Starts a command in the background with its log and pid file.
-start_bg() {
-    local name=$1
-    shift
-    nohup "$@" >"$DEMO/logs/$name.log" 2>&1 &
-    echo $! >"$DEMO/run/$name.pid"
-}
-
-log "initialising the controller on 127.0.0.1:$PORT"
-"$BIN/nasfleet-controller" init --data-dir "$DEMO/controller" --listen "127.0.0.1:$PORT" --name localhost >/dev/null
-start_bg controller "$BIN/nasfleet-controller" run --data-dir "$DEMO/controller" --heartbeat-interval 2s
-for _ in $(seq 100); do
-    "${CLI[@]}" system list >/dev/null 2>&1 && break
-    sleep 0.1
-done
-"${CLI[@]}" system list >/dev/null || die "controller did not start; see $DEMO/logs/controller.log"
-
-mkdir -p /run/sshd
-for system in "${SYSTEMS[@]}"; do
-    pool=$(pool_of "$system")
-    ip=$(ip_of "$system")
-    host="$DEMO/hosts/$system"
-    mkdir -p "$host"
-
-    log "$system: pool $pool with a dataset and a snapshot"
-    truncate -s 256M "$DEMO/pools/$pool.img"
-    zpool create -m "$DEMO/mnt/$pool" "$pool" "$DEMO/pools/$pool.img" >/dev/null
+fleet_controller
+fleet_host nas1 demo-nas1 127.0.0.2 256M
+fleet_host nas2 demo-nas2 127.0.0.3 256M
+for system in nas1 nas2; do
+    pool=demo-$system
     zfs create "$pool/data"
-    echo "hello from $system" >"$DEMO/mnt/$pool/data/hello.txt"
+    echo "hello from $system" >"$FLEET/mnt/$pool/data/hello.txt"
     zfs snapshot "$pool/data@manual-$(date +%Y-%m-%d_%H-%M)"
-
-    log "$system: sshd on $ip:2222"
-    ssh-keygen -q -t ed25519 -N '' -f "$host/ssh_host_ed25519_key"
-    cat >"$host/sshd_config" <<EOF
-ListenAddress $ip:2222
-HostKey $host/ssh_host_ed25519_key
-PidFile $host/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-EOF
-    start_bg "sshd-$system" /usr/sbin/sshd -D -e -f "$host/sshd_config"
-
-    log "$system: enrolling with a fresh join token"
-    token_json=$("${CLI[@]}" -o json token create --ttl 10m)
-    token=$(printf '%s' "$token_json" | sed -n 's/.*"token": "\([^"]*\)".*/\1/p')
-    fingerprint=$(printf '%s' "$token_json" | sed -n 's/.*"ca_fingerprint": "\([^"]*\)".*/\1/p')
-    "$BIN/nasfleet-agent" join --controller "https://127.0.0.1:$PORT" --token "$token" \
-        --ca-fingerprint "$fingerprint" --name "$system" --state-dir "$host/agent" >/dev/null
-    start_bg "agent-$system" "$BIN/nasfleet-agent" run --state-dir "$host/agent" --pool "$pool" \
-        --ssh-address "$ip:2222" --ssh-host-key "$host/ssh_host_ed25519_key.pub"
 done
-
-log "waiting for both systems to come ONLINE"
-for _ in $(seq 150); do
-    online=$("${CLI[@]}" -o json system list | grep -c '"status": "ONLINE"' || true)
-    [[ $online -eq ${#SYSTEMS[@]} ]] && break
-    sleep 0.2
-done
+fleet_wait_online 2
+CLI=(fleet_cli)
 
 echo
 echo "\$ nasfleet system list"
 "${CLI[@]}" system list
 echo
-
 # A periodic snapshot task on nas1 (hourly, two weeks' retention), run once
 # now and watched, then the snapshots of the demo dataset.
 echo "\$ nasfleet snapshot-task create --system nas1 --dataset demo-nas1/data --schedule hourly --lifetime 2w"
@@ -143,13 +72,33 @@ echo
 echo "\$ nasfleet snapshot list nas1 demo-nas1/data --refresh"
 "${CLI[@]}" snapshot list nas1 demo-nas1/data --refresh
 echo
+
+# Fan-in: both systems' data into one backup dataset on nas2 (nas1 over SSH
+# with trust set up by the controller, nas2 locally). --create-snapshot-task
+# adds snapshot tasks where none cover a source and snapshots right before
+# each run.
+replicate=(replication create fanin --source nas1:demo-nas1/data --source nas2:demo-nas2/data
+    --target nas2:demo-nas2/backup --create-snapshot-task --yes)
+echo "\$ nasfleet ${replicate[*]}"
+"${CLI[@]}" "${replicate[@]}"
+echo
+echo "\$ nasfleet replication run fanin --watch"
+"${CLI[@]}" replication run fanin --watch
+echo
+echo "\$ nasfleet ssh-connection list"
+"${CLI[@]}" ssh-connection list
+echo
+echo "\$ nasfleet replication list"
+"${CLI[@]}" replication list
+echo
 cat <<EOF
 The demo fleet is running. Try:
-  export NASFLEET_CONFIG=$DEMO/controller/admin.toml
+  export NASFLEET_CONFIG=$FLEET/controller/admin.toml
   $BIN/nasfleet system show nas1
   $BIN/nasfleet system services nas2
   $BIN/nasfleet dataset list nas1
   $BIN/nasfleet run list
-Logs are in $DEMO/logs. Stop everything with: deploy/demo.sh stop
+  $BIN/nasfleet replication show fanin
+  $BIN/nasfleet snapshot list nas2 demo-nas2/backup --recursive --refresh
+Logs are in $FLEET/logs. Stop everything with: deploy/demo.sh stop
 EOF
-[[ $online -eq ${#SYSTEMS[@]} ]] || die "only $online of ${#SYSTEMS[@]} systems came ONLINE; see $DEMO/logs"

@@ -310,6 +310,29 @@ fn answer(
                     created: Vec::new(),
                 }
             }
+            Some(agent_request::Body::RevokeKey(revoke)) => {
+                let outcome = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    crate::ssh::revoke_key(&revoke.user, &revoke.public_key),
+                )
+                .await;
+                let error = match outcome {
+                    Ok(Ok(outcome)) => {
+                        tracing::info!(user = %revoke.user, ?outcome, "replication key revoked");
+                        String::new()
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!(
+                        "revoking the key took longer than {}s",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                };
+                AgentResponse {
+                    request_id,
+                    error,
+                    created: Vec::new(),
+                }
+            }
             Some(agent_request::Body::CheckSsh(check)) => {
                 let error = match check.target {
                     Some(target) => {

@@ -476,7 +476,7 @@ impl Fleet for FleetService {
         let record = self
             .state
             .store
-            .delete_ssh_connection(&req.source, &req.target)
+            .ssh_connection(&req.source, &req.target)
             .map_err(internal)?
             .ok_or_else(|| {
                 Status::not_found(format!(
@@ -484,6 +484,13 @@ impl Fleet for FleetService {
                     req.source, req.target
                 ))
             })?;
+        // The key must stop working, not just be forgotten here: the target
+        // revokes it first, and the record goes only when that succeeded.
+        ssh_connections::revoke(&self.state, &record).await?;
+        self.state
+            .store
+            .delete_ssh_connection(&req.source, &req.target)
+            .map_err(internal)?;
         self.state.store.flush().await.map_err(internal)?;
         tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection deleted");
         Ok(Response::new(ssh_connections::to_proto(&record)))

@@ -8,7 +8,9 @@ use crate::state::SharedState;
 use crate::store::SshConnectionRecord;
 use crate::tasks;
 use nasfleet_proto::status::now_unix_ms;
-use nasfleet_proto::v1::{AuthorizeKey, CheckSsh, ReplicationTarget, SshConnection, agent_request};
+use nasfleet_proto::v1::{
+    AuthorizeKey, CheckSsh, ReplicationTarget, RevokeKey, SshConnection, agent_request,
+};
 use std::time::Duration;
 use tonic::Status;
 
@@ -138,6 +140,36 @@ pub async fn create(
     state.store.flush().await.map_err(internal)?;
     tracing::info!(source, target, address = %record.address, "SSH connection made");
     Ok(record)
+}
+
+/// Has the target's agent remove the source's key from the replication
+/// user's authorized_keys. The target must be online for that.
+pub async fn revoke(state: &SharedState, record: &SshConnectionRecord) -> Result<(), Status> {
+    let answer = state
+        .sessions
+        .request(
+            &record.target,
+            agent_request::Body::RevokeKey(RevokeKey {
+                user: record.user.clone(),
+                public_key: record.public_key.clone(),
+            }),
+            AUTHORIZE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "cannot revoke the key of '{}' on '{}' ({e}); the connection is kept until it can be",
+                record.source, record.target
+            ))
+        })?;
+    if !answer.error.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "System '{}' could not revoke the key of '{}': {}",
+            record.target, record.source, answer.error
+        )));
+    }
+    tracing::info!(source = %record.source, target = %record.target, "replication key revoked on the target");
+    Ok(())
 }
 
 /// How a source reaches its target through a connection.

@@ -439,6 +439,24 @@ fn replication_failures_and_validation_give_actionable_reasons() -> Result<()> {
     let run = replication_run(controller, "down")?;
     ensure!(run_state(&run)? == "FINISHED", "{run}");
     sshd1.restart()?;
+
+    // Deleting the connection revokes the key on the target; creating it
+    // again authorizes it again (and checks the login from the source).
+    let key = replication_key_body(&fleet.nas1);
+    let authorized = || std::fs::read_to_string("/root/.ssh/authorized_keys").unwrap_or_default();
+    ensure!(authorized().contains(&key), "key of nas1 not authorized");
+    controller.cli_ok(&["ssh-connection", "delete", "nas1", "nas2", "--yes"])?;
+    ensure!(
+        !authorized().contains(&key),
+        "key of nas1 still authorized after delete"
+    );
+    let listed = controller.cli_json(&["ssh-connection", "list"])?;
+    ensure!(listed.as_array().is_some_and(|a| a.is_empty()), "{listed}");
+    let created = controller.cli_json(&["ssh-connection", "create", "nas1", "nas2"])?;
+    ensure!(created["address"] == sshd2.address(), "{created}");
+    ensure!(authorized().contains(&key));
+    let run = replication_run(controller, "down")?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
     Ok(())
 }
 
