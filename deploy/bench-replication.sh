@@ -36,7 +36,8 @@ cleanup() {
     fleet_stop "${POOLS[@]}"
 }
 cleanup
-trap cleanup EXIT
+# NASFLEET_BENCH_KEEP=1 keeps the fleet (and its logs) for a look afterwards.
+[[ ${NASFLEET_BENCH_KEEP:-} == 1 ]] || trap cleanup EXIT
 
 # Room for the data on each side plus zfs overhead.
 size="$((MIB * 2 + 512))M"
