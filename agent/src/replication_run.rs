@@ -14,10 +14,13 @@ use std::time::{Duration, Instant};
 const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+const MASTER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// zfs on the target, reached through ssh with the pinned host keys.
 struct RemoteZfs {
     target: SshTarget,
+    /// The run's shared connection, if it came up; closed with this value.
+    _master: Option<ssh::SshMaster>,
 }
 
 impl ZfsHost for RemoteZfs {
@@ -99,7 +102,7 @@ async fn preflight(
     ctx: &mut RunContext<'_>,
     target: &ReplicationTarget,
 ) -> Result<((RemoteZfs, Dialect), String), RunFailure> {
-    let (remote, dialect) = connect(&ctx.manager.identity, target)
+    let (remote, dialect) = connect(&ctx.manager.identity, target, true)
         .await
         .map_err(RunFailure::Failed)?;
     let detail = format!(
@@ -116,7 +119,7 @@ pub async fn check_target(
     identity: &AgentIdentity,
     target: &ReplicationTarget,
 ) -> Result<(), String> {
-    connect(identity, target).await.map(|_| ())
+    connect(identity, target, false).await.map(|_| ())
 }
 
 /// Pins the target's host keys, checks it answers and accepts our key, and
@@ -124,6 +127,7 @@ pub async fn check_target(
 async fn connect(
     identity: &AgentIdentity,
     target: &ReplicationTarget,
+    share: bool,
 ) -> Result<(RemoteZfs, Dialect), String> {
     validate_system_name(&target.system).map_err(|e| e.to_string())?;
     let port = u16::try_from(target.ssh_port)
@@ -148,11 +152,33 @@ async fn connect(
         port,
         identity: identity.replication_key.private_key.clone(),
         known_hosts,
+        control_path: None,
     };
     ssh::check_login(&ssh_target, LOGIN_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
-    let remote = RemoteZfs { target: ssh_target };
+    let remote = if share {
+        // One connection for all of the run's zfs commands; without it each
+        // pays a TCP connect, key exchange and login. Best effort.
+        match ssh::start_master(&ssh_target, MASTER_TIMEOUT).await {
+            Ok((master, shared)) => RemoteZfs {
+                target: shared,
+                _master: Some(master),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no shared SSH connection; each command connects on its own");
+                RemoteZfs {
+                    target: ssh_target,
+                    _master: None,
+                }
+            }
+        }
+    } else {
+        RemoteZfs {
+            target: ssh_target,
+            _master: None,
+        }
+    };
     // The target's zfs may be another dialect (zfs-fuse vs OpenZFS): `zfs version` exists only on OpenZFS.
     let (program, args) = remote.command(crate::zfs::version_args());
     let dialect = match crate::process::run(&program, &args, PROBE_TIMEOUT).await {
@@ -315,12 +341,14 @@ mod tests {
     #[test]
     fn remote_zfs_commands_go_through_ssh_with_quoted_words() {
         let remote = RemoteZfs {
+            _master: None,
             target: SshTarget {
                 user: "root".into(),
                 host: "127.0.0.3".into(),
                 port: 2222,
                 identity: "/var/lib/nasfleet-agent/replication_ed25519".into(),
                 known_hosts: "/var/lib/nasfleet-agent/known_hosts/nas2".into(),
+                control_path: None,
             },
         };
         let (program, args) = remote.command(vec![

@@ -488,6 +488,10 @@ pub struct SshTarget {
     /// A known_hosts file holding exactly the target's pinned host keys
     /// (see [`write_known_hosts`]).
     pub known_hosts: PathBuf,
+    /// The control socket of a master connection ([`start_master`]) to
+    /// share, so the many short zfs commands of a run skip a TCP connect,
+    /// key exchange and login each.
+    pub control_path: Option<PathBuf>,
 }
 
 impl SshTarget {
@@ -615,6 +619,12 @@ pub fn ssh_args(target: &SshTarget, remote_words: &[String]) -> Result<Vec<Strin
         return Err(SshError::InvalidWord { word: word.clone() });
     }
     let mut args: Vec<String> = vec!["-i".into(), identity, "-p".into(), target.port.to_string()];
+    if let Some(control) = &target.control_path {
+        // Use the run's master if it is there, never become one.
+        let control = ssh_path("control_path", control)?;
+        args.extend(["-o".into(), format!("ControlPath={control}")]);
+        args.extend(["-o".into(), "ControlMaster=no".into()]);
+    }
     for option in [
         "BatchMode=yes".to_owned(),
         "StrictHostKeyChecking=yes".to_owned(),
@@ -633,6 +643,107 @@ pub fn ssh_args(target: &SshTarget, remote_words: &[String]) -> Result<Vec<Strin
     args.push(format!("{}@{host}", target.user));
     args.push(remote_command(remote_words));
     Ok(args)
+}
+
+/// A master SSH connection shared by the commands of one run; closed when dropped.
+pub struct SshMaster {
+    child: tokio::process::Child,
+    dir: PathBuf,
+}
+
+impl Drop for SshMaster {
+    fn drop(&mut self) {
+        // kill_on_drop ends the master; the socket goes with its directory.
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Opens a master connection for `target` and returns the target set up to
+/// share it. The socket lives in a fresh private directory under /tmp (unix
+/// socket paths are limited to about 100 bytes, state dirs can be longer).
+/// On any failure the caller simply goes on without sharing.
+pub async fn start_master(
+    target: &SshTarget,
+    timeout: Duration,
+) -> Result<(SshMaster, SshTarget), SshError> {
+    let dir = std::env::temp_dir().join(format!(
+        "nasfleet-ssh-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_error("create", &dir))?;
+    }
+    let socket = dir.join("ctl");
+    let master_target = SshTarget {
+        control_path: None,
+        ..target.clone()
+    };
+    // `-N`: no command, just the connection; `-M` with an explicit
+    // ControlPath makes this process the master, in the foreground, so it
+    // is our child (never a daemon holding our pipes open).
+    let mut args = ssh_args(&master_target, &["true".to_owned()])?;
+    let destination = args.len() - 2;
+    args.truncate(destination + 1);
+    args.splice(
+        0..0,
+        [
+            "-M".to_owned(),
+            "-N".to_owned(),
+            "-o".to_owned(),
+            format!("ControlPath={}", socket.display()),
+            "-o".to_owned(),
+            "ControlPersist=no".to_owned(),
+        ],
+    );
+    let mut command = tokio::process::Command::new("ssh");
+    command
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    // If the agent dies without dropping the master (SIGKILL, crash), the
+    // kernel ends the master too instead of leaving it connected forever.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches only
+    // the child's own process attributes between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(io_error("start", Path::new("ssh")))?;
+    let mut master = SshMaster { child, dir };
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !socket.exists() {
+        if tokio::time::Instant::now() >= deadline || matches!(master.child.try_wait(), Ok(Some(_)))
+        {
+            return Err(SshError::Unreachable {
+                host: target.host.clone(),
+                port: target.port,
+                reason: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the shared SSH connection did not come up",
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shared = SshTarget {
+        control_path: Some(socket),
+        ..target.clone()
+    };
+    Ok((master, shared))
 }
 
 /// The host field of a known_hosts line, as ssh looks it up: `host` for
@@ -1479,6 +1590,7 @@ mod tests {
             port: 22,
             identity: "/var/lib/nasfleet-agent/replication_ed25519".into(),
             known_hosts: "/var/lib/nasfleet-agent/known_hosts/nas2".into(),
+            control_path: None,
         }
     }
 
@@ -2364,6 +2476,7 @@ mod tests {
             port,
             identity: dir.path().join("id"),
             known_hosts,
+            control_path: None,
         };
         let err = check_login(&t, Duration::from_secs(20)).await.unwrap_err();
         assert_eq!(
