@@ -8,6 +8,8 @@ pub mod process;
 pub mod replication;
 pub mod replication_run;
 pub mod retention;
+pub mod rsync;
+pub mod rsync_run;
 pub mod runs;
 pub mod ssh;
 pub mod ssh_service;

@@ -212,7 +212,7 @@ async fn session(
                     Some(Down::StartRun(work)) => runs.start(work).await,
                     Some(Down::CancelRun(cancel)) => runs.cancel(cancel.run_id, &cancel.by),
                     Some(Down::AckRunResult(ack)) => runs.ack(ack.run_id).await,
-                    Some(Down::Request(request)) => answer(request, zfs.clone(), runs.clone(), tx.clone()),
+                    Some(Down::Request(request)) => answer(request, zfs.clone(), runs.clone(), settings.inventory.pools.clone(), tx.clone()),
                     Some(Down::Welcome(_)) | None => {}
                 },
                 Ok(None) => break lost_established("the controller closed the stream".into()),
@@ -278,6 +278,7 @@ fn answer(
     request: AgentRequest,
     zfs: Arc<Zfs>,
     runs: Arc<RunManager>,
+    pools: Vec<String>,
     tx: mpsc::Sender<AgentMessage>,
 ) {
     tokio::spawn(async move {
@@ -303,6 +304,18 @@ fn answer(
                         "authorizing the key took longer than {}s",
                         REQUEST_TIMEOUT.as_secs()
                     ),
+                };
+                AgentResponse {
+                    request_id,
+                    error,
+                    created: Vec::new(),
+                }
+            }
+            Some(agent_request::Body::ValidateRsync(validate)) => {
+                let spec = validate.spec.unwrap_or_default();
+                let error = match crate::rsync::validate_on_host(&spec, &zfs, &pools).await {
+                    Ok(()) => String::new(),
+                    Err(e) => e.to_string(),
                 };
                 AgentResponse {
                     request_id,

@@ -331,17 +331,28 @@ impl RunManager {
             log: VecDeque::new(),
             bytes: 0,
         };
-        let outcome = match work.work {
-            Some(start_run::Work::Snapshot(snapshot)) => snapshot_run(&mut ctx, &snapshot).await,
-            Some(start_run::Work::Replication(replication)) => {
-                crate::replication_run::replication_run(&mut ctx, &replication).await
+        // rsync runs succeed as SUCCESS, the others as FINISHED (TrueNAS's words).
+        let (outcome, success) = match work.work {
+            Some(start_run::Work::Snapshot(snapshot)) => {
+                (snapshot_run(&mut ctx, &snapshot).await, RunState::Finished)
             }
-            None => Err(RunFailure::Failed(
-                "The controller sent a run without work; this agent may be too old".into(),
-            )),
+            Some(start_run::Work::Replication(replication)) => (
+                crate::replication_run::replication_run(&mut ctx, &replication).await,
+                RunState::Finished,
+            ),
+            Some(start_run::Work::Rsync(spec)) => (
+                crate::rsync_run::rsync_run(&mut ctx, &spec).await,
+                RunState::Success,
+            ),
+            None => (
+                Err(RunFailure::Failed(
+                    "The controller sent a run without work; this agent may be too old".into(),
+                )),
+                RunState::Failed,
+            ),
         };
         let (state, reason) = match outcome {
-            Ok(()) => (RunState::Finished, String::new()),
+            Ok(()) => (success, String::new()),
             Err(failure) => (RunState::Failed, failure.to_string()),
         };
         if state == RunState::Failed {

@@ -94,7 +94,7 @@ impl FleetService {
             .into_iter()
             .filter_map(|t| match t.spec?.kind? {
                 task_spec::Kind::Snapshot(s) => Some(s),
-                task_spec::Kind::Replication(_) => None,
+                task_spec::Kind::Replication(_) | task_spec::Kind::Rsync(_) => None,
             })
             .collect();
         let mut companions = Vec::new();
@@ -391,7 +391,7 @@ impl Fleet for FleetService {
                         task_spec::Kind::Snapshot(spec) => {
                             spec.system == req.system && covers(spec, &dataset.name)
                         }
-                        task_spec::Kind::Replication(_) => false,
+                        task_spec::Kind::Replication(_) | task_spec::Kind::Rsync(_) => false,
                     })
                     .map(|(name, _)| name.clone())
                     .collect();
@@ -693,6 +693,7 @@ fn kind_name(kind: &task_spec::Kind) -> &'static str {
     match kind {
         task_spec::Kind::Snapshot(_) => tasks::KIND_SNAPSHOT,
         task_spec::Kind::Replication(_) => tasks::KIND_REPLICATION,
+        task_spec::Kind::Rsync(_) => tasks::KIND_RSYNC,
     }
 }
 

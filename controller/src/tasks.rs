@@ -10,8 +10,8 @@ use nasfleet_proto::schedule::Schedule;
 use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::{
     Inventory, ReplicationDataset, ReplicationTarget, ReplicationTaskSpec, ReplicationWork,
-    Retention, RunState, SnapshotTaskSpec, SnapshotWork, StartRun, Task, TaskSpec, start_run,
-    task_spec,
+    Retention, RsyncDirection, RsyncMode, RsyncTaskSpec, RunState, SnapshotTaskSpec, SnapshotWork,
+    StartRun, Task, TaskSpec, ValidateRsync, agent_request, start_run, task_spec,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -20,6 +20,9 @@ use tonic::Status;
 
 pub const KIND_SNAPSHOT: &str = "snapshot";
 pub const KIND_REPLICATION: &str = "replication";
+pub const KIND_RSYNC: &str = "rsync";
+/// Host-side checks of an rsync task (incl. --validate-remote-path's 5 s).
+const RSYNC_VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest replication task name.
 const MAX_TASK_NAME: usize = 120;
 /// TrueNAS's default retention of periodic snapshots.
@@ -39,6 +42,7 @@ fn internal(e: impl std::fmt::Display) -> Status {
 pub fn systems_of(task: &Task) -> Vec<String> {
     match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
         Some(task_spec::Kind::Snapshot(s)) => vec![s.system.clone()],
+        Some(task_spec::Kind::Rsync(r)) => vec![r.system.clone()],
         Some(task_spec::Kind::Replication(r)) => {
             let mut systems: Vec<String> = Vec::new();
             for source in &r.sources {
@@ -102,6 +106,21 @@ pub async fn validate(
                 replication.name.clone(),
                 Schedule::weekly(),
             )
+        }
+        Some(task_spec::Kind::Rsync(rsync)) => {
+            validate_rsync(state, rsync).await?;
+            let name = if rsync.description.trim().is_empty() {
+                format!(
+                    "{}:{} {} {}",
+                    rsync.system,
+                    rsync.path,
+                    arrow(rsync),
+                    rsync.remote_host
+                )
+            } else {
+                rsync.description.trim().to_owned()
+            };
+            (KIND_RSYNC, name, Schedule::hourly())
         }
         None => {
             return Err(Status::invalid_argument(
@@ -320,6 +339,61 @@ async fn validate_replication(
     Ok(())
 }
 
+fn arrow(spec: &RsyncTaskSpec) -> &'static str {
+    match spec.direction() {
+        RsyncDirection::Pull => "<-",
+        _ => "->",
+    }
+}
+
+/// Field rules first, then everything that needs the task's host, checked
+/// there by its agent (path, user, key, and the remote path when asked).
+async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result<(), Status> {
+    if spec.system.is_empty() {
+        return Err(invalid("system", "System is required"));
+    }
+    if state
+        .store
+        .system(&spec.system)
+        .map_err(internal)?
+        .is_none()
+    {
+        return Err(invalid(
+            "system",
+            format!("System '{}' is not enrolled", spec.system),
+        ));
+    }
+    if spec.mode() == RsyncMode::Unspecified {
+        spec.set_mode(RsyncMode::Module);
+    }
+    if spec.remote_port == 0 {
+        spec.remote_port = if spec.mode() == RsyncMode::Ssh {
+            22
+        } else {
+            873
+        };
+    }
+    let answer = state
+        .sessions
+        .request(
+            &spec.system,
+            agent_request::Body::ValidateRsync(ValidateRsync {
+                spec: Some(spec.clone()),
+            }),
+            RSYNC_VALIDATE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            Status::failed_precondition(format!(
+                "system: {e}; rsync tasks are checked on their system"
+            ))
+        })?;
+    if !answer.error.is_empty() {
+        return Err(Status::invalid_argument(answer.error));
+    }
+    Ok(())
+}
+
 /// Finds a task by id (digits) or by its name; an ambiguous name is refused.
 pub fn find(state: &SharedState, reference: &str) -> Result<Task, Status> {
     if let Ok(id) = reference.parse::<u64>() {
@@ -401,6 +475,13 @@ pub async fn prepare(
             .map(|work| vec![(spec.system.clone(), work)])
             .map_err(|s| s.message().to_owned()),
         Some(task_spec::Kind::Replication(spec)) => replication_work(state, spec, at).await,
+        Some(task_spec::Kind::Rsync(spec)) => Ok(vec![(
+            spec.system.clone(),
+            StartRun {
+                run_id: 0,
+                work: Some(start_run::Work::Rsync(spec.clone())),
+            },
+        )]),
         None => Err(format!("task {} has no kind", task.id)),
     }
 }
