@@ -6,6 +6,7 @@ pub mod output;
 
 use clap::{Parser, Subcommand};
 use commands::replication::ReplicationCommand;
+use commands::rsync::RsyncCommand;
 use commands::snapshot_task::{CreateArgs, EditArgs};
 use commands::ssh_connection::SshConnectionCommand;
 use commands::task::SNAPSHOT;
@@ -55,6 +56,9 @@ pub enum Command {
     /// SSH trust between systems, which replication between them needs.
     #[command(subcommand, name = "ssh-connection")]
     SshConnection(SshConnectionCommand),
+    /// Rsync tasks: a path of a system copied to or from a remote host on a schedule.
+    #[command(subcommand)]
+    Rsync(RsyncCommand),
 }
 
 #[derive(Subcommand)]
@@ -248,6 +252,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SshConnection(command) => {
             commands::ssh_connection::dispatch(channel, command, output).await
         }
+        Command::Rsync(command) => commands::rsync::dispatch(channel, command, output).await,
     }
 }
 
@@ -285,6 +290,8 @@ pub fn precheck(command: &Command) -> anyhow::Result<()> {
             SshConnectionCommand::Create { source, target }
             | SshConnectionCommand::Delete { source, target, .. },
         ) => commands::ssh_connection::check_pair(source, target),
+        Command::Rsync(RsyncCommand::Create(args)) => commands::rsync::create_spec(args).map(drop),
+        Command::Rsync(RsyncCommand::Edit(args)) => commands::rsync::edit_precheck(args).map(drop),
         _ => Ok(()),
     }
 }
@@ -430,6 +437,44 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn rsync_flags_fail_before_connecting() {
+        let parse =
+            |argv: &[&str]| Cli::try_parse_from(argv.iter()).unwrap_or_else(|e| panic!("{e}"));
+        let create = [
+            "nasfleet",
+            "-o",
+            "json",
+            "rsync",
+            "create",
+            "--system",
+            "nas1",
+            "--path",
+            "/mnt/tank/data",
+            "--user",
+            "root",
+            "--direction",
+            "push",
+        ];
+        let err = precheck(&parse(&create).command).unwrap_err().to_string();
+        assert_eq!(err, "remote_host: Remote host is required");
+        let mut argv = create.to_vec();
+        argv.extend_from_slice(&["--remote-host", "backup", "--mode", "ssh"]);
+        let err = precheck(&parse(&argv).command).unwrap_err().to_string();
+        assert_eq!(err, "remote_path: Remote path is required in SSH mode");
+        argv.extend_from_slice(&["--remote-path", "/srv", "--aux", "--exclude=*.tmp"]);
+        assert!(precheck(&parse(&argv).command).is_ok());
+        let cli = parse(&["nasfleet", "rsync", "edit", "5"]);
+        let err = precheck(&cli.command).unwrap_err().to_string();
+        assert!(err.starts_with("nothing to change"), "{err}");
+        let cli = parse(&["nasfleet", "rsync", "run", "5", "--watch"]);
+        assert!(matches!(
+            cli.command,
+            Command::Rsync(RsyncCommand::Run { watch: true, .. })
+        ));
+        assert!(precheck(&cli.command).is_ok());
     }
 
     #[test]

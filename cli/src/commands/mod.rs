@@ -4,6 +4,7 @@ pub mod dataset;
 pub mod replication;
 pub mod replication_file;
 pub mod replication_spec;
+pub mod rsync;
 pub mod run;
 pub mod schedule_args;
 pub mod snapshot;

@@ -3,7 +3,10 @@
 use super::schedule_args::ScheduleArgs;
 use super::snapshot::check_schema;
 use super::status_error;
-use super::task::{self, SNAPSHOT, TaskJson, next_run_text, task_schedule, task_status};
+use super::task::{
+    self, SNAPSHOT, TaskJson, last_run_text, next_run_text, schedule_text, task_schedule,
+    task_status,
+};
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, yes_no};
 use anyhow::bail;
 use clap::Args;
@@ -242,24 +245,6 @@ fn snapshot_spec(task: &Task) -> SnapshotTaskSpec {
     match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
         Some(Kind::Snapshot(snap)) => snap.clone(),
         _ => SnapshotTaskSpec::default(),
-    }
-}
-
-/// `every hour (0 * * * *)`, or just the expression when there is no description.
-fn schedule_text(task: &Task) -> String {
-    let expression = task_schedule(task);
-    if task.schedule_description.is_empty() {
-        expression.to_owned()
-    } else {
-        format!("{} ({expression})", task.schedule_description)
-    }
-}
-
-fn last_run_text(task: &Task) -> String {
-    match (task.last_run_id, task.last_run_unix_ms) {
-        (0, _) => "never".into(),
-        (id, ms) if ms > 0 => format!("run {id} at {}", human_time(ms)),
-        (id, _) => format!("run {id}"),
     }
 }
 

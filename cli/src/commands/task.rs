@@ -9,7 +9,8 @@ use nasfleet_proto::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
-    ReplicationSource, ReplicationTaskSpec, SetTaskEnabledRequest, SnapshotTaskSpec, Task, TaskRef,
+    ReplicationSource, ReplicationTaskSpec, RsyncDirection, RsyncMode, RsyncTaskSpec,
+    SetTaskEnabledRequest, SnapshotTaskSpec, Task, TaskRef,
 };
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -23,6 +24,17 @@ pub struct TaskKind {
     pub noun: &'static str,
     /// What deleting a task of this kind leaves alone, for the question.
     pub delete_note: &'static str,
+    /// The `nasfleet` command group that manages this kind.
+    pub group: &'static str,
+}
+
+impl TaskKind {
+    /// The noun with its article: `a snapshot task`, `an rsync task`.
+    pub fn with_article(&self) -> String {
+        // By sound, not by letter: "an rsync task".
+        let an = self.noun.starts_with(['a', 'e', 'i', 'o', 'u']) || self.noun.starts_with("rsync");
+        format!("{} {}", if an { "an" } else { "a" }, self.noun)
+    }
 }
 
 /// Periodic snapshot tasks.
@@ -30,6 +42,7 @@ pub const SNAPSHOT: TaskKind = TaskKind {
     wire: "snapshot",
     noun: "snapshot task",
     delete_note: "Its snapshots stay.",
+    group: "snapshot-task",
 };
 
 /// Replication tasks.
@@ -37,7 +50,19 @@ pub const REPLICATION: TaskKind = TaskKind {
     wire: "replication",
     noun: "replication task",
     delete_note: "Snapshots and replicated datasets stay.",
+    group: "replication",
 };
+
+/// Rsync tasks.
+pub const RSYNC: TaskKind = TaskKind {
+    wire: "rsync",
+    noun: "rsync task",
+    delete_note: "Files already copied stay.",
+    group: "rsync",
+};
+
+/// Every kind the CLI knows, to name the right command group in messages.
+pub const KINDS: [TaskKind; 3] = [SNAPSHOT, REPLICATION, RSYNC];
 
 /// The fields of a periodic snapshot task's spec, flattened into [`TaskJson`].
 #[derive(Debug, Serialize)]
@@ -119,6 +144,98 @@ impl From<&ReplicationTaskSpec> for ReplicationSpecJson {
     }
 }
 
+/// The default port of an rsync mode: 22 for SSH, 873 for an rsync daemon module.
+pub fn rsync_default_port(mode: RsyncMode) -> u32 {
+    match mode {
+        RsyncMode::Ssh => 22,
+        RsyncMode::Module | RsyncMode::Unspecified => 873,
+    }
+}
+
+/// The port an rsync task talks to: the spec's, or its mode's default for 0.
+pub fn rsync_effective_port(spec: &RsyncTaskSpec) -> u32 {
+    if spec.remote_port == 0 {
+        rsync_default_port(spec.mode())
+    } else {
+        spec.remote_port
+    }
+}
+
+/// `PUSH` / `PULL`, as JSON and tables spell the direction.
+pub fn rsync_direction_word(direction: RsyncDirection) -> &'static str {
+    match direction {
+        RsyncDirection::Push => "PUSH",
+        RsyncDirection::Pull => "PULL",
+        RsyncDirection::Unspecified => "UNSPECIFIED",
+    }
+}
+
+/// `MODULE` / `SSH`; a spec without a mode is a module task, as on the controller.
+pub fn rsync_mode_word(mode: RsyncMode) -> &'static str {
+    match mode {
+        RsyncMode::Ssh => "SSH",
+        RsyncMode::Module | RsyncMode::Unspecified => "MODULE",
+    }
+}
+
+/// The fields of an rsync task's spec by their TrueNAS names, flattened into [`TaskJson`].
+#[derive(Debug, Serialize)]
+pub struct RsyncSpecJson {
+    pub system: String,
+    pub path: String,
+    pub user: String,
+    /// `PUSH` or `PULL`.
+    pub direction: &'static str,
+    pub description: String,
+    pub remote_host: String,
+    /// `MODULE` or `SSH`.
+    pub mode: &'static str,
+    pub remote_module: String,
+    /// The effective port: the mode's default when the spec leaves it at 0.
+    pub remote_port: u32,
+    pub remote_path: String,
+    pub validate_remote_path: bool,
+    pub recursive: bool,
+    pub times: bool,
+    pub compress: bool,
+    pub archive: bool,
+    pub delete: bool,
+    pub quiet: bool,
+    pub preserve_permissions: bool,
+    pub preserve_xattrs: bool,
+    pub delay_updates: bool,
+    /// Extra rsync arguments, one word each, exactly as given.
+    pub auxiliary: Vec<String>,
+}
+
+impl From<&RsyncTaskSpec> for RsyncSpecJson {
+    fn from(s: &RsyncTaskSpec) -> Self {
+        RsyncSpecJson {
+            system: s.system.clone(),
+            path: s.path.clone(),
+            user: s.user.clone(),
+            direction: rsync_direction_word(s.direction()),
+            description: s.description.clone(),
+            remote_host: s.remote_host.clone(),
+            mode: rsync_mode_word(s.mode()),
+            remote_module: s.remote_module.clone(),
+            remote_port: rsync_effective_port(s),
+            remote_path: s.remote_path.clone(),
+            validate_remote_path: s.validate_remote_path,
+            recursive: s.recursive,
+            times: s.times,
+            compress: s.compress,
+            archive: s.archive,
+            delete: s.delete,
+            quiet: s.quiet,
+            preserve_permissions: s.preserve_permissions,
+            preserve_xattrs: s.preserve_xattrs,
+            delay_updates: s.delay_updates,
+            auxiliary: s.auxiliary.clone(),
+        }
+    }
+}
+
 /// A task as `-o json` prints it. The kind-specific spec fields sit at the
 /// top level (flattened) so scripts read `.dataset`, not `.spec.snapshot.dataset`;
 /// each kind has its own flattened part, absent for the other kinds.
@@ -131,6 +248,8 @@ pub struct TaskJson {
     pub snapshot: Option<SnapshotSpecJson>,
     #[serde(flatten)]
     pub replication: Option<ReplicationSpecJson>,
+    #[serde(flatten)]
+    pub rsync: Option<RsyncSpecJson>,
     /// Normalised cron expression.
     pub schedule: String,
     pub schedule_description: String,
@@ -175,12 +294,17 @@ impl From<&Task> for TaskJson {
             Some(Kind::Replication(r)) => Some(ReplicationSpecJson::from(r)),
             _ => None,
         };
+        let rsync = match kind {
+            Some(Kind::Rsync(r)) => Some(RsyncSpecJson::from(r)),
+            _ => None,
+        };
         TaskJson {
             id: t.id,
             name: t.name.clone(),
             kind: t.kind.clone(),
             snapshot,
             replication,
+            rsync,
             schedule: task_schedule(t).to_owned(),
             schedule_description: t.schedule_description.clone(),
             enabled: spec.map(|s| s.enabled).unwrap_or(false),
@@ -206,24 +330,47 @@ pub fn next_run_text(task: &Task) -> String {
     }
 }
 
+/// `every hour (0 * * * *)`, or just the expression when there is no description.
+pub fn schedule_text(task: &Task) -> String {
+    let expression = task_schedule(task);
+    if task.schedule_description.is_empty() {
+        expression.to_owned()
+    } else {
+        format!("{} ({expression})", task.schedule_description)
+    }
+}
+
+/// `run 12 at 2026-...`, or `never`.
+pub fn last_run_text(task: &Task) -> String {
+    match (task.last_run_id, task.last_run_unix_ms) {
+        (0, _) => "never".into(),
+        (id, ms) if ms > 0 => format!("run {id} at {}", human_time(ms)),
+        (id, _) => format!("run {id}"),
+    }
+}
+
 /// Refuses to work on a task of another kind through this command group, so
-/// `snapshot-task edit 7` cannot rewrite a replication task's spec.
+/// `snapshot-task edit 7` cannot rewrite a replication task's spec. The
+/// message says what the task is and which command group manages it.
 pub fn expect_kind(task: &Task, kind: TaskKind) -> anyhow::Result<()> {
     if task.kind == kind.wire {
-        Ok(())
-    } else {
-        bail!(
-            "task {} ({}) is a {} task, not a {}",
-            task.id,
-            task.name,
-            if task.kind.is_empty() {
-                "unknown"
-            } else {
-                &task.kind
-            },
-            kind.noun
-        )
+        return Ok(());
     }
+    let actual = KINDS.iter().find(|k| k.wire == task.kind);
+    let what = match actual {
+        Some(k) => k.with_article(),
+        None if task.kind.is_empty() => "a task of unknown kind".to_owned(),
+        None => format!("a {} task", task.kind),
+    };
+    let hint = actual
+        .map(|k| format!("; see `nasfleet {} show {}`", k.group, task.id))
+        .unwrap_or_default();
+    bail!(
+        "task {} ({}) is {what}, not {}{hint}",
+        task.id,
+        task.name,
+        kind.with_article()
+    )
 }
 
 /// Fetches one task by id or name and checks its kind.
