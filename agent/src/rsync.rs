@@ -497,6 +497,67 @@ pub async fn validate_remote_path(
     }
 }
 
+/// Every check of an rsync task that needs its host, in order: the fields,
+/// the user, the path (an existing directory inside one of this system's
+/// pools), the SSH key in SSH mode, and the remote path when asked.
+/// `pools`: the pools this agent owns (empty = every pool).
+pub async fn validate_on_host(
+    spec: &RsyncTaskSpec,
+    zfs: &crate::zfs::Zfs,
+    pools: &[String],
+) -> Result<(), RsyncCheckError> {
+    check_fields(spec)?;
+    let account = lookup_account(&spec.user).await?.ok_or_else(|| {
+        field(
+            "user",
+            format!("Provided user \"{}\" does not exist", spec.user),
+        )
+    })?;
+    let path = Path::new(&spec.path);
+    if !tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
+        return Err(field(
+            "path",
+            format!("'{}' does not exist or is not a directory", spec.path),
+        ));
+    }
+    let pools: Vec<String> = if pools.is_empty() {
+        zfs.list_pools()
+            .await
+            .map_err(|e| field("path", format!("cannot list pools: {e}")))?
+            .0
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    } else {
+        pools.to_vec()
+    };
+    let mut mountpoints = Vec::new();
+    for pool in &pools {
+        if let Ok(listing) = zfs.list_datasets_and_snapshots(pool).await {
+            mountpoints.extend(
+                listing
+                    .datasets
+                    .into_iter()
+                    .map(|d| PathBuf::from(d.mountpoint))
+                    .filter(|m| m.is_absolute()),
+            );
+        }
+    }
+    if !inside_mountpoints(path, &mountpoints) {
+        return Err(field(
+            "path",
+            "The path must reside within a pool mount point",
+        ));
+    }
+    if spec.mode() == RsyncMode::Ssh {
+        check_user_key(&account).await?;
+    }
+    if spec.validate_remote_path {
+        validate_remote_path(spec, &account).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,63 +690,3 @@ mod tests {
     }
 }
 
-/// Every check of an rsync task that needs its host, in order: the fields,
-/// the user, the path (an existing directory inside one of this system's
-/// pools), the SSH key in SSH mode, and the remote path when asked.
-/// `pools`: the pools this agent owns (empty = every pool).
-pub async fn validate_on_host(
-    spec: &RsyncTaskSpec,
-    zfs: &crate::zfs::Zfs,
-    pools: &[String],
-) -> Result<(), RsyncCheckError> {
-    check_fields(spec)?;
-    let account = lookup_account(&spec.user).await?.ok_or_else(|| {
-        field(
-            "user",
-            format!("Provided user \"{}\" does not exist", spec.user),
-        )
-    })?;
-    let path = Path::new(&spec.path);
-    if !tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
-        return Err(field(
-            "path",
-            format!("'{}' does not exist or is not a directory", spec.path),
-        ));
-    }
-    let pools: Vec<String> = if pools.is_empty() {
-        zfs.list_pools()
-            .await
-            .map_err(|e| field("path", format!("cannot list pools: {e}")))?
-            .0
-            .into_iter()
-            .map(|p| p.name)
-            .collect()
-    } else {
-        pools.to_vec()
-    };
-    let mut mountpoints = Vec::new();
-    for pool in &pools {
-        if let Ok(listing) = zfs.list_datasets_and_snapshots(pool).await {
-            mountpoints.extend(
-                listing
-                    .datasets
-                    .into_iter()
-                    .map(|d| PathBuf::from(d.mountpoint))
-                    .filter(|m| m.is_absolute()),
-            );
-        }
-    }
-    if !inside_mountpoints(path, &mountpoints) {
-        return Err(field(
-            "path",
-            "The path must reside within a pool mount point",
-        ));
-    }
-    if spec.mode() == RsyncMode::Ssh {
-        check_user_key(&account).await?;
-    }
-    if spec.validate_remote_path {
-        validate_remote_path(spec, &account).await?;
-    }
-    Ok(())
-}
