@@ -689,4 +689,3 @@ mod tests {
         assert!(!inside_mountpoints(Path::new("/mnt/tankx"), &mounts));
     }
 }
-
