@@ -11,12 +11,13 @@ PACKAGES=(
     openssh-server  # sshd: one per test "host"
     openssh-client  # ssh, ssh-keygen
     rsync           # rsync tasks, and the rsync daemon in tests
+    attr            # getfattr, setfattr: the rsync xattr tests
     procps          # pgrep, used by the harness
     iproute2        # ss, for diagnosing listeners
     coreutils       # truncate, timeout
     ca-certificates # apt over https mirrors
 )
-COMMANDS=(zfs-fuse zpool zfs sshd ssh ssh-keygen rsync pgrep ss truncate timeout)
+COMMANDS=(zfs-fuse zpool zfs sshd ssh ssh-keygen rsync getfattr setfattr pgrep ss truncate timeout)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

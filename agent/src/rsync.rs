@@ -415,6 +415,7 @@ pub async fn validate_remote_path(
 ) -> Result<(), RsyncCheckError> {
     let fail = |message: String| field("remote_path", message);
     let (user, host) = split_remote_host(&spec.remote_host);
+    let mut temp_dir: Option<PathBuf> = None;
     let (program, args): (&str, Vec<String>) = match spec.mode() {
         RsyncMode::Ssh => {
             // mkdir -p makes it; test -d proves it is a directory. Each word quoted.
@@ -441,9 +442,20 @@ pub async fn validate_remote_path(
         RsyncMode::Module | RsyncMode::Unspecified => {
             // Sending an empty directory with --mkpath creates the path on
             // the daemon side (and fails if it is a file).
-            let empty =
-                std::env::temp_dir().join(format!("nasfleet-rsync-empty-{}", std::process::id()));
-            let _ = tokio::fs::create_dir_all(&empty).await;
+            // A fresh directory with a random name, removed below: nobody
+            // can prepare files to be sent in its place.
+            let empty = std::env::temp_dir().join(format!(
+                "nasfleet-rsync-empty-{:016x}",
+                rand::random::<u64>()
+            ));
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&empty)
+                    .map_err(|e| fail(format!("cannot create {}: {e}", empty.display())))?;
+            }
+            temp_dir = Some(empty.clone());
             let mut spec_dir = spec.clone();
             spec_dir.remote_path = format!("{}/", spec.remote_path.trim_end_matches('/'));
             (
@@ -471,7 +483,11 @@ pub async fn validate_remote_path(
     let child = command
         .spawn()
         .map_err(|e| fail(format!("cannot start {program}: {e}")))?;
-    match tokio::time::timeout(VALIDATE_TIMEOUT, child.wait_with_output()).await {
+    let waited = tokio::time::timeout(VALIDATE_TIMEOUT, child.wait_with_output()).await;
+    if let Some(dir) = temp_dir {
+        let _ = tokio::fs::remove_dir(&dir).await;
+    }
+    match waited {
         Ok(Ok(output)) if output.status.success() => Ok(()),
         Err(_) => Err(fail(format!(
             "checking the remote path timed out after {}s",
@@ -497,6 +513,58 @@ pub async fn validate_remote_path(
     }
 }
 
+/// The task's path must be an existing directory inside one of `pools`'
+/// dataset mountpoints (empty = every pool). Judged on the real path, with
+/// `..` and symbolic links resolved: `/mnt/tank/x/../../../etc` or a link
+/// to `/etc` inside a dataset is not inside the pool.
+pub async fn check_path_in_pools(
+    path: &str,
+    zfs: &crate::zfs::Zfs,
+    pools: &[String],
+) -> Result<(), RsyncCheckError> {
+    let real = match tokio::fs::canonicalize(path).await {
+        Ok(real) if tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_dir()) => real,
+        _ => {
+            return Err(field(
+                "path",
+                format!("'{path}' does not exist or is not a directory"),
+            ));
+        }
+    };
+    let pools: Vec<String> = if pools.is_empty() {
+        zfs.list_pools()
+            .await
+            .map_err(|e| field("path", format!("cannot list pools: {e}")))?
+            .0
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    } else {
+        pools.to_vec()
+    };
+    let mut mountpoints = Vec::new();
+    for pool in &pools {
+        if let Ok(listing) = zfs.list_datasets_and_snapshots(pool).await {
+            for dataset in listing.datasets {
+                let mountpoint = PathBuf::from(dataset.mountpoint);
+                if mountpoint.is_absolute() {
+                    let real = tokio::fs::canonicalize(&mountpoint)
+                        .await
+                        .unwrap_or(mountpoint);
+                    mountpoints.push(real);
+                }
+            }
+        }
+    }
+    if !inside_mountpoints(&real, &mountpoints) {
+        return Err(field(
+            "path",
+            "The path must reside within a pool mount point",
+        ));
+    }
+    Ok(())
+}
+
 /// Every check of an rsync task that needs its host, in order: the fields,
 /// the user, the path (an existing directory inside one of this system's
 /// pools), the SSH key in SSH mode, and the remote path when asked.
@@ -513,42 +581,7 @@ pub async fn validate_on_host(
             format!("Provided user \"{}\" does not exist", spec.user),
         )
     })?;
-    let path = Path::new(&spec.path);
-    if !tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
-        return Err(field(
-            "path",
-            format!("'{}' does not exist or is not a directory", spec.path),
-        ));
-    }
-    let pools: Vec<String> = if pools.is_empty() {
-        zfs.list_pools()
-            .await
-            .map_err(|e| field("path", format!("cannot list pools: {e}")))?
-            .0
-            .into_iter()
-            .map(|p| p.name)
-            .collect()
-    } else {
-        pools.to_vec()
-    };
-    let mut mountpoints = Vec::new();
-    for pool in &pools {
-        if let Ok(listing) = zfs.list_datasets_and_snapshots(pool).await {
-            mountpoints.extend(
-                listing
-                    .datasets
-                    .into_iter()
-                    .map(|d| PathBuf::from(d.mountpoint))
-                    .filter(|m| m.is_absolute()),
-            );
-        }
-    }
-    if !inside_mountpoints(path, &mountpoints) {
-        return Err(field(
-            "path",
-            "The path must reside within a pool mount point",
-        ));
-    }
+    check_path_in_pools(&spec.path, zfs, pools).await?;
     if spec.mode() == RsyncMode::Ssh {
         check_user_key(&account).await?;
     }

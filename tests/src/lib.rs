@@ -12,12 +12,16 @@
 
 pub mod fleet;
 pub mod process;
+pub mod rsyncd;
 pub mod sshd;
+pub mod users;
 pub mod zfs;
 
 pub use fleet::{Agent, Controller, JoinToken, wait_for_status};
 pub use process::{ChildGuard, binary, run_ok, run_ok_timeout, run_output, wait_until};
+pub use rsyncd::TestRsyncd;
 pub use sshd::TestSshd;
+pub use users::TestUser;
 pub use zfs::{TestPool, ensure_zfs_fuse};
 
 use anyhow::{Context, Result, bail};

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Parent of every test pool's mountpoint, away from `/` so leftovers are
 /// easy to spot and clean.
@@ -167,6 +167,55 @@ pub fn get_property(name: &str, property: &str) -> Result<String> {
     )
 }
 
+/// Where [`MountLock`] takes its flock; shared by every process on the machine.
+const MOUNT_LOCK_FILE: &str = "/run/lock/nasfleet-zfs-fuse-mount.lock";
+
+/// How long one test waits for another's mount to finish.
+const MOUNT_LOCK_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One mount at a time on this machine, across processes (an flock).
+///
+/// zfs-fuse announces every new mount to its FUSE listener with two
+/// unsynchronised `write`s to one pipe (`zfsfuse_newfs` in
+/// `fuse_listener.c`). Two mounts at once (`zpool create`, `zfs create`)
+/// can interleave them; the listener then reads a garbage length and waits
+/// forever for that many bytes while holding the mutex every FUSE request
+/// needs, and every zfs-fuse file system on the machine hangs until the
+/// daemon is restarted. So the harness creates pools and datasets (the
+/// calls that mount) under this lock.
+pub struct MountLock {
+    _file: fs::File,
+}
+
+impl MountLock {
+    pub fn take() -> Result<MountLock> {
+        use std::os::fd::AsRawFd;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(MOUNT_LOCK_FILE)
+            .with_context(|| format!("opening {MOUNT_LOCK_FILE}"))?;
+        let deadline = Instant::now() + MOUNT_LOCK_TIMEOUT;
+        loop {
+            // SAFETY: flock(2) on a descriptor this function owns.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                // Released when the file is closed, i.e. on drop.
+                return Ok(MountLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err).with_context(|| format!("flock {MOUNT_LOCK_FILE}"));
+            }
+            if Instant::now() >= deadline {
+                bail!("{MOUNT_LOCK_FILE} still locked after {MOUNT_LOCK_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// A file-backed zfs-fuse pool owned by one test, destroyed on drop.
 ///
 /// Named `nft<prefix><pid><counter>` (at most 20 chars) so test threads and
@@ -219,6 +268,7 @@ impl TestPool {
             .with_context(|| format!("sizing pool image {}", image.display()))?;
         drop(file);
         let mountpoint = Path::new(MOUNT_ROOT).join(&name);
+        let lock = MountLock::take()?;
         let created = run_ok(
             zpool()?
                 .args(["create", "-m"])
@@ -226,6 +276,7 @@ impl TestPool {
                 .arg(&name)
                 .arg(&image),
         );
+        drop(lock);
         if let Err(e) = created {
             let _ = fs::remove_file(&image);
             return Err(e.context(format!("creating test pool {name}")));
@@ -261,6 +312,7 @@ impl TestPool {
     /// returns the full name.
     pub fn create_dataset(&self, rel: &str) -> Result<String> {
         let full = self.dataset(rel);
+        let _lock = MountLock::take()?;
         run_ok(zfs()?.args(["create", "-p", &full]))?;
         Ok(full)
     }

@@ -3,5 +3,6 @@
 mod common;
 mod fleet;
 mod replication;
+mod rsync;
 mod runs;
 mod snapshots;
