@@ -1,14 +1,18 @@
 //! Running child processes (zfs, zpool, ssh, rsync) safely: no shell, a timeout, stderr kept for the error, and each child's whole process group killed and the child reaped on timeout, cancellation or drop; one child alone ([`run`]) or one piped into another through the agent ([`pipe`], for `zfs send | zfs recv`).
 
 use std::ffi::OsStr;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// Longest rendering of a command line in an error message; inventory
 /// commands are short, but a `zfs send` with many snapshot names need not be.
@@ -348,10 +352,16 @@ async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>) -> io::Result<Vec<u8>> {
 // ---------------------------------------------------------------------------
 // Piping one child into another (`zfs send | zfs recv`).
 
-/// Relay buffer of [`pipe`]. Each read returns what the kernel pipe holds
-/// (64 KiB by default, more after [`widen_pipe`]), so a larger buffer only
-/// helps when the sender is ahead of us.
-const PIPE_BUFFER: usize = 1 << 20;
+/// Most bytes one `splice(2)` of [`pipe`]'s relay moves (and the buffer of
+/// its userspace fallback). Each call moves what the sender's pipe holds
+/// (64 KiB by default, more after [`widen_pipe`]) and the receiver's has
+/// room for, so a larger chunk only helps when the sender is ahead.
+const RELAY_CHUNK: usize = 1 << 20;
+
+/// Longest the relay thread sleeps in poll(2) before it checks whether the
+/// transfer was given up; the backstop for pipes that a killed process
+/// group did not close (a helper that left the group still holds them).
+const RELAY_STOP_CHECK_MS: libc::c_int = 100;
 
 /// Kernel pipe size asked for on both of [`pipe`]'s pipes: fewer, larger
 /// reads and writes than the 64 KiB default. Best effort; capped by
@@ -413,9 +423,12 @@ impl PipeError {
 /// sender's stdout into the receiver's stdin through the agent, counting
 /// the bytes. Returns the number of bytes moved when both exit with 0.
 ///
-/// Relaying instead of connecting the two processes directly costs a copy,
-/// but it is what lets the agent count bytes for progress, notice a stall,
-/// and tell which side failed first.
+/// Relaying instead of connecting the two processes directly is what lets
+/// the agent count bytes for progress, notice a stall, and tell which side
+/// failed first. It costs next to nothing: a thread of its own moves the
+/// data with `splice(2)`, so the kernel hands pages from the sender's pipe
+/// to the receiver's without copying them through the agent (a plain
+/// read/write copy is the fallback where `splice` is not available).
 ///
 /// - Both run in process groups of their own (an `ssh` receiver's helpers
 ///   go with it); both groups are killed and both children reaped on
@@ -452,12 +465,16 @@ pub async fn pipe(
         pgid: sender.id().and_then(|pid| i32::try_from(pid).ok()),
     };
 
-    let (Some(from), Some(to)) = (sender.stdout.take(), receiver.stdin.take()) else {
-        return Err(PipeError::Io {
-            context: format!("could not connect `{send_command}` to `{recv_command}`"),
-            source: io::Error::other("a pipe was not set up"),
-        });
+    let not_connected = |source| PipeError::Io {
+        context: format!("could not connect `{send_command}` to `{recv_command}`"),
+        source,
     };
+    let (Some(from), Some(to)) = (sender.stdout.take(), receiver.stdin.take()) else {
+        return Err(not_connected(io::Error::other("a pipe was not set up")));
+    };
+    // Out of tokio's reactor: the relay thread owns the two pipe ends.
+    let from = from.into_owned_fd().map_err(not_connected)?;
+    let to = to.into_owned_fd().map_err(not_connected)?;
     widen_pipe(&from);
     widen_pipe(&to);
     let send_stderr = sender.stderr.take();
@@ -561,6 +578,10 @@ pub async fn pipe(
         Err(RelayEnd::Stalled) => Err(PipeError::Stalled {
             after: idle_timeout,
         }),
+        Err(RelayEnd::Failed(source)) => Err(PipeError::Io {
+            context: format!("could not relay `{send_command}` to `{recv_command}`"),
+            source,
+        }),
     }
 }
 
@@ -591,64 +612,350 @@ fn spawn_side(
 }
 
 /// Asks the kernel for a larger pipe buffer (best effort).
-fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+fn widen_pipe(pipe: &impl AsRawFd) {
     // SAFETY: fcntl(F_SETPIPE_SZ) on a file descriptor we own; it only
     // changes the pipe's capacity and fails harmlessly on anything else.
     let _ = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, WIDE_PIPE) };
 }
 
 /// How [`relay`] stopped before the end of the stream.
+#[derive(Debug)]
 enum RelayEnd {
     Stalled,
     ReadFailed(io::Error),
     WriteFailed(io::Error),
+    /// Neither side's fault: the relay itself broke.
+    Failed(io::Error),
 }
 
-/// Copies `from` to `to` until end of stream, then closes `to` so the
-/// receiver sees the end. Each read and each write must make progress
-/// within `idle`. Both ends are dropped on return, so on an early end the
-/// sender gets a broken pipe instead of blocking on a full pipe.
-async fn relay<R, W, P>(
-    mut from: R,
-    mut to: W,
+/// What [`relay`]'s thread and the task waiting for it share.
+struct RelayShared {
+    started: Instant,
+    /// Bytes moved so far.
+    moved: AtomicU64,
+    /// When a byte last moved, in nanoseconds after `started`.
+    last_moved: AtomicU64,
+    /// Set, and `progressed` notified, when bytes moved and a progress
+    /// report is due: at most every [`PROGRESS_INTERVAL`].
+    report_due: AtomicBool,
+    progressed: Notify,
+    /// Set when nobody waits for the thread any more.
+    stop: AtomicBool,
+}
+
+impl RelayShared {
+    fn new() -> Self {
+        RelayShared {
+            started: Instant::now(),
+            moved: AtomicU64::new(0),
+            last_moved: AtomicU64::new(0),
+            report_due: AtomicBool::new(false),
+            progressed: Notify::new(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    // Relaxed is enough for the count and the time: each is read for
+    // itself, and one atomic variable is seen in the order it was written.
+    fn record(&self, total: u64) {
+        self.moved.store(total, Ordering::Relaxed);
+        let since = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_moved.store(since, Ordering::Relaxed);
+    }
+
+    fn moved(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
+    }
+
+    fn report(&self) {
+        // Release: whoever takes the report sees the count it is for.
+        self.report_due.store(true, Ordering::Release);
+        self.progressed.notify_one();
+    }
+
+    /// The bytes moved if a report is due (once per [`RelayShared::report`]).
+    fn take_report(&self) -> Option<u64> {
+        self.report_due
+            .swap(false, Ordering::AcqRel)
+            .then(|| self.moved())
+    }
+
+    /// When the transfer counts as stalled unless another byte moves;
+    /// `None` if that is too far away to represent.
+    fn stall_deadline(&self, idle: Duration) -> Option<Instant> {
+        let last = Duration::from_nanos(self.last_moved.load(Ordering::Relaxed));
+        self.started.checked_add(last)?.checked_add(idle)
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Tells the relay thread to end when the task waiting for it ends, for
+/// whatever reason (stall, cancel, the future dropped).
+struct StopOnDrop(Arc<RelayShared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Moves `from` (the sender's stdout) to `to` (the receiver's stdin) on a
+/// thread of its own until end of stream, then closes `to` so the receiver
+/// sees the end. Fails as stalled when no byte moved for `idle`. Both ends
+/// are closed when the thread ends, so on an early end the sender gets a
+/// broken pipe instead of blocking on a full pipe.
+///
+/// The thread never hangs: it waits in poll(2) with a timeout, so besides
+/// the pipes closing (the killed groups' ends, or the receiver's end that
+/// makes the next `splice` fail with `EPIPE`) it also notices, within
+/// [`RELAY_STOP_CHECK_MS`], that this future is gone. Closing the fds from
+/// here instead would not do: a thread blocked in a system call keeps the
+/// file open, and the fd number could be reused under it.
+async fn relay<P: FnMut(u64)>(
+    from: OwnedFd,
+    to: OwnedFd,
     idle: Duration,
     progress: &mut P,
-) -> Result<u64, RelayEnd>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-    P: FnMut(u64),
-{
-    let mut buf = vec![0u8; PIPE_BUFFER];
-    let mut total: u64 = 0;
-    let mut last_report = Instant::now();
+) -> Result<u64, RelayEnd> {
+    let shared = Arc::new(RelayShared::new());
+    let _stop = StopOnDrop(Arc::clone(&shared));
+    let thread_side = Arc::clone(&shared);
+    let mut moving = tokio::task::spawn_blocking(move || relay_blocking(from, to, &thread_side));
     loop {
-        let n = match tokio::time::timeout(idle, from.read(&mut buf)).await {
-            Err(_) => return Err(RelayEnd::Stalled),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(Err(e)) => return Err(RelayEnd::ReadFailed(e)),
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => n,
-        };
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            match tokio::time::timeout(idle, to.write(chunk)).await {
-                Err(_) => return Err(RelayEnd::Stalled),
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => return Err(RelayEnd::WriteFailed(e)),
-                Ok(Ok(0)) => return Err(RelayEnd::WriteFailed(io::ErrorKind::WriteZero.into())),
-                Ok(Ok(written)) => chunk = &chunk[written..],
+        let stall_at = shared.stall_deadline(idle);
+        tokio::select! {
+            biased;
+            done = &mut moving => {
+                let total = done.map_err(|e| {
+                    RelayEnd::Failed(io::Error::other(format!("the relay thread ended: {e}")))
+                })??;
+                // A report that fell due just before the end is not lost.
+                if let Some(moved) = shared.take_report() {
+                    progress(moved);
+                }
+                progress(total);
+                return Ok(total);
+            }
+            () = shared.progressed.notified() => {
+                if let Some(moved) = shared.take_report() {
+                    progress(moved);
+                }
+            }
+            () = async {
+                match stall_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Bytes may have moved while we slept; then wait on.
+                if shared.stall_deadline(idle).is_some_and(|at| at <= Instant::now()) {
+                    return Err(RelayEnd::Stalled);
+                }
             }
         }
-        total += n as u64;
+    }
+}
+
+/// The relay thread of [`relay`]: `splice(2)` from pipe to pipe, or a
+/// read/write copy if the kernel cannot splice these files. Both fds are
+/// made non-blocking and waited for with poll(2), so the thread can check
+/// [`RelayShared::stop`] while nothing moves.
+fn relay_blocking(from: OwnedFd, to: OwnedFd, shared: &RelayShared) -> Result<u64, RelayEnd> {
+    set_nonblocking(&from).map_err(RelayEnd::Failed)?;
+    set_nonblocking(&to).map_err(RelayEnd::Failed)?;
+    let mut from = File::from(from);
+    let mut to = File::from(to);
+    let mut copy: Option<CopyBuffer> = None;
+    let mut total: u64 = 0;
+    let mut last_report = shared.started;
+    loop {
+        let step = match &mut copy {
+            None => splice_step(&from, &to, shared)?,
+            Some(buffer) => buffer.step(&mut from, &mut to, shared)?,
+        };
+        let moved = match step {
+            Step::Moved(0) => continue,
+            Step::Moved(n) => n,
+            Step::Ended => break,
+            Step::CannotSplice => {
+                copy = Some(CopyBuffer::new());
+                continue;
+            }
+        };
+        total += moved as u64;
+        shared.record(total);
         if last_report.elapsed() >= PROGRESS_INTERVAL {
-            progress(total);
+            shared.report();
             last_report = Instant::now();
         }
     }
     drop(to);
-    progress(total);
     Ok(total)
+}
+
+/// What one step of [`relay_blocking`] did.
+enum Step {
+    /// Moved this many bytes to the receiver (0: waited, or read only).
+    Moved(usize),
+    /// The sender's stream ended.
+    Ended,
+    /// `splice(2)` cannot move between these files: copy instead.
+    CannotSplice,
+}
+
+/// Waits for the sender's data, then splices what there is.
+fn splice_step(from: &File, to: &File, shared: &RelayShared) -> Result<Step, RelayEnd> {
+    // poll(2) returns at once when there is data; sleeping in it rather
+    // than after a splice that failed with EAGAIN saves a call per wake-up.
+    if wait_for(from, libc::POLLIN, shared)? & libc::POLLIN == 0 {
+        // Empty and no writer left: the end. (splice itself would say so
+        // only once the receiver's pipe has room.)
+        return Ok(Step::Ended);
+    }
+    match splice_chunk(from, to) {
+        Ok(0) => Ok(Step::Ended),
+        Ok(n) => Ok(Step::Moved(n)),
+        Err(e) => match e.raw_os_error() {
+            // There is data, so the receiver's pipe is full.
+            Some(libc::EAGAIN) => {
+                wait_for(to, libc::POLLOUT, shared)?;
+                Ok(Step::Moved(0))
+            }
+            Some(libc::EINTR) => Ok(Step::Moved(0)),
+            // Not pipes, or no splice at all.
+            Some(libc::EINVAL | libc::ENOSYS) => Ok(Step::CannotSplice),
+            // No reader left on the receiver's pipe. (The SIGPIPE that
+            // comes with it is ignored, as in every Rust program.)
+            Some(libc::EPIPE) => Err(RelayEnd::WriteFailed(e)),
+            _ => Err(RelayEnd::Failed(e)),
+        },
+    }
+}
+
+/// One `splice(2)` from `from` to `to`: the bytes moved, 0 at end of stream.
+fn splice_chunk(from: &File, to: &File) -> io::Result<usize> {
+    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE | libc::SPLICE_F_NONBLOCK;
+    // SAFETY: both fds are open for the duration of the call (borrowed
+    // from the files this thread owns); null offsets (required for pipes)
+    // mean each file's current position; no memory is passed.
+    let n = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            RELAY_CHUNK,
+            flags,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// The userspace fallback of [`relay_blocking`]: a buffer with the bytes
+/// read from the sender but not yet written to the receiver.
+struct CopyBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl CopyBuffer {
+    fn new() -> Self {
+        CopyBuffer {
+            buf: vec![0; RELAY_CHUNK],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Reads a chunk if all is written, else writes some.
+    fn step(
+        &mut self,
+        from: &mut File,
+        to: &mut File,
+        shared: &RelayShared,
+    ) -> Result<Step, RelayEnd> {
+        if self.start == self.end {
+            match from.read(&mut self.buf) {
+                Ok(0) => return Ok(Step::Ended),
+                Ok(n) => (self.start, self.end) = (0, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_for(from, libc::POLLIN, shared)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(RelayEnd::ReadFailed(e)),
+            }
+            return Ok(Step::Moved(0));
+        }
+        match to.write(&self.buf[self.start..self.end]) {
+            Ok(0) => Err(RelayEnd::WriteFailed(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                self.start += n;
+                Ok(Step::Moved(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_for(to, libc::POLLOUT, shared)?;
+                Ok(Step::Moved(0))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Step::Moved(0)),
+            Err(e) => Err(RelayEnd::WriteFailed(e)),
+        }
+    }
+}
+
+/// Waits until `file` has one of `events` (or a hang-up or error, which
+/// poll(2) always reports) and returns what it has; fails once the relay
+/// was given up.
+fn wait_for(
+    file: &File,
+    events: libc::c_short,
+    shared: &RelayShared,
+) -> Result<libc::c_short, RelayEnd> {
+    loop {
+        if shared.stopped() {
+            return Err(RelayEnd::Failed(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the relay was given up",
+            )));
+        }
+        let mut pollfd = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: `pollfd` is one valid, writable pollfd (nfds = 1) for an
+        // fd that stays open during the call.
+        let rc = unsafe { libc::poll(&mut pollfd, 1, RELAY_STOP_CHECK_MS) };
+        if rc > 0 {
+            return Ok(pollfd.revents);
+        }
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(RelayEnd::Failed(err));
+            }
+        }
+    }
+}
+
+/// Sets `O_NONBLOCK` on our end of a pipe (tokio hands the fd over in
+/// blocking mode). The child's end is a file description of its own.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl(F_GETFL) on an fd we own; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl(F_SETFL) on an fd we own; it only changes its status
+    // flags.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reads a pipe to its end, keeping at most [`MAX_STDERR_READ`] bytes. A
@@ -1302,5 +1609,103 @@ mod tests {
         let mut pids = read_pids(&send_pids).await;
         pids.extend(read_pids(&recv_pids).await);
         assert_all_gone(&pids).await;
+    }
+
+    // --- the relay thread ----------------------------------------------------
+
+    use std::os::fd::FromRawFd;
+
+    /// A pipe: (read end, write end), in blocking mode.
+    fn os_pipe() -> (File, File) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new fds into the two-element array.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        // SAFETY: both fds were just created and belong to nothing else.
+        unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn relay_splices_between_pipes() {
+        let (from, mut feed) = os_pipe();
+        let (mut out, to) = os_pipe();
+        let writer = std::thread::spawn(move || {
+            let chunk: Vec<u8> = (0..100_003u32).map(|i| (i % 251) as u8).collect();
+            for _ in 0..30 {
+                feed.write_all(&chunk).unwrap();
+            }
+            chunk
+        });
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            out.read_to_end(&mut all).unwrap();
+            all
+        });
+        let shared = RelayShared::new();
+        let total = relay_blocking(from.into(), to.into(), &shared).unwrap();
+        let chunk = writer.join().unwrap();
+        let all = reader.join().unwrap();
+        assert_eq!(total, 3_000_090);
+        assert_eq!(shared.moved(), total);
+        assert_eq!(all.len(), 3_000_090);
+        assert!(all.chunks(chunk.len()).all(|c| c == chunk));
+    }
+
+    #[test]
+    fn relay_falls_back_to_copying_where_splice_cannot_go() {
+        // Neither end is a pipe: splice(2) says EINVAL.
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir.path().join("in"), &data).unwrap();
+        let from = File::open(dir.path().join("in")).unwrap();
+        let to = File::create(dir.path().join("out")).unwrap();
+        let shared = RelayShared::new();
+        let total = relay_blocking(from.into(), to.into(), &shared).unwrap();
+        assert_eq!(total, 3_000_000);
+        assert_eq!(shared.moved(), total);
+        assert!(std::fs::read(dir.path().join("out")).unwrap() == data);
+    }
+
+    /// Runs the relay thread between two pipes whose other ends the test
+    /// keeps open, so that only being given up can end it.
+    fn given_up_relay(fill_the_receiver: bool) {
+        let (from, mut feed) = os_pipe();
+        let (out, to) = os_pipe();
+        let shared = Arc::new(RelayShared::new());
+        let thread_side = Arc::clone(&shared);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(relay_blocking(from.into(), to.into(), &thread_side));
+        });
+        if fill_the_receiver {
+            // One pipe-full moves to the receiver's pipe (64 KiB: neither
+            // is widened), a second one waits in the sender's.
+            let block = vec![1u8; 64 * 1024];
+            feed.write_all(&block).unwrap();
+            for _ in 0..500 {
+                if shared.moved() == block.len() as u64 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(shared.moved(), block.len() as u64);
+            feed.write_all(&block).unwrap();
+        }
+        shared.stop.store(true, Ordering::Relaxed);
+        let ended = done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the relay thread should have ended");
+        assert!(matches!(ended, Err(RelayEnd::Failed(_))), "{ended:?}");
+        drop((feed, out));
+    }
+
+    #[test]
+    fn relay_thread_waiting_for_the_sender_ends_when_given_up() {
+        given_up_relay(false);
+    }
+
+    #[test]
+    fn relay_thread_waiting_for_the_receiver_ends_when_given_up() {
+        given_up_relay(true);
     }
 }
