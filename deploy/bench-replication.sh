@@ -47,7 +47,7 @@ fleet_host nas2 bench-dst 127.0.0.3 "$size"
 fleet_wait_online 2
 
 log "writing $MIB MiB of incompressible data"
-zfs create bench-src/data
+fleet_mounting zfs create bench-src/data
 dd if=/dev/urandom of="$FLEET/mnt/bench-src/data/payload.bin" bs=1M count="$MIB" status=none
 sync
 zfs snapshot bench-src/data@auto-2026-01-01_00-00
@@ -59,7 +59,7 @@ fleet_cli ssh-connection create nas1 nas2 >/dev/null
 agent_dir=$FLEET/hosts/nas1/agent
 known_hosts=$FLEET/bench_known_hosts
 printf '[127.0.0.3]:2222 %s\n' "$(awk '{print $1" "$2}' "$FLEET/hosts/nas2/ssh_host_ed25519_key.pub")" >"$known_hosts"
-zfs create bench-dst/raw
+fleet_mounting zfs create bench-dst/raw
 
 log "(a) raw: zfs send | ssh zfs receive"
 raw_start=$(date +%s.%N)

@@ -34,9 +34,6 @@ RSYNCD_PORT=${NASFLEET_BENCH_RSYNCD_PORT:-8873}
 BIN=$REPO/target/release
 FLEET_LOG_TAG=bench-rsync
 POOL=bench-rsync
-# The same lock the e2e tests take around mounts: zfs-fuse hangs for good
-# when two mounts race (see MountLock in tests/tests/e2e/rsync.rs).
-MOUNT_LOCK=/run/lock/nasfleet-zfs-fuse-mount.lock
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 # shellcheck source=deploy/fleet-lib.sh
 source deploy/fleet-lib.sh
@@ -56,12 +53,8 @@ cleanup
 # Room for the data plus zfs overhead (small files cost metadata).
 size="$((MIB * 3 / 2 + FILES / 40 + 512))M"
 fleet_controller
-exec {lock_fd}>"$MOUNT_LOCK"
-flock -w 300 "$lock_fd" || die "$MOUNT_LOCK stays locked"
 fleet_host nas1 "$POOL" 127.0.0.2 "$size"
-zfs create "$POOL/data"
-flock -u "$lock_fd"
-exec {lock_fd}>&-
+fleet_mounting zfs create "$POOL/data"
 fleet_wait_online 1
 SRC=$FLEET/mnt/$POOL/data
 

@@ -46,7 +46,7 @@ fleet_host nas1 demo-nas1 127.0.0.2 256M
 fleet_host nas2 demo-nas2 127.0.0.3 256M
 for system in nas1 nas2; do
     pool=demo-$system
-    zfs create "$pool/data"
+    fleet_mounting zfs create "$pool/data"
     echo "hello from $system" >"$FLEET/mnt/$pool/data/hello.txt"
     zfs snapshot "$pool/data@manual-$(date +%Y-%m-%d_%H-%M)"
 done

@@ -4,6 +4,16 @@
 # setting FLEET (work dir), BIN (dir of the nasfleet binaries) and PORT.
 
 log() { printf '[%s] %s\n' "${FLEET_LOG_TAG:-fleet}" "$*" >&2; }
+
+# zfs-fuse hangs for good when two file systems are mounted at the same
+# moment, so every command here that mounts (zpool create, zfs create) runs
+# under the machine-wide lock the test harness takes too (MountLock in
+# tests/src/zfs.rs).
+FLEET_MOUNT_LOCK=/run/lock/nasfleet-zfs-fuse-mount.lock
+fleet_mounting() {
+    mkdir -p "$(dirname "$FLEET_MOUNT_LOCK")"
+    flock -w 300 "$FLEET_MOUNT_LOCK" "$@"
+}
 die() { log "ERROR: $*"; exit 1; }
 
 # Starts a command in the background with its log and pid file.
@@ -58,7 +68,7 @@ fleet_host() {
     mkdir -p "$host" /run/sshd
     log "$system: pool $pool ($size), sshd on $ip:2222, agent"
     truncate -s "$size" "$FLEET/pools/$pool.img"
-    zpool create -m "$FLEET/mnt/$pool" "$pool" "$FLEET/pools/$pool.img" >/dev/null
+    fleet_mounting zpool create -m "$FLEET/mnt/$pool" "$pool" "$FLEET/pools/$pool.img" >/dev/null
     ssh-keygen -q -t ed25519 -N '' -f "$host/ssh_host_ed25519_key"
     cat >"$host/sshd_config" <<EOF
 ListenAddress $ip:2222

@@ -190,6 +190,9 @@ pub struct MountLock {
 impl MountLock {
     pub fn take() -> Result<MountLock> {
         use std::os::fd::AsRawFd;
+        if let Some(dir) = Path::new(MOUNT_LOCK_FILE).parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
