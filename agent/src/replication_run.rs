@@ -154,18 +154,20 @@ async fn connect(
         known_hosts,
         control_path: None,
     };
-    ssh::check_login(&ssh_target, LOGIN_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
     let remote = if share {
         // One connection for all of the run's zfs commands; without it each
-        // pays a TCP connect, key exchange and login. Best effort.
+        // pays a TCP connect, key exchange and login. Its own login proves
+        // the host key and our key, so no separate check is needed.
         match ssh::start_master(&ssh_target, MASTER_TIMEOUT).await {
             Ok((master, shared)) => RemoteZfs {
                 target: shared,
                 _master: Some(master),
             },
             Err(e) => {
+                // The master says little; a plain login says why, in words a person can act on.
+                ssh::check_login(&ssh_target, LOGIN_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tracing::warn!(error = %e, "no shared SSH connection; each command connects on its own");
                 RemoteZfs {
                     target: ssh_target,
@@ -174,6 +176,9 @@ async fn connect(
             }
         }
     } else {
+        ssh::check_login(&ssh_target, LOGIN_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
         RemoteZfs {
             target: ssh_target,
             _master: None,
