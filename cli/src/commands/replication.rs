@@ -18,7 +18,7 @@ use nasfleet_proto::schedule::Schedule;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
-    ListTasksRequest, ReplicationTaskSpec, Run, RunRef, RunState, Task, TaskSpec, UpdateTaskRequest,
+    ReplicationTaskSpec, Run, RunRef, RunState, Task, TaskSpec, UpdateTaskRequest,
 };
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -740,28 +740,14 @@ pub async fn create(
 }
 
 pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> {
-    let tasks = FleetClient::new(channel)
-        .list_tasks(ListTasksRequest {
-            kind: REPLICATION.wire.to_owned(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .tasks;
-    match output {
-        OutputFormat::Json => {
-            let rows: Vec<TaskJson> = tasks.iter().map(TaskJson::from).collect();
-            print_json(&rows)
-        }
-        OutputFormat::Table => {
-            if tasks.is_empty() {
-                println!("No replication tasks configured");
-            } else {
-                println!("{}", list_table(&tasks));
-            }
-            Ok(())
-        }
-    }
+    task::list(
+        channel,
+        REPLICATION,
+        output,
+        "No replication tasks configured",
+        list_table,
+    )
+    .await
 }
 
 pub async fn show(channel: Channel, name: &str, output: OutputFormat) -> anyhow::Result<()> {

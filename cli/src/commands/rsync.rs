@@ -20,7 +20,7 @@ use nasfleet_proto::schedule::Schedule;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
-    ListTasksRequest, RsyncDirection, RsyncMode, RsyncTaskSpec, Task, TaskSpec, UpdateTaskRequest,
+    RsyncDirection, RsyncMode, RsyncTaskSpec, Task, TaskSpec, UpdateTaskRequest,
 };
 use tonic::transport::Channel;
 
@@ -725,45 +725,14 @@ pub async fn create(
     output: OutputFormat,
 ) -> anyhow::Result<()> {
     let spec = create_spec(args)?;
-    let created = FleetClient::new(channel)
-        .create_task(spec)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&TaskJson::from(&created)),
-        OutputFormat::Table => {
-            println!("Created rsync task ID {}: {}", created.id, created.name);
-            println!("Schedule:  {}", schedule_text(&created));
-            println!("Next run:  {}", next_run_text(&created));
-            Ok(())
-        }
-    }
+    task::create(channel, spec, output, |t| {
+        format!("Created rsync task ID {}: {}", t.id, t.name)
+    })
+    .await
 }
 
 pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> {
-    let tasks = FleetClient::new(channel)
-        .list_tasks(ListTasksRequest {
-            kind: RSYNC.wire.to_owned(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .tasks;
-    match output {
-        OutputFormat::Json => {
-            let rows: Vec<TaskJson> = tasks.iter().map(TaskJson::from).collect();
-            print_json(&rows)
-        }
-        OutputFormat::Table => {
-            if tasks.is_empty() {
-                println!("{NO_TASKS}");
-            } else {
-                println!("{}", list_table(&tasks));
-            }
-            Ok(())
-        }
-    }
+    task::list(channel, RSYNC, output, NO_TASKS, list_table).await
 }
 
 pub async fn show(channel: Channel, id: &str, output: OutputFormat) -> anyhow::Result<()> {

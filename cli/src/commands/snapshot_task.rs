@@ -14,7 +14,7 @@ use nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA;
 use nasfleet_proto::schedule::Schedule;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
-use nasfleet_proto::v1::{ListTasksRequest, SnapshotTaskSpec, Task, TaskSpec, UpdateTaskRequest};
+use nasfleet_proto::v1::{SnapshotTaskSpec, Task, TaskSpec, UpdateTaskRequest};
 use tonic::transport::Channel;
 
 /// Retention of a new task unless `--lifetime` says otherwise.
@@ -254,45 +254,21 @@ pub async fn create(
     output: OutputFormat,
 ) -> anyhow::Result<()> {
     let spec = create_spec(args)?;
-    let created = FleetClient::new(channel)
-        .create_task(spec)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&TaskJson::from(&created)),
-        OutputFormat::Table => {
-            println!("Created snapshot task {}: {}", created.id, created.name);
-            println!("Schedule:  {}", schedule_text(&created));
-            println!("Next run:  {}", next_run_text(&created));
-            Ok(())
-        }
-    }
+    task::create(channel, spec, output, |t| {
+        format!("Created snapshot task {}: {}", t.id, t.name)
+    })
+    .await
 }
 
 pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> {
-    let tasks = FleetClient::new(channel)
-        .list_tasks(ListTasksRequest {
-            kind: SNAPSHOT.wire.to_owned(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .tasks;
-    match output {
-        OutputFormat::Json => {
-            let rows: Vec<TaskJson> = tasks.iter().map(TaskJson::from).collect();
-            print_json(&rows)
-        }
-        OutputFormat::Table => {
-            if tasks.is_empty() {
-                println!("No periodic snapshot tasks configured");
-            } else {
-                println!("{}", tasks_table(&tasks));
-            }
-            Ok(())
-        }
-    }
+    task::list(
+        channel,
+        SNAPSHOT,
+        output,
+        "No periodic snapshot tasks configured",
+        tasks_table,
+    )
+    .await
 }
 
 fn tasks_table(tasks: &[Task]) -> String {

@@ -9,8 +9,8 @@ use nasfleet_proto::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
-    ReplicationSource, ReplicationTaskSpec, RsyncDirection, RsyncMode, RsyncTaskSpec,
-    SetTaskEnabledRequest, SnapshotTaskSpec, Task, TaskRef,
+    ListTasksRequest, ReplicationSource, ReplicationTaskSpec, RsyncDirection, RsyncMode,
+    RsyncTaskSpec, SetTaskEnabledRequest, SnapshotTaskSpec, Task, TaskRef, TaskSpec,
 };
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -374,6 +374,63 @@ pub fn expect_kind(task: &Task, kind: TaskKind) -> anyhow::Result<()> {
 }
 
 /// Fetches one task by id or name and checks its kind.
+/// `list` of every task kind: JSON objects, or the kind's table, or `empty`
+/// when there are none.
+pub async fn list(
+    channel: Channel,
+    kind: TaskKind,
+    output: OutputFormat,
+    empty: &str,
+    table: fn(&[Task]) -> String,
+) -> anyhow::Result<()> {
+    let tasks = FleetClient::new(channel)
+        .list_tasks(ListTasksRequest {
+            kind: kind.wire.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .tasks;
+    match output {
+        OutputFormat::Json => {
+            let rows: Vec<TaskJson> = tasks.iter().map(TaskJson::from).collect();
+            print_json(&rows)
+        }
+        OutputFormat::Table => {
+            if tasks.is_empty() {
+                println!("{empty}");
+            } else {
+                println!("{}", table(&tasks));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Creates a task from a complete spec and prints it: the JSON object, or
+/// `heading` (e.g. "Created snapshot task 3: NAME") with schedule and next run.
+pub async fn create(
+    channel: Channel,
+    spec: TaskSpec,
+    output: OutputFormat,
+    heading: impl Fn(&Task) -> String,
+) -> anyhow::Result<()> {
+    let created = FleetClient::new(channel)
+        .create_task(spec)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match output {
+        OutputFormat::Json => print_json(&TaskJson::from(&created)),
+        OutputFormat::Table => {
+            println!("{}", heading(&created));
+            println!("Schedule:  {}", schedule_text(&created));
+            println!("Next run:  {}", next_run_text(&created));
+            Ok(())
+        }
+    }
+}
+
 pub async fn get(channel: Channel, task: &str, kind: TaskKind) -> anyhow::Result<Task> {
     let task = FleetClient::new(channel)
         .get_task(TaskRef {
