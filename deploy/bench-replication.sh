@@ -5,18 +5,26 @@
 #   deploy/bench-replication.sh [MIB]     # default 1024 MiB of incompressible data
 #
 # Sets up a two-system fleet (release build; fleet-lib.sh), fills a dataset
-# on nas1 with MIB MiB from /dev/urandom, snapshots it, then times
+# on nas1 with MIB MiB from /dev/urandom, snapshots it, then times, in
+# NASFLEET_BENCH_ROUNDS rounds (default 5),
 #   (a) raw:      zfs send SRC@snap | ssh <nas1's replication key, pinned host key> root@nas2 zfs receive RAW
-#   (b) nasfleet: a replication run of the same snapshot to nas2 (pre-flight included),
-#                 from the run's own start and finish times,
-# and prints both times, throughputs and the ratio raw_time / nasfleet_time
-# (1.0 = as fast as the raw pipeline). Needs root; cleans up after itself.
+#   (b) nasfleet: `nasfleet replication run --watch` of the same snapshot to nas2,
+#                 wall clock: dispatch, pre-flight, parents, transfer, readonly, the CLI seeing the end.
+# Every measurement starts with both replicas destroyed and the previous
+# transfer's dirty pages written back, so each moves the full stream; the
+# order of (a) and (b) alternates between rounds. Like the raw pipeline's
+# parent (bench-dst/raw), nasfleet's fan-in parents (bench-dst/nf/nas1/...)
+# are kept once made: round 1's run creates them, as a task's first run does. Prints every round, the median times and the ratio of the medians
+# raw_time / nasfleet_time (1.0 = as fast as the raw pipeline). Needs root;
+# cleans up after itself.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 MIB=${1:-1024}
 [[ $MIB =~ ^[0-9]+$ && $MIB -gt 0 ]] || { echo "usage: deploy/bench-replication.sh [MIB]" >&2; exit 2; }
+ROUNDS=${NASFLEET_BENCH_ROUNDS:-5}
+[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 && $ROUNDS -le 20 ]] || { echo "NASFLEET_BENCH_ROUNDS: a whole number from 1 to 20" >&2; exit 2; }
 FLEET=${NASFLEET_BENCH_DIR:-/tmp/nasfleet-bench}
 PORT=${NASFLEET_BENCH_PORT:-7543}
 BIN=$REPO/target/release
@@ -60,33 +68,74 @@ agent_dir=$FLEET/hosts/nas1/agent
 known_hosts=$FLEET/bench_known_hosts
 printf '[127.0.0.3]:2222 %s\n' "$(awk '{print $1" "$2}' "$FLEET/hosts/nas2/ssh_host_ed25519_key.pub")" >"$known_hosts"
 fleet_mounting zfs create bench-dst/raw
-
-log "(a) raw: zfs send | ssh zfs receive"
-raw_start=$(date +%s.%N)
-zfs send bench-src/data@auto-2026-01-01_00-00 |
-    ssh -i "$agent_dir/replication_ed25519" -p 2222 -o BatchMode=yes -o StrictHostKeyChecking=yes \
-        -o UserKnownHostsFile="$known_hosts" -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes \
-        -o LogLevel=ERROR root@127.0.0.3 zfs receive bench-dst/raw/data
-raw_end=$(date +%s.%N)
-
-log "(b) nasfleet replication run"
 fleet_cli replication create bench --source nas1:bench-src/data --target nas2:bench-dst/nf --disabled --yes >/dev/null
-# Wall clock of `run --watch`: dispatch, pre-flight, transfer, and the CLI
-# noticing the end. Conservative: every overhead counts against nasfleet.
-nf_start=$(date +%s.%N)
-fleet_cli replication run bench --watch >/dev/null
-nf_end=$(date +%s.%N)
-received=$(zfs get -H -p -o value referenced bench-dst/nf/nas1/bench-src/data@auto-2026-01-01_00-00)
 
-python3 - "$bytes" "$raw_start" "$raw_end" "$nf_start" "$nf_end" "$MIB" "$received" <<'PY'
+# zfs-fuse answers the first destroy of a dataset it just had mounted with
+# "dataset is busy"; it goes through a moment later.
+destroy_if_present() {
+    local dataset=$1
+    zfs list -H -o name "$dataset" >/dev/null 2>&1 || return 0
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        zfs destroy -r "$dataset" 2>/dev/null && return 0
+        sleep 0.5
+    done
+    die "cannot destroy $dataset"
+}
+
+now() { date +%s.%N; }
+
+# Each sets $started and $ended; a failure stops the benchmark (set -e).
+time_raw() {
+    started=$(now)
+    zfs send bench-src/data@auto-2026-01-01_00-00 |
+        ssh -i "$agent_dir/replication_ed25519" -p 2222 -o BatchMode=yes -o StrictHostKeyChecking=yes \
+            -o UserKnownHostsFile="$known_hosts" -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes \
+            -o LogLevel=ERROR root@127.0.0.3 zfs receive bench-dst/raw/data
+    ended=$(now)
+}
+
+time_nasfleet() {
+    started=$(now)
+    fleet_cli replication run bench --watch >/dev/null
+    ended=$(now)
+    received=$(zfs get -H -p -o value referenced bench-dst/nf/nas1/bench-src/data@auto-2026-01-01_00-00)
+}
+
+results=()
+for ((round = 1; round <= ROUNDS; round++)); do
+    if ((round % 2 == 1)); then order=(raw nasfleet); else order=(nasfleet raw); fi
+    for which in "${order[@]}"; do
+        # The same start for every measurement: both replicas gone and the
+        # previous transfer's dirty pages written back, so no transfer
+        # competes with the write-back of the one before.
+        destroy_if_present bench-dst/raw/data
+        destroy_if_present bench-dst/nf/nas1/bench-src/data
+        sync
+        sleep 2
+        log "round $round/$ROUNDS: $which"
+        "time_$which"
+        results+=("$round $which $started $ended")
+    done
+done
+
+python3 - "$bytes" "$MIB" "$received" "${results[@]}" <<'PY'
+import statistics
 import sys
-nbytes = int(sys.argv[1])
-raw = float(sys.argv[3]) - float(sys.argv[2])
-nf = float(sys.argv[5]) - float(sys.argv[4])
-mib, received = sys.argv[6], int(sys.argv[7])
+
+nbytes, mib, received = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+times = {}
+for result in sys.argv[4:]:
+    rnd, which, start, end = result.split()
+    times.setdefault(int(rnd), {})[which] = float(end) - float(start)
 mb = nbytes / 1e6
 print(f"data: {mib} MiB written; snapshot references {mb:.1f} MB on the source, {received / 1e6:.1f} MB on the target")
-print(f"(a) raw zfs send | ssh zfs receive : {raw:8.2f} s  {mb / raw:8.1f} MB/s")
-print(f"(b) nasfleet replication run       : {nf:8.2f} s  {mb / nf:8.1f} MB/s")
+for rnd in sorted(times):
+    raw, nf = times[rnd]["raw"], times[rnd]["nasfleet"]
+    first = "raw first" if rnd % 2 == 1 else "nasfleet first"
+    print(f"round {rnd} ({first:14}): raw {raw:6.2f} s  nasfleet {nf:6.2f} s  ratio {raw / nf:6.3f}")
+raw = statistics.median(t["raw"] for t in times.values())
+nf = statistics.median(t["nasfleet"] for t in times.values())
+print(f"(a) raw zfs send | ssh zfs receive : {raw:8.2f} s  {mb / raw:8.1f} MB/s  (median of {len(times)})")
+print(f"(b) nasfleet replication run       : {nf:8.2f} s  {mb / nf:8.1f} MB/s  (median of {len(times)})")
 print(f"ratio raw_time / nasfleet_time     : {raw / nf:8.3f}  (target >= 0.95)")
 PY

@@ -618,6 +618,33 @@ fn widen_pipe(pipe: &impl AsRawFd) {
     let _ = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, WIDE_PIPE) };
 }
 
+/// The capacity of a pipe in bytes; 0 if it cannot be read.
+fn pipe_capacity(pipe: &impl AsRawFd) -> usize {
+    // SAFETY: fcntl(F_GETPIPE_SZ) on a file descriptor we own reads a number.
+    let size = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    usize::try_from(size).unwrap_or(0)
+}
+
+/// Longest [`refill_pause`].
+const MAX_REFILL_PAUSE: Duration = Duration::from_millis(5);
+
+/// How long the relay lets a receiver that keeps its pipe full drain it
+/// before refilling: the time to read about half the pipe at the rate seen
+/// so far (at most [`MAX_REFILL_PAUSE`]; none before a rate is known).
+///
+/// Without it the relay wakes for every read the receiver makes (ssh reads
+/// its stdin a few pages at a time), three calls and a context switch per
+/// few dozen KiB, CPU that a two-core NAS also needs for ssh and zfs. With
+/// half the pipe still queued when the pause ends, the receiver never waits.
+fn refill_pause(capacity: usize, moved: u64, elapsed: Duration) -> Duration {
+    let secs = elapsed.as_secs_f64();
+    if capacity == 0 || moved == 0 || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    let rate = moved as f64 / secs;
+    Duration::from_secs_f64((capacity as f64 / 2.0) / rate).min(MAX_REFILL_PAUSE)
+}
+
 /// How [`relay`] stopped before the end of the stream.
 #[derive(Debug)]
 enum RelayEnd {
@@ -766,6 +793,7 @@ async fn relay<P: FnMut(u64)>(
 fn relay_blocking(from: OwnedFd, to: OwnedFd, shared: &RelayShared) -> Result<u64, RelayEnd> {
     set_nonblocking(&from).map_err(RelayEnd::Failed)?;
     set_nonblocking(&to).map_err(RelayEnd::Failed)?;
+    let capacity = pipe_capacity(&to);
     let mut from = File::from(from);
     let mut to = File::from(to);
     let mut copy: Option<CopyBuffer> = None;
@@ -773,7 +801,7 @@ fn relay_blocking(from: OwnedFd, to: OwnedFd, shared: &RelayShared) -> Result<u6
     let mut last_report = shared.started;
     loop {
         let step = match &mut copy {
-            None => splice_step(&from, &to, shared)?,
+            None => splice_step(&from, &to, capacity, total, shared)?,
             Some(buffer) => buffer.step(&mut from, &mut to, shared)?,
         };
         let moved = match step {
@@ -806,8 +834,15 @@ enum Step {
     CannotSplice,
 }
 
-/// Waits for the sender's data, then splices what there is.
-fn splice_step(from: &File, to: &File, shared: &RelayShared) -> Result<Step, RelayEnd> {
+/// Waits for the sender's data, then splices what there is. `capacity` of
+/// the receiver's pipe and `moved` so far set the pause when it is full.
+fn splice_step(
+    from: &File,
+    to: &File,
+    capacity: usize,
+    moved: u64,
+    shared: &RelayShared,
+) -> Result<Step, RelayEnd> {
     // poll(2) returns at once when there is data; sleeping in it rather
     // than after a splice that failed with EAGAIN saves a call per wake-up.
     if wait_for(from, libc::POLLIN, shared)? & libc::POLLIN == 0 {
@@ -822,6 +857,10 @@ fn splice_step(from: &File, to: &File, shared: &RelayShared) -> Result<Step, Rel
             // There is data, so the receiver's pipe is full.
             Some(libc::EAGAIN) => {
                 wait_for(to, libc::POLLOUT, shared)?;
+                let pause = refill_pause(capacity, moved, shared.started.elapsed());
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
                 Ok(Step::Moved(0))
             }
             Some(libc::EINTR) => Ok(Step::Moved(0)),
@@ -1697,6 +1736,24 @@ mod tests {
             .expect("the relay thread should have ended");
         assert!(matches!(ended, Err(RelayEnd::Failed(_))), "{ended:?}");
         drop((feed, out));
+    }
+
+    #[test]
+    fn refill_pause_lets_half_the_pipe_drain_at_the_rate_seen() {
+        let mib = 1 << 20;
+        // 100 MB/s: half a MiB drains in ~5.2 ms, capped at 5 ms.
+        let pause = refill_pause(mib, 100_000_000, Duration::from_secs(1));
+        assert_eq!(pause, MAX_REFILL_PAUSE);
+        // 500 MB/s: ~1.05 ms.
+        let pause = refill_pause(mib, 500_000_000, Duration::from_secs(1));
+        assert!(
+            pause > Duration::from_micros(1000) && pause < Duration::from_micros(1100),
+            "{pause:?}"
+        );
+        // Nothing known yet, or no pipe size: no pause.
+        assert_eq!(refill_pause(mib, 0, Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(refill_pause(mib, 10, Duration::ZERO), Duration::ZERO);
+        assert_eq!(refill_pause(0, 10, Duration::from_secs(1)), Duration::ZERO);
     }
 
     #[test]

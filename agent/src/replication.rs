@@ -267,6 +267,17 @@ pub trait ZfsHost: Send + Sync {
     fn command(&self, zfs_args: Vec<String>) -> (String, Vec<String>);
     /// Where that is, for messages (`this system`, `nas2 (127.0.0.3)`).
     fn describe(&self) -> String;
+    /// Whether [`ZfsHost::chain`] runs several zfs commands in one call.
+    fn can_chain(&self) -> bool {
+        false
+    }
+    /// The program and arguments that run several zfs commands in one
+    /// call, each only if the one before succeeded; `None` where a call
+    /// costs too little to bother (locally), and the caller runs them one
+    /// by one. Over ssh each call is a session with a login shell.
+    fn chain(&self, _commands: Vec<Vec<String>>) -> Option<(String, Vec<String>)> {
+        None
+    }
 }
 
 /// zfs on this system, no shell, no ssh.
@@ -402,7 +413,11 @@ pub async fn replicate_dataset(
         });
     }
 
-    if existing.is_none() {
+    // Over ssh the parent's creation rides in front of the first receive
+    // and `readonly=on` behind the last one, in the same remote call:
+    // two sessions fewer per dataset. Locally they are calls of their own.
+    let chaining = target.can_chain();
+    if existing.is_none() && !chaining {
         step.ensure_parent(target, target_dataset, cancel).await?;
     }
     for name in &plan.discard {
@@ -411,11 +426,16 @@ pub async fn replicate_dataset(
     }
 
     let guids: HashMap<&str, u64> = source.iter().map(|s| (s.name.as_str(), s.guid)).collect();
+    let create_parent = match existing {
+        None if chaining => zfs::create_parents_args(target_dataset).map_err(ZfsError::from)?,
+        _ => None,
+    };
+    let readonly = zfs::set_readonly_args(target_dataset).map_err(ZfsError::from)?;
+    let mut readonly_set = false;
     let mut total: u64 = 0;
     let mut transferred = Vec::with_capacity(plan.transfers.len());
-    for transfer in &plan.transfers {
+    for (index, transfer) in plan.transfers.iter().enumerate() {
         let label = transfer.label(source_dataset);
-        progress(total, &label);
         let from = match transfer {
             Transfer::Full { .. } => None,
             Transfer::Incremental { from, .. } => Some(format!("@{from}")),
@@ -426,23 +446,55 @@ pub async fn replicate_dataset(
         let recv = zfs::recv_args(options.dialect_target, target_dataset, plan.force)
             .map_err(ZfsError::from)?;
         let (send_program, send_args) = LocalZfs.command(send);
-        let (recv_program, recv_args) = target.command(recv);
-        let done = total;
-        let mut moved_now = 0;
-        let moved = process::pipe(
-            (&send_program, &send_args),
-            (&recv_program, &recv_args),
-            options.idle_timeout,
-            |bytes| {
-                moved_now = bytes;
-                progress(done + bytes, &label);
-            },
-            cancel,
-        )
-        .await;
+        let last = index + 1 == plan.transfers.len();
+        let mut create_first = if index == 0 {
+            create_parent.clone()
+        } else {
+            None
+        };
+        let outcome = loop {
+            let mut commands: Vec<Vec<String>> = create_first.iter().cloned().collect();
+            commands.push(recv.clone());
+            if chaining && last {
+                commands.push(readonly.clone());
+            }
+            let chained = commands.len() > 1;
+            let (recv_program, recv_args) = match target.chain(commands) {
+                Some(chain) => chain,
+                None => target.command(recv.clone()),
+            };
+            progress(total, &label);
+            let done = total;
+            let mut moved_now = 0;
+            let moved = process::pipe(
+                (&send_program, &send_args),
+                (&recv_program, &recv_args),
+                options.idle_timeout,
+                |bytes| {
+                    moved_now = bytes;
+                    progress(done + bytes, &label);
+                },
+                cancel,
+            )
+            .await;
+            // The parent could not be created: maybe it exists and this
+            // user may not create (delegation). Settle that on its own,
+            // with its own error, and send again without the create.
+            if create_first.is_some()
+                && let Err(PipeError::RecvFailed { stderr, .. }) = &moved
+                && is_create_failure(stderr, target_dataset)
+            {
+                step.ensure_parent(target, target_dataset, cancel).await?;
+                create_first = None;
+                continue;
+            }
+            break (moved, moved_now, chained);
+        };
+        let (moved, moved_now, chained) = outcome;
         let failure = match moved {
             Ok(bytes) => {
                 total += bytes;
+                readonly_set |= chained && last;
                 None
             }
             Err(PipeError::Cancelled) => Some(ReplicationError::Cancelled {
@@ -461,7 +513,8 @@ pub async fn replicate_dataset(
             {
                 // zfs-fuse: a full `recv -F` onto an existing dataset can
                 // report "I/O error" after receiving everything (remounting
-                // fails). The snapshot, with its guid, is the proof.
+                // fails). The snapshot, with its guid, is the proof. (Or a
+                // chained `readonly=on` failed; it is set again below.)
                 tracing::warn!(
                     %cause,
                     transfer = %label,
@@ -497,17 +550,23 @@ pub async fn replicate_dataset(
         transferred.push(transfer.clone());
     }
 
-    step.run(
-        target,
-        zfs::set_readonly_args(target_dataset).map_err(ZfsError::from)?,
-        target_dataset,
-        cancel,
-    )
-    .await?;
+    if !readonly_set {
+        step.run(target, readonly, target_dataset, cancel).await?;
+    }
     Ok(DatasetOutcome {
         transferred,
         bytes: total,
         up_to_date: false,
+    })
+}
+
+/// Whether a chained call failed at `zfs create -p` of an ancestor of
+/// `target_dataset` (zfs: "cannot create 'ANCESTOR': ..."), before any
+/// receive started.
+fn is_create_failure(stderr: &str, target_dataset: &str) -> bool {
+    stderr.split("cannot create '").skip(1).any(|rest| {
+        rest.split_once('\'')
+            .is_some_and(|(name, _)| target_dataset.starts_with(&format!("{name}/")))
     })
 }
 
@@ -644,27 +703,34 @@ impl Step<'_> {
         }
     }
 
-    /// Creates the parent of `dataset` (and its ancestors) unless it
-    /// exists. Checked first: a delegated user may not be allowed `create`.
+    /// Makes sure the parent of `dataset` (and its ancestors) exists.
+    /// `zfs create -p` first: it succeeds when they exist already, so the
+    /// common cases (a new fan-in path, an existing parent) take one remote
+    /// command. Only when it fails is the parent looked up: a delegated user
+    /// may lack the `create` permission for a parent that is there.
     async fn ensure_parent(
         &self,
         host: &dyn ZfsHost,
         dataset: &str,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<(), ReplicationError> {
-        let Some(parent) = zfs::parent_dataset(dataset) else {
+        let (Some(parent), Some(create)) = (
+            zfs::parent_dataset(dataset),
+            zfs::create_parents_args(dataset).map_err(ZfsError::from)?,
+        ) else {
             return Ok(());
+        };
+        let create_failure = match self.run_raw(host, create, cancel).await {
+            Ok(_) => return Ok(()),
+            Err(err @ ProcessError::Cancelled { .. }) => return Err(self.failure(err, parent)),
+            Err(err) => err,
         };
         let exists = zfs::dataset_exists_args(parent).map_err(ZfsError::from)?;
         match self.run_raw(host, exists, cancel).await {
-            Ok(_) => return Ok(()),
-            Err(err) if err.stderr().is_some_and(zfs::is_missing_dataset) => {}
-            Err(err) => return Err(self.failure(err, parent)),
+            Ok(_) => Ok(()),
+            Err(err @ ProcessError::Cancelled { .. }) => Err(self.failure(err, parent)),
+            Err(_) => Err(self.failure(create_failure, parent)),
         }
-        if let Some(create) = zfs::create_parents_args(dataset).map_err(ZfsError::from)? {
-            self.run(host, create, parent, cancel).await?;
-        }
-        Ok(())
     }
 
     /// Destroys one target snapshot, retrying zfs-fuse's transient
@@ -1002,6 +1068,35 @@ mod tests {
                 "{source} -> {target}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_failed_parent_creation_is_told_from_a_failed_receive() {
+        let target = "backup/nas1/tank/data";
+        assert!(is_create_failure(
+            "cannot create 'backup/nas1/tank': permission denied",
+            target
+        ));
+        assert!(is_create_failure(
+            "cannot create 'backup/nas1': out of space",
+            target
+        ));
+        // The receive's own complaints, and names that only share a prefix.
+        assert!(!is_create_failure(
+            "cannot receive new filesystem stream: destination has snapshots",
+            target
+        ));
+        assert!(!is_create_failure(
+            "cannot create 'backup/nas1/tank/data': dataset already exists",
+            target
+        ));
+        assert!(!is_create_failure("cannot create 'backup/nas': no", target));
+        assert!(!is_create_failure(
+            "cannot create 'backup/nas1/ta': x",
+            target
+        ));
+        assert!(!LocalZfs.can_chain());
+        assert!(LocalZfs.chain(vec![vec!["list".into()]]).is_none());
     }
 
     #[test]

@@ -39,6 +39,26 @@ impl ZfsHost for RemoteZfs {
     fn describe(&self) -> String {
         format!("{}@{}", self.target.user, self.target.address())
     }
+
+    fn can_chain(&self) -> bool {
+        true
+    }
+
+    fn chain(&self, commands: Vec<Vec<String>>) -> Option<(String, Vec<String>)> {
+        let commands: Vec<Vec<String>> = commands
+            .into_iter()
+            .map(|zfs_args| {
+                let mut words = vec!["zfs".to_owned()];
+                words.extend(zfs_args);
+                words
+            })
+            .collect();
+        // As in `command`: the target was checked in pre-flight.
+        Some((
+            "ssh".to_owned(),
+            ssh::ssh_args_chain(&self.target, &commands).unwrap_or_default(),
+        ))
+    }
 }
 
 /// Runs one replication work item; returns nothing but records bytes and steps in `ctx`.
@@ -98,13 +118,19 @@ pub(crate) async fn replication_run(
 }
 
 /// Can the target be reached and logged in to, with the pinned host keys?
+/// Also settles the target's zfs dialect: from its inventory, as the
+/// controller sent it, or probed over the run's connection when unknown.
 async fn preflight(
     ctx: &mut RunContext<'_>,
     target: &ReplicationTarget,
 ) -> Result<((RemoteZfs, Dialect), String), RunFailure> {
-    let (remote, dialect) = connect(&ctx.manager.identity, target, true)
+    let remote = connect(&ctx.manager.identity, target, true)
         .await
         .map_err(RunFailure::Failed)?;
+    let dialect = match Dialect::from_proto(target.zfs_dialect) {
+        Some(dialect) => dialect,
+        None => probe_dialect(&remote).await,
+    };
     let detail = format!(
         "{} reachable, logged in, zfs {:?}",
         remote.describe(),
@@ -122,13 +148,23 @@ pub async fn check_target(
     connect(identity, target, false).await.map(|_| ())
 }
 
-/// Pins the target's host keys, checks it answers and accepts our key, and
-/// learns its zfs dialect. Errors are reasons a person can act on.
+/// The target's zfs dialect, when its inventory did not say: `zfs version`
+/// exists only on OpenZFS (zfs-fuse vs OpenZFS).
+async fn probe_dialect(remote: &RemoteZfs) -> Dialect {
+    let (program, args) = remote.command(crate::zfs::version_args());
+    match crate::process::run(&program, &args, PROBE_TIMEOUT).await {
+        Ok(_) => Dialect::OpenZfs,
+        Err(_) => Dialect::Legacy,
+    }
+}
+
+/// Pins the target's host keys, checks it answers and accepts our key.
+/// Errors are reasons a person can act on.
 async fn connect(
     identity: &AgentIdentity,
     target: &ReplicationTarget,
     share: bool,
-) -> Result<(RemoteZfs, Dialect), String> {
+) -> Result<RemoteZfs, String> {
     validate_system_name(&target.system).map_err(|e| e.to_string())?;
     let port = u16::try_from(target.ssh_port)
         .ok()
@@ -184,13 +220,7 @@ async fn connect(
             _master: None,
         }
     };
-    // The target's zfs may be another dialect (zfs-fuse vs OpenZFS): `zfs version` exists only on OpenZFS.
-    let (program, args) = remote.command(crate::zfs::version_args());
-    let dialect = match crate::process::run(&program, &args, PROBE_TIMEOUT).await {
-        Ok(_) => Dialect::OpenZfs,
-        Err(_) => Dialect::Legacy,
-    };
-    Ok((remote, dialect))
+    Ok(remote)
 }
 
 /// Takes this run's snapshot of every source dataset (`--create-snapshot-task`).

@@ -44,6 +44,15 @@ impl Dialect {
             Dialect::OpenZfs => v1::ZfsDialect::Openzfs,
         }
     }
+
+    /// The dialect an inventory reported (the wire's i32); `None` when unspecified or unknown.
+    pub fn from_proto(value: i32) -> Option<Dialect> {
+        match v1::ZfsDialect::try_from(value) {
+            Ok(v1::ZfsDialect::Legacy) => Some(Dialect::Legacy),
+            Ok(v1::ZfsDialect::Openzfs) => Some(Dialect::OpenZfs),
+            _ => None,
+        }
+    }
 }
 
 /// What the zfs CLI of this host is, probed once at start (the CLI does not

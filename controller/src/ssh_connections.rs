@@ -181,6 +181,8 @@ pub fn replication_target(record: &SshConnectionRecord) -> ReplicationTarget {
         ssh_user: record.user.clone(),
         host_keys: record.host_keys.clone(),
         system: record.target.clone(),
+        // Unspecified: filled in from the target's inventory for a run.
+        zfs_dialect: 0,
     }
 }
 

@@ -541,7 +541,12 @@ async fn replication_work(
                                     s.message()
                                 )
                             })?;
-                    ssh_connections::replication_target(&connection)
+                    let mut target = ssh_connections::replication_target(&connection);
+                    // Saves the source a probe over ssh on every run.
+                    if let Ok(Some(inventory)) = inventory(state, &spec.target_system) {
+                        target.zfs_dialect = inventory.zfs_dialect;
+                    }
+                    target
                 };
                 let pre_snapshot_name = if spec.create_snapshot_task {
                     let schema = source
