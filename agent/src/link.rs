@@ -82,6 +82,16 @@ pub async fn run(
         state_dir: settings.state_dir.clone(),
         replication_key,
     };
+    let swept =
+        tokio::task::spawn_blocking(|| crate::ssh::sweep_stale_control_dirs(&std::env::temp_dir()))
+            .await
+            .unwrap_or(0);
+    if swept > 0 {
+        tracing::info!(
+            count = swept,
+            "removed SSH control directories of agents no longer running"
+        );
+    }
     let runs = RunManager::open(identity, zfs.clone()).await?;
     tracing::info!(system = %credentials.enrollment.name, controller = %credentials.enrollment.controller,
         pools = ?settings.inventory.pools, "agent starting");

@@ -671,6 +671,48 @@ impl Drop for SshMaster {
     }
 }
 
+/// Prefix of the private directories holding master sockets, followed by
+/// the owning agent's pid: `nasfleet-ssh-PID-RANDOM`.
+const CONTROL_DIR_PREFIX: &str = "nasfleet-ssh-";
+
+/// Removes the master-socket directories under `tmp` that agents no longer
+/// running left behind (killed with SIGKILL, so no [`SshMaster`] was
+/// dropped; the master itself died with them). A directory whose pid is
+/// alive is kept: other agents may share the host (and a reused pid only
+/// delays the sweep). Returns how many were removed.
+pub fn sweep_stale_control_dirs(tmp: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(CONTROL_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            m.is_dir() && m.uid() == unsafe { libc::geteuid() }
+        });
+        if !ours || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::debug!(dir = %entry.path().display(), error = %e, "could not remove a stale SSH control directory")
+            }
+        }
+    }
+    removed
+}
+
 /// Opens a master connection for `target` and returns the target set up to
 /// share it. The socket lives in a fresh private directory under /tmp (unix
 /// socket paths are limited to about 100 bytes, state dirs can be longer).
@@ -680,7 +722,7 @@ pub async fn start_master(
     timeout: Duration,
 ) -> Result<(SshMaster, SshTarget), SshError> {
     let dir = std::env::temp_dir().join(format!(
-        "nasfleet-ssh-{}-{:016x}",
+        "{CONTROL_DIR_PREFIX}{}-{:016x}",
         std::process::id(),
         rand::random::<u64>()
     ));
@@ -1605,6 +1647,29 @@ mod tests {
             known_hosts: "/var/lib/nasfleet-agent/known_hosts/nas2".into(),
             control_path: None,
         }
+    }
+
+    #[test]
+    fn only_control_dirs_of_agents_that_are_gone_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp
+            .path()
+            .join(format!("{CONTROL_DIR_PREFIX}{}-00ff", i32::MAX));
+        let alive = tmp
+            .path()
+            .join(format!("{CONTROL_DIR_PREFIX}{}-00ff", std::process::id()));
+        let other = tmp
+            .path()
+            .join(format!("nasfleet-rsync-empty-{}", i32::MAX));
+        let not_a_pid = tmp.path().join(format!("{CONTROL_DIR_PREFIX}x-00ff"));
+        for dir in [&dead, &alive, &other, &not_a_pid] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        std::fs::write(dead.join("ctl"), b"").unwrap();
+        assert_eq!(sweep_stale_control_dirs(tmp.path()), 1);
+        assert!(!dead.exists());
+        assert!(alive.exists() && other.exists() && not_a_pid.exists());
+        assert_eq!(sweep_stale_control_dirs(&tmp.path().join("missing")), 0);
     }
 
     #[test]
