@@ -4,6 +4,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -466,6 +467,60 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// Waits until the TCP server `child` started on `addr` sends a first line
+/// beginning with `greeting` (`SSH-2.0`, `@RSYNCD:`), for at most
+/// `timeout`; fails early, with the child's log, if it exits. `daemon`
+/// names it in errors ("sshd", "rsync daemon").
+pub fn wait_for_greeting(
+    child: &mut ChildGuard,
+    addr: SocketAddr,
+    daemon: &str,
+    greeting: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{daemon} on {addr} exited ({status}) during start-up; log:\n{}",
+                child.log()
+            );
+        }
+        let last = match read_first_line(addr) {
+            Ok(line) if line.starts_with(greeting) => return Ok(()),
+            Ok(line) => format!("unexpected greeting {line:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "{daemon} on {addr} shows no {greeting} greeting after {timeout:?} ({last}); log:\n{}",
+                child.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The first line (at most 255 bytes) a TCP server sends on connect.
+fn read_first_line(addr: SocketAddr) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .context("setting a read timeout")?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 255 {
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) => return Err(e).with_context(|| format!("reading the first line of {addr}")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
 //! A real rsync daemon per test "host": its own loopback address, port, config and modules, stopped on drop.
 
-use crate::process::ChildGuard;
+use crate::process::{ChildGuard, wait_for_greeting};
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the daemon gets to greet with `@RSYNCD:`.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,33 +120,12 @@ impl TestRsyncd {
     /// Polls the port until it greets with `@RSYNCD:`, for at most 10 s;
     /// fails early (with the log) if the daemon exits.
     fn wait_for_greeting(&mut self) -> Result<()> {
-        let deadline = Instant::now() + GREETING_TIMEOUT;
-        let address = self.address();
         let socket = self.socket_addr();
         let child = self
             .child
             .as_mut()
-            .ok_or_else(|| anyhow!("rsync daemon on {address} is not running"))?;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "rsync daemon on {address} exited ({status}) during start-up; log:\n{}",
-                    child.log()
-                );
-            }
-            let last = match read_greeting(socket) {
-                Ok(line) if line.starts_with("@RSYNCD:") => return Ok(()),
-                Ok(line) => format!("unexpected greeting {line:?}"),
-                Err(e) => format!("{e:#}"),
-            };
-            if Instant::now() >= deadline {
-                bail!(
-                    "rsync daemon on {address} shows no @RSYNCD greeting after {GREETING_TIMEOUT:?} ({last}); log:\n{}",
-                    child.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .ok_or_else(|| anyhow!("rsync daemon on {socket} is not running"))?;
+        wait_for_greeting(child, socket, "rsync daemon", "@RSYNCD:", GREETING_TIMEOUT)
     }
 
     /// `"127.0.0.N:PORT"`.
@@ -292,26 +270,6 @@ fn rsyncd_config(
         ));
     }
     config
-}
-
-/// Reads the daemon's first line (`@RSYNCD: 32.0 ...`).
-fn read_greeting(addr: SocketAddr) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .context("setting a read timeout")?;
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 255 {
-        match stream.read(&mut byte) {
-            Ok(0) => break,
-            Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) => line.push(byte[0]),
-            Err(e) => return Err(e).with_context(|| format!("reading the greeting of {addr}")),
-        }
-    }
-    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
 }
 
 #[cfg(test)]

@@ -1,14 +1,13 @@
 //! A real OpenSSH server per test "host": its own loopback address, port, host key and config, stopped on drop.
 
-use crate::process::{ChildGuard, run_ok};
+use crate::process::{ChildGuard, run_ok, wait_for_greeting};
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// sshd must be started by absolute path: it re-executes itself per
 /// connection and refuses to run otherwise.
@@ -138,33 +137,12 @@ impl TestSshd {
     /// Polls the port until it greets with `SSH-2.0`, for at most 10 s;
     /// fails early (with sshd's log) if sshd exits.
     fn wait_for_banner(&mut self) -> Result<()> {
-        let deadline = Instant::now() + BANNER_TIMEOUT;
-        let address = self.address();
         let socket = self.socket_addr();
         let child = self
             .child
             .as_mut()
-            .ok_or_else(|| anyhow!("sshd on {address} is not running"))?;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "sshd on {address} exited ({status}) during start-up; log:\n{}",
-                    child.log()
-                );
-            }
-            let last = match read_banner(socket) {
-                Ok(banner) if banner.starts_with("SSH-2.0") => return Ok(()),
-                Ok(banner) => format!("unexpected banner {banner:?}"),
-                Err(e) => format!("{e:#}"),
-            };
-            if Instant::now() >= deadline {
-                bail!(
-                    "sshd on {address} shows no SSH-2.0 banner after {BANNER_TIMEOUT:?} ({last}); log:\n{}",
-                    child.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .ok_or_else(|| anyhow!("sshd on {socket} is not running"))?;
+        wait_for_greeting(child, socket, "sshd", "SSH-2.0", BANNER_TIMEOUT)
     }
 
     /// `"127.0.0.N:PORT"`, what an agent reports as its SSH address.
@@ -362,26 +340,6 @@ fn sshd_config(
         pid_file = pid_file.display(),
         authorized_keys = authorized_keys.display(),
     )
-}
-
-/// Reads the server's first line (its identification string).
-fn read_banner(addr: SocketAddr) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .context("setting a read timeout")?;
-    let mut banner = Vec::new();
-    let mut byte = [0u8; 1];
-    while banner.len() < 255 {
-        match stream.read(&mut byte) {
-            Ok(0) => break,
-            Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) => banner.push(byte[0]),
-            Err(e) => return Err(e).with_context(|| format!("reading the banner of {addr}")),
-        }
-    }
-    Ok(String::from_utf8_lossy(&banner).trim_end().to_string())
 }
 
 /// `"ssh-ed25519 SHA256:..."` from `ssh-keygen -lf KEY.pub`.
