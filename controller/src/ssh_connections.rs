@@ -63,13 +63,8 @@ pub async fn create(
             "target: a system replicates to itself locally and needs no SSH connection",
         ));
     }
-    for (field, system) in [("source", source), ("target", target)] {
-        if state.store.system(system).map_err(internal)?.is_none() {
-            return Err(Status::invalid_argument(format!(
-                "{field}: System '{system}' is not enrolled"
-            )));
-        }
-    }
+    tasks::require_enrolled(state, "source", source)?;
+    tasks::require_enrolled(state, "target", target)?;
     let public_key = tasks::inventory(state, source)?
         .map(|i| i.replication_public_key)
         .filter(|k| !k.is_empty())

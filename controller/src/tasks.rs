@@ -38,6 +38,14 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("controller store failure: {e}"))
 }
 
+/// `FIELD: System 'NAME' is not enrolled` unless `system` is in the fleet.
+pub fn require_enrolled(state: &SharedState, field: &str, system: &str) -> Result<(), Status> {
+    match state.store.system(system).map_err(internal)? {
+        Some(_) => Ok(()),
+        None => Err(invalid(field, format!("System '{system}' is not enrolled"))),
+    }
+}
+
 /// The systems a task's runs take part on, in order, without repeats.
 pub fn systems_of(task: &Task) -> Vec<String> {
     match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
@@ -155,17 +163,7 @@ async fn validate_snapshot(state: &SharedState, spec: &mut SnapshotTaskSpec) -> 
     if spec.system.is_empty() {
         return Err(invalid("system", "System is required"));
     }
-    if state
-        .store
-        .system(&spec.system)
-        .map_err(internal)?
-        .is_none()
-    {
-        return Err(invalid(
-            "system",
-            format!("System '{}' is not enrolled", spec.system),
-        ));
-    }
+    require_enrolled(state, "system", &spec.system)?;
     spec.dataset = spec.dataset.trim_end_matches('/').to_owned();
     if spec.dataset.is_empty() {
         return Err(invalid("dataset", "Dataset is required"));
@@ -243,17 +241,7 @@ async fn validate_replication(
         return Err(invalid("target", "Destination is required"));
     }
     spec.target_dataset = spec.target_dataset.trim_end_matches('/').to_owned();
-    if state
-        .store
-        .system(&spec.target_system)
-        .map_err(internal)?
-        .is_none()
-    {
-        return Err(invalid(
-            "target",
-            format!("System '{}' is not enrolled", spec.target_system),
-        ));
-    }
+    require_enrolled(state, "target", &spec.target_system)?;
     let pool = spec.target_dataset.split('/').next().unwrap_or_default();
     let target_pools = inventory(state, &spec.target_system)?
         .map(|i| i.pools)
@@ -268,17 +256,7 @@ async fn validate_replication(
     let mut landing: HashMap<String, String> = HashMap::new();
     let mut recursive_sources: Vec<(String, String)> = Vec::new();
     for source in &mut spec.sources {
-        if state
-            .store
-            .system(&source.system)
-            .map_err(internal)?
-            .is_none()
-        {
-            return Err(invalid(
-                "sources",
-                format!("System '{}' is not enrolled", source.system),
-            ));
-        }
+        require_enrolled(state, "sources", &source.system)?;
         if source.naming_schemas.is_empty() {
             source.naming_schemas = vec![nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA.into()];
         }
@@ -352,17 +330,7 @@ async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result
     if spec.system.is_empty() {
         return Err(invalid("system", "System is required"));
     }
-    if state
-        .store
-        .system(&spec.system)
-        .map_err(internal)?
-        .is_none()
-    {
-        return Err(invalid(
-            "system",
-            format!("System '{}' is not enrolled", spec.system),
-        ));
-    }
+    require_enrolled(state, "system", &spec.system)?;
     if spec.mode() == RsyncMode::Unspecified {
         spec.set_mode(RsyncMode::Module);
     }
