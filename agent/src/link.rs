@@ -318,7 +318,7 @@ fn answer(
                 AgentResponse {
                     request_id,
                     error,
-                    created: Vec::new(),
+                    ..Default::default()
                 }
             }
             Some(agent_request::Body::ValidateRsync(validate)) => {
@@ -330,7 +330,7 @@ fn answer(
                 AgentResponse {
                     request_id,
                     error,
-                    created: Vec::new(),
+                    ..Default::default()
                 }
             }
             Some(agent_request::Body::RevokeKey(revoke)) => {
@@ -353,7 +353,7 @@ fn answer(
                 AgentResponse {
                     request_id,
                     error,
-                    created: Vec::new(),
+                    ..Default::default()
                 }
             }
             Some(agent_request::Body::CheckSsh(check)) => {
@@ -369,7 +369,7 @@ fn answer(
                 AgentResponse {
                     request_id,
                     error,
-                    created: Vec::new(),
+                    ..Default::default()
                 }
             }
             Some(agent_request::Body::CreateSnapshots(create)) => {
@@ -383,14 +383,14 @@ fn answer(
                         tracing::info!(names = ?create.names, recursive = create.recursive, "snapshot taken");
                         AgentResponse {
                             request_id,
-                            error: String::new(),
                             created: create.names,
+                            ..Default::default()
                         }
                     }
                     Ok(Err(e)) => AgentResponse {
                         request_id,
                         error: e.to_string(),
-                        created: Vec::new(),
+                        ..Default::default()
                     },
                     Err(_) => AgentResponse {
                         request_id,
@@ -398,14 +398,19 @@ fn answer(
                             "taking the snapshot took longer than {}s",
                             REQUEST_TIMEOUT.as_secs()
                         ),
-                        created: Vec::new(),
+                        ..Default::default()
                     },
                 }
             }
+            Some(agent_request::Body::ListReplicas(list)) => AgentResponse {
+                request_id,
+                replicas: crate::replication_run::list_replicas(&zfs, &list.datasets).await,
+                ..Default::default()
+            },
             None => AgentResponse {
                 request_id,
                 error: "this agent does not understand the request; upgrade it".into(),
-                created: Vec::new(),
+                ..Default::default()
             },
         };
         let _ = tx

@@ -307,6 +307,10 @@ pub struct ReplicateOptions {
     /// Limit for each zfs call around the transfers (listings, create,
     /// destroy, set); over ssh this includes the connection.
     pub command_timeout: Duration,
+    /// The target dataset's snapshots as the target's agent listed them
+    /// moments ago (`Some(None)`: it did not exist), to plan from without
+    /// listing the target over ssh. `None`: list it.
+    pub target_listing: Option<Option<Vec<SnapshotInfo>>>,
 }
 
 impl ReplicateOptions {
@@ -319,6 +323,7 @@ impl ReplicateOptions {
             dialect_source,
             dialect_target,
             command_timeout: zfs::DEFAULT_TIMEOUT,
+            target_listing: None,
         }
     }
 }
@@ -331,6 +336,9 @@ pub struct DatasetOutcome {
     pub bytes: u64,
     /// Nothing needed sending.
     pub up_to_date: bool,
+    /// Planned from the target agent's listing
+    /// ([`ReplicateOptions::target_listing`]) instead of one taken here.
+    pub planned_from_target_listing: bool,
 }
 
 /// Why replicating one dataset failed. Every variant names a dataset.
@@ -372,6 +380,13 @@ pub enum ReplicationError {
 /// A receive that reports failure although its snapshot (by guid) is on
 /// the target afterwards counts as done: zfs-fuse answers a full `recv -F`
 /// onto an existing, mounted dataset with "I/O error" after receiving it.
+///
+/// With [`ReplicateOptions::target_listing`] the target is not listed
+/// first when that listing calls for plain receives only; if zfs refuses
+/// the first of them as not fitting the target (it changed since), the
+/// target is listed and planned for afresh. As with a listing taken here,
+/// a snapshot taken on the target in between without changing its data
+/// does not stop zfs from receiving on top of the base; it stays there.
 pub async fn replicate_dataset(
     source_dataset: &str,
     target_dataset: &str,
@@ -385,7 +400,8 @@ pub async fn replicate_dataset(
     zfs::validate_dataset_name(target_dataset).map_err(ZfsError::from)?;
     let step = Step {
         dataset: source_dataset,
-        timeout: options.command_timeout,
+        target_dataset,
+        options,
     };
 
     let source = step
@@ -394,6 +410,44 @@ pub async fn replicate_dataset(
         .ok_or_else(|| ZfsError::DatasetNotFound {
             name: source_dataset.to_owned(),
         })?;
+
+    // What the target's agent listed is acted on only when it calls for
+    // plain receives (no -F, nothing destroyed): zfs refuses those itself if
+    // the target changed since, and such a refusal sends us to the listing
+    // below. Every other verdict (up to date, a refusal, an overwrite) is
+    // made from a listing taken now.
+    if let Some(listed) = &options.target_listing {
+        let hinted = plan(
+            source_dataset,
+            target_dataset,
+            &source,
+            matching,
+            listed.as_deref(),
+            options.allow_overwrite,
+        );
+        if let Ok(hinted) = hinted
+            && !hinted.is_up_to_date()
+            && !hinted.force
+            && hinted.discard.is_empty()
+        {
+            let basis = Basis {
+                target_absent: listed.is_none(),
+                from_target_agent: true,
+            };
+            match step
+                .carry_out(&hinted, basis, &source, target, progress, cancel)
+                .await
+            {
+                Err(Halted::StalePlan(refusal)) => tracing::info!(
+                    %refusal,
+                    dataset = %target_dataset,
+                    "the target changed since its agent listed it; listing it again"
+                ),
+                other => return other.map_err(ReplicationError::from),
+            }
+        }
+    }
+
     let existing = step
         .snapshot_guids(target, options.dialect_target, target_dataset, cancel)
         .await?;
@@ -410,154 +464,91 @@ pub async fn replicate_dataset(
             transferred: Vec::new(),
             bytes: 0,
             up_to_date: true,
+            planned_from_target_listing: false,
         });
     }
-
-    // Over ssh the parent's creation rides in front of the first receive
-    // and `readonly=on` behind the last one, in the same remote call:
-    // two sessions fewer per dataset. Locally they are calls of their own.
-    let chaining = target.can_chain();
-    if existing.is_none() && !chaining {
-        step.ensure_parent(target, target_dataset, cancel).await?;
-    }
-    for name in &plan.discard {
-        step.destroy_snapshot(target, &format!("{target_dataset}@{name}"), cancel)
-            .await?;
-    }
-
-    let guids: HashMap<&str, u64> = source.iter().map(|s| (s.name.as_str(), s.guid)).collect();
-    let create_parent = match existing {
-        None if chaining => zfs::create_parents_args(target_dataset).map_err(ZfsError::from)?,
-        _ => None,
+    let basis = Basis {
+        target_absent: existing.is_none(),
+        from_target_agent: false,
     };
-    let readonly = zfs::set_readonly_args(target_dataset).map_err(ZfsError::from)?;
-    let mut readonly_set = false;
-    let mut total: u64 = 0;
-    let mut transferred = Vec::with_capacity(plan.transfers.len());
-    for (index, transfer) in plan.transfers.iter().enumerate() {
-        let label = transfer.label(source_dataset);
-        let from = match transfer {
-            Transfer::Full { .. } => None,
-            Transfer::Incremental { from, .. } => Some(format!("@{from}")),
-        };
-        let snapshot = format!("{source_dataset}@{}", transfer.snapshot());
-        let send = zfs::send_args(options.dialect_source, from.as_deref(), &snapshot)
-            .map_err(ZfsError::from)?;
-        let recv = zfs::recv_args(options.dialect_target, target_dataset, plan.force)
-            .map_err(ZfsError::from)?;
-        let (send_program, send_args) = LocalZfs.command(send);
-        let last = index + 1 == plan.transfers.len();
-        let mut create_first = if index == 0 {
-            create_parent.clone()
-        } else {
-            None
-        };
-        let outcome = loop {
-            let mut commands: Vec<Vec<String>> = create_first.iter().cloned().collect();
-            commands.push(recv.clone());
-            if chaining && last {
-                commands.push(readonly.clone());
-            }
-            let chained = commands.len() > 1;
-            let (recv_program, recv_args) = match target.chain(commands) {
-                Some(chain) => chain,
-                None => target.command(recv.clone()),
-            };
-            progress(total, &label);
-            let done = total;
-            let mut moved_now = 0;
-            let moved = process::pipe(
-                (&send_program, &send_args),
-                (&recv_program, &recv_args),
-                options.idle_timeout,
-                |bytes| {
-                    moved_now = bytes;
-                    progress(done + bytes, &label);
-                },
-                cancel,
-            )
-            .await;
-            // The parent could not be created: maybe it exists and this
-            // user may not create (delegation). Settle that on its own,
-            // with its own error, and send again without the create.
-            if create_first.is_some()
-                && let Err(PipeError::RecvFailed { stderr, .. }) = &moved
-                && is_create_failure(stderr, target_dataset)
-            {
-                step.ensure_parent(target, target_dataset, cancel).await?;
-                create_first = None;
-                continue;
-            }
-            break (moved, moved_now, chained);
-        };
-        let (moved, moved_now, chained) = outcome;
-        let failure = match moved {
-            Ok(bytes) => {
-                total += bytes;
-                readonly_set |= chained && last;
-                None
-            }
-            Err(PipeError::Cancelled) => Some(ReplicationError::Cancelled {
-                dataset: source_dataset.to_owned(),
-            }),
-            Err(cause @ PipeError::RecvFailed { .. })
-                if step
-                    .arrived(
-                        target,
-                        options,
-                        target_dataset,
-                        guids.get(transfer.snapshot()).copied(),
-                        cancel,
-                    )
-                    .await =>
-            {
-                // zfs-fuse: a full `recv -F` onto an existing dataset can
-                // report "I/O error" after receiving everything (remounting
-                // fails). The snapshot, with its guid, is the proof. (Or a
-                // chained `readonly=on` failed; it is set again below.)
-                tracing::warn!(
-                    %cause,
-                    transfer = %label,
-                    "zfs receive failed, but the snapshot arrived on the target; continuing"
-                );
-                total += moved_now;
-                None
-            }
-            Err(cause) => {
-                let known = match &cause {
-                    PipeError::RecvFailed { stderr, .. } => zfs::recv_error(stderr, target_dataset),
-                    _ => None,
-                };
-                Some(match known {
-                    Some(reason) => ReplicationError::Zfs(reason),
-                    None => ReplicationError::Transfer {
-                        target_dataset: target_dataset.to_owned(),
-                        transfer: label,
-                        cause,
-                    },
-                })
-            }
-        };
-        if let Some(err) = failure {
-            if existing.is_none() && matches!(transfer, Transfer::Full { .. }) {
-                step.await_discarded(target, target_dataset).await;
-            }
-            if !transferred.is_empty() {
-                step.set_readonly_quietly(target, target_dataset).await;
-            }
-            return Err(err);
-        }
-        transferred.push(transfer.clone());
-    }
+    step.carry_out(&plan, basis, &source, target, progress, cancel)
+        .await
+        .map_err(ReplicationError::from)
+}
 
-    if !readonly_set {
-        step.run(target, readonly, target_dataset, cancel).await?;
+/// The snapshots of `dataset` on this system, oldest first; `None` when it
+/// does not exist. A target's agent answers the controller's listing for a
+/// replication run's dispatch with it.
+pub async fn local_snapshots(
+    dialect: Dialect,
+    dataset: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<SnapshotInfo>>, ReplicationError> {
+    zfs::validate_dataset_name(dataset).map_err(ZfsError::from)?;
+    let mut options = ReplicateOptions::new(dialect, dialect);
+    options.command_timeout = timeout;
+    let step = Step {
+        dataset,
+        target_dataset: dataset,
+        options: &options,
+    };
+    // Nobody cancels a listing: the sender is dropped at once.
+    let (_, mut never_cancelled) = watch::channel(false);
+    step.snapshot_guids(&LocalZfs, dialect, dataset, &mut never_cancelled)
+        .await
+}
+
+/// What a plan was made from.
+#[derive(Debug, Clone, Copy)]
+struct Basis {
+    /// The target dataset did not exist.
+    target_absent: bool,
+    /// The target's agent listed the target at dispatch, not this step:
+    /// the target may have changed since.
+    from_target_agent: bool,
+}
+
+/// Why carrying out a plan stopped.
+#[derive(Debug)]
+enum Halted {
+    Failed(ReplicationError),
+    /// zfs refused the first receive of a plan made from the target
+    /// agent's listing as not matching the target (it changed since).
+    /// Nothing was received: plan again from a fresh listing.
+    StalePlan(ZfsError),
+}
+
+impl From<ReplicationError> for Halted {
+    fn from(err: ReplicationError) -> Halted {
+        Halted::Failed(err)
     }
-    Ok(DatasetOutcome {
-        transferred,
-        bytes: total,
-        up_to_date: false,
-    })
+}
+
+impl From<ZfsError> for Halted {
+    fn from(err: ZfsError) -> Halted {
+        Halted::Failed(err.into())
+    }
+}
+
+impl From<Halted> for ReplicationError {
+    fn from(halted: Halted) -> ReplicationError {
+        match halted {
+            Halted::Failed(err) => err,
+            Halted::StalePlan(err) => err.into(),
+        }
+    }
+}
+
+/// zfs refusals of a receive that mean the target is not what the plan
+/// expected: it exists after all, its newest snapshot is not the base, or
+/// it is gone.
+fn is_plan_mismatch(refusal: &ZfsError) -> bool {
+    matches!(
+        refusal,
+        ZfsError::Diverged { .. }
+            | ZfsError::TargetExists { .. }
+            | ZfsError::DatasetNotFound { .. }
+    )
 }
 
 /// Whether a chained call failed at `zfs create -p` of an ancestor of
@@ -574,10 +565,187 @@ fn is_create_failure(stderr: &str, target_dataset: &str) -> bool {
 struct Step<'a> {
     /// The source dataset, named when the run is cancelled.
     dataset: &'a str,
-    timeout: Duration,
+    target_dataset: &'a str,
+    options: &'a ReplicateOptions,
 }
 
 impl Step<'_> {
+    /// Carries out `plan` for this step's datasets: creates the target's
+    /// parent if missing, discards what the plan discards, runs each
+    /// transfer through [`process::pipe`] (send here, recv via `target`)
+    /// and sets `readonly=on` on the target (see [`replicate_dataset`]).
+    async fn carry_out(
+        &self,
+        plan: &Plan,
+        basis: Basis,
+        source: &[SnapshotInfo],
+        target: &dyn ZfsHost,
+        progress: &mut (dyn FnMut(u64, &str) + Send),
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<DatasetOutcome, Halted> {
+        let source_dataset = self.dataset;
+        let target_dataset = self.target_dataset;
+        // Over ssh the parent's creation rides in front of the first receive
+        // and `readonly=on` behind the last one, in the same remote call:
+        // two sessions fewer per dataset. Locally they are calls of their own.
+        let chaining = target.can_chain();
+        if basis.target_absent && !chaining {
+            self.ensure_parent(target, target_dataset, cancel).await?;
+        }
+        for name in &plan.discard {
+            self.destroy_snapshot(target, &format!("{target_dataset}@{name}"), cancel)
+                .await?;
+        }
+
+        let guids: HashMap<&str, u64> = source.iter().map(|s| (s.name.as_str(), s.guid)).collect();
+        let create_parent = if basis.target_absent && chaining {
+            zfs::create_parents_args(target_dataset).map_err(ZfsError::from)?
+        } else {
+            None
+        };
+        let readonly = zfs::set_readonly_args(target_dataset).map_err(ZfsError::from)?;
+        let mut readonly_set = false;
+        let mut total: u64 = 0;
+        let mut transferred = Vec::with_capacity(plan.transfers.len());
+        for (index, transfer) in plan.transfers.iter().enumerate() {
+            let label = transfer.label(source_dataset);
+            let from = match transfer {
+                Transfer::Full { .. } => None,
+                Transfer::Incremental { from, .. } => Some(format!("@{from}")),
+            };
+            let snapshot = format!("{source_dataset}@{}", transfer.snapshot());
+            let send = zfs::send_args(self.options.dialect_source, from.as_deref(), &snapshot)
+                .map_err(ZfsError::from)?;
+            let recv = zfs::recv_args(self.options.dialect_target, target_dataset, plan.force)
+                .map_err(ZfsError::from)?;
+            let (send_program, send_args) = LocalZfs.command(send);
+            let last = index + 1 == plan.transfers.len();
+            let mut create_first = if index == 0 {
+                create_parent.clone()
+            } else {
+                None
+            };
+            let outcome = loop {
+                let mut commands: Vec<Vec<String>> = create_first.iter().cloned().collect();
+                commands.push(recv.clone());
+                if chaining && last {
+                    commands.push(readonly.clone());
+                }
+                let chained = commands.len() > 1;
+                let (recv_program, recv_args) = match target.chain(commands) {
+                    Some(chain) => chain,
+                    None => target.command(recv.clone()),
+                };
+                progress(total, &label);
+                let done = total;
+                let mut moved_now = 0;
+                let moved = process::pipe(
+                    (&send_program, &send_args),
+                    (&recv_program, &recv_args),
+                    self.options.idle_timeout,
+                    |bytes| {
+                        moved_now = bytes;
+                        progress(done + bytes, &label);
+                    },
+                    cancel,
+                )
+                .await;
+                // The parent could not be created: maybe it exists and this
+                // user may not create (delegation). Settle that on its own,
+                // with its own error, and send again without the create.
+                if create_first.is_some()
+                    && let Err(PipeError::RecvFailed { stderr, .. }) = &moved
+                    && is_create_failure(stderr, target_dataset)
+                {
+                    self.ensure_parent(target, target_dataset, cancel).await?;
+                    create_first = None;
+                    continue;
+                }
+                break (moved, moved_now, chained);
+            };
+            let (moved, moved_now, chained) = outcome;
+            // Before anything else: zfs-fuse's and the chained calls' quirks
+            // below must not hide that the plan did not fit the target.
+            if basis.from_target_agent
+                && transferred.is_empty()
+                && let Err(PipeError::RecvFailed { stderr, .. }) = &moved
+                && let Some(refusal) =
+                    zfs::recv_error(stderr, target_dataset).filter(is_plan_mismatch)
+            {
+                return Err(Halted::StalePlan(refusal));
+            }
+            let failure = match moved {
+                Ok(bytes) => {
+                    total += bytes;
+                    readonly_set |= chained && last;
+                    None
+                }
+                Err(PipeError::Cancelled) => Some(ReplicationError::Cancelled {
+                    dataset: source_dataset.to_owned(),
+                }),
+                Err(cause @ PipeError::RecvFailed { .. })
+                    if self
+                        .arrived(
+                            target,
+                            self.options,
+                            target_dataset,
+                            guids.get(transfer.snapshot()).copied(),
+                            cancel,
+                        )
+                        .await =>
+                {
+                    // zfs-fuse: a full `recv -F` onto an existing dataset can
+                    // report "I/O error" after receiving everything (remounting
+                    // fails). The snapshot, with its guid, is the proof. (Or a
+                    // chained `readonly=on` failed; it is set again below.)
+                    tracing::warn!(
+                        %cause,
+                        transfer = %label,
+                        "zfs receive failed, but the snapshot arrived on the target; continuing"
+                    );
+                    total += moved_now;
+                    None
+                }
+                Err(cause) => {
+                    let known = match &cause {
+                        PipeError::RecvFailed { stderr, .. } => {
+                            zfs::recv_error(stderr, target_dataset)
+                        }
+                        _ => None,
+                    };
+                    Some(match known {
+                        Some(reason) => ReplicationError::Zfs(reason),
+                        None => ReplicationError::Transfer {
+                            target_dataset: target_dataset.to_owned(),
+                            transfer: label,
+                            cause,
+                        },
+                    })
+                }
+            };
+            if let Some(err) = failure {
+                if basis.target_absent && matches!(transfer, Transfer::Full { .. }) {
+                    self.await_discarded(target, target_dataset).await;
+                }
+                if !transferred.is_empty() {
+                    self.set_readonly_quietly(target, target_dataset).await;
+                }
+                return Err(err.into());
+            }
+            transferred.push(transfer.clone());
+        }
+
+        if !readonly_set {
+            self.run(target, readonly, target_dataset, cancel).await?;
+        }
+        Ok(DatasetOutcome {
+            transferred,
+            bytes: total,
+            up_to_date: false,
+            planned_from_target_listing: basis.from_target_agent,
+        })
+    }
+
     /// Runs one zfs call on `host`; a failure is typed with `subject` as
     /// the dataset it concerns.
     async fn run(
@@ -599,7 +767,7 @@ impl Step<'_> {
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<Output, ProcessError> {
         let (program, args) = host.command(zfs_args);
-        process::run_cancellable(&program, &args, self.timeout, cancel).await
+        process::run_cancellable(&program, &args, self.options.command_timeout, cancel).await
     }
 
     fn failure(&self, err: ProcessError, subject: &str) -> ReplicationError {
@@ -623,7 +791,7 @@ impl Step<'_> {
             return;
         };
         let (program, args) = host.command(args);
-        if let Err(err) = process::run(&program, &args, self.timeout).await {
+        if let Err(err) = process::run(&program, &args, self.options.command_timeout).await {
             tracing::warn!(%dataset, %err, "could not make the replica read-only");
         }
     }
@@ -641,7 +809,13 @@ impl Step<'_> {
         let (program, args) = host.command(args);
         let deadline = tokio::time::Instant::now() + DISCARD_WAIT;
         loop {
-            match process::run(&program, &args, self.timeout.min(DISCARD_WAIT)).await {
+            match process::run(
+                &program,
+                &args,
+                self.options.command_timeout.min(DISCARD_WAIT),
+            )
+            .await
+            {
                 Err(err) if err.stderr().is_some_and(zfs::is_missing_dataset) => return,
                 Ok(_) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(DISCARD_POLL).await;
@@ -1014,6 +1188,34 @@ mod tests {
             let target = (done > 0).then_some(&received[..]);
             let next = plan(SRC, DST, &source, auto, target, false).unwrap();
             assert_eq!(next.transfers, first.transfers[done..], "after {done}");
+        }
+    }
+
+    #[test]
+    fn only_refusals_about_the_targets_state_send_a_step_to_a_fresh_listing() {
+        let target = "backup/nas1/tank";
+        for (stderr, mismatch) in [
+            (
+                "cannot receive incremental stream: most recent snapshot of backup/nas1/tank does not\nmatch incremental source",
+                true,
+            ),
+            (
+                "cannot receive new filesystem stream: destination 'backup/nas1/tank' exists\nmust specify -F to overwrite it",
+                true,
+            ),
+            (
+                "cannot receive incremental stream: destination 'backup/nas1/tank' does not exist",
+                true,
+            ),
+            ("cannot receive: out of space", false),
+            ("cannot open 'backup': no such pool", false),
+        ] {
+            let refusal = zfs::recv_error(stderr, target);
+            assert_eq!(
+                refusal.as_ref().is_some_and(is_plan_mismatch),
+                mismatch,
+                "{stderr}: {refusal:?}"
+            );
         }
     }
 

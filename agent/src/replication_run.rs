@@ -3,18 +3,29 @@
 use crate::replication::{self, LocalZfs, ReplicateOptions, ZfsHost};
 use crate::runs::{AgentIdentity, RunContext, RunFailure};
 use crate::ssh::{self, SshTarget};
-use crate::zfs::{Dialect, Zfs, ZfsError};
+use crate::zfs::{Dialect, SnapshotInfo, Zfs, ZfsError};
 use nasfleet_proto::names::validate_system_name;
 use nasfleet_proto::naming::NamingSchema;
 use nasfleet_proto::v1::{
-    Progress, ReplicationDataset, ReplicationTarget, ReplicationWork, RunUpdate,
+    Progress, ReplicaListing, ReplicaSnapshot, ReplicationDataset, ReplicationTarget,
+    ReplicationWork, RunUpdate,
 };
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const REACH_TIMEOUT: Duration = Duration::from_secs(10);
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 const MASTER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long after a run starts the target agent's listing (taken at
+/// dispatch) may stand in for a listing over ssh; later steps list anew.
+/// Short: the listing should be about as fresh as one taken at the step.
+const TARGET_LISTING_FRESH: Duration = Duration::from_secs(10);
+/// Most datasets a target's agent lists for one dispatch (the controller
+/// asks for at most as many), and the time it may spend on them: the
+/// controller stops waiting after 10 s.
+const MAX_LISTED_REPLICAS: usize = 256;
+const REPLICA_LISTING_BUDGET: Duration = Duration::from_secs(8);
 
 /// zfs on the target, reached through ssh with the pinned host keys.
 struct RemoteZfs {
@@ -69,6 +80,12 @@ pub(crate) async fn replication_run(
     let target = work.target.as_ref().ok_or_else(|| {
         RunFailure::Failed("The controller sent replication work without a target".into())
     })?;
+    let started = Instant::now();
+    let listed_by_target: HashMap<&str, &ReplicaListing> = work
+        .target_replicas
+        .iter()
+        .map(|listing| (listing.dataset.as_str(), listing))
+        .collect();
     let zfs = ctx.manager.zfs();
     let (host, target_dialect): (Box<dyn ZfsHost>, Dialect) = if target.ssh_host.is_empty() {
         (Box::new(LocalZfs), zfs.dialect)
@@ -91,6 +108,10 @@ pub(crate) async fn replication_run(
             ctx.check_cancelled()?;
             let step = format!("{}:{source} → {destination}", ctx.manager.identity.system);
             ctx.begin(&step)?;
+            let target_listing = listed_by_target
+                .get(destination.as_str())
+                .filter(|_| started.elapsed() < TARGET_LISTING_FRESH)
+                .map(|listing| snapshots_of(listing));
             let outcome = replicate_one(
                 ctx,
                 dataset,
@@ -100,6 +121,7 @@ pub(crate) async fn replication_run(
                 zfs.dialect,
                 target_dialect,
                 work.allow_overwrite,
+                target_listing,
             )
             .await;
             if let Err(failure) = ctx.end(&step, outcome) {
@@ -115,6 +137,62 @@ pub(crate) async fn replication_run(
         Some(failure) => Err(failure),
         None => Ok(()),
     }
+}
+
+/// The target side of a replication run's dispatch: the snapshots of each
+/// of `datasets` on this system. A dataset that cannot be listed (or is
+/// over the limits) is left out; its source lists it over ssh.
+pub async fn list_replicas(zfs: &Zfs, datasets: &[String]) -> Vec<ReplicaListing> {
+    let started = Instant::now();
+    let mut replicas = Vec::new();
+    for dataset in datasets.iter().take(MAX_LISTED_REPLICAS) {
+        if started.elapsed() > REPLICA_LISTING_BUDGET {
+            tracing::info!(
+                listed = replicas.len(),
+                asked = datasets.len(),
+                "listing replicas took too long; the sources list the rest over ssh"
+            );
+            break;
+        }
+        match replication::local_snapshots(zfs.dialect, dataset, zfs.timeout).await {
+            Ok(snapshots) => replicas.push(listing_of(dataset, snapshots)),
+            Err(err) => tracing::info!(%dataset, %err, "replica not listed"),
+        }
+    }
+    replicas
+}
+
+fn listing_of(dataset: &str, snapshots: Option<Vec<SnapshotInfo>>) -> ReplicaListing {
+    ReplicaListing {
+        dataset: dataset.to_owned(),
+        exists: snapshots.is_some(),
+        snapshots: snapshots
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| ReplicaSnapshot {
+                name: s.name,
+                guid: s.guid,
+                creation_unix: s.creation,
+                createtxg: s.createtxg,
+            })
+            .collect(),
+    }
+}
+
+/// What [`listing_of`] packed: `None` when the dataset did not exist.
+fn snapshots_of(listing: &ReplicaListing) -> Option<Vec<SnapshotInfo>> {
+    listing.exists.then(|| {
+        listing
+            .snapshots
+            .iter()
+            .map(|s| SnapshotInfo {
+                name: s.name.clone(),
+                guid: s.guid,
+                creation: s.creation_unix,
+                createtxg: s.createtxg,
+            })
+            .collect()
+    })
 }
 
 /// Can the target be reached and logged in to, with the pinned host keys?
@@ -295,6 +373,7 @@ async fn replicate_one(
     source_dialect: Dialect,
     target_dialect: Dialect,
     allow_overwrite: bool,
+    target_listing: Option<Option<Vec<SnapshotInfo>>>,
 ) -> Result<((), String), RunFailure> {
     let schemas: Vec<NamingSchema> = dataset
         .naming_schemas
@@ -306,6 +385,7 @@ async fn replicate_one(
     let matching = move |name: &str| schemas.iter().any(|s| s.parse(name).is_some());
     let mut options = ReplicateOptions::new(source_dialect, target_dialect);
     options.allow_overwrite = allow_overwrite;
+    options.target_listing = target_listing;
 
     let manager = ctx.manager;
     let run_id = ctx.run_id;
@@ -372,6 +452,35 @@ async fn replicate_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replica_listings_travel_intact() {
+        let snapshots = vec![
+            SnapshotInfo {
+                name: "auto-2026-01-01_00-00".into(),
+                guid: 18_000_000_000_000_000_000,
+                creation: 1_767_225_600,
+                createtxg: 12,
+            },
+            SnapshotInfo {
+                name: "with space".into(),
+                guid: 7,
+                creation: 1_767_225_660,
+                createtxg: 13,
+            },
+        ];
+        let listing = listing_of("backup/nas1/tank a", Some(snapshots.clone()));
+        assert_eq!(listing.dataset, "backup/nas1/tank a");
+        assert!(listing.exists);
+        assert_eq!(snapshots_of(&listing), Some(snapshots));
+
+        let absent = listing_of("backup/nas1/gone", None);
+        assert!(!absent.exists);
+        assert_eq!(snapshots_of(&absent), None);
+        // An existing dataset without snapshots is not an absent one.
+        let empty = listing_of("backup/nas1/empty", Some(Vec::new()));
+        assert_eq!(snapshots_of(&empty), Some(Vec::new()));
+    }
 
     #[test]
     fn remote_zfs_commands_go_through_ssh_with_quoted_words() {

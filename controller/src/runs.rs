@@ -14,7 +14,7 @@ use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::controller_message::Body as Down;
 use nasfleet_proto::v1::{
     AckRunResult, CancelRun, ControllerMessage, Progress, Run, RunEvent, RunPart, RunResult,
-    RunState, RunStep, RunUpdate, StartRun, Task, run_event,
+    RunState, RunStep, RunUpdate, StartRun, Task, run_event, start_run,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -452,9 +452,14 @@ pub async fn reconcile(state: &SharedState, system: &str, agent_active: &[u64]) 
             return;
         }
     };
-    for (run, part_system, work) in active {
+    for (run, part_system, mut work) in active {
         if part_system != system || agent_active.contains(&run.id) {
             continue;
+        }
+        // The target's listing was taken for the first dispatch; by now it
+        // may be stale, and the source lists over ssh without it.
+        if let Some(start_run::Work::Replication(replication)) = work.work.as_mut() {
+            replication.target_replicas.clear();
         }
         tracing::info!(
             run = run.id,

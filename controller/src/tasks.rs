@@ -9,9 +9,10 @@ use nasfleet_proto::naming::NamingSchema;
 use nasfleet_proto::schedule::Schedule;
 use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::{
-    Inventory, ReplicationDataset, ReplicationTarget, ReplicationTaskSpec, ReplicationWork,
-    Retention, RsyncDirection, RsyncMode, RsyncTaskSpec, RunState, SnapshotTaskSpec, SnapshotWork,
-    StartRun, Task, TaskSpec, ValidateRsync, agent_request, start_run, task_spec,
+    Inventory, ListReplicas, ReplicationDataset, ReplicationTarget, ReplicationTaskSpec,
+    ReplicationWork, Retention, RsyncDirection, RsyncMode, RsyncTaskSpec, RunState,
+    SnapshotTaskSpec, SnapshotWork, StartRun, Task, TaskSpec, ValidateRsync, agent_request,
+    start_run, task_spec,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -29,6 +30,11 @@ const MAX_TASK_NAME: usize = 120;
 pub const DEFAULT_LIFETIME: &str = "2w";
 /// How long validation waits for a fresh inventory when a dataset is not in the stored one.
 const INVENTORY_REFRESH: Duration = Duration::from_secs(10);
+/// Most target datasets a replication run asks its target's agent to list;
+/// the sources list the rest over ssh.
+const MAX_LISTED_REPLICAS: usize = 256;
+/// How long a replication run's dispatch waits for that listing.
+const REPLICA_LISTING_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {message}"))
@@ -536,6 +542,7 @@ async fn replication_work(
                         allow_overwrite: spec.allow_overwrite,
                         pre_snapshot_name,
                         pre_snapshot_recursive: source.recursive,
+                        target_replicas: Vec::new(),
                     },
                 ));
                 parts.len() - 1
@@ -550,6 +557,7 @@ async fn replication_work(
             });
         }
     }
+    attach_target_replicas(state, spec, &mut parts).await;
     Ok(parts
         .into_iter()
         .map(|(system, work)| {
@@ -562,6 +570,74 @@ async fn replication_work(
             )
         })
         .collect())
+}
+
+/// Asks the target's agent for the snapshots of the target datasets of
+/// every part that replicates over ssh, and hands each part its own: a
+/// source then plans without listing them over ssh, which costs a login
+/// shell on the target per dataset. Children of recursive sources are
+/// named from the source's stored inventory; a child it does not know yet
+/// is listed over ssh by the source. Best effort: without an answer every
+/// source lists over ssh, as it must anyway when the hint is off.
+async fn attach_target_replicas(
+    state: &SharedState,
+    spec: &ReplicationTaskSpec,
+    parts: &mut [(String, ReplicationWork)],
+) {
+    let mut wanted: Vec<(usize, String)> = Vec::new();
+    for (index, (system, work)) in parts.iter().enumerate() {
+        if system == &spec.target_system {
+            continue;
+        }
+        let source_inventory = if work.datasets.iter().any(|d| d.recursive) {
+            inventory(state, system).ok().flatten()
+        } else {
+            None
+        };
+        for dataset in &work.datasets {
+            wanted.push((index, dataset.target.clone()));
+            let Some(source_inventory) = source_inventory.as_ref().filter(|_| dataset.recursive)
+            else {
+                continue;
+            };
+            let prefix = format!("{}/", dataset.source);
+            for child in source_inventory
+                .datasets
+                .iter()
+                .filter(|d| d.name.starts_with(&prefix))
+            {
+                let target = replication_target_path(&spec.target_dataset, system, &child.name);
+                wanted.push((index, target));
+            }
+        }
+    }
+    wanted.truncate(MAX_LISTED_REPLICAS);
+    if wanted.is_empty() {
+        return;
+    }
+    let request = agent_request::Body::ListReplicas(ListReplicas {
+        datasets: wanted.iter().map(|(_, dataset)| dataset.clone()).collect(),
+    });
+    let replicas = match state
+        .sessions
+        .request(&spec.target_system, request, REPLICA_LISTING_TIMEOUT)
+        .await
+    {
+        Ok(response) if response.error.is_empty() => response.replicas,
+        Ok(response) => {
+            tracing::info!(target = %spec.target_system, error = %response.error, "target datasets not listed by the target's agent; the sources list them over ssh");
+            return;
+        }
+        Err(e) => {
+            tracing::info!(target = %spec.target_system, error = %e, "target datasets not listed by the target's agent; the sources list them over ssh");
+            return;
+        }
+    };
+    for listing in replicas {
+        if let Some((index, _)) = wanted.iter().find(|(_, d)| *d == listing.dataset) {
+            parts[*index].1.target_replicas.push(listing);
+        }
+    }
 }
 
 /// Snapshots on `system` that retention must keep: for every replication

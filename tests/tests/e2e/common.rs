@@ -161,3 +161,32 @@ pub fn old_auto_snapshots(pool: &TestPool, dataset: &str, count: usize) -> Resul
     }
     Ok(names)
 }
+
+/// zfs-fuse reports `readonly` of a mounted dataset from its FUSE mount
+/// (always rw); the truth is whether a write is refused.
+pub fn target_is_read_only(dataset: &str) -> Result<bool> {
+    let mountpoint = nasfleet_tests::zfs::get_property(dataset, "mountpoint")?;
+    let probe = std::path::PathBuf::from(mountpoint.trim()).join(".nasfleet-write-probe");
+    match std::fs::write(&probe, b"x") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(false)
+        }
+        Err(_) => Ok(true),
+    }
+}
+
+/// zfs-fuse answers "dataset is busy" to the first destroy of a mounted
+/// dataset (it unmounts it then); the next attempt goes through.
+pub fn destroy_recursively(name: &str) -> Result<()> {
+    nasfleet_tests::wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        let mut destroy = std::process::Command::new("zfs");
+        destroy.args(["destroy", "-r", name]);
+        Ok(
+            nasfleet_tests::run_output(&mut destroy, Duration::from_secs(60))?
+                .status
+                .success(),
+        )
+    })
+    .with_context(|| format!("destroying {name}"))
+}

@@ -3,6 +3,7 @@
 mod common;
 mod fleet;
 mod replication;
+mod replication_hints;
 mod rsync;
 mod runs;
 mod snapshots;

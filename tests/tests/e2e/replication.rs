@@ -286,20 +286,6 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
     Ok(())
 }
 
-/// zfs-fuse reports `readonly` of a mounted dataset from its FUSE mount
-/// (always rw); the truth is whether a write is refused.
-fn target_is_read_only(dataset: &str) -> Result<bool> {
-    let mountpoint = nasfleet_tests::zfs::get_property(dataset, "mountpoint")?;
-    let probe = PathBuf::from(mountpoint.trim()).join(".nasfleet-write-probe");
-    match std::fs::write(&probe, b"x") {
-        Ok(()) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(false)
-        }
-        Err(_) => Ok(true),
-    }
-}
-
 #[test]
 fn replication_failures_and_validation_give_actionable_reasons() -> Result<()> {
     ensure_zfs_fuse()?;

@@ -165,16 +165,7 @@ fn runs_fail_with_actionable_reasons_and_scheduled_tasks_fire() -> Result<()> {
         &controller,
         &["--system", "nas1", "--dataset", &gone, "--disabled"],
     )?;
-    // zfs-fuse answers "dataset is busy" to the first destroy of a mounted
-    // dataset (it unmounts it then); the next attempt succeeds.
-    wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-        Ok(nasfleet_tests::run_output(
-            std::process::Command::new("zfs").args(["destroy", "-r", &gone]),
-            Duration::from_secs(30),
-        )?
-        .status
-        .success())
-    })?;
+    destroy_recursively(&gone)?;
     let run_id = start_task_run(&controller, doomed)?;
     let run = wait_run_final(&controller, run_id, RUN_TIMEOUT)?;
     ensure!(run_state(&run)? == "FAILED", "{run}");
