@@ -74,32 +74,8 @@ pub enum SnapshotTaskCommand {
     },
     /// Change some fields of a task; the others stay.
     Edit(EditArgs),
-    /// Delete a task (its snapshots stay).
-    Delete {
-        /// Task id or name.
-        task: String,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Run a task now.
-    Run {
-        /// Task id or name.
-        task: String,
-        /// Follow the run until it ends; the exit status says whether it succeeded.
-        #[arg(long)]
-        watch: bool,
-    },
-    /// Switch a task on.
-    Enable {
-        /// Task id or name.
-        task: String,
-    },
-    /// Switch a task off; it keeps its settings.
-    Disable {
-        /// Task id or name.
-        task: String,
-    },
+    #[command(flatten)]
+    Lifecycle(commands::task::LifecycleCommand),
 }
 
 #[derive(Subcommand)]
@@ -301,24 +277,13 @@ async fn snapshot_task(
     command: SnapshotTaskCommand,
     output: OutputFormat,
 ) -> anyhow::Result<()> {
-    use commands::{snapshot_task, task};
+    use commands::snapshot_task;
     match command {
         SnapshotTaskCommand::Create(args) => snapshot_task::create(channel, &args, output).await,
         SnapshotTaskCommand::List => snapshot_task::list(channel, output).await,
         SnapshotTaskCommand::Show { task } => snapshot_task::show(channel, &task, output).await,
         SnapshotTaskCommand::Edit(args) => snapshot_task::edit(channel, &args, output).await,
-        SnapshotTaskCommand::Delete { task, yes } => {
-            task::delete(channel, &task, yes, SNAPSHOT).await
-        }
-        SnapshotTaskCommand::Run { task, watch } => {
-            task::run_now(channel, &task, watch, SNAPSHOT, output).await
-        }
-        SnapshotTaskCommand::Enable { task } => {
-            task::set_enabled(channel, &task, true, SNAPSHOT, output).await
-        }
-        SnapshotTaskCommand::Disable { task } => {
-            task::set_enabled(channel, &task, false, SNAPSHOT, output).await
-        }
+        SnapshotTaskCommand::Lifecycle(command) => command.execute(channel, SNAPSHOT, output).await,
     }
 }
 
@@ -342,6 +307,7 @@ async fn run_command(
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use commands::task::LifecycleCommand;
 
     #[test]
     fn flags_are_consistent() {
@@ -415,10 +381,9 @@ mod tests {
         let cli = Cli::try_parse_from(["nasfleet", "replication", "run", "offsite", "--watch"]);
         assert!(matches!(
             cli.map(|c| c.command),
-            Ok(Command::Replication(ReplicationCommand::Run {
-                watch: true,
-                ..
-            }))
+            Ok(Command::Replication(ReplicationCommand::Lifecycle(
+                LifecycleCommand::Run { watch: true, .. }
+            )))
         ));
         let cli = Cli::try_parse_from([
             "nasfleet",
@@ -472,7 +437,10 @@ mod tests {
         let cli = parse(&["nasfleet", "rsync", "run", "5", "--watch"]);
         assert!(matches!(
             cli.command,
-            Command::Rsync(RsyncCommand::Run { watch: true, .. })
+            Command::Rsync(RsyncCommand::Lifecycle(LifecycleCommand::Run {
+                watch: true,
+                ..
+            }))
         ));
         assert!(precheck(&cli.command).is_ok());
     }
@@ -490,10 +458,9 @@ mod tests {
         ]);
         assert!(matches!(
             cli.map(|c| c.command),
-            Ok(Command::SnapshotTask(SnapshotTaskCommand::Run {
-                watch: true,
-                ..
-            }))
+            Ok(Command::SnapshotTask(SnapshotTaskCommand::Lifecycle(
+                LifecycleCommand::Run { watch: true, .. }
+            )))
         ));
     }
 }

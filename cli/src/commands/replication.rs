@@ -44,32 +44,8 @@ pub enum ReplicationCommand {
     },
     /// Change some fields of a task; the others stay.
     Edit(EditArgs),
-    /// Delete a task (snapshots and replicated datasets stay).
-    Delete {
-        /// Task name (or id).
-        task: String,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Run a task now.
-    Run {
-        /// Task name (or id).
-        task: String,
-        /// Follow the run until it ends; the exit status says whether it succeeded.
-        #[arg(long)]
-        watch: bool,
-    },
-    /// Switch a task on.
-    Enable {
-        /// Task name (or id).
-        task: String,
-    },
-    /// Switch a task off; it keeps its settings.
-    Disable {
-        /// Task name (or id).
-        task: String,
-    },
+    #[command(flatten)]
+    Lifecycle(task::LifecycleCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -639,17 +615,8 @@ pub async fn dispatch(
         ReplicationCommand::List => list(channel, output).await,
         ReplicationCommand::Show { task } => show(channel, &task, output).await,
         ReplicationCommand::Edit(args) => edit(channel, &args, output).await,
-        ReplicationCommand::Delete { task, yes } => {
-            task::delete(channel, &task, yes, REPLICATION).await
-        }
-        ReplicationCommand::Run { task, watch } => {
-            task::run_now(channel, &task, watch, REPLICATION, output).await
-        }
-        ReplicationCommand::Enable { task } => {
-            task::set_enabled(channel, &task, true, REPLICATION, output).await
-        }
-        ReplicationCommand::Disable { task } => {
-            task::set_enabled(channel, &task, false, REPLICATION, output).await
+        ReplicationCommand::Lifecycle(command) => {
+            command.execute(channel, REPLICATION, output).await
         }
     }
 }

@@ -52,32 +52,8 @@ pub enum RsyncCommand {
     },
     /// Change some fields of a task; the others stay.
     Edit(EditArgs),
-    /// Delete a task (files already copied stay).
-    Delete {
-        /// Task id or name.
-        task: String,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Run a task now.
-    Run {
-        /// Task id or name.
-        task: String,
-        /// Follow the run until it ends; the exit status says whether it succeeded.
-        #[arg(long)]
-        watch: bool,
-    },
-    /// Switch a task on.
-    Enable {
-        /// Task id or name.
-        task: String,
-    },
-    /// Switch a task off; it keeps its settings.
-    Disable {
-        /// Task id or name.
-        task: String,
-    },
+    #[command(flatten)]
+    Lifecycle(task::LifecycleCommand),
 }
 
 /// Which way the files go.
@@ -788,16 +764,7 @@ pub async fn dispatch(
         RsyncCommand::List => list(channel, output).await,
         RsyncCommand::Show { task } => show(channel, &task, output).await,
         RsyncCommand::Edit(args) => edit(channel, &args, output).await,
-        RsyncCommand::Delete { task, yes } => task::delete(channel, &task, yes, RSYNC).await,
-        RsyncCommand::Run { task, watch } => {
-            task::run_now(channel, &task, watch, RSYNC, output).await
-        }
-        RsyncCommand::Enable { task } => {
-            task::set_enabled(channel, &task, true, RSYNC, output).await
-        }
-        RsyncCommand::Disable { task } => {
-            task::set_enabled(channel, &task, false, RSYNC, output).await
-        }
+        RsyncCommand::Lifecycle(command) => command.execute(channel, RSYNC, output).await,
     }
 }
 

@@ -4,6 +4,7 @@ use super::run::{RunJson, watch_run};
 use super::{confirm, status_error};
 use crate::output::{OutputFormat, human_time, print_json};
 use anyhow::bail;
+use clap::Subcommand;
 use nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA;
 use nasfleet_proto::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
@@ -444,6 +445,59 @@ pub async fn get(channel: Channel, task: &str, kind: TaskKind) -> anyhow::Result
 }
 
 /// `delete ID [--yes]`: names the task in the question, then deletes it.
+/// The commands every task kind's group has, flattened into it.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LifecycleCommand {
+    /// Delete a task, after asking (what it made stays).
+    Delete {
+        /// Task id or name.
+        task: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Run a task now.
+    Run {
+        /// Task id or name.
+        task: String,
+        /// Follow the run until it ends; the exit status says whether it succeeded.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Switch a task on.
+    Enable {
+        /// Task id or name.
+        task: String,
+    },
+    /// Switch a task off; it keeps its settings.
+    Disable {
+        /// Task id or name.
+        task: String,
+    },
+}
+
+impl LifecycleCommand {
+    pub async fn execute(
+        self,
+        channel: Channel,
+        kind: TaskKind,
+        output: OutputFormat,
+    ) -> anyhow::Result<()> {
+        match self {
+            LifecycleCommand::Delete { task, yes } => delete(channel, &task, yes, kind).await,
+            LifecycleCommand::Run { task, watch } => {
+                run_now(channel, &task, watch, kind, output).await
+            }
+            LifecycleCommand::Enable { task } => {
+                set_enabled(channel, &task, true, kind, output).await
+            }
+            LifecycleCommand::Disable { task } => {
+                set_enabled(channel, &task, false, kind, output).await
+            }
+        }
+    }
+}
+
 pub async fn delete(channel: Channel, task: &str, yes: bool, kind: TaskKind) -> anyhow::Result<()> {
     let current = get(channel.clone(), task, kind).await?;
     if !yes
