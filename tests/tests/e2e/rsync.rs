@@ -163,6 +163,35 @@ fn dataset_dir(pool: &TestPool, rel: &str) -> Result<PathBuf> {
     pool.dataset_mountpoint(rel)
 }
 
+/// `rsync create` flags of an SSH-mode task on nas1 run as `user`.
+fn ssh_task_flags<'a>(
+    path: &'a Path,
+    user: &'a str,
+    direction: &'a str,
+    remote_host: &'a str,
+    remote_port: &'a str,
+    remote_path: &'a Path,
+) -> Result<Vec<&'a str>> {
+    Ok(vec![
+        "--system",
+        "nas1",
+        "--path",
+        path_arg(path)?,
+        "--user",
+        user,
+        "--direction",
+        direction,
+        "--mode",
+        "ssh",
+        "--remote-host",
+        remote_host,
+        "--remote-port",
+        remote_port,
+        "--remote-path",
+        path_arg(remote_path)?,
+    ])
+}
+
 fn path_arg(path: &Path) -> Result<&str> {
     path.to_str()
         .with_context(|| format!("non-UTF-8 path {}", path.display()))
@@ -422,29 +451,9 @@ fn ssh_mode_push_and_pull_with_the_users_key_and_validated_remote_paths() -> Res
 
     // --validate-remote-path creates the missing remote path, over SSH as the user.
     let started = Instant::now();
-    let push = create_task(
-        &controller,
-        &[
-            "--system",
-            "nas1",
-            "--path",
-            path_arg(&out)?,
-            "--user",
-            user.name(),
-            "--direction",
-            "push",
-            "--mode",
-            "ssh",
-            "--remote-host",
-            &host,
-            "--remote-port",
-            &port,
-            "--remote-path",
-            path_arg(&remote_out)?,
-            "--validate-remote-path",
-            "--disabled",
-        ],
-    )?;
+    let mut flags = ssh_task_flags(&out, user.name(), "push", &host, &port, &remote_out)?;
+    flags.extend(["--validate-remote-path", "--disabled"]);
+    let push = create_task(&controller, &flags)?;
     ensure!(
         started.elapsed() < VALIDATE_BOUND,
         "validating took {:?}",
@@ -474,28 +483,9 @@ fn ssh_mode_push_and_pull_with_the_users_key_and_validated_remote_paths() -> Res
     let into = dataset_dir(&pool, "in")?;
     user.chown(&into)?;
     let login = format!("{}@{host}", user.name());
-    let pull = create_task(
-        &controller,
-        &[
-            "--system",
-            "nas1",
-            "--path",
-            path_arg(&into)?,
-            "--user",
-            user.name(),
-            "--direction",
-            "pull",
-            "--mode",
-            "ssh",
-            "--remote-host",
-            &login,
-            "--remote-port",
-            &port,
-            "--remote-path",
-            path_arg(&remote_in)?,
-            "--disabled",
-        ],
-    )?;
+    let mut flags = ssh_task_flags(&into, user.name(), "pull", &login, &port, &remote_in)?;
+    flags.push("--disabled");
+    let pull = create_task(&controller, &flags)?;
     ensure!(pull["remote_host"] == login.as_str(), "{pull}");
     run_ok_task(&controller, task_id(&pull)?)?;
     same_content(&x, &into.join("x.txt"))?;
@@ -505,30 +495,18 @@ fn ssh_mode_push_and_pull_with_the_users_key_and_validated_remote_paths() -> Res
     // Validating against a port where nothing listens fails fast and says why.
     let closed = free_port(IpAddr::V4(sshd.ip()))?.to_string();
     let started = Instant::now();
-    let err = cli_error(
-        &controller,
-        &[
-            "rsync",
-            "create",
-            "--system",
-            "nas1",
-            "--path",
-            path_arg(&out)?,
-            "--user",
-            user.name(),
-            "--direction",
-            "push",
-            "--mode",
-            "ssh",
-            "--remote-host",
-            &host,
-            "--remote-port",
-            &closed,
-            "--remote-path",
-            path_arg(&remote.join("never"))?,
-            "--validate-remote-path",
-        ],
-    )?;
+    let never = remote.join("never");
+    let mut argv = vec!["rsync", "create"];
+    argv.extend(ssh_task_flags(
+        &out,
+        user.name(),
+        "push",
+        &host,
+        &closed,
+        &never,
+    )?);
+    argv.push("--validate-remote-path");
+    let err = cli_error(&controller, &argv)?;
     ensure!(
         started.elapsed() < VALIDATE_BOUND,
         "refused only after {:?}: {err}",
