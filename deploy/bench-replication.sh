@@ -6,7 +6,7 @@
 #
 # Sets up a two-system fleet (release build; fleet-lib.sh), fills a dataset
 # on nas1 with MIB MiB from /dev/urandom, snapshots it, then times, in
-# NASFLEET_BENCH_ROUNDS rounds (default 5),
+# NASFLEET_BENCH_ROUNDS rounds (default 7),
 #   (a) raw:      zfs send SRC@snap | ssh <nas1's replication key, pinned host key> root@nas2 zfs receive RAW
 #   (b) nasfleet: `nasfleet replication run --watch` of the same snapshot to nas2,
 #                 wall clock: dispatch, pre-flight, parents, transfer, readonly, the CLI seeing the end.
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 MIB=${1:-1024}
 [[ $MIB =~ ^[0-9]+$ && $MIB -gt 0 ]] || { echo "usage: deploy/bench-replication.sh [MIB]" >&2; exit 2; }
-ROUNDS=${NASFLEET_BENCH_ROUNDS:-5}
+ROUNDS=${NASFLEET_BENCH_ROUNDS:-7}
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -gt 0 && $ROUNDS -le 20 ]] || { echo "NASFLEET_BENCH_ROUNDS: a whole number from 1 to 20" >&2; exit 2; }
 FLEET=${NASFLEET_BENCH_DIR:-/tmp/nasfleet-bench}
 PORT=${NASFLEET_BENCH_PORT:-7543}
