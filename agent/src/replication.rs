@@ -52,6 +52,19 @@ pub enum Transfer {
 }
 
 impl Transfer {
+    pub fn full(snapshot: impl Into<String>) -> Transfer {
+        Transfer::Full {
+            snapshot: snapshot.into(),
+        }
+    }
+
+    pub fn incremental(from: impl Into<String>, to: impl Into<String>) -> Transfer {
+        Transfer::Incremental {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
     /// The snapshot this transfer brings to the target.
     pub fn snapshot(&self) -> &str {
         match self {
@@ -962,16 +975,11 @@ mod tests {
     }
 
     fn full(s: &str) -> Transfer {
-        Transfer::Full {
-            snapshot: s.to_owned(),
-        }
+        Transfer::full(s)
     }
 
     fn inc(from: &str, to: &str) -> Transfer {
-        Transfer::Incremental {
-            from: from.to_owned(),
-            to: to.to_owned(),
-        }
+        Transfer::incremental(from, to)
     }
 
     const SRC: &str = "tank/data";

@@ -66,19 +66,6 @@ fn names(listing: &Listing) -> Vec<&str> {
     listing.iter().flatten().map(|s| s.name.as_str()).collect()
 }
 
-fn full(snapshot: &str) -> Transfer {
-    Transfer::Full {
-        snapshot: snapshot.to_owned(),
-    }
-}
-
-fn incremental(from: &str, to: &str) -> Transfer {
-    Transfer::Incremental {
-        from: from.to_owned(),
-        to: to.to_owned(),
-    }
-}
-
 #[test]
 fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     ensure_zfs_fuse()?;
@@ -111,7 +98,7 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     let absent = bench.listing()?;
     ensure!(absent.is_none(), "target exists already: {absent:?}");
     let outcome = bench.replicate(&absent).context("case 1")?;
-    ensure!(outcome.transferred == [full(&s1)], "{outcome:?}");
+    ensure!(outcome.transferred == [Transfer::full(&s1)], "{outcome:?}");
     ensure!(outcome.planned_from_target_listing, "{outcome:?}");
 
     // "Absent", but the target holds s1 by now: the full receive is
@@ -119,7 +106,7 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     let s2 = snap(2)?;
     let outcome = bench.replicate(&absent).context("case 2")?;
     ensure!(
-        outcome.transferred == [incremental(&s1, &s2)],
+        outcome.transferred == [Transfer::incremental(&s1, &s2)],
         "{outcome:?}"
     );
     ensure!(!outcome.planned_from_target_listing, "{outcome:?}");
@@ -134,7 +121,7 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     ensure!(names(&current) == [s1.as_str(), &s2], "{current:?}");
     let outcome = bench.replicate(&current).context("case 3")?;
     ensure!(
-        outcome.transferred == [incremental(&s2, &s3)],
+        outcome.transferred == [Transfer::incremental(&s2, &s3)],
         "{outcome:?}"
     );
     ensure!(outcome.planned_from_target_listing, "{outcome:?}");
@@ -146,7 +133,7 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     run_ok(Command::new("zfs").args(["rollback", "-r", &format!("{}@{s2}", bench.target)]))?;
     let outcome = bench.replicate(&with_s3).context("case 4")?;
     ensure!(
-        outcome.transferred == [incremental(&s2, &s3)],
+        outcome.transferred == [Transfer::incremental(&s2, &s3)],
         "{outcome:?}"
     );
     ensure!(!outcome.planned_from_target_listing, "{outcome:?}");
@@ -159,10 +146,10 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     ensure!(
         outcome.transferred
             == [
-                full(&s1),
-                incremental(&s1, &s2),
-                incremental(&s2, &s3),
-                incremental(&s3, &s4)
+                Transfer::full(&s1),
+                Transfer::incremental(&s1, &s2),
+                Transfer::incremental(&s2, &s3),
+                Transfer::incremental(&s3, &s4)
             ],
         "{outcome:?}"
     );
