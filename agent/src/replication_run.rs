@@ -87,26 +87,31 @@ pub(crate) async fn replication_run(
         .map(|listing| (listing.dataset.as_str(), listing))
         .collect();
     let zfs = ctx.manager.zfs();
+    // Every source system of a run reports its steps into one list, so
+    // each name carries the system, as the dataset steps' names do.
+    let system = ctx.manager.identity.system.clone();
     let (host, target_dialect): (Box<dyn ZfsHost>, Dialect) = if target.ssh_host.is_empty() {
         (Box::new(LocalZfs), zfs.dialect)
     } else {
-        ctx.begin("pre-flight")?;
+        let step = format!("{system} pre-flight");
+        ctx.begin(&step)?;
         let outcome = preflight(ctx, target).await;
-        let (remote, dialect) = ctx.end("pre-flight", outcome)?;
+        let (remote, dialect) = ctx.end(&step, outcome)?;
         (Box::new(remote), dialect)
     };
 
     if !work.pre_snapshot_name.is_empty() {
-        ctx.begin("snapshot")?;
+        let step = format!("{system} snapshot");
+        ctx.begin(&step)?;
         let outcome = pre_snapshot(ctx, &zfs, work).await;
-        ctx.end("snapshot", outcome)?;
+        ctx.end(&step, outcome)?;
     }
 
     let mut first_failure: Option<RunFailure> = None;
     for dataset in &work.datasets {
         for (source, destination) in dataset_pairs(&zfs, dataset).await? {
             ctx.check_cancelled()?;
-            let step = format!("{}:{source} → {destination}", ctx.manager.identity.system);
+            let step = format!("{system}:{source} → {destination}");
             ctx.begin(&step)?;
             let target_listing = listed_by_target
                 .get(destination.as_str())
@@ -307,7 +312,7 @@ async fn pre_snapshot(
     zfs: &Zfs,
     work: &ReplicationWork,
 ) -> Result<((), String), RunFailure> {
-    let mut taken = 0;
+    let (mut taken, mut there) = (0, 0);
     for dataset in &work.datasets {
         let name = format!("{}@{}", dataset.source, work.pre_snapshot_name);
         match zfs
@@ -320,15 +325,20 @@ async fn pre_snapshot(
             }
             // Taken already this minute (e.g. by the companion snapshot task): that is the one we want.
             Err(ZfsError::SnapshotExists { .. }) => {
-                ctx.log(format!("snapshot {name} exists already; kept"))
+                there += 1;
+                ctx.log(format!("snapshot {name} exists already; kept"));
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok((
-        (),
-        format!("{taken} snapshot(s) @{}", work.pre_snapshot_name),
-    ))
+    let detail = match there {
+        0 => format!("@{}: {taken} taken", work.pre_snapshot_name),
+        _ => format!(
+            "@{}: {taken} taken, {there} there already (taken earlier this minute, e.g. by its snapshot task)",
+            work.pre_snapshot_name
+        ),
+    };
+    Ok(((), detail))
 }
 
 /// The (source, target) dataset pairs of one replication dataset: itself,

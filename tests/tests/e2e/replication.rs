@@ -582,6 +582,20 @@ fn spaces_travel_as_data_snapshot_tasks_follow_and_retention_keeps_the_base() ->
     );
     let run = replication_run(controller, "withsnap")?;
     ensure!(run_state(&run)? == "FINISHED", "{run}");
+    // Each source system's steps carry its name (a run's steps are one list).
+    let steps = run["steps"].as_array().cloned().unwrap_or_default();
+    let taken = steps
+        .iter()
+        .find(|s| s["name"] == "nas1 snapshot")
+        .with_context(|| format!("no step 'nas1 snapshot' in {run}"))?;
+    ensure!(
+        str_field(taken, "detail")?.ends_with(": 1 taken"),
+        "{taken}"
+    );
+    ensure!(
+        steps.iter().any(|s| s["name"] == "nas1 pre-flight"),
+        "{run}"
+    );
     let landed = format!("{}/backup/nas1/{fresh}", pool2.name());
     let names = nasfleet_tests::zfs::snapshots(&landed)?;
     ensure!(names.len() == 1 && names[0].contains("@auto-"), "{names:?}");
