@@ -147,7 +147,7 @@ pub enum SystemCommand {
     },
     /// The services of a system, with SSH state and host keys.
     Services { name: String },
-    /// Remove a system and revoke its certificate.
+    /// Remove a system no task uses: revoke its certificate, end its SSH connections.
     Remove {
         name: String,
         /// Do not ask for confirmation.

@@ -254,6 +254,26 @@ impl Fleet for FleetService {
     ) -> Result<Response<RemoveSystemResponse>, Status> {
         let caller = require_user(&self.state.store, &request, true)?;
         let name = request.into_inner().name;
+        if self.state.store.system(&name).map_err(internal)?.is_none() {
+            return Err(Status::not_found(format!(
+                "system '{name}' is not enrolled"
+            )));
+        }
+        // Nothing may keep pointing at a system that is gone: its tasks
+        // would fail on every run, and its replication key would still log
+        // in to the systems it replicated to.
+        let using = tasks::tasks_using(&self.state, &name)?;
+        if !using.is_empty() {
+            let named: Vec<String> = using
+                .iter()
+                .map(|t| format!("{} task '{}' (id {})", t.kind, t.name, t.id))
+                .collect();
+            return Err(Status::failed_precondition(format!(
+                "System '{name}' is used by {}; delete those tasks (or edit them to leave it out) first",
+                named.join(", ")
+            )));
+        }
+        ssh_connections::forget_system(&self.state, &name).await?;
         let serial = self
             .state
             .store

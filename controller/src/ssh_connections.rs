@@ -167,6 +167,38 @@ pub async fn revoke(state: &SharedState, record: &SshConnectionRecord) -> Result
     Ok(())
 }
 
+/// Ends every SSH connection of a system leaving the fleet. Where it is
+/// the source, its key is revoked on the target first, and the system
+/// stays until that succeeds (a removed system's key must not keep
+/// logging in). Where it is the target, the sources' keys are revoked on
+/// it if it still answers; either way it is not the fleet's any more.
+pub async fn forget_system(state: &SharedState, system: &str) -> Result<(), Status> {
+    let connections = state.store.ssh_connections().map_err(internal)?;
+    for record in connections.iter().filter(|c| c.source == system) {
+        revoke(state, record).await.map_err(|e| {
+            Status::new(
+                e.code(),
+                format!("{}; system '{system}' stays enrolled", e.message()),
+            )
+        })?;
+        state
+            .store
+            .delete_ssh_connection(&record.source, &record.target)
+            .map_err(internal)?;
+    }
+    for record in connections.iter().filter(|c| c.target == system) {
+        if let Err(e) = revoke(state, record).await {
+            tracing::warn!(source = %record.source, target = %system, reason = %e.message(), "key left on a system leaving the fleet");
+        }
+        state
+            .store
+            .delete_ssh_connection(&record.source, &record.target)
+            .map_err(internal)?;
+    }
+    state.store.flush().await.map_err(internal)?;
+    Ok(())
+}
+
 /// How a source reaches its target through a connection.
 pub fn replication_target(record: &SshConnectionRecord) -> ReplicationTarget {
     let (host, port) = split_address(&record.address);

@@ -52,6 +52,22 @@ pub fn require_enrolled(state: &SharedState, field: &str, system: &str) -> Resul
     }
 }
 
+/// Every task that names `system`: as the system it runs on, a replication
+/// source or a replication target.
+pub fn tasks_using(state: &SharedState, system: &str) -> Result<Vec<Task>, Status> {
+    let tasks = state.store.tasks().map_err(internal)?;
+    Ok(tasks
+        .into_iter()
+        .filter(|task| {
+            let target = match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
+                Some(task_spec::Kind::Replication(r)) => r.target_system == system,
+                _ => false,
+            };
+            target || systems_of(task).iter().any(|s| s == system)
+        })
+        .collect())
+}
+
 /// The systems a task's runs take part on, in order, without repeats.
 pub fn systems_of(task: &Task) -> Vec<String> {
     match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {

@@ -302,7 +302,7 @@ pub async fn services(channel: Channel, name: &str, output: OutputFormat) -> any
 pub async fn remove(channel: Channel, name: &str, yes: bool) -> anyhow::Result<()> {
     if !yes
         && !confirm(format!(
-            "Remove system '{name}' from the fleet and revoke its certificate?"
+            "Remove system '{name}' from the fleet, revoke its certificate and end its SSH connections (its replication key is revoked on their targets)?"
         ))
         .await?
     {
@@ -316,7 +316,7 @@ pub async fn remove(channel: Channel, name: &str, yes: bool) -> anyhow::Result<(
         .map_err(status_error)?
         .into_inner();
     println!(
-        "Removed system '{name}'; certificate {} revoked.",
+        "Removed system '{name}'; certificate {} revoked, its SSH connections ended.",
         answer.revoked_serial
     );
     Ok(())

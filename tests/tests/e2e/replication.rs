@@ -281,6 +281,29 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
         listed["status"] == "FINISHED" && listed["schedule"] == "0 0 * * sun",
         "{listed}"
     );
+
+    // A system that a task still uses is not removed; once it is free, its
+    // replication key stops logging in to the target and its connection goes.
+    let err = cli_error(controller, &["system", "remove", "nas1", "--yes"])?;
+    ensure!(err.contains("replication task 'offsite'"), "{err}");
+    ensure!(task_json(controller, "offsite").is_ok(), "task lost");
+    let nas1_key = replication_key_body(&fleet.nas1);
+    let authorized = || std::fs::read_to_string("/root/.ssh/authorized_keys").unwrap_or_default();
+    ensure!(
+        authorized().contains(&nas1_key),
+        "nas1's key was never authorized"
+    );
+    controller.cli_ok(&["replication", "delete", "offsite", "--yes"])?;
+    controller.cli_ok(&["system", "remove", "nas1", "--yes"])?;
+    ensure!(
+        !authorized().contains(&nas1_key),
+        "the removed system's key still logs in to nas2"
+    );
+    let connections = controller.cli_json(&["ssh-connection", "list"])?;
+    ensure!(
+        connections.as_array().is_some_and(Vec::is_empty),
+        "{connections}"
+    );
     drop(fleet.nas1);
     drop(fleet.nas2);
     Ok(())
