@@ -1,4 +1,7 @@
-//! Planning from the target agent's listing (taken at dispatch) on real zfs-fuse: a fresh listing is used as is, and every way it can be stale ends in what a listing taken at the step would have given.
+//! Planning from the target agent's listing (taken at dispatch) on real zfs-fuse: a fresh listing is used as is, and a stale one that zfs refuses ends in what a listing taken at the step would have given.
+//!
+//! (A snapshot taken on the replica without a data change is not refused by
+//! zfs; it stays on the target, as with a listing over ssh a moment old.)
 //!
 //! Calls the agent's `replicate_dataset` directly, with this system as the
 //! target (no ssh), so each stale listing can be set up exactly; the runs
@@ -19,14 +22,15 @@ const ZFS_TIMEOUT: Duration = Duration::from_secs(60);
 /// A listing as a target's agent answers it: `None` when the dataset is absent.
 type Listing = Option<Vec<SnapshotInfo>>;
 
-struct Bench {
+/// One source dataset and the target dataset it replicates to, on one pool.
+struct Fixture {
     runtime: tokio::runtime::Runtime,
     dialect: Dialect,
     source: String,
     target: String,
 }
 
-impl Bench {
+impl Fixture {
     fn listing(&self) -> Result<Listing> {
         self.runtime
             .block_on(replication::local_snapshots(
@@ -76,7 +80,7 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     let dialect = runtime
         .block_on(zfs::probe_dialect_with_timeout(ZFS_TIMEOUT))
         .dialect;
-    let bench = Bench {
+    let fixture = Fixture {
         runtime,
         dialect,
         source,
@@ -95,31 +99,31 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
 
     // A fresh listing of an absent target: full, straight from the hint.
     let s1 = snap(1)?;
-    let absent = bench.listing()?;
+    let absent = fixture.listing()?;
     ensure!(absent.is_none(), "target exists already: {absent:?}");
-    let outcome = bench.replicate(&absent).context("case 1")?;
+    let outcome = fixture.replicate(&absent).context("case 1")?;
     ensure!(outcome.transferred == [Transfer::full(&s1)], "{outcome:?}");
     ensure!(outcome.planned_from_target_listing, "{outcome:?}");
 
     // "Absent", but the target holds s1 by now: the full receive is
     // refused, and the step goes on from s1.
     let s2 = snap(2)?;
-    let outcome = bench.replicate(&absent).context("case 2")?;
+    let outcome = fixture.replicate(&absent).context("case 2")?;
     ensure!(
         outcome.transferred == [Transfer::incremental(&s1, &s2)],
         "{outcome:?}"
     );
     ensure!(!outcome.planned_from_target_listing, "{outcome:?}");
     ensure!(
-        bench.target_snapshots()? == [s1.as_str(), &s2],
+        fixture.target_snapshots()? == [s1.as_str(), &s2],
         "{outcome:?}"
     );
 
     // A fresh listing of an existing target: the incremental it calls for.
     let s3 = snap(3)?;
-    let current = bench.listing()?;
+    let current = fixture.listing()?;
     ensure!(names(&current) == [s1.as_str(), &s2], "{current:?}");
-    let outcome = bench.replicate(&current).context("case 3")?;
+    let outcome = fixture.replicate(&current).context("case 3")?;
     ensure!(
         outcome.transferred == [Transfer::incremental(&s2, &s3)],
         "{outcome:?}"
@@ -129,9 +133,9 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     // Says s3 is there, so "up to date"; but the target was rolled back
     // to s2 since. An up-to-date verdict is never taken from the hint: s3
     // is sent again.
-    let with_s3 = bench.listing()?;
-    run_ok(Command::new("zfs").args(["rollback", "-r", &format!("{}@{s2}", bench.target)]))?;
-    let outcome = bench.replicate(&with_s3).context("case 4")?;
+    let with_s3 = fixture.listing()?;
+    run_ok(Command::new("zfs").args(["rollback", "-r", &format!("{}@{s2}", fixture.target)]))?;
+    let outcome = fixture.replicate(&with_s3).context("case 4")?;
     ensure!(
         outcome.transferred == [Transfer::incremental(&s2, &s3)],
         "{outcome:?}"
@@ -141,8 +145,8 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     // Says the target is at s3; it was destroyed whole since: the
     // incremental is refused and everything is sent from scratch.
     let s4 = snap(4)?;
-    destroy_recursively(&bench.target)?;
-    let outcome = bench.replicate(&with_s3).context("case 5")?;
+    destroy_recursively(&fixture.target)?;
+    let outcome = fixture.replicate(&with_s3).context("case 5")?;
     ensure!(
         outcome.transferred
             == [
@@ -155,7 +159,7 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     );
     ensure!(!outcome.planned_from_target_listing, "{outcome:?}");
     ensure!(
-        target_is_read_only(&bench.target)?,
+        target_is_read_only(&fixture.target)?,
         "the replica is not read-only"
     );
 
@@ -163,17 +167,17 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     // snapshot of its own. zfs refuses the incremental, and the refusal
     // names that snapshot, as a listing at the step would have; nothing on
     // the target is touched.
-    let at_s4 = bench.listing()?;
-    run_ok(Command::new("zfs").args(["set", "readonly=off", &bench.target]))?;
-    let mountpoint = nasfleet_tests::zfs::get_property(&bench.target, "mountpoint")?;
+    let at_s4 = fixture.listing()?;
+    run_ok(Command::new("zfs").args(["set", "readonly=off", &fixture.target]))?;
+    let mountpoint = nasfleet_tests::zfs::get_property(&fixture.target, "mountpoint")?;
     std::fs::write(
         std::path::Path::new(mountpoint.trim()).join("local-change"),
         b"written on the target",
     )
     .context("writing to the target")?;
-    run_ok(Command::new("zfs").args(["snapshot", &format!("{}@manual", bench.target)]))?;
+    run_ok(Command::new("zfs").args(["snapshot", &format!("{}@manual", fixture.target)]))?;
     snap(5)?;
-    let err = match bench.replicate(&at_s4) {
+    let err = match fixture.replicate(&at_s4) {
         Ok(outcome) => anyhow::bail!("a diverged target was accepted: {outcome:?}"),
         Err(err) => err.to_string(),
     };
@@ -182,9 +186,9 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
         "{err}"
     );
     ensure!(
-        bench.target_snapshots()? == [s1.as_str(), &s2, &s3, &s4, "manual"],
+        fixture.target_snapshots()? == [s1.as_str(), &s2, &s3, &s4, "manual"],
         "the target changed: {:?}",
-        bench.target_snapshots()?
+        fixture.target_snapshots()?
     );
     pool.destroy()
 }
