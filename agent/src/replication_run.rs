@@ -34,17 +34,31 @@ struct RemoteZfs {
     _master: Option<ssh::SshMaster>,
 }
 
-impl ZfsHost for RemoteZfs {
-    fn command(&self, zfs_args: Vec<String>) -> (String, Vec<String>) {
-        let mut words = vec!["zfs".to_owned()];
-        words.extend(zfs_args);
+impl RemoteZfs {
+    /// ssh running `commands` (each zfs arguments) in one session, each
+    /// only if the one before succeeded.
+    fn ssh_zfs(&self, commands: Vec<Vec<String>>) -> (String, Vec<String>) {
+        let commands: Vec<Vec<String>> = commands
+            .into_iter()
+            .map(|zfs_args| {
+                let mut words = vec!["zfs".to_owned()];
+                words.extend(zfs_args);
+                words
+            })
+            .collect();
         // The target was checked by `ssh_args` in pre-flight (check_login),
         // so building its argv again cannot fail; an empty argv would only
         // make ssh fail loudly.
         (
             "ssh".to_owned(),
-            ssh::ssh_args(&self.target, &words).unwrap_or_default(),
+            ssh::ssh_args_chain(&self.target, &commands).unwrap_or_default(),
         )
+    }
+}
+
+impl ZfsHost for RemoteZfs {
+    fn command(&self, zfs_args: Vec<String>) -> (String, Vec<String>) {
+        self.ssh_zfs(vec![zfs_args])
     }
 
     fn describe(&self) -> String {
@@ -56,19 +70,7 @@ impl ZfsHost for RemoteZfs {
     }
 
     fn chain(&self, commands: Vec<Vec<String>>) -> Option<(String, Vec<String>)> {
-        let commands: Vec<Vec<String>> = commands
-            .into_iter()
-            .map(|zfs_args| {
-                let mut words = vec!["zfs".to_owned()];
-                words.extend(zfs_args);
-                words
-            })
-            .collect();
-        // As in `command`: the target was checked in pre-flight.
-        Some((
-            "ssh".to_owned(),
-            ssh::ssh_args_chain(&self.target, &commands).unwrap_or_default(),
-        ))
+        Some(self.ssh_zfs(commands))
     }
 }
 
