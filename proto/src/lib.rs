@@ -4,6 +4,7 @@ pub mod cli_config;
 pub mod daemon;
 pub mod dial;
 pub mod duration;
+pub mod echo;
 pub mod identity;
 pub mod names;
 pub mod naming;
