@@ -1,4 +1,10 @@
 //! The AgentLink service: each agent's long-lived stream, its heartbeats and inventories.
+//!
+//! Each stream has a reader and a recorder. The reader only touches memory
+//! (heartbeats, progress, answers) and hands whatever must be written to the
+//! store to the recorder, so a slow disk never makes a connected agent look
+//! silent. Inventories are coalesced (only the newest one is worth
+//! writing); run results queue in order.
 
 use crate::auth::require_system;
 use crate::runs;
@@ -7,9 +13,10 @@ use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::agent_link_server::AgentLink;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::controller_message::Body as Down;
-use nasfleet_proto::v1::{AgentMessage, ControllerMessage, Inventory, Welcome};
+use nasfleet_proto::v1::{AgentMessage, ControllerMessage, Inventory, RunResult, Welcome};
 use prost::Message;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
@@ -20,6 +27,12 @@ use tonic::{Request, Response, Status, Streaming};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Commands queued per agent before senders must wait.
 const OUTBOUND_QUEUE: usize = 64;
+/// Run results of one agent waiting to be recorded. An agent has a handful
+/// of runs at a time; beyond this the result is dropped unacknowledged and
+/// the agent sends it again on its next connection.
+const RESULT_QUEUE: usize = 1024;
+/// Active run ids one Hello may claim; an agent runs a handful at a time.
+pub const MAX_CLAIMED_RUNS: usize = 1024;
 
 pub struct AgentLinkService {
     pub state: SharedState,
@@ -78,26 +91,31 @@ impl AgentLink for AgentLinkService {
             hello.agent_version.clone(),
             now,
         );
-        let recorded = self.state.store.update_system(&name, |r| {
-            r.last_seen_unix_ms = now;
-            r.address = address.clone();
-            r.agent_version = hello.agent_version.clone();
-        });
-        if let Err(e) = recorded {
-            tracing::error!(system = %name, error = %e, "cannot record connection");
+        let mut active = hello.active_run_ids;
+        if active.len() > MAX_CLAIMED_RUNS {
+            tracing::warn!(system = %name, claimed = active.len(), kept = MAX_CLAIMED_RUNS,
+                "agent claims more active runs than any agent has; only the first are reconciled");
+            active.truncate(MAX_CLAIMED_RUNS);
         }
-        tracing::info!(system = %name, %address, version = %hello.agent_version,
-            active_runs = ?hello.active_run_ids, "system ONLINE");
-        {
-            let state = self.state.clone();
-            let name = name.clone();
-            let active = hello.active_run_ids.clone();
-            tokio::spawn(async move { runs::reconcile(&state, &name, &active).await });
-        }
+        tracing::info!(system = %name, %address, version = %nasfleet_proto::echo::echo(&hello.agent_version),
+            active_runs = active.len(), "system ONLINE");
+        let (recorder, inventories, results) = Recorder::new(self.state.clone(), name.clone(), id);
+        tokio::spawn(recorder.run(
+            Connected {
+                at_unix_ms: now,
+                address,
+                agent_version: hello.agent_version,
+            },
+            active,
+        ));
         tokio::spawn(read_agent(
-            self.state.clone(),
-            name,
-            id,
+            Reader {
+                state: self.state.clone(),
+                name,
+                id,
+                inventories,
+                results,
+            },
             inbound,
             close,
             self.shutdown.clone(),
@@ -106,16 +124,30 @@ impl AgentLink for AgentLinkService {
     }
 }
 
-/// Reads one agent's messages until the stream ends, the session is
-/// replaced or expired, or the controller shuts down.
-async fn read_agent(
+/// What the reader of one stream knows and where it hands off writes.
+struct Reader {
     state: SharedState,
     name: String,
+    /// Session id: a reconnect replaces the session, and the old reader's
+    /// heartbeats must not keep the new one alive.
     id: u64,
+    inventories: watch::Sender<Option<Arc<Inventory>>>,
+    results: mpsc::Sender<RunResult>,
+}
+
+/// Reads one agent's messages until the stream ends, the session is
+/// replaced or expired, or the controller shuts down. Never waits for the
+/// store.
+async fn read_agent(
+    reader: Reader,
     mut inbound: Streaming<AgentMessage>,
     mut close: oneshot::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Reader {
+        state, name, id, ..
+    } = &reader;
+    let (state, name, id) = (state.clone(), name.clone(), *id);
     loop {
         let message = tokio::select! {
             m = inbound.message() => m,
@@ -123,7 +155,7 @@ async fn read_agent(
             _ = nasfleet_proto::daemon::wait_for_shutdown(&mut shutdown) => break,
         };
         match message {
-            Ok(Some(AgentMessage { body: Some(body) })) => handle(&state, &name, id, body).await,
+            Ok(Some(AgentMessage { body: Some(body) })) => reader.handle(body),
             Ok(Some(AgentMessage { body: None })) => {}
             Ok(None) => {
                 tracing::debug!(system = %name, "agent closed its stream");
@@ -135,24 +167,128 @@ async fn read_agent(
             }
         }
     }
+    // The recorder ends once it has written what the reader handed it.
+    drop(reader);
     if let Some(ended) = state.sessions.unregister(&name, id) {
         state.record_ended(&[ended]).await;
     }
 }
 
-async fn handle(state: &SharedState, name: &str, id: u64, body: Up) {
-    let now = now_unix_ms();
-    match body {
-        Up::Heartbeat(_) => state.sessions.heartbeat(name, id, now),
-        Up::Hello(_) => {}
-        Up::Inventory(inventory) => {
-            state.sessions.heartbeat(name, id, now);
-            record_inventory(state, name, &inventory).await;
-            state.sessions.inventory_received(name, id);
+impl Reader {
+    fn handle(&self, body: Up) {
+        let (state, name, id) = (&self.state, self.name.as_str(), self.id);
+        let now = now_unix_ms();
+        match body {
+            Up::Heartbeat(_) => state.sessions.heartbeat(name, id, now),
+            Up::Hello(_) => {}
+            Up::Inventory(inventory) => {
+                state.sessions.heartbeat(name, id, now);
+                self.inventories.send_replace(Some(Arc::new(inventory)));
+            }
+            Up::RunUpdate(update) => runs::progress(state, name, &update),
+            Up::RunResult(result) => {
+                let run_id = result.run_id;
+                if self.results.try_send(result).is_err() {
+                    tracing::warn!(system = %name, run = run_id,
+                        "too many run results waiting to be recorded; this one is not acknowledged and comes again on the next connection");
+                }
+            }
+            Up::Response(response) => state.sessions.response_received(response),
         }
-        Up::RunUpdate(update) => runs::progress(state, &update),
-        Up::RunResult(result) => runs::result(state, name, result).await,
-        Up::Response(response) => state.sessions.response_received(response),
+    }
+}
+
+/// The connection facts recorded when a stream opens.
+struct Connected {
+    at_unix_ms: i64,
+    address: String,
+    agent_version: String,
+}
+
+/// Writes to the store what one stream's reader hands it, in order.
+struct Recorder {
+    state: SharedState,
+    name: String,
+    /// The session it records for (inventory waiters belong to it).
+    id: u64,
+    inventories: watch::Receiver<Option<Arc<Inventory>>>,
+    results: mpsc::Receiver<RunResult>,
+}
+
+impl Recorder {
+    fn new(
+        state: SharedState,
+        name: String,
+        id: u64,
+    ) -> (
+        Recorder,
+        watch::Sender<Option<Arc<Inventory>>>,
+        mpsc::Sender<RunResult>,
+    ) {
+        let (inventory_tx, inventories) = watch::channel(None);
+        let (results_tx, results) = mpsc::channel(RESULT_QUEUE);
+        (
+            Recorder {
+                state,
+                name,
+                id,
+                inventories,
+                results,
+            },
+            inventory_tx,
+            results_tx,
+        )
+    }
+
+    /// Records the connection, reconciles the agent's runs, then writes
+    /// inventories and results until the reader is gone and all is written.
+    async fn run(mut self, connected: Connected, active_runs: Vec<u64>) {
+        let (state, name) = (self.state.clone(), self.name.clone());
+        let recorded = state
+            .store
+            .write(move |w| {
+                w.update_system(&name, |r| {
+                    r.last_seen_unix_ms = connected.at_unix_ms;
+                    r.address = connected.address;
+                    r.agent_version = connected.agent_version;
+                })
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(system = %self.name, error = %e, "cannot record connection");
+        }
+        runs::reconcile(&self.state, &self.name, &active_runs).await;
+        let mut inventories_open = true;
+        let mut recorded: Option<Arc<Inventory>> = None;
+        loop {
+            tokio::select! {
+                // Results first: an agent waits for their acknowledgement.
+                biased;
+                result = self.results.recv() => match result {
+                    Some(result) => runs::result(&self.state, &self.name, result).await,
+                    None => break,
+                },
+                changed = self.inventories.changed(), if inventories_open => {
+                    if changed.is_err() {
+                        inventories_open = false;
+                        continue;
+                    }
+                    let newest = self.inventories.borrow_and_update().clone();
+                    if let Some(inventory) = newest {
+                        record_inventory(&self.state, &self.name, &inventory).await;
+                        self.state.sessions.inventory_received(&self.name, self.id);
+                        recorded = Some(inventory);
+                    }
+                }
+            }
+        }
+        // The reader is gone; an inventory it handed over last still counts.
+        let newest = self.inventories.borrow().clone();
+        if let Some(inventory) = newest
+            && !recorded.is_some_and(|r| Arc::ptr_eq(&r, &inventory))
+        {
+            record_inventory(&self.state, &self.name, &inventory).await;
+        }
     }
 }
 
@@ -163,21 +299,21 @@ async fn record_inventory(state: &SharedState, name: &str, inventory: &Inventory
     for problem in &inventory.errors {
         tracing::warn!(system = %name, problem = %problem, "agent reported an inventory problem");
     }
-    let store = &state.store;
-    let result = store
-        .put_inventory(name, &inventory.encode_to_vec())
-        .and_then(|_| {
-            store.update_system(name, |r| {
-                r.pools = pools.clone();
-                r.agent_version = inventory.agent_version.clone();
+    let bytes = inventory.encode_to_vec();
+    let version = inventory.agent_version.clone();
+    let system = name.to_owned();
+    let result = state
+        .store
+        .write(move |w| {
+            w.put_inventory(&system, &bytes)?;
+            w.update_system(&system, |r| {
+                r.pools = pools;
+                r.agent_version = version;
                 r.last_seen_unix_ms = now_unix_ms();
             })
-        });
+        })
+        .await;
     if let Err(e) = result {
         tracing::error!(system = %name, error = %e, "cannot store inventory");
-        return;
-    }
-    if let Err(e) = store.flush().await {
-        tracing::error!(error = %e, "store flush failed");
     }
 }

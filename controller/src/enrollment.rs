@@ -44,12 +44,10 @@ pub async fn create_token(
         used_by: None,
         used_unix_ms: None,
     };
-    let store = &state.store;
-    store
-        .put_token(&token_hash(&token), &record)
-        .map_err(|e| Status::internal(e.to_string()))?;
-    store
-        .flush()
+    let hash = token_hash(&token);
+    state
+        .store
+        .write(move |w| w.put_token(&hash, &record))
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
     Ok((token, expires))
@@ -89,13 +87,14 @@ impl Enrollment for EnrollmentService {
             issued_unix_ms: now,
             revoked_unix_ms: None,
         };
-        let result = self.state.store.enroll(
-            &token_hash(req.token.trim()),
-            now,
-            &system,
-            &issued.serial_hex,
-            &cert,
-        );
+        let hash = token_hash(req.token.trim());
+        let serial = issued.serial_hex.clone();
+        let result = self
+            .state
+            .store
+            .write(move |w| Ok(w.enroll(&hash, now, &system, &serial, &cert)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         match result {
             Ok(()) => {}
             Err(EnrollError::Refused(refusal)) => {
@@ -107,11 +106,6 @@ impl Enrollment for EnrollmentService {
             }
             Err(EnrollError::Store(e)) => return Err(Status::internal(e.to_string())),
         }
-        self.state
-            .store
-            .flush()
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(system = %req.name, ?peer, serial = %issued.serial_hex, "system enrolled");
         Ok(Response::new(JoinResponse {
             certificate_pem: issued.cert_pem,

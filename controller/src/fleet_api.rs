@@ -133,18 +133,24 @@ impl FleetService {
 
     /// Stores a task, tells the scheduler, and returns it as callers see it.
     async fn save_task(&self, task: Task) -> Result<Response<Task>, Status> {
-        self.state.store.put_task(&task).map_err(internal)?;
-        self.state.store.flush().await.map_err(internal)?;
+        let stored = task.clone();
+        self.state
+            .store
+            .write(move |w| w.put_task(&stored))
+            .await
+            .map_err(internal)?;
         self.state.scheduler_wake.notify_one();
         Ok(Response::new(tasks::present(&self.state, task)?))
     }
 
     /// Scheduled fires while a task was disabled are not owed: enabling
     /// starts its schedule from now.
-    fn reset_schedule_mark(&self, task_id: u64) -> Result<(), Status> {
+    async fn reset_schedule_mark(&self, task_id: u64) -> Result<(), Status> {
+        let now = Utc::now().timestamp_millis();
         self.state
             .store
-            .set_schedule_mark(task_id, Utc::now().timestamp_millis())
+            .write(move |w| w.set_schedule_mark(task_id, now))
+            .await
             .map_err(internal)
     }
 
@@ -274,13 +280,14 @@ impl Fleet for FleetService {
             )));
         }
         ssh_connections::forget_system(&self.state, &name).await?;
+        let removed = name.clone();
         let serial = self
             .state
             .store
-            .remove_system(&name, now_unix_ms())
+            .write(move |w| w.remove_system(&removed, now_unix_ms()))
+            .await
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("system '{name}' is not enrolled")))?;
-        self.state.store.flush().await.map_err(internal)?;
         self.state.sessions.disconnect(
             &name,
             Status::permission_denied(
@@ -430,9 +437,9 @@ impl Fleet for FleetService {
         let caller = require_user(&self.state.store, &request, true)?;
         let mut task = tasks::validate(&self.state, request.into_inner(), None).await?;
         let mut companions = self.companion_snapshot_tasks(&task).await?;
-        task.id = self.state.store.next_id().map_err(internal)?;
+        task.id = self.state.store.next_id().await.map_err(internal)?;
         for companion in &mut companions {
-            companion.id = self.state.store.next_id().map_err(internal)?;
+            companion.id = self.state.store.next_id().await.map_err(internal)?;
         }
         tracing::info!(task = %task.name, id = task.id, by = %caller.principal, schedule = %task.schedule, "task created");
         let saved = self.save_task(task).await?;
@@ -507,11 +514,7 @@ impl Fleet for FleetService {
         // The key must stop working, not just be forgotten here: the target
         // revokes it first, and the record goes only when that succeeded.
         ssh_connections::revoke(&self.state, &record).await?;
-        self.state
-            .store
-            .delete_ssh_connection(&req.source, &req.target)
-            .map_err(internal)?;
-        self.state.store.flush().await.map_err(internal)?;
+        ssh_connections::forget(&self.state, &record).await?;
         tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection deleted");
         Ok(Response::new(ssh_connections::to_proto(&record)))
     }
@@ -540,7 +543,7 @@ impl Fleet for FleetService {
         let was_enabled = existing.spec.as_ref().is_some_and(|s| s.enabled);
         let task = tasks::validate(&self.state, spec, Some(&existing)).await?;
         if !was_enabled && task.spec.as_ref().is_some_and(|s| s.enabled) {
-            self.reset_schedule_mark(task.id)?;
+            self.reset_schedule_mark(task.id).await?;
         }
         tracing::info!(task = %task.name, id = task.id, by = %caller.principal, "task updated");
         self.save_task(task).await
@@ -580,8 +583,12 @@ impl Fleet for FleetService {
             )));
         }
         let shown = tasks::present(&self.state, task.clone())?;
-        self.state.store.delete_task(task.id).map_err(internal)?;
-        self.state.store.flush().await.map_err(internal)?;
+        let id = task.id;
+        self.state
+            .store
+            .write(move |w| w.delete_task(id))
+            .await
+            .map_err(internal)?;
         self.state.scheduler_wake.notify_one();
         tracing::info!(task = %task.name, id = task.id, by = %caller.principal, "task deleted");
         Ok(Response::new(shown))
@@ -599,7 +606,7 @@ impl Fleet for FleetService {
             .as_mut()
             .ok_or_else(|| Status::internal(format!("task {} has no spec", task.id)))?;
         if req.enabled && !spec.enabled {
-            self.reset_schedule_mark(task.id)?;
+            self.reset_schedule_mark(task.id).await?;
         }
         spec.enabled = req.enabled;
         tracing::info!(task = %task.name, id = task.id, enabled = req.enabled, by = %caller.principal, "task enabled state changed");

@@ -2,7 +2,7 @@
 
 use crate::config::{ControllerConfig, DataDir};
 use crate::pki::{CertificateAuthority, PkiError};
-use crate::store::{CertRecord, Store, StoreError};
+use crate::store::{CLOSE_DEADLINE, CertRecord, Store, StoreError};
 use nasfleet_proto::cli_config::CliConfig;
 use nasfleet_proto::daemon::LogFormat;
 use nasfleet_proto::names::{NameError, validate_user_name};
@@ -187,17 +187,15 @@ pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
     write_new(&cli_path, cli_text.as_bytes(), 0o600)?;
 
     let store = Store::open(&dir.store())?;
-    store.put_cert(
-        &admin.serial_hex,
-        &CertRecord {
-            principal: nasfleet_proto::identity::Principal::User(options.admin.clone())
-                .common_name(),
-            role: Some("admin".into()),
-            issued_unix_ms: now_unix_ms(),
-            revoked_unix_ms: None,
-        },
-    )?;
-    store.flush_blocking()?;
+    let admin_cert = CertRecord {
+        principal: nasfleet_proto::identity::Principal::User(options.admin.clone()).common_name(),
+        role: Some("admin".into()),
+        issued_unix_ms: now_unix_ms(),
+        revoked_unix_ms: None,
+    };
+    let serial = admin.serial_hex.clone();
+    store.write_blocking(move |w| w.put_cert(&serial, &admin_cert))?;
+    store.close_blocking(CLOSE_DEADLINE);
 
     Ok(InitSummary {
         url,

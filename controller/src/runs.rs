@@ -8,7 +8,7 @@
 //! it is flushed.
 
 use crate::state::SharedState;
-use crate::store::is_final;
+use crate::store::{StoreError, Write, is_final};
 use chrono::{DateTime, Utc};
 use nasfleet_proto::status::now_unix_ms;
 use nasfleet_proto::v1::controller_message::Body as Down;
@@ -41,6 +41,8 @@ struct LiveRun {
     progress: Option<Progress>,
     log_tail: VecDeque<String>,
     steps: Vec<RunStep>,
+    /// Systems known to take part, whose progress reports are accepted.
+    participants: Vec<String>,
 }
 
 /// Live state of active runs and the channels their watchers listen on.
@@ -100,6 +102,23 @@ impl RunHub {
         run
     }
 
+    /// Whether `system` is known to take part in run `run_id`.
+    fn takes_part(&self, run_id: u64, system: &str) -> bool {
+        self.lock()
+            .get(&run_id)
+            .is_some_and(|(_, live)| live.participants.iter().any(|p| p == system))
+    }
+
+    fn add_participant(&self, run_id: u64, system: &str) {
+        let mut guard = self.lock();
+        let (_, live) = guard
+            .entry(run_id)
+            .or_insert_with(|| (broadcast::channel(WATCH_BUFFER).0, LiveRun::default()));
+        if !live.participants.iter().any(|p| p == system) {
+            live.participants.push(system.to_owned());
+        }
+    }
+
     fn apply_update(&self, update: &RunUpdate) {
         let mut guard = self.lock();
         let (tx, live) = guard
@@ -145,21 +164,32 @@ async fn finish(
     final_state: RunState,
     reason: String,
 ) -> Result<Run, Status> {
+    close_run(&mut run, final_state, reason);
+    let limit = state.history_limit;
+    let stored = run.clone();
+    state
+        .store
+        .write(move |w| store_final(w, &stored, limit))
+        .await
+        .map_err(internal)?;
+    state.runs.finish(&run);
+    Ok(run)
+}
+
+fn close_run(run: &mut Run, final_state: RunState, reason: String) {
     run.set_state(final_state);
     run.reason = reason;
     run.finished_unix_ms = now_unix_ms();
     run.progress = None;
-    state.store.put_run(&run).map_err(internal)?;
-    state.store.flush().await.map_err(internal)?;
-    state.runs.finish(&run);
-    prune(state, run.task_id);
-    Ok(run)
 }
 
-fn prune(state: &SharedState, task_id: u64) {
-    if let Err(e) = state.store.prune_runs(task_id, state.history_limit) {
-        tracing::warn!(task_id, error = %e, "cannot prune run history");
+/// Writes a final run and trims its task's history, in the same write.
+fn store_final(w: &Write<'_>, run: &Run, history_limit: usize) -> Result<(), StoreError> {
+    w.put_run(run)?;
+    if let Err(e) = w.prune_runs(run.task_id, history_limit) {
+        tracing::warn!(task_id = run.task_id, error = %e, "cannot prune run history");
     }
+    Ok(())
 }
 
 /// The active run of a task, if any.
@@ -203,22 +233,75 @@ fn settle(run: &Run) -> Option<(RunState, String)> {
     Some((RunState::Failed, reason))
 }
 
-/// Ends one part; finishes the run when it was the last. Returns the run as stored.
-async fn end_part(
-    state: &SharedState,
-    mut run: Run,
+/// Ends one part of a stored run inside a store write (so two parts ending
+/// at once cannot overwrite each other); finishes the run when it was the
+/// last. Returns whether the run is now final.
+fn end_part_in(
+    w: &Write<'_>,
+    run: &mut Run,
     system: &str,
     part_state: RunState,
     reason: String,
-) -> Result<Run, Status> {
+    history_limit: usize,
+) -> Result<bool, StoreError> {
     if let Some(part) = run.parts.iter_mut().find(|p| p.system == system) {
         part.set_state(part_state);
         part.reason = reason;
     }
-    state
+    w.remove_run_work(run.id, system)?;
+    match settle(run) {
+        Some((final_state, reason)) => {
+            close_run(run, final_state, reason);
+            store_final(w, run, history_limit)?;
+            Ok(true)
+        }
+        None => {
+            w.put_run(run)?;
+            Ok(false)
+        }
+    }
+}
+
+/// Ends one part of run `run_id` (re-read in the write); finishes the run
+/// when it was the last. Returns the run as stored, or `None` when the run
+/// is gone or the part had ended already.
+async fn end_part(
+    state: &SharedState,
+    run_id: u64,
+    system: &str,
+    part_state: RunState,
+    reason: String,
+) -> Result<Option<Run>, Status> {
+    let limit = state.history_limit;
+    let part_system = system.to_owned();
+    let ended = state
         .store
-        .remove_run_work(run.id, system)
+        .write(move |w| {
+            let Some(mut run) = w.run(run_id)? else {
+                return Ok(None);
+            };
+            let open = run
+                .parts
+                .iter()
+                .any(|p| p.system == part_system && !is_final(p.state()));
+            if !open || is_final(run.state()) {
+                return Ok(None);
+            }
+            let finished = end_part_in(w, &mut run, &part_system, part_state, reason, limit)?;
+            Ok(Some((run, finished)))
+        })
+        .await
         .map_err(internal)?;
+    let Some((run, finished)) = ended else {
+        return Ok(None);
+    };
+    after_part(state, &run, system, finished);
+    Ok(Some(run))
+}
+
+/// What follows a part's end outside the store: fresh inventories where
+/// snapshots changed, and the final record to watchers.
+fn after_part(state: &SharedState, run: &Run, system: &str, finished: bool) {
     if run.task_kind == crate::tasks::KIND_REPLICATION {
         // Snapshots changed on both sides: retention's protected bases and
         // listings should see them soon.
@@ -230,13 +313,8 @@ async fn end_part(
             let _ = state.sessions.request_inventory(&spec.target_system);
         }
     }
-    match settle(&run) {
-        Some((final_state, reason)) => finish(state, run, final_state, reason).await,
-        None => {
-            state.store.put_run(&run).map_err(internal)?;
-            state.store.flush().await.map_err(internal)?;
-            Ok(run)
-        }
+    if finished {
+        state.runs.finish(run);
     }
 }
 
@@ -251,7 +329,7 @@ pub async fn record_not_run(
 ) -> Result<Run, Status> {
     let now = now_unix_ms();
     let mut run = Run {
-        id: state.store.next_id().map_err(internal)?,
+        id: 0,
         task_id: task.id,
         task_name: task.name.clone(),
         task_kind: task.kind.clone(),
@@ -265,9 +343,19 @@ pub async fn record_not_run(
         ..Default::default()
     };
     run.set_state(run_state);
-    state.store.put_run(&run).map_err(internal)?;
-    state.store.flush().await.map_err(internal)?;
-    prune(state, task.id);
+    let limit = state.history_limit;
+    let stored = run.clone();
+    // The id is taken in the same durable write that records the run.
+    run.id = state
+        .store
+        .write(move |w| {
+            let mut stored = stored;
+            stored.id = w.next_id()?;
+            store_final(w, &stored, limit)?;
+            Ok(stored.id)
+        })
+        .await
+        .map_err(internal)?;
     tracing::info!(task = %task.name, run = run.id, state = ?run_state, reason = %run.reason, "scheduled fire not run");
     Ok(run)
 }
@@ -300,7 +388,7 @@ pub async fn start(
         };
     }
 
-    let id = state.store.next_id().map_err(internal)?;
+    let id = state.store.next_id().await.map_err(internal)?;
     let (parts, unprepared) = match parts {
         Ok(mut parts) => {
             for (_, work) in &mut parts {
@@ -344,16 +432,24 @@ pub async fn start(
         return finish(state, run, RunState::Failed, reason).await;
     }
     // Durable before any agent hears of it.
-    state.store.put_run(&run).map_err(internal)?;
-    for (system, work) in &parts {
-        state
-            .store
-            .put_run_work(id, system, work)
-            .map_err(internal)?;
-    }
-    state.store.flush().await.map_err(internal)?;
+    let stored = run.clone();
+    let works: Vec<(String, StartRun)> = parts.clone();
+    state
+        .store
+        .write(move |w| {
+            w.put_run(&stored)?;
+            for (system, work) in &works {
+                w.put_run_work(stored.id, system, work)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(internal)?;
     // Watchers may subscribe from here on.
     drop(state.runs.subscribe(id));
+    for (system, _) in &parts {
+        state.runs.add_participant(id, system);
+    }
 
     for (system, work) in parts {
         let message = ControllerMessage {
@@ -361,7 +457,11 @@ pub async fn start(
         };
         if let Err(e) = state.sessions.send(&system, message).await {
             tracing::warn!(task = %task.name, run = id, %system, reason = %e, "part failed before dispatch");
-            run = end_part(state, run, &system, RunState::Failed, e.to_string()).await?;
+            if let Some(ended) =
+                end_part(state, id, &system, RunState::Failed, e.to_string()).await?
+            {
+                run = ended;
+            }
         } else {
             tracing::info!(task = %task.name, run = id, %system, trigger = trigger_word, "run dispatched");
         }
@@ -369,8 +469,31 @@ pub async fn start(
     Ok(run)
 }
 
-/// Records an agent's progress report.
-pub fn progress(state: &SharedState, update: &RunUpdate) {
+/// Records an agent's progress report, if that agent takes part in the run
+/// (another system's agent must not write into a run's live view).
+pub fn progress(state: &SharedState, system: &str, update: &RunUpdate) {
+    if !state.runs.takes_part(update.run_id, system) {
+        let taking_part = match state.store.run(update.run_id) {
+            Ok(Some(run)) if !is_final(run.state()) => run
+                .parts
+                .iter()
+                .any(|p| p.system == system && !is_final(p.state())),
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(run = update.run_id, error = %e, "cannot read run for a progress report");
+                false
+            }
+        };
+        if !taking_part {
+            tracing::warn!(
+                run = update.run_id,
+                system,
+                "progress from a system that takes no part in the run; ignored"
+            );
+            return;
+        }
+        state.runs.add_participant(update.run_id, system);
+    }
     state.runs.apply_update(update);
 }
 
@@ -394,51 +517,79 @@ pub async fn result(state: &SharedState, system: &str, result: RunResult) {
 }
 
 async fn record_result(state: &SharedState, system: &str, result: RunResult) -> Result<(), Status> {
-    let Some(mut run) = state.store.run(result.run_id).map_err(internal)? else {
-        tracing::warn!(
-            run = result.run_id,
-            system,
-            "result for an unknown run (task deleted?)"
-        );
-        return Ok(());
-    };
-    let Some(part) = run.parts.iter().find(|p| p.system == system) else {
-        tracing::warn!(
-            run = run.id,
-            system,
-            "result from a system that takes no part in the run; ignored"
-        );
-        return Ok(());
-    };
-    if is_final(run.state()) || is_final(part.state()) {
-        // Already ended here (cancelled while the system was offline); keep the first outcome.
-        tracing::info!(
-            run = run.id,
-            system,
-            "late result for a finished run; keeping the recorded outcome"
-        );
-        return Ok(());
-    }
+    let run_id = result.run_id;
     let reported = result.state();
-    for step in result.steps {
-        match run.steps.iter_mut().find(|s| s.name == step.name) {
-            Some(existing) => *existing = step,
-            None => run.steps.push(step),
-        }
-    }
-    run.bytes += result.bytes;
-    run.log_tail.extend(result.log_tail);
-    let excess = run.log_tail.len().saturating_sub(LOG_TAIL_LINES);
-    run.log_tail.drain(..excess);
     let part_state = if is_final(reported) {
         reported
     } else {
-        tracing::warn!(run = run.id, state = ?reported, "agent reported a non-final result; counting it as FAILED");
+        tracing::warn!(run = result.run_id, state = ?reported, "agent reported a non-final result; counting it as FAILED");
         RunState::Failed
     };
-    let run = end_part(state, run, system, part_state, result.reason).await?;
-    tracing::info!(run = run.id, task = %run.task_name, system, part = ?part_state, state = ?run.state(), reason = %run.reason, "run part ended");
+    let limit = state.history_limit;
+    let part_system = system.to_owned();
+    // Read, merge and write in one store write: the parts of a multi-system
+    // run report independently and must not overwrite each other.
+    let outcome = state
+        .store
+        .write(move |w| {
+            let Some(mut run) = w.run(result.run_id)? else {
+                return Ok(ResultOutcome::UnknownRun);
+            };
+            let Some(part) = run.parts.iter().find(|p| p.system == part_system) else {
+                return Ok(ResultOutcome::NotAPart);
+            };
+            if is_final(run.state()) || is_final(part.state()) {
+                return Ok(ResultOutcome::AlreadyEnded);
+            }
+            for step in result.steps {
+                match run.steps.iter_mut().find(|s| s.name == step.name) {
+                    Some(existing) => *existing = step,
+                    None => run.steps.push(step),
+                }
+            }
+            run.bytes += result.bytes;
+            run.log_tail.extend(result.log_tail);
+            let excess = run.log_tail.len().saturating_sub(LOG_TAIL_LINES);
+            run.log_tail.drain(..excess);
+            let finished =
+                end_part_in(w, &mut run, &part_system, part_state, result.reason, limit)?;
+            Ok(ResultOutcome::Ended(Box::new(run), finished))
+        })
+        .await
+        .map_err(internal)?;
+    match outcome {
+        ResultOutcome::UnknownRun => {
+            tracing::warn!(
+                run = run_id,
+                system,
+                "result for an unknown run (task deleted?)"
+            )
+        }
+        ResultOutcome::NotAPart => tracing::warn!(
+            run = run_id,
+            system,
+            "result from a system that takes no part in the run; ignored"
+        ),
+        // Already ended here (cancelled while the system was offline); the first outcome stays.
+        ResultOutcome::AlreadyEnded => tracing::info!(
+            run = run_id,
+            system,
+            "late result for a finished run; keeping the recorded outcome"
+        ),
+        ResultOutcome::Ended(run, finished) => {
+            after_part(state, &run, system, finished);
+            tracing::info!(run = run.id, task = %run.task_name, system, part = ?part_state, state = ?run.state(), reason = %run.reason, "run part ended");
+        }
+    }
     Ok(())
+}
+
+/// What recording one result did.
+enum ResultOutcome {
+    UnknownRun,
+    NotAPart,
+    AlreadyEnded,
+    Ended(Box<Run>, bool),
 }
 
 /// After an agent (re)connects: offer it again every active run it does not
@@ -530,14 +681,17 @@ pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, S
             Ok(()) => tracing::info!(run = run_id, %system, by, "cancel requested"),
             Err(e) => {
                 tracing::info!(run = run_id, %system, by, reason = %e, "cancelled while the system is unreachable");
-                run = end_part(
+                if let Some(ended) = end_part(
                     state,
-                    run,
+                    run_id,
                     &system,
                     RunState::Failed,
                     format!("Cancelled by {by}"),
                 )
-                .await?;
+                .await?
+                {
+                    run = ended;
+                }
             }
         }
     }
@@ -625,17 +779,20 @@ mod tests {
             ..Default::default()
         };
         active.set_state(RunState::Running);
-        state.store.put_run(&active).unwrap();
         state
             .store
-            .put_run_work(
-                7,
-                "nas1",
-                &StartRun {
-                    run_id: 7,
-                    work: None,
-                },
-            )
+            .write(move |w| {
+                w.put_run(&active)?;
+                w.put_run_work(
+                    7,
+                    "nas1",
+                    &StartRun {
+                        run_id: 7,
+                        work: None,
+                    },
+                )
+            })
+            .await
             .unwrap();
 
         let manual = start(
@@ -666,6 +823,96 @@ mod tests {
         // Still exactly one active run; the skip is history only.
         assert_eq!(state.store.active_runs().unwrap().len(), 1);
         assert_eq!(state.store.runs_of_task(42, 10).unwrap().len(), 2);
+    }
+
+    /// A two-part run stored as dispatched to nas1 and nas2.
+    async fn two_part_run(state: &SharedState) -> Run {
+        let mut run = Run {
+            id: 9,
+            task_id: 42,
+            task_kind: "replication".into(),
+            parts: ["nas1", "nas2"]
+                .iter()
+                .map(|s| {
+                    let mut part = RunPart {
+                        system: (*s).into(),
+                        ..Default::default()
+                    };
+                    part.set_state(RunState::Running);
+                    part
+                })
+                .collect(),
+            ..Default::default()
+        };
+        run.set_state(RunState::Running);
+        let stored = run.clone();
+        state
+            .store
+            .write(move |w| {
+                w.put_run(&stored)?;
+                for system in ["nas1", "nas2"] {
+                    w.put_run_work(9, system, &StartRun::default())?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        run
+    }
+
+    #[tokio::test]
+    async fn progress_is_taken_only_from_systems_in_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let run = two_part_run(&state).await;
+        let update = |bytes| RunUpdate {
+            run_id: 9,
+            progress: Some(Progress {
+                bytes_done: bytes,
+                ..Default::default()
+            }),
+            log_lines: vec![format!("line {bytes}")],
+            step: None,
+        };
+        progress(&state, "rogue", &update(666));
+        let shown = state.runs.overlay(run.clone());
+        assert!(shown.progress.is_none() && shown.log_tail.is_empty());
+        progress(&state, "nas2", &update(5));
+        let shown = state.runs.overlay(run);
+        assert_eq!(shown.progress.map(|p| p.bytes_done), Some(5));
+        assert_eq!(shown.log_tail, vec!["line 5".to_owned()]);
+    }
+
+    /// Both parts report at the same moment: neither outcome may be lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn results_of_two_parts_at_once_both_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        two_part_run(&state).await;
+        let report = |system: &'static str, outcome: RunState| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut result = RunResult {
+                    run_id: 9,
+                    bytes: 10,
+                    reason: format!("{system} says so"),
+                    ..Default::default()
+                };
+                result.set_state(outcome);
+                record_result(&state, system, result).await
+            })
+        };
+        let (a, b) = (
+            report("nas1", RunState::Finished),
+            report("nas2", RunState::Failed),
+        );
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+        let stored = state.store.run(9).unwrap().unwrap();
+        assert_eq!(stored.state(), RunState::Failed);
+        assert_eq!(stored.reason, "nas2: nas2 says so");
+        assert_eq!(stored.bytes, 20);
+        assert!(state.store.active_runs().unwrap().is_empty());
     }
 
     #[test]

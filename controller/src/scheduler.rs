@@ -75,7 +75,7 @@ pub struct ScheduledTask {
 pub trait Backend: Send + Sync + 'static {
     fn tasks(&self) -> Vec<ScheduledTask>;
     fn mark(&self, task_id: u64) -> Option<DateTime<Utc>>;
-    fn set_mark(&self, task_id: u64, at: DateTime<Utc>);
+    fn set_mark(&self, task_id: u64, at: DateTime<Utc>) -> impl Future<Output = ()> + Send;
     fn fire(&self, task_id: u64, due: DateTime<Utc>) -> impl Future<Output = ()> + Send;
     fn missed(&self, task_id: u64, due: DateTime<Utc>) -> impl Future<Output = ()> + Send;
 }
@@ -163,7 +163,7 @@ impl<B: Backend, C: Clock> Scheduler<B, C> {
                 self.backend.fire(task.id, due).await;
             }
             if let Some(handled) = plan.run.or(plan.missed.last().copied()) {
-                self.backend.set_mark(task.id, handled);
+                self.backend.set_mark(task.id, handled).await;
             }
             let next = task
                 .schedule
@@ -242,11 +242,13 @@ impl Backend for StoreBackend {
             .and_then(DateTime::from_timestamp_millis)
     }
 
-    fn set_mark(&self, task_id: u64, at: DateTime<Utc>) {
+    async fn set_mark(&self, task_id: u64, at: DateTime<Utc>) {
+        let at = at.timestamp_millis();
         if let Err(e) = self
             .state
             .store
-            .set_schedule_mark(task_id, at.timestamp_millis())
+            .write(move |w| w.set_schedule_mark(task_id, at))
+            .await
         {
             tracing::error!(task_id, error = %e, "cannot record schedule mark");
         }
@@ -314,7 +316,7 @@ mod tests {
         fn mark(&self, id: u64) -> Option<DateTime<Utc>> {
             self.marks.lock().unwrap().get(&id).copied()
         }
-        fn set_mark(&self, id: u64, at: DateTime<Utc>) {
+        async fn set_mark(&self, id: u64, at: DateTime<Utc>) {
             self.marks.lock().unwrap().insert(id, at);
         }
         async fn fire(&self, id: u64, due: DateTime<Utc>) {
@@ -411,7 +413,7 @@ mod tests {
             .lock()
             .unwrap()
             .push(task(1, Schedule::hourly(), utc(2026, 4, 1, 0, 0)));
-        backend.set_mark(1, utc(2026, 5, 1, 7, 0));
+        backend.set_mark(1, utc(2026, 5, 1, 7, 0)).await;
         let s = scheduler(backend.clone(), now, chrono_tz::UTC);
         s.tick().await;
         s.tick().await;

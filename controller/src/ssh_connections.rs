@@ -131,8 +131,12 @@ pub async fn create(
             check.error
         )));
     }
-    state.store.put_ssh_connection(&record).map_err(internal)?;
-    state.store.flush().await.map_err(internal)?;
+    let stored = record.clone();
+    state
+        .store
+        .write(move |w| w.put_ssh_connection(&stored))
+        .await
+        .map_err(internal)?;
     tracing::info!(source, target, address = %record.address, "SSH connection made");
     Ok(record)
 }
@@ -181,21 +185,25 @@ pub async fn forget_system(state: &SharedState, system: &str) -> Result<(), Stat
                 format!("{}; system '{system}' stays enrolled", e.message()),
             )
         })?;
-        state
-            .store
-            .delete_ssh_connection(&record.source, &record.target)
-            .map_err(internal)?;
+        forget(state, record).await?;
     }
     for record in connections.iter().filter(|c| c.target == system) {
         if let Err(e) = revoke(state, record).await {
             tracing::warn!(source = %record.source, target = %system, reason = %e.message(), "key left on a system leaving the fleet");
         }
-        state
-            .store
-            .delete_ssh_connection(&record.source, &record.target)
-            .map_err(internal)?;
+        forget(state, record).await?;
     }
-    state.store.flush().await.map_err(internal)?;
+    Ok(())
+}
+
+/// Drops a connection's record (durably); its key must be dealt with first.
+pub async fn forget(state: &SharedState, record: &SshConnectionRecord) -> Result<(), Status> {
+    let (source, target) = (record.source.clone(), record.target.clone());
+    state
+        .store
+        .write(move |w| w.delete_ssh_connection(&source, &target))
+        .await
+        .map_err(internal)?;
     Ok(())
 }
 

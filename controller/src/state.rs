@@ -27,19 +27,30 @@ pub type SharedState = Arc<ControllerState>;
 impl ControllerState {
     /// Records when ended sessions were last heard from, so OFFLINE systems show a true "last seen".
     pub async fn record_ended(&self, ended: &[EndedSession]) {
-        for session in ended {
-            tracing::info!(system = %session.name, "system OFFLINE");
-            let at = session.last_heartbeat_unix_ms;
-            if let Err(e) = self.store.update_system(&session.name, |r| {
-                r.last_seen_unix_ms = r.last_seen_unix_ms.max(at);
-            }) {
-                tracing::error!(system = %session.name, error = %e, "cannot record last-seen time");
-            }
+        if ended.is_empty() {
+            return;
         }
-        if !ended.is_empty()
-            && let Err(e) = self.store.flush().await
-        {
-            tracing::error!(error = %e, "store flush failed");
+        let last_seen: Vec<(String, i64)> = ended
+            .iter()
+            .map(|s| {
+                tracing::info!(system = %s.name, "system OFFLINE");
+                (s.name.clone(), s.last_heartbeat_unix_ms)
+            })
+            .collect();
+        // One write for all of them: a mass disconnect is one flush.
+        let recorded = self
+            .store
+            .write(move |w| {
+                for (name, at) in last_seen {
+                    w.update_system(&name, |r| {
+                        r.last_seen_unix_ms = r.last_seen_unix_ms.max(at);
+                    })?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "cannot record last-seen times");
         }
     }
 }

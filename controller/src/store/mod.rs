@@ -1,17 +1,29 @@
-//! The controller's durable state on sled: systems, join tokens, issued certificates, last inventories.
+//! The controller's durable state on sled: systems, join tokens, issued certificates, inventories, tasks, runs, SSH connections.
 //!
 //! Everything sled-specific stays in this module so the embedded store can
 //! be swapped. Values are JSON (readable with any sled dump tool) except
-//! inventories, which are kept as the protobuf bytes the agent sent.
-//! Every write that matters is followed by a flush before the caller answers.
+//! inventories, tasks and runs, which are kept as protobuf bytes.
+//!
+//! Reads go straight to sled from any thread. Every write goes through
+//! [`Store::write`]: one writer thread applies it and answers only after
+//! the flush that made it durable (see `writer`). Write methods exist only
+//! on [`Write`], which only the writer hands out, so no code path can write
+//! without that guarantee.
+
+mod writer;
 
 use nasfleet_proto::v1::{Run, RunState, StartRun, Task};
 use prost::Message;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::ops::Deref;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
+use tokio::sync::oneshot;
+use writer::Writer;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -31,6 +43,14 @@ pub enum StoreError {
     },
     #[error("store record could not be encoded: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error("store write not made durable: {0}")]
+    Flush(String),
+    #[error("the store is closing; the write was not made")]
+    Closed,
+    #[error("the store write failed inside the writer and was not made")]
+    Dropped,
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Why an enrollment was refused. Nothing is written in any of these cases.
@@ -87,9 +107,16 @@ pub struct CertRecord {
     pub revoked_unix_ms: Option<i64>,
 }
 
-/// Handle to the store; cheap to clone.
+/// Handle to the store; cheap to clone. Reads through `Deref` to [`Tables`];
+/// writes through [`Store::write`].
 #[derive(Clone)]
 pub struct Store {
+    tables: Arc<Tables>,
+    writer: Arc<Writer>,
+}
+
+/// The store's trees; every method here only reads.
+pub struct Tables {
     db: sled::Db,
     systems: sled::Tree,
     tokens: sled::Tree,
@@ -146,10 +173,16 @@ fn flatten<E>(err: TransactionError<E>) -> Result<E, StoreError> {
     }
 }
 
+/// How long closing the store waits for queued writes by default.
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+
 impl Store {
+    /// Opens (or creates) the store and starts its writer.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
-        Ok(Store {
+        // The writer flushes every batch itself; sled's timer-driven flusher
+        // would be a second, concurrent flusher.
+        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        let tables = Arc::new(Tables {
             systems: db.open_tree("systems")?,
             tokens: db.open_tree("tokens")?,
             certs: db.open_tree("certs")?,
@@ -162,25 +195,85 @@ impl Store {
             meta: db.open_tree("meta")?,
             ssh_connections: db.open_tree("ssh_connections")?,
             db,
-        })
+        });
+        let writer = Arc::new(Writer::start(tables.clone())?);
+        Ok(Store { tables, writer })
     }
 
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+    /// Applies `op` on the writer thread and answers once it is durable.
+    /// Writes are applied one at a time in arrival order, so `op` may read
+    /// and then write without another write slipping in between. `op`
+    /// must not block on anything but the store.
+    pub async fn write<R: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Write<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.submit(op)?.await.map_err(|_| StoreError::Dropped)?
     }
 
-    /// For callers outside the async runtime (init).
-    pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+    /// [`Store::write`] for callers outside the async runtime (init, tests).
+    pub fn write_blocking<R: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Write<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.submit(op)?
+            .blocking_recv()
+            .map_err(|_| StoreError::Dropped)?
     }
 
-    pub fn put_cert(&self, serial_hex: &str, record: &CertRecord) -> Result<(), StoreError> {
-        self.certs.insert(serial_hex, encode(record)?)?;
-        Ok(())
+    fn submit<R: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Write<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.submit(Box::new(move |tables: &Tables| {
+            let outcome = op(&Write { tables });
+            Box::new(move |flushed: Result<(), Arc<str>>| {
+                let answer = match (outcome, flushed) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(StoreError::Flush(e.to_string())),
+                    (Ok(value), Ok(())) => Ok(value),
+                };
+                // A caller that gave up waiting is no reason to fail others.
+                let _ = tx.send(answer);
+            })
+        }))?;
+        Ok(rx)
     }
 
+    /// Refuses new writes, makes every queued write durable and answers it,
+    /// and waits for that at most `deadline`. Returns whether the writer
+    /// finished in time. Callers that wrote afterwards get
+    /// [`StoreError::Closed`].
+    pub async fn close(&self, deadline: Duration) -> bool {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || writer.close(deadline))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// [`Store::close`] outside the async runtime.
+    pub fn close_blocking(&self, deadline: Duration) -> bool {
+        self.writer.close(deadline)
+    }
+
+    /// A new id for a task or run: 1, 2, 3, ... durable before it is
+    /// returned, so an id is never handed out twice, not even after a
+    /// crash. (sled's own generate_id jumps by a million per restart,
+    /// which makes ids people must type needlessly long.)
+    pub async fn next_id(&self) -> Result<u64, StoreError> {
+        self.write(|w| w.next_id()).await
+    }
+}
+
+impl Deref for Store {
+    type Target = Tables;
+    fn deref(&self) -> &Tables {
+        &self.tables
+    }
+}
+
+impl Tables {
     pub fn cert(&self, serial_hex: &str) -> Result<Option<CertRecord>, StoreError> {
         self.certs
             .get(serial_hex)?
@@ -188,64 +281,22 @@ impl Store {
             .transpose()
     }
 
-    /// Tokens are keyed by the SHA-256 of the secret, so a copy of the store does not leak usable tokens.
-    pub fn put_token(&self, token_hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
-        self.tokens.insert(token_hash, encode(record)?)?;
-        Ok(())
-    }
-
-    /// Consumes the token and records the system and its certificate in one
-    /// transaction: either all of it happens or none.
-    pub fn enroll(
-        &self,
-        token_hash: &str,
-        now_unix_ms: i64,
-        system: &SystemRecord,
-        cert_serial: &str,
-        cert: &CertRecord,
-    ) -> Result<(), EnrollError> {
-        let system_bytes = encode(system)?;
-        let cert_bytes = encode(cert)?;
-        let result =
-            (&self.tokens, &self.systems, &self.certs).transaction(|(tokens, systems, certs)| {
-                let abort = |r: EnrollRefusal| ConflictableTransactionError::Abort(Ok(r));
-                let Some(raw) = tokens.get(token_hash)? else {
-                    return Err(abort(EnrollRefusal::UnknownToken));
-                };
-                let mut token: TokenRecord = decode(token_hash.as_bytes(), &raw)
-                    .map_err(|e| ConflictableTransactionError::Abort(Err(e)))?;
-                if let Some(by) = &token.used_by {
-                    return Err(abort(EnrollRefusal::TokenUsed(by.clone())));
-                }
-                if token.expires_unix_ms <= now_unix_ms {
-                    return Err(abort(EnrollRefusal::TokenExpired));
-                }
-                if systems.get(system.name.as_bytes())?.is_some() {
-                    return Err(abort(EnrollRefusal::NameTaken(system.name.clone())));
-                }
-                token.used_by = Some(system.name.clone());
-                token.used_unix_ms = Some(now_unix_ms);
-                let token_bytes =
-                    encode(&token).map_err(|e| ConflictableTransactionError::Abort(Err(e)))?;
-                tokens.insert(token_hash.as_bytes(), token_bytes)?;
-                systems.insert(system.name.as_bytes(), system_bytes.clone())?;
-                certs.insert(cert_serial.as_bytes(), cert_bytes.clone())?;
-                Ok(())
-            });
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => match flatten(e)? {
-                Ok(refusal) => Err(EnrollError::Refused(refusal)),
-                Err(store) => Err(EnrollError::Store(store)),
-            },
-        }
-    }
-
     pub fn system(&self, name: &str) -> Result<Option<SystemRecord>, StoreError> {
         self.systems
             .get(name)?
             .map(|v| decode(name.as_bytes(), &v))
             .transpose()
+    }
+
+    /// The enrolled system whose name equals `name` ignoring ASCII case.
+    pub fn system_named_like(&self, name: &str) -> Result<Option<String>, StoreError> {
+        for key in self.systems.iter().keys() {
+            let key = key?;
+            if key.eq_ignore_ascii_case(name.as_bytes()) {
+                return Ok(Some(String::from_utf8_lossy(&key).into_owned()));
+            }
+        }
+        Ok(None)
     }
 
     /// All systems, ordered by name.
@@ -259,98 +310,8 @@ impl Store {
             .collect()
     }
 
-    /// Applies `change` to a system that exists; a removed system stays removed
-    /// (an agent disconnecting after its removal must not bring it back).
-    pub fn update_system(
-        &self,
-        name: &str,
-        change: impl Fn(&mut SystemRecord),
-    ) -> Result<Option<SystemRecord>, StoreError> {
-        let mut failure = None;
-        let updated = self.systems.update_and_fetch(name, |old| {
-            let old = old?;
-            match decode::<SystemRecord>(name.as_bytes(), old) {
-                Ok(mut record) => {
-                    change(&mut record);
-                    match encode(&record) {
-                        Ok(bytes) => Some(bytes),
-                        Err(e) => {
-                            failure = Some(e);
-                            Some(old.to_vec())
-                        }
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    Some(old.to_vec())
-                }
-            }
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        updated.map(|v| decode(name.as_bytes(), &v)).transpose()
-    }
-
-    /// Removes the system and its inventory and revokes its certificate, atomically.
-    /// Returns the revoked serial, or `None` when no such system exists.
-    pub fn remove_system(
-        &self,
-        name: &str,
-        now_unix_ms: i64,
-    ) -> Result<Option<String>, StoreError> {
-        let result = (&self.systems, &self.certs, &self.inventories).transaction(
-            |(systems, certs, inventories)| {
-                let Some(raw) = systems.remove(name.as_bytes())? else {
-                    return Ok(None);
-                };
-                let record: SystemRecord =
-                    decode(name.as_bytes(), &raw).map_err(ConflictableTransactionError::Abort)?;
-                inventories.remove(name.as_bytes())?;
-                if let Some(raw_cert) = certs.get(record.cert_serial.as_bytes())? {
-                    let mut cert: CertRecord = decode(record.cert_serial.as_bytes(), &raw_cert)
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    cert.revoked_unix_ms = Some(now_unix_ms);
-                    let bytes = encode(&cert).map_err(ConflictableTransactionError::Abort)?;
-                    certs.insert(record.cert_serial.as_bytes(), bytes)?;
-                }
-                Ok(Some(record.cert_serial))
-            },
-        );
-        result.or_else(|e| Err(flatten(e)?))
-    }
-
-    pub fn put_inventory(&self, name: &str, inventory_proto: &[u8]) -> Result<(), StoreError> {
-        // Only for systems that still exist, for the same reason as update_system.
-        if self.systems.contains_key(name)? {
-            self.inventories.insert(name, inventory_proto)?;
-        }
-        Ok(())
-    }
-
     pub fn inventory(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.inventories.get(name)?.map(|v| v.to_vec()))
-    }
-
-    /// A new id for a task or run: 1, 2, 3, ... unique across restarts.
-    /// (sled's own generate_id jumps by a million per restart, which makes
-    /// ids people must type needlessly long.)
-    pub fn next_id(&self) -> Result<u64, StoreError> {
-        let next = self.meta.update_and_fetch("next_id", |old| {
-            let current = old
-                .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                .map_or(0, u64::from_be_bytes);
-            Some((current + 1).to_be_bytes().to_vec())
-        })?;
-        Ok(next
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(1, u64::from_be_bytes))
-    }
-
-    pub fn put_task(&self, task: &Task) -> Result<(), StoreError> {
-        self.tasks
-            .insert(task.id.to_be_bytes(), task.encode_to_vec())?;
-        Ok(())
     }
 
     pub fn task(&self, id: u64) -> Result<Option<Task>, StoreError> {
@@ -367,57 +328,6 @@ impl Store {
             .values()
             .map(|v| decode_proto("task", &v?))
             .collect()
-    }
-
-    /// Removes a task with its run history and scheduler mark.
-    pub fn delete_task(&self, id: u64) -> Result<(), StoreError> {
-        self.tasks.remove(id.to_be_bytes())?;
-        self.schedule_marks.remove(id.to_be_bytes())?;
-        for key in self.runs_by_task.scan_prefix(id.to_be_bytes()).keys() {
-            let key = key?;
-            if let Some(run_id) = key.get(8..16) {
-                self.runs.remove(run_id)?;
-                for entry in self.active_runs.scan_prefix(run_id).keys() {
-                    self.active_runs.remove(entry?)?;
-                }
-            }
-            self.runs_by_task.remove(key)?;
-        }
-        Ok(())
-    }
-
-    /// Writes a run. Once it is final, the work kept for its parts is dropped.
-    pub fn put_run(&self, run: &Run) -> Result<(), StoreError> {
-        let key = run.id.to_be_bytes();
-        self.runs.insert(key, run.encode_to_vec())?;
-        let mut index = run.task_id.to_be_bytes().to_vec();
-        index.extend_from_slice(&key);
-        self.runs_by_task.insert(index, &[])?;
-        if is_final(run.state()) {
-            for entry in self.active_runs.scan_prefix(key).keys() {
-                self.active_runs.remove(entry?)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps the work sent to one system for an active run, so it can be
-    /// offered again after a restart.
-    pub fn put_run_work(
-        &self,
-        run_id: u64,
-        system: &str,
-        work: &StartRun,
-    ) -> Result<(), StoreError> {
-        self.active_runs
-            .insert(active_key(run_id, system), work.encode_to_vec())?;
-        Ok(())
-    }
-
-    /// The part of `system` ended: nothing left to offer it.
-    pub fn remove_run_work(&self, run_id: u64, system: &str) -> Result<(), StoreError> {
-        self.active_runs.remove(active_key(run_id, system))?;
-        Ok(())
     }
 
     pub fn run(&self, id: u64) -> Result<Option<Run>, StoreError> {
@@ -478,6 +388,237 @@ impl Store {
         Ok(active)
     }
 
+    pub fn ssh_connection(
+        &self,
+        source: &str,
+        target: &str,
+    ) -> Result<Option<SshConnectionRecord>, StoreError> {
+        let key = connection_key(source, target);
+        self.ssh_connections
+            .get(&key)?
+            .map(|v| decode(&key, &v))
+            .transpose()
+    }
+
+    pub fn ssh_connections(&self) -> Result<Vec<SshConnectionRecord>, StoreError> {
+        self.ssh_connections
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    pub fn schedule_mark(&self, task_id: u64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .schedule_marks
+            .get(task_id.to_be_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+}
+
+/// Write access to the store, handed out only by the writer thread to one
+/// write at a time; reads through `Deref` see the writes made so far.
+pub struct Write<'a> {
+    tables: &'a Tables,
+}
+
+impl Deref for Write<'_> {
+    type Target = Tables;
+    fn deref(&self) -> &Tables {
+        self.tables
+    }
+}
+
+impl Write<'_> {
+    pub fn put_cert(&self, serial_hex: &str, record: &CertRecord) -> Result<(), StoreError> {
+        self.certs.insert(serial_hex, encode(record)?)?;
+        Ok(())
+    }
+
+    /// Tokens are keyed by the SHA-256 of the secret, so a copy of the store does not leak usable tokens.
+    pub fn put_token(&self, token_hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens.insert(token_hash, encode(record)?)?;
+        Ok(())
+    }
+
+    /// Consumes the token and records the system and its certificate in one
+    /// transaction: either all of it happens or none. A name that differs
+    /// from an enrolled one only in case is taken.
+    pub fn enroll(
+        &self,
+        token_hash: &str,
+        now_unix_ms: i64,
+        system: &SystemRecord,
+        cert_serial: &str,
+        cert: &CertRecord,
+    ) -> Result<(), EnrollError> {
+        // Writes are serialised by the writer, so this check cannot race
+        // another enrollment; the transaction below repeats the exact one.
+        if let Some(taken) = self.system_named_like(&system.name)?
+            && taken != system.name
+        {
+            return Err(EnrollError::Refused(EnrollRefusal::NameTaken(taken)));
+        }
+        let system_bytes = encode(system)?;
+        let cert_bytes = encode(cert)?;
+        let result =
+            (&self.tokens, &self.systems, &self.certs).transaction(|(tokens, systems, certs)| {
+                let abort = |r: EnrollRefusal| ConflictableTransactionError::Abort(Ok(r));
+                let Some(raw) = tokens.get(token_hash)? else {
+                    return Err(abort(EnrollRefusal::UnknownToken));
+                };
+                let mut token: TokenRecord = decode(token_hash.as_bytes(), &raw)
+                    .map_err(|e| ConflictableTransactionError::Abort(Err(e)))?;
+                if let Some(by) = &token.used_by {
+                    return Err(abort(EnrollRefusal::TokenUsed(by.clone())));
+                }
+                if token.expires_unix_ms <= now_unix_ms {
+                    return Err(abort(EnrollRefusal::TokenExpired));
+                }
+                if systems.get(system.name.as_bytes())?.is_some() {
+                    return Err(abort(EnrollRefusal::NameTaken(system.name.clone())));
+                }
+                token.used_by = Some(system.name.clone());
+                token.used_unix_ms = Some(now_unix_ms);
+                let token_bytes =
+                    encode(&token).map_err(|e| ConflictableTransactionError::Abort(Err(e)))?;
+                tokens.insert(token_hash.as_bytes(), token_bytes)?;
+                systems.insert(system.name.as_bytes(), system_bytes.clone())?;
+                certs.insert(cert_serial.as_bytes(), cert_bytes.clone())?;
+                Ok(())
+            });
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => match flatten(e)? {
+                Ok(refusal) => Err(EnrollError::Refused(refusal)),
+                Err(store) => Err(EnrollError::Store(store)),
+            },
+        }
+    }
+
+    /// Applies `change` to a system that exists; a removed system stays removed
+    /// (an agent disconnecting after its removal must not bring it back).
+    pub fn update_system(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut SystemRecord),
+    ) -> Result<Option<SystemRecord>, StoreError> {
+        let Some(mut record) = self.system(name)? else {
+            return Ok(None);
+        };
+        change(&mut record);
+        self.systems.insert(name, encode(&record)?)?;
+        Ok(Some(record))
+    }
+
+    /// Removes the system and its inventory and revokes its certificate, atomically.
+    /// Returns the revoked serial, or `None` when no such system exists.
+    pub fn remove_system(
+        &self,
+        name: &str,
+        now_unix_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let result = (&self.systems, &self.certs, &self.inventories).transaction(
+            |(systems, certs, inventories)| {
+                let Some(raw) = systems.remove(name.as_bytes())? else {
+                    return Ok(None);
+                };
+                let record: SystemRecord =
+                    decode(name.as_bytes(), &raw).map_err(ConflictableTransactionError::Abort)?;
+                inventories.remove(name.as_bytes())?;
+                if let Some(raw_cert) = certs.get(record.cert_serial.as_bytes())? {
+                    let mut cert: CertRecord = decode(record.cert_serial.as_bytes(), &raw_cert)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    cert.revoked_unix_ms = Some(now_unix_ms);
+                    let bytes = encode(&cert).map_err(ConflictableTransactionError::Abort)?;
+                    certs.insert(record.cert_serial.as_bytes(), bytes)?;
+                }
+                Ok(Some(record.cert_serial))
+            },
+        );
+        result.or_else(|e| Err(flatten(e)?))
+    }
+
+    pub fn put_inventory(&self, name: &str, inventory_proto: &[u8]) -> Result<(), StoreError> {
+        // Only for systems that still exist, for the same reason as update_system.
+        if self.systems.contains_key(name)? {
+            self.inventories.insert(name, inventory_proto)?;
+        }
+        Ok(())
+    }
+
+    /// See [`Store::next_id`].
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        let current = self
+            .meta
+            .get("next_id")?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let next = current + 1;
+        self.meta.insert("next_id", &next.to_be_bytes())?;
+        Ok(next)
+    }
+
+    pub fn put_task(&self, task: &Task) -> Result<(), StoreError> {
+        self.tasks
+            .insert(task.id.to_be_bytes(), task.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// Removes a task with its run history and scheduler mark.
+    pub fn delete_task(&self, id: u64) -> Result<(), StoreError> {
+        self.tasks.remove(id.to_be_bytes())?;
+        self.schedule_marks.remove(id.to_be_bytes())?;
+        for key in self.runs_by_task.scan_prefix(id.to_be_bytes()).keys() {
+            let key = key?;
+            if let Some(run_id) = key.get(8..16) {
+                self.runs.remove(run_id)?;
+                for entry in self.active_runs.scan_prefix(run_id).keys() {
+                    self.active_runs.remove(entry?)?;
+                }
+            }
+            self.runs_by_task.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a run. Once it is final, the work kept for its parts is dropped.
+    pub fn put_run(&self, run: &Run) -> Result<(), StoreError> {
+        let key = run.id.to_be_bytes();
+        self.runs.insert(key, run.encode_to_vec())?;
+        let mut index = run.task_id.to_be_bytes().to_vec();
+        index.extend_from_slice(&key);
+        self.runs_by_task.insert(index, &[])?;
+        if is_final(run.state()) {
+            for entry in self.active_runs.scan_prefix(key).keys() {
+                self.active_runs.remove(entry?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the work sent to one system for an active run, so it can be
+    /// offered again after a restart.
+    pub fn put_run_work(
+        &self,
+        run_id: u64,
+        system: &str,
+        work: &StartRun,
+    ) -> Result<(), StoreError> {
+        self.active_runs
+            .insert(active_key(run_id, system), work.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// The part of `system` ended: nothing left to offer it.
+    pub fn remove_run_work(&self, run_id: u64, system: &str) -> Result<(), StoreError> {
+        self.active_runs.remove(active_key(run_id, system))?;
+        Ok(())
+    }
+
     /// Keeps the newest `keep` runs of a task and deletes the older ones.
     pub fn prune_runs(&self, task_id: u64, keep: usize) -> Result<usize, StoreError> {
         let keys: Vec<sled::IVec> = self
@@ -507,28 +648,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn ssh_connection(
-        &self,
-        source: &str,
-        target: &str,
-    ) -> Result<Option<SshConnectionRecord>, StoreError> {
-        let key = connection_key(source, target);
-        self.ssh_connections
-            .get(&key)?
-            .map(|v| decode(&key, &v))
-            .transpose()
-    }
-
-    pub fn ssh_connections(&self) -> Result<Vec<SshConnectionRecord>, StoreError> {
-        self.ssh_connections
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                decode(&k, &v)
-            })
-            .collect()
-    }
-
     pub fn delete_ssh_connection(
         &self,
         source: &str,
@@ -539,14 +658,6 @@ impl Store {
             .remove(&key)?
             .map(|v| decode(&key, &v))
             .transpose()
-    }
-
-    pub fn schedule_mark(&self, task_id: u64) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .schedule_marks
-            .get(task_id.to_be_bytes())?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(i64::from_be_bytes))
     }
 
     pub fn set_schedule_mark(&self, task_id: u64, unix_ms: i64) -> Result<(), StoreError> {
@@ -617,37 +728,72 @@ mod tests {
         }
     }
 
+    /// One write, made durable, from a test thread.
+    fn write<R: Send + 'static>(
+        store: &Store,
+        op: impl FnOnce(&Write<'_>) -> Result<R, StoreError> + Send + 'static,
+    ) -> R {
+        store.write_blocking(op).unwrap()
+    }
+
+    fn enroll(store: &Store, t: &str, n: &str) -> Result<(), EnrollError> {
+        let (t, n) = (t.to_owned(), n.to_owned());
+        store
+            .write_blocking(move |w| {
+                Ok(w.enroll(&t, 50, &system(&n), &format!("serial-{n}"), &cert(&n)))
+            })
+            .unwrap()
+    }
+
+    /// sled lets go of its file lock a moment after the last handle (and
+    /// here the writer thread) is gone; a real restart is a new process.
+    fn reopen(path: &Path) -> Store {
+        for _ in 0..50 {
+            if let Ok(store) = Store::open(path) {
+                return store;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Store::open(path).unwrap()
+    }
+
     #[test]
     fn token_is_single_use_and_refusals_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.put_token("t1", &token(100)).unwrap();
-        store.put_token("t2", &token(100)).unwrap();
-        store.put_token("old", &token(10)).unwrap();
+        write(&store, |w| {
+            w.put_token("t1", &token(100))?;
+            w.put_token("t2", &token(100))?;
+            w.put_token("t3", &token(100))?;
+            w.put_token("old", &token(10))
+        });
 
-        let enroll =
-            |t: &str, n: &str| store.enroll(t, 50, &system(n), &format!("serial-{n}"), &cert(n));
         assert!(matches!(
-            enroll("nope", "a"),
+            enroll(&store, "nope", "a"),
             Err(EnrollError::Refused(EnrollRefusal::UnknownToken))
         ));
         assert!(matches!(
-            enroll("old", "a"),
+            enroll(&store, "old", "a"),
             Err(EnrollError::Refused(EnrollRefusal::TokenExpired))
         ));
-        enroll("t1", "a").unwrap();
+        enroll(&store, "t1", "a").unwrap();
         assert!(matches!(
-            enroll("t1", "b"),
+            enroll(&store, "t1", "b"),
             Err(EnrollError::Refused(EnrollRefusal::TokenUsed(by))) if by == "a"
         ));
-        // A taken name must not burn the token.
+        // A taken name must not burn the token, whatever its case.
         assert!(matches!(
-            enroll("t2", "a"),
+            enroll(&store, "t2", "a"),
             Err(EnrollError::Refused(EnrollRefusal::NameTaken(_)))
         ));
-        enroll("t2", "b").unwrap();
+        assert!(matches!(
+            enroll(&store, "t2", "A"),
+            Err(EnrollError::Refused(EnrollRefusal::NameTaken(taken))) if taken == "a"
+        ));
+        enroll(&store, "t2", "b").unwrap();
         assert_eq!(store.systems().unwrap().len(), 2);
         assert!(store.system("b").unwrap().is_some());
+        assert_eq!(store.system_named_like("B").unwrap().as_deref(), Some("b"));
     }
 
     fn run(id: u64, task_id: u64, state: RunState) -> Run {
@@ -665,52 +811,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            assert_eq!(store.next_id().unwrap(), 1);
-            assert_eq!(store.next_id().unwrap(), 2);
-            store.flush_blocking().unwrap();
+            assert_eq!(write(&store, |w| w.next_id()), 1);
+            assert_eq!(write(&store, |w| w.next_id()), 2);
+            assert!(store.close_blocking(CLOSE_DEADLINE));
         }
-        // sled's flusher thread lets go of the file lock a moment after the
-        // last handle is dropped; a real restart is a new process.
-        let mut reopened = Store::open(dir.path());
-        for _ in 0..50 {
-            if reopened.is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            reopened = Store::open(dir.path());
-        }
-        let store = reopened.unwrap();
-        assert_eq!(store.next_id().unwrap(), 3);
+        let store = reopen(dir.path());
+        assert_eq!(write(&store, |w| w.next_id()), 3);
     }
 
     #[test]
     fn runs_are_indexed_per_task_pruned_and_tracked_while_active() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let work = StartRun {
-            run_id: 1,
-            work: None,
-        };
-        store.put_run(&run(1, 7, RunState::Running)).unwrap();
-        store.put_run_work(1, "nas1", &work).unwrap();
-        store.put_run_work(1, "nas2", &work).unwrap();
-        for id in 2..=5 {
-            store.put_run(&run(id, 7, RunState::Finished)).unwrap();
-        }
-        store.put_run(&run(6, 8, RunState::Failed)).unwrap();
+        write(&store, |w| {
+            let work = StartRun {
+                run_id: 1,
+                work: None,
+            };
+            w.put_run(&run(1, 7, RunState::Running))?;
+            w.put_run_work(1, "nas1", &work)?;
+            w.put_run_work(1, "nas2", &work)?;
+            for id in 2..=5 {
+                w.put_run(&run(id, 7, RunState::Finished))?;
+            }
+            w.put_run(&run(6, 8, RunState::Failed))
+        });
         let ids = |runs: Vec<Run>| runs.iter().map(|r| r.id).collect::<Vec<_>>();
         assert_eq!(ids(store.runs_of_task(7, 3).unwrap()), vec![5, 4, 3]);
         assert_eq!(ids(store.runs(2).unwrap()), vec![6, 5]);
         assert_eq!(store.active_runs().unwrap().len(), 2);
-        store.remove_run_work(1, "nas2").unwrap();
+        write(&store, |w| w.remove_run_work(1, "nas2"));
         let active = store.active_runs().unwrap();
         assert_eq!((active.len(), active[0].1.as_str()), (1, "nas1"));
         // Pruning to 2 keeps the active run 1 although it is the oldest.
-        store.prune_runs(7, 2).unwrap();
+        write(&store, |w| w.prune_runs(7, 2));
         assert_eq!(ids(store.runs_of_task(7, 10).unwrap()), vec![5, 4, 1]);
-        store.put_run(&run(1, 7, RunState::Failed)).unwrap();
+        write(&store, |w| w.put_run(&run(1, 7, RunState::Failed)));
         assert!(store.active_runs().unwrap().is_empty());
-        store.delete_task(7).unwrap();
+        write(&store, |w| w.delete_task(7));
         assert!(store.runs_of_task(7, 10).unwrap().is_empty());
         assert_eq!(ids(store.runs(10).unwrap()), vec![6]);
     }
@@ -719,13 +857,11 @@ mod tests {
     fn removal_revokes_and_stays_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.put_token("t", &token(100)).unwrap();
-        store
-            .enroll("t", 1, &system("a"), "serial-a", &cert("a"))
-            .unwrap();
-        store.put_inventory("a", b"inv").unwrap();
+        write(&store, |w| w.put_token("t", &token(100)));
+        enroll(&store, "t", "a").unwrap();
+        write(&store, |w| w.put_inventory("a", b"inv"));
         assert_eq!(
-            store.remove_system("a", 7).unwrap().as_deref(),
+            write(&store, |w| w.remove_system("a", 7)).as_deref(),
             Some("serial-a")
         );
         assert_eq!(
@@ -735,14 +871,105 @@ mod tests {
         assert!(store.inventory("a").unwrap().is_none());
         // A late update from the agent's session must not resurrect it.
         assert!(
-            store
-                .update_system("a", |r| r.last_seen_unix_ms = 9)
-                .unwrap()
-                .is_none()
+            write(&store, |w| w
+                .update_system("a", |r| r.last_seen_unix_ms = 9))
+            .is_none()
         );
-        store.put_inventory("a", b"late").unwrap();
+        write(&store, |w| w.put_inventory("a", b"late"));
         assert!(store.system("a").unwrap().is_none());
         assert!(store.inventory("a").unwrap().is_none());
-        assert_eq!(store.remove_system("a", 8).unwrap(), None);
+        assert_eq!(write(&store, |w| w.remove_system("a", 8)), None);
+    }
+
+    /// Many writers at once, each waiting for its own durable answer: every
+    /// write is answered, ids are unique and dense, and what was answered
+    /// is there after a reopen. (sled's `flush_async` hung here.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_all_answered_with_unique_durable_ids() {
+        const WRITERS: u64 = 64;
+        const EACH: u64 = 40;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut handles = Vec::new();
+        for writer in 0..WRITERS {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..EACH {
+                    let id = store.next_id().await.unwrap();
+                    let hash = format!("w{writer}-{i}");
+                    store
+                        .write(move |w| w.put_token(&hash, &token(id as i64)))
+                        .await
+                        .unwrap();
+                    ids.push(id);
+                }
+                ids
+            }));
+        }
+        let deadline = std::time::Duration::from_secs(60);
+        let mut ids = Vec::new();
+        for handle in handles {
+            ids.extend(
+                tokio::time::timeout(deadline, handle)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=WRITERS * EACH).collect::<Vec<_>>());
+        assert!(store.close(CLOSE_DEADLINE).await);
+        // Writes after closing are refused, not lost silently.
+        assert!(matches!(
+            store.write(|w| w.put_token("late", &token(1))).await,
+            Err(StoreError::Closed)
+        ));
+        drop(store);
+        let path = dir.path().to_owned();
+        let reopened = tokio::task::spawn_blocking(move || reopen(&path))
+            .await
+            .unwrap();
+        assert_eq!(reopened.tokens.len(), (WRITERS * EACH) as usize);
+        assert!(reopened.tokens.get("late").unwrap().is_none());
+        assert_eq!(reopened.next_id().await.unwrap(), WRITERS * EACH + 1);
+    }
+
+    /// Closing while writes are queued: each caller gets either a durable
+    /// answer or a refusal, and the answered ones survive a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_answers_every_queued_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..2000u32 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                let key = format!("k{i}");
+                let written = key.clone();
+                store
+                    .write(move |w| w.put_token(&written, &token(1)))
+                    .await
+                    .map(|()| key)
+            }));
+        }
+        tokio::task::yield_now().await;
+        assert!(store.close(CLOSE_DEADLINE).await);
+        let mut acknowledged = Vec::new();
+        for handle in handles {
+            match handle.await.unwrap() {
+                Ok(key) => acknowledged.push(key),
+                Err(StoreError::Closed) => {}
+                Err(other) => panic!("unexpected answer: {other}"),
+            }
+        }
+        drop(store);
+        let path = dir.path().to_owned();
+        let reopened = tokio::task::spawn_blocking(move || reopen(&path))
+            .await
+            .unwrap();
+        for key in &acknowledged {
+            assert!(reopened.tokens.get(key).unwrap().is_some(), "{key} lost");
+        }
     }
 }
