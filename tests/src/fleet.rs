@@ -250,6 +250,12 @@ impl Controller {
         self.start()
     }
 
+    /// The controller's process id while started, for tests that signal it
+    /// while other threads drive it through the CLI.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(ChildGuard::pid)
+    }
+
     /// True while the controller process runs.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(ChildGuard::is_running)

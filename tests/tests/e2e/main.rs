@@ -7,3 +7,4 @@ mod replication_hints;
 mod rsync;
 mod runs;
 mod snapshots;
+mod store;
