@@ -1,8 +1,11 @@
 //! The `nasfleet` command line: flag definitions and dispatch to one module per command group.
 
+// First, so that `outln!` is in scope in every module after it.
+#[macro_use]
+pub mod output;
 pub mod commands;
 pub mod credentials;
-pub mod output;
+pub mod failure;
 
 use clap::{Parser, Subcommand};
 use commands::replication::ReplicationCommand;
@@ -17,7 +20,8 @@ use std::path::PathBuf;
 #[command(
     name = "nasfleet",
     version,
-    about = "Manage a fleet of ZFS NAS systems"
+    about = "Manage a fleet of ZFS NAS systems",
+    after_help = failure::EXIT_STATUS_HELP
 )]
 pub struct Cli {
     /// CLI credentials file (default: $NASFLEET_CONFIG, then ~/.config/nasfleet/config.toml).
@@ -168,10 +172,24 @@ pub enum TokenCommand {
 
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    precheck(&cli.command)?;
-    let channel = credentials::connect(cli.config.as_deref()).await?;
-    let output = cli.output;
-    match cli.command {
+    precheck(&cli.command).map_err(|e| anyhow::Error::new(failure::InvalidInput(e)))?;
+    let credentials = credentials::Credentials::load(cli.config.as_deref()).await?;
+    let channel = match credentials.connect().await {
+        Ok(channel) => channel,
+        Err(e) => return Err(credentials.explain(e, false).await),
+    };
+    match dispatch(channel, cli.command, cli.output).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(credentials.explain(e, true).await),
+    }
+}
+
+async fn dispatch(
+    channel: tonic::transport::Channel,
+    command: Command,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    match command {
         Command::System(SystemCommand::List) => commands::system::list(channel, output).await,
         Command::System(SystemCommand::Show { name, refresh }) => {
             commands::system::show(channel, &name, refresh, output).await
@@ -268,6 +286,9 @@ pub fn precheck(command: &Command) -> anyhow::Result<()> {
         ) => commands::ssh_connection::check_pair(source, target),
         Command::Rsync(RsyncCommand::Create(args)) => commands::rsync::create_spec(args).map(drop),
         Command::Rsync(RsyncCommand::Edit(args)) => commands::rsync::edit_precheck(args).map(drop),
+        Command::Token(TokenCommand::Create { ttl }) => {
+            Ok(nasfleet_proto::duration::parse_duration("--ttl", ttl).map(drop)?)
+        }
         _ => Ok(()),
     }
 }
@@ -353,6 +374,9 @@ mod tests {
         assert!(precheck(&cli.command).is_err());
         let cli = parse(&["nasfleet", "run", "list"]);
         assert!(precheck(&cli.command).is_ok());
+        let cli = parse(&["nasfleet", "token", "create", "--ttl", "0s"]);
+        let err = precheck(&cli.command).unwrap_err().to_string();
+        assert!(err.starts_with("--ttl: "), "{err}");
         let cli = parse(&[
             "nasfleet",
             "replication",

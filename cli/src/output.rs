@@ -12,10 +12,48 @@ pub enum OutputFormat {
     Json,
 }
 
+/// `println!` that hands a failed write back instead of panicking, so the
+/// command can stop and `main` can decide what a closed stdout means.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_line("")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(&::std::format!($($arg)*))
+    };
+}
+
+/// Stdout's reader went away (`nasfleet ... | head`). Not a failure: the
+/// command stops writing and exits 0, as `rg`, `ls` and `cat` do.
+#[derive(Debug)]
+pub struct ReaderGone;
+
+impl std::fmt::Display for ReaderGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed by its reader")
+    }
+}
+
+impl std::error::Error for ReaderGone {}
+
+/// Writes one line to stdout; use [`outln!`]. A broken pipe becomes
+/// [`ReaderGone`], told apart by type from any broken pipe of the network.
+pub fn write_line(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    // Stdout is line buffered: the newline flushes, so a closed pipe shows here.
+    writeln!(std::io::stdout().lock(), "{text}").map_err(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            anyhow::Error::new(ReaderGone)
+        } else {
+            anyhow::Error::new(e).context("cannot write to standard output")
+        }
+    })
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    write_line(&serde_json::to_string_pretty(value)?)
 }
 
 /// A plain text table with left-aligned columns separated by two spaces.

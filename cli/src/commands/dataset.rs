@@ -61,9 +61,9 @@ pub async fn list(
         OutputFormat::Json => print_json(&rows),
         OutputFormat::Table => {
             if rows.is_empty() {
-                println!("System '{system}' has reported no datasets.");
+                outln!("System '{system}' has reported no datasets.")?;
             } else {
-                println!("{}", datasets_table(&rows));
+                outln!("{}", datasets_table(&rows))?;
             }
             Ok(())
         }

@@ -14,9 +14,10 @@ pub mod system;
 pub mod task;
 pub mod token;
 
-/// Turns a gRPC status into an error whose text is the controller's reason.
+/// Turns a gRPC status into an error whose text is the controller's reason
+/// and whose code decides the exit status.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+    anyhow::Error::new(crate::failure::StatusError(status))
 }
 
 /// Asks a yes/no question on the terminal; without a terminal the answer is no.

@@ -650,12 +650,12 @@ async fn preview_and_confirm(
     };
     let summary = summary_text(heading, &preview);
     match output {
-        OutputFormat::Table => println!("{summary}"),
+        OutputFormat::Table => outln!("{summary}")?,
         OutputFormat::Json => eprintln!("{summary}"),
     }
     if save.dry_run {
         match output {
-            OutputFormat::Table => println!("\nDry run: nothing saved."),
+            OutputFormat::Table => outln!("\nDry run: nothing saved.")?,
             OutputFormat::Json => print_json(&TaskJson::from(&preview))?,
         }
         return Ok(None);
@@ -695,12 +695,12 @@ pub async fn create(
     match output {
         OutputFormat::Json => print_json(&TaskJson::from(&created)),
         OutputFormat::Table => {
-            println!(
+            outln!(
                 "Created replication task {} ({}); next run: {}.",
                 created.name,
                 created.id,
                 next_run_text(&created)
-            );
+            )?;
             Ok(())
         }
     }
@@ -748,7 +748,7 @@ pub async fn show(channel: Channel, name: &str, output: OutputFormat) -> anyhow:
             })
         }
         OutputFormat::Table => {
-            println!("{}", detail_text(&task, run.as_ref(), run_error.as_deref()));
+            outln!("{}", detail_text(&task, run.as_ref(), run_error.as_deref()))?;
             Ok(())
         }
     }
@@ -795,12 +795,12 @@ pub async fn edit(channel: Channel, args: &EditArgs, output: OutputFormat) -> an
     match output {
         OutputFormat::Json => print_json(&TaskJson::from(&updated)),
         OutputFormat::Table => {
-            println!(
+            outln!(
                 "Updated replication task {} ({}); next run: {}.",
                 updated.name,
                 updated.id,
                 next_run_text(&updated)
-            );
+            )?;
             Ok(())
         }
     }

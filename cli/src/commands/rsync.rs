@@ -716,7 +716,7 @@ pub async fn show(channel: Channel, id: &str, output: OutputFormat) -> anyhow::R
     match output {
         OutputFormat::Json => print_json(&TaskJson::from(&task)),
         OutputFormat::Table => {
-            println!("{}", detail_text(&task));
+            outln!("{}", detail_text(&task))?;
             Ok(())
         }
     }
@@ -747,8 +747,8 @@ pub async fn edit(channel: Channel, args: &EditArgs, output: OutputFormat) -> an
     match output {
         OutputFormat::Json => print_json(&TaskJson::from(&updated)),
         OutputFormat::Table => {
-            println!("Updated rsync task {}.\n", updated.id);
-            println!("{}", detail_text(&updated));
+            outln!("Updated rsync task {}.\n", updated.id)?;
+            outln!("{}", detail_text(&updated))?;
             Ok(())
         }
     }

@@ -1,10 +1,11 @@
 //! `nasfleet run list|show|watch|cancel`: the history of task runs, live progress of one run, and cancelling it.
 
 use super::status_error;
+use crate::failure::RunFailed;
 use crate::output::{
     OutputFormat, Table, cell, human_bytes, print_json, run_state_word, time_or_dash,
 };
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow};
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nasfleet_proto::status::rfc3339_from_unix_ms;
@@ -159,18 +160,17 @@ pub fn is_final(state: RunState) -> bool {
 }
 
 /// What a finished watch means for the exit status: `None` while the run is
-/// still going, `Some(Ok)` for success, `Some(Err("Run N FAILED: reason"))` otherwise.
+/// still going, `Some(Ok)` for success, `Some(Err(RunFailed))` otherwise.
 pub fn outcome(run: &Run) -> Option<anyhow::Result<()>> {
     let state = run.state();
     match state {
         RunState::Finished | RunState::Success => Some(Ok(())),
         RunState::Failed | RunState::Skipped | RunState::Missed => {
-            let word = run_state_word(state);
-            Some(Err(if run.reason.trim().is_empty() {
-                anyhow!("Run {} {word} (the controller gave no reason)", run.id)
-            } else {
-                anyhow!("Run {} {word}: {}", run.id, run.reason.trim())
-            }))
+            Some(Err(anyhow::Error::new(RunFailed {
+                id: run.id,
+                state: run_state_word(state),
+                reason: run.reason.trim().to_owned(),
+            })))
         }
         RunState::Pending | RunState::Running | RunState::Unspecified => None,
     }
@@ -198,7 +198,8 @@ fn progress_label(p: &Progress) -> String {
     } else {
         p.phase.trim()
     };
-    if p.step.trim().is_empty() {
+    // A step's cue names it in both fields; once is enough.
+    if p.step.trim().is_empty() || p.step.trim() == phase {
         phase.to_owned()
     } else {
         format!("{phase} ({})", p.step.trim())
@@ -262,12 +263,12 @@ pub async fn list(
         OutputFormat::Table => {
             if runs.is_empty() {
                 match task {
-                    Some(task) => println!("Task '{task}' has not run yet."),
-                    None => println!("No runs yet."),
+                    Some(task) => outln!("Task '{task}' has not run yet.")?,
+                    None => outln!("No runs yet.")?,
                 }
                 return Ok(());
             }
-            println!("{}", runs_table(&runs));
+            outln!("{}", runs_table(&runs))?;
             Ok(())
         }
     }
@@ -312,9 +313,9 @@ pub async fn cancel(channel: Channel, id: u64, output: OutputFormat) -> anyhow::
         .into_inner();
     if output == OutputFormat::Table {
         if is_final(run.state()) {
-            println!("Run {} had already ended.\n", run.id);
+            outln!("Run {} had already ended.\n", run.id)?;
         } else {
-            println!("Cancellation of run {} requested.\n", run.id);
+            outln!("Cancellation of run {} requested.\n", run.id)?;
         }
     }
     print_run(&run, output)
@@ -324,7 +325,7 @@ fn print_run(run: &Run, output: OutputFormat) -> anyhow::Result<()> {
     match output {
         OutputFormat::Json => print_json(&RunDetailJson::from(run)),
         OutputFormat::Table => {
-            println!("{}", run_detail_text(run));
+            outln!("{}", run_detail_text(run))?;
             Ok(())
         }
     }
@@ -450,6 +451,72 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
+/// The agent announces each step start and end as a progress report whose
+/// phase is the step's name and which carries no figures. The watch stream
+/// does not carry the step itself, so such a report is the cue to read the
+/// run's steps (see [`StepLog`]) rather than a progress line of its own.
+pub fn is_step_cue(p: &Progress) -> bool {
+    !p.step.trim().is_empty()
+        && p.phase.trim() == p.step.trim()
+        && p.bytes_done == 0
+        && p.bytes_total == 0
+        && p.bytes_per_second == 0
+}
+
+/// `[06:00:27] nas2 snapshot started`.
+pub fn step_start_line(clock: &str, step: &RunStep) -> String {
+    format!("[{clock}] {} started", step.name)
+}
+
+/// `[06:00:29] nas2 snapshot FINISHED (1.2M): created tank/data@auto-…`: the
+/// outcome and what the agent reported about it.
+pub fn step_end_line(clock: &str, step: &RunStep) -> String {
+    let mut line = format!("[{clock}] {} {}", step.name, run_state_word(step.state()));
+    if step.bytes > 0 {
+        line.push_str(&format!(" ({})", human_bytes(step.bytes)));
+    }
+    let detail = step.detail.trim();
+    if !detail.is_empty() {
+        line.push_str(": ");
+        line.push_str(detail);
+    }
+    line
+}
+
+/// Which step starts and ends `watch` has printed, so each is printed once
+/// however often the run's steps are read.
+#[derive(Default)]
+pub struct StepLog {
+    /// Step name and whether its end was printed, in order of appearance.
+    printed: Vec<(String, bool)>,
+}
+
+impl StepLog {
+    /// The lines for what changed in `steps` since the last call.
+    pub fn update(&mut self, clock: &str, steps: &[RunStep]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for step in steps {
+            let ended = is_final(step.state());
+            let index = match self.printed.iter().position(|(name, _)| *name == step.name) {
+                Some(index) => index,
+                None => {
+                    if !ended {
+                        lines.push(step_start_line(clock, step));
+                    }
+                    self.printed.push((step.name.clone(), false));
+                    self.printed.len() - 1
+                }
+            };
+            let end_printed = &mut self.printed[index].1;
+            if ended && !*end_printed {
+                lines.push(step_end_line(clock, step));
+                *end_printed = true;
+            }
+        }
+        lines
+    }
+}
+
 impl View {
     fn new(output: OutputFormat, id: u64) -> View {
         match output {
@@ -470,21 +537,43 @@ impl View {
         }
     }
 
-    fn line(&self, text: &str) {
+    /// Step lines are for people; `-o json` has the steps in its run events.
+    fn shows_steps(&self) -> bool {
+        !matches!(self, View::Json)
+    }
+
+    fn line(&self, text: &str) -> anyhow::Result<()> {
         match self {
-            View::Bar { bar, .. } => bar.println(text),
-            View::Plain { .. } => println!("{text}"),
+            View::Bar { bar, .. } => {
+                bar.println(text);
+                Ok(())
+            }
+            View::Plain { .. } => outln!("{text}"),
             View::Json => print_event(&EventJson::Log { line: text }),
         }
     }
 
-    fn run(&mut self, run: &Run, first: bool, previous: Option<RunState>) {
+    fn steps(&self, log: &mut StepLog, steps: &[RunStep]) -> anyhow::Result<()> {
+        if self.shows_steps() {
+            for line in log.update(&clock(), steps) {
+                self.line(&line)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        run: &Run,
+        first: bool,
+        previous: Option<RunState>,
+        log: &mut StepLog,
+    ) -> anyhow::Result<()> {
         let state = run.state();
         if let View::Json = self {
-            print_event(&EventJson::Run {
+            return print_event(&EventJson::Run {
                 run: Box::new(RunDetailJson::from(run)),
             });
-            return;
         }
         if first {
             self.line(&format!(
@@ -493,27 +582,31 @@ impl View {
                 run.task_name,
                 run.system,
                 run_state_word(state)
-            ));
+            ))?;
             // The log so far, so a late watcher sees the same as an early one.
             for l in &run.log_tail {
-                self.line(l);
+                self.line(l)?;
             }
-        } else if previous != Some(state) {
+        }
+        self.steps(log, &run.steps)?;
+        // A success ends with its own summary line (see `finish`).
+        if !first && previous != Some(state) && !matches!(outcome(run), Some(Ok(()))) {
             self.line(&format!(
                 "[{}] run {} {}",
                 clock(),
                 run.id,
                 run_state_word(state)
-            ));
+            ))?;
         }
-        if let Some(p) = run.progress.as_ref().filter(|_| !is_final(state)) {
-            self.progress(p);
+        match run.progress.as_ref().filter(|_| !is_final(state)) {
+            Some(p) => self.progress(p),
+            None => Ok(()),
         }
     }
 
-    fn progress(&mut self, p: &Progress) {
+    fn progress(&mut self, p: &Progress) -> anyhow::Result<()> {
         match self {
-            View::Json => print_event(&EventJson::Progress(ProgressJson::from(p))),
+            View::Json => print_event(&EventJson::Progress(ProgressJson::from(p)))?,
             View::Bar { bar, sized } => {
                 let label = progress_label(p);
                 if p.bytes_total > 0 {
@@ -534,6 +627,8 @@ impl View {
                     format!("{label}: {amount}")
                 });
             }
+            // Step lines say when a step starts and ends.
+            View::Plain { .. } if is_step_cue(p) => {}
             View::Plain {
                 last_label,
                 last_printed,
@@ -541,15 +636,16 @@ impl View {
                 let label = progress_label(p);
                 let due = last_printed.is_none_or(|t| t.elapsed() >= PLAIN_PROGRESS_EVERY);
                 if label != *last_label || due {
-                    println!("{}", progress_line(&clock(), p));
+                    outln!("{}", progress_line(&clock(), p))?;
                     *last_label = label;
                     *last_printed = Some(Instant::now());
                 }
             }
         }
+        Ok(())
     }
 
-    fn finish(&self, run: &Run) {
+    fn finish(&self, run: &Run) -> anyhow::Result<()> {
         match self {
             View::Bar { bar, .. } => bar.finish_and_clear(),
             View::Plain { .. } | View::Json => {}
@@ -563,8 +659,9 @@ impl View {
             if run.bytes > 0 {
                 text.push_str(&format!(", {} transferred", human_bytes(run.bytes)));
             }
-            println!("{text}.");
+            outln!("{text}.")?;
         }
+        Ok(())
     }
 
     fn abandon(&self) {
@@ -574,23 +671,30 @@ impl View {
     }
 }
 
-fn print_event(event: &EventJson<'_>) {
-    match serde_json::to_string(event) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("nasfleet: cannot encode a watch event: {e}"),
-    }
+fn print_event(event: &EventJson<'_>) -> anyhow::Result<()> {
+    let text = serde_json::to_string(event).context("cannot encode a watch event")?;
+    outln!("{text}")
 }
 
 /// Follows one run until it ends: live progress, log lines, and an exit
 /// status that says whether it succeeded. Shared by `run watch` and
 /// `snapshot-task run --watch`.
 pub async fn watch_run(channel: Channel, id: u64, output: OutputFormat) -> anyhow::Result<()> {
+    let mut view = View::new(output, id);
+    let result = follow(channel, id, &mut view).await;
+    if result.is_err() {
+        view.abandon();
+    }
+    result
+}
+
+async fn follow(channel: Channel, id: u64, view: &mut View) -> anyhow::Result<()> {
     let mut stream = FleetClient::new(channel.clone())
         .watch_run(RunRef { id })
         .await
         .map_err(status_error)?
         .into_inner();
-    let mut view = View::new(output, id);
+    let mut steps = StepLog::default();
     let mut state: Option<RunState> = None;
     // A broken stream is not the run's failure: fall back to asking once.
     let stream_error = loop {
@@ -601,15 +705,24 @@ pub async fn watch_run(channel: Channel, id: u64, output: OutputFormat) -> anyho
         };
         match event.body {
             Some(Body::Run(run)) => {
-                view.run(&run, state.is_none(), state);
+                view.run(&run, state.is_none(), state, &mut steps)?;
                 state = Some(run.state());
                 if let Some(result) = outcome(&run) {
-                    view.finish(&run);
+                    view.finish(&run)?;
                     return result;
                 }
             }
-            Some(Body::Progress(p)) => view.progress(&p),
-            Some(Body::LogLine(line)) => view.line(&line),
+            Some(Body::Progress(p)) => {
+                if is_step_cue(&p) && view.shows_steps() {
+                    // Only a cue: when the run cannot be read, its final
+                    // record still brings every step's end.
+                    if let Ok(run) = fetch(channel.clone(), id).await {
+                        view.steps(&mut steps, &run.steps)?;
+                    }
+                }
+                view.progress(&p)?;
+            }
+            Some(Body::LogLine(line)) => view.line(&line)?,
             // A newer controller may send events this CLI does not know yet.
             None => {}
         }
@@ -617,7 +730,6 @@ pub async fn watch_run(channel: Channel, id: u64, output: OutputFormat) -> anyho
     let run = match fetch(channel, id).await {
         Ok(run) => run,
         Err(e) => {
-            view.abandon();
             return Err(match stream_error {
                 Some(watch) => watch.context(format!("watching run {id} broke off")),
                 None => e,
@@ -626,21 +738,18 @@ pub async fn watch_run(channel: Channel, id: u64, output: OutputFormat) -> anyho
     };
     match outcome(&run) {
         Some(result) => {
-            view.run(&run, state.is_none(), state);
-            view.finish(&run);
+            view.run(&run, state.is_none(), state, &mut steps)?;
+            view.finish(&run)?;
             result
         }
         None => {
-            view.abandon();
+            let ended = format!(
+                "watch ended before the run finished; run {id} is {}",
+                run_state_word(run.state())
+            );
             match stream_error {
-                Some(e) => Err(e.context(format!(
-                    "watch ended before the run finished; run {id} is {}",
-                    run_state_word(run.state())
-                ))),
-                None => bail!(
-                    "watch ended before the run finished; run {id} is {}",
-                    run_state_word(run.state())
-                ),
+                Some(e) => Err(e.context(ended)),
+                None => Err(anyhow!(ended)),
             }
         }
     }
@@ -854,5 +963,94 @@ mod tests {
                 {"system": "nas3", "state": "FAILED", "reason": "[EACCES] Unable to connect to port 22 on 127.0.0.3"},
             ])
         );
+    }
+
+    fn step(name: &str, state: RunState, detail: &str, bytes: u64) -> RunStep {
+        RunStep {
+            name: name.into(),
+            state: state as i32,
+            detail: detail.into(),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_step_is_one_line_when_it_starts_and_one_when_it_ends() {
+        let running = step("nas2 snapshot", RunState::Running, "", 0);
+        assert_eq!(
+            step_start_line("06:00:27", &running),
+            "[06:00:27] nas2 snapshot started"
+        );
+        let done = step(
+            "nas2 snapshot",
+            RunState::Finished,
+            "created tank/data@auto-2026-11-30_06-00",
+            0,
+        );
+        assert_eq!(
+            step_end_line("06:00:28", &done),
+            "[06:00:28] nas2 snapshot FINISHED: created tank/data@auto-2026-11-30_06-00"
+        );
+        let sent = step("nas1:tank/a", RunState::Finished, "", 1_572_864);
+        assert_eq!(
+            step_end_line("06:00:31", &sent),
+            "[06:00:31] nas1:tank/a FINISHED (1.5M)"
+        );
+        let failed = step("retention", RunState::Failed, "cannot destroy x", 0);
+        assert_eq!(
+            step_end_line("06:00:32", &failed),
+            "[06:00:32] retention FAILED: cannot destroy x"
+        );
+    }
+
+    #[test]
+    fn step_log_prints_each_start_and_end_once() {
+        let mut log = StepLog::default();
+        let running = step("nas2 snapshot", RunState::Running, "", 0);
+        assert_eq!(
+            log.update("06:00:27", std::slice::from_ref(&running)),
+            ["[06:00:27] nas2 snapshot started"]
+        );
+        // The same state read again (the agent's second cue, a run event).
+        assert!(
+            log.update("06:00:27", std::slice::from_ref(&running))
+                .is_empty()
+        );
+        let done = step("nas2 snapshot", RunState::Finished, "created 1", 0);
+        let next = step("retention", RunState::Finished, "destroyed 0", 0);
+        assert_eq!(
+            log.update("06:00:28", &[done.clone(), next.clone()]),
+            [
+                "[06:00:28] nas2 snapshot FINISHED: created 1",
+                // Started and ended between two reads: its end says enough.
+                "[06:00:28] retention FINISHED: destroyed 0",
+            ]
+        );
+        assert!(log.update("06:00:29", &[done, next]).is_empty());
+    }
+
+    #[test]
+    fn step_cues_are_told_from_progress() {
+        let cue = Progress {
+            phase: "nas2 snapshot".into(),
+            step: "nas2 snapshot".into(),
+            ..Progress::default()
+        };
+        assert!(is_step_cue(&cue));
+        // Named once where a cue is shown as progress (`run show`).
+        assert_eq!(progress_line("06:00:27", &cue), "[06:00:27] nas2 snapshot");
+        let sending = Progress {
+            phase: "sending tank/a@s1".into(),
+            step: "nas1:tank/a".into(),
+            bytes_done: 10,
+            ..Progress::default()
+        };
+        assert!(!is_step_cue(&sending));
+        let rsync = Progress {
+            phase: "rsync: 0 file(s)".into(),
+            step: "rsync".into(),
+            ..Progress::default()
+        };
+        assert!(!is_step_cue(&rsync));
     }
 }

@@ -78,12 +78,12 @@ pub async fn create(
         OutputFormat::Json => print_json(&CreatedJson { created }),
         OutputFormat::Table => {
             match created.len() {
-                0 => println!("The controller reported no new snapshots on {system}."),
-                1 => println!("Created snapshot {} on {system}.", created[0]),
+                0 => outln!("The controller reported no new snapshots on {system}.")?,
+                1 => outln!("Created snapshot {} on {system}.", created[0])?,
                 n => {
-                    println!("Created {n} snapshots on {system}:");
+                    outln!("Created {n} snapshots on {system}:")?;
                     for name in &created {
-                        println!("  {name}");
+                        outln!("  {name}")?;
                     }
                 }
             }
@@ -119,12 +119,12 @@ pub async fn list(
         OutputFormat::Table => {
             if snapshots.is_empty() {
                 match dataset {
-                    Some(d) => println!("No snapshots of {d} on {system}."),
-                    None => println!("No snapshots on {system}."),
+                    Some(d) => outln!("No snapshots of {d} on {system}.")?,
+                    None => outln!("No snapshots on {system}.")?,
                 }
                 return Ok(());
             }
-            println!("{}", snapshots_table(&snapshots));
+            outln!("{}", snapshots_table(&snapshots))?;
             Ok(())
         }
     }

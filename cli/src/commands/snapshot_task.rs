@@ -354,7 +354,7 @@ pub async fn show(channel: Channel, id: &str, output: OutputFormat) -> anyhow::R
     match output {
         OutputFormat::Json => print_json(&TaskJson::from(&task)),
         OutputFormat::Table => {
-            println!("{}", task_detail_text(&task));
+            outln!("{}", task_detail_text(&task))?;
             Ok(())
         }
     }
@@ -385,8 +385,8 @@ pub async fn edit(channel: Channel, args: &EditArgs, output: OutputFormat) -> an
     match output {
         OutputFormat::Json => print_json(&TaskJson::from(&updated)),
         OutputFormat::Table => {
-            println!("Updated snapshot task {}.\n", updated.id);
-            println!("{}", task_detail_text(&updated));
+            outln!("Updated snapshot task {}.\n", updated.id)?;
+            outln!("{}", task_detail_text(&updated))?;
             Ok(())
         }
     }

@@ -152,9 +152,9 @@ pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> 
         }
         OutputFormat::Table => {
             if connections.is_empty() {
-                println!("No SSH connections configured");
+                outln!("No SSH connections configured")?;
             } else {
-                println!("{}", connections_table(&connections));
+                outln!("{}", connections_table(&connections))?;
             }
             Ok(())
         }
@@ -179,11 +179,12 @@ pub async fn create(
     match output {
         OutputFormat::Json => print_json(&SshConnectionJson::from(&created)),
         OutputFormat::Table => {
-            println!(
+            outln!(
                 "Created SSH connection {} → {}.\n",
-                created.source, created.target
-            );
-            println!("{}", connection_text(&created));
+                created.source,
+                created.target
+            )?;
+            outln!("{}", connection_text(&created))?;
             Ok(())
         }
     }
@@ -216,10 +217,11 @@ pub async fn delete(
     match output {
         OutputFormat::Json => print_json(&SshConnectionJson::from(&deleted)),
         OutputFormat::Table => {
-            println!(
+            outln!(
                 "Deleted SSH connection {} → {}.",
-                deleted.source, deleted.target
-            );
+                deleted.source,
+                deleted.target
+            )?;
             Ok(())
         }
     }

@@ -123,7 +123,7 @@ pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> 
         }
         OutputFormat::Table => {
             if systems.is_empty() {
-                println!("No systems enrolled. Add one with `nasfleet token create`.");
+                outln!("No systems enrolled. Add one with `nasfleet token create`.")?;
                 return Ok(());
             }
             let mut table =
@@ -138,7 +138,7 @@ pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> 
                     s.pools.join(","),
                 ]);
             }
-            println!("{}", table.render());
+            outln!("{}", table.render())?;
             Ok(())
         }
     }
@@ -196,26 +196,26 @@ pub async fn show(
             inventory_errors: inventory.map(|i| i.errors.clone()).unwrap_or_default(),
         }),
         OutputFormat::Table => {
-            println!("Name:         {}", summary.name);
-            println!("Status:       {}", system_status_word(summary.status()));
-            println!("Address:      {}", summary.address);
-            println!("Version:      {}", summary.agent_version);
-            println!("Last seen:    {}", human_time(summary.last_seen_unix_ms));
-            println!("Enrolled:     {}", human_time(summary.enrolled_unix_ms));
-            println!("Certificate:  {}", detail.certificate_serial);
+            outln!("Name:         {}", summary.name)?;
+            outln!("Status:       {}", system_status_word(summary.status()))?;
+            outln!("Address:      {}", summary.address)?;
+            outln!("Version:      {}", summary.agent_version)?;
+            outln!("Last seen:    {}", human_time(summary.last_seen_unix_ms))?;
+            outln!("Enrolled:     {}", human_time(summary.enrolled_unix_ms))?;
+            outln!("Certificate:  {}", detail.certificate_serial)?;
             let Some(inv) = inventory else {
-                println!("\nNo inventory yet: the agent has not reported.");
+                outln!("\nNo inventory yet: the agent has not reported.")?;
                 return Ok(());
             };
-            println!("Host name:    {}", inv.hostname);
-            println!("OS:           {}", inv.os);
-            println!(
+            outln!("Host name:    {}", inv.hostname)?;
+            outln!("OS:           {}", inv.os)?;
+            outln!(
                 "ZFS:          {} ({})",
                 inv.zfs_version,
                 dialect_word(inv.zfs_dialect())
-            );
-            println!("Inventory:    {}", human_time(inv.collected_unix_ms));
-            println!("\nPools:");
+            )?;
+            outln!("Inventory:    {}", human_time(inv.collected_unix_ms))?;
+            outln!("\nPools:")?;
             let mut pools = Table::new(&["NAME", "SIZE", "FREE", "HEALTH"]);
             for p in &inv.pools {
                 pools.row(vec![
@@ -225,8 +225,8 @@ pub async fn show(
                     p.health.clone(),
                 ]);
             }
-            println!("{}", pools.render());
-            println!("\nDatasets:");
+            outln!("{}", pools.render())?;
+            outln!("\nDatasets:")?;
             let mut table = Table::new(&[
                 "NAME",
                 "USED",
@@ -245,13 +245,13 @@ pub async fn show(
                     d.mountpoint.clone(),
                 ]);
             }
-            println!("{}", table.render());
-            println!("\nServices:");
-            println!("{}", services_table(&inv.services));
+            outln!("{}", table.render())?;
+            outln!("\nServices:")?;
+            outln!("{}", services_table(&inv.services))?;
             if !inv.errors.is_empty() {
-                println!("\nProblems reported by the agent:");
+                outln!("\nProblems reported by the agent:")?;
                 for e in &inv.errors {
-                    println!("  - {e}");
+                    outln!("  - {e}")?;
                 }
             }
             Ok(())
@@ -290,9 +290,9 @@ pub async fn services(channel: Channel, name: &str, output: OutputFormat) -> any
         }
         OutputFormat::Table => {
             if services.is_empty() {
-                println!("System '{name}' has not reported its services yet.");
+                outln!("System '{name}' has not reported its services yet.")?;
             } else {
-                println!("{}", services_table(&services));
+                outln!("{}", services_table(&services))?;
             }
             Ok(())
         }
@@ -315,9 +315,9 @@ pub async fn remove(channel: Channel, name: &str, yes: bool) -> anyhow::Result<(
         .await
         .map_err(status_error)?
         .into_inner();
-    println!(
+    outln!(
         "Removed system '{name}'; certificate {} revoked, its SSH connections ended.",
         answer.revoked_serial
-    );
+    )?;
     Ok(())
 }

@@ -399,9 +399,9 @@ pub async fn list(
         }
         OutputFormat::Table => {
             if tasks.is_empty() {
-                println!("{empty}");
+                outln!("{empty}")?;
             } else {
-                println!("{}", table(&tasks));
+                outln!("{}", table(&tasks))?;
             }
             Ok(())
         }
@@ -424,9 +424,9 @@ pub async fn create(
     match output {
         OutputFormat::Json => print_json(&TaskJson::from(&created)),
         OutputFormat::Table => {
-            println!("{}", heading(&created));
-            println!("Schedule:  {}", schedule_text(&created));
-            println!("Next run:  {}", next_run_text(&created));
+            outln!("{}", heading(&created))?;
+            outln!("Schedule:  {}", schedule_text(&created))?;
+            outln!("Next run:  {}", next_run_text(&created))?;
             Ok(())
         }
     }
@@ -517,7 +517,7 @@ pub async fn delete(channel: Channel, task: &str, yes: bool, kind: TaskKind) -> 
         .await
         .map_err(status_error)?
         .into_inner();
-    println!("Deleted {} {} ({}).", kind.noun, deleted.id, deleted.name);
+    outln!("Deleted {} {} ({}).", kind.noun, deleted.id, deleted.name)?;
     Ok(())
 }
 
@@ -541,14 +541,14 @@ pub async fn set_enabled(
     match output {
         OutputFormat::Json => print_json(&TaskJson::from(&updated)),
         OutputFormat::Table => {
-            println!(
+            outln!(
                 "{} {} {} ({}); next run: {}.",
                 if enabled { "Enabled" } else { "Disabled" },
                 kind.noun,
                 updated.id,
                 updated.name,
                 next_run_text(&updated)
-            );
+            )?;
             Ok(())
         }
     }
@@ -574,10 +574,13 @@ pub async fn run_now(
         // With --watch the event stream starts with the run itself.
         OutputFormat::Json if watch => {}
         OutputFormat::Json => print_json(&RunJson::from(&run))?,
-        OutputFormat::Table => println!(
+        OutputFormat::Table => outln!(
             "Started run {} of {} {} ({}).",
-            run.id, kind.noun, current.id, current.name
-        ),
+            run.id,
+            kind.noun,
+            current.id,
+            current.name
+        )?,
     }
     if watch {
         watch_run(channel, run.id, output).await

@@ -48,14 +48,14 @@ pub async fn create(channel: Channel, ttl: &str, output: OutputFormat) -> anyhow
             controller: answer.controller_url,
         }),
         OutputFormat::Table => {
-            println!("Join token:      {}", answer.token);
-            println!(
+            outln!("Join token:      {}", answer.token)?;
+            outln!(
                 "Expires:         {} (single use)",
                 human_time(answer.expires_unix_ms)
-            );
-            println!("CA fingerprint:  {}", answer.ca_fingerprint);
-            println!("On the NAS, run (with its name in place of <NAME>):");
-            println!("  {command}");
+            )?;
+            outln!("CA fingerprint:  {}", answer.ca_fingerprint)?;
+            outln!("On the NAS, run (with its name in place of <NAME>):")?;
+            outln!("  {command}")?;
             Ok(())
         }
     }

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real controller, agent and CLI binaries against real zfs-fuse pools and real sshd.
 
+mod cli_exits;
 mod common;
 mod fleet;
 mod replication;
