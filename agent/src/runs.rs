@@ -566,6 +566,15 @@ async fn apply_retention(
     covered: &[String],
     created: &[String],
 ) -> Result<((), String), RunFailure> {
+    // Guessing could destroy the base the next incremental replication needs.
+    if !retention.protection_unknown.is_empty() {
+        let detail = format!(
+            "nothing destroyed: the snapshots replication needs could not be determined ({})",
+            retention.protection_unknown
+        );
+        ctx.log(detail.clone());
+        return Ok(((), detail));
+    }
     let policy = RetentionPolicy {
         schema: NamingSchema::new(&retention.naming_schema)
             .map_err(|e| RunFailure::Failed(format!("naming schema: {e}")))?,

@@ -711,25 +711,8 @@ pub fn get(state: &SharedState, run_id: u64) -> Result<Run, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::CertificateAuthority;
-    use crate::sessions::Sessions;
-    use crate::state::ControllerState;
-    use crate::store::Store;
-    use std::sync::Arc;
-    use std::time::Duration;
 
-    fn state(dir: &std::path::Path) -> SharedState {
-        Arc::new(ControllerState {
-            store: Store::open(dir).unwrap(),
-            ca: CertificateAuthority::create("test").unwrap().0,
-            sessions: Sessions::new(Duration::from_secs(10)),
-            url: "https://127.0.0.1:1".into(),
-            timezone: chrono_tz::UTC,
-            runs: RunHub::default(),
-            history_limit: 100,
-            scheduler_wake: Default::default(),
-        })
-    }
+    use crate::state::test_state as state;
 
     fn task() -> Task {
         Task {

@@ -54,3 +54,20 @@ impl ControllerState {
         }
     }
 }
+
+/// A controller state on a fresh store in `dir`, with no agents connected.
+#[cfg(test)]
+pub(crate) fn test_state(dir: &std::path::Path) -> SharedState {
+    Arc::new(ControllerState {
+        store: Store::open(dir).expect("test store opens"),
+        ca: CertificateAuthority::create("test")
+            .expect("test CA is created")
+            .0,
+        sessions: Sessions::new(std::time::Duration::from_secs(10)),
+        url: "https://127.0.0.1:1".into(),
+        timezone: chrono_tz::UTC,
+        runs: RunHub::default(),
+        history_limit: 100,
+        scheduler_wake: Default::default(),
+    })
+}

@@ -57,6 +57,13 @@ fn validate_simple_name(field: &'static str, name: &str, max: usize) -> Result<(
     Ok(())
 }
 
+/// Whether dataset `name` lies strictly below `parent` in the dataset tree
+/// (`tank/a/b` is below `tank/a`; `tank/ab` is not).
+pub fn is_below(name: &str, parent: &str) -> bool {
+    name.strip_prefix(parent)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Where a replicated source dataset lands: `pool/a/b` of system `nas1`
 /// under target `backup` is `backup/nas1/pool/a/b`, so several sources can
 /// share one target without colliding.
