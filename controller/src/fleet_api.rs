@@ -9,6 +9,8 @@ use crate::store::SystemRecord;
 use crate::store::is_final;
 use crate::tasks;
 use chrono::Utc;
+use nasfleet_proto::dataset_names::validate_dataset_name;
+use nasfleet_proto::echo::echo;
 use nasfleet_proto::identity::Principal;
 use nasfleet_proto::naming::{DEFAULT_MANUAL_SCHEMA, DEFAULT_PERIODIC_SCHEMA, NamingSchema};
 use nasfleet_proto::status::now_unix_ms;
@@ -186,7 +188,7 @@ impl FleetService {
             .store
             .system(name)
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("system '{name}' is not enrolled")))
+            .ok_or_else(|| Status::not_found(format!("system '{}' is not enrolled", echo(&name))))
     }
 }
 
@@ -262,7 +264,8 @@ impl Fleet for FleetService {
         let name = request.into_inner().name;
         if self.state.store.system(&name).map_err(internal)?.is_none() {
             return Err(Status::not_found(format!(
-                "system '{name}' is not enrolled"
+                "system '{}' is not enrolled",
+                echo(&name)
             )));
         }
         // Nothing may keep pointing at a system that is gone: its tasks
@@ -287,7 +290,9 @@ impl Fleet for FleetService {
             .write(move |w| w.remove_system(&removed, now_unix_ms()))
             .await
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("system '{name}' is not enrolled")))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("system '{}' is not enrolled", echo(&name)))
+            })?;
         self.state.sessions.disconnect(
             &name,
             Status::permission_denied(
@@ -314,10 +319,13 @@ impl Fleet for FleetService {
         };
         let schema = NamingSchema::new(schema_text)
             .map_err(|e| Status::invalid_argument(format!("naming_schema: {e}")))?;
+        validate_dataset_name(&req.dataset)
+            .map_err(|e| Status::invalid_argument(format!("dataset: {e}")))?;
         if !tasks::dataset_exists(&self.state, &req.system, &req.dataset).await? {
             return Err(Status::not_found(format!(
                 "dataset: Dataset not found: '{}' on system '{}'",
-                req.dataset, req.system
+                echo(&req.dataset),
+                echo(&req.system)
             )));
         }
         let name = format!(
@@ -362,7 +370,8 @@ impl Fleet for FleetService {
         if !req.dataset.is_empty() && !inventory.datasets.iter().any(|d| d.name == req.dataset) {
             return Err(Status::not_found(format!(
                 "dataset: Dataset not found: '{}' on system '{}'",
-                req.dataset, req.system
+                echo(&req.dataset),
+                echo(&req.system)
             )));
         }
         let prefix = format!("{}/", req.dataset);
@@ -508,7 +517,8 @@ impl Fleet for FleetService {
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no SSH connection from '{}' to '{}'",
-                    req.source, req.target
+                    echo(&req.source),
+                    echo(&req.target)
                 ))
             })?;
         // The key must stop working, not just be forgotten here: the target

@@ -3,7 +3,9 @@
 use crate::ssh_connections;
 use crate::state::SharedState;
 use chrono::{DateTime, Utc};
+use nasfleet_proto::dataset_names::validate_dataset_name;
 use nasfleet_proto::duration::parse_lifetime;
+use nasfleet_proto::echo::echo;
 use nasfleet_proto::names::{is_below, replication_target_path};
 use nasfleet_proto::naming::NamingSchema;
 use nasfleet_proto::schedule::Schedule;
@@ -48,7 +50,10 @@ fn internal(e: impl std::fmt::Display) -> Status {
 pub fn require_enrolled(state: &SharedState, field: &str, system: &str) -> Result<(), Status> {
     match state.store.system(system).map_err(internal)? {
         Some(_) => Ok(()),
-        None => Err(invalid(field, format!("System '{system}' is not enrolled"))),
+        None => Err(invalid(
+            field,
+            format!("System '{}' is not enrolled", echo(system)),
+        )),
     }
 }
 
@@ -190,6 +195,10 @@ async fn validate_snapshot(state: &SharedState, spec: &mut SnapshotTaskSpec) -> 
     if spec.dataset.is_empty() {
         return Err(invalid("dataset", "Dataset is required"));
     }
+    validate_dataset_name(&spec.dataset).map_err(|e| invalid("dataset", e))?;
+    for excluded in &spec.exclude {
+        validate_dataset_name(excluded).map_err(|e| invalid("exclude", e))?;
+    }
     if spec.naming_schema.is_empty() {
         spec.naming_schema = nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA.into();
     }
@@ -219,7 +228,8 @@ async fn validate_snapshot(state: &SharedState, spec: &mut SnapshotTaskSpec) -> 
             "dataset",
             format!(
                 "Dataset not found: '{}' on system '{}'",
-                spec.dataset, spec.system
+                echo(&spec.dataset),
+                spec.system
             ),
         ));
     }
@@ -243,7 +253,7 @@ async fn validate_replication(
             "name",
             format!(
                 "'{}' must be 1-{MAX_TASK_NAME} printable characters and not a number",
-                spec.name
+                echo(&spec.name)
             ),
         ));
     }
@@ -263,6 +273,7 @@ async fn validate_replication(
         return Err(invalid("target", "Destination is required"));
     }
     spec.target_dataset = spec.target_dataset.trim_end_matches('/').to_owned();
+    validate_dataset_name(&spec.target_dataset).map_err(|e| invalid("target", e))?;
     require_enrolled(state, "target", &spec.target_system)?;
     let pool = spec.target_dataset.split('/').next().unwrap_or_default();
     let target_pools = inventory(state, &spec.target_system)?
@@ -287,11 +298,13 @@ async fn validate_replication(
         }
         for dataset in &mut source.datasets {
             *dataset = dataset.trim_end_matches('/').to_owned();
+            validate_dataset_name(dataset).map_err(|e| invalid("sources", e))?;
             if !dataset_exists(state, &source.system, dataset).await? {
                 return Err(invalid(
                     "sources",
                     format!(
-                        "Dataset not found: '{dataset}' on system '{}'",
+                        "Dataset not found: '{}' on system '{}'",
+                        echo(dataset),
                         source.system
                     ),
                 ));
@@ -402,11 +415,13 @@ pub fn find(state: &SharedState, reference: &str) -> Result<Task, Status> {
         .collect();
     match matching.len() {
         0 => Err(Status::not_found(format!(
-            "task '{reference}' does not exist"
+            "task '{}' does not exist",
+            echo(reference)
         ))),
         1 => Ok(matching.into_iter().next().unwrap_or_default()),
         n => Err(Status::invalid_argument(format!(
-            "task: '{reference}' names {n} tasks; use the task id"
+            "task: '{}' names {n} tasks; use the task id",
+            echo(reference)
         ))),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cli_config;
 pub mod daemon;
+pub mod dataset_names;
 pub mod dial;
 pub mod duration;
 pub mod echo;

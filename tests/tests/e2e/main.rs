@@ -3,6 +3,7 @@
 mod cli_exits;
 mod common;
 mod fleet;
+mod hostile_input;
 mod replication;
 mod replication_hints;
 mod rsync;

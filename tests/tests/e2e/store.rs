@@ -2,7 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, bail, ensure};
-use nasfleet_tests::{Agent, Controller, TestDir, TestPool, ensure_zfs_fuse, wait_for_status};
+use nasfleet_tests::{Agent, Controller, TestDir, TestPool, ensure_zfs_fuse};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
