@@ -188,7 +188,7 @@ impl FleetService {
             .store
             .system(name)
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("system '{}' is not enrolled", echo(&name))))
+            .ok_or_else(|| Status::not_found(format!("system '{}' is not enrolled", echo(name))))
     }
 }
 
