@@ -26,6 +26,9 @@ pub enum RsyncCheckError {
         field: &'static str,
         message: String,
     },
+    /// Its message starts with `auxiliary: ` like the others' field names.
+    #[error(transparent)]
+    Auxiliary(#[from] nasfleet_proto::rsync_aux::AuxError),
 }
 
 fn field(field: &'static str, message: impl Into<String>) -> RsyncCheckError {
@@ -113,10 +116,6 @@ fn valid_remote_user(user: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
-/// Options nasfleet sets itself and an auxiliary parameter must not replace:
-/// they decide which program runs where.
-const RESERVED_OPTIONS: [&str; 4] = ["-e", "--rsh", "--rsync-path", "--daemon"];
-
 /// Checks of the fields that need no host. The first broken rule is reported.
 pub fn check_fields(spec: &RsyncTaskSpec) -> Result<(), RsyncCheckError> {
     if spec.path.is_empty() {
@@ -171,23 +170,9 @@ pub fn check_fields(spec: &RsyncTaskSpec) -> Result<(), RsyncCheckError> {
     if spec.remote_port > u32::from(u16::MAX) {
         return Err(field("remote_port", "Port must be between 1 and 65535"));
     }
-    for word in &spec.auxiliary {
-        if word.is_empty() || word.contains(['\0', '\n', '\r']) {
-            return Err(field(
-                "auxiliary",
-                format!("{word:?} is not a single rsync parameter (empty, or with a line break)"),
-            ));
-        }
-        let option = word.split('=').next().unwrap_or_default();
-        if RESERVED_OPTIONS.contains(&option) || word.starts_with("-e") && !word.starts_with("--") {
-            return Err(field(
-                "auxiliary",
-                format!(
-                    "'{word}' is not allowed: nasfleet sets the remote shell and remote rsync itself"
-                ),
-            ));
-        }
-    }
+    // The allow-list shared with the CLI and the controller; checked here
+    // again because this also runs right before every run.
+    nasfleet_proto::rsync_aux::check_auxiliary(&spec.auxiliary)?;
     Ok(())
 }
 

@@ -22,8 +22,7 @@ pub fn echo(value: &str) -> Echo<'_> {
 
 impl fmt::Display for Echo<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = 0;
-        for c in self.0.chars() {
+        for (shown, c) in self.0.chars().enumerate() {
             if shown == ECHO_LIMIT {
                 let rest = self.0.chars().count() - shown;
                 return write!(f, "…({rest} more characters)");
@@ -33,7 +32,6 @@ impl fmt::Display for Echo<'_> {
             } else {
                 write!(f, "{c}")?;
             }
-            shown += 1;
         }
         Ok(())
     }
