@@ -5,6 +5,7 @@
 //! itself hands to a shell is the `-e` remote-shell command, which is built
 //! here from validated numbers and fixed options only.
 
+use nasfleet_proto::echo::echo;
 use nasfleet_proto::v1::{RsyncDirection, RsyncMode, RsyncTaskSpec};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -205,6 +206,10 @@ pub fn remote_location(spec: &RsyncTaskSpec) -> String {
     }
 }
 
+/// How a run names the task's directory to rsync: the working directory
+/// it was started in.
+pub const LOCAL_DIR: &str = "./";
+
 /// The `-e` value for SSH mode. Only the port (a number) varies.
 pub fn remote_shell(port: u32) -> String {
     format!("ssh -p {port} -o BatchMode=yes -o StrictHostKeyChecking=yes")
@@ -212,7 +217,10 @@ pub fn remote_shell(port: u32) -> String {
 
 /// rsync's arguments for a task, in order: flags from the fields, the
 /// auxiliary parameters (each its own word), then source and destination.
-pub fn build_args(spec: &RsyncTaskSpec) -> Vec<String> {
+/// `local` is the task's directory as rsync is to name it: a run gives
+/// [`LOCAL_DIR`] and starts rsync in the directory it opened
+/// ([`open_task_dir`]), so rsync never resolves the task's path itself.
+pub fn build_args(spec: &RsyncTaskSpec, local: &str) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let flags = [
         (spec.archive, "-a"),
@@ -243,10 +251,10 @@ pub fn build_args(spec: &RsyncTaskSpec) -> Vec<String> {
     args.extend(spec.auxiliary.iter().cloned());
     // `--` ends the options: a local path can never be read as one.
     args.push("--".into());
-    let local = if spec.path.ends_with('/') {
-        spec.path.clone()
+    let local = if local.ends_with('/') {
+        local.to_owned()
     } else {
-        format!("{}/", spec.path)
+        format!("{local}/")
     };
     let remote = remote_location(spec);
     match spec.direction() {
@@ -498,21 +506,24 @@ pub async fn validate_remote_path(
     }
 }
 
+/// The refusal of a path outside every pool, worded as TrueNAS words it.
+const OUTSIDE_POOLS: &str = "The path must reside within a pool mount point";
+
 /// The task's path must be an existing directory inside one of `pools`'
 /// dataset mountpoints (empty = every pool). Judged on the real path, with
 /// `..` and symbolic links resolved: `/mnt/tank/x/../../../etc` or a link
-/// to `/etc` inside a dataset is not inside the pool.
+/// to `/etc` inside a dataset is not inside the pool. Returns that real path.
 pub async fn check_path_in_pools(
     path: &str,
     zfs: &crate::zfs::Zfs,
     pools: &[String],
-) -> Result<(), RsyncCheckError> {
+) -> Result<PathBuf, RsyncCheckError> {
     let real = match tokio::fs::canonicalize(path).await {
         Ok(real) if tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_dir()) => real,
         _ => {
             return Err(field(
                 "path",
-                format!("'{path}' does not exist or is not a directory"),
+                format!("'{}' does not exist or is not a directory", echo(path)),
             ));
         }
     };
@@ -542,12 +553,34 @@ pub async fn check_path_in_pools(
         }
     }
     if !inside_mountpoints(&real, &mountpoints) {
-        return Err(field(
-            "path",
-            "The path must reside within a pool mount point",
-        ));
+        return Err(field("path", OUTSIDE_POOLS));
     }
-    Ok(())
+    Ok(real)
+}
+
+/// The task's directory for a run: checked again as at create
+/// ([`check_path_in_pools`]), then opened from `/` one component at a
+/// time without following any symbolic link ([`crate::nofollow::open_dir`]).
+/// A link swapped into the path after the check makes the open fail, with
+/// the same refusal as a path outside the pools; the directory opened is
+/// the one that was checked, and rsync is started in it, so nothing can
+/// redirect the run once this returns.
+pub async fn open_task_dir(
+    path: &str,
+    zfs: &crate::zfs::Zfs,
+    pools: &[String],
+) -> Result<std::fs::File, RsyncCheckError> {
+    let real = check_path_in_pools(path, zfs, pools).await?;
+    let opened = tokio::task::spawn_blocking(move || crate::nofollow::open_dir(&real))
+        .await
+        .map_err(|e| field("path", format!("cannot open '{}': {e}", echo(path))))?;
+    opened.map_err(|e| {
+        if crate::nofollow::is_link_or_not_dir(&e) {
+            field("path", OUTSIDE_POOLS)
+        } else {
+            field("path", format!("cannot open '{}': {e}", echo(path)))
+        }
+    })
 }
 
 /// Every check of an rsync task that needs its host, in order: the fields,
@@ -600,7 +633,7 @@ mod tests {
 
     #[test]
     fn module_push_uses_the_daemon_url_and_truenas_default_flags() {
-        let args = build_args(&spec());
+        let args = build_args(&spec(), LOCAL_DIR);
         assert_eq!(
             args,
             [
@@ -611,7 +644,7 @@ mod tests {
                 "--info=progress2,stats2",
                 "--outbuf=L",
                 "--",
-                "/mnt/tank/data/",
+                "./",
                 "rsync://127.0.0.4:873/mod/"
             ]
         );
@@ -630,7 +663,7 @@ mod tests {
         s.preserve_xattrs = true;
         s.preserve_permissions = true;
         s.auxiliary = vec!["--exclude=*.tmp".into(), "$(touch /tmp/pwned)".into()];
-        let args = build_args(&s);
+        let args = build_args(&s, "/mnt/tank/data");
         assert_eq!(
             args[..6],
             ["-a", "-z", "--delay-updates", "--delete-delay", "-X", "-p"]
