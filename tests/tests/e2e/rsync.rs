@@ -1291,6 +1291,35 @@ fn wait_for_no_process(uid: u32, after: &str) -> Result<()> {
     .with_context(|| format!("after {after}, the task's user still runs {left:?}"))
 }
 
+/// A TCP server on loopback that accepts connections and never says a
+/// word, for at most two minutes.
+struct SilentServer {
+    host: String,
+    port: String,
+}
+
+impl SilentServer {
+    fn start() -> Result<SilentServer> {
+        let listener = std::net::TcpListener::bind((next_loopback_ip(), 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut held = Vec::new();
+            while Instant::now() < deadline && held.len() < 16 {
+                match listener.accept() {
+                    Ok((stream, _)) => held.push(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        Ok(SilentServer {
+            host: addr.ip().to_string(),
+            port: addr.port().to_string(),
+        })
+    }
+}
+
 #[test]
 fn cancelling_or_stopping_an_ssh_mode_run_leaves_no_process_behind() -> Result<()> {
     ensure_zfs_fuse()?;
@@ -1334,10 +1363,27 @@ fn cancelling_or_stopping_an_ssh_mode_run_leaves_no_process_behind() -> Result<(
     );
     wait_for_no_process(user.uid(), "run cancel")?;
 
-    // The agent stopping mid-run drops the run: the same, with no cancel.
-    controller.cli_json(&["rsync", "run", &id.to_string()])?;
+    // The agent stopping (SIGTERM, as systemd sends it) drops the run,
+    // with no cancel: the whole group goes too. Here ssh waits for a
+    // server that accepts and never answers, so it would not end on its
+    // own when rsync is killed (it reads nothing from rsync before the
+    // server's greeting). The agent alone is signalled: the harness's stop
+    // would clean up after it.
+    let silent = SilentServer::start()?;
+    let mut flags = ssh_task_flags(
+        &big,
+        user.name(),
+        "push",
+        &silent.host,
+        &silent.port,
+        &remote,
+    )?;
+    flags.push("--disabled");
+    let stuck = task_id(&create_task(&controller, &flags)?)?;
+    controller.cli_json(&["rsync", "run", &stuck.to_string()])?;
     wait_for_rsync_and_ssh(user.uid())?;
-    agent.stop()?;
+    agent.signal(libc::SIGTERM)?;
+    agent.wait_exit(Duration::from_secs(20))?;
     wait_for_no_process(user.uid(), "the agent stopped")?;
     Ok(())
 }
