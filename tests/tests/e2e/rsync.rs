@@ -8,8 +8,8 @@ use nasfleet_proto::v1::{
     RsyncDirection, RsyncMode, RsyncTaskSpec, TaskSpec, UpdateTaskRequest, task_spec,
 };
 use nasfleet_tests::{
-    Controller, TestDir, TestPool, TestRsyncd, TestSshd, TestUser, ensure_zfs_fuse, free_port,
-    next_loopback_ip, run_ok, run_output,
+    Agent, Controller, TestDir, TestPool, TestRsyncd, TestSshd, TestUser, ensure_zfs_fuse,
+    free_port, next_loopback_ip, run_ok, run_output,
 };
 use serde_json::Value;
 use std::fs;
@@ -197,6 +197,34 @@ fn ssh_task_flags<'a>(
     ])
 }
 
+/// `rsync create` flags of a MODULE-mode task on nas1 run as `user`, created disabled.
+fn module_task_flags<'a>(
+    path: &'a Path,
+    user: &'a str,
+    direction: &'a str,
+    remote_host: &'a str,
+    remote_port: &'a str,
+    module: &'a str,
+) -> Result<Vec<&'a str>> {
+    Ok(vec![
+        "--system",
+        "nas1",
+        "--path",
+        path_arg(path)?,
+        "--user",
+        user,
+        "--direction",
+        direction,
+        "--remote-host",
+        remote_host,
+        "--remote-port",
+        remote_port,
+        "--remote-module",
+        module,
+        "--disabled",
+    ])
+}
+
 fn path_arg(path: &Path) -> Result<&str> {
     path.to_str()
         .with_context(|| format!("non-UTF-8 path {}", path.display()))
@@ -246,36 +274,75 @@ impl Drop for BindMount {
     }
 }
 
+/// One system (nas1) on a fresh pool, a task user, and an rsync daemon
+/// with the modules `push` and `pull`. Fields drop in order: the fleet
+/// before the pool, the pool before the directory that holds it.
+struct PushPullFleet {
+    controller: Controller,
+    _agent: Agent,
+    rsyncd: TestRsyncd,
+    user: TestUser,
+    push_module: PathBuf,
+    pull_module: PathBuf,
+    pool: TestPool,
+    dir: TestDir,
+}
+
+impl PushPullFleet {
+    fn start(label: &str, pool_prefix: &str) -> Result<PushPullFleet> {
+        ensure_zfs_fuse()?;
+        let dir = TestDir::new(label)?;
+        let pool = create_pool(&dir, pool_prefix)?;
+        let user = TestUser::create(dir.path())?;
+        let push_module = dir.path().join("module-push");
+        let pull_module = dir.path().join("module-pull");
+        let rsyncd = TestRsyncd::start(
+            dir.path(),
+            &[("push", &push_module), ("pull", &pull_module)],
+        )?;
+        let (controller, agent) = one_system(&dir, &pool, "nas1")?;
+        Ok(PushPullFleet {
+            controller,
+            _agent: agent,
+            rsyncd,
+            user,
+            push_module,
+            pull_module,
+            pool,
+            dir,
+        })
+    }
+}
+
 #[test]
 fn module_mode_push_and_pull_run_as_the_tasks_user_with_truenas_flags() -> Result<()> {
-    ensure_zfs_fuse()?;
-    let dir = TestDir::new("rsyncmod")?;
-    let pool = create_pool(&dir, "rsmod")?;
-    let user = TestUser::create(dir.path())?;
-    let push_module = dir.path().join("module-push");
-    let pull_module = dir.path().join("module-pull");
-    let rsyncd = TestRsyncd::start(
-        dir.path(),
-        &[("push", &push_module), ("pull", &pull_module)],
-    )?;
-    let (controller, _agent) = one_system(&dir, &pool, "nas1")?;
+    let fleet = PushPullFleet::start("rsyncmod", "rsmod")?;
+    let PushPullFleet {
+        controller,
+        rsyncd,
+        user,
+        push_module,
+        pull_module,
+        pool,
+        ..
+    } = &fleet;
     let port = rsyncd.port().to_string();
     let host = rsyncd.host();
 
     // Nothing configured yet: people and scripts both see it.
     let table = controller.cli_ok(&["rsync", "list"])?;
     ensure!(table.contains("No Rsync Tasks configured"), "{table}");
-    ensure!(list_tasks(&controller)?.is_empty());
+    ensure!(list_tasks(controller)?.is_empty());
 
     // PUSH with the task defaults (-z --delay-updates -r -t) and an exclude.
-    let out = dataset_dir(&pool, "out")?;
+    let out = dataset_dir(pool, "out")?;
     let a = write(&out.join("a.txt"), b"alpha\n")?;
     let b = write(&out.join("sub/b.bin"), &noise(256 * 1024, 1))?;
     write(&out.join("scratch.tmp"), b"never copied")?;
     set_mtime(&a, OLD_MTIME)?;
     set_mtime(&b, OLD_MTIME + 60)?;
     let push = create_task(
-        &controller,
+        controller,
         &[
             "--system",
             "nas1",
@@ -323,7 +390,7 @@ fn module_mode_push_and_pull_run_as_the_tasks_user_with_truenas_flags() -> Resul
         ensure!(push[off] == false, "{off} should default off: {push}");
     }
 
-    let run = run_ok_task(&controller, push_id)?;
+    let run = run_ok_task(controller, push_id)?;
     let logged = string_array(&run, "log_tail")?;
     ensure!(
         logged.iter().any(|l| l.starts_with("rsync ")
@@ -345,7 +412,7 @@ fn module_mode_push_and_pull_run_as_the_tasks_user_with_truenas_flags() -> Resul
     ensure!(meta(&push_module.join("sub/b.bin"))?.mtime() == OLD_MTIME + 60);
     // --delay-updates leaves no staging dirs behind.
     ensure!(!push_module.join(".~tmp~").exists());
-    let shown = show_task(&controller, push_id)?;
+    let shown = show_task(controller, push_id)?;
     ensure!(shown["status"] == "SUCCESS", "{shown}");
     ensure!(shown["last_error"].is_null(), "{shown}");
 
@@ -356,11 +423,11 @@ fn module_mode_push_and_pull_run_as_the_tasks_user_with_truenas_flags() -> Resul
     chmod(&y, 0o600)?;
     chmod(&pull_module.join("deep"), 0o750)?;
     set_mtime(&x, OLD_MTIME + 120)?;
-    let into = dataset_dir(&pool, "in")?;
+    let into = dataset_dir(pool, "in")?;
     let stale = write(&into.join("stale.txt"), b"not on the source")?;
     user.chown_tree(&into)?;
     let pull = create_task(
-        &controller,
+        controller,
         &[
             "--system",
             "nas1",
@@ -418,9 +485,9 @@ fn module_mode_push_and_pull_run_as_the_tasks_user_with_truenas_flags() -> Resul
     ensure!(meta(&pulled_x)?.mtime() == OLD_MTIME + 120);
     ensure!(!stale.exists(), "--delete left {}", stale.display());
 
-    let tasks = list_tasks(&controller)?;
+    let tasks = list_tasks(controller)?;
     ensure!(tasks.len() == 2, "{tasks:?}");
-    let shown = show_task(&controller, pull_id)?;
+    let shown = show_task(controller, pull_id)?;
     ensure!(shown["status"] == "SUCCESS", "{shown}");
     ensure!(shown["description"] == "pull from the daemon", "{shown}");
     let table = controller.cli_ok(&["rsync", "list"])?;
@@ -863,23 +930,7 @@ fn preserve_xattrs_copies_user_attributes_both_ways() -> Result<()> {
     set_xattr(&x, "user.colour", "blue")?;
     user.chown(&in_mount.target)?;
     let task = |path: &Path, direction: &str, module: &str, xattrs: bool| -> Result<u64> {
-        let mut args = vec![
-            "--system",
-            "nas1",
-            "--path",
-            path_arg(path)?,
-            "--user",
-            user.name(),
-            "--direction",
-            direction,
-            "--remote-host",
-            &host,
-            "--remote-port",
-            &port,
-            "--remote-module",
-            module,
-            "--disabled",
-        ];
+        let mut args = module_task_flags(path, user.name(), direction, &host, &port, module)?;
         if xattrs {
             args.push("--preserve-xattrs");
         }
@@ -944,41 +995,23 @@ fn swap_for_link(path: &Path, to: &Path) -> Result<()> {
 
 #[test]
 fn a_link_swapped_in_after_create_cannot_redirect_a_push_or_a_pull() -> Result<()> {
-    ensure_zfs_fuse()?;
-    let dir = TestDir::new("rsyncswap")?;
-    let pool = create_pool(&dir, "rsswp")?;
-    let user = TestUser::create(dir.path())?;
-    let push_module = dir.path().join("module-push");
-    let pull_module = dir.path().join("module-pull");
-    let rsyncd = TestRsyncd::start(
-        dir.path(),
-        &[("push", &push_module), ("pull", &pull_module)],
-    )?;
-    let (controller, _agent) = one_system(&dir, &pool, "nas1")?;
+    let fleet = PushPullFleet::start("rsyncswap", "rsswp")?;
+    let PushPullFleet {
+        controller,
+        rsyncd,
+        user,
+        push_module,
+        pull_module,
+        pool,
+        dir,
+        ..
+    } = &fleet;
     let port = rsyncd.port().to_string();
     let host = rsyncd.host();
-    let data = dataset_dir(&pool, "data")?;
+    let data = dataset_dir(pool, "data")?;
     let task = |path: &Path, direction: &str, module: &str| -> Result<u64> {
-        task_id(&create_task(
-            &controller,
-            &[
-                "--system",
-                "nas1",
-                "--path",
-                path_arg(path)?,
-                "--user",
-                user.name(),
-                "--direction",
-                direction,
-                "--remote-host",
-                &host,
-                "--remote-port",
-                &port,
-                "--remote-module",
-                module,
-                "--disabled",
-            ],
-        )?)
+        let flags = module_task_flags(path, user.name(), direction, &host, &port, module)?;
+        task_id(&create_task(controller, &flags)?)
     };
 
     // Directories outside every pool, which the task's user may write to:
@@ -994,13 +1027,13 @@ fn a_link_swapped_in_after_create_cannot_redirect_a_push_or_a_pull() -> Result<(
     write(&out.join("a.txt"), b"in the pool\n")?;
     let push = task(&out, "push", "push")?;
     swap_for_link(&out, &outside)?;
-    let run = run_task(&controller, push)?;
+    let run = run_task(controller, push)?;
     ensure!(run_state(&run)? == "FAILED", "{run}");
     ensure!(str_field(&run, "reason")? == OUTSIDE_POOLS, "{run}");
     ensure!(
         !push_module.join("secret.txt").exists() && !push_module.join("deep").exists(),
         "the push read outside the pool: {:?}",
-        tree_contents(&push_module)?
+        tree_contents(push_module)?
     );
 
     // PULL into a link swapped in after create: nothing is written outside.
@@ -1011,7 +1044,7 @@ fn a_link_swapped_in_after_create_cannot_redirect_a_push_or_a_pull() -> Result<(
     user.chown(&into)?;
     let pull = task(&into, "pull", "pull")?;
     swap_for_link(&into, &outside)?;
-    let run = run_task(&controller, pull)?;
+    let run = run_task(controller, pull)?;
     ensure!(run_state(&run)? == "FAILED", "{run}");
     ensure!(str_field(&run, "reason")? == OUTSIDE_POOLS, "{run}");
 
@@ -1025,7 +1058,7 @@ fn a_link_swapped_in_after_create_cannot_redirect_a_push_or_a_pull() -> Result<(
     fs::create_dir_all(elsewhere.join("in"))?;
     user.chown_tree(&elsewhere)?;
     swap_for_link(&parent, &elsewhere)?;
-    let run = run_task(&controller, nested_pull)?;
+    let run = run_task(controller, nested_pull)?;
     ensure!(run_state(&run)? == "FAILED", "{run}");
     ensure!(str_field(&run, "reason")? == OUTSIDE_POOLS, "{run}");
     ensure!(
@@ -1037,7 +1070,7 @@ fn a_link_swapped_in_after_create_cannot_redirect_a_push_or_a_pull() -> Result<(
         tree_contents(&outside)? == before,
         "something outside the pool changed"
     );
-    let shown = show_task(&controller, pull)?;
+    let shown = show_task(controller, pull)?;
     ensure!(shown["status"] == "FAILED", "{shown}");
     ensure!(shown["last_error"] == OUTSIDE_POOLS, "{shown}");
 
@@ -1046,7 +1079,7 @@ fn a_link_swapped_in_after_create_cannot_redirect_a_push_or_a_pull() -> Result<(
     fs::remove_file(&into)?;
     fs::create_dir(&into)?;
     user.chown(&into)?;
-    run_ok_task(&controller, pull)?;
+    run_ok_task(controller, pull)?;
     same_content(&pull_module.join("x.txt"), &into.join("x.txt"))?;
     ensure!(meta(&into.join("x.txt"))?.uid() == user.uid());
     Ok(())
