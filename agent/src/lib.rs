@@ -4,6 +4,7 @@ pub mod config;
 pub mod inventory;
 pub mod join;
 pub mod link;
+pub mod nofollow;
 pub mod process;
 pub mod replication;
 pub mod replication_run;

@@ -81,6 +81,7 @@ pub async fn run(
         system: credentials.enrollment.name.clone(),
         state_dir: settings.state_dir.clone(),
         replication_key,
+        pools: settings.inventory.pools.clone(),
     };
     let swept =
         tokio::task::spawn_blocking(|| crate::ssh::sweep_stale_control_dirs(&std::env::temp_dir()))

@@ -1,10 +1,10 @@
-//! Running child processes (zfs, zpool, ssh, rsync) safely: no shell, a timeout, stderr kept for the error, and each child's whole process group killed and the child reaped on timeout, cancellation or drop; one child alone ([`run`]) or one piped into another through the agent ([`pipe`], for `zfs send | zfs recv`).
+//! Running child processes (zfs, zpool, ssh, rsync) safely: no shell, a timeout, stderr kept for the error, and each child's whole process group killed and the child reaped on timeout, cancellation or drop; one child alone ([`run`], or [`stream`] with its output read as it comes) or one piped into another through the agent ([`pipe`], for `zfs send | zfs recv`).
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Output, Stdio};
+use std::process::{ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,6 +29,12 @@ pub enum ProcessError {
     NotFound { program: String },
     #[error("could not start `{command}`: {source}")]
     Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not read the output of `{command}`: {source}")]
+    Read {
         command: String,
         #[source]
         source: io::Error,
@@ -224,18 +230,85 @@ async fn run_inner<S: AsRef<OsStr>>(
     program: &str,
     args: &[S],
     timeout: Duration,
-    mut cancel: Option<&mut watch::Receiver<bool>>,
+    cancel: Option<&mut watch::Receiver<bool>>,
 ) -> Result<Output, ProcessError> {
-    let command = render_command(program, args);
+    let mut cmd = Command::new(program);
+    for arg in args {
+        cmd.arg(arg);
+    }
+    let mut stdout = Vec::new();
+    let ended = supervise(
+        cmd,
+        timeout,
+        cancel,
+        |chunk| stdout.extend_from_slice(chunk),
+        usize::MAX,
+    )
+    .await?;
+    if ended.status.success() {
+        Ok(Output {
+            status: ended.status,
+            stdout,
+            stderr: ended.stderr,
+        })
+    } else {
+        Err(ProcessError::Failed {
+            command: ended.command,
+            code: ended.status.code(),
+            stderr: stderr_for_message(&ended.stderr),
+        })
+    }
+}
+
+/// How a child run by [`stream`] ended.
+#[derive(Debug)]
+pub struct Ended {
+    /// The command line as rendered for messages.
+    pub command: String,
+    pub status: ExitStatus,
+    /// The last bytes of its standard error (at most what was asked for).
+    pub stderr: Vec<u8>,
+}
+
+/// Runs a prepared command (program and arguments, one argv entry each,
+/// never a shell, plus whatever the caller set up: user, environment,
+/// `pre_exec`) and hands its stdout to `on_stdout` as it arrives, for tools
+/// that report progress while they run (rsync).
+///
+/// The same guarantees as [`run_cancellable`]: stdin closed, `LC_ALL=C`,
+/// a process group of its own that is killed as a whole on timeout, on
+/// `cancel` and when the returned future is dropped (rsync's ssh child goes
+/// with it), stderr drained concurrently (its last `stderr_keep` bytes are
+/// kept for the reason), and the leader reaped. A read error on either pipe
+/// is an error ([`ProcessError::Read`]), never taken for the end of output.
+/// The exit status is returned, not judged: the caller knows which codes
+/// count as success.
+pub async fn stream(
+    cmd: Command,
+    timeout: Duration,
+    cancel: &mut watch::Receiver<bool>,
+    on_stdout: impl FnMut(&[u8]),
+    stderr_keep: usize,
+) -> Result<Ended, ProcessError> {
+    supervise(cmd, timeout, Some(cancel), on_stdout, stderr_keep).await
+}
+
+/// The one place a child is started and watched; see [`stream`].
+async fn supervise(
+    mut cmd: Command,
+    timeout: Duration,
+    mut cancel: Option<&mut watch::Receiver<bool>>,
+    mut on_stdout: impl FnMut(&[u8]),
+    stderr_keep: usize,
+) -> Result<Ended, ProcessError> {
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let args: Vec<&OsStr> = cmd.as_std().get_args().collect();
+    let command = render_command(&program, &args);
     let already_cancelled = cancel
         .as_deref_mut()
         .is_some_and(|rx| *rx.borrow_and_update());
     if already_cancelled {
         return Err(ProcessError::Cancelled { command });
-    }
-    let mut cmd = Command::new(program);
-    for arg in args {
-        cmd.arg(arg);
     }
     cmd.env("LC_ALL", "C")
         .stdin(Stdio::null())
@@ -247,7 +320,7 @@ async fn run_inner<S: AsRef<OsStr>>(
     let mut child = cmd.spawn().map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             ProcessError::NotFound {
-                program: program.to_owned(),
+                program: program.clone(),
             }
         } else {
             ProcessError::Spawn {
@@ -269,9 +342,32 @@ async fn run_inner<S: AsRef<OsStr>>(
     // grandchild still holds them the leader stays unreaped and its group
     // can safely be killed on timeout or cancel.
     let work = async {
-        let (out, err) = tokio::join!(drain(stdout), drain(stderr));
-        let status = child.wait().await?;
-        Ok::<_, io::Error>((out?, err?, status))
+        let read_out = async {
+            let Some(mut pipe) = stdout else {
+                return Ok(());
+            };
+            let mut buf = vec![0_u8; 16 * 1024];
+            loop {
+                match pipe.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => on_stdout(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let (out, err) = tokio::join!(read_out, drain_tail(stderr, stderr_keep));
+        let read = |source| ProcessError::Read {
+            command: command.clone(),
+            source,
+        };
+        out.map_err(read)?;
+        let err = err.map_err(read)?;
+        let status = child.wait().await.map_err(|source| ProcessError::Wait {
+            command: command.clone(),
+            source,
+        })?;
+        Ok::<_, ProcessError>((status, err))
     };
     let outcome = tokio::select! {
         finished = work => Ok(finished),
@@ -279,41 +375,31 @@ async fn run_inner<S: AsRef<OsStr>>(
         _ = cancelled(cancel) => Err(Interrupted::Cancelled),
     };
 
-    let (stdout, stderr, status) = match outcome {
-        Ok(Ok(parts)) => {
+    match outcome {
+        Ok(Ok((status, stderr))) => {
             guard.disarm();
-            parts
+            Ok(Ended {
+                command,
+                status,
+                stderr,
+            })
         }
-        Ok(Err(source)) => {
+        Ok(Err(failed)) => {
             guard.kill();
             reap(&mut child, &command).await;
-            return Err(ProcessError::Wait { command, source });
+            Err(failed)
         }
         Err(why) => {
             guard.kill();
             reap(&mut child, &command).await;
-            return Err(match why {
+            Err(match why {
                 Interrupted::TimedOut => ProcessError::TimedOut {
                     command,
                     after: timeout,
                 },
                 Interrupted::Cancelled => ProcessError::Cancelled { command },
-            });
+            })
         }
-    };
-
-    if status.success() {
-        Ok(Output {
-            status,
-            stdout,
-            stderr,
-        })
-    } else {
-        Err(ProcessError::Failed {
-            command,
-            code: status.code(),
-            stderr: stderr_for_message(&stderr),
-        })
     }
 }
 
@@ -341,12 +427,26 @@ fn stderr_for_message(stderr: &[u8]) -> String {
     format!("{} ...", text[..cut].trim_end())
 }
 
-async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    if let Some(mut pipe) = pipe {
-        pipe.read_to_end(&mut buf).await?;
+/// Reads a pipe to its end, keeping its last `keep` bytes.
+async fn drain_tail<R: AsyncRead + Unpin>(pipe: Option<R>, keep: usize) -> io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return Ok(kept);
+    };
+    let mut buf = [0_u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => return Ok(kept),
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > keep {
+                    kept.drain(..kept.len() - keep);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    Ok(buf)
 }
 
 // ---------------------------------------------------------------------------
@@ -1268,6 +1368,85 @@ mod tests {
             .unwrap();
         assert_eq!(out.stdout.len(), 1_000_000);
         assert_eq!(out.stderr.len(), 1_000_000);
+    }
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script);
+        cmd
+    }
+
+    #[tokio::test]
+    async fn stream_hands_over_output_as_it_comes_and_returns_any_status() {
+        let (_tx, mut rx) = watch::channel(false);
+        let mut seen = Vec::new();
+        let ended = stream(
+            sh("echo one; sleep 0.2; echo two; echo 12345678-the-end >&2; exit 23"),
+            Duration::from_secs(10),
+            &mut rx,
+            |chunk| seen.push(String::from_utf8_lossy(chunk).into_owned()),
+            8,
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen.concat(), "one\ntwo\n");
+        assert!(seen.len() >= 2, "the output came in one piece: {seen:?}");
+        assert_eq!(ended.status.code(), Some(23));
+        // Only the tail of stderr is kept.
+        assert_eq!(ended.stderr, b"the-end\n");
+        assert!(ended.command.starts_with("sh -c "), "{}", ended.command);
+    }
+
+    #[tokio::test]
+    async fn stream_cancel_kills_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids_file = dir.path().join("pids");
+        let mut cmd = Command::new("sh");
+        cmd.args(tree_script(&pids_file));
+        let (tx, mut rx) = watch::channel(false);
+        let (result, pids) = tokio::join!(
+            stream(cmd, Duration::from_secs(60), &mut rx, |_| {}, 1024),
+            async {
+                let pids = read_pids(&pids_file).await;
+                assert!(pids.iter().all(|p| running(*p)));
+                tx.send(true).unwrap();
+                pids
+            }
+        );
+        let err = result.unwrap_err();
+        assert!(matches!(err, ProcessError::Cancelled { .. }), "{err:?}");
+        assert_all_gone(&pids).await;
+    }
+
+    #[tokio::test]
+    async fn dropping_a_stream_kills_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids_file = dir.path().join("pids");
+        let mut cmd = Command::new("sh");
+        cmd.args(tree_script(&pids_file));
+        let (_tx, mut rx) = watch::channel(false);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(1),
+            stream(cmd, Duration::from_secs(60), &mut rx, |_| {}, 1024),
+        )
+        .await;
+        assert!(outcome.is_err(), "the run should still have been going");
+        let pids = read_pids(&pids_file).await;
+        assert_all_gone(&pids).await;
+    }
+
+    #[tokio::test]
+    async fn stream_timeout_kills_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids_file = dir.path().join("pids");
+        let mut cmd = Command::new("sh");
+        cmd.args(tree_script(&pids_file));
+        let (_tx, mut rx) = watch::channel(false);
+        let err = stream(cmd, Duration::from_secs(1), &mut rx, |_| {}, 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err:?}");
+        assert_all_gone(&read_pids(&pids_file).await).await;
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! itself hands to a shell is the `-e` remote-shell command, which is built
 //! here from validated numbers and fixed options only.
 
+use nasfleet_proto::echo::echo;
 use nasfleet_proto::v1::{RsyncDirection, RsyncMode, RsyncTaskSpec};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -26,6 +27,9 @@ pub enum RsyncCheckError {
         field: &'static str,
         message: String,
     },
+    /// Its message starts with `auxiliary: ` like the others' field names.
+    #[error(transparent)]
+    Auxiliary(#[from] nasfleet_proto::rsync_aux::AuxError),
 }
 
 fn field(field: &'static str, message: impl Into<String>) -> RsyncCheckError {
@@ -113,10 +117,6 @@ fn valid_remote_user(user: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
-/// Options nasfleet sets itself and an auxiliary parameter must not replace:
-/// they decide which program runs where.
-const RESERVED_OPTIONS: [&str; 4] = ["-e", "--rsh", "--rsync-path", "--daemon"];
-
 /// Checks of the fields that need no host. The first broken rule is reported.
 pub fn check_fields(spec: &RsyncTaskSpec) -> Result<(), RsyncCheckError> {
     if spec.path.is_empty() {
@@ -171,23 +171,9 @@ pub fn check_fields(spec: &RsyncTaskSpec) -> Result<(), RsyncCheckError> {
     if spec.remote_port > u32::from(u16::MAX) {
         return Err(field("remote_port", "Port must be between 1 and 65535"));
     }
-    for word in &spec.auxiliary {
-        if word.is_empty() || word.contains(['\0', '\n', '\r']) {
-            return Err(field(
-                "auxiliary",
-                format!("{word:?} is not a single rsync parameter (empty, or with a line break)"),
-            ));
-        }
-        let option = word.split('=').next().unwrap_or_default();
-        if RESERVED_OPTIONS.contains(&option) || word.starts_with("-e") && !word.starts_with("--") {
-            return Err(field(
-                "auxiliary",
-                format!(
-                    "'{word}' is not allowed: nasfleet sets the remote shell and remote rsync itself"
-                ),
-            ));
-        }
-    }
+    // The allow-list shared with the CLI and the controller; checked here
+    // again because this also runs right before every run.
+    nasfleet_proto::rsync_aux::check_auxiliary(&spec.auxiliary)?;
     Ok(())
 }
 
@@ -220,6 +206,10 @@ pub fn remote_location(spec: &RsyncTaskSpec) -> String {
     }
 }
 
+/// How a run names the task's directory to rsync: the working directory
+/// it was started in.
+pub const LOCAL_DIR: &str = "./";
+
 /// The `-e` value for SSH mode. Only the port (a number) varies.
 pub fn remote_shell(port: u32) -> String {
     format!("ssh -p {port} -o BatchMode=yes -o StrictHostKeyChecking=yes")
@@ -227,7 +217,10 @@ pub fn remote_shell(port: u32) -> String {
 
 /// rsync's arguments for a task, in order: flags from the fields, the
 /// auxiliary parameters (each its own word), then source and destination.
-pub fn build_args(spec: &RsyncTaskSpec) -> Vec<String> {
+/// `local` is the task's directory as rsync is to name it: a run gives
+/// [`LOCAL_DIR`] and starts rsync in the directory it opened
+/// ([`open_task_dir`]), so rsync never resolves the task's path itself.
+pub fn build_args(spec: &RsyncTaskSpec, local: &str) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let flags = [
         (spec.archive, "-a"),
@@ -258,10 +251,10 @@ pub fn build_args(spec: &RsyncTaskSpec) -> Vec<String> {
     args.extend(spec.auxiliary.iter().cloned());
     // `--` ends the options: a local path can never be read as one.
     args.push("--".into());
-    let local = if spec.path.ends_with('/') {
-        spec.path.clone()
+    let local = if local.ends_with('/') {
+        local.to_owned()
     } else {
-        format!("{}/", spec.path)
+        format!("{local}/")
     };
     let remote = remote_location(spec);
     match spec.direction() {
@@ -513,21 +506,24 @@ pub async fn validate_remote_path(
     }
 }
 
+/// The refusal of a path outside every pool, worded as TrueNAS words it.
+const OUTSIDE_POOLS: &str = "The path must reside within a pool mount point";
+
 /// The task's path must be an existing directory inside one of `pools`'
 /// dataset mountpoints (empty = every pool). Judged on the real path, with
 /// `..` and symbolic links resolved: `/mnt/tank/x/../../../etc` or a link
-/// to `/etc` inside a dataset is not inside the pool.
+/// to `/etc` inside a dataset is not inside the pool. Returns that real path.
 pub async fn check_path_in_pools(
     path: &str,
     zfs: &crate::zfs::Zfs,
     pools: &[String],
-) -> Result<(), RsyncCheckError> {
+) -> Result<PathBuf, RsyncCheckError> {
     let real = match tokio::fs::canonicalize(path).await {
         Ok(real) if tokio::fs::metadata(&real).await.is_ok_and(|m| m.is_dir()) => real,
         _ => {
             return Err(field(
                 "path",
-                format!("'{path}' does not exist or is not a directory"),
+                format!("'{}' does not exist or is not a directory", echo(path)),
             ));
         }
     };
@@ -557,12 +553,34 @@ pub async fn check_path_in_pools(
         }
     }
     if !inside_mountpoints(&real, &mountpoints) {
-        return Err(field(
-            "path",
-            "The path must reside within a pool mount point",
-        ));
+        return Err(field("path", OUTSIDE_POOLS));
     }
-    Ok(())
+    Ok(real)
+}
+
+/// The task's directory for a run: checked again as at create
+/// ([`check_path_in_pools`]), then opened from `/` one component at a
+/// time without following any symbolic link ([`crate::nofollow::open_dir`]).
+/// A link swapped into the path after the check makes the open fail, with
+/// the same refusal as a path outside the pools; the directory opened is
+/// the one that was checked, and rsync is started in it, so nothing can
+/// redirect the run once this returns.
+pub async fn open_task_dir(
+    path: &str,
+    zfs: &crate::zfs::Zfs,
+    pools: &[String],
+) -> Result<std::fs::File, RsyncCheckError> {
+    let real = check_path_in_pools(path, zfs, pools).await?;
+    let opened = tokio::task::spawn_blocking(move || crate::nofollow::open_dir(&real))
+        .await
+        .map_err(|e| field("path", format!("cannot open '{}': {e}", echo(path))))?;
+    opened.map_err(|e| {
+        if crate::nofollow::is_link_or_not_dir(&e) {
+            field("path", OUTSIDE_POOLS)
+        } else {
+            field("path", format!("cannot open '{}': {e}", echo(path)))
+        }
+    })
 }
 
 /// Every check of an rsync task that needs its host, in order: the fields,
@@ -615,7 +633,7 @@ mod tests {
 
     #[test]
     fn module_push_uses_the_daemon_url_and_truenas_default_flags() {
-        let args = build_args(&spec());
+        let args = build_args(&spec(), LOCAL_DIR);
         assert_eq!(
             args,
             [
@@ -626,7 +644,7 @@ mod tests {
                 "--info=progress2,stats2",
                 "--outbuf=L",
                 "--",
-                "/mnt/tank/data/",
+                "./",
                 "rsync://127.0.0.4:873/mod/"
             ]
         );
@@ -645,7 +663,7 @@ mod tests {
         s.preserve_xattrs = true;
         s.preserve_permissions = true;
         s.auxiliary = vec!["--exclude=*.tmp".into(), "$(touch /tmp/pwned)".into()];
-        let args = build_args(&s);
+        let args = build_args(&s, "/mnt/tank/data");
         assert_eq!(
             args[..6],
             ["-a", "-z", "--delay-updates", "--delete-delay", "-X", "-p"]

@@ -139,6 +139,9 @@ pub struct AgentIdentity {
     pub system: String,
     pub state_dir: PathBuf,
     pub replication_key: crate::ssh::ReplicationKey,
+    /// The pools this agent owns (empty = every pool): an rsync task's path
+    /// must lie inside one of them, at create and again at every run.
+    pub pools: Vec<String>,
 }
 
 /// Cancels one run: `by` says who asked (for the reason), `flag` stops child
@@ -644,6 +647,7 @@ mod tests {
                 private_key: dir.path().join("key"),
                 public_key: String::new(),
             },
+            pools: Vec::new(),
         };
         let journal = Journal {
             dir: dir.path().join("runs"),

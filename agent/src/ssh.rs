@@ -14,7 +14,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use nasfleet_proto::names::{NameError, validate_system_name};
 use thiserror::Error;
 use tokio::net::TcpStream;
 
+use crate::nofollow::{is_link_or_not_dir, open_at};
 use crate::process::{self, ProcessError};
 use crate::ssh_service::{KeyParseError, fingerprint_public_key};
 
@@ -1086,38 +1087,13 @@ pub async fn authorize_in_home(
     tokio::task::spawn_blocking(move || append_authorized_key(&home, uid, gid, &key, &line)).await?
 }
 
-/// Wraps a file descriptor returned by a successful `open`-like call.
-fn owned_file(fd: libc::c_int) -> io::Result<File> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by the kernel and is owned by nobody
-    // else; the File closes it.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`.
-fn open_at(dir: &File, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<File> {
-    // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is an
-    // open descriptor for the duration of the call.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    };
-    owned_file(fd)
-}
-
 /// Maps an `openat(..., O_NOFOLLOW)` failure: a symbolic link (`ELOOP`) or
 /// a non-directory in the way (`ENOTDIR`) is refused as unsafe, anything
 /// else is an I/O error.
 fn not_followed(path: &Path, reason: &'static str) -> impl FnOnce(io::Error) -> SshError {
     let path = path.to_owned();
     move |err: io::Error| {
-        if err.raw_os_error() == Some(libc::ELOOP) || err.raw_os_error() == Some(libc::ENOTDIR) {
+        if is_link_or_not_dir(&err) {
             SshError::Unsafe { path, reason }
         } else {
             SshError::Io {

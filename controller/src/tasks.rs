@@ -366,6 +366,10 @@ async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result
         return Err(invalid("system", "System is required"));
     }
     require_enrolled(state, "system", &spec.system)?;
+    // Refused here as well as on the agent, so a task that would hand rsync
+    // a program to run or a file to read is never stored, whoever calls.
+    nasfleet_proto::rsync_aux::check_auxiliary(&spec.auxiliary)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     if spec.mode() == RsyncMode::Unspecified {
         spec.set_mode(RsyncMode::Module);
     }

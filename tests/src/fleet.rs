@@ -513,6 +513,16 @@ impl Agent {
         self.child.as_mut().is_some_and(ChildGuard::is_running)
     }
 
+    /// Sends `signal` to the agent process alone, leaving what it started
+    /// to the agent (unlike [`Self::stop`], which also kills leftovers):
+    /// e.g. SIGTERM, to see what the agent cleans up itself.
+    pub fn signal(&mut self, signal: i32) -> Result<()> {
+        self.child
+            .as_mut()
+            .ok_or_else(|| anyhow!("agent {} was not started", self.name))?
+            .signal(signal)
+    }
+
     /// Waits at most `timeout` for the agent to exit by itself, e.g. with 78
     /// after its certificate was revoked.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {

@@ -5,7 +5,8 @@
 //! auxiliary words), worded as the controller words them; the controller
 //! checks everything again, the rest on the task's system through its agent.
 //! Auxiliary parameters are data: each `--aux` value is one rsync argument,
-//! passed on as typed, never split or handed to a shell.
+//! passed on as typed, never split or handed to a shell, and only options
+//! on the shared allow-list ([`nasfleet_proto::rsync_aux`]) are accepted.
 
 use super::schedule_args::ScheduleArgs;
 use super::status_error;
@@ -156,7 +157,11 @@ pub struct CreateArgs {
     /// Update files one by one instead of putting them all in place at the end.
     #[arg(long)]
     pub no_delay_updates: bool,
-    /// One extra rsync argument, passed as is (e.g. --aux --exclude=*.tmp); repeatable.
+    /// One extra rsync option, value in the same word (e.g. --aux --exclude=*.tmp); repeatable.
+    /// Allowed: flags such as -H -A -X -S -c -x -n -v --numeric-ids --partial --inplace
+    /// --delete-excluded --backup, and --exclude= --include= --bwlimit= --chmod= --chown=
+    /// --info= --compress-level= --timeout= --contimeout= --max-size= --min-size= --suffix=.
+    /// Options that run programs, name files or follow links are refused.
     #[arg(long = "aux", value_name = "ARG", allow_hyphen_values = true)]
     pub aux: Vec<String>,
     /// Create the task switched off.
@@ -260,7 +265,8 @@ pub struct EditArgs {
     /// Update files one by one.
     #[arg(long)]
     pub no_delay_updates: bool,
-    /// Replace all extra rsync arguments; one argument per --aux, passed as is; repeatable.
+    /// Replace all extra rsync options; one option per --aux, value in the same word
+    /// (e.g. --aux --exclude=*.tmp); the allow-list of `rsync create --help` applies; repeatable.
     #[arg(
         long = "aux",
         value_name = "ARG",
@@ -390,17 +396,11 @@ fn check_port(port: Option<u32>) -> anyhow::Result<()> {
     }
 }
 
-/// Each auxiliary parameter is one word for rsync's argv: it may hold
-/// spaces, quotes, `$(...)` or `;` (rsync gets them literally), but not be
-/// empty or span lines.
+/// Each auxiliary parameter is one rsync option from the allow-list,
+/// value included (`--exclude=*.tmp`); the rules live in
+/// [`nasfleet_proto::rsync_aux`], shared with the controller and the agent.
 pub fn check_auxiliary(words: &[String]) -> anyhow::Result<()> {
-    for word in words {
-        if word.is_empty() || word.contains(['\0', '\n', '\r']) {
-            bail!(
-                "auxiliary: {word:?} is not a single rsync parameter (empty, or with a line break)"
-            );
-        }
-    }
+    nasfleet_proto::rsync_aux::check_auxiliary(words)?;
     Ok(())
 }
 
@@ -947,10 +947,10 @@ mod tests {
     fn aux_words_are_kept_verbatim() {
         let hostile = [
             "--exclude=*.tmp",
-            "$(touch /tmp/pwned)",
-            "; rm -rf /",
+            "--exclude=$(touch /tmp/pwned)",
+            "--exclude=; rm -rf /",
             "--bwlimit=1000",
-            "it's \"quoted\"",
+            "--include=it's \"quoted\"",
             "-v",
         ];
         let mut flags = Vec::new();
@@ -1005,10 +1005,21 @@ mod tests {
         assert_eq!(create_err(&too_long), REMOTE_PATH_TOO_LONG);
         let ok = "a".repeat(255);
         assert!(create_spec(&create_args(&["--remote-path", &ok])).is_ok());
-        for bad in ["", "--a\n--b", "x\r"] {
+        for bad in [
+            "",
+            "--a\n--b",
+            "x\r",
+            "-ave/some/script.sh",
+            "--files-from=/etc/hostname",
+            "$(touch /tmp/pwned)",
+        ] {
             let mut argv = BASE.to_vec();
             argv.extend_from_slice(&["--aux", bad]);
             let err = create_err(&argv);
+            assert!(err.starts_with("auxiliary: "), "{err}");
+            // edit refuses it before asking the controller for the task.
+            let edit = RsyncEdit::from(&edit_args(&["--aux", bad]));
+            let err = edit.check().unwrap_err().to_string();
             assert!(err.starts_with("auxiliary: "), "{err}");
         }
         for port in ["0", "65536"] {
@@ -1134,7 +1145,7 @@ mod tests {
     fn edit_aux_replaces_or_clears() {
         let mut current = rsync_task().spec.unwrap_or_default();
         if let Some(Kind::Rsync(r)) = current.kind.as_mut() {
-            r.auxiliary = strings(&["--a", "--b"]);
+            r.auxiliary = strings(&["-v", "--stats"]);
         }
         let merged = merge_edit(
             &current,
@@ -1152,7 +1163,7 @@ mod tests {
         assert!(rsync_of(&merged).auxiliary.is_empty());
         let merged =
             merge_edit(&current, &RsyncEdit::from(&edit_args(&["--quiet"])), None).unwrap();
-        assert_eq!(rsync_of(&merged).auxiliary, strings(&["--a", "--b"]));
+        assert_eq!(rsync_of(&merged).auxiliary, strings(&["-v", "--stats"]));
     }
 
     #[test]
