@@ -34,10 +34,10 @@ Exit status:
   2  invalid input: bad flags or values, refused by the CLI or the controller
   3  the controller cannot be reached (connection refused, timed out, lost)
   4  credentials refused: the controller does not accept this client's certificate (issued
-     by another fleet's CA, or not by this controller), or this client does not trust the
-     controller's certificate
-  5  permission denied: the controller knows the certificate but refuses the call (revoked
-     because its user or system was removed, a role that may not do this)
+     by another fleet's CA, not by this controller, or revoked because its user or system
+     was removed), or this client does not trust the controller's certificate
+  5  permission denied: the certificate is good but may not make this call (an agent's
+     certificate, a role that may not do this)
   6  not found: no such system, task, run or connection
   7  the watched run failed, was skipped or missed (`run watch`, `... run --watch`)";
 

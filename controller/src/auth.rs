@@ -44,14 +44,16 @@ pub fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<Caller, St
                 peer.serial_hex
             ))
         })?;
+    // Revoked or mismatched credentials are refused credentials, not a
+    // lack of permission: the caller must get new ones, not a new role.
     if record.revoked_unix_ms.is_some() {
-        return Err(Status::permission_denied(format!(
+        return Err(Status::unauthenticated(format!(
             "certificate of {} has been revoked",
             peer.principal
         )));
     }
     if record.principal != peer.principal.common_name() {
-        return Err(Status::permission_denied(
+        return Err(Status::unauthenticated(
             "client certificate does not match the identity it was issued to",
         ));
     }

@@ -185,13 +185,13 @@ fn refused_certificates_are_named_with_what_to_check() -> Result<()> {
         ensure!(!err.contains("transport error"), "{err}");
     }
 
-    // A removed system's certificate: revoked, which the controller says as such.
+    // An enrolled system's certificate is good credentials without the
+    // right to administer the fleet.
     let agent = Agent::join(&controller, "gone1")?;
-    controller.cli_ok(&["system", "remove", "gone1", "--yes"])?;
     let state = agent.state_dir();
     let config = write_config(
         dir.path(),
-        "removed.toml",
+        "agent.toml",
         controller.url(),
         &data.join("ca.crt"),
         &state.join("agent.crt"),
@@ -199,6 +199,12 @@ fn refused_certificates_are_named_with_what_to_check() -> Result<()> {
     )?;
     let (code, err) = cli_as(&config, &["system", "list"])?;
     ensure!(code == Some(PERMISSION_DENIED), "{code:?}: {err}");
+
+    // Once the system is removed its certificate is revoked, which the
+    // controller says as such: refused credentials, like a foreign one.
+    controller.cli_ok(&["system", "remove", "gone1", "--yes"])?;
+    let (code, err) = cli_as(&config, &["system", "list"])?;
+    ensure!(code == Some(CREDENTIALS_REFUSED), "{code:?}: {err}");
     ensure!(err.contains("revoked"), "{err}");
     Ok(())
 }
