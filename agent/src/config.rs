@@ -2,8 +2,8 @@
 
 use crate::inventory::InventorySettings;
 use crate::zfs::validate_dataset_name;
-use nasfleet_proto::daemon::LogFormat;
-use nasfleet_proto::duration::parse_duration;
+use nasfleet_common::daemon::LogFormat;
+use nasfleet_common::duration::parse_duration;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

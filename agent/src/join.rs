@@ -1,11 +1,11 @@
 //! `nasfleet-agent join`: enrollment with a join token, trusting the controller only through the pinned CA fingerprint.
 
 use crate::state_dir::{Enrollment, StateDir, StateError};
-use nasfleet_proto::dial::{DialError, DialOptions, ServerTrust, dial};
-use nasfleet_proto::identity::{
+use nasfleet_common::dial::{DialError, DialOptions, ServerTrust, dial};
+use nasfleet_common::identity::{
     IdentityError, PeerCertificate, Principal, ca_fingerprint, normalize_fingerprint,
 };
-use nasfleet_proto::names::{NameError, validate_system_name};
+use nasfleet_common::names::{NameError, validate_system_name};
 use nasfleet_proto::v1::JoinRequest;
 use nasfleet_proto::v1::enrollment_client::EnrollmentClient;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};

@@ -6,7 +6,7 @@ use nasfleet_agent::config::{AgentConfig, RunSettings};
 use nasfleet_agent::join::{JoinOptions, join};
 use nasfleet_agent::link::{self, LinkError};
 use nasfleet_agent::{EXIT_REFUSED, zfs};
-use nasfleet_proto::daemon::{LogFormat, init_logging, shutdown_on_signals};
+use nasfleet_common::daemon::{LogFormat, init_logging, shutdown_on_signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

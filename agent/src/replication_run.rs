@@ -4,8 +4,8 @@ use crate::replication::{self, LocalZfs, ReplicateOptions, ZfsHost};
 use crate::runs::{AgentIdentity, RunContext, RunFailure};
 use crate::ssh::{self, SshTarget};
 use crate::zfs::{Dialect, SnapshotInfo, Zfs, ZfsError};
-use nasfleet_proto::names::validate_system_name;
-use nasfleet_proto::naming::NamingSchema;
+use nasfleet_common::names::validate_system_name;
+use nasfleet_common::naming::NamingSchema;
 use nasfleet_proto::v1::{
     Progress, ReplicaListing, ReplicaSnapshot, ReplicationDataset, ReplicationTarget,
     ReplicationWork, RunUpdate,

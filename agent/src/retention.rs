@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use nasfleet_proto::naming::NamingSchema;
+use nasfleet_common::naming::NamingSchema;
 
 /// The retention part of one periodic snapshot task.
 #[derive(Debug, Clone)]

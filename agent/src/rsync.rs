@@ -5,7 +5,7 @@
 //! itself hands to a shell is the `-e` remote-shell command, which is built
 //! here from validated numbers and fixed options only.
 
-use nasfleet_proto::echo::echo;
+use nasfleet_common::echo::echo;
 use nasfleet_proto::v1::{RsyncDirection, RsyncMode, RsyncTaskSpec};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -29,7 +29,7 @@ pub enum RsyncCheckError {
     },
     /// Its message starts with `auxiliary: ` like the others' field names.
     #[error(transparent)]
-    Auxiliary(#[from] nasfleet_proto::rsync_aux::AuxError),
+    Auxiliary(#[from] nasfleet_common::rsync_aux::AuxError),
 }
 
 fn field(field: &'static str, message: impl Into<String>) -> RsyncCheckError {
@@ -173,7 +173,7 @@ pub fn check_fields(spec: &RsyncTaskSpec) -> Result<(), RsyncCheckError> {
     }
     // The allow-list shared with the CLI and the controller; checked here
     // again because this also runs right before every run.
-    nasfleet_proto::rsync_aux::check_auxiliary(&spec.auxiliary)?;
+    nasfleet_common::rsync_aux::check_auxiliary(&spec.auxiliary)?;
     Ok(())
 }
 

@@ -7,8 +7,8 @@
 
 use crate::retention::{self, RetentionPolicy};
 use crate::zfs::{Zfs, ZfsError};
-use nasfleet_proto::naming::NamingSchema;
-use nasfleet_proto::status::now_unix_ms;
+use nasfleet_common::naming::NamingSchema;
+use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::{
     AgentMessage, Progress, RunResult, RunState, RunStep, RunUpdate, SnapshotWork, StartRun,
@@ -582,7 +582,7 @@ async fn apply_retention(
         schema: NamingSchema::new(&retention.naming_schema)
             .map_err(|e| RunFailure::Failed(format!("naming schema: {e}")))?,
         lifetime: Duration::from_secs(retention.lifetime_secs),
-        timezone: nasfleet_proto::schedule::parse_timezone(&retention.timezone)
+        timezone: nasfleet_common::schedule::parse_timezone(&retention.timezone)
             .map_err(|e| RunFailure::Failed(e.to_string()))?,
         // Never destroy what this run just took, whatever the clocks say.
         protected: retention.protected.iter().chain(created).cloned().collect(),

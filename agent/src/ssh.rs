@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use nasfleet_proto::names::{NameError, validate_system_name};
+use nasfleet_common::names::{NameError, validate_system_name};
 use thiserror::Error;
 use tokio::net::TcpStream;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 // The name rules are shared with the controller and the CLI; re-exported
 // here because every zfs argv builder checks them.
-pub use nasfleet_proto::dataset_names::{
+pub use nasfleet_common::dataset_names::{
     DatasetNameError, MAX_DATASET_NAME, check_snapshot_component, validate_dataset_name,
     validate_snapshot_component, validate_snapshot_name,
 };

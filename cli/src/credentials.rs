@@ -2,9 +2,9 @@
 
 use crate::failure::{self, CertificateRefused, Exit};
 use anyhow::{Context, bail};
-use nasfleet_proto::cli_config::CliConfig;
-use nasfleet_proto::dial::{ClientIdentity, DialOptions, ServerTrust, client_config, dial};
-use nasfleet_proto::identity::ca_fingerprint;
+use nasfleet_common::cli_config::CliConfig;
+use nasfleet_common::dial::{ClientIdentity, DialOptions, ServerTrust, client_config, dial};
+use nasfleet_common::identity::ca_fingerprint;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! How the CLI fails: the typed errors that decide its exit status, the status each failure gets, and the message printed for it.
 
 use crate::output::ReaderGone;
-use nasfleet_proto::dial::DialError;
+use nasfleet_common::dial::DialError;
 use std::error::Error as StdError;
 use std::fmt;
 use std::path::PathBuf;
@@ -293,7 +293,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_says_connection_refused_once() {
-        use nasfleet_proto::dial::{DialOptions, ServerTrust, dial};
+        use nasfleet_common::dial::{DialOptions, ServerTrust, dial};
         // A port that was just free on loopback: nothing listens there.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

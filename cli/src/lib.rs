@@ -256,7 +256,7 @@ async fn dispatch(
 pub fn precheck(command: &Command) -> anyhow::Result<()> {
     use commands::schedule_args::ScheduleArgs;
     use commands::snapshot::check_schema;
-    use nasfleet_proto::schedule::Schedule;
+    use nasfleet_common::schedule::Schedule;
     let schedule = |args: &ScheduleArgs| args.resolve(Schedule::hourly()).map(drop);
     match command {
         Command::SnapshotTask(SnapshotTaskCommand::Create(args)) => {
@@ -287,7 +287,7 @@ pub fn precheck(command: &Command) -> anyhow::Result<()> {
         Command::Rsync(RsyncCommand::Create(args)) => commands::rsync::create_spec(args).map(drop),
         Command::Rsync(RsyncCommand::Edit(args)) => commands::rsync::edit_precheck(args).map(drop),
         Command::Token(TokenCommand::Create { ttl }) => {
-            Ok(nasfleet_proto::duration::parse_duration("--ttl", ttl).map(drop)?)
+            Ok(nasfleet_common::duration::parse_duration("--ttl", ttl).map(drop)?)
         }
         _ => Ok(()),
     }

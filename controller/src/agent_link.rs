@@ -9,7 +9,7 @@
 use crate::auth::require_system;
 use crate::runs;
 use crate::state::SharedState;
-use nasfleet_proto::status::now_unix_ms;
+use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::agent_link_server::AgentLink;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::controller_message::Body as Down;
@@ -97,7 +97,7 @@ impl AgentLink for AgentLinkService {
                 "agent claims more active runs than any agent has; only the first are reconciled");
             active.truncate(MAX_CLAIMED_RUNS);
         }
-        tracing::info!(system = %name, %address, version = %nasfleet_proto::echo::echo(&hello.agent_version),
+        tracing::info!(system = %name, %address, version = %nasfleet_common::echo::echo(&hello.agent_version),
             active_runs = active.len(), "system ONLINE");
         let (recorder, inventories, results) = Recorder::new(self.state.clone(), name.clone(), id);
         tokio::spawn(recorder.run(
@@ -152,7 +152,7 @@ async fn read_agent(
         let message = tokio::select! {
             m = inbound.message() => m,
             _ = &mut close => break,
-            _ = nasfleet_proto::daemon::wait_for_shutdown(&mut shutdown) => break,
+            _ = nasfleet_common::daemon::wait_for_shutdown(&mut shutdown) => break,
         };
         match message {
             Ok(Some(AgentMessage { body: Some(body) })) => reader.handle(body),

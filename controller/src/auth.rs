@@ -5,7 +5,7 @@
 //! and its principal must fit the call.
 
 use crate::store::Store;
-use nasfleet_proto::identity::{PeerCertificate, Principal};
+use nasfleet_common::identity::{PeerCertificate, Principal};
 use tonic::{Request, Status};
 
 /// An authenticated caller.

@@ -1,7 +1,7 @@
 //! The controller's data dir layout and its config file `controller.toml`.
 
-use nasfleet_proto::daemon::LogFormat;
-use nasfleet_proto::duration::parse_duration;
+use nasfleet_common::daemon::LogFormat;
+use nasfleet_common::duration::parse_duration;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -140,8 +140,10 @@ impl ControllerConfig {
     /// The configured zone, or the host's.
     pub fn timezone(&self) -> Result<chrono_tz::Tz, String> {
         match &self.timezone {
-            Some(name) => nasfleet_proto::schedule::parse_timezone(name).map_err(|e| e.to_string()),
-            None => Ok(nasfleet_proto::schedule::host_timezone()),
+            Some(name) => {
+                nasfleet_common::schedule::parse_timezone(name).map_err(|e| e.to_string())
+            }
+            None => Ok(nasfleet_common::schedule::host_timezone()),
         }
     }
 

@@ -2,9 +2,9 @@
 
 use crate::state::SharedState;
 use crate::store::{CertRecord, EnrollError, EnrollRefusal, SystemRecord, TokenRecord};
-use nasfleet_proto::identity::Principal;
-use nasfleet_proto::names::validate_system_name;
-use nasfleet_proto::status::now_unix_ms;
+use nasfleet_common::identity::Principal;
+use nasfleet_common::names::validate_system_name;
+use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::enrollment_server::Enrollment;
 use nasfleet_proto::v1::{JoinRequest, JoinResponse};
 use sha2::{Digest, Sha256};

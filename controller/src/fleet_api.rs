@@ -9,11 +9,11 @@ use crate::store::SystemRecord;
 use crate::store::is_final;
 use crate::tasks;
 use chrono::Utc;
-use nasfleet_proto::dataset_names::validate_dataset_name;
-use nasfleet_proto::echo::echo;
-use nasfleet_proto::identity::Principal;
-use nasfleet_proto::naming::{DEFAULT_MANUAL_SCHEMA, DEFAULT_PERIODIC_SCHEMA, NamingSchema};
-use nasfleet_proto::status::now_unix_ms;
+use nasfleet_common::dataset_names::validate_dataset_name;
+use nasfleet_common::echo::echo;
+use nasfleet_common::identity::Principal;
+use nasfleet_common::naming::{DEFAULT_MANUAL_SCHEMA, DEFAULT_PERIODIC_SCHEMA, NamingSchema};
+use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::fleet_server::Fleet;
 use nasfleet_proto::v1::{
     CreateSnapshotRequest, CreateSnapshotResponse, CreateSnapshots, CreateTokenRequest,
@@ -696,7 +696,7 @@ impl Fleet for FleetService {
             loop {
                 let event = tokio::select! {
                     e = events.recv() => e,
-                    _ = nasfleet_proto::daemon::wait_for_shutdown(&mut shutdown) => return,
+                    _ = nasfleet_common::daemon::wait_for_shutdown(&mut shutdown) => return,
                 };
                 match event {
                     Ok(event) => {

@@ -3,10 +3,10 @@
 use crate::config::{ControllerConfig, DataDir};
 use crate::pki::{CertificateAuthority, PkiError};
 use crate::store::{CLOSE_DEADLINE, CertRecord, Store, StoreError};
-use nasfleet_proto::cli_config::CliConfig;
-use nasfleet_proto::daemon::LogFormat;
-use nasfleet_proto::names::{NameError, validate_user_name};
-use nasfleet_proto::status::now_unix_ms;
+use nasfleet_common::cli_config::CliConfig;
+use nasfleet_common::daemon::LogFormat;
+use nasfleet_common::names::{NameError, validate_user_name};
+use nasfleet_common::status::now_unix_ms;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -188,7 +188,7 @@ pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
 
     let store = Store::open(&dir.store())?;
     let admin_cert = CertRecord {
-        principal: nasfleet_proto::identity::Principal::User(options.admin.clone()).common_name(),
+        principal: nasfleet_common::identity::Principal::User(options.admin.clone()).common_name(),
         role: Some("admin".into()),
         issued_unix_ms: now_unix_ms(),
         revoked_unix_ms: None,

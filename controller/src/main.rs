@@ -2,11 +2,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use nasfleet_common::daemon::{LogFormat, init_logging, shutdown_on_signals};
+use nasfleet_common::duration::parse_duration;
 use nasfleet_controller::config::{ControllerConfig, DataDir};
 use nasfleet_controller::init::{InitOptions, init};
 use nasfleet_controller::server;
-use nasfleet_proto::daemon::{LogFormat, init_logging, shutdown_on_signals};
-use nasfleet_proto::duration::parse_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,7 +5,7 @@
 //! which the store records every issued certificate, so revoking one is a
 //! store update and no CRL has to be distributed.
 
-use nasfleet_proto::identity::{Principal, ca_fingerprint};
+use nasfleet_common::identity::{Principal, ca_fingerprint};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
@@ -206,7 +206,7 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nasfleet_proto::identity::PeerCertificate;
+    use nasfleet_common::identity::PeerCertificate;
 
     fn der(pem: &str) -> Vec<u8> {
         pem_to_der(pem).unwrap()

@@ -10,7 +10,7 @@
 use crate::state::SharedState;
 use crate::store::{StoreError, Write, is_final};
 use chrono::{DateTime, Utc};
-use nasfleet_proto::status::now_unix_ms;
+use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::controller_message::Body as Down;
 use nasfleet_proto::v1::{
     AckRunResult, CancelRun, ControllerMessage, Progress, Run, RunEvent, RunPart, RunResult,

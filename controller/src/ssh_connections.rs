@@ -7,7 +7,7 @@
 use crate::state::SharedState;
 use crate::store::SshConnectionRecord;
 use crate::tasks;
-use nasfleet_proto::status::now_unix_ms;
+use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::{
     AuthorizeKey, CheckSsh, ReplicationTarget, RevokeKey, SshConnection, agent_request,
 };

@@ -3,13 +3,13 @@
 use crate::ssh_connections;
 use crate::state::SharedState;
 use chrono::{DateTime, Utc};
-use nasfleet_proto::dataset_names::validate_dataset_name;
-use nasfleet_proto::duration::parse_lifetime;
-use nasfleet_proto::echo::echo;
-use nasfleet_proto::names::{is_below, replication_target_path};
-use nasfleet_proto::naming::NamingSchema;
-use nasfleet_proto::schedule::Schedule;
-use nasfleet_proto::status::now_unix_ms;
+use nasfleet_common::dataset_names::validate_dataset_name;
+use nasfleet_common::duration::parse_lifetime;
+use nasfleet_common::echo::echo;
+use nasfleet_common::names::{is_below, replication_target_path};
+use nasfleet_common::naming::NamingSchema;
+use nasfleet_common::schedule::Schedule;
+use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::{
     Inventory, ListReplicas, ReplicationDataset, ReplicationTarget, ReplicationTaskSpec,
     ReplicationWork, Retention, RsyncDirection, RsyncMode, RsyncTaskSpec, RunState,
@@ -200,7 +200,7 @@ async fn validate_snapshot(state: &SharedState, spec: &mut SnapshotTaskSpec) -> 
         validate_dataset_name(excluded).map_err(|e| invalid("exclude", e))?;
     }
     if spec.naming_schema.is_empty() {
-        spec.naming_schema = nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA.into();
+        spec.naming_schema = nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA.into();
     }
     NamingSchema::new(&spec.naming_schema).map_err(|e| invalid("naming_schema", e))?;
     if spec.lifetime.is_empty() {
@@ -291,7 +291,7 @@ async fn validate_replication(
     for source in &mut spec.sources {
         require_enrolled(state, "sources", &source.system)?;
         if source.naming_schemas.is_empty() {
-            source.naming_schemas = vec![nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA.into()];
+            source.naming_schemas = vec![nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA.into()];
         }
         for schema in &source.naming_schemas {
             NamingSchema::new(schema).map_err(|e| invalid("naming_schema", e))?;
@@ -368,7 +368,7 @@ async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result
     require_enrolled(state, "system", &spec.system)?;
     // Refused here as well as on the agent, so a task that would hand rsync
     // a program to run or a file to read is never stored, whoever calls.
-    nasfleet_proto::rsync_aux::check_auxiliary(&spec.auxiliary)
+    nasfleet_common::rsync_aux::check_auxiliary(&spec.auxiliary)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     if spec.mode() == RsyncMode::Unspecified {
         spec.set_mode(RsyncMode::Module);
@@ -567,7 +567,7 @@ async fn replication_work(
                         .naming_schemas
                         .first()
                         .map(String::as_str)
-                        .unwrap_or(nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA);
+                        .unwrap_or(nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA);
                     NamingSchema::new(schema)
                         .map_err(|e| format!("naming schema: {e}"))?
                         .render(&at.with_timezone(&state.timezone))

@@ -1,17 +1,4 @@
-//! The nasfleet contract: generated gRPC code plus the small vocabulary that controller, agent and CLI must agree on.
-
-pub mod cli_config;
-pub mod daemon;
-pub mod dataset_names;
-pub mod dial;
-pub mod duration;
-pub mod echo;
-pub mod identity;
-pub mod names;
-pub mod naming;
-pub mod rsync_aux;
-pub mod schedule;
-pub mod status;
+//! The nasfleet contract: the messages and services of `nasfleet.proto`, generated, and the limits both ends of a connection must agree on.
 
 /// Generated messages and services of `nasfleet.v1`.
 pub mod v1 {

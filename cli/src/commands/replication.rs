@@ -14,7 +14,7 @@ use crate::output::{
 };
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use nasfleet_proto::schedule::Schedule;
+use nasfleet_common::schedule::Schedule;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
@@ -505,7 +505,7 @@ pub fn dataset_states(spec: &ReplicationTaskSpec, run: &Run) -> Vec<DatasetState
             states.push(DatasetStateJson {
                 name: format!(
                     "{label} → {}",
-                    nasfleet_proto::names::replication_target_path(
+                    nasfleet_common::names::replication_target_path(
                         &spec.target_dataset,
                         &source.system,
                         dataset

@@ -22,7 +22,7 @@
 
 use super::replication_spec::{check_spec, normalize_dataset};
 use anyhow::{Context, bail};
-use nasfleet_proto::schedule::Schedule;
+use nasfleet_common::schedule::Schedule;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, TaskSpec};
 use serde::Deserialize;

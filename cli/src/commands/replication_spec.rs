@@ -5,8 +5,8 @@
 //! and only it knows whether systems and datasets exist.
 
 use anyhow::{anyhow, bail};
-use nasfleet_proto::names::{NameError, replication_target_path, validate_system_name};
-use nasfleet_proto::naming::{DEFAULT_PERIODIC_SCHEMA, NamingSchema};
+use nasfleet_common::names::{NameError, replication_target_path, validate_system_name};
+use nasfleet_common::naming::{DEFAULT_PERIODIC_SCHEMA, NamingSchema};
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, TaskSpec};
 

@@ -6,7 +6,7 @@
 //! checks everything again, the rest on the task's system through its agent.
 //! Auxiliary parameters are data: each `--aux` value is one rsync argument,
 //! passed on as typed, never split or handed to a shell, and only options
-//! on the shared allow-list ([`nasfleet_proto::rsync_aux`]) are accepted.
+//! on the shared allow-list ([`nasfleet_common::rsync_aux`]) are accepted.
 
 use super::schedule_args::ScheduleArgs;
 use super::status_error;
@@ -17,7 +17,7 @@ use super::task::{
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
-use nasfleet_proto::schedule::Schedule;
+use nasfleet_common::schedule::Schedule;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
@@ -398,9 +398,9 @@ fn check_port(port: Option<u32>) -> anyhow::Result<()> {
 
 /// Each auxiliary parameter is one rsync option from the allow-list,
 /// value included (`--exclude=*.tmp`); the rules live in
-/// [`nasfleet_proto::rsync_aux`], shared with the controller and the agent.
+/// [`nasfleet_common::rsync_aux`], shared with the controller and the agent.
 pub fn check_auxiliary(words: &[String]) -> anyhow::Result<()> {
-    nasfleet_proto::rsync_aux::check_auxiliary(words)?;
+    nasfleet_common::rsync_aux::check_auxiliary(words)?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use crate::output::{
 use anyhow::{Context, anyhow};
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nasfleet_proto::status::rfc3339_from_unix_ms;
+use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::run_event::Body;
 use nasfleet_proto::v1::{ListRunsRequest, Progress, Run, RunPart, RunRef, RunState, RunStep};

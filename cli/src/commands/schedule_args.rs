@@ -1,7 +1,7 @@
 //! The schedule flags every task kind takes (`--schedule`, `--cron`, `--period` with `--day`/`--at`), resolved through the shared `Schedule` vocabulary.
 
 use clap::Args;
-use nasfleet_proto::schedule::{Preset, Schedule};
+use nasfleet_common::schedule::{Preset, Schedule};
 
 /// When a task runs. At most one of `--schedule`, `--cron` and `--period`;
 /// `--day` and `--at` refine `--period`. The combinations are checked by

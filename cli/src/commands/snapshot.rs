@@ -3,8 +3,8 @@
 use super::status_error;
 use crate::output::{OutputFormat, Table, human_bytes, human_time, print_json};
 use anyhow::anyhow;
-use nasfleet_proto::naming::{DEFAULT_MANUAL_SCHEMA, NamingSchema};
-use nasfleet_proto::status::rfc3339_from_unix_ms;
+use nasfleet_common::naming::{DEFAULT_MANUAL_SCHEMA, NamingSchema};
+use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{CreateSnapshotRequest, ListSnapshotsRequest, Snapshot};
 use serde::Serialize;

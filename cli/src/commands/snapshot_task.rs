@@ -10,8 +10,8 @@ use super::task::{
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, yes_no};
 use anyhow::bail;
 use clap::Args;
-use nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA;
-use nasfleet_proto::schedule::Schedule;
+use nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA;
+use nasfleet_common::schedule::Schedule;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{SnapshotTaskSpec, Task, TaskSpec, UpdateTaskRequest};

@@ -3,7 +3,7 @@
 use super::{confirm, status_error};
 use crate::output::{OutputFormat, Table, human_bytes, human_time, print_json};
 use anyhow::bail;
-use nasfleet_proto::status::{rfc3339_from_unix_ms, system_status_word};
+use nasfleet_common::status::{rfc3339_from_unix_ms, system_status_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{
     GetSystemRequest, Inventory, ListSystemsRequest, RemoveSystemRequest, Service, SystemSummary,

@@ -5,8 +5,8 @@ use super::{confirm, status_error};
 use crate::output::{OutputFormat, human_time, print_json};
 use anyhow::bail;
 use clap::Subcommand;
-use nasfleet_proto::naming::DEFAULT_PERIODIC_SCHEMA;
-use nasfleet_proto::status::rfc3339_from_unix_ms;
+use nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA;
+use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{

@@ -2,8 +2,8 @@
 
 use super::status_error;
 use crate::output::{OutputFormat, human_time, print_json};
-use nasfleet_proto::duration::parse_duration;
-use nasfleet_proto::status::rfc3339_from_unix_ms;
+use nasfleet_common::duration::parse_duration;
+use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::CreateTokenRequest;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use serde::Serialize;

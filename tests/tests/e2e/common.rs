@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 
 use anyhow::{Context, Result, ensure};
-use nasfleet_proto::dial::{ClientIdentity, DialOptions, ServerTrust, dial};
+use nasfleet_common::dial::{ClientIdentity, DialOptions, ServerTrust, dial};
 use nasfleet_proto::v1::ListSystemsRequest;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_tests::{Agent, Controller, TestDir, TestPool, wait_for_status};

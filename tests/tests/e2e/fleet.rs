@@ -2,7 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, bail, ensure};
-use nasfleet_proto::dial::ClientIdentity;
+use nasfleet_common::dial::ClientIdentity;
 use nasfleet_tests::fleet::join_command;
 use nasfleet_tests::{
     Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs_fuse, run_output, wait_for_status,

@@ -2,7 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, ensure};
-use nasfleet_proto::dial::{ClientIdentity, DialOptions, ServerTrust, dial};
+use nasfleet_common::dial::{ClientIdentity, DialOptions, ServerTrust, dial};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{
     CreateSnapshotRequest, ReplicationSource, ReplicationTaskSpec, SnapshotTaskSpec, TaskSpec,

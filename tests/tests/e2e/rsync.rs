@@ -2,7 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, bail, ensure};
-use nasfleet_proto::dial::{ClientIdentity, DialOptions, ServerTrust, dial};
+use nasfleet_common::dial::{ClientIdentity, DialOptions, ServerTrust, dial};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{
     RsyncDirection, RsyncMode, RsyncTaskSpec, TaskSpec, UpdateTaskRequest, task_spec,

@@ -1,7 +1,7 @@
 //! How statuses and times are spelled on the wire and to people, so CLI output and JSON agree.
 
-use crate::v1::SystemStatus;
 use chrono::{DateTime, SecondsFormat, Utc};
+use nasfleet_proto::v1::SystemStatus;
 
 /// `ONLINE` / `OFFLINE`, as the CLI prints and JSON carries.
 pub fn system_status_word(status: SystemStatus) -> &'static str {

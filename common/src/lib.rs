@@ -1,0 +1,14 @@
+//! What controller, agent and CLI share beyond the contract: the rules every input is checked by (one home each), names, schedules and naming schemas, how statuses are spelled, TLS dialing, daemon start-up and the CLI config.
+
+pub mod cli_config;
+pub mod daemon;
+pub mod dataset_names;
+pub mod dial;
+pub mod duration;
+pub mod echo;
+pub mod identity;
+pub mod names;
+pub mod naming;
+pub mod rsync_aux;
+pub mod schedule;
+pub mod status;
