@@ -1,17 +1,15 @@
-//! nasfleet controller library: PKI, store, fleet state and the gRPC services behind `nasfleet-controller`.
+//! nasfleet controller library: the fleet's domain (engine), its durable state (store), the agents' links and the API people call, behind `nasfleet-controller`.
+//!
+//! Arrows point down only: `server → api → engine → store`, and
+//! `agents::link → engine → agents::sessions`.
 
-pub mod agent_link;
+pub mod agents;
+pub mod api;
 pub mod auth;
 pub mod config;
-pub mod enrollment;
-pub mod fleet_api;
+pub mod engine;
 pub mod init;
 pub mod pki;
-pub mod runs;
-pub mod scheduler;
 pub mod server;
-pub mod sessions;
-pub mod ssh_connections;
 pub mod state;
 pub mod store;
-pub mod tasks;

@@ -1,13 +1,13 @@
 //! Serving: loads the data dir, binds the listener, runs the gRPC services over mutual TLS until shutdown.
 
-use crate::agent_link::AgentLinkService;
+use crate::agents::enrollment::EnrollmentService;
+use crate::agents::link::AgentLinkService;
+use crate::agents::sessions::Sessions;
+use crate::api::FleetService;
 use crate::config::{ControllerConfig, DataDir};
-use crate::enrollment::EnrollmentService;
-use crate::fleet_api::FleetService;
+use crate::engine::run_hub::RunHub;
+use crate::engine::scheduler::{Scheduler, StoreBackend, SystemClock};
 use crate::pki::{CaMaterial, CertificateAuthority, PkiError};
-use crate::runs::RunHub;
-use crate::scheduler::{Scheduler, StoreBackend, SystemClock};
-use crate::sessions::Sessions;
 use crate::state::{ControllerState, SharedState};
 use crate::store::{Store, StoreError};
 use nasfleet_common::daemon::wait_for_shutdown;

@@ -1,13 +1,15 @@
 //! The Fleet service the CLI calls: join tokens and the systems of the fleet.
 
+mod status;
+
+use crate::agents::enrollment::{DEFAULT_TOKEN_TTL, create_token};
 use crate::auth::require_user;
-use crate::enrollment::{DEFAULT_TOKEN_TTL, create_token};
-use crate::runs::{self, Trigger};
-use crate::ssh_connections;
+use crate::engine::runs::{self, Trigger};
+use crate::engine::ssh_trust;
+use crate::engine::tasks;
 use crate::state::SharedState;
 use crate::store::SystemRecord;
 use crate::store::is_final;
-use crate::tasks;
 use chrono::Utc;
 use nasfleet_common::dataset_names::validate_dataset_name;
 use nasfleet_common::echo::echo;
@@ -282,7 +284,7 @@ impl Fleet for FleetService {
                 named.join(", ")
             )));
         }
-        ssh_connections::forget_system(&self.state, &name).await?;
+        ssh_trust::forget_system(&self.state, &name).await?;
         let removed = name.clone();
         let serial = self
             .state
@@ -487,7 +489,7 @@ impl Fleet for FleetService {
             .ssh_connections()
             .map_err(internal)?
             .iter()
-            .map(ssh_connections::to_proto)
+            .map(ssh_trust::to_proto)
             .collect();
         Ok(Response::new(ListSshConnectionsResponse { connections }))
     }
@@ -498,9 +500,9 @@ impl Fleet for FleetService {
     ) -> Result<Response<SshConnection>, Status> {
         let caller = require_user(&self.state.store, &request, true)?;
         let req = request.into_inner();
-        let record = ssh_connections::create(&self.state, &req.source, &req.target).await?;
+        let record = ssh_trust::create(&self.state, &req.source, &req.target).await?;
         tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection created");
-        Ok(Response::new(ssh_connections::to_proto(&record)))
+        Ok(Response::new(ssh_trust::to_proto(&record)))
     }
 
     async fn delete_ssh_connection(
@@ -523,10 +525,10 @@ impl Fleet for FleetService {
             })?;
         // The key must stop working, not just be forgotten here: the target
         // revokes it first, and the record goes only when that succeeded.
-        ssh_connections::revoke(&self.state, &record).await?;
-        ssh_connections::forget(&self.state, &record).await?;
+        ssh_trust::revoke(&self.state, &record).await?;
+        ssh_trust::forget(&self.state, &record).await?;
         tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection deleted");
-        Ok(Response::new(ssh_connections::to_proto(&record)))
+        Ok(Response::new(ssh_trust::to_proto(&record)))
     }
 
     async fn update_task(
@@ -679,9 +681,9 @@ impl Fleet for FleetService {
         let mut events = self.state.runs.subscribe(id);
         let current = match runs::get(&self.state, id) {
             Ok(run) => run,
-            Err(status) => {
+            Err(e) => {
                 self.state.runs.discard_if_unwatched(id);
-                return Err(status);
+                return Err(e.into());
             }
         };
         let done = is_final(current.state());

@@ -1,6 +1,7 @@
 //! Tasks of every kind: validating a spec before anything is stored, finding tasks, presenting them with status and next run, and building their work.
 
-use crate::ssh_connections;
+use crate::engine::error::{FleetError, corrupt};
+use crate::engine::ssh_trust;
 use crate::state::SharedState;
 use chrono::{DateTime, Utc};
 use nasfleet_common::dataset_names::validate_dataset_name;
@@ -19,7 +20,6 @@ use nasfleet_proto::v1::{
 use prost::Message;
 use std::collections::HashMap;
 use std::time::Duration;
-use tonic::Status;
 
 pub const KIND_SNAPSHOT: &str = "snapshot";
 pub const KIND_REPLICATION: &str = "replication";
@@ -38,17 +38,13 @@ const MAX_LISTED_REPLICAS: usize = 256;
 /// How long a replication run's dispatch waits for that listing.
 const REPLICA_LISTING_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {message}"))
-}
-
-fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("controller store failure: {e}"))
+fn invalid(field: &str, rule: impl std::fmt::Display) -> FleetError {
+    FleetError::invalid(field, rule)
 }
 
 /// `FIELD: System 'NAME' is not enrolled` unless `system` is in the fleet.
-pub fn require_enrolled(state: &SharedState, field: &str, system: &str) -> Result<(), Status> {
-    match state.store.system(system).map_err(internal)? {
+pub fn require_enrolled(state: &SharedState, field: &str, system: &str) -> Result<(), FleetError> {
+    match state.store.system(system)? {
         Some(_) => Ok(()),
         None => Err(invalid(
             field,
@@ -59,8 +55,8 @@ pub fn require_enrolled(state: &SharedState, field: &str, system: &str) -> Resul
 
 /// Every task that names `system`: as the system it runs on, a replication
 /// source or a replication target.
-pub fn tasks_using(state: &SharedState, system: &str) -> Result<Vec<Task>, Status> {
-    let tasks = state.store.tasks().map_err(internal)?;
+pub fn tasks_using(state: &SharedState, system: &str) -> Result<Vec<Task>, FleetError> {
+    let tasks = state.store.tasks()?;
     Ok(tasks
         .into_iter()
         .filter(|task| {
@@ -92,9 +88,11 @@ pub fn systems_of(task: &Task) -> Vec<String> {
 }
 
 /// The stored inventory of a system, if it has reported.
-pub fn inventory(state: &SharedState, system: &str) -> Result<Option<Inventory>, Status> {
-    match state.store.inventory(system).map_err(internal)? {
-        Some(bytes) => Ok(Some(Inventory::decode(bytes.as_slice()).map_err(internal)?)),
+pub fn inventory(state: &SharedState, system: &str) -> Result<Option<Inventory>, FleetError> {
+    match state.store.inventory(system)? {
+        Some(bytes) => Ok(Some(
+            Inventory::decode(bytes.as_slice()).map_err(|e| corrupt("inventory", e))?,
+        )),
         None => Ok(None),
     }
 }
@@ -105,7 +103,7 @@ pub async fn dataset_exists(
     state: &SharedState,
     system: &str,
     dataset: &str,
-) -> Result<bool, Status> {
+) -> Result<bool, FleetError> {
     let has =
         |inv: Option<Inventory>| inv.is_some_and(|i| i.datasets.iter().any(|d| d.name == dataset));
     if has(inventory(state, system)?) {
@@ -124,7 +122,7 @@ pub async fn validate(
     state: &SharedState,
     mut spec: TaskSpec,
     existing: Option<&Task>,
-) -> Result<Task, Status> {
+) -> Result<Task, FleetError> {
     let (kind, name, default_schedule) = match spec.kind.as_mut() {
         Some(task_spec::Kind::Snapshot(snapshot)) => {
             validate_snapshot(state, snapshot).await?;
@@ -158,15 +156,13 @@ pub async fn validate(
             (KIND_RSYNC, name, Schedule::hourly())
         }
         None => {
-            return Err(Status::invalid_argument(
-                "kind: a task needs a kind (e.g. snapshot)",
-            ));
+            return Err(invalid("kind", "a task needs a kind (e.g. snapshot)"));
         }
     };
     let schedule = if spec.schedule.trim().is_empty() {
         default_schedule
     } else {
-        Schedule::parse(&spec.schedule).map_err(|e| Status::invalid_argument(e.to_string()))?
+        Schedule::parse(&spec.schedule).map_err(|e| FleetError::invalid_message(&e.to_string()))?
     };
     spec.schedule = schedule.expression().to_owned();
     // A new task gets its id when it is saved, so checks use up none.
@@ -186,7 +182,10 @@ pub async fn validate(
     })
 }
 
-async fn validate_snapshot(state: &SharedState, spec: &mut SnapshotTaskSpec) -> Result<(), Status> {
+async fn validate_snapshot(
+    state: &SharedState,
+    spec: &mut SnapshotTaskSpec,
+) -> Result<(), FleetError> {
     if spec.system.is_empty() {
         return Err(invalid("system", "System is required"));
     }
@@ -207,7 +206,7 @@ async fn validate_snapshot(state: &SharedState, spec: &mut SnapshotTaskSpec) -> 
         spec.lifetime = DEFAULT_LIFETIME.into();
     }
     parse_lifetime("lifetime", &spec.lifetime)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| FleetError::invalid_message(&e.to_string()))?;
     if !spec.exclude.is_empty() && !spec.recursive {
         return Err(invalid(
             "exclude",
@@ -240,7 +239,7 @@ async fn validate_replication(
     state: &SharedState,
     spec: &mut ReplicationTaskSpec,
     own_id: Option<u64>,
-) -> Result<(), Status> {
+) -> Result<(), FleetError> {
     spec.name = spec.name.trim().to_owned();
     if spec.name.is_empty() {
         return Err(invalid("name", "Name is required"));
@@ -259,8 +258,7 @@ async fn validate_replication(
     }
     let taken = state
         .store
-        .tasks()
-        .map_err(internal)?
+        .tasks()?
         .into_iter()
         .any(|t| t.kind == KIND_REPLICATION && t.name == spec.name && Some(t.id) != own_id);
     if taken {
@@ -361,7 +359,7 @@ fn arrow(spec: &RsyncTaskSpec) -> &'static str {
 
 /// Field rules first, then everything that needs the task's host, checked
 /// there by its agent (path, user, key, and the remote path when asked).
-async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result<(), Status> {
+async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result<(), FleetError> {
     if spec.system.is_empty() {
         return Err(invalid("system", "System is required"));
     }
@@ -369,7 +367,7 @@ async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result
     // Refused here as well as on the agent, so a task that would hand rsync
     // a program to run or a file to read is never stored, whoever calls.
     nasfleet_common::rsync_aux::check_auxiliary(&spec.auxiliary)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| FleetError::invalid_message(&e.to_string()))?;
     if spec.mode() == RsyncMode::Unspecified {
         spec.set_mode(RsyncMode::Module);
     }
@@ -391,42 +389,41 @@ async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result
         )
         .await
         .map_err(|e| {
-            Status::failed_precondition(format!(
+            FleetError::Conflict(format!(
                 "system: {e}; rsync tasks are checked on their system"
             ))
         })?;
     if !answer.error.is_empty() {
-        return Err(Status::invalid_argument(answer.error));
+        // The agent words its refusals as `field: rule`.
+        return Err(FleetError::invalid_message(&answer.error));
     }
     Ok(())
 }
 
 /// Finds a task by id (digits) or by its name; an ambiguous name is refused.
-pub fn find(state: &SharedState, reference: &str) -> Result<Task, Status> {
+pub fn find(state: &SharedState, reference: &str) -> Result<Task, FleetError> {
     if let Ok(id) = reference.parse::<u64>() {
         return state
             .store
-            .task(id)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("task {id} does not exist")));
+            .task(id)?
+            .ok_or_else(|| FleetError::NotFound(format!("task {id} does not exist")));
     }
     let matching: Vec<Task> = state
         .store
-        .tasks()
-        .map_err(internal)?
+        .tasks()?
         .into_iter()
         .filter(|t| t.name == reference)
         .collect();
     match matching.len() {
-        0 => Err(Status::not_found(format!(
+        0 => Err(FleetError::NotFound(format!(
             "task '{}' does not exist",
             echo(reference)
         ))),
         1 => Ok(matching.into_iter().next().unwrap_or_default()),
-        n => Err(Status::invalid_argument(format!(
-            "task: '{}' names {n} tasks; use the task id",
-            echo(reference)
-        ))),
+        n => Err(invalid(
+            "task",
+            format!("'{}' names {n} tasks; use the task id", echo(reference)),
+        )),
     }
 }
 
@@ -445,8 +442,8 @@ pub fn state_word(state: RunState) -> &'static str {
 
 /// Fills in what is derived rather than stored: status and last error from
 /// the latest run that actually ran, and the next scheduled run.
-pub fn present(state: &SharedState, mut task: Task) -> Result<Task, Status> {
-    let runs = state.store.runs_of_task(task.id, 20).map_err(internal)?;
+pub fn present(state: &SharedState, mut task: Task) -> Result<Task, FleetError> {
+    let runs = state.store.runs_of_task(task.id, 20)?;
     let latest = runs
         .iter()
         .find(|r| !matches!(r.state(), RunState::Skipped | RunState::Missed));
@@ -482,7 +479,7 @@ pub async fn prepare(
     match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
         Some(task_spec::Kind::Snapshot(spec)) => snapshot_work(state, spec, at)
             .map(|work| vec![(spec.system.clone(), work)])
-            .map_err(|s| s.message().to_owned()),
+            .map_err(|e| e.to_string()),
         Some(task_spec::Kind::Replication(spec)) => replication_work(state, spec, at).await,
         Some(task_spec::Kind::Rsync(spec)) => Ok(vec![(
             spec.system.clone(),
@@ -499,10 +496,10 @@ fn snapshot_work(
     state: &SharedState,
     spec: &SnapshotTaskSpec,
     at: DateTime<Utc>,
-) -> Result<StartRun, Status> {
+) -> Result<StartRun, FleetError> {
     let schema = NamingSchema::new(&spec.naming_schema).map_err(|e| invalid("naming_schema", e))?;
     let lifetime = parse_lifetime("lifetime", &spec.lifetime)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| FleetError::invalid_message(&e.to_string()))?;
     let protected = protected_snapshots(state, &spec.system);
     if let Err(reason) = &protected {
         tracing::warn!(system = %spec.system, %reason, "protected snapshots unknown; retention will destroy nothing this run");
@@ -544,18 +541,15 @@ async fn replication_work(
                         ..Default::default()
                     }
                 } else {
-                    let connection =
-                        ssh_connections::ensure(state, &source.system, &spec.target_system)
-                            .await
-                            .map_err(|s| {
-                                format!(
-                                    "{}: SSH connection to '{}' could not be set up: {}",
-                                    source.system,
-                                    spec.target_system,
-                                    s.message()
-                                )
-                            })?;
-                    let mut target = ssh_connections::replication_target(&connection);
+                    let connection = ssh_trust::ensure(state, &source.system, &spec.target_system)
+                        .await
+                        .map_err(|s| {
+                            format!(
+                                "{}: SSH connection to '{}' could not be set up: {}",
+                                source.system, spec.target_system, s
+                            )
+                        })?;
+                    let mut target = ssh_trust::replication_target(&connection);
                     // Saves the source a probe over ssh on every run.
                     if let Ok(Some(inventory)) = inventory(state, &spec.target_system) {
                         target.zfs_dialect = inventory.zfs_dialect;
@@ -711,10 +705,7 @@ pub fn protected_snapshots(state: &SharedState, system: &str) -> Result<Vec<Stri
         match inventory(state, of) {
             Ok(Some(inventory)) => Ok(inventory),
             Ok(None) => Err(format!("the snapshots of '{of}' are not known yet")),
-            Err(e) => Err(format!(
-                "the snapshots of '{of}' could not be read ({})",
-                e.message()
-            )),
+            Err(e) => Err(format!("the snapshots of '{of}' could not be read ({e})")),
         }
     };
     let source_inventory = known(system)?;

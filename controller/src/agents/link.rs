@@ -7,7 +7,7 @@
 //! writing); run results queue in order.
 
 use crate::auth::require_system;
-use crate::runs;
+use crate::engine::runs;
 use crate::state::SharedState;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::agent_link_server::AgentLink;

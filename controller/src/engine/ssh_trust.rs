@@ -4,25 +4,21 @@
 //! come from the target's own inventory (reported by its agent over mutual
 //! TLS) and are recorded when the connection is made.
 
+use crate::engine::error::FleetError;
+use crate::engine::tasks;
 use crate::state::SharedState;
 use crate::store::SshConnectionRecord;
-use crate::tasks;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::{
     AuthorizeKey, CheckSsh, ReplicationTarget, RevokeKey, SshConnection, agent_request,
 };
 use std::time::Duration;
-use tonic::Status;
 
 /// The user replication logs in as on targets.
 pub const REPLICATION_USER: &str = "root";
 const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reachability, login and a zfs probe from the source.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("controller store failure: {e}"))
-}
 
 pub fn to_proto(record: &SshConnectionRecord) -> SshConnection {
     SshConnection {
@@ -40,12 +36,8 @@ pub async fn ensure(
     state: &SharedState,
     source: &str,
     target: &str,
-) -> Result<SshConnectionRecord, Status> {
-    if let Some(record) = state
-        .store
-        .ssh_connection(source, target)
-        .map_err(internal)?
-    {
+) -> Result<SshConnectionRecord, FleetError> {
+    if let Some(record) = state.store.ssh_connection(source, target)? {
         return Ok(record);
     }
     create(state, source, target).await
@@ -57,10 +49,11 @@ pub async fn create(
     state: &SharedState,
     source: &str,
     target: &str,
-) -> Result<SshConnectionRecord, Status> {
+) -> Result<SshConnectionRecord, FleetError> {
     if source == target {
-        return Err(Status::invalid_argument(
-            "target: a system replicates to itself locally and needs no SSH connection",
+        return Err(FleetError::invalid(
+            "target",
+            "a system replicates to itself locally and needs no SSH connection",
         ));
     }
     tasks::require_enrolled(state, "source", source)?;
@@ -69,7 +62,7 @@ pub async fn create(
         .map(|i| i.replication_public_key)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
-            Status::failed_precondition(format!(
+            FleetError::Conflict(format!(
                 "System '{source}' has not reported a replication key yet; is its agent online?"
             ))
         })?;
@@ -77,7 +70,7 @@ pub async fn create(
         .and_then(|i| i.services.into_iter().find(|s| s.name == "ssh"))
         .filter(|s| !s.address.is_empty() && !s.host_keys.is_empty())
         .ok_or_else(|| {
-            Status::failed_precondition(format!(
+            FleetError::Conflict(format!(
                 "System '{target}' reports no SSH address and host keys; set ssh_address (and ssh_host_keys) in its agent config"
             ))
         })?;
@@ -93,9 +86,11 @@ pub async fn create(
             AUTHORIZE_TIMEOUT,
         )
         .await
-        .map_err(|e| Status::unavailable(format!("cannot authorize {source} on {target}: {e}")))?;
+        .map_err(|e| {
+            FleetError::Unavailable(format!("cannot authorize {source} on {target}: {e}"))
+        })?;
     if !answer.error.is_empty() {
-        return Err(Status::failed_precondition(format!(
+        return Err(FleetError::Conflict(format!(
             "System '{target}' could not authorize the key of '{source}': {}",
             answer.error
         )));
@@ -123,10 +118,10 @@ pub async fn create(
         )
         .await
         .map_err(|e| {
-            Status::unavailable(format!("cannot check the connection from {source}: {e}"))
+            FleetError::Unavailable(format!("cannot check the connection from {source}: {e}"))
         })?;
     if !check.error.is_empty() {
-        return Err(Status::failed_precondition(format!(
+        return Err(FleetError::Conflict(format!(
             "System '{source}' cannot log in to '{target}': {}",
             check.error
         )));
@@ -135,15 +130,14 @@ pub async fn create(
     state
         .store
         .write(move |w| w.put_ssh_connection(&stored))
-        .await
-        .map_err(internal)?;
+        .await?;
     tracing::info!(source, target, address = %record.address, "SSH connection made");
     Ok(record)
 }
 
 /// Has the target's agent remove the source's key from the replication
 /// user's authorized_keys. The target must be online for that.
-pub async fn revoke(state: &SharedState, record: &SshConnectionRecord) -> Result<(), Status> {
+pub async fn revoke(state: &SharedState, record: &SshConnectionRecord) -> Result<(), FleetError> {
     let answer = state
         .sessions
         .request(
@@ -156,13 +150,13 @@ pub async fn revoke(state: &SharedState, record: &SshConnectionRecord) -> Result
         )
         .await
         .map_err(|e| {
-            Status::unavailable(format!(
+            FleetError::Unavailable(format!(
                 "cannot revoke the key of '{}' on '{}' ({e}); the connection is kept until it can be",
                 record.source, record.target
             ))
         })?;
     if !answer.error.is_empty() {
-        return Err(Status::failed_precondition(format!(
+        return Err(FleetError::Conflict(format!(
             "System '{}' could not revoke the key of '{}': {}",
             record.target, record.source, answer.error
         )));
@@ -176,20 +170,17 @@ pub async fn revoke(state: &SharedState, record: &SshConnectionRecord) -> Result
 /// stays until that succeeds (a removed system's key must not keep
 /// logging in). Where it is the target, the sources' keys are revoked on
 /// it if it still answers; either way it is not the fleet's any more.
-pub async fn forget_system(state: &SharedState, system: &str) -> Result<(), Status> {
-    let connections = state.store.ssh_connections().map_err(internal)?;
+pub async fn forget_system(state: &SharedState, system: &str) -> Result<(), FleetError> {
+    let connections = state.store.ssh_connections()?;
     for record in connections.iter().filter(|c| c.source == system) {
-        revoke(state, record).await.map_err(|e| {
-            Status::new(
-                e.code(),
-                format!("{}; system '{system}' stays enrolled", e.message()),
-            )
-        })?;
+        revoke(state, record)
+            .await
+            .map_err(|e| e.adding(&format!("; system '{system}' stays enrolled")))?;
         forget(state, record).await?;
     }
     for record in connections.iter().filter(|c| c.target == system) {
         if let Err(e) = revoke(state, record).await {
-            tracing::warn!(source = %record.source, target = %system, reason = %e.message(), "key left on a system leaving the fleet");
+            tracing::warn!(source = %record.source, target = %system, reason = %e, "key left on a system leaving the fleet");
         }
         forget(state, record).await?;
     }
@@ -197,13 +188,12 @@ pub async fn forget_system(state: &SharedState, system: &str) -> Result<(), Stat
 }
 
 /// Drops a connection's record (durably); its key must be dealt with first.
-pub async fn forget(state: &SharedState, record: &SshConnectionRecord) -> Result<(), Status> {
+pub async fn forget(state: &SharedState, record: &SshConnectionRecord) -> Result<(), FleetError> {
     let (source, target) = (record.source.clone(), record.target.clone());
     state
         .store
         .write(move |w| w.delete_ssh_connection(&source, &target))
-        .await
-        .map_err(internal)?;
+        .await?;
     Ok(())
 }
 

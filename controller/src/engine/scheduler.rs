@@ -7,9 +7,9 @@
 //! starting checks that no run exists for that due time yet, so a crash
 //! between the two neither loses nor repeats a fire.
 
-use crate::runs::{self, Trigger};
+use crate::engine::runs::{self, Trigger};
+use crate::engine::tasks;
 use crate::state::SharedState;
-use crate::tasks;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use nasfleet_common::daemon::wait_for_shutdown;
@@ -265,7 +265,7 @@ impl Backend for StoreBackend {
         let parts = tasks::prepare(&self.state, &task, due).await;
         let started = runs::start(&self.state, &task, Trigger::Scheduled { at: due }, parts).await;
         if let Err(status) = started {
-            tracing::error!(task = %task.name, reason = %status.message(), "scheduled run could not start");
+            tracing::error!(task = %task.name, reason = %status, "scheduled run could not start");
         }
     }
 
@@ -285,7 +285,7 @@ impl Backend for StoreBackend {
         if let Err(status) =
             runs::record_not_run(&self.state, &task, &system, due, RunState::Missed, reason).await
         {
-            tracing::error!(task = %task.name, reason = %status.message(), "cannot record a missed run");
+            tracing::error!(task = %task.name, reason = %status, "cannot record a missed run");
         }
     }
 }

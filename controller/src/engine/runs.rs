@@ -7,24 +7,17 @@
 //! results it still holds). A result is acknowledged to the agent only after
 //! it is flushed.
 
+use crate::engine::error::FleetError;
+use crate::engine::run_hub::LOG_TAIL_LINES;
 use crate::state::SharedState;
 use crate::store::{StoreError, Write, is_final};
 use chrono::{DateTime, Utc};
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::controller_message::Body as Down;
 use nasfleet_proto::v1::{
-    AckRunResult, CancelRun, ControllerMessage, Progress, Run, RunEvent, RunPart, RunResult,
-    RunState, RunStep, RunUpdate, StartRun, Task, run_event, start_run,
+    AckRunResult, CancelRun, ControllerMessage, Run, RunPart, RunResult, RunState, RunUpdate,
+    StartRun, Task, start_run,
 };
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use tokio::sync::broadcast;
-use tonic::Status;
-
-/// Lines of run output kept with a run.
-pub const LOG_TAIL_LINES: usize = 50;
-/// Events a slow watcher may lag behind before it misses some.
-const WATCH_BUFFER: usize = 256;
 
 /// Why a run started.
 #[derive(Debug, Clone)]
@@ -33,145 +26,20 @@ pub enum Trigger {
     Scheduled { at: DateTime<Utc> },
 }
 
-/// What is known about an active run beyond its stored record: the latest
-/// progress and recent log lines. Kept in memory; the final result carries
-/// the agent's own log tail into the store.
-#[derive(Default)]
-struct LiveRun {
-    progress: Option<Progress>,
-    log_tail: VecDeque<String>,
-    steps: Vec<RunStep>,
-    /// Systems known to take part, whose progress reports are accepted.
-    participants: Vec<String>,
-}
-
-/// Live state of active runs and the channels their watchers listen on.
-#[derive(Default)]
-pub struct RunHub {
-    inner: Mutex<HashMap<u64, (broadcast::Sender<RunEvent>, LiveRun)>>,
-    /// Serialises run starts so "is this task already running?" and
-    /// "start it" cannot interleave.
-    start_lock: tokio::sync::Mutex<()>,
-}
-
-fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("controller store failure: {e}"))
-}
-
-impl RunHub {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, (broadcast::Sender<RunEvent>, LiveRun)>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Receives every event of `run_id` from now on.
-    pub fn subscribe(&self, run_id: u64) -> broadcast::Receiver<RunEvent> {
-        self.lock()
-            .entry(run_id)
-            .or_insert_with(|| (broadcast::channel(WATCH_BUFFER).0, LiveRun::default()))
-            .0
-            .subscribe()
-    }
-
-    /// Drops the channel of a run nobody watches and that has no live state
-    /// (a watch of a finished run must not leave an entry behind).
-    pub fn discard_if_unwatched(&self, run_id: u64) {
-        let mut guard = self.lock();
-        if guard
-            .get(&run_id)
-            .is_some_and(|(tx, live)| tx.receiver_count() == 0 && live.progress.is_none())
-        {
-            guard.remove(&run_id);
-        }
-    }
-
-    /// The stored record with live progress, log lines and steps merged in.
-    pub fn overlay(&self, mut run: Run) -> Run {
-        if let Some((_, live)) = self.lock().get(&run.id)
-            && !is_final(run.state())
-        {
-            run.progress = live.progress.clone();
-            if !live.log_tail.is_empty() {
-                run.log_tail = live.log_tail.iter().cloned().collect();
-            }
-            if !live.steps.is_empty() {
-                run.steps = live.steps.clone();
-            }
-        }
-        run
-    }
-
-    /// Whether `system` is known to take part in run `run_id`.
-    fn takes_part(&self, run_id: u64, system: &str) -> bool {
-        self.lock()
-            .get(&run_id)
-            .is_some_and(|(_, live)| live.participants.iter().any(|p| p == system))
-    }
-
-    fn add_participant(&self, run_id: u64, system: &str) {
-        let mut guard = self.lock();
-        let (_, live) = guard
-            .entry(run_id)
-            .or_insert_with(|| (broadcast::channel(WATCH_BUFFER).0, LiveRun::default()));
-        if !live.participants.iter().any(|p| p == system) {
-            live.participants.push(system.to_owned());
-        }
-    }
-
-    fn apply_update(&self, update: &RunUpdate) {
-        let mut guard = self.lock();
-        let (tx, live) = guard
-            .entry(update.run_id)
-            .or_insert_with(|| (broadcast::channel(WATCH_BUFFER).0, LiveRun::default()));
-        if let Some(progress) = &update.progress {
-            live.progress = Some(progress.clone());
-            let _ = tx.send(RunEvent {
-                body: Some(run_event::Body::Progress(progress.clone())),
-            });
-        }
-        for line in &update.log_lines {
-            live.log_tail.push_back(line.clone());
-            if live.log_tail.len() > LOG_TAIL_LINES {
-                live.log_tail.pop_front();
-            }
-            let _ = tx.send(RunEvent {
-                body: Some(run_event::Body::LogLine(line.clone())),
-            });
-        }
-        if let Some(step) = &update.step {
-            match live.steps.iter_mut().find(|s| s.name == step.name) {
-                Some(existing) => *existing = step.clone(),
-                None => live.steps.push(step.clone()),
-            }
-        }
-    }
-
-    /// Sends the final record to watchers and forgets the live state.
-    fn finish(&self, run: &Run) {
-        if let Some((tx, _)) = self.lock().remove(&run.id) {
-            let _ = tx.send(RunEvent {
-                body: Some(run_event::Body::Run(run.clone())),
-            });
-        }
-    }
-}
-
 /// Ends a run in the store with `state` and `reason`, and tells watchers.
 async fn finish(
     state: &SharedState,
     mut run: Run,
     final_state: RunState,
     reason: String,
-) -> Result<Run, Status> {
+) -> Result<Run, FleetError> {
     close_run(&mut run, final_state, reason);
     let limit = state.history_limit;
     let stored = run.clone();
     state
         .store
         .write(move |w| store_final(w, &stored, limit))
-        .await
-        .map_err(internal)?;
+        .await?;
     state.runs.finish(&run);
     Ok(run)
 }
@@ -193,11 +61,10 @@ fn store_final(w: &Write<'_>, run: &Run, history_limit: usize) -> Result<(), Sto
 }
 
 /// The active run of a task, if any.
-pub fn active_run_of(state: &SharedState, task_id: u64) -> Result<Option<Run>, Status> {
+pub fn active_run_of(state: &SharedState, task_id: u64) -> Result<Option<Run>, FleetError> {
     Ok(state
         .store
-        .active_runs()
-        .map_err(internal)?
+        .active_runs()?
         .into_iter()
         .map(|(run, _, _)| run)
         .find(|run| run.task_id == task_id))
@@ -220,7 +87,8 @@ fn settle(run: &Run) -> Option<(RunState, String)> {
         return Some((state, String::new()));
     }
     // Replication reasons always name the source system, even for one source.
-    let name_systems = run.parts.len() > 1 || run.task_kind == crate::tasks::KIND_REPLICATION;
+    let name_systems =
+        run.parts.len() > 1 || run.task_kind == crate::engine::tasks::KIND_REPLICATION;
     let reason = if !name_systems {
         failed[0].reason.clone()
     } else {
@@ -271,7 +139,7 @@ async fn end_part(
     system: &str,
     part_state: RunState,
     reason: String,
-) -> Result<Option<Run>, Status> {
+) -> Result<Option<Run>, FleetError> {
     let limit = state.history_limit;
     let part_system = system.to_owned();
     let ended = state
@@ -290,8 +158,7 @@ async fn end_part(
             let finished = end_part_in(w, &mut run, &part_system, part_state, reason, limit)?;
             Ok(Some((run, finished)))
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     let Some((run, finished)) = ended else {
         return Ok(None);
     };
@@ -302,11 +169,11 @@ async fn end_part(
 /// What follows a part's end outside the store: fresh inventories where
 /// snapshots changed, and the final record to watchers.
 fn after_part(state: &SharedState, run: &Run, system: &str, finished: bool) {
-    if run.task_kind == crate::tasks::KIND_REPLICATION {
+    if run.task_kind == crate::engine::tasks::KIND_REPLICATION {
         // Snapshots changed on both sides: retention's protected bases and
         // listings should see them soon.
         let _ = state.sessions.request_inventory(system);
-        if let Ok(task) = crate::tasks::find(state, &run.task_id.to_string())
+        if let Ok(task) = crate::engine::tasks::find(state, &run.task_id.to_string())
             && let Some(nasfleet_proto::v1::task_spec::Kind::Replication(spec)) =
                 task.spec.and_then(|s| s.kind)
         {
@@ -326,7 +193,7 @@ pub async fn record_not_run(
     scheduled_for: DateTime<Utc>,
     run_state: RunState,
     reason: String,
-) -> Result<Run, Status> {
+) -> Result<Run, FleetError> {
     let now = now_unix_ms();
     let mut run = Run {
         id: 0,
@@ -354,8 +221,7 @@ pub async fn record_not_run(
             store_final(w, &stored, limit)?;
             Ok(stored.id)
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     tracing::info!(task = %task.name, run = run.id, state = ?run_state, reason = %run.reason, "scheduled fire not run");
     Ok(run)
 }
@@ -372,13 +238,13 @@ pub async fn start(
     task: &Task,
     trigger: Trigger,
     parts: Result<Vec<(String, StartRun)>, String>,
-) -> Result<Run, Status> {
+) -> Result<Run, FleetError> {
     let _serial = state.runs.start_lock.lock().await;
-    let systems = crate::tasks::systems_of(task).join(",");
+    let systems = crate::engine::tasks::systems_of(task).join(",");
     if let Some(active) = active_run_of(state, task.id)? {
         let reason = format!("Previous run {} of this task is still running", active.id);
         return match trigger {
-            Trigger::Manual { .. } => Err(Status::failed_precondition(format!(
+            Trigger::Manual { .. } => Err(FleetError::Conflict(format!(
                 "task '{}' is already running: run {}",
                 task.name, active.id
             ))),
@@ -388,7 +254,7 @@ pub async fn start(
         };
     }
 
-    let id = state.store.next_id().await.map_err(internal)?;
+    let id = state.store.next_id().await?;
     let (parts, unprepared) = match parts {
         Ok(mut parts) => {
             for (_, work) in &mut parts {
@@ -443,8 +309,7 @@ pub async fn start(
             }
             Ok(())
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     // Watchers may subscribe from here on.
     drop(state.runs.subscribe(id));
     for (system, _) in &parts {
@@ -516,7 +381,11 @@ pub async fn result(state: &SharedState, system: &str, result: RunResult) {
     }
 }
 
-async fn record_result(state: &SharedState, system: &str, result: RunResult) -> Result<(), Status> {
+async fn record_result(
+    state: &SharedState,
+    system: &str,
+    result: RunResult,
+) -> Result<(), FleetError> {
     let run_id = result.run_id;
     let reported = result.state();
     let part_state = if is_final(reported) {
@@ -555,8 +424,7 @@ async fn record_result(state: &SharedState, system: &str, result: RunResult) -> 
                 end_part_in(w, &mut run, &part_system, part_state, result.reason, limit)?;
             Ok(ResultOutcome::Ended(Box::new(run), finished))
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     match outcome {
         ResultOutcome::UnknownRun => {
             tracing::warn!(
@@ -652,16 +520,15 @@ pub async fn reconcile(state: &SharedState, system: &str, agent_active: &[u64]) 
 /// Cancels an active run: the agent kills its processes and reports FAILED
 /// `Cancelled by USER`. When the system is offline the run ends here at once
 /// and the agent is told to stop when it reconnects.
-pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, Status> {
+pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, FleetError> {
     let mut run = state
         .store
-        .run(run_id)
-        .map_err(internal)?
-        .ok_or_else(|| Status::not_found(format!("run {run_id} does not exist")))?;
+        .run(run_id)?
+        .ok_or_else(|| FleetError::NotFound(format!("run {run_id} does not exist")))?;
     if is_final(run.state()) {
-        return Err(Status::failed_precondition(format!(
+        return Err(FleetError::Conflict(format!(
             "run {run_id} already ended ({})",
-            crate::tasks::state_word(run.state())
+            crate::engine::tasks::state_word(run.state())
         )));
     }
     let running: Vec<String> = run
@@ -699,12 +566,11 @@ pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, S
 }
 
 /// The current record of a run, with live progress merged in.
-pub fn get(state: &SharedState, run_id: u64) -> Result<Run, Status> {
+pub fn get(state: &SharedState, run_id: u64) -> Result<Run, FleetError> {
     let run = state
         .store
-        .run(run_id)
-        .map_err(internal)?
-        .ok_or_else(|| Status::not_found(format!("run {run_id} does not exist")))?;
+        .run(run_id)?
+        .ok_or_else(|| FleetError::NotFound(format!("run {run_id} does not exist")))?;
     Ok(state.runs.overlay(run))
 }
 
@@ -713,6 +579,7 @@ mod tests {
     use super::*;
 
     use crate::state::test_state as state;
+    use nasfleet_proto::v1::Progress;
 
     fn task() -> Task {
         Task {
@@ -785,12 +652,9 @@ mod tests {
             no_work(),
         )
         .await;
-        let refused = manual.unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
         assert!(
-            refused.message().contains("already running: run 7"),
-            "{}",
-            refused.message()
+            matches!(&manual, Err(FleetError::Conflict(m)) if m.contains("already running: run 7")),
+            "{manual:?}"
         );
 
         let due = chrono::Utc::now();
@@ -896,35 +760,5 @@ mod tests {
         assert_eq!(stored.reason, "nas2: nas2 says so");
         assert_eq!(stored.bytes, 20);
         assert!(state.store.active_runs().unwrap().is_empty());
-    }
-
-    #[test]
-    fn hub_keeps_a_bounded_log_tail_and_latest_progress() {
-        let hub = RunHub::default();
-        let mut rx = hub.subscribe(1);
-        for i in 0..(LOG_TAIL_LINES + 5) {
-            hub.apply_update(&RunUpdate {
-                run_id: 1,
-                progress: Some(Progress {
-                    bytes_done: i as u64,
-                    ..Default::default()
-                }),
-                log_lines: vec![format!("line {i}")],
-                step: None,
-            });
-        }
-        let mut run = Run {
-            id: 1,
-            ..Default::default()
-        };
-        run.set_state(RunState::Running);
-        let run = hub.overlay(run);
-        assert_eq!(run.log_tail.len(), LOG_TAIL_LINES);
-        assert_eq!(run.log_tail.last().map(String::as_str), Some("line 54"));
-        assert_eq!(run.progress.map(|p| p.bytes_done), Some(54));
-        assert!(matches!(
-            rx.try_recv().ok().and_then(|e| e.body),
-            Some(run_event::Body::Progress(_))
-        ));
     }
 }

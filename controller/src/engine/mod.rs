@@ -1,0 +1,8 @@
+//! The fleet's domain: tasks and their validation, runs, the scheduler and SSH trust between systems; typed errors, no transport types.
+
+pub mod error;
+pub mod run_hub;
+pub mod runs;
+pub mod scheduler;
+pub mod ssh_trust;
+pub mod tasks;
