@@ -1,12 +1,14 @@
-//! Who is calling: the client certificate of every request checked against the certificates this controller issued.
+//! Who is calling, and may they: the client certificate of every request checked against the certificates this controller issued, and the access a call needs checked against the caller's role.
 //!
 //! TLS already proved the certificate chains to our CA; here we add what a
 //! CA check cannot: the certificate must be one we recorded and not revoked,
-//! and its principal must fit the call.
+//! and its principal must fit the call. Both edges (the Fleet API and the
+//! agent link) use this module.
 
-use crate::store::Store;
+use crate::engine::error::FleetError;
+use crate::store::{CertRecord, Store};
 use nasfleet_common::identity::{PeerCertificate, Principal};
-use tonic::{Request, Status};
+use tonic::Request;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -16,93 +18,208 @@ pub struct Caller {
     pub serial_hex: String,
 }
 
-pub const ROLE_ADMIN: &str = "admin";
-
-fn internal(e: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %e, "store failure during authentication");
-    Status::internal(format!("controller store failure: {e}"))
+impl Caller {
+    /// The caller's name without its kind, as runs record who started them.
+    pub fn name(&self) -> &str {
+        match &self.principal {
+            Principal::User(name) | Principal::System(name) => name,
+        }
+    }
 }
 
-/// Reads and checks the client certificate of `request`.
-pub fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<Caller, Status> {
+pub const ROLE_ADMIN: &str = "admin";
+
+/// What a call does, and so what the caller's role must allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Look at systems, datasets, snapshots, tasks, runs and connections.
+    Read,
+    /// Change or run the fleet's tasks and snapshots.
+    Operate,
+    /// Manage the fleet itself: join tokens, system removal, SSH trust.
+    Administer,
+}
+
+impl Access {
+    /// Whether `role` may make calls of this access. Today's roles are
+    /// `admin` (everything) and `viewer` (read only).
+    pub fn allowed_for(self, role: Option<&str>) -> bool {
+        match self {
+            Access::Read => true,
+            Access::Operate | Access::Administer => role == Some(ROLE_ADMIN),
+        }
+    }
+}
+
+/// The leaf certificate of `request`, parsed.
+fn peer_certificate<T>(request: &Request<T>) -> Result<PeerCertificate, FleetError> {
     let certs = request.peer_certs().ok_or_else(|| {
-        Status::unauthenticated(
-            "no client certificate: this call needs nasfleet credentials (see `nasfleet --config`)",
+        FleetError::Unauthenticated(
+            "no client certificate: this call needs nasfleet credentials (see `nasfleet --config`)"
+                .into(),
         )
     })?;
     let leaf = certs
         .first()
-        .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-    let peer = PeerCertificate::from_der(leaf)
-        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-    let record = store
-        .cert(&peer.serial_hex)
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Status::unauthenticated(format!(
-                "client certificate {} was not issued by this controller",
-                peer.serial_hex
-            ))
-        })?;
-    // Revoked or mismatched credentials are refused credentials, not a
-    // lack of permission: the caller must get new ones, not a new role.
+        .ok_or_else(|| FleetError::Unauthenticated("empty client certificate chain".into()))?;
+    PeerCertificate::from_der(leaf)
+        .map_err(|e| FleetError::Unauthenticated(format!("client certificate: {e}")))
+}
+
+/// Reads and checks the client certificate of `request`.
+pub fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<Caller, FleetError> {
+    let peer = peer_certificate(request)?;
+    let record = store.cert(&peer.serial_hex)?;
+    check_issued(&peer, record.as_ref())?;
+    Ok(Caller {
+        role: record.and_then(|r| r.role),
+        principal: peer.principal,
+        serial_hex: peer.serial_hex,
+    })
+}
+
+/// The certificate must be one this controller issued to that principal,
+/// and not revoked. Revoked or mismatched credentials are refused
+/// credentials, not a lack of permission: the caller needs new ones.
+fn check_issued(peer: &PeerCertificate, record: Option<&CertRecord>) -> Result<(), FleetError> {
+    let record = record.ok_or_else(|| {
+        FleetError::Unauthenticated(format!(
+            "client certificate {} was not issued by this controller",
+            peer.serial_hex
+        ))
+    })?;
     if record.revoked_unix_ms.is_some() {
-        return Err(Status::unauthenticated(format!(
+        return Err(FleetError::Unauthenticated(format!(
             "certificate of {} has been revoked",
             peer.principal
         )));
     }
     if record.principal != peer.principal.common_name() {
-        return Err(Status::unauthenticated(
-            "client certificate does not match the identity it was issued to",
+        return Err(FleetError::Unauthenticated(
+            "client certificate does not match the identity it was issued to".into(),
         ));
     }
-    Ok(Caller {
-        principal: peer.principal,
-        role: record.role,
-        serial_hex: peer.serial_hex,
-    })
+    Ok(())
 }
 
-/// A person; `admin_only` calls also need the admin role.
-pub fn require_user<T>(
+/// A person whose role allows `access`.
+pub fn authorize<T>(
     store: &Store,
     request: &Request<T>,
-    admin_only: bool,
-) -> Result<Caller, Status> {
+    access: Access,
+) -> Result<Caller, FleetError> {
     let caller = authenticate(store, request)?;
+    permit(&caller, access)?;
+    Ok(caller)
+}
+
+/// Whether an authenticated caller may make a call of `access`.
+pub fn permit(caller: &Caller, access: Access) -> Result<(), FleetError> {
     match &caller.principal {
-        Principal::User(_) => {
-            if admin_only && caller.role.as_deref() != Some(ROLE_ADMIN) {
-                return Err(Status::permission_denied(format!(
-                    "{} lacks the admin role this call needs",
-                    caller.principal
-                )));
-            }
-            Ok(caller)
-        }
-        Principal::System(_) => Err(Status::permission_denied(
-            "agent certificates cannot call the fleet administration API",
+        Principal::User(_) if access.allowed_for(caller.role.as_deref()) => Ok(()),
+        Principal::User(_) => Err(FleetError::PermissionDenied(format!(
+            "{} lacks the admin role this call needs",
+            caller.principal
+        ))),
+        Principal::System(_) => Err(FleetError::PermissionDenied(
+            "agent certificates cannot call the fleet administration API".into(),
         )),
     }
 }
 
-/// An enrolled agent; returns its system name.
-pub fn require_system<T>(store: &Store, request: &Request<T>) -> Result<String, Status> {
+/// An enrolled agent with its current certificate; returns its system name.
+pub fn require_system<T>(store: &Store, request: &Request<T>) -> Result<String, FleetError> {
     let caller = authenticate(store, request)?;
     let Principal::System(name) = caller.principal else {
-        return Err(Status::permission_denied(
-            "only agent certificates may open the agent link",
+        return Err(FleetError::PermissionDenied(
+            "only agent certificates may open the agent link".into(),
         ));
     };
-    let system = store.system(&name).map_err(internal)?.ok_or_else(|| {
-        Status::permission_denied(format!("system '{name}' is not enrolled in this fleet"))
+    let system = store.system(&name)?.ok_or_else(|| {
+        FleetError::PermissionDenied(format!("system '{name}' is not enrolled in this fleet"))
     })?;
     if system.cert_serial != caller.serial_hex {
-        return Err(Status::permission_denied(format!(
+        return Err(FleetError::PermissionDenied(format!(
             "certificate {} is not the current certificate of system '{name}'",
             caller.serial_hex
         )));
     }
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(role: Option<&str>) -> Caller {
+        Caller {
+            principal: Principal::User("ann".into()),
+            role: role.map(str::to_owned),
+            serial_hex: "01".into(),
+        }
+    }
+
+    fn peer(principal: Principal) -> PeerCertificate {
+        PeerCertificate {
+            principal,
+            serial_hex: "0a".into(),
+        }
+    }
+
+    fn issued(principal: &str, revoked: bool) -> CertRecord {
+        CertRecord {
+            principal: principal.into(),
+            role: Some("admin".into()),
+            issued_unix_ms: 1,
+            revoked_unix_ms: revoked.then_some(2),
+        }
+    }
+
+    #[test]
+    fn admins_may_do_everything_viewers_only_read() {
+        for access in [Access::Read, Access::Operate, Access::Administer] {
+            assert!(permit(&user(Some("admin")), access).is_ok(), "{access:?}");
+        }
+        assert!(permit(&user(Some("viewer")), Access::Read).is_ok());
+        for access in [Access::Operate, Access::Administer] {
+            assert!(
+                matches!(
+                    permit(&user(Some("viewer")), access),
+                    Err(FleetError::PermissionDenied(m)) if m.contains("lacks the admin role")
+                ),
+                "{access:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn agents_may_not_use_the_fleet_api() {
+        let agent = Caller {
+            principal: Principal::System("nas1".into()),
+            role: None,
+            serial_hex: "02".into(),
+        };
+        assert!(matches!(
+            permit(&agent, Access::Read),
+            Err(FleetError::PermissionDenied(m)) if m.contains("agent certificates cannot")
+        ));
+    }
+
+    #[test]
+    fn unknown_revoked_or_mismatched_certificates_are_refused_credentials() {
+        let ann = peer(Principal::User("ann".into()));
+        assert!(matches!(
+            check_issued(&ann, None),
+            Err(FleetError::Unauthenticated(m)) if m.contains("not issued by this controller")
+        ));
+        assert!(matches!(
+            check_issued(&ann, Some(&issued("user:ann", true))),
+            Err(FleetError::Unauthenticated(m)) if m.contains("revoked")
+        ));
+        assert!(matches!(
+            check_issued(&ann, Some(&issued("user:bob", false))),
+            Err(FleetError::Unauthenticated(m)) if m.contains("does not match")
+        ));
+        assert!(check_issued(&ann, Some(&issued("user:ann", false))).is_ok());
+    }
 }

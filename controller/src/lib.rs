@@ -11,5 +11,5 @@ pub mod engine;
 pub mod init;
 pub mod pki;
 pub mod server;
-pub mod state;
+pub mod sessions;
 pub mod store;

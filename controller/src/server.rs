@@ -2,13 +2,13 @@
 
 use crate::agents::enrollment::EnrollmentService;
 use crate::agents::link::AgentLinkService;
-use crate::agents::sessions::Sessions;
 use crate::api::FleetService;
 use crate::config::{ControllerConfig, DataDir};
 use crate::engine::run_hub::RunHub;
 use crate::engine::scheduler::{Scheduler, StoreBackend, SystemClock};
+use crate::engine::state::{ControllerState, SharedState};
 use crate::pki::{CaMaterial, CertificateAuthority, PkiError};
-use crate::state::{ControllerState, SharedState};
+use crate::sessions::Sessions;
 use crate::store::{Store, StoreError};
 use nasfleet_common::daemon::wait_for_shutdown;
 use nasfleet_proto::MAX_MESSAGE_BYTES;

@@ -1,57 +1,14 @@
-//! Join tokens and the Enrollment service: a single-use token plus a CSR become an agent certificate.
+//! The Enrollment service: a single-use join token plus a CSR become an agent certificate.
 
-use crate::state::SharedState;
-use crate::store::{CertRecord, EnrollError, EnrollRefusal, SystemRecord, TokenRecord};
+use crate::engine::membership::token_hash;
+use crate::engine::state::SharedState;
+use crate::store::{CertRecord, EnrollError, EnrollRefusal, SystemRecord};
 use nasfleet_common::identity::Principal;
 use nasfleet_common::names::validate_system_name;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::enrollment_server::Enrollment;
 use nasfleet_proto::v1::{JoinRequest, JoinResponse};
-use sha2::{Digest, Sha256};
-use std::time::Duration;
 use tonic::{Request, Response, Status};
-
-/// Longest accepted token lifetime; join tokens are meant to be used right away.
-pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
-
-/// Tokens are stored only as this hash.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// Creates and records a token valid for `ttl`; returns it and its expiry.
-pub async fn create_token(
-    state: &SharedState,
-    created_by: &str,
-    ttl: Duration,
-) -> Result<(String, i64), Status> {
-    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-        return Err(Status::invalid_argument(format!(
-            "ttl: must be between 1s and {}d",
-            MAX_TOKEN_TTL.as_secs() / 86_400
-        )));
-    }
-    // 160 random bits: guessing is hopeless within any token lifetime.
-    let secret: [u8; 20] = rand::random();
-    let token = format!("nfj1.{}", hex::encode(secret));
-    let now = now_unix_ms();
-    let expires = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
-    let record = TokenRecord {
-        created_unix_ms: now,
-        expires_unix_ms: expires,
-        created_by: created_by.to_owned(),
-        used_by: None,
-        used_unix_ms: None,
-    };
-    let hash = token_hash(&token);
-    state
-        .store
-        .write(move |w| w.put_token(&hash, &record))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-    Ok((token, expires))
-}
 
 pub struct EnrollmentService {
     pub state: SharedState,

@@ -8,7 +8,7 @@
 
 use crate::auth::require_system;
 use crate::engine::runs;
-use crate::state::SharedState;
+use crate::engine::state::SharedState;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::agent_link_server::AgentLink;
 use nasfleet_proto::v1::agent_message::Body as Up;
@@ -51,9 +51,9 @@ impl AgentLink for AgentLinkService {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let name = match require_system(&self.state.store, &request) {
             Ok(name) => name,
-            Err(status) => {
-                tracing::warn!(peer = ?request.remote_addr(), reason = %status.message(), "agent connection refused");
-                return Err(status);
+            Err(refused) => {
+                tracing::warn!(peer = ?request.remote_addr(), reason = %refused, "agent connection refused");
+                return Err(refused.into());
             }
         };
         let address = request

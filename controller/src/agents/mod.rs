@@ -1,5 +1,4 @@
-//! The agents: enrollment with a join token, each agent's long-lived link, and the sessions of the agents connected now.
+//! The agents' edge: enrollment with a join token and each agent's long-lived link (the sessions they open live in `crate::sessions`, below the engine that sends on them).
 
 pub mod enrollment;
 pub mod link;
-pub mod sessions;

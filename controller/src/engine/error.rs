@@ -1,6 +1,6 @@
 //! The engine's one error type: what went wrong in words a person can act on, and of which kind, so each edge (gRPC, web) can answer in its own terms.
 
-use crate::agents::sessions::DeliveryError;
+use crate::sessions::DeliveryError;
 use crate::store::StoreError;
 use thiserror::Error;
 

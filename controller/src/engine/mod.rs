@@ -1,8 +1,12 @@
 //! The fleet's domain: tasks and their validation, runs, the scheduler and SSH trust between systems; typed errors, no transport types.
 
 pub mod error;
+pub mod kinds;
+pub mod membership;
 pub mod run_hub;
 pub mod runs;
 pub mod scheduler;
 pub mod ssh_trust;
+pub mod state;
+pub mod systems;
 pub mod tasks;

@@ -8,8 +8,9 @@
 //! it is flushed.
 
 use crate::engine::error::FleetError;
+use crate::engine::kinds::{KIND_REPLICATION, state_word, systems_of};
 use crate::engine::run_hub::LOG_TAIL_LINES;
-use crate::state::SharedState;
+use crate::engine::state::SharedState;
 use crate::store::{StoreError, Write, is_final};
 use chrono::{DateTime, Utc};
 use nasfleet_common::status::now_unix_ms;
@@ -87,8 +88,7 @@ fn settle(run: &Run) -> Option<(RunState, String)> {
         return Some((state, String::new()));
     }
     // Replication reasons always name the source system, even for one source.
-    let name_systems =
-        run.parts.len() > 1 || run.task_kind == crate::engine::tasks::KIND_REPLICATION;
+    let name_systems = run.parts.len() > 1 || run.task_kind == KIND_REPLICATION;
     let reason = if !name_systems {
         failed[0].reason.clone()
     } else {
@@ -169,11 +169,11 @@ async fn end_part(
 /// What follows a part's end outside the store: fresh inventories where
 /// snapshots changed, and the final record to watchers.
 fn after_part(state: &SharedState, run: &Run, system: &str, finished: bool) {
-    if run.task_kind == crate::engine::tasks::KIND_REPLICATION {
+    if run.task_kind == KIND_REPLICATION {
         // Snapshots changed on both sides: retention's protected bases and
         // listings should see them soon.
         let _ = state.sessions.request_inventory(system);
-        if let Ok(task) = crate::engine::tasks::find(state, &run.task_id.to_string())
+        if let Ok(Some(task)) = state.store.task(run.task_id)
             && let Some(nasfleet_proto::v1::task_spec::Kind::Replication(spec)) =
                 task.spec.and_then(|s| s.kind)
         {
@@ -240,7 +240,7 @@ pub async fn start(
     parts: Result<Vec<(String, StartRun)>, String>,
 ) -> Result<Run, FleetError> {
     let _serial = state.runs.start_lock.lock().await;
-    let systems = crate::engine::tasks::systems_of(task).join(",");
+    let systems = systems_of(task).join(",");
     if let Some(active) = active_run_of(state, task.id)? {
         let reason = format!("Previous run {} of this task is still running", active.id);
         return match trigger {
@@ -528,7 +528,7 @@ pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, F
     if is_final(run.state()) {
         return Err(FleetError::Conflict(format!(
             "run {run_id} already ended ({})",
-            crate::engine::tasks::state_word(run.state())
+            state_word(run.state())
         )));
     }
     let running: Vec<String> = run
@@ -578,7 +578,7 @@ pub fn get(state: &SharedState, run_id: u64) -> Result<Run, FleetError> {
 mod tests {
     use super::*;
 
-    use crate::state::test_state as state;
+    use crate::engine::state::test_state as state;
     use nasfleet_proto::v1::Progress;
 
     fn task() -> Task {

@@ -8,8 +8,8 @@
 //! between the two neither loses nor repeats a fire.
 
 use crate::engine::runs::{self, Trigger};
+use crate::engine::state::SharedState;
 use crate::engine::tasks;
-use crate::state::SharedState;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use nasfleet_common::daemon::wait_for_shutdown;

@@ -5,9 +5,10 @@
 //! TLS) and are recorded when the connection is made.
 
 use crate::engine::error::FleetError;
-use crate::engine::tasks;
-use crate::state::SharedState;
+use crate::engine::state::SharedState;
+use crate::engine::systems;
 use crate::store::SshConnectionRecord;
+use nasfleet_common::echo::echo;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::{
     AuthorizeKey, CheckSsh, ReplicationTarget, RevokeKey, SshConnection, agent_request,
@@ -56,9 +57,9 @@ pub async fn create(
             "a system replicates to itself locally and needs no SSH connection",
         ));
     }
-    tasks::require_enrolled(state, "source", source)?;
-    tasks::require_enrolled(state, "target", target)?;
-    let public_key = tasks::inventory(state, source)?
+    systems::require_enrolled(state, "source", source)?;
+    systems::require_enrolled(state, "target", target)?;
+    let public_key = systems::inventory(state, source)?
         .map(|i| i.replication_public_key)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
@@ -66,7 +67,7 @@ pub async fn create(
                 "System '{source}' has not reported a replication key yet; is its agent online?"
             ))
         })?;
-    let ssh = tasks::inventory(state, target)?
+    let ssh = systems::inventory(state, target)?
         .and_then(|i| i.services.into_iter().find(|s| s.name == "ssh"))
         .filter(|s| !s.address.is_empty() && !s.host_keys.is_empty())
         .ok_or_else(|| {
@@ -195,6 +196,26 @@ pub async fn forget(state: &SharedState, record: &SshConnectionRecord) -> Result
         .write(move |w| w.delete_ssh_connection(&source, &target))
         .await?;
     Ok(())
+}
+
+/// Ends the connection from `source` to `target`: the key must stop
+/// working, not just be forgotten here, so the target revokes it first and
+/// the record goes only when that succeeded.
+pub async fn delete(
+    state: &SharedState,
+    source: &str,
+    target: &str,
+) -> Result<SshConnectionRecord, FleetError> {
+    let record = state.store.ssh_connection(source, target)?.ok_or_else(|| {
+        FleetError::NotFound(format!(
+            "no SSH connection from '{}' to '{}'",
+            echo(source),
+            echo(target)
+        ))
+    })?;
+    revoke(state, &record).await?;
+    forget(state, &record).await?;
+    Ok(record)
 }
 
 /// How a source reaches its target through a connection.

@@ -1,8 +1,8 @@
 //! The controller's shared state handed to every service and task: store, CA, live sessions, settings.
 
-use crate::agents::sessions::{EndedSession, Sessions};
 use crate::engine::run_hub::RunHub;
 use crate::pki::CertificateAuthority;
+use crate::sessions::{EndedSession, Sessions};
 use crate::store::Store;
 use std::sync::Arc;
 use tokio::sync::Notify;

@@ -142,10 +142,11 @@ impl Sessions {
         None
     }
 
-    /// Closes a system's session with a status the agent will see.
-    pub fn disconnect(&self, name: &str, status: Status) -> Option<EndedSession> {
+    /// Closes a system's session because its credentials are no longer good; the agent sees `reason`.
+    pub fn disconnect(&self, name: &str, reason: &str) -> Option<EndedSession> {
         let session = self.lock().1.remove(name)?;
-        let _ = session.tx.try_send(Err(status));
+        // Refused credentials: the agent stops retrying and exits.
+        let _ = session.tx.try_send(Err(Status::permission_denied(reason)));
         Some(EndedSession {
             name: name.to_owned(),
             last_heartbeat_unix_ms: session.last_heartbeat_unix_ms,

@@ -1,0 +1,38 @@
+//! What a task is, in the words every part of the engine uses: its kind, the systems its runs take part on, and how a run state is spelled.
+
+use nasfleet_proto::v1::{RunState, Task, task_spec};
+
+pub const KIND_SNAPSHOT: &str = "snapshot";
+pub const KIND_REPLICATION: &str = "replication";
+pub const KIND_RSYNC: &str = "rsync";
+
+/// The systems a task's runs take part on, in order, without repeats.
+pub fn systems_of(task: &Task) -> Vec<String> {
+    match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
+        Some(task_spec::Kind::Snapshot(s)) => vec![s.system.clone()],
+        Some(task_spec::Kind::Rsync(r)) => vec![r.system.clone()],
+        Some(task_spec::Kind::Replication(r)) => {
+            let mut systems: Vec<String> = Vec::new();
+            for source in &r.sources {
+                if !systems.contains(&source.system) {
+                    systems.push(source.system.clone());
+                }
+            }
+            systems
+        }
+        None => Vec::new(),
+    }
+}
+
+/// The word for a run state, as statuses and the CLI show it.
+pub fn state_word(state: RunState) -> &'static str {
+    match state {
+        RunState::Unspecified | RunState::Pending => "PENDING",
+        RunState::Running => "RUNNING",
+        RunState::Finished => "FINISHED",
+        RunState::Success => "SUCCESS",
+        RunState::Failed => "FAILED",
+        RunState::Skipped => "SKIPPED",
+        RunState::Missed => "MISSED",
+    }
+}

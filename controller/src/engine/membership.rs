@@ -1,0 +1,89 @@
+//! Joining and leaving the fleet: join tokens (single-use, expiring secrets that let one system enroll; only their hash is stored) and the removal of a system.
+
+use crate::engine::error::FleetError;
+use crate::engine::ssh_trust;
+use crate::engine::state::SharedState;
+use crate::engine::systems::record;
+use crate::engine::tasks;
+use crate::store::TokenRecord;
+use nasfleet_common::echo::echo;
+use nasfleet_common::status::now_unix_ms;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// Longest accepted token lifetime; join tokens are meant to be used right away.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Tokens are stored only as this hash.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Creates and records a token valid for `ttl`; returns it and its expiry.
+pub async fn create_token(
+    state: &SharedState,
+    created_by: &str,
+    ttl: Duration,
+) -> Result<(String, i64), FleetError> {
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(FleetError::invalid(
+            "ttl",
+            format!(
+                "must be between 1s and {}d",
+                MAX_TOKEN_TTL.as_secs() / 86_400
+            ),
+        ));
+    }
+    // 160 random bits: guessing is hopeless within any token lifetime.
+    let secret: [u8; 20] = rand::random();
+    let token = format!("nfj1.{}", hex::encode(secret));
+    let now = now_unix_ms();
+    let expires = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let record = TokenRecord {
+        created_unix_ms: now,
+        expires_unix_ms: expires,
+        created_by: created_by.to_owned(),
+        used_by: None,
+        used_unix_ms: None,
+    };
+    let hash = token_hash(&token);
+    state
+        .store
+        .write(move |w| w.put_token(&hash, &record))
+        .await?;
+    Ok((token, expires))
+}
+
+/// Removes a system from the fleet: refused while a task uses it; its SSH
+/// connections end (its key revoked on its targets first) and its
+/// certificate is revoked at once. Returns the revoked serial.
+pub async fn remove(state: &SharedState, name: &str) -> Result<String, FleetError> {
+    record(state, name)?;
+    // Nothing may keep pointing at a system that is gone: its tasks
+    // would fail on every run, and its replication key would still log
+    // in to the systems it replicated to.
+    let using = tasks::tasks_using(state, name)?;
+    if !using.is_empty() {
+        let named: Vec<String> = using
+            .iter()
+            .map(|t| format!("{} task '{}' (id {})", t.kind, t.name, t.id))
+            .collect();
+        return Err(FleetError::Conflict(format!(
+            "System '{name}' is used by {}; delete those tasks (or edit them to leave it out) first",
+            named.join(", ")
+        )));
+    }
+    ssh_trust::forget_system(state, name).await?;
+    let removed = name.to_owned();
+    let serial = state
+        .store
+        .write(move |w| w.remove_system(&removed, now_unix_ms()))
+        .await?
+        .ok_or_else(|| FleetError::NotFound(format!("system '{}' is not enrolled", echo(name))))?;
+    state.sessions.disconnect(
+        name,
+        "this system was removed from the fleet; its certificate is revoked",
+    );
+    Ok(serial)
+}

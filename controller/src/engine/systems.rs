@@ -1,0 +1,302 @@
+//! The systems of the fleet as the engine sees them: enrolled or not, their inventories (fresh when asked), datasets with their coverage, snapshots, manual snapshots, and removal.
+
+use crate::engine::error::{FleetError, corrupt};
+use crate::engine::state::SharedState;
+use crate::store::SystemRecord;
+use chrono::Utc;
+use nasfleet_common::dataset_names::validate_dataset_name;
+use nasfleet_common::echo::echo;
+use nasfleet_common::names::is_below;
+use nasfleet_common::naming::{DEFAULT_MANUAL_SCHEMA, NamingSchema};
+use nasfleet_proto::v1::{
+    CreateSnapshots, DatasetSummary, Inventory, Snapshot, SnapshotTaskSpec, SystemDetail,
+    SystemStatus, SystemSummary, agent_request, task_spec,
+};
+use prost::Message;
+use std::time::Duration;
+
+/// How long validation waits for a fresh inventory when a dataset is not in the stored one.
+const INVENTORY_REFRESH: Duration = Duration::from_secs(10);
+/// How long `system show --refresh` waits for the agent's fresh inventory.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a one-time snapshot may take on the agent.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `FIELD: System 'NAME' is not enrolled` unless `system` is in the fleet.
+pub fn require_enrolled(state: &SharedState, field: &str, system: &str) -> Result<(), FleetError> {
+    match state.store.system(system)? {
+        Some(_) => Ok(()),
+        None => Err(FleetError::invalid(
+            field,
+            format!("System '{}' is not enrolled", echo(system)),
+        )),
+    }
+}
+
+/// The stored inventory of a system, if it has reported.
+pub fn inventory(state: &SharedState, system: &str) -> Result<Option<Inventory>, FleetError> {
+    match state.store.inventory(system)? {
+        Some(bytes) => Ok(Some(
+            Inventory::decode(bytes.as_slice()).map_err(|e| corrupt("inventory", e))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Whether `dataset` exists on `system`, asking the agent for a fresh
+/// inventory when the stored one does not have it (it may be minutes old).
+pub async fn dataset_exists(
+    state: &SharedState,
+    system: &str,
+    dataset: &str,
+) -> Result<bool, FleetError> {
+    let has =
+        |inv: Option<Inventory>| inv.is_some_and(|i| i.datasets.iter().any(|d| d.name == dataset));
+    if has(inventory(state, system)?) {
+        return Ok(true);
+    }
+    if let Some(waiter) = state.sessions.request_inventory(system) {
+        let _ = tokio::time::timeout(INVENTORY_REFRESH, waiter).await;
+        return Ok(has(inventory(state, system)?));
+    }
+    Ok(false)
+}
+
+/// The stored record of an enrolled system.
+pub fn record(state: &SharedState, name: &str) -> Result<SystemRecord, FleetError> {
+    state
+        .store
+        .system(name)?
+        .ok_or_else(|| FleetError::NotFound(format!("system '{}' is not enrolled", echo(name))))
+}
+
+/// A system as lists show it: ONLINE while its agent is connected, with
+/// the live session's address and version.
+pub fn summary(state: &SharedState, record: &SystemRecord) -> SystemSummary {
+    let live = state.sessions.live(&record.name);
+    let (status, last_seen, address, version) = match &live {
+        Some(l) => (
+            SystemStatus::Online,
+            l.last_heartbeat_unix_ms.max(record.last_seen_unix_ms),
+            l.address.clone(),
+            l.agent_version.clone(),
+        ),
+        None => (
+            SystemStatus::Offline,
+            record.last_seen_unix_ms,
+            record.address.clone(),
+            record.agent_version.clone(),
+        ),
+    };
+    SystemSummary {
+        name: record.name.clone(),
+        status: status.into(),
+        last_seen_unix_ms: last_seen,
+        address,
+        agent_version: version,
+        pools: record.pools.clone(),
+        enrolled_unix_ms: record.enrolled_unix_ms,
+    }
+}
+
+/// Every system, ordered by name.
+pub fn list(state: &SharedState) -> Result<Vec<SystemSummary>, FleetError> {
+    Ok(state
+        .store
+        .systems()?
+        .iter()
+        .map(|r| summary(state, r))
+        .collect())
+}
+
+/// Has the agent of `system` send a fresh inventory and waits for it to be stored.
+async fn refresh(state: &SharedState, system: &str) -> Result<(), FleetError> {
+    let waiter = state.sessions.request_inventory(system).ok_or_else(|| {
+        FleetError::Unavailable(format!(
+            "System '{system}' is offline; cannot refresh its inventory"
+        ))
+    })?;
+    if tokio::time::timeout(REFRESH_TIMEOUT, waiter).await.is_err() {
+        return Err(FleetError::TimedOut(format!(
+            "system '{system}' did not send its inventory within {}s",
+            REFRESH_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// One system with its inventory (none if it never reported).
+pub async fn detail(
+    state: &SharedState,
+    name: &str,
+    fresh: bool,
+) -> Result<SystemDetail, FleetError> {
+    record(state, name)?;
+    if fresh {
+        refresh(state, name).await?;
+    }
+    let record = record(state, name)?;
+    Ok(SystemDetail {
+        summary: Some(summary(state, &record)),
+        inventory: inventory(state, name)?,
+        certificate_serial: record.cert_serial,
+    })
+}
+
+/// The inventory of a system, fresh from its agent when asked; an error
+/// when it never reported.
+pub async fn reported_inventory(
+    state: &SharedState,
+    system: &str,
+    fresh: bool,
+) -> Result<Inventory, FleetError> {
+    record(state, system)?;
+    if fresh {
+        refresh(state, system).await?;
+    }
+    inventory(state, system)?.ok_or_else(|| {
+        FleetError::Conflict(format!(
+            "system '{system}' has not reported its inventory yet"
+        ))
+    })
+}
+
+fn dataset_not_found(system: &str, dataset: &str) -> FleetError {
+    FleetError::NotFound(format!(
+        "dataset: Dataset not found: '{}' on system '{}'",
+        echo(dataset),
+        echo(system)
+    ))
+}
+
+/// Snapshots of a system, of one dataset (and its descendants when
+/// `recursive`) or of all, ordered by dataset and then by age.
+pub async fn snapshots(
+    state: &SharedState,
+    system: &str,
+    dataset: &str,
+    recursive: bool,
+    fresh: bool,
+) -> Result<Vec<Snapshot>, FleetError> {
+    let inventory = reported_inventory(state, system, fresh).await?;
+    if !dataset.is_empty() && !inventory.datasets.iter().any(|d| d.name == dataset) {
+        return Err(dataset_not_found(system, dataset));
+    }
+    let mut snapshots: Vec<Snapshot> = inventory
+        .snapshots
+        .into_iter()
+        .filter(|s| {
+            let of = s.name.split_once('@').map_or("", |(d, _)| d);
+            dataset.is_empty() || of == dataset || (recursive && is_below(of, dataset))
+        })
+        .collect();
+    snapshots.sort_by(|a, b| {
+        (a.name.split_once('@').map(|p| p.0), a.creation_unix)
+            .cmp(&(b.name.split_once('@').map(|p| p.0), b.creation_unix))
+    });
+    Ok(snapshots)
+}
+
+/// Whether a periodic snapshot task takes snapshots of `dataset`.
+pub fn covers(spec: &SnapshotTaskSpec, dataset: &str) -> bool {
+    let under = |parent: &str| dataset == parent || is_below(dataset, parent);
+    if spec.recursive {
+        under(&spec.dataset) && !spec.exclude.iter().any(|e| under(e))
+    } else {
+        dataset == spec.dataset
+    }
+}
+
+/// The datasets of a system with their snapshot counts, newest snapshot
+/// and the snapshot tasks that cover them.
+pub async fn datasets(
+    state: &SharedState,
+    system: &str,
+    fresh: bool,
+) -> Result<Vec<DatasetSummary>, FleetError> {
+    let inventory = reported_inventory(state, system, fresh).await?;
+    let snapshot_tasks: Vec<(String, SnapshotTaskSpec)> = state
+        .store
+        .tasks()?
+        .into_iter()
+        .filter_map(|t| match t.spec?.kind? {
+            task_spec::Kind::Snapshot(spec) if spec.system == system => Some((t.name, spec)),
+            _ => None,
+        })
+        .collect();
+    Ok(inventory
+        .datasets
+        .iter()
+        .map(|dataset| {
+            let own: Vec<&Snapshot> = inventory
+                .snapshots
+                .iter()
+                .filter(|s| {
+                    s.name
+                        .split_once('@')
+                        .is_some_and(|(d, _)| d == dataset.name)
+                })
+                .collect();
+            let newest = own.iter().max_by_key(|s| s.creation_unix);
+            DatasetSummary {
+                dataset: Some(dataset.clone()),
+                snapshot_count: u32::try_from(own.len()).unwrap_or(u32::MAX),
+                newest_snapshot: newest.map(|s| s.name.clone()).unwrap_or_default(),
+                snapshot_tasks: snapshot_tasks
+                    .iter()
+                    .filter(|(_, spec)| covers(spec, &dataset.name))
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+/// Takes a one-time snapshot named by `naming_schema` (default
+/// `manual-%Y-%m-%d_%H-%M`) now; returns the names created.
+pub async fn take_snapshot(
+    state: &SharedState,
+    system: &str,
+    dataset: &str,
+    recursive: bool,
+    naming_schema: &str,
+) -> Result<Vec<String>, FleetError> {
+    record(state, system)?;
+    let schema_text = if naming_schema.is_empty() {
+        DEFAULT_MANUAL_SCHEMA
+    } else {
+        naming_schema
+    };
+    let schema =
+        NamingSchema::new(schema_text).map_err(|e| FleetError::invalid("naming_schema", e))?;
+    validate_dataset_name(dataset).map_err(|e| FleetError::invalid("dataset", e))?;
+    if !dataset_exists(state, system, dataset).await? {
+        return Err(dataset_not_found(system, dataset));
+    }
+    let name = format!(
+        "{dataset}@{}",
+        schema.render(&Utc::now().with_timezone(&state.timezone))
+    );
+    let answer = state
+        .sessions
+        .request(
+            system,
+            agent_request::Body::CreateSnapshots(CreateSnapshots {
+                names: vec![name],
+                recursive,
+            }),
+            SNAPSHOT_TIMEOUT,
+        )
+        .await
+        .map_err(|e| FleetError::Unavailable(e.to_string()))?;
+    if !answer.error.is_empty() {
+        return Err(if answer.error.contains("already exists") {
+            FleetError::AlreadyExists(answer.error)
+        } else {
+            FleetError::Conflict(answer.error)
+        });
+    }
+    // So listings show the new snapshot without waiting for the next period.
+    let _ = state.sessions.request_inventory(system);
+    Ok(answer.created)
+}

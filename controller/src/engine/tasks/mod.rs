@@ -1,0 +1,317 @@
+//! Tasks of every kind: finding them, presenting them with status and next run, and the operations on them (create, edit, delete, enable); checking a spec, building a run's work and protecting replication bases live in the submodules.
+
+mod protection;
+mod validate;
+mod work;
+
+pub use protection::protected_snapshots;
+pub use validate::validate;
+pub use work::prepare;
+
+use crate::engine::error::FleetError;
+use crate::engine::runs::{self, Trigger};
+use crate::engine::state::SharedState;
+use crate::engine::systems::covers;
+use chrono::Utc;
+use nasfleet_common::echo::echo;
+use nasfleet_common::schedule::Schedule;
+use nasfleet_proto::v1::{Run, RunState, SnapshotTaskSpec, Task, TaskSpec, task_spec};
+
+pub use crate::engine::kinds::{
+    KIND_REPLICATION, KIND_RSYNC, KIND_SNAPSHOT, state_word, systems_of,
+};
+/// TrueNAS's default retention of periodic snapshots.
+pub const DEFAULT_LIFETIME: &str = "2w";
+
+fn invalid(field: &str, rule: impl std::fmt::Display) -> FleetError {
+    FleetError::invalid(field, rule)
+}
+
+/// Every task that names `system`: as the system it runs on, a replication
+/// source or a replication target.
+pub fn tasks_using(state: &SharedState, system: &str) -> Result<Vec<Task>, FleetError> {
+    let tasks = state.store.tasks()?;
+    Ok(tasks
+        .into_iter()
+        .filter(|task| {
+            let target = match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
+                Some(task_spec::Kind::Replication(r)) => r.target_system == system,
+                _ => false,
+            };
+            target || systems_of(task).iter().any(|s| s == system)
+        })
+        .collect())
+}
+
+/// Finds a task by id (digits) or by its name; an ambiguous name is refused.
+pub fn find(state: &SharedState, reference: &str) -> Result<Task, FleetError> {
+    if let Ok(id) = reference.parse::<u64>() {
+        return state
+            .store
+            .task(id)?
+            .ok_or_else(|| FleetError::NotFound(format!("task {id} does not exist")));
+    }
+    let matching: Vec<Task> = state
+        .store
+        .tasks()?
+        .into_iter()
+        .filter(|t| t.name == reference)
+        .collect();
+    match matching.len() {
+        0 => Err(FleetError::NotFound(format!(
+            "task '{}' does not exist",
+            echo(reference)
+        ))),
+        1 => Ok(matching.into_iter().next().unwrap_or_default()),
+        n => Err(invalid(
+            "task",
+            format!("'{}' names {n} tasks; use the task id", echo(reference)),
+        )),
+    }
+}
+
+/// Fills in what is derived rather than stored: status and last error from
+/// the latest run that actually ran, and the next scheduled run.
+pub fn present(state: &SharedState, mut task: Task) -> Result<Task, FleetError> {
+    let runs = state.store.runs_of_task(task.id, 20)?;
+    let latest = runs
+        .iter()
+        .find(|r| !matches!(r.state(), RunState::Skipped | RunState::Missed));
+    task.status = latest.map_or("PENDING", |r| state_word(r.state())).into();
+    if let Some(run) = latest {
+        task.last_run_id = run.id;
+        task.last_run_unix_ms = run.started_unix_ms;
+        if run.state() == RunState::Failed {
+            task.last_error = run.reason.clone();
+        }
+    }
+    let enabled = task.spec.as_ref().is_some_and(|s| s.enabled);
+    task.next_run_unix_ms = match (enabled, Schedule::parse(&task.schedule)) {
+        (true, Ok(schedule)) => {
+            let now = Utc::now().with_timezone(&state.timezone);
+            schedule
+                .next_after(&now)
+                .map_or(0, |t| t.timestamp_millis())
+        }
+        _ => 0,
+    };
+    Ok(task)
+}
+
+/// Every task, or those of one kind (`""` = all), as callers see them.
+pub fn list(state: &SharedState, kind: &str) -> Result<Vec<Task>, FleetError> {
+    state
+        .store
+        .tasks()?
+        .into_iter()
+        .filter(|t| kind.is_empty() || t.kind == kind)
+        .map(|t| present(state, t))
+        .collect()
+}
+
+/// One task by id or name, as callers see it.
+pub fn get(state: &SharedState, reference: &str) -> Result<Task, FleetError> {
+    present(state, find(state, reference)?)
+}
+
+/// Checks a spec as `create` (no `reference`) or an edit of task
+/// `reference` would, and stores nothing.
+pub async fn check(
+    state: &SharedState,
+    reference: &str,
+    spec: Option<TaskSpec>,
+) -> Result<Task, FleetError> {
+    let existing = match reference {
+        "" => None,
+        reference => Some(find(state, reference)?),
+    };
+    let spec = spec.ok_or_else(|| invalid("spec", "the task spec is required"))?;
+    let task = validate(state, spec, existing.as_ref()).await?;
+    present(state, task)
+}
+
+/// Validates and stores a new task, and with `create_snapshot_task` the
+/// snapshot tasks its sources lack; every id is durable before it is used.
+pub async fn create(state: &SharedState, spec: TaskSpec, by: &str) -> Result<Task, FleetError> {
+    let mut task = validate(state, spec, None).await?;
+    let mut companions = companion_snapshot_tasks(state, &task).await?;
+    task.id = state.store.next_id().await?;
+    for companion in &mut companions {
+        companion.id = state.store.next_id().await?;
+    }
+    tracing::info!(task = %task.name, id = task.id, by, schedule = %task.schedule, "task created");
+    let saved = save(state, task).await?;
+    for companion in companions {
+        tracing::info!(task = %companion.name, id = companion.id, "snapshot task created for replication");
+        save(state, companion).await?;
+    }
+    Ok(saved)
+}
+
+/// Replaces the spec of task `reference` (its kind cannot change).
+pub async fn update(
+    state: &SharedState,
+    reference: &str,
+    spec: Option<TaskSpec>,
+    by: &str,
+) -> Result<Task, FleetError> {
+    let existing = find(state, reference)?;
+    let spec = spec.ok_or_else(|| invalid("spec", "the new task spec is required"))?;
+    if spec.kind.as_ref().map(kind_name)
+        != existing
+            .spec
+            .as_ref()
+            .and_then(|s| s.kind.as_ref())
+            .map(kind_name)
+    {
+        return Err(invalid("kind", "a task's kind cannot change"));
+    }
+    let was_enabled = existing.spec.as_ref().is_some_and(|s| s.enabled);
+    let task = validate(state, spec, Some(&existing)).await?;
+    if !was_enabled && task.spec.as_ref().is_some_and(|s| s.enabled) {
+        reset_schedule_mark(state, task.id).await?;
+    }
+    tracing::info!(task = %task.name, id = task.id, by, "task updated");
+    save(state, task).await
+}
+
+/// Deletes a task with its run history; refused while it runs.
+pub async fn delete(state: &SharedState, reference: &str, by: &str) -> Result<Task, FleetError> {
+    let task = find(state, reference)?;
+    if let Some(run) = crate::engine::runs::active_run_of(state, task.id)? {
+        return Err(FleetError::Conflict(format!(
+            "task '{}' is running (run {}); cancel the run first",
+            task.name, run.id
+        )));
+    }
+    let shown = present(state, task.clone())?;
+    let id = task.id;
+    state.store.write(move |w| w.delete_task(id)).await?;
+    state.scheduler_wake.notify_one();
+    tracing::info!(task = %task.name, id = task.id, by, "task deleted");
+    Ok(shown)
+}
+
+/// Enables or disables a task.
+pub async fn set_enabled(
+    state: &SharedState,
+    reference: &str,
+    enabled: bool,
+    by: &str,
+) -> Result<Task, FleetError> {
+    let mut task = find(state, reference)?;
+    let id = task.id;
+    let spec = task
+        .spec
+        .as_mut()
+        .ok_or_else(|| FleetError::Internal(format!("task {id} has no spec")))?;
+    if enabled && !spec.enabled {
+        reset_schedule_mark(state, id).await?;
+    }
+    spec.enabled = enabled;
+    tracing::info!(task = %task.name, id, enabled, by, "task enabled state changed");
+    save(state, task).await
+}
+
+/// Stores a task, tells the scheduler, and returns it as callers see it.
+async fn save(state: &SharedState, task: Task) -> Result<Task, FleetError> {
+    let stored = task.clone();
+    state.store.write(move |w| w.put_task(&stored)).await?;
+    state.scheduler_wake.notify_one();
+    present(state, task)
+}
+
+/// Scheduled fires while a task was disabled are not owed: enabling
+/// starts its schedule from now.
+async fn reset_schedule_mark(state: &SharedState, task_id: u64) -> Result<(), FleetError> {
+    let now = Utc::now().timestamp_millis();
+    state
+        .store
+        .write(move |w| w.set_schedule_mark(task_id, now))
+        .await?;
+    Ok(())
+}
+
+fn kind_name(kind: &task_spec::Kind) -> &'static str {
+    match kind {
+        task_spec::Kind::Snapshot(_) => KIND_SNAPSHOT,
+        task_spec::Kind::Replication(_) => KIND_REPLICATION,
+        task_spec::Kind::Rsync(_) => KIND_RSYNC,
+    }
+}
+
+/// For `--create-snapshot-task`: a periodic snapshot task on the
+/// replication's schedule for every source dataset that no snapshot
+/// task with the replication's (first) naming schema covers yet.
+async fn companion_snapshot_tasks(
+    state: &SharedState,
+    task: &Task,
+) -> Result<Vec<Task>, FleetError> {
+    let Some(task_spec::Kind::Replication(spec)) = task.spec.as_ref().and_then(|s| s.kind.as_ref())
+    else {
+        return Ok(Vec::new());
+    };
+    if !spec.create_snapshot_task {
+        return Ok(Vec::new());
+    }
+    let existing: Vec<SnapshotTaskSpec> = state
+        .store
+        .tasks()?
+        .into_iter()
+        .filter_map(|t| match t.spec?.kind? {
+            task_spec::Kind::Snapshot(s) => Some(s),
+            task_spec::Kind::Replication(_) | task_spec::Kind::Rsync(_) => None,
+        })
+        .collect();
+    let mut companions = Vec::new();
+    for source in &spec.sources {
+        let schema = source
+            .naming_schemas
+            .first()
+            .cloned()
+            .unwrap_or_else(|| nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA.into());
+        for dataset in &source.datasets {
+            let covered = existing.iter().any(|s| {
+                s.system == source.system && s.naming_schema == schema && covers(s, dataset)
+            });
+            if covered {
+                continue;
+            }
+            let spec = TaskSpec {
+                schedule: task.schedule.clone(),
+                enabled: true,
+                kind: Some(task_spec::Kind::Snapshot(SnapshotTaskSpec {
+                    system: source.system.clone(),
+                    dataset: dataset.clone(),
+                    recursive: source.recursive,
+                    exclude: Vec::new(),
+                    naming_schema: schema.clone(),
+                    lifetime: String::new(),
+                })),
+            };
+            companions.push(validate(state, spec, None).await?);
+        }
+    }
+    Ok(companions)
+}
+
+/// Starts a run of task `reference` now, for person `by`.
+pub async fn run_now(state: &SharedState, reference: &str, by: &str) -> Result<Run, FleetError> {
+    let task = find(state, reference)?;
+    let parts = prepare(state, &task, Utc::now()).await;
+    let trigger = Trigger::Manual { by: by.to_owned() };
+    runs::start(state, &task, trigger, parts).await
+}
+
+/// The newest `limit` runs of task `reference`, or of all tasks (`""`),
+/// with live progress merged in.
+pub fn history(state: &SharedState, reference: &str, limit: usize) -> Result<Vec<Run>, FleetError> {
+    let runs = if reference.is_empty() {
+        state.store.runs(limit)?
+    } else {
+        state
+            .store
+            .runs_of_task(find(state, reference)?.id, limit)?
+    };
+    Ok(runs.into_iter().map(|r| state.runs.overlay(r)).collect())
+}

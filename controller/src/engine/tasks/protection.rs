@@ -1,0 +1,299 @@
+//! The snapshots retention must keep on a system: the incremental bases of every replication that sources from it, matched by GUID; fails closed.
+
+use crate::engine::state::SharedState;
+use crate::engine::systems::inventory;
+use nasfleet_common::names::{is_below, replication_target_path};
+use nasfleet_proto::v1::{Inventory, ReplicationTaskSpec, task_spec};
+
+/// Snapshots on `system` that retention must keep: for every replication
+/// source dataset there (and its children when recursive), the newest
+/// snapshot it has in common with its target, matched by GUID. Read from the
+/// inventories, which replication runs refresh when they end.
+///
+/// Fails closed: when any input it needs cannot be read, the answer is the
+/// reason, and retention destroys nothing rather than risk an incremental
+/// base.
+pub fn protected_snapshots(state: &SharedState, system: &str) -> Result<Vec<String>, String> {
+    let tasks = state
+        .store
+        .tasks()
+        .map_err(|e| format!("the tasks could not be read ({e})"))?;
+    let replications: Vec<ReplicationTaskSpec> = tasks
+        .into_iter()
+        .filter_map(|task| match task.spec.and_then(|s| s.kind) {
+            Some(task_spec::Kind::Replication(spec))
+                if spec.sources.iter().any(|s| s.system == system) =>
+            {
+                Some(spec)
+            }
+            _ => None,
+        })
+        .collect();
+    if replications.is_empty() {
+        return Ok(Vec::new());
+    }
+    let known = |of: &str| -> Result<Inventory, String> {
+        match inventory(state, of) {
+            Ok(Some(inventory)) => Ok(inventory),
+            Ok(None) => Err(format!("the snapshots of '{of}' are not known yet")),
+            Err(e) => Err(format!("the snapshots of '{of}' could not be read ({e})")),
+        }
+    };
+    let source_inventory = known(system)?;
+    let mut protected = Vec::new();
+    for spec in replications {
+        let target_inventory = known(&spec.target_system)?;
+        for source in spec.sources.iter().filter(|s| s.system == system) {
+            for dataset in &source.datasets {
+                let under =
+                    |name: &str| name == dataset || (source.recursive && is_below(name, dataset));
+                for covered in source_inventory.datasets.iter().filter(|d| under(&d.name)) {
+                    let target_path =
+                        replication_target_path(&spec.target_dataset, system, &covered.name);
+                    if let Some(base) = newest_common(
+                        &source_inventory,
+                        &covered.name,
+                        &target_inventory,
+                        &target_path,
+                    ) {
+                        protected.push(base);
+                    }
+                }
+            }
+        }
+    }
+    Ok(protected)
+}
+
+/// The newest snapshot of `source_dataset` whose GUID the target dataset also has.
+fn newest_common(
+    source: &Inventory,
+    source_dataset: &str,
+    target: &Inventory,
+    target_dataset: &str,
+) -> Option<String> {
+    let of = |inv: &Inventory, dataset: &str| -> Vec<(u64, i64, String)> {
+        inv.snapshots
+            .iter()
+            .filter(|s| s.name.split_once('@').is_some_and(|(d, _)| d == dataset))
+            .map(|s| (s.guid, s.creation_unix, s.name.clone()))
+            .collect()
+    };
+    let target_guids: std::collections::HashSet<u64> = of(target, target_dataset)
+        .into_iter()
+        .map(|(g, _, _)| g)
+        .collect();
+    of(source, source_dataset)
+        .into_iter()
+        .filter(|(guid, _, _)| target_guids.contains(guid))
+        .max_by_key(|(_, creation, _)| *creation)
+        .map(|(_, _, name)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::kinds::KIND_REPLICATION;
+    use crate::engine::state::test_state;
+    use nasfleet_proto::v1::Task;
+    use nasfleet_proto::v1::{Dataset, ReplicationSource, Snapshot, TaskSpec};
+    use prost::Message;
+
+    fn snapshot(name: &str, guid: u64, creation_unix: i64) -> Snapshot {
+        Snapshot {
+            name: name.into(),
+            guid,
+            creation_unix,
+            ..Default::default()
+        }
+    }
+
+    fn inventory_of(datasets: &[&str], snapshots: Vec<Snapshot>) -> Inventory {
+        Inventory {
+            datasets: datasets
+                .iter()
+                .map(|d| Dataset {
+                    name: (*d).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            snapshots,
+            ..Default::default()
+        }
+    }
+
+    fn replication_task(id: u64, source: &str, datasets: &[&str], target: &str) -> Task {
+        Task {
+            id,
+            name: format!("r{id}"),
+            kind: KIND_REPLICATION.into(),
+            spec: Some(TaskSpec {
+                kind: Some(task_spec::Kind::Replication(ReplicationTaskSpec {
+                    sources: vec![ReplicationSource {
+                        system: source.into(),
+                        datasets: datasets.iter().map(|d| (*d).into()).collect(),
+                        recursive: true,
+                        naming_schemas: Vec::new(),
+                    }],
+                    target_system: target.into(),
+                    target_dataset: "backup".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn store(state: &SharedState, tasks: Vec<Task>, inventories: Vec<(&str, Vec<u8>)>) {
+        let inventories: Vec<(String, Vec<u8>)> = inventories
+            .into_iter()
+            .map(|(n, b)| (n.to_owned(), b))
+            .collect();
+        state
+            .store
+            .write(move |w| {
+                for task in &tasks {
+                    w.put_task(task)?;
+                }
+                for (name, bytes) in &inventories {
+                    // Inventories are kept only for enrolled systems.
+                    w.put_token(
+                        name,
+                        &crate::store::TokenRecord {
+                            created_unix_ms: 0,
+                            expires_unix_ms: i64::MAX,
+                            created_by: "test".into(),
+                            used_by: None,
+                            used_unix_ms: None,
+                        },
+                    )?;
+                    let system = crate::store::SystemRecord {
+                        name: name.clone(),
+                        enrolled_unix_ms: 0,
+                        cert_serial: format!("serial-{name}"),
+                        last_seen_unix_ms: 0,
+                        address: String::new(),
+                        agent_version: String::new(),
+                        pools: Vec::new(),
+                    };
+                    let cert = crate::store::CertRecord {
+                        principal: format!("system:{name}"),
+                        role: None,
+                        issued_unix_ms: 0,
+                        revoked_unix_ms: None,
+                    };
+                    w.enroll(name, 1, &system, &format!("serial-{name}"), &cert)
+                        .map_err(|e| match e {
+                            crate::store::EnrollError::Store(e) => e,
+                            crate::store::EnrollError::Refused(r) => panic!("{r}"),
+                        })?;
+                    w.put_inventory(name, bytes)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    fn source_and_target() -> (Inventory, Inventory) {
+        let source = inventory_of(
+            &["tank/a", "tank/a/child"],
+            vec![
+                snapshot("tank/a@old", 1, 100),
+                snapshot("tank/a@base", 2, 200),
+                snapshot("tank/a@newer", 3, 300),
+                snapshot("tank/a/child@c1", 11, 100),
+            ],
+        );
+        // The target has old and base (same GUIDs, one under another name),
+        // and the child's first snapshot.
+        let target = inventory_of(
+            &["backup/nas1/tank/a", "backup/nas1/tank/a/child"],
+            vec![
+                snapshot("backup/nas1/tank/a@old", 1, 100),
+                snapshot("backup/nas1/tank/a@renamed", 2, 200),
+                snapshot("backup/nas1/tank/a/child@c1", 11, 100),
+            ],
+        );
+        (source, target)
+    }
+
+    #[test]
+    fn newest_common_matches_by_guid_not_name() {
+        let (source, target) = source_and_target();
+        assert_eq!(
+            newest_common(&source, "tank/a", &target, "backup/nas1/tank/a").as_deref(),
+            Some("tank/a@base")
+        );
+        assert_eq!(
+            newest_common(&source, "tank/a/child", &target, "backup/nas1/tank/a/child").as_deref(),
+            Some("tank/a/child@c1")
+        );
+        // Nothing in common: no base to protect.
+        assert_eq!(
+            newest_common(&source, "tank/a", &target, "backup/elsewhere"),
+            None
+        );
+        // A sibling with a common prefix is another dataset.
+        assert_eq!(
+            newest_common(&source, "tank/a", &target, "backup/nas1/tank"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn protected_snapshots_are_the_bases_of_every_covered_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path());
+        let (source, target) = source_and_target();
+        store(
+            &state,
+            vec![replication_task(1, "nas1", &["tank/a"], "nas2")],
+            vec![
+                ("nas1", source.encode_to_vec()),
+                ("nas2", target.encode_to_vec()),
+            ],
+        )
+        .await;
+        let mut protected = protected_snapshots(&state, "nas1").unwrap();
+        protected.sort();
+        assert_eq!(protected, vec!["tank/a/child@c1", "tank/a@base"]);
+        // A system that is no replication source needs no inventories at all.
+        assert_eq!(
+            protected_snapshots(&state, "nas9").unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn protected_snapshots_fail_closed_when_an_inventory_is_missing_or_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path());
+        let (source, _) = source_and_target();
+        store(
+            &state,
+            vec![
+                replication_task(1, "nas1", &["tank/a"], "nas2"),
+                replication_task(2, "nas3", &["tank/a"], "nas1"),
+            ],
+            vec![
+                ("nas1", source.encode_to_vec()),
+                ("nas3", b"\xff\xff not protobuf".to_vec()),
+            ],
+        )
+        .await;
+        // The target's snapshots were never reported.
+        let reason = protected_snapshots(&state, "nas1").unwrap_err();
+        assert!(
+            reason.contains("'nas2'") && reason.contains("not known"),
+            "{reason}"
+        );
+        // The source's own inventory cannot be decoded.
+        let reason = protected_snapshots(&state, "nas3").unwrap_err();
+        assert!(
+            reason.contains("'nas3'") && reason.contains("could not be read"),
+            "{reason}"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Checking a task spec completely before anything is stored: every field's rule, the systems and datasets it names, and for rsync the checks on the task's own system.
+
+use super::{DEFAULT_LIFETIME, KIND_REPLICATION, KIND_RSYNC, KIND_SNAPSHOT, invalid};
+use crate::engine::error::FleetError;
+use crate::engine::state::SharedState;
+use crate::engine::systems::{dataset_exists, inventory, require_enrolled};
+use nasfleet_common::dataset_names::validate_dataset_name;
+use nasfleet_common::duration::parse_lifetime;
+use nasfleet_common::echo::echo;
+use nasfleet_common::names::replication_target_path;
+use nasfleet_common::naming::NamingSchema;
+use nasfleet_common::schedule::Schedule;
+use nasfleet_common::status::now_unix_ms;
+use nasfleet_proto::v1::{
+    ReplicationTaskSpec, RsyncDirection, RsyncMode, RsyncTaskSpec, SnapshotTaskSpec, Task,
+    TaskSpec, ValidateRsync, agent_request, task_spec,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Host-side checks of an rsync task (incl. --validate-remote-path's 5 s).
+const RSYNC_VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest replication task name.
+const MAX_TASK_NAME: usize = 120;
+
+/// Checks a spec completely and returns the task to store. Nothing is
+/// written here: a refused spec changes nothing.
+pub async fn validate(
+    state: &SharedState,
+    mut spec: TaskSpec,
+    existing: Option<&Task>,
+) -> Result<Task, FleetError> {
+    let (kind, name, default_schedule) = match spec.kind.as_mut() {
+        Some(task_spec::Kind::Snapshot(snapshot)) => {
+            validate_snapshot(state, snapshot).await?;
+            (
+                KIND_SNAPSHOT,
+                format!("{}:{}", snapshot.system, snapshot.dataset),
+                Schedule::hourly(),
+            )
+        }
+        Some(task_spec::Kind::Replication(replication)) => {
+            validate_replication(state, replication, existing.map(|t| t.id)).await?;
+            (
+                KIND_REPLICATION,
+                replication.name.clone(),
+                Schedule::weekly(),
+            )
+        }
+        Some(task_spec::Kind::Rsync(rsync)) => {
+            validate_rsync(state, rsync).await?;
+            let name = if rsync.description.trim().is_empty() {
+                format!(
+                    "{}:{} {} {}",
+                    rsync.system,
+                    rsync.path,
+                    arrow(rsync),
+                    rsync.remote_host
+                )
+            } else {
+                rsync.description.trim().to_owned()
+            };
+            (KIND_RSYNC, name, Schedule::hourly())
+        }
+        None => {
+            return Err(invalid("kind", "a task needs a kind (e.g. snapshot)"));
+        }
+    };
+    let schedule = if spec.schedule.trim().is_empty() {
+        default_schedule
+    } else {
+        Schedule::parse(&spec.schedule).map_err(|e| FleetError::invalid_message(&e.to_string()))?
+    };
+    spec.schedule = schedule.expression().to_owned();
+    // A new task gets its id when it is saved, so checks use up none.
+    let (id, created) = match existing {
+        Some(task) => (task.id, task.created_unix_ms),
+        None => (0, now_unix_ms()),
+    };
+    Ok(Task {
+        id,
+        kind: kind.into(),
+        name,
+        spec: Some(spec),
+        schedule: schedule.expression().to_owned(),
+        schedule_description: schedule.describe(),
+        created_unix_ms: created,
+        ..Default::default()
+    })
+}
+
+async fn validate_snapshot(
+    state: &SharedState,
+    spec: &mut SnapshotTaskSpec,
+) -> Result<(), FleetError> {
+    if spec.system.is_empty() {
+        return Err(invalid("system", "System is required"));
+    }
+    require_enrolled(state, "system", &spec.system)?;
+    spec.dataset = spec.dataset.trim_end_matches('/').to_owned();
+    if spec.dataset.is_empty() {
+        return Err(invalid("dataset", "Dataset is required"));
+    }
+    validate_dataset_name(&spec.dataset).map_err(|e| invalid("dataset", e))?;
+    for excluded in &spec.exclude {
+        validate_dataset_name(excluded).map_err(|e| invalid("exclude", e))?;
+    }
+    if spec.naming_schema.is_empty() {
+        spec.naming_schema = nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA.into();
+    }
+    NamingSchema::new(&spec.naming_schema).map_err(|e| invalid("naming_schema", e))?;
+    if spec.lifetime.is_empty() {
+        spec.lifetime = DEFAULT_LIFETIME.into();
+    }
+    parse_lifetime("lifetime", &spec.lifetime)
+        .map_err(|e| FleetError::invalid_message(&e.to_string()))?;
+    if !spec.exclude.is_empty() && !spec.recursive {
+        return Err(invalid(
+            "exclude",
+            "Excluding datasets is not necessary for non-recursive periodic snapshot tasks",
+        ));
+    }
+    let prefix = format!("{}/", spec.dataset);
+    for excluded in &spec.exclude {
+        if !excluded.starts_with(&prefix) || excluded.len() == prefix.len() {
+            return Err(invalid(
+                "exclude",
+                "Excluded dataset should be a child or other descendant of the selected dataset",
+            ));
+        }
+    }
+    if !dataset_exists(state, &spec.system, &spec.dataset).await? {
+        return Err(invalid(
+            "dataset",
+            format!(
+                "Dataset not found: '{}' on system '{}'",
+                echo(&spec.dataset),
+                spec.system
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn validate_replication(
+    state: &SharedState,
+    spec: &mut ReplicationTaskSpec,
+    own_id: Option<u64>,
+) -> Result<(), FleetError> {
+    spec.name = spec.name.trim().to_owned();
+    if spec.name.is_empty() {
+        return Err(invalid("name", "Name is required"));
+    }
+    if spec.name.len() > MAX_TASK_NAME
+        || spec.name.parse::<u64>().is_ok()
+        || spec.name.chars().any(|c| c.is_control())
+    {
+        return Err(invalid(
+            "name",
+            format!(
+                "'{}' must be 1-{MAX_TASK_NAME} printable characters and not a number",
+                echo(&spec.name)
+            ),
+        ));
+    }
+    let taken = state
+        .store
+        .tasks()?
+        .into_iter()
+        .any(|t| t.kind == KIND_REPLICATION && t.name == spec.name && Some(t.id) != own_id);
+    if taken {
+        return Err(invalid("name", "Object with this name already exists"));
+    }
+    if spec.sources.iter().all(|s| s.datasets.is_empty()) {
+        return Err(invalid("sources", "At least one source is required"));
+    }
+    if spec.target_system.is_empty() || spec.target_dataset.trim_end_matches('/').is_empty() {
+        return Err(invalid("target", "Destination is required"));
+    }
+    spec.target_dataset = spec.target_dataset.trim_end_matches('/').to_owned();
+    validate_dataset_name(&spec.target_dataset).map_err(|e| invalid("target", e))?;
+    require_enrolled(state, "target", &spec.target_system)?;
+    let pool = spec.target_dataset.split('/').next().unwrap_or_default();
+    let target_pools = inventory(state, &spec.target_system)?
+        .map(|i| i.pools)
+        .unwrap_or_default();
+    if !target_pools.iter().any(|p| p.name == pool) {
+        return Err(invalid(
+            "target",
+            format!("Pool '{pool}' not found on system '{}'", spec.target_system),
+        ));
+    }
+    // Every landing path, to find collisions and overlaps.
+    let mut landing: HashMap<String, String> = HashMap::new();
+    let mut recursive_sources: Vec<(String, String)> = Vec::new();
+    for source in &mut spec.sources {
+        require_enrolled(state, "sources", &source.system)?;
+        if source.naming_schemas.is_empty() {
+            source.naming_schemas = vec![nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA.into()];
+        }
+        for schema in &source.naming_schemas {
+            NamingSchema::new(schema).map_err(|e| invalid("naming_schema", e))?;
+        }
+        for dataset in &mut source.datasets {
+            *dataset = dataset.trim_end_matches('/').to_owned();
+            validate_dataset_name(dataset).map_err(|e| invalid("sources", e))?;
+            if !dataset_exists(state, &source.system, dataset).await? {
+                return Err(invalid(
+                    "sources",
+                    format!(
+                        "Dataset not found: '{}' on system '{}'",
+                        echo(dataset),
+                        source.system
+                    ),
+                ));
+            }
+            let inside = |outer: &str, inner: &str| {
+                inner == outer || inner.starts_with(&format!("{outer}/"))
+            };
+            if source.system == spec.target_system && inside(dataset, &spec.target_dataset) {
+                return Err(invalid(
+                    "target",
+                    format!(
+                        "the target dataset must not be inside source dataset {}:{dataset}",
+                        source.system
+                    ),
+                ));
+            }
+            let path = replication_target_path(&spec.target_dataset, &source.system, dataset);
+            let label = format!("{}:{dataset}", source.system);
+            if let Some(other) = landing.insert(path.clone(), label.clone()) {
+                return Err(invalid(
+                    "sources",
+                    format!("{other} and {label} both land on {path}"),
+                ));
+            }
+            if source.recursive {
+                recursive_sources.push((source.system.clone(), dataset.clone()));
+            }
+        }
+    }
+    // A dataset under a recursive source is replicated with it already.
+    for source in &spec.sources {
+        for dataset in &source.datasets {
+            for (system, parent) in &recursive_sources {
+                if system == &source.system && dataset.starts_with(&format!("{parent}/")) {
+                    return Err(invalid(
+                        "sources",
+                        format!(
+                            "{system}:{dataset} is already replicated as a child of recursive source {system}:{parent}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn arrow(spec: &RsyncTaskSpec) -> &'static str {
+    match spec.direction() {
+        RsyncDirection::Pull => "<-",
+        _ => "->",
+    }
+}
+
+/// Field rules first, then everything that needs the task's host, checked
+/// there by its agent (path, user, key, and the remote path when asked).
+async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result<(), FleetError> {
+    if spec.system.is_empty() {
+        return Err(invalid("system", "System is required"));
+    }
+    require_enrolled(state, "system", &spec.system)?;
+    // Refused here as well as on the agent, so a task that would hand rsync
+    // a program to run or a file to read is never stored, whoever calls.
+    nasfleet_common::rsync_aux::check_auxiliary(&spec.auxiliary)
+        .map_err(|e| FleetError::invalid_message(&e.to_string()))?;
+    if spec.mode() == RsyncMode::Unspecified {
+        spec.set_mode(RsyncMode::Module);
+    }
+    if spec.remote_port == 0 {
+        spec.remote_port = if spec.mode() == RsyncMode::Ssh {
+            22
+        } else {
+            873
+        };
+    }
+    let answer = state
+        .sessions
+        .request(
+            &spec.system,
+            agent_request::Body::ValidateRsync(ValidateRsync {
+                spec: Some(spec.clone()),
+            }),
+            RSYNC_VALIDATE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            FleetError::Conflict(format!(
+                "system: {e}; rsync tasks are checked on their system"
+            ))
+        })?;
+    if !answer.error.is_empty() {
+        // The agent words its refusals as `field: rule`.
+        return Err(FleetError::invalid_message(&answer.error));
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! What each system taking part in a run gets: snapshot work with its retention, replication work with its targets and the target's listing, rsync work.
+
+use super::{invalid, protected_snapshots};
+use crate::engine::error::FleetError;
+use crate::engine::ssh_trust;
+use crate::engine::state::SharedState;
+use crate::engine::systems::inventory;
+use chrono::{DateTime, Utc};
+use nasfleet_common::duration::parse_lifetime;
+use nasfleet_common::names::replication_target_path;
+use nasfleet_common::naming::NamingSchema;
+use nasfleet_proto::v1::{
+    ListReplicas, ReplicationDataset, ReplicationTarget, ReplicationTaskSpec, ReplicationWork,
+    Retention, SnapshotTaskSpec, SnapshotWork, StartRun, Task, agent_request, start_run, task_spec,
+};
+use std::time::Duration;
+
+/// Most target datasets a replication run asks its target's agent to list;
+/// the sources list the rest over ssh.
+const MAX_LISTED_REPLICAS: usize = 256;
+/// How long a replication run's dispatch waits for that listing.
+const REPLICA_LISTING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The work each system taking part in a run of `task` gets, or why it
+/// could not be prepared (the run then fails with that reason). `at` is
+/// the instant snapshot names are rendered for (the scheduled time, or now).
+pub async fn prepare(
+    state: &SharedState,
+    task: &Task,
+    at: DateTime<Utc>,
+) -> Result<Vec<(String, StartRun)>, String> {
+    match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
+        Some(task_spec::Kind::Snapshot(spec)) => snapshot_work(state, spec, at)
+            .map(|work| vec![(spec.system.clone(), work)])
+            .map_err(|e| e.to_string()),
+        Some(task_spec::Kind::Replication(spec)) => replication_work(state, spec, at).await,
+        Some(task_spec::Kind::Rsync(spec)) => Ok(vec![(
+            spec.system.clone(),
+            StartRun {
+                run_id: 0,
+                work: Some(start_run::Work::Rsync(spec.clone())),
+            },
+        )]),
+        None => Err(format!("task {} has no kind", task.id)),
+    }
+}
+
+fn snapshot_work(
+    state: &SharedState,
+    spec: &SnapshotTaskSpec,
+    at: DateTime<Utc>,
+) -> Result<StartRun, FleetError> {
+    let schema = NamingSchema::new(&spec.naming_schema).map_err(|e| invalid("naming_schema", e))?;
+    let lifetime = parse_lifetime("lifetime", &spec.lifetime)
+        .map_err(|e| FleetError::invalid_message(&e.to_string()))?;
+    let protected = protected_snapshots(state, &spec.system);
+    if let Err(reason) = &protected {
+        tracing::warn!(system = %spec.system, %reason, "protected snapshots unknown; retention will destroy nothing this run");
+    }
+    Ok(StartRun {
+        run_id: 0,
+        work: Some(start_run::Work::Snapshot(SnapshotWork {
+            dataset: spec.dataset.clone(),
+            recursive: spec.recursive,
+            exclude: spec.exclude.clone(),
+            snapshot_name: schema.render(&at.with_timezone(&state.timezone)),
+            retention: Some(Retention {
+                naming_schema: spec.naming_schema.clone(),
+                lifetime_secs: lifetime.as_secs(),
+                timezone: state.timezone.name().to_owned(),
+                protected: protected.clone().unwrap_or_default(),
+                protection_unknown: protected.err().unwrap_or_default(),
+            }),
+        })),
+    })
+}
+
+async fn replication_work(
+    state: &SharedState,
+    spec: &ReplicationTaskSpec,
+    at: DateTime<Utc>,
+) -> Result<Vec<(String, StartRun)>, String> {
+    let mut parts: Vec<(String, ReplicationWork)> = Vec::new();
+    for source in &spec.sources {
+        let index = match parts
+            .iter()
+            .position(|(system, _)| system == &source.system)
+        {
+            Some(index) => index,
+            None => {
+                let target = if source.system == spec.target_system {
+                    ReplicationTarget {
+                        system: spec.target_system.clone(),
+                        ..Default::default()
+                    }
+                } else {
+                    let connection = ssh_trust::ensure(state, &source.system, &spec.target_system)
+                        .await
+                        .map_err(|s| {
+                            format!(
+                                "{}: SSH connection to '{}' could not be set up: {}",
+                                source.system, spec.target_system, s
+                            )
+                        })?;
+                    let mut target = ssh_trust::replication_target(&connection);
+                    // Saves the source a probe over ssh on every run.
+                    if let Ok(Some(inventory)) = inventory(state, &spec.target_system) {
+                        target.zfs_dialect = inventory.zfs_dialect;
+                    }
+                    target
+                };
+                let pre_snapshot_name = if spec.create_snapshot_task {
+                    let schema = source
+                        .naming_schemas
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or(nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA);
+                    NamingSchema::new(schema)
+                        .map_err(|e| format!("naming schema: {e}"))?
+                        .render(&at.with_timezone(&state.timezone))
+                } else {
+                    String::new()
+                };
+                parts.push((
+                    source.system.clone(),
+                    ReplicationWork {
+                        target: Some(target),
+                        datasets: Vec::new(),
+                        allow_overwrite: spec.allow_overwrite,
+                        pre_snapshot_name,
+                        pre_snapshot_recursive: source.recursive,
+                        target_replicas: Vec::new(),
+                    },
+                ));
+                parts.len() - 1
+            }
+        };
+        for dataset in &source.datasets {
+            parts[index].1.datasets.push(ReplicationDataset {
+                source: dataset.clone(),
+                target: replication_target_path(&spec.target_dataset, &source.system, dataset),
+                recursive: source.recursive,
+                naming_schemas: source.naming_schemas.clone(),
+            });
+        }
+    }
+    attach_target_replicas(state, spec, &mut parts).await;
+    Ok(parts
+        .into_iter()
+        .map(|(system, work)| {
+            (
+                system,
+                StartRun {
+                    run_id: 0,
+                    work: Some(start_run::Work::Replication(work)),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Asks the target's agent for the snapshots of the target datasets of
+/// every part that replicates over ssh, and hands each part its own: a
+/// source then plans without listing them over ssh, which costs a login
+/// shell on the target per dataset. Children of recursive sources are
+/// named from the source's stored inventory; a child it does not know yet
+/// is listed over ssh by the source. Best effort: without an answer every
+/// source lists over ssh, as it must anyway when the hint is off.
+async fn attach_target_replicas(
+    state: &SharedState,
+    spec: &ReplicationTaskSpec,
+    parts: &mut [(String, ReplicationWork)],
+) {
+    let mut wanted: Vec<(usize, String)> = Vec::new();
+    for (index, (system, work)) in parts.iter().enumerate() {
+        if system == &spec.target_system {
+            continue;
+        }
+        let source_inventory = if work.datasets.iter().any(|d| d.recursive) {
+            inventory(state, system).ok().flatten()
+        } else {
+            None
+        };
+        for dataset in &work.datasets {
+            wanted.push((index, dataset.target.clone()));
+            let Some(source_inventory) = source_inventory.as_ref().filter(|_| dataset.recursive)
+            else {
+                continue;
+            };
+            let prefix = format!("{}/", dataset.source);
+            for child in source_inventory
+                .datasets
+                .iter()
+                .filter(|d| d.name.starts_with(&prefix))
+            {
+                let target = replication_target_path(&spec.target_dataset, system, &child.name);
+                wanted.push((index, target));
+            }
+        }
+    }
+    wanted.truncate(MAX_LISTED_REPLICAS);
+    if wanted.is_empty() {
+        return;
+    }
+    let request = agent_request::Body::ListReplicas(ListReplicas {
+        datasets: wanted.iter().map(|(_, dataset)| dataset.clone()).collect(),
+    });
+    let replicas = match state
+        .sessions
+        .request(&spec.target_system, request, REPLICA_LISTING_TIMEOUT)
+        .await
+    {
+        Ok(response) if response.error.is_empty() => response.replicas,
+        Ok(response) => {
+            tracing::info!(target = %spec.target_system, error = %response.error, "target datasets not listed by the target's agent; the sources list them over ssh");
+            return;
+        }
+        Err(e) => {
+            tracing::info!(target = %spec.target_system, error = %e, "target datasets not listed by the target's agent; the sources list them over ssh");
+            return;
+        }
+    };
+    for listing in replicas {
+        if let Some((index, _)) = wanted.iter().find(|(_, d)| *d == listing.dataset) {
+            parts[*index].1.target_replicas.push(listing);
+        }
+    }
+}
