@@ -22,17 +22,20 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 /// How long in-flight calls get to finish after the shutdown signal.
-/// With the two limits below, a stop takes at most 8 s: within the 10 s
+/// With the three limits below, a stop takes at most 8 s: within the 10 s
 /// that service managers and administrators are promised.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long recording the last-seen times of closed sessions may take.
 const RECORD_ENDED_DEADLINE: Duration = Duration::from_secs(1);
+/// How long the watchdog and the scheduler get to finish what they are doing.
+const WORKER_DEADLINE: Duration = Duration::from_secs(1);
 /// How long queued store writes get to become durable at the end.
-const STORE_CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+const STORE_CLOSE_DEADLINE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -79,13 +82,58 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// Runs the controller until `shutdown` flips to true.
+/// Runs the controller until `shutdown` flips to true, then stops within
+/// [`SHUTDOWN_GRACE`] + [`WORKER_DEADLINE`] + the store's close deadline.
 pub async fn serve(
     data_dir: &DataDir,
     config: &ControllerConfig,
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
+    let (state, tls) = load_state(data_dir, config).await?;
+    let local = listener.local_addr().ok();
+    tracing::info!(listen = ?local, url = %config.url, fingerprint = %state.ca.fingerprint(),
+        heartbeat_ms = state.sessions.heartbeat_interval().as_millis() as u64, "controller serving");
+    let workers = start_workers(&state, &shutdown);
+
+    let server = grpc_server(&state, tls, listener, &shutdown)?;
+    tokio::pin!(server);
+    let mut signal = shutdown.clone();
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = wait_for_shutdown(&mut signal) => {
+            // Agent streams are endless: close them so graceful shutdown can finish.
+            let ended = state.sessions.close_all();
+            if tokio::time::timeout(RECORD_ENDED_DEADLINE, state.record_ended(&ended)).await.is_err() {
+                tracing::warn!("last-seen times of closed sessions not recorded in time");
+            }
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("in-flight calls did not finish within {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+                    Ok(())
+                }
+            }
+        }
+    };
+    stop_workers(workers).await;
+    // Queued writes are made durable and answered; later ones are refused.
+    if !state.store.close(STORE_CLOSE_DEADLINE).await {
+        tracing::warn!(
+            "the store did not finish its queued writes within {}s; stopping anyway",
+            STORE_CLOSE_DEADLINE.as_secs()
+        );
+    }
+    tracing::info!("controller stopped");
+    result.map_err(ServerError::Serve)
+}
+
+/// The controller's state from its data dir and config, and the TLS
+/// settings of its listener.
+async fn load_state(
+    data_dir: &DataDir,
+    config: &ControllerConfig,
+) -> Result<(SharedState, ServerTlsConfig), ServerError> {
     let heartbeat = config.heartbeat().map_err(ServerError::Heartbeat)?;
     let ca = CertificateAuthority::load(&CaMaterial {
         cert_pem: read(&data_dir.ca_cert()).await?,
@@ -106,36 +154,69 @@ pub async fn serve(
         .map_err(|e| {
             ServerError::Store(StoreError::Sled(sled::Error::ReportableBug(e.to_string())))
         })??;
-
-    let timezone = config.timezone().map_err(ServerError::Config)?;
-    let grace = config.grace().map_err(ServerError::Config)?;
-    let state: SharedState = Arc::new(ControllerState {
+    let state = Arc::new(ControllerState {
         store,
         ca,
         sessions: Sessions::new(heartbeat),
         url: config.url.clone(),
-        timezone,
+        timezone: config.timezone().map_err(ServerError::Config)?,
         runs: RunHub::default(),
         history_limit: config.run_history,
         scheduler_wake: Arc::new(Notify::new()),
+        grace: config.grace().map_err(ServerError::Config)?,
     });
-    let local = listener.local_addr().ok();
-    tracing::info!(listen = ?local, url = %config.url, fingerprint = %state.ca.fingerprint(),
-        heartbeat_ms = heartbeat.as_millis() as u64, "controller serving");
+    Ok((state, tls))
+}
 
-    let watchdog = tokio::spawn(expire_stale_sessions(state.clone(), shutdown.clone()));
+/// The background workers: the OFFLINE watchdog and the scheduler. Each
+/// stops at the shutdown signal.
+fn start_workers(
+    state: &SharedState,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<(&'static str, JoinHandle<()>)> {
     let scheduler = Scheduler {
         backend: Arc::new(StoreBackend {
             state: state.clone(),
         }),
         clock: SystemClock,
-        timezone,
-        grace,
+        timezone: state.timezone,
+        grace: state.grace,
         wake: state.scheduler_wake.clone(),
     };
-    tracing::info!(timezone = %timezone.name(), grace_secs = grace.as_secs(), "scheduler starting");
-    let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
+    tracing::info!(timezone = %state.timezone.name(), grace_secs = state.grace.as_secs(), "scheduler starting");
+    vec![
+        (
+            "watchdog",
+            tokio::spawn(expire_stale_sessions(state.clone(), shutdown.clone())),
+        ),
+        ("scheduler", tokio::spawn(scheduler.run(shutdown.clone()))),
+    ]
+}
 
+/// Waits for the workers to finish what they are doing (a scheduled fire
+/// being recorded), at most [`WORKER_DEADLINE`] in all; a worker still
+/// busy then is stopped.
+async fn stop_workers(workers: Vec<(&'static str, JoinHandle<()>)>) {
+    let until = tokio::time::Instant::now() + WORKER_DEADLINE;
+    for (name, mut worker) in workers {
+        if tokio::time::timeout_at(until, &mut worker).await.is_err() {
+            tracing::warn!(
+                worker = name,
+                "still busy at the shutdown deadline; stopped"
+            );
+            worker.abort();
+        }
+    }
+}
+
+/// The three gRPC services over mutual TLS on `listener`, ending at the
+/// shutdown signal.
+fn grpc_server(
+    state: &SharedState,
+    tls: ServerTlsConfig,
+    listener: TcpListener,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, ServerError> {
     let enrollment = EnrollmentServer::new(EnrollmentService {
         state: state.clone(),
     });
@@ -159,7 +240,7 @@ pub async fn serve(
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
     let mut signal = shutdown.clone();
-    let server = Server::builder()
+    Ok(Server::builder()
         .tls_config(tls)
         .map_err(ServerError::Tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -169,38 +250,7 @@ pub async fn serve(
         .add_service(fleet)
         .serve_with_incoming_shutdown(incoming, async move {
             wait_for_shutdown(&mut signal).await;
-        });
-    tokio::pin!(server);
-
-    let mut signal = shutdown.clone();
-    let result = tokio::select! {
-        r = &mut server => r,
-        _ = wait_for_shutdown(&mut signal) => {
-            // Agent streams are endless: close them so graceful shutdown can finish.
-            let ended = state.sessions.close_all();
-            if tokio::time::timeout(RECORD_ENDED_DEADLINE, state.record_ended(&ended)).await.is_err() {
-                tracing::warn!("last-seen times of closed sessions not recorded in time");
-            }
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::warn!("in-flight calls did not finish within {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
-                    Ok(())
-                }
-            }
-        }
-    };
-    watchdog.abort();
-    scheduler.abort();
-    // Queued writes are made durable and answered; later ones are refused.
-    if !state.store.close(STORE_CLOSE_DEADLINE).await {
-        tracing::warn!(
-            "the store did not finish its queued writes within {}s; stopping anyway",
-            STORE_CLOSE_DEADLINE.as_secs()
-        );
-    }
-    tracing::info!("controller stopped");
-    result.map_err(ServerError::Serve)
+        }))
 }
 
 /// Marks systems OFFLINE once they miss three heartbeats, even when their

@@ -1,6 +1,8 @@
 //! The fleet's domain: tasks and their validation, runs, the scheduler and SSH trust between systems; typed errors, no transport types.
 
 pub mod error;
+#[cfg(test)]
+pub mod fixtures;
 pub mod kinds;
 pub mod membership;
 pub mod run_hub;

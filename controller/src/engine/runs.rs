@@ -226,10 +226,18 @@ pub async fn record_not_run(
     Ok(run)
 }
 
-/// Starts a run of `task` with `parts`: the work for each system taking part
-/// (one for most tasks, one per source system for replication; run ids are
-/// filled in here), or the reason the work could not be prepared, which
-/// makes the run FAILED at once.
+/// What a run of a task is made of.
+#[derive(Debug)]
+pub enum RunPlan {
+    /// The work for each system taking part (one for most tasks, one per
+    /// source system for replication); run ids are filled in at the start.
+    Parts(Vec<(String, StartRun)>),
+    /// Why the work could not be prepared: the run ends FAILED with it at
+    /// once, so the history says why a scheduled run did nothing.
+    Unprepared(String),
+}
+
+/// Starts a run of `task` as `plan` says.
 ///
 /// A task never runs twice at once: a manual start while it runs is refused;
 /// a scheduled one is recorded as SKIPPED with the reason.
@@ -237,7 +245,7 @@ pub async fn start(
     state: &SharedState,
     task: &Task,
     trigger: Trigger,
-    parts: Result<Vec<(String, StartRun)>, String>,
+    plan: RunPlan,
 ) -> Result<Run, FleetError> {
     let _serial = state.runs.start_lock.lock().await;
     let systems = systems_of(task).join(",");
@@ -255,14 +263,14 @@ pub async fn start(
     }
 
     let id = state.store.next_id().await?;
-    let (parts, unprepared) = match parts {
-        Ok(mut parts) => {
+    let (parts, unprepared) = match plan {
+        RunPlan::Parts(mut parts) => {
             for (_, work) in &mut parts {
                 work.run_id = id;
             }
             (parts, None)
         }
-        Err(reason) => (Vec::new(), Some(reason)),
+        RunPlan::Unprepared(reason) => (Vec::new(), Some(reason)),
     };
     let now = now_unix_ms();
     let (trigger_word, by, scheduled_for) = match &trigger {
@@ -590,8 +598,8 @@ mod tests {
         }
     }
 
-    fn no_work() -> Result<Vec<(String, StartRun)>, String> {
-        Ok(vec![(
+    fn no_work() -> RunPlan {
+        RunPlan::Parts(vec![(
             "nas1".into(),
             StartRun {
                 run_id: 0,

@@ -20,6 +20,8 @@ pub struct ControllerState {
     pub history_limit: usize,
     /// Tells the scheduler that tasks changed.
     pub scheduler_wake: Arc<Notify>,
+    /// How late a scheduled fire missed while the controller was down may still run.
+    pub grace: std::time::Duration,
 }
 
 pub type SharedState = Arc<ControllerState>;
@@ -69,5 +71,6 @@ pub(crate) fn test_state(dir: &std::path::Path) -> SharedState {
         runs: RunHub::default(),
         history_limit: 100,
         scheduler_wake: Default::default(),
+        grace: std::time::Duration::from_secs(3600),
     })
 }

@@ -93,34 +93,12 @@ fn newest_common(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fixtures::{inventory_of, snapshot, store};
     use crate::engine::kinds::KIND_REPLICATION;
     use crate::engine::state::test_state;
     use nasfleet_proto::v1::Task;
-    use nasfleet_proto::v1::{Dataset, ReplicationSource, Snapshot, TaskSpec};
+    use nasfleet_proto::v1::{ReplicationSource, TaskSpec};
     use prost::Message;
-
-    fn snapshot(name: &str, guid: u64, creation_unix: i64) -> Snapshot {
-        Snapshot {
-            name: name.into(),
-            guid,
-            creation_unix,
-            ..Default::default()
-        }
-    }
-
-    fn inventory_of(datasets: &[&str], snapshots: Vec<Snapshot>) -> Inventory {
-        Inventory {
-            datasets: datasets
-                .iter()
-                .map(|d| Dataset {
-                    name: (*d).into(),
-                    ..Default::default()
-                })
-                .collect(),
-            snapshots,
-            ..Default::default()
-        }
-    }
 
     fn replication_task(id: u64, source: &str, datasets: &[&str], target: &str) -> Task {
         Task {
@@ -143,57 +121,6 @@ mod tests {
             }),
             ..Default::default()
         }
-    }
-
-    async fn store(state: &SharedState, tasks: Vec<Task>, inventories: Vec<(&str, Vec<u8>)>) {
-        let inventories: Vec<(String, Vec<u8>)> = inventories
-            .into_iter()
-            .map(|(n, b)| (n.to_owned(), b))
-            .collect();
-        state
-            .store
-            .write(move |w| {
-                for task in &tasks {
-                    w.put_task(task)?;
-                }
-                for (name, bytes) in &inventories {
-                    // Inventories are kept only for enrolled systems.
-                    w.put_token(
-                        name,
-                        &crate::store::TokenRecord {
-                            created_unix_ms: 0,
-                            expires_unix_ms: i64::MAX,
-                            created_by: "test".into(),
-                            used_by: None,
-                            used_unix_ms: None,
-                        },
-                    )?;
-                    let system = crate::store::SystemRecord {
-                        name: name.clone(),
-                        enrolled_unix_ms: 0,
-                        cert_serial: format!("serial-{name}"),
-                        last_seen_unix_ms: 0,
-                        address: String::new(),
-                        agent_version: String::new(),
-                        pools: Vec::new(),
-                    };
-                    let cert = crate::store::CertRecord {
-                        principal: format!("system:{name}"),
-                        role: None,
-                        issued_unix_ms: 0,
-                        revoked_unix_ms: None,
-                    };
-                    w.enroll(name, 1, &system, &format!("serial-{name}"), &cert)
-                        .map_err(|e| match e {
-                            crate::store::EnrollError::Store(e) => e,
-                            crate::store::EnrollError::Refused(r) => panic!("{r}"),
-                        })?;
-                    w.put_inventory(name, bytes)?;
-                }
-                Ok(())
-            })
-            .await
-            .unwrap();
     }
 
     fn source_and_target() -> (Inventory, Inventory) {
@@ -251,8 +178,8 @@ mod tests {
             &state,
             vec![replication_task(1, "nas1", &["tank/a"], "nas2")],
             vec![
-                ("nas1", source.encode_to_vec()),
-                ("nas2", target.encode_to_vec()),
+                ("nas1", Some(source.encode_to_vec())),
+                ("nas2", Some(target.encode_to_vec())),
             ],
         )
         .await;
@@ -278,8 +205,8 @@ mod tests {
                 replication_task(2, "nas3", &["tank/a"], "nas1"),
             ],
             vec![
-                ("nas1", source.encode_to_vec()),
-                ("nas3", b"\xff\xff not protobuf".to_vec()),
+                ("nas1", Some(source.encode_to_vec())),
+                ("nas3", Some(b"\xff\xff not protobuf".to_vec())),
             ],
         )
         .await;

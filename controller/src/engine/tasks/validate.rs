@@ -306,3 +306,135 @@ async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fixtures::{enroll, inventory_of};
+    use crate::engine::state::test_state;
+
+    /// A state with nas1 owning `tank/data` and its child `tank/data/tmp`.
+    async fn fleet(dir: &std::path::Path) -> SharedState {
+        let state = test_state(dir);
+        enroll(
+            &state,
+            "nas1",
+            &inventory_of(&["tank", "tank/data", "tank/data/tmp"], Vec::new()),
+        )
+        .await;
+        state
+    }
+
+    fn snapshot_task(edit: impl FnOnce(&mut SnapshotTaskSpec)) -> TaskSpec {
+        let mut spec = SnapshotTaskSpec {
+            system: "nas1".into(),
+            dataset: "tank/data".into(),
+            ..Default::default()
+        };
+        edit(&mut spec);
+        TaskSpec {
+            kind: Some(task_spec::Kind::Snapshot(spec)),
+            enabled: true,
+            ..Default::default()
+        }
+    }
+
+    /// The field and rule of a refusal; anything else fails the test.
+    fn refusal(result: Result<Task, FleetError>) -> (String, String) {
+        match result {
+            Err(FleetError::Invalid { field, rule }) => (field, rule),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_snapshot_task_gets_truenas_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = fleet(dir.path()).await;
+        let task = validate(&state, snapshot_task(|_| {}), None).await.unwrap();
+        assert_eq!(
+            (task.kind.as_str(), task.name.as_str()),
+            ("snapshot", "nas1:tank/data")
+        );
+        assert_eq!(task.schedule, Schedule::hourly().expression());
+        let Some(task_spec::Kind::Snapshot(spec)) = task.spec.and_then(|s| s.kind) else {
+            panic!("not a snapshot task");
+        };
+        assert_eq!(spec.naming_schema, "auto-%Y-%m-%d_%H-%M");
+        assert_eq!(spec.lifetime, DEFAULT_LIFETIME);
+    }
+
+    #[tokio::test]
+    async fn every_snapshot_task_rule_names_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = fleet(dir.path()).await;
+        let cases: Vec<(TaskSpec, &str, &str)> = vec![
+            (
+                snapshot_task(|s| s.system.clear()),
+                "system",
+                "System is required",
+            ),
+            (
+                snapshot_task(|s| s.system = "nas9".into()),
+                "system",
+                "System 'nas9' is not enrolled",
+            ),
+            (
+                snapshot_task(|s| s.dataset = "/".into()),
+                "dataset",
+                "Dataset is required",
+            ),
+            (
+                snapshot_task(|s| s.dataset = "tank/../etc".into()),
+                "dataset",
+                "dataset name 'tank/../etc' has a '.' or '..' component",
+            ),
+            (
+                snapshot_task(|s| s.naming_schema = "no-date".into()),
+                "naming_schema",
+                "",
+            ),
+            (
+                snapshot_task(|s| s.lifetime = "forever".into()),
+                "lifetime",
+                "",
+            ),
+            (
+                snapshot_task(|s| s.exclude = vec!["tank/data/tmp".into()]),
+                "exclude",
+                "Excluding datasets is not necessary for non-recursive periodic snapshot tasks",
+            ),
+            (
+                snapshot_task(|s| {
+                    s.recursive = true;
+                    s.exclude = vec!["tank/other".into()];
+                }),
+                "exclude",
+                "Excluded dataset should be a child or other descendant of the selected dataset",
+            ),
+            (
+                snapshot_task(|s| s.dataset = "tank/gone".into()),
+                "dataset",
+                "Dataset not found: 'tank/gone' on system 'nas1'",
+            ),
+            (
+                TaskSpec {
+                    schedule: "61 * * * *".into(),
+                    ..snapshot_task(|_| {})
+                },
+                "schedule",
+                "",
+            ),
+            (
+                TaskSpec::default(),
+                "kind",
+                "a task needs a kind (e.g. snapshot)",
+            ),
+        ];
+        for (spec, field, rule) in cases {
+            let (got_field, got_rule) = refusal(validate(&state, spec, None).await);
+            assert_eq!(got_field, field, "{got_rule}");
+            assert!(got_rule.starts_with(rule), "{field}: {got_rule}");
+        }
+    }
+}

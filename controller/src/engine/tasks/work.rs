@@ -2,6 +2,7 @@
 
 use super::{invalid, protected_snapshots};
 use crate::engine::error::FleetError;
+use crate::engine::runs::RunPlan;
 use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
 use crate::engine::systems::inventory;
@@ -24,7 +25,14 @@ const REPLICA_LISTING_TIMEOUT: Duration = Duration::from_secs(10);
 /// The work each system taking part in a run of `task` gets, or why it
 /// could not be prepared (the run then fails with that reason). `at` is
 /// the instant snapshot names are rendered for (the scheduled time, or now).
-pub async fn prepare(
+pub async fn prepare(state: &SharedState, task: &Task, at: DateTime<Utc>) -> RunPlan {
+    match parts(state, task, at).await {
+        Ok(parts) => RunPlan::Parts(parts),
+        Err(reason) => RunPlan::Unprepared(reason),
+    }
+}
+
+async fn parts(
     state: &SharedState,
     task: &Task,
     at: DateTime<Utc>,
