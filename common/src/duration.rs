@@ -77,8 +77,14 @@ mod tests {
             parse_lifetime("lifetime", "1y"),
             Ok(Duration::from_secs(365 * 86_400))
         );
-        assert!(parse_lifetime("lifetime", "10s").is_err());
-        assert!(parse_lifetime("lifetime", "m").is_err());
+        for refused in ["10s", "m"] {
+            let error = parse_lifetime("lifetime", refused).unwrap_err();
+            assert_eq!(
+                (error.field, error.input.as_str()),
+                ("lifetime", refused),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -109,7 +109,10 @@ mod tests {
         ] {
             assert_eq!(Principal::parse(&p.common_name()), Ok(p));
         }
-        assert!(Principal::parse("admin").is_err());
+        assert_eq!(
+            Principal::parse("admin"),
+            Err(IdentityError::UnknownPrincipal("admin".into()))
+        );
     }
 
     #[test]
@@ -118,6 +121,9 @@ mod tests {
         assert_eq!(normalize_fingerprint(&fp), Ok(fp.clone()));
         let bare = fp.trim_start_matches("sha256:").to_ascii_uppercase();
         assert_eq!(normalize_fingerprint(&bare), Ok(fp.clone()));
-        assert!(normalize_fingerprint("sha256:abcd").is_err());
+        assert_eq!(
+            normalize_fingerprint("sha256:abcd"),
+            Err(IdentityError::BadFingerprint("sha256:abcd".into()))
+        );
     }
 }

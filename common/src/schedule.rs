@@ -1410,7 +1410,15 @@ mod tests {
             "59 23 31 12 0-7",
             "00 02 01 01 00",
         ] {
-            cron(expr);
+            let schedule = cron(expr);
+            // Accepted as written, and it fires within the next year.
+            assert_eq!(schedule.expression(), expr);
+            let start = utc(2026, 1, 1, 0, 0);
+            let next = schedule.next_after(&start);
+            assert!(
+                next.is_some_and(|t| t > start && t - start <= TimeDelta::days(366)),
+                "{expr}: next fire {next:?}"
+            );
         }
     }
 
