@@ -1,7 +1,7 @@
 //! `nasfleet-controller init`: a new data dir with CA, server certificate, first admin and config files.
 
 use crate::config::{ControllerConfig, DataDir};
-use crate::pki::{CertificateAuthority, PkiError};
+use crate::pki::{CaMaterial, CertificateAuthority, IssuedCertificate, PkiError};
 use crate::store::{CLOSE_DEADLINE, CertRecord, Store, StoreError};
 use nasfleet_common::cli_config::CliConfig;
 use nasfleet_common::daemon::LogFormat;
@@ -97,21 +97,7 @@ fn url_for(listen: SocketAddr, name: &str) -> String {
 pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
     validate_user_name(&options.admin)?;
     let dir = DataDir::new(&options.data_dir);
-    match std::fs::read_dir(&dir.root) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(InitError::NotEmpty(dir.root.clone()));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir.root)
-                .map_err(io_err(&dir.root))?;
-        }
-        Err(e) => return Err(io_err(&dir.root)(e)),
-    }
+    create_empty_dir(&dir.root)?;
 
     let explicit_name = options.name.is_some();
     let name = options.name.clone().unwrap_or_else(host_name);
@@ -129,7 +115,47 @@ pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
         Err(e) => return Err(e.into()),
     };
     let admin = ca.issue_user(&options.admin, "admin")?;
+    write_pki(&dir, &ca, &material, &server, &admin, &options.admin)?;
 
+    let url = url_for(options.listen, &name);
+    write_controller_config(&dir, options.listen, &url)?;
+    let cli_path = write_admin_cli_config(&dir, &url, &options.admin)?;
+    record_admin(&dir, &options.admin, &admin.serial_hex)?;
+    Ok(InitSummary {
+        url,
+        ca_fingerprint: ca.fingerprint().to_owned(),
+        cli_config: cli_path,
+    })
+}
+
+/// The data dir must be new or empty: init never overwrites a fleet.
+fn create_empty_dir(root: &Path) -> Result<(), InitError> {
+    match std::fs::read_dir(root) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(InitError::NotEmpty(root.to_owned()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(io_err(root)),
+        Err(e) => Err(io_err(root)(e)),
+    }
+}
+
+/// The CA, the server's chain and key, and the first admin's certificate
+/// and key; private keys 0600.
+fn write_pki(
+    dir: &DataDir,
+    ca: &CertificateAuthority,
+    material: &CaMaterial,
+    server: &IssuedCertificate,
+    admin: &IssuedCertificate,
+    admin_name: &str,
+) -> Result<(), InitError> {
     write_new(&dir.ca_cert(), material.cert_pem.as_bytes(), 0o644)?;
     write_new(&dir.ca_key(), material.key_pem.as_bytes(), 0o600)?;
     let chain = format!("{}{}", server.cert_pem, ca.cert_pem());
@@ -139,21 +165,18 @@ pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
         server.key_pem.as_deref().unwrap_or_default().as_bytes(),
         0o600,
     )?;
+    write_new(&dir.user_cert(admin_name), admin.cert_pem.as_bytes(), 0o644)?;
     write_new(
-        &dir.user_cert(&options.admin),
-        admin.cert_pem.as_bytes(),
-        0o644,
-    )?;
-    write_new(
-        &dir.user_key(&options.admin),
+        &dir.user_key(admin_name),
         admin.key_pem.as_deref().unwrap_or_default().as_bytes(),
         0o600,
-    )?;
+    )
+}
 
-    let url = url_for(options.listen, &name);
+fn write_controller_config(dir: &DataDir, listen: SocketAddr, url: &str) -> Result<(), InitError> {
     let config = ControllerConfig {
-        listen: options.listen,
-        url: url.clone(),
+        listen,
+        url: url.to_owned(),
         heartbeat_interval: "10s".into(),
         log_format: LogFormat::Text,
         timezone: None,
@@ -169,39 +192,41 @@ pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
         format!("# nasfleet controller configuration; see deploy/controller.toml for every key.\n{config_text}")
             .as_bytes(),
         0o644,
-    )?;
+    )
+}
 
+/// The first admin's CLI config (0600); returns its absolute path.
+fn write_admin_cli_config(dir: &DataDir, url: &str, admin: &str) -> Result<PathBuf, InitError> {
     // Absolute paths: the CLI may run from anywhere.
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let cli = CliConfig {
-        controller: url.clone(),
+        controller: url.to_owned(),
         ca: absolute(dir.ca_cert()),
-        cert: absolute(dir.user_cert(&options.admin)),
-        key: absolute(dir.user_key(&options.admin)),
+        cert: absolute(dir.user_cert(admin)),
+        key: absolute(dir.user_key(admin)),
     };
     let cli_text = toml::to_string(&cli).map_err(|source| InitError::Encode {
         what: "CLI config",
         source,
     })?;
-    let cli_path = dir.cli_config(&options.admin);
+    let cli_path = dir.cli_config(admin);
     write_new(&cli_path, cli_text.as_bytes(), 0o600)?;
+    Ok(absolute(cli_path))
+}
 
+/// The first admin's certificate, recorded as issued by this controller.
+fn record_admin(dir: &DataDir, admin: &str, serial_hex: &str) -> Result<(), InitError> {
     let store = Store::open(&dir.store())?;
     let admin_cert = CertRecord {
-        principal: nasfleet_common::identity::Principal::User(options.admin.clone()).common_name(),
+        principal: nasfleet_common::identity::Principal::User(admin.to_owned()).common_name(),
         role: Some("admin".into()),
         issued_unix_ms: now_unix_ms(),
         revoked_unix_ms: None,
     };
-    let serial = admin.serial_hex.clone();
+    let serial = serial_hex.to_owned();
     store.write_blocking(move |w| w.put_cert(&serial, &admin_cert))?;
     store.close_blocking(CLOSE_DEADLINE);
-
-    Ok(InitSummary {
-        url,
-        ca_fingerprint: ca.fingerprint().to_owned(),
-        cli_config: absolute(cli_path),
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -248,7 +248,6 @@ pub async fn start(
     plan: RunPlan,
 ) -> Result<Run, FleetError> {
     let _serial = state.runs.start_lock.lock().await;
-    let systems = systems_of(task).join(",");
     if let Some(active) = active_run_of(state, task.id)? {
         let reason = format!("Previous run {} of this task is still running", active.id);
         return match trigger {
@@ -257,54 +256,27 @@ pub async fn start(
                 task.name, active.id
             ))),
             Trigger::Scheduled { at } => {
+                let systems = systems_of(task).join(",");
                 record_not_run(state, task, &systems, at, RunState::Skipped, reason).await
             }
         };
     }
 
     let id = state.store.next_id().await?;
-    let (parts, unprepared) = match plan {
+    let parts = match plan {
         RunPlan::Parts(mut parts) => {
             for (_, work) in &mut parts {
                 work.run_id = id;
             }
-            (parts, None)
+            parts
         }
-        RunPlan::Unprepared(reason) => (Vec::new(), Some(reason)),
+        RunPlan::Unprepared(reason) => {
+            tracing::warn!(task = %task.name, run = id, %reason, "run failed before dispatch");
+            let run = new_run(task, id, &trigger, &[]);
+            return finish(state, run, RunState::Failed, reason).await;
+        }
     };
-    let now = now_unix_ms();
-    let (trigger_word, by, scheduled_for) = match &trigger {
-        Trigger::Manual { by } => ("manual", by.clone(), 0),
-        Trigger::Scheduled { at } => ("scheduled", "scheduler".to_owned(), at.timestamp_millis()),
-    };
-    let mut run = Run {
-        id,
-        task_id: task.id,
-        task_name: task.name.clone(),
-        task_kind: task.kind.clone(),
-        system: systems,
-        trigger: trigger_word.into(),
-        triggered_by: by,
-        scheduled_for_unix_ms: scheduled_for,
-        started_unix_ms: now,
-        parts: parts
-            .iter()
-            .map(|(system, _)| {
-                let mut part = RunPart {
-                    system: system.clone(),
-                    ..Default::default()
-                };
-                part.set_state(RunState::Running);
-                part
-            })
-            .collect(),
-        ..Default::default()
-    };
-    run.set_state(RunState::Running);
-    if let Some(reason) = unprepared {
-        tracing::warn!(task = %task.name, run = id, %reason, "run failed before dispatch");
-        return finish(state, run, RunState::Failed, reason).await;
-    }
+    let run = new_run(task, id, &trigger, &parts);
     // Durable before any agent hears of it.
     let stored = run.clone();
     let works: Vec<(String, StartRun)> = parts.clone();
@@ -323,7 +295,51 @@ pub async fn start(
     for (system, _) in &parts {
         state.runs.add_participant(id, system);
     }
+    dispatch(state, task, run, parts).await
+}
 
+/// A new RUNNING run of `task` with one RUNNING part per system in `parts`.
+fn new_run(task: &Task, id: u64, trigger: &Trigger, parts: &[(String, StartRun)]) -> Run {
+    let (trigger_word, by, scheduled_for) = match trigger {
+        Trigger::Manual { by } => ("manual", by.clone(), 0),
+        Trigger::Scheduled { at } => ("scheduled", "scheduler".to_owned(), at.timestamp_millis()),
+    };
+    let mut run = Run {
+        id,
+        task_id: task.id,
+        task_name: task.name.clone(),
+        task_kind: task.kind.clone(),
+        system: systems_of(task).join(","),
+        trigger: trigger_word.into(),
+        triggered_by: by,
+        scheduled_for_unix_ms: scheduled_for,
+        started_unix_ms: now_unix_ms(),
+        parts: parts
+            .iter()
+            .map(|(system, _)| {
+                let mut part = RunPart {
+                    system: system.clone(),
+                    ..Default::default()
+                };
+                part.set_state(RunState::Running);
+                part
+            })
+            .collect(),
+        ..Default::default()
+    };
+    run.set_state(RunState::Running);
+    run
+}
+
+/// Sends each system its part of a stored run; a system that cannot be
+/// reached fails its part at once. Returns the run as it then stands.
+async fn dispatch(
+    state: &SharedState,
+    task: &Task,
+    mut run: Run,
+    parts: Vec<(String, StartRun)>,
+) -> Result<Run, FleetError> {
+    let id = run.id;
     for (system, work) in parts {
         let message = ControllerMessage {
             body: Some(Down::StartRun(work)),
@@ -336,7 +352,7 @@ pub async fn start(
                 run = ended;
             }
         } else {
-            tracing::info!(task = %task.name, run = id, %system, trigger = trigger_word, "run dispatched");
+            tracing::info!(task = %task.name, run = id, %system, trigger = %run.trigger, "run dispatched");
         }
     }
     Ok(run)

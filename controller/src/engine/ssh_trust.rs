@@ -75,13 +75,41 @@ pub async fn create(
                 "System '{target}' reports no SSH address and host keys; set ssh_address (and ssh_host_keys) in its agent config"
             ))
         })?;
+    authorize_on_target(state, source, target, &public_key).await?;
+    let record = SshConnectionRecord {
+        source: source.into(),
+        target: target.into(),
+        address: ssh.address,
+        user: REPLICATION_USER.into(),
+        host_keys: ssh.host_keys,
+        host_key_fingerprints: ssh.host_key_fingerprints,
+        public_key,
+        created_unix_ms: now_unix_ms(),
+    };
+    check_from_source(state, &record).await?;
+    let stored = record.clone();
+    state
+        .store
+        .write(move |w| w.put_ssh_connection(&stored))
+        .await?;
+    tracing::info!(source, target, address = %record.address, "SSH connection made");
+    Ok(record)
+}
+
+/// Has the target's agent authorize the source's replication key.
+async fn authorize_on_target(
+    state: &SharedState,
+    source: &str,
+    target: &str,
+    public_key: &str,
+) -> Result<(), FleetError> {
     let answer = state
         .sessions
         .request(
             target,
             agent_request::Body::AuthorizeKey(AuthorizeKey {
                 user: REPLICATION_USER.into(),
-                public_key: public_key.clone(),
+                public_key: public_key.to_owned(),
                 source_system: source.into(),
             }),
             AUTHORIZE_TIMEOUT,
@@ -96,24 +124,22 @@ pub async fn create(
             answer.error
         )));
     }
-    let record = SshConnectionRecord {
-        source: source.into(),
-        target: target.into(),
-        address: ssh.address,
-        user: REPLICATION_USER.into(),
-        host_keys: ssh.host_keys,
-        host_key_fingerprints: ssh.host_key_fingerprints,
-        public_key,
-        created_unix_ms: now_unix_ms(),
-    };
-    // Proven from the source's side before it is recorded: reachable,
-    // pinned host key matches, authorized key accepted.
+    Ok(())
+}
+
+/// Proves a connection from the source's side before it is recorded:
+/// reachable, pinned host key matches, authorized key accepted.
+async fn check_from_source(
+    state: &SharedState,
+    record: &SshConnectionRecord,
+) -> Result<(), FleetError> {
+    let (source, target) = (&record.source, &record.target);
     let check = state
         .sessions
         .request(
             source,
             agent_request::Body::CheckSsh(CheckSsh {
-                target: Some(replication_target(&record)),
+                target: Some(replication_target(record)),
             }),
             CHECK_TIMEOUT,
         )
@@ -127,13 +153,7 @@ pub async fn create(
             check.error
         )));
     }
-    let stored = record.clone();
-    state
-        .store
-        .write(move |w| w.put_ssh_connection(&stored))
-        .await?;
-    tracing::info!(source, target, address = %record.address, "SSH connection made");
-    Ok(record)
+    Ok(())
 }
 
 /// Has the target's agent remove the source's key from the replication

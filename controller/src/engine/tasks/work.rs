@@ -11,8 +11,9 @@ use nasfleet_common::duration::parse_lifetime;
 use nasfleet_common::names::replication_target_path;
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_proto::v1::{
-    ListReplicas, ReplicationDataset, ReplicationTarget, ReplicationTaskSpec, ReplicationWork,
-    Retention, SnapshotTaskSpec, SnapshotWork, StartRun, Task, agent_request, start_run, task_spec,
+    ListReplicas, ReplicationDataset, ReplicationSource, ReplicationTarget, ReplicationTaskSpec,
+    ReplicationWork, Retention, SnapshotTaskSpec, SnapshotWork, StartRun, Task, agent_request,
+    start_run, task_spec,
 };
 use std::time::Duration;
 
@@ -88,6 +89,7 @@ async fn replication_work(
     spec: &ReplicationTaskSpec,
     at: DateTime<Utc>,
 ) -> Result<Vec<(String, StartRun)>, String> {
+    // One part per source system, holding all of its datasets.
     let mut parts: Vec<(String, ReplicationWork)> = Vec::new();
     for source in &spec.sources {
         let index = match parts
@@ -96,49 +98,9 @@ async fn replication_work(
         {
             Some(index) => index,
             None => {
-                let target = if source.system == spec.target_system {
-                    ReplicationTarget {
-                        system: spec.target_system.clone(),
-                        ..Default::default()
-                    }
-                } else {
-                    let connection = ssh_trust::ensure(state, &source.system, &spec.target_system)
-                        .await
-                        .map_err(|s| {
-                            format!(
-                                "{}: SSH connection to '{}' could not be set up: {}",
-                                source.system, spec.target_system, s
-                            )
-                        })?;
-                    let mut target = ssh_trust::replication_target(&connection);
-                    // Saves the source a probe over ssh on every run.
-                    if let Ok(Some(inventory)) = inventory(state, &spec.target_system) {
-                        target.zfs_dialect = inventory.zfs_dialect;
-                    }
-                    target
-                };
-                let pre_snapshot_name = if spec.create_snapshot_task {
-                    let schema = source
-                        .naming_schemas
-                        .first()
-                        .map(String::as_str)
-                        .unwrap_or(nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA);
-                    NamingSchema::new(schema)
-                        .map_err(|e| format!("naming schema: {e}"))?
-                        .render(&at.with_timezone(&state.timezone))
-                } else {
-                    String::new()
-                };
                 parts.push((
                     source.system.clone(),
-                    ReplicationWork {
-                        target: Some(target),
-                        datasets: Vec::new(),
-                        allow_overwrite: spec.allow_overwrite,
-                        pre_snapshot_name,
-                        pre_snapshot_recursive: source.recursive,
-                        target_replicas: Vec::new(),
-                    },
+                    source_work(state, spec, source, at).await?,
                 ));
                 parts.len() - 1
             }
@@ -165,6 +127,58 @@ async fn replication_work(
             )
         })
         .collect())
+}
+
+/// The work of one source system, without its datasets yet: how it
+/// reaches the target, and the snapshot it takes first when the task
+/// makes its own snapshots.
+async fn source_work(
+    state: &SharedState,
+    spec: &ReplicationTaskSpec,
+    source: &ReplicationSource,
+    at: DateTime<Utc>,
+) -> Result<ReplicationWork, String> {
+    let target = if source.system == spec.target_system {
+        ReplicationTarget {
+            system: spec.target_system.clone(),
+            ..Default::default()
+        }
+    } else {
+        let connection = ssh_trust::ensure(state, &source.system, &spec.target_system)
+            .await
+            .map_err(|e| {
+                format!(
+                    "{}: SSH connection to '{}' could not be set up: {e}",
+                    source.system, spec.target_system
+                )
+            })?;
+        let mut target = ssh_trust::replication_target(&connection);
+        // Saves the source a probe over ssh on every run.
+        if let Ok(Some(inventory)) = inventory(state, &spec.target_system) {
+            target.zfs_dialect = inventory.zfs_dialect;
+        }
+        target
+    };
+    let pre_snapshot_name = if spec.create_snapshot_task {
+        let schema = source
+            .naming_schemas
+            .first()
+            .map(String::as_str)
+            .unwrap_or(nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA);
+        NamingSchema::new(schema)
+            .map_err(|e| format!("naming schema: {e}"))?
+            .render(&at.with_timezone(&state.timezone))
+    } else {
+        String::new()
+    };
+    Ok(ReplicationWork {
+        target: Some(target),
+        datasets: Vec::new(),
+        allow_overwrite: spec.allow_overwrite,
+        pre_snapshot_name,
+        pre_snapshot_recursive: source.recursive,
+        target_replicas: Vec::new(),
+    })
 }
 
 /// Asks the target's agent for the snapshots of the target datasets of
