@@ -87,3 +87,62 @@ pub async fn remove(state: &SharedState, name: &str) -> Result<String, FleetErro
     );
     Ok(serial)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fixtures::{enroll, inventory_of, store};
+    use crate::engine::state::test_state;
+    use nasfleet_proto::v1::{SnapshotTaskSpec, Task, TaskSpec, task_spec};
+
+    #[tokio::test]
+    async fn tokens_live_between_one_second_and_a_week_and_only_their_hash_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path());
+        for ttl in [Duration::ZERO, MAX_TOKEN_TTL + Duration::from_secs(1)] {
+            assert!(matches!(
+                create_token(&state, "user:admin", ttl).await,
+                Err(FleetError::Invalid { field, rule }) if field == "ttl" && rule == "must be between 1s and 7d"
+            ));
+        }
+        let (token, expires) = create_token(&state, "user:admin", DEFAULT_TOKEN_TTL)
+            .await
+            .unwrap();
+        assert!(token.starts_with("nfj1.") && expires > now_unix_ms());
+        assert!(state.store.tokens_contain(&token_hash(&token)).unwrap());
+        assert!(!state.store.tokens_contain(&token).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_system_in_use_is_not_removed_and_a_free_one_is_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path());
+        enroll(&state, "nas1", &inventory_of(&["tank"], Vec::new())).await;
+        enroll(&state, "nas2", &inventory_of(&["tank"], Vec::new())).await;
+        let task = Task {
+            id: 7,
+            name: "nas1:tank".into(),
+            kind: "snapshot".into(),
+            spec: Some(TaskSpec {
+                kind: Some(task_spec::Kind::Snapshot(SnapshotTaskSpec {
+                    system: "nas1".into(),
+                    dataset: "tank".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        store(&state, vec![task], Vec::new()).await;
+        assert!(matches!(
+            remove(&state, "nas1").await,
+            Err(FleetError::Conflict(m)) if m.starts_with("System 'nas1' is used by snapshot task 'nas1:tank' (id 7)")
+        ));
+        assert_eq!(remove(&state, "nas2").await.unwrap(), "serial-nas2");
+        assert!(state.store.system("nas2").unwrap().is_none());
+        assert!(matches!(
+            remove(&state, "nas2").await,
+            Err(FleetError::NotFound(m)) if m == "system 'nas2' is not enrolled"
+        ));
+    }
+}

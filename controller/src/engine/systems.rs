@@ -300,3 +300,128 @@ pub async fn take_snapshot(
     let _ = state.sessions.request_inventory(system);
     Ok(answer.created)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fixtures::{enroll, inventory_of, snapshot, store};
+    use crate::engine::state::test_state;
+    use nasfleet_proto::v1::{Task, TaskSpec};
+
+    fn snapshot_task(name: &str, dataset: &str, recursive: bool, exclude: &[&str]) -> Task {
+        Task {
+            id: 1,
+            name: name.into(),
+            spec: Some(TaskSpec {
+                kind: Some(task_spec::Kind::Snapshot(SnapshotTaskSpec {
+                    system: "nas1".into(),
+                    dataset: dataset.into(),
+                    recursive,
+                    exclude: exclude.iter().map(|e| (*e).into()).collect(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn coverage_follows_recursion_and_exclusions_not_name_prefixes() {
+        let Some(task_spec::Kind::Snapshot(spec)) =
+            snapshot_task("t", "tank/a", true, &["tank/a/tmp"])
+                .spec
+                .and_then(|s| s.kind)
+        else {
+            unreachable!()
+        };
+        assert!(covers(&spec, "tank/a"));
+        assert!(covers(&spec, "tank/a/b/c"));
+        assert!(!covers(&spec, "tank/a/tmp"));
+        assert!(!covers(&spec, "tank/a/tmp/deep"));
+        assert!(!covers(&spec, "tank/ab"));
+        let flat = SnapshotTaskSpec {
+            recursive: false,
+            ..spec
+        };
+        assert!(covers(&flat, "tank/a") && !covers(&flat, "tank/a/b"));
+    }
+
+    #[tokio::test]
+    async fn datasets_and_snapshots_of_a_system_as_lists_show_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path());
+        let inventory = inventory_of(
+            &["tank/a", "tank/a/b", "tank/ab"],
+            vec![
+                snapshot("tank/a@2", 2, 200),
+                snapshot("tank/a@1", 1, 100),
+                snapshot("tank/a/b@1", 3, 100),
+                snapshot("tank/ab@1", 4, 100),
+            ],
+        );
+        enroll(&state, "nas1", &inventory).await;
+        store(
+            &state,
+            vec![snapshot_task("hourly", "tank/a", true, &[])],
+            Vec::new(),
+        )
+        .await;
+
+        let names = |snaps: Vec<Snapshot>| snaps.into_iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(
+                snapshots(&state, "nas1", "tank/a", true, false)
+                    .await
+                    .unwrap()
+            ),
+            vec!["tank/a@1", "tank/a@2", "tank/a/b@1"]
+        );
+        assert_eq!(
+            names(
+                snapshots(&state, "nas1", "tank/a", false, false)
+                    .await
+                    .unwrap()
+            ),
+            vec!["tank/a@1", "tank/a@2"]
+        );
+        assert!(matches!(
+            snapshots(&state, "nas1", "tank/zz", false, false).await,
+            Err(FleetError::NotFound(m)) if m == "dataset: Dataset not found: 'tank/zz' on system 'nas1'"
+        ));
+        assert!(matches!(
+            snapshots(&state, "nas9", "", false, false).await,
+            Err(FleetError::NotFound(m)) if m == "system 'nas9' is not enrolled"
+        ));
+
+        let listed = datasets(&state, "nas1", false).await.unwrap();
+        let row = |name: &str| {
+            listed
+                .iter()
+                .find(|d| d.dataset.as_ref().is_some_and(|x| x.name == name))
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(row("tank/a").snapshot_count, 2);
+        assert_eq!(row("tank/a").newest_snapshot, "tank/a@2");
+        assert_eq!(row("tank/a/b").snapshot_tasks, vec!["hourly".to_owned()]);
+        assert!(row("tank/ab").snapshot_tasks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fresh_inventory_needs_the_system_online() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path());
+        enroll(&state, "nas1", &inventory_of(&["tank"], Vec::new())).await;
+        assert!(matches!(
+            detail(&state, "nas1", true).await,
+            Err(FleetError::Unavailable(m)) if m == "System 'nas1' is offline; cannot refresh its inventory"
+        ));
+        let shown = detail(&state, "nas1", false).await.unwrap();
+        assert_eq!(
+            shown.summary.map(|s| s.status()),
+            Some(SystemStatus::Offline)
+        );
+        assert!(shown.inventory.is_some());
+    }
+}

@@ -281,6 +281,11 @@ impl Tables {
             .transpose()
     }
 
+    /// Whether a token with this hash was ever created (used or not).
+    pub fn tokens_contain(&self, token_hash: &str) -> Result<bool, StoreError> {
+        Ok(self.tokens.contains_key(token_hash)?)
+    }
+
     pub fn system(&self, name: &str) -> Result<Option<SystemRecord>, StoreError> {
         self.systems
             .get(name)?

@@ -437,4 +437,55 @@ mod tests {
             assert!(got_rule.starts_with(rule), "{field}: {got_rule}");
         }
     }
+
+    fn rsync_task(edit: impl FnOnce(&mut RsyncTaskSpec)) -> TaskSpec {
+        let mut spec = RsyncTaskSpec {
+            system: "nas1".into(),
+            path: "/tank/data".into(),
+            user: "root".into(),
+            remote_host: "127.0.0.1".into(),
+            remote_module: "backup".into(),
+            ..Default::default()
+        };
+        edit(&mut spec);
+        TaskSpec {
+            kind: Some(task_spec::Kind::Rsync(spec)),
+            enabled: true,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn rsync_tasks_are_refused_in_the_controller_before_their_system_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = fleet(dir.path()).await;
+        let cases: Vec<(TaskSpec, &str, &str)> = vec![
+            (
+                rsync_task(|s| s.system.clear()),
+                "system",
+                "System is required",
+            ),
+            (
+                rsync_task(|s| s.system = "nas9".into()),
+                "system",
+                "System 'nas9' is not enrolled",
+            ),
+            (
+                rsync_task(|s| s.auxiliary = vec!["-ave/tmp/x.sh".into()]),
+                "auxiliary",
+                "",
+            ),
+        ];
+        for (spec, field, rule) in cases {
+            let (got_field, got_rule) = refusal(validate(&state, spec, None).await);
+            assert_eq!(got_field, field, "{got_rule}");
+            assert!(got_rule.starts_with(rule), "{field}: {got_rule}");
+        }
+        // Everything else is checked on the task's system, which is offline here.
+        let offline = validate(&state, rsync_task(|_| {}), None).await;
+        assert!(
+            matches!(&offline, Err(FleetError::Conflict(m)) if m.contains("rsync tasks are checked on their system")),
+            "{offline:?}"
+        );
+    }
 }
