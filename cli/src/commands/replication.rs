@@ -9,12 +9,11 @@ use super::run::{PartJson, RunJson, parts_lines};
 use super::schedule_args::ScheduleArgs;
 use super::task::{self, REPLICATION, TaskJson, next_run_text, task_schedule, task_status};
 use super::{confirm, status_error};
-use crate::output::{
-    OutputFormat, Table, cell, human_time, print_json, run_state_word, time_or_dash, yes_no,
-};
+use crate::output::{OutputFormat, Table, cell, human_time, print_json, time_or_dash, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use nasfleet_common::schedule::Schedule;
+use nasfleet_common::status::run_state_word;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{

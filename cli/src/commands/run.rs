@@ -2,13 +2,11 @@
 
 use super::status_error;
 use crate::failure::RunFailed;
-use crate::output::{
-    OutputFormat, Table, cell, human_bytes, print_json, run_state_word, time_or_dash,
-};
+use crate::output::{OutputFormat, Table, cell, human_bytes, print_json, time_or_dash};
 use anyhow::{Context, anyhow};
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nasfleet_common::status::rfc3339_from_unix_ms;
+use nasfleet_common::status::{rfc3339_from_unix_ms, run_state_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::run_event::Body;
 use nasfleet_proto::v1::{ListRunsRequest, Progress, Run, RunPart, RunRef, RunState, RunStep};
