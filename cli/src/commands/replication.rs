@@ -2,8 +2,8 @@
 
 use super::replication_file;
 use super::replication_spec::{
-    ReplicationEdit, check_spec, effective_schemas, merge_edit, parse_source, parse_target,
-    replication_of, routes, sources_from_args, sources_text, target_text,
+    ReplicationEdit, merge_edit, parse_source, parse_target, replication_of, routes,
+    sources_from_args, sources_text, target_text,
 };
 use super::run::{PartJson, RunJson, parts_lines};
 use super::schedule_args::ScheduleArgs;
@@ -12,6 +12,7 @@ use super::{confirm, status_error};
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, time_or_dash, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use nasfleet_common::replication_rules::{check_spec, effective_schemas};
 use nasfleet_common::schedule::Schedule;
 use nasfleet_common::status::run_state_word;
 use nasfleet_proto::v1::fleet_client::FleetClient;
@@ -809,8 +810,8 @@ pub async fn edit(channel: Channel, args: &EditArgs, output: OutputFormat) -> an
 mod tests {
     use super::*;
     use crate::commands::replication_spec::tests::{offsite, strings};
-    use crate::commands::replication_spec::{NO_SOURCES, NO_TARGET};
     use clap::Parser;
+    use nasfleet_common::replication_rules::ReplicationRuleError;
     use nasfleet_proto::v1::{RunPart, RunStep};
     use serde_json::json;
 
@@ -931,8 +932,14 @@ mod tests {
 
     #[test]
     fn create_checks_locally() {
-        assert_eq!(create_err(&["x", "--target", "nas2:b"]), NO_SOURCES);
-        assert_eq!(create_err(&["x", "--source", "nas1:tank"]), NO_TARGET);
+        assert_eq!(
+            create_err(&["x", "--target", "nas2:b"]),
+            ReplicationRuleError::NoSources.to_string()
+        );
+        assert_eq!(
+            create_err(&["x", "--source", "nas1:tank"]),
+            ReplicationRuleError::NoTarget.to_string()
+        );
         assert_eq!(
             create_err(&["x", "--source", "tank", "--target", "nas2:b"]),
             "source: expected SYSTEM:DATASET[,DATASET...], got \"tank\""

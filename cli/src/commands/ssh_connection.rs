@@ -60,13 +60,7 @@ impl From<&SshConnection> for SshConnectionJson {
 /// Checks both system names before anything travels.
 pub fn check_pair(source: &str, target: &str) -> anyhow::Result<()> {
     for (field, name) in [("source", source), ("target", target)] {
-        validate_system_name(name).map_err(|e| {
-            let text = e.to_string();
-            anyhow!(
-                "{field}: system {}",
-                text.strip_prefix("name: ").unwrap_or(&text)
-            )
-        })?;
+        validate_system_name(name).map_err(|e| anyhow!("{field}: system {}", e.rule()))?;
     }
     Ok(())
 }

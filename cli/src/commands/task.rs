@@ -5,7 +5,7 @@ use super::{confirm, status_error};
 use crate::output::{OutputFormat, human_time, print_json};
 use anyhow::bail;
 use clap::Subcommand;
-use nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA;
+use nasfleet_common::replication_rules::effective_schemas;
 use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
@@ -105,11 +105,7 @@ impl From<&ReplicationSource> for ReplicationSourceJson {
             system: s.system.clone(),
             datasets: s.datasets.clone(),
             recursive: s.recursive,
-            naming_schemas: if s.naming_schemas.is_empty() {
-                vec![DEFAULT_PERIODIC_SCHEMA.to_owned()]
-            } else {
-                s.naming_schemas.clone()
-            },
+            naming_schemas: effective_schemas(s),
         }
     }
 }
