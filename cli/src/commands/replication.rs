@@ -9,6 +9,7 @@ use super::run::{PartJson, RunJson, parts_lines};
 use super::schedule_args::ScheduleArgs;
 use super::task::{self, REPLICATION, TaskJson, next_run_text, task_schedule, task_status};
 use super::{confirm, status_error};
+use crate::context::Context;
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, time_or_dash, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand};
@@ -46,6 +47,34 @@ pub enum ReplicationCommand {
     Edit(EditArgs),
     #[command(flatten)]
     Lifecycle(task::LifecycleCommand),
+}
+
+impl ReplicationCommand {
+    /// Refuses flags (and task files) that are wrong whatever the controller
+    /// holds; what `edit` makes of the current task is checked once it is
+    /// fetched.
+    pub fn precheck(&self) -> anyhow::Result<()> {
+        match self {
+            ReplicationCommand::Create(args) => create_spec(args).map(drop),
+            ReplicationCommand::Edit(args) => edit_request(args).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs one `replication` subcommand.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect_after(self.precheck()).await?;
+        let output = ctx.output;
+        match self {
+            ReplicationCommand::Create(args) => create(channel, &args, output).await,
+            ReplicationCommand::List => list(channel, output).await,
+            ReplicationCommand::Show { task } => show(channel, &task, output).await,
+            ReplicationCommand::Edit(args) => edit(channel, &args, output).await,
+            ReplicationCommand::Lifecycle(command) => {
+                command.execute(channel, REPLICATION, output).await
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -602,23 +631,6 @@ pub fn detail_text(task: &Task, run: Option<&Run>, run_error: Option<&str>) -> S
         }
     }
     lines.join("\n")
-}
-
-/// Runs one `replication` subcommand.
-pub async fn dispatch(
-    channel: Channel,
-    command: ReplicationCommand,
-    output: OutputFormat,
-) -> anyhow::Result<()> {
-    match command {
-        ReplicationCommand::Create(args) => create(channel, &args, output).await,
-        ReplicationCommand::List => list(channel, output).await,
-        ReplicationCommand::Show { task } => show(channel, &task, output).await,
-        ReplicationCommand::Edit(args) => edit(channel, &args, output).await,
-        ReplicationCommand::Lifecycle(command) => {
-            command.execute(channel, REPLICATION, output).await
-        }
-    }
 }
 
 /// The validated task, with our spec if the controller left it out.

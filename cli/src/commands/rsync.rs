@@ -14,6 +14,7 @@ use super::task::{
     self, RSYNC, TaskJson, last_run_text, next_run_text, rsync_default_port, rsync_direction_word,
     rsync_effective_port, rsync_mode_word, schedule_text, task_schedule, task_status,
 };
+use crate::context::Context;
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
@@ -754,17 +755,29 @@ pub async fn edit(channel: Channel, args: &EditArgs, output: OutputFormat) -> an
     }
 }
 
-pub async fn dispatch(
-    channel: Channel,
-    command: RsyncCommand,
-    output: OutputFormat,
-) -> anyhow::Result<()> {
-    match command {
-        RsyncCommand::Create(args) => create(channel, &args, output).await,
-        RsyncCommand::List => list(channel, output).await,
-        RsyncCommand::Show { task } => show(channel, &task, output).await,
-        RsyncCommand::Edit(args) => edit(channel, &args, output).await,
-        RsyncCommand::Lifecycle(command) => command.execute(channel, RSYNC, output).await,
+impl RsyncCommand {
+    /// Refuses flags that are wrong whatever the controller or the task's
+    /// host hold; what `edit` makes of the current task is checked once it
+    /// is fetched.
+    pub fn precheck(&self) -> anyhow::Result<()> {
+        match self {
+            RsyncCommand::Create(args) => create_spec(args).map(drop),
+            RsyncCommand::Edit(args) => edit_precheck(args).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs one `rsync` subcommand.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect_after(self.precheck()).await?;
+        let output = ctx.output;
+        match self {
+            RsyncCommand::Create(args) => create(channel, &args, output).await,
+            RsyncCommand::List => list(channel, output).await,
+            RsyncCommand::Show { task } => show(channel, &task, output).await,
+            RsyncCommand::Edit(args) => edit(channel, &args, output).await,
+            RsyncCommand::Lifecycle(command) => command.execute(channel, RSYNC, output).await,
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! `nasfleet system list|show|services|remove`: the systems of the fleet.
 
 use super::{confirm, status_error};
+use crate::context::Context;
 use crate::output::{OutputFormat, Table, human_bytes, human_time, print_json};
 use anyhow::bail;
+use clap::Subcommand;
 use nasfleet_common::status::{rfc3339_from_unix_ms, system_status_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{
@@ -12,6 +14,42 @@ use nasfleet_proto::v1::{
 use serde::Serialize;
 use std::collections::HashMap;
 use tonic::transport::Channel;
+
+#[derive(Subcommand)]
+pub enum SystemCommand {
+    /// Every system with its status.
+    List,
+    /// One system in detail: inventory, datasets, services.
+    Show {
+        name: String,
+        /// Ask the agent for a fresh inventory first.
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// The services of a system, with SSH state and host keys.
+    Services { name: String },
+    /// Remove a system no task uses: revoke its certificate, end its SSH connections.
+    Remove {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+impl SystemCommand {
+    /// Runs one `system` subcommand; none has flags to check beforehand.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect().await?;
+        let output = ctx.output;
+        match self {
+            SystemCommand::List => list(channel, output).await,
+            SystemCommand::Show { name, refresh } => show(channel, &name, refresh, output).await,
+            SystemCommand::Services { name } => services(channel, &name, output).await,
+            SystemCommand::Remove { name, yes } => remove(channel, &name, yes).await,
+        }
+    }
+}
 
 #[derive(Serialize)]
 struct SystemJson {

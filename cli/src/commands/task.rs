@@ -440,7 +440,6 @@ pub async fn get(channel: Channel, task: &str, kind: TaskKind) -> anyhow::Result
     Ok(task)
 }
 
-/// `delete ID [--yes]`: names the task in the question, then deletes it.
 /// The commands every task kind's group has, flattened into it.
 #[derive(Debug, Clone, Subcommand)]
 pub enum LifecycleCommand {
@@ -473,6 +472,8 @@ pub enum LifecycleCommand {
 }
 
 impl LifecycleCommand {
+    /// Runs one of them on a task of `kind`; they take no flags to check
+    /// beforehand, so the group hands over its connection.
     pub async fn execute(
         self,
         channel: Channel,
@@ -494,6 +495,7 @@ impl LifecycleCommand {
     }
 }
 
+/// `delete ID [--yes]`: names the task in the question, then deletes it.
 pub async fn delete(channel: Channel, task: &str, yes: bool, kind: TaskKind) -> anyhow::Result<()> {
     let current = get(channel.clone(), task, kind).await?;
     if !yes
