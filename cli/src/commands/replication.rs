@@ -823,6 +823,7 @@ mod tests {
     use super::*;
     use crate::commands::replication_spec::tests::{offsite, strings};
     use clap::Parser;
+    use clap::error::ErrorKind;
     use nasfleet_common::replication_rules::ReplicationRuleError;
     use nasfleet_proto::v1::{RunPart, RunStep};
     use serde_json::json;
@@ -1005,7 +1006,8 @@ mod tests {
     #[test]
     fn create_needs_a_name_or_a_file() {
         let argv = ["replication", "create", "--source", "nas1:tank"];
-        assert!(Cli::try_parse_from(argv).is_err());
+        let kind = Cli::try_parse_from(argv).err().map(|e| e.kind());
+        assert_eq!(kind, Some(ErrorKind::MissingRequiredArgument));
         let args = create_args(&["-f", "task.toml", "--dry-run", "--yes"]);
         assert!(args.flags_given().is_empty());
     }
@@ -1069,7 +1071,8 @@ mod tests {
         ] {
             let mut argv = vec!["replication", "edit", "x"];
             argv.extend_from_slice(flags);
-            assert!(Cli::try_parse_from(argv).is_err(), "{flags:?}");
+            let kind = Cli::try_parse_from(argv).err().map(|e| e.kind());
+            assert_eq!(kind, Some(ErrorKind::ArgumentConflict), "{flags:?}");
         }
     }
 

@@ -786,6 +786,7 @@ mod tests {
     use super::*;
     use crate::commands::task::{SNAPSHOT, expect_kind};
     use clap::Parser;
+    use clap::error::ErrorKind;
     use serde_json::json;
 
     #[derive(Parser)]
@@ -1040,7 +1041,10 @@ mod tests {
             argv.extend_from_slice(&["--remote-port", port]);
             assert_eq!(create_err(&argv), PORT_OUT_OF_RANGE);
         }
-        assert!(parse(&["create", "--system", "nas1"]).is_err());
+        let kind = parse(&["create", "--system", "nas1"])
+            .err()
+            .map(|e| e.kind());
+        assert_eq!(kind, Some(ErrorKind::MissingRequiredArgument));
     }
 
     #[test]
@@ -1221,7 +1225,8 @@ mod tests {
         ] {
             let mut argv = vec!["edit", "5"];
             argv.extend_from_slice(flags);
-            assert!(parse(&argv).is_err(), "{flags:?}");
+            let kind = parse(&argv).err().map(|e| e.kind());
+            assert_eq!(kind, Some(ErrorKind::ArgumentConflict), "{flags:?}");
         }
     }
 

@@ -450,6 +450,7 @@ mod tests {
     use super::*;
     use crate::commands::task::tests::snapshot_task;
     use clap::Parser;
+    use clap::error::ErrorKind;
 
     #[derive(Parser)]
     struct CreateCli {
@@ -671,7 +672,8 @@ mod tests {
             &["--exclude", "a", "--clear-exclude"],
         ] {
             let argv = ["edit", "7"].iter().chain(flags.iter());
-            assert!(EditCli::try_parse_from(argv).is_err(), "{flags:?}");
+            let kind = EditCli::try_parse_from(argv).err().map(|e| e.kind());
+            assert_eq!(kind, Some(ErrorKind::ArgumentConflict), "{flags:?}");
         }
     }
 
