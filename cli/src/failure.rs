@@ -81,6 +81,11 @@ impl fmt::Display for InvalidInput {
 
 impl StdError for InvalidInput {}
 
+/// Marks what a command group's pre-check refused as [`InvalidInput`].
+pub fn invalid_input(error: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(InvalidInput(error))
+}
+
 /// A watched run that ended without success: `Run 12 FAILED: reason`.
 #[derive(Debug)]
 pub struct RunFailed {

@@ -1,18 +1,24 @@
-//! The `nasfleet` command line: flag definitions and dispatch to one module per command group.
+//! The `nasfleet` command line: the global flags, the command groups, and running the one asked for; each group (one module in [`commands`]) owns its flags, its pre-check and its run.
 
 // First, so that `outln!` is in scope in every module after it.
 #[macro_use]
 pub mod output;
 pub mod commands;
+pub mod context;
 pub mod credentials;
 pub mod failure;
 
 use clap::{Parser, Subcommand};
+use commands::dataset::DatasetCommand;
 use commands::replication::ReplicationCommand;
 use commands::rsync::RsyncCommand;
-use commands::snapshot_task::{CreateArgs, EditArgs};
+use commands::run::RunCommand;
+use commands::snapshot::SnapshotCommand;
+use commands::snapshot_task::SnapshotTaskCommand;
 use commands::ssh_connection::SshConnectionCommand;
-use commands::task::SNAPSHOT;
+use commands::system::SystemCommand;
+use commands::token::TokenCommand;
+use context::Context;
 use output::OutputFormat;
 use std::path::PathBuf;
 
@@ -65,262 +71,30 @@ pub enum Command {
     Rsync(RsyncCommand),
 }
 
-#[derive(Subcommand)]
-pub enum SnapshotTaskCommand {
-    /// Create a periodic snapshot task (hourly, 2 weeks lifetime unless told otherwise).
-    Create(CreateArgs),
-    /// Every periodic snapshot task.
-    List,
-    /// One periodic snapshot task.
-    Show {
-        /// Task id or name.
-        task: String,
-    },
-    /// Change some fields of a task; the others stay.
-    Edit(EditArgs),
-    #[command(flatten)]
-    Lifecycle(commands::task::LifecycleCommand),
+impl Command {
+    /// Hands the command to its group, which checks its flags, connects and does the work.
+    async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        match self {
+            Command::System(command) => command.run(ctx).await,
+            Command::Token(command) => command.run(ctx).await,
+            Command::SnapshotTask(command) => command.run(ctx).await,
+            Command::Run(command) => command.run(ctx).await,
+            Command::Snapshot(command) => command.run(ctx).await,
+            Command::Dataset(command) => command.run(ctx).await,
+            Command::Replication(command) => command.run(ctx).await,
+            Command::SshConnection(command) => command.run(ctx).await,
+            Command::Rsync(command) => command.run(ctx).await,
+        }
+    }
 }
 
-#[derive(Subcommand)]
-pub enum RunCommand {
-    /// Recent runs, newest first.
-    List {
-        /// Only runs of this task (id or name).
-        #[arg(long)]
-        task: Option<String>,
-        /// How many runs (default: the controller's, 20).
-        #[arg(long)]
-        limit: Option<u32>,
-    },
-    /// One run with its steps and log.
-    Show { id: u64 },
-    /// Follow a run live until it ends; exits non-zero unless it succeeded.
-    Watch { id: u64 },
-    /// Ask the controller to cancel a run.
-    Cancel { id: u64 },
-}
-
-#[derive(Subcommand)]
-pub enum SnapshotCommand {
-    /// Take a snapshot now.
-    Create {
-        system: String,
-        dataset: String,
-        /// Snapshot the descendants too, atomically.
-        #[arg(long)]
-        recursive: bool,
-        /// strftime-style name pattern [default: manual-%Y-%m-%d_%H-%M].
-        #[arg(long, value_name = "SCHEMA")]
-        naming_schema: Option<String>,
-    },
-    /// The snapshots of a system, or of one dataset.
-    List {
-        system: String,
-        dataset: Option<String>,
-        /// With DATASET: its descendants' snapshots too.
-        #[arg(long)]
-        recursive: bool,
-        /// Ask the agent for a fresh inventory first.
-        #[arg(long)]
-        refresh: bool,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum DatasetCommand {
-    /// The datasets of a system with their snapshots and snapshot tasks.
-    List {
-        system: String,
-        /// Ask the agent for a fresh inventory first.
-        #[arg(long)]
-        refresh: bool,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum SystemCommand {
-    /// Every system with its status.
-    List,
-    /// One system in detail: inventory, datasets, services.
-    Show {
-        name: String,
-        /// Ask the agent for a fresh inventory first.
-        #[arg(long)]
-        refresh: bool,
-    },
-    /// The services of a system, with SSH state and host keys.
-    Services { name: String },
-    /// Remove a system no task uses: revoke its certificate, end its SSH connections.
-    Remove {
-        name: String,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum TokenCommand {
-    /// Mint a single-use join token.
-    Create {
-        /// How long the token stays valid (e.g. 30m, 1h, 2d).
-        #[arg(long, default_value = "1h")]
-        ttl: String,
-    },
-}
-
-/// Runs one parsed command.
+/// Runs one parsed command. A failure that this client's certificate
+/// causes is explained as such.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    precheck(&cli.command).map_err(|e| anyhow::Error::new(failure::InvalidInput(e)))?;
-    let credentials = credentials::Credentials::load(cli.config.as_deref()).await?;
-    let channel = match credentials.connect().await {
-        Ok(channel) => channel,
-        Err(e) => return Err(credentials.explain(e, false).await),
-    };
-    match dispatch(channel, cli.command, cli.output).await {
+    let ctx = Context::new(cli.config, cli.output);
+    match cli.command.run(&ctx).await {
         Ok(()) => Ok(()),
-        Err(e) => Err(credentials.explain(e, true).await),
-    }
-}
-
-async fn dispatch(
-    channel: tonic::transport::Channel,
-    command: Command,
-    output: OutputFormat,
-) -> anyhow::Result<()> {
-    match command {
-        Command::System(SystemCommand::List) => commands::system::list(channel, output).await,
-        Command::System(SystemCommand::Show { name, refresh }) => {
-            commands::system::show(channel, &name, refresh, output).await
-        }
-        Command::System(SystemCommand::Services { name }) => {
-            commands::system::services(channel, &name, output).await
-        }
-        Command::System(SystemCommand::Remove { name, yes }) => {
-            commands::system::remove(channel, &name, yes).await
-        }
-        Command::Token(TokenCommand::Create { ttl }) => {
-            commands::token::create(channel, &ttl, output).await
-        }
-        Command::SnapshotTask(command) => snapshot_task(channel, command, output).await,
-        Command::Run(command) => run_command(channel, command, output).await,
-        Command::Snapshot(SnapshotCommand::Create {
-            system,
-            dataset,
-            recursive,
-            naming_schema,
-        }) => {
-            commands::snapshot::create(
-                channel,
-                &system,
-                &dataset,
-                recursive,
-                naming_schema.as_deref(),
-                output,
-            )
-            .await
-        }
-        Command::Snapshot(SnapshotCommand::List {
-            system,
-            dataset,
-            recursive,
-            refresh,
-        }) => {
-            commands::snapshot::list(
-                channel,
-                &system,
-                dataset.as_deref(),
-                recursive,
-                refresh,
-                output,
-            )
-            .await
-        }
-        Command::Dataset(DatasetCommand::List { system, refresh }) => {
-            commands::dataset::list(channel, &system, refresh, output).await
-        }
-        Command::Replication(command) => {
-            commands::replication::dispatch(channel, command, output).await
-        }
-        Command::SshConnection(command) => {
-            commands::ssh_connection::dispatch(channel, command, output).await
-        }
-        Command::Rsync(command) => commands::rsync::dispatch(channel, command, output).await,
-    }
-}
-
-/// Refuses flags that are wrong whatever the controller holds before any
-/// credentials are read or connections opened, so a typo fails fast and the
-/// same way on every machine. The controller checks everything again.
-pub fn precheck(command: &Command) -> anyhow::Result<()> {
-    use commands::schedule_args::ScheduleArgs;
-    use commands::snapshot::check_schema;
-    use nasfleet_common::schedule::Schedule;
-    let schedule = |args: &ScheduleArgs| args.resolve(Schedule::hourly()).map(drop);
-    match command {
-        Command::SnapshotTask(SnapshotTaskCommand::Create(args)) => {
-            commands::snapshot_task::create_spec(args).map(drop)
-        }
-        Command::SnapshotTask(SnapshotTaskCommand::Edit(args)) => {
-            schedule(&args.schedule)?;
-            args.naming_schema
-                .as_deref()
-                .map(check_schema)
-                .transpose()?;
-            Ok(())
-        }
-        Command::Snapshot(SnapshotCommand::Create {
-            naming_schema: Some(schema),
-            ..
-        }) => check_schema(schema).map(drop),
-        Command::Replication(ReplicationCommand::Create(args)) => {
-            commands::replication::create_spec(args).map(drop)
-        }
-        Command::Replication(ReplicationCommand::Edit(args)) => {
-            commands::replication::edit_request(args).map(drop)
-        }
-        Command::SshConnection(
-            SshConnectionCommand::Create { source, target }
-            | SshConnectionCommand::Delete { source, target, .. },
-        ) => commands::ssh_connection::check_pair(source, target),
-        Command::Rsync(RsyncCommand::Create(args)) => commands::rsync::create_spec(args).map(drop),
-        Command::Rsync(RsyncCommand::Edit(args)) => commands::rsync::edit_precheck(args).map(drop),
-        Command::Token(TokenCommand::Create { ttl }) => {
-            Ok(nasfleet_common::duration::parse_duration("--ttl", ttl).map(drop)?)
-        }
-        _ => Ok(()),
-    }
-}
-
-async fn snapshot_task(
-    channel: tonic::transport::Channel,
-    command: SnapshotTaskCommand,
-    output: OutputFormat,
-) -> anyhow::Result<()> {
-    use commands::snapshot_task;
-    match command {
-        SnapshotTaskCommand::Create(args) => snapshot_task::create(channel, &args, output).await,
-        SnapshotTaskCommand::List => snapshot_task::list(channel, output).await,
-        SnapshotTaskCommand::Show { task } => snapshot_task::show(channel, &task, output).await,
-        SnapshotTaskCommand::Edit(args) => snapshot_task::edit(channel, &args, output).await,
-        SnapshotTaskCommand::Lifecycle(command) => command.execute(channel, SNAPSHOT, output).await,
-    }
-}
-
-async fn run_command(
-    channel: tonic::transport::Channel,
-    command: RunCommand,
-    output: OutputFormat,
-) -> anyhow::Result<()> {
-    use commands::run;
-    match command {
-        RunCommand::List { task, limit } => {
-            run::list(channel, task.as_deref(), limit, output).await
-        }
-        RunCommand::Show { id } => run::show(channel, id, output).await,
-        RunCommand::Watch { id } => run::watch_run(channel, id, output).await,
-        RunCommand::Cancel { id } => run::cancel(channel, id, output).await,
+        Err(e) => Err(ctx.explain(e).await),
     }
 }
 
@@ -329,17 +103,51 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use commands::task::LifecycleCommand;
+    use failure::Exit;
 
     #[test]
     fn flags_are_consistent() {
         Cli::command().debug_assert();
     }
 
-    #[test]
-    fn bad_flags_fail_before_connecting() {
-        let parse =
-            |argv: &[&str]| Cli::try_parse_from(argv.iter()).unwrap_or_else(|e| panic!("{e}"));
-        let cli = parse(&[
+    fn parse(argv: &[&str]) -> Cli {
+        Cli::try_parse_from(argv.iter()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs a command line as `main` does, with a credentials file that
+    /// does not exist: the exit status and the message.
+    async fn outcome(argv: &[&str]) -> (Exit, String) {
+        let missing = std::env::temp_dir().join("nasfleet-test-no-such-dir/config.toml");
+        let mut argv = argv.to_vec();
+        argv.extend_from_slice(&["--config", missing.to_str().unwrap_or_default()]);
+        match run(parse(&argv)).await {
+            Ok(()) => panic!("{argv:?} succeeded without credentials"),
+            Err(e) => (failure::exit_for(&e), failure::message(&e)),
+        }
+    }
+
+    /// What the pre-check refused, with exit status 2, before any
+    /// credentials were looked for.
+    async fn refused(argv: &[&str]) -> String {
+        let (exit, message) = outcome(argv).await;
+        assert_eq!(exit, Exit::Invalid, "{argv:?}: {message}");
+        message
+    }
+
+    /// The pre-check let the command line through: it got as far as reading
+    /// the credentials.
+    async fn accepted(argv: &[&str]) {
+        let (exit, message) = outcome(argv).await;
+        assert_eq!(exit, Exit::Failure, "{argv:?}: {message}");
+        assert!(
+            message.starts_with("cannot read the CLI config"),
+            "{argv:?}: {message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_flags_fail_before_connecting() {
+        let err = refused(&[
             "nasfleet",
             "snapshot-task",
             "create",
@@ -349,20 +157,20 @@ mod tests {
             "tank/data",
             "--exclude",
             "tmp",
-        ]);
-        let err = precheck(&cli.command).unwrap_err().to_string();
+        ])
+        .await;
         assert!(err.starts_with("exclude: Excluding datasets"), "{err}");
-        let cli = parse(&[
+        let err = refused(&[
             "nasfleet",
             "snapshot-task",
             "edit",
             "3",
             "--cron",
             "61 * * * *",
-        ]);
-        let err = precheck(&cli.command).unwrap_err().to_string();
+        ])
+        .await;
         assert!(err.starts_with("cron: "), "{err}");
-        let cli = parse(&[
+        let err = refused(&[
             "nasfleet",
             "snapshot",
             "create",
@@ -370,14 +178,15 @@ mod tests {
             "tank",
             "--naming-schema",
             "x",
-        ]);
-        assert!(precheck(&cli.command).is_err());
-        let cli = parse(&["nasfleet", "run", "list"]);
-        assert!(precheck(&cli.command).is_ok());
-        let cli = parse(&["nasfleet", "token", "create", "--ttl", "0s"]);
-        let err = precheck(&cli.command).unwrap_err().to_string();
+        ])
+        .await;
+        assert!(err.starts_with("naming_schema: "), "{err}");
+        accepted(&["nasfleet", "run", "list"]).await;
+        accepted(&["nasfleet", "snapshot", "create", "nas1", "tank"]).await;
+        let err = refused(&["nasfleet", "token", "create", "--ttl", "0s"]).await;
         assert!(err.starts_with("--ttl: "), "{err}");
-        let cli = parse(&[
+        accepted(&["nasfleet", "token", "create"]).await;
+        let err = refused(&[
             "nasfleet",
             "replication",
             "create",
@@ -386,18 +195,19 @@ mod tests {
             "nas1",
             "--target",
             "nas2:backup",
-        ]);
-        let err = precheck(&cli.command).unwrap_err().to_string();
+        ])
+        .await;
         assert_eq!(
             err,
             "source: expected SYSTEM:DATASET[,DATASET...], got \"nas1\""
         );
-        let cli = parse(&["nasfleet", "replication", "edit", "offsite"]);
-        let err = precheck(&cli.command).unwrap_err().to_string();
+        let err = refused(&["nasfleet", "replication", "edit", "offsite"]).await;
         assert!(err.starts_with("nothing to change"), "{err}");
-        let cli = parse(&["nasfleet", "ssh-connection", "create", "nas1", "a/b"]);
-        let err = precheck(&cli.command).unwrap_err().to_string();
+        let err = refused(&["nasfleet", "ssh-connection", "create", "nas1", "a/b"]).await;
         assert!(err.starts_with("target: system 'a/b'"), "{err}");
+        let err = refused(&["nasfleet", "ssh-connection", "delete", "x_", "nas2"]).await;
+        assert!(err.starts_with("source: system 'x_'"), "{err}");
+        accepted(&["nasfleet", "ssh-connection", "list"]).await;
     }
 
     #[test]
@@ -428,10 +238,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn rsync_flags_fail_before_connecting() {
-        let parse =
-            |argv: &[&str]| Cli::try_parse_from(argv.iter()).unwrap_or_else(|e| panic!("{e}"));
+    #[tokio::test]
+    async fn rsync_flags_fail_before_connecting() {
         let create = [
             "nasfleet",
             "-o",
@@ -447,16 +255,15 @@ mod tests {
             "--direction",
             "push",
         ];
-        let err = precheck(&parse(&create).command).unwrap_err().to_string();
+        let err = refused(&create).await;
         assert_eq!(err, "remote_host: Remote host is required");
         let mut argv = create.to_vec();
         argv.extend_from_slice(&["--remote-host", "backup", "--mode", "ssh"]);
-        let err = precheck(&parse(&argv).command).unwrap_err().to_string();
+        let err = refused(&argv).await;
         assert_eq!(err, "remote_path: Remote path is required in SSH mode");
         argv.extend_from_slice(&["--remote-path", "/srv", "--aux", "--exclude=*.tmp"]);
-        assert!(precheck(&parse(&argv).command).is_ok());
-        let cli = parse(&["nasfleet", "rsync", "edit", "5"]);
-        let err = precheck(&cli.command).unwrap_err().to_string();
+        accepted(&argv).await;
+        let err = refused(&["nasfleet", "rsync", "edit", "5"]).await;
         assert!(err.starts_with("nothing to change"), "{err}");
         let cli = parse(&["nasfleet", "rsync", "run", "5", "--watch"]);
         assert!(matches!(
@@ -466,7 +273,7 @@ mod tests {
                 ..
             }))
         ));
-        assert!(precheck(&cli.command).is_ok());
+        accepted(&["nasfleet", "rsync", "run", "5", "--watch"]).await;
     }
 
     #[test]

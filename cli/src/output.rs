@@ -1,7 +1,6 @@
 //! How the CLI prints: aligned tables for people, JSON for scripts, and human spellings of sizes and times.
 
 use chrono::{DateTime, Local, Utc};
-use nasfleet_proto::v1::RunState;
 use serde::Serialize;
 
 /// `-o table|json`.
@@ -141,20 +140,6 @@ pub fn time_or_dash(unix_ms: i64) -> String {
     }
 }
 
-/// The run state as the CLI prints it and JSON carries it: `FINISHED`, `FAILED`, ...
-pub fn run_state_word(state: RunState) -> &'static str {
-    match state {
-        RunState::Unspecified => "UNKNOWN",
-        RunState::Pending => "PENDING",
-        RunState::Running => "RUNNING",
-        RunState::Finished => "FINISHED",
-        RunState::Success => "SUCCESS",
-        RunState::Failed => "FAILED",
-        RunState::Skipped => "SKIPPED",
-        RunState::Missed => "MISSED",
-    }
-}
-
 /// Shortens text to one table cell: line breaks become spaces and anything
 /// past `max` characters is cut with an ellipsis (the full text is in `show`).
 pub fn cell(text: &str, max: usize) -> String {
@@ -204,11 +189,5 @@ mod tests {
         assert_eq!(cell("line one\nline two", 40), "line one line two");
         assert_eq!(cell("abcdefghijkl", 5), "abcd…");
         assert_eq!(cell("äöüäöüäöü", 4), "äöü…");
-    }
-
-    #[test]
-    fn run_states_are_words() {
-        assert_eq!(run_state_word(RunState::Finished), "FINISHED");
-        assert_eq!(run_state_word(RunState::Missed), "MISSED");
     }
 }

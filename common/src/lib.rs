@@ -9,6 +9,7 @@ pub mod echo;
 pub mod identity;
 pub mod names;
 pub mod naming;
+pub mod replication_rules;
 pub mod rsync_aux;
 pub mod schedule;
 pub mod status;

@@ -1,22 +1,39 @@
 //! Names of things in the fleet (systems, users) and the rules they must follow.
 
+use crate::echo::echo;
 use thiserror::Error;
 
-/// Why a name was refused; the message names the field and the rule.
+/// Why a name was refused; the message names the field and the rule, and
+/// quotes the name through [`echo`] (a hostile name may be very long).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum NameError {
-    #[error("{field}: must not be empty")]
+    #[error("{field}: {}", self.rule())]
     Empty { field: &'static str },
-    #[error("{field}: '{name}' is longer than {max} characters")]
+    #[error("{field}: {}", self.rule())]
     TooLong {
         field: &'static str,
         name: String,
         max: usize,
     },
-    #[error(
-        "{field}: '{name}' may only contain letters, digits, '.', '-' and '_', and must start and end with a letter or digit"
-    )]
+    #[error("{field}: {}", self.rule())]
     BadCharacters { field: &'static str, name: String },
+}
+
+impl NameError {
+    /// The rule without the field in front, for messages that name the
+    /// thing themselves (`sources: system 'a/b' may only contain ...`).
+    pub fn rule(&self) -> String {
+        match self {
+            NameError::Empty { .. } => "must not be empty".into(),
+            NameError::TooLong { name, max, .. } => {
+                format!("'{}' is longer than {max} characters", echo(name))
+            }
+            NameError::BadCharacters { name, .. } => format!(
+                "'{}' may only contain letters, digits, '.', '-' and '_', and must start and end with a letter or digit",
+                echo(name)
+            ),
+        }
+    }
 }
 
 /// Longest system name: a DNS label, so the name can double as a host name.
@@ -121,5 +138,19 @@ mod tests {
     fn message_names_field_and_rule() {
         let err = validate_system_name("a/b").unwrap_err().to_string();
         assert!(err.starts_with("name: 'a/b' may only contain"), "{err}");
+        let rule = validate_system_name("a/b").unwrap_err().rule();
+        assert!(rule.starts_with("'a/b' may only contain"), "{rule}");
+        assert_eq!(
+            validate_user_name("").unwrap_err().to_string(),
+            "user: must not be empty"
+        );
+    }
+
+    #[test]
+    fn long_names_are_not_echoed_whole() {
+        let long = "a".repeat(10_000);
+        let err = validate_system_name(&long).unwrap_err().to_string();
+        assert!(err.starts_with("name: 'aaa"), "{err}");
+        assert!(err.len() < 200, "{err}");
     }
 }

@@ -1,13 +1,30 @@
 //! How statuses and times are spelled on the wire and to people, so CLI output and JSON agree.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use nasfleet_proto::v1::SystemStatus;
+use nasfleet_proto::v1::{RunState, SystemStatus};
 
 /// `ONLINE` / `OFFLINE`, as the CLI prints and JSON carries.
 pub fn system_status_word(status: SystemStatus) -> &'static str {
     match status {
         SystemStatus::Online => "ONLINE",
         SystemStatus::Offline | SystemStatus::Unspecified => "OFFLINE",
+    }
+}
+
+/// The word for a run state, as the controller stores it in a task's status
+/// and the CLI prints it and JSON carries it: `FINISHED`, `FAILED`, ...
+/// An unspecified state is `UNKNOWN`, not `PENDING`: a run the controller
+/// never described is not waiting for anything.
+pub fn run_state_word(state: RunState) -> &'static str {
+    match state {
+        RunState::Unspecified => "UNKNOWN",
+        RunState::Pending => "PENDING",
+        RunState::Running => "RUNNING",
+        RunState::Finished => "FINISHED",
+        RunState::Success => "SUCCESS",
+        RunState::Failed => "FAILED",
+        RunState::Skipped => "SKIPPED",
+        RunState::Missed => "MISSED",
     }
 }
 
@@ -36,5 +53,29 @@ mod tests {
             Some("2023-11-14T22:13:20Z")
         );
         assert_eq!(rfc3339_from_unix_ms(0), None);
+    }
+
+    #[test]
+    fn every_run_state_has_its_word() {
+        let words: Vec<(RunState, &str)> = vec![
+            (RunState::Unspecified, "UNKNOWN"),
+            (RunState::Pending, "PENDING"),
+            (RunState::Running, "RUNNING"),
+            (RunState::Finished, "FINISHED"),
+            (RunState::Success, "SUCCESS"),
+            (RunState::Failed, "FAILED"),
+            (RunState::Skipped, "SKIPPED"),
+            (RunState::Missed, "MISSED"),
+        ];
+        for (state, word) in words {
+            assert_eq!(run_state_word(state), word, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn systems_are_online_or_offline() {
+        assert_eq!(system_status_word(SystemStatus::Online), "ONLINE");
+        assert_eq!(system_status_word(SystemStatus::Offline), "OFFLINE");
+        assert_eq!(system_status_word(SystemStatus::Unspecified), "OFFLINE");
     }
 }

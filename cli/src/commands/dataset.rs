@@ -1,7 +1,9 @@
 //! `nasfleet dataset list`: a system's datasets with their snapshots and the snapshot tasks that cover them.
 
 use super::status_error;
+use crate::context::Context;
 use crate::output::{OutputFormat, Table, cell, human_bytes, print_json};
+use clap::Subcommand;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{DatasetSummary, ListDatasetsRequest};
 use serde::Serialize;
@@ -9,6 +11,29 @@ use tonic::transport::Channel;
 
 /// Widest SNAPSHOT TASKS cell; task names are long and `-o json` has them whole.
 const TASKS_CELL: usize = 50;
+
+#[derive(Subcommand)]
+pub enum DatasetCommand {
+    /// The datasets of a system with their snapshots and snapshot tasks.
+    List {
+        system: String,
+        /// Ask the agent for a fresh inventory first.
+        #[arg(long)]
+        refresh: bool,
+    },
+}
+
+impl DatasetCommand {
+    /// Runs one `dataset` subcommand.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect().await?;
+        match self {
+            DatasetCommand::List { system, refresh } => {
+                list(channel, &system, refresh, ctx.output).await
+            }
+        }
+    }
+}
 
 /// A dataset as `dataset list -o json` prints it.
 #[derive(Debug, Serialize)]

@@ -1,4 +1,8 @@
-//! One module per command group of `nasfleet`.
+//! One module per command group of `nasfleet`, each owning its flags (a clap `Subcommand`), its pre-check and its `run`, plus what several groups share: `task` (every task kind's JSON and lifecycle commands), `schedule_args`, and the replication task's `replication_spec` and `replication_file`.
+//!
+//! A group's `run` checks its flags in pure code first, then asks the
+//! [`crate::context::Context`] for a connection, then does the work; so a
+//! mistyped flag fails the same way with or without credentials.
 
 pub mod dataset;
 pub mod replication;

@@ -2,19 +2,20 @@
 
 use super::replication_file;
 use super::replication_spec::{
-    ReplicationEdit, check_spec, effective_schemas, merge_edit, parse_source, parse_target,
-    replication_of, routes, sources_from_args, sources_text, target_text,
+    ReplicationEdit, merge_edit, parse_source, parse_target, replication_of, routes,
+    sources_from_args, sources_text, target_text,
 };
 use super::run::{PartJson, RunJson, parts_lines};
 use super::schedule_args::ScheduleArgs;
 use super::task::{self, REPLICATION, TaskJson, next_run_text, task_schedule, task_status};
 use super::{confirm, status_error};
-use crate::output::{
-    OutputFormat, Table, cell, human_time, print_json, run_state_word, time_or_dash, yes_no,
-};
+use crate::context::Context;
+use crate::output::{OutputFormat, Table, cell, human_time, print_json, time_or_dash, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use nasfleet_common::replication_rules::{check_spec, effective_schemas};
 use nasfleet_common::schedule::Schedule;
+use nasfleet_common::status::run_state_word;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
@@ -46,6 +47,34 @@ pub enum ReplicationCommand {
     Edit(EditArgs),
     #[command(flatten)]
     Lifecycle(task::LifecycleCommand),
+}
+
+impl ReplicationCommand {
+    /// Refuses flags (and task files) that are wrong whatever the controller
+    /// holds; what `edit` makes of the current task is checked once it is
+    /// fetched.
+    pub fn precheck(&self) -> anyhow::Result<()> {
+        match self {
+            ReplicationCommand::Create(args) => create_spec(args).map(drop),
+            ReplicationCommand::Edit(args) => edit_request(args).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs one `replication` subcommand.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect_after(self.precheck()).await?;
+        let output = ctx.output;
+        match self {
+            ReplicationCommand::Create(args) => create(channel, &args, output).await,
+            ReplicationCommand::List => list(channel, output).await,
+            ReplicationCommand::Show { task } => show(channel, &task, output).await,
+            ReplicationCommand::Edit(args) => edit(channel, &args, output).await,
+            ReplicationCommand::Lifecycle(command) => {
+                command.execute(channel, REPLICATION, output).await
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -604,23 +633,6 @@ pub fn detail_text(task: &Task, run: Option<&Run>, run_error: Option<&str>) -> S
     lines.join("\n")
 }
 
-/// Runs one `replication` subcommand.
-pub async fn dispatch(
-    channel: Channel,
-    command: ReplicationCommand,
-    output: OutputFormat,
-) -> anyhow::Result<()> {
-    match command {
-        ReplicationCommand::Create(args) => create(channel, &args, output).await,
-        ReplicationCommand::List => list(channel, output).await,
-        ReplicationCommand::Show { task } => show(channel, &task, output).await,
-        ReplicationCommand::Edit(args) => edit(channel, &args, output).await,
-        ReplicationCommand::Lifecycle(command) => {
-            command.execute(channel, REPLICATION, output).await
-        }
-    }
-}
-
 /// The validated task, with our spec if the controller left it out.
 fn preview_of(mut validated: Task, spec: &TaskSpec) -> Task {
     if validated.spec.is_none() {
@@ -810,8 +822,9 @@ pub async fn edit(channel: Channel, args: &EditArgs, output: OutputFormat) -> an
 mod tests {
     use super::*;
     use crate::commands::replication_spec::tests::{offsite, strings};
-    use crate::commands::replication_spec::{NO_SOURCES, NO_TARGET};
     use clap::Parser;
+    use clap::error::ErrorKind;
+    use nasfleet_common::replication_rules::ReplicationRuleError;
     use nasfleet_proto::v1::{RunPart, RunStep};
     use serde_json::json;
 
@@ -932,8 +945,14 @@ mod tests {
 
     #[test]
     fn create_checks_locally() {
-        assert_eq!(create_err(&["x", "--target", "nas2:b"]), NO_SOURCES);
-        assert_eq!(create_err(&["x", "--source", "nas1:tank"]), NO_TARGET);
+        assert_eq!(
+            create_err(&["x", "--target", "nas2:b"]),
+            ReplicationRuleError::NoSources.to_string()
+        );
+        assert_eq!(
+            create_err(&["x", "--source", "nas1:tank"]),
+            ReplicationRuleError::NoTarget.to_string()
+        );
         assert_eq!(
             create_err(&["x", "--source", "tank", "--target", "nas2:b"]),
             "source: expected SYSTEM:DATASET[,DATASET...], got \"tank\""
@@ -987,7 +1006,8 @@ mod tests {
     #[test]
     fn create_needs_a_name_or_a_file() {
         let argv = ["replication", "create", "--source", "nas1:tank"];
-        assert!(Cli::try_parse_from(argv).is_err());
+        let kind = Cli::try_parse_from(argv).err().map(|e| e.kind());
+        assert_eq!(kind, Some(ErrorKind::MissingRequiredArgument));
         let args = create_args(&["-f", "task.toml", "--dry-run", "--yes"]);
         assert!(args.flags_given().is_empty());
     }
@@ -1051,7 +1071,8 @@ mod tests {
         ] {
             let mut argv = vec!["replication", "edit", "x"];
             argv.extend_from_slice(flags);
-            assert!(Cli::try_parse_from(argv).is_err(), "{flags:?}");
+            let kind = Cli::try_parse_from(argv).err().map(|e| e.kind());
+            assert_eq!(kind, Some(ErrorKind::ArgumentConflict), "{flags:?}");
         }
     }
 

@@ -20,8 +20,9 @@
 //! mean "not recursive"). Missing `name`, `sources` or `target` are left
 //! to [`check_spec`], so they are reported in the controller's words.
 
-use super::replication_spec::{check_spec, normalize_dataset};
+use super::replication_spec::normalize_dataset;
 use anyhow::{Context, bail};
+use nasfleet_common::replication_rules::check_spec;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, TaskSpec};
@@ -170,8 +171,9 @@ pub fn read(path: &Path) -> anyhow::Result<TaskSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::replication_spec::replication_of;
     use crate::commands::replication_spec::tests::strings;
-    use crate::commands::replication_spec::{NO_SOURCES, NO_TARGET, replication_of};
+    use nasfleet_common::replication_rules::ReplicationRuleError;
 
     const TOML: &str = r#"
 name = "offsite"
@@ -298,12 +300,12 @@ datasets = ["pool"]
             "name = \"x\"\n[target]\nsystem = \"nas2\"\ndataset = \"b\"\n",
             None,
         );
-        assert_eq!(e, NO_SOURCES);
+        assert_eq!(e, ReplicationRuleError::NoSources.to_string());
         let e = err(
             "name = \"x\"\n[[sources]]\nsystem = \"nas1\"\ndatasets = [\"tank\"]\n",
             None,
         );
-        assert_eq!(e, NO_TARGET);
+        assert_eq!(e, ReplicationRuleError::NoTarget.to_string());
         let e = err(&TOML.replace("\"daily\"", "\"fortnightly\""), None);
         assert!(e.starts_with("schedule: \"fortnightly\""), "{e}");
         let e = err(&TOML.replace("hourly-%Y%m%d%H%M", "bad"), None);

@@ -1,26 +1,15 @@
-//! Replication task specs on the CLI side: parsing `SYSTEM:DATASET[,DATASET...]`, the checks that need no controller (worded as the controller words them), where each source dataset lands, and merging `edit` flags into the current spec.
+//! Replication task specs on the CLI side: parsing `SYSTEM:DATASET[,DATASET...]`, where each source dataset lands, and merging `edit` flags into the current spec.
 //!
 //! Everything here is pure, so a mistake is reported before any credentials
-//! are read or connections opened. The controller checks everything again,
-//! and only it knows whether systems and datasets exist.
+//! are read or connections opened. The rules a spec must follow live in
+//! [`nasfleet_common::replication_rules`], shared with the controller, which
+//! checks everything again and alone knows whether systems and datasets exist.
 
 use anyhow::{anyhow, bail};
-use nasfleet_common::names::{NameError, replication_target_path, validate_system_name};
-use nasfleet_common::naming::{DEFAULT_PERIODIC_SCHEMA, NamingSchema};
+use nasfleet_common::names::replication_target_path;
+use nasfleet_common::replication_rules::check_spec;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, TaskSpec};
-
-pub const NO_SOURCES: &str = "sources: At least one source is required";
-pub const NO_TARGET: &str = "target: Destination is required";
-pub const NO_NAME: &str = "name: Name is required";
-
-/// Longest task name the controller accepts (bytes).
-pub const MAX_TASK_NAME: usize = 120;
-
-/// Characters ZFS allows in a dataset name component.
-fn dataset_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.' | ' ')
-}
 
 /// One `--source SYSTEM:DATASET[,DATASET...]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +31,8 @@ pub fn normalize_dataset(dataset: &str) -> String {
 }
 
 /// Parses `--source nas1:tank/a,tank/b`. Only the shape is checked here;
-/// names are checked with the rest of the spec by [`check_spec`].
+/// names are checked with the rest of the spec by
+/// [`nasfleet_common::replication_rules::check_spec`].
 pub fn parse_source(text: &str) -> anyhow::Result<SourceArg> {
     let shape = || anyhow!("source: expected SYSTEM:DATASET[,DATASET...], got {text:?}");
     let (system, datasets) = text.split_once(':').ok_or_else(shape)?;
@@ -104,146 +94,12 @@ pub fn sources_from_args(
     out
 }
 
-/// The naming schemas a source replicates: its own, or the default.
-pub fn effective_schemas(source: &ReplicationSource) -> Vec<String> {
-    if source.naming_schemas.is_empty() {
-        vec![DEFAULT_PERIODIC_SCHEMA.to_owned()]
-    } else {
-        source.naming_schemas.clone()
-    }
-}
-
 /// The replication part of a task spec, if it is one.
 pub fn replication_of(spec: &TaskSpec) -> Option<&ReplicationTaskSpec> {
     match &spec.kind {
         Some(Kind::Replication(r)) => Some(r),
         _ => None,
     }
-}
-
-fn system_error(field: &str, e: NameError) -> anyhow::Error {
-    let text = e.to_string();
-    let rule = text.strip_prefix("name: ").unwrap_or(&text);
-    anyhow!("{field}: system {rule}")
-}
-
-fn check_dataset(field: &str, dataset: &str) -> anyhow::Result<()> {
-    let component_ok =
-        |c: &str| !c.is_empty() && c != "." && c != ".." && c.chars().all(dataset_char);
-    if !dataset.split('/').all(component_ok) {
-        bail!(
-            "{field}: {dataset:?} is not a dataset name; write pool/path using letters, digits, '_', '-', ':', '.' and spaces"
-        );
-    }
-    Ok(())
-}
-
-/// Whether `inner` is `outer` or one of its descendants.
-fn within(outer: &str, inner: &str) -> bool {
-    inner == outer
-        || inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// Every check of a replication spec that needs no controller, in the
-/// controller's words. The first problem is reported.
-pub fn check_spec(spec: &ReplicationTaskSpec) -> anyhow::Result<()> {
-    let name = spec.name.trim();
-    if name.is_empty() {
-        bail!(NO_NAME);
-    }
-    // A name that parses as a number would read as a task id.
-    if name.len() > MAX_TASK_NAME
-        || name.parse::<u64>().is_ok()
-        || name.chars().any(char::is_control)
-    {
-        bail!("name: '{name}' must be 1-{MAX_TASK_NAME} printable characters and not a number");
-    }
-    if spec.sources.iter().all(|s| s.datasets.is_empty()) {
-        bail!(NO_SOURCES);
-    }
-    if spec.target_system.trim().is_empty() || spec.target_dataset.trim().is_empty() {
-        bail!(NO_TARGET);
-    }
-    for source in &spec.sources {
-        validate_system_name(&source.system).map_err(|e| system_error("sources", e))?;
-        for dataset in &source.datasets {
-            check_dataset("sources", dataset)?;
-        }
-        for schema in &source.naming_schemas {
-            NamingSchema::new(schema).map_err(|e| anyhow!("naming_schema: {e}"))?;
-        }
-    }
-    validate_system_name(&spec.target_system).map_err(|e| system_error("target", e))?;
-    check_dataset("target", &spec.target_dataset)?;
-    check_collisions(spec)?;
-    for source in spec
-        .sources
-        .iter()
-        .filter(|s| s.system == spec.target_system)
-    {
-        if let Some(dataset) = source
-            .datasets
-            .iter()
-            .find(|d| within(d, &spec.target_dataset))
-        {
-            bail!(
-                "target: the target dataset must not be inside source dataset {}:{dataset}",
-                source.system
-            );
-        }
-    }
-    Ok(())
-}
-
-/// One source dataset with the settings of its source.
-struct Landing<'a> {
-    system: &'a str,
-    dataset: &'a str,
-    recursive: bool,
-}
-
-/// Two sources must not land on the same target dataset, neither directly
-/// nor as a child of a recursive source.
-fn check_collisions(spec: &ReplicationTaskSpec) -> anyhow::Result<()> {
-    let landings: Vec<Landing> = spec
-        .sources
-        .iter()
-        .flat_map(|s| {
-            s.datasets.iter().map(|d| Landing {
-                system: &s.system,
-                dataset: d,
-                recursive: s.recursive,
-            })
-        })
-        .collect();
-    for (i, a) in landings.iter().enumerate() {
-        for b in &landings[i + 1..] {
-            if a.system != b.system {
-                continue;
-            }
-            if a.dataset == b.dataset {
-                bail!(
-                    "sources: {0}:{1} and {0}:{1} both land on {2}",
-                    a.system,
-                    a.dataset,
-                    replication_target_path(&spec.target_dataset, a.system, a.dataset)
-                );
-            }
-            for (outer, inner) in [(a, b), (b, a)] {
-                if outer.recursive && within(outer.dataset, inner.dataset) {
-                    bail!(
-                        "sources: {0}:{1} is already replicated as a child of recursive source {0}:{2}",
-                        inner.system,
-                        inner.dataset,
-                        outer.dataset,
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The changes `replication edit` was asked for, apart from the schedule.
@@ -412,10 +268,6 @@ pub(crate) mod tests {
         }
     }
 
-    fn err(spec: &ReplicationTaskSpec) -> String {
-        check_spec(spec).unwrap_err().to_string()
-    }
-
     #[test]
     fn sources_parse() {
         assert_eq!(
@@ -500,125 +352,6 @@ pub(crate) mod tests {
         assert!(sources[0].recursive);
         assert_eq!(sources[0].naming_schemas, strings(&["x-%s"]));
         assert_eq!(sources[1].datasets, strings(&["pool"]));
-    }
-
-    #[test]
-    fn a_good_spec_passes() {
-        check_spec(&offsite()).unwrap();
-    }
-
-    #[test]
-    fn required_fields() {
-        let mut spec = offsite();
-        spec.sources.clear();
-        assert_eq!(err(&spec), NO_SOURCES);
-        let mut spec = offsite();
-        spec.target_dataset.clear();
-        assert_eq!(err(&spec), NO_TARGET);
-        let mut spec = offsite();
-        spec.target_system = " ".into();
-        assert_eq!(err(&spec), NO_TARGET);
-        let mut spec = offsite();
-        spec.name.clear();
-        assert_eq!(err(&spec), NO_NAME);
-        spec.name = "42".into();
-        assert_eq!(
-            err(&spec),
-            "name: '42' must be 1-120 printable characters and not a number"
-        );
-        spec.name = "x".repeat(121);
-        assert!(err(&spec).starts_with("name: 'xxx"));
-        spec.name = "a\tb".into();
-        assert!(err(&spec).starts_with("name: "));
-        // As for the controller, a source without datasets adds nothing but
-        // is no mistake as long as another one has some.
-        let mut spec = offsite();
-        spec.sources[1].datasets.clear();
-        check_spec(&spec).unwrap();
-        spec.sources[0].datasets.clear();
-        assert_eq!(err(&spec), NO_SOURCES);
-    }
-
-    #[test]
-    fn names_are_checked() {
-        let mut spec = offsite();
-        spec.sources[0].system = "a/b".into();
-        assert!(
-            err(&spec).starts_with("sources: system 'a/b' may only contain"),
-            "{}",
-            err(&spec)
-        );
-        let mut spec = offsite();
-        spec.target_system = "x y".into();
-        assert!(err(&spec).starts_with("target: system 'x y'"));
-        let mut spec = offsite();
-        spec.sources[0].datasets[0] = "tank/a@snap".into();
-        assert!(err(&spec).starts_with("sources: \"tank/a@snap\" is not a dataset name"));
-        let mut spec = offsite();
-        spec.target_dataset = "/backup".into();
-        assert!(err(&spec).starts_with("target: \"/backup\" is not a dataset name"));
-    }
-
-    #[test]
-    fn naming_schemas_are_checked() {
-        let mut spec = offsite();
-        spec.sources[1].naming_schemas = strings(&["auto-%Y-%m-%d_%H-%M", "x-%Y"]);
-        assert_eq!(
-            err(&spec),
-            "naming_schema: %m must be present in snapshot naming schema"
-        );
-    }
-
-    #[test]
-    fn two_sources_on_one_target_path_are_refused() {
-        let mut spec = offsite();
-        spec.sources.push(source("nas1", &["tank/a"], false));
-        assert_eq!(
-            err(&spec),
-            "sources: nas1:tank/a and nas1:tank/a both land on backup/nas1/tank/a"
-        );
-        // The same dataset name on two systems is fine: the system is in the path.
-        let mut spec = offsite();
-        spec.sources.push(source("nas4", &["tank/a"], false));
-        check_spec(&spec).unwrap();
-    }
-
-    #[test]
-    fn children_of_recursive_sources_collide_too() {
-        let mut spec = offsite();
-        spec.sources.push(source("nas1", &["tank/a/x"], false));
-        assert_eq!(
-            err(&spec),
-            "sources: nas1:tank/a/x is already replicated as a child of recursive source nas1:tank/a"
-        );
-        // Without recursion the parent does not carry the child.
-        let mut spec = offsite();
-        spec.sources[0].recursive = false;
-        spec.sources.push(source("nas1", &["tank/a/x"], false));
-        check_spec(&spec).unwrap();
-        // tank/ab is no child of tank/a.
-        let mut spec = offsite();
-        spec.sources.push(source("nas1", &["tank/ab"], false));
-        check_spec(&spec).unwrap();
-    }
-
-    #[test]
-    fn target_inside_a_source_is_refused() {
-        let mut spec = offsite();
-        spec.sources.push(source("nas2", &["tank"], false));
-        spec.target_dataset = "tank/backup".into();
-        assert_eq!(
-            err(&spec),
-            "target: the target dataset must not be inside source dataset nas2:tank"
-        );
-        spec.target_dataset = "tank".into();
-        assert!(err(&spec).starts_with("target: the target dataset must not be inside"));
-        // Another system's dataset of the same name is no problem.
-        spec.target_dataset = "tankbackup".into();
-        check_spec(&spec).unwrap();
-        let mut spec = offsite();
-        spec.target_dataset = "tank/a/backup".into();
-        check_spec(&spec).unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::task::{
     self, RSYNC, TaskJson, last_run_text, next_run_text, rsync_default_port, rsync_direction_word,
     rsync_effective_port, rsync_mode_word, schedule_text, task_schedule, task_status,
 };
+use crate::context::Context;
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
@@ -754,17 +755,29 @@ pub async fn edit(channel: Channel, args: &EditArgs, output: OutputFormat) -> an
     }
 }
 
-pub async fn dispatch(
-    channel: Channel,
-    command: RsyncCommand,
-    output: OutputFormat,
-) -> anyhow::Result<()> {
-    match command {
-        RsyncCommand::Create(args) => create(channel, &args, output).await,
-        RsyncCommand::List => list(channel, output).await,
-        RsyncCommand::Show { task } => show(channel, &task, output).await,
-        RsyncCommand::Edit(args) => edit(channel, &args, output).await,
-        RsyncCommand::Lifecycle(command) => command.execute(channel, RSYNC, output).await,
+impl RsyncCommand {
+    /// Refuses flags that are wrong whatever the controller or the task's
+    /// host hold; what `edit` makes of the current task is checked once it
+    /// is fetched.
+    pub fn precheck(&self) -> anyhow::Result<()> {
+        match self {
+            RsyncCommand::Create(args) => create_spec(args).map(drop),
+            RsyncCommand::Edit(args) => edit_precheck(args).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs one `rsync` subcommand.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect_after(self.precheck()).await?;
+        let output = ctx.output;
+        match self {
+            RsyncCommand::Create(args) => create(channel, &args, output).await,
+            RsyncCommand::List => list(channel, output).await,
+            RsyncCommand::Show { task } => show(channel, &task, output).await,
+            RsyncCommand::Edit(args) => edit(channel, &args, output).await,
+            RsyncCommand::Lifecycle(command) => command.execute(channel, RSYNC, output).await,
+        }
     }
 }
 
@@ -773,6 +786,7 @@ mod tests {
     use super::*;
     use crate::commands::task::{SNAPSHOT, expect_kind};
     use clap::Parser;
+    use clap::error::ErrorKind;
     use serde_json::json;
 
     #[derive(Parser)]
@@ -1027,7 +1041,10 @@ mod tests {
             argv.extend_from_slice(&["--remote-port", port]);
             assert_eq!(create_err(&argv), PORT_OUT_OF_RANGE);
         }
-        assert!(parse(&["create", "--system", "nas1"]).is_err());
+        let kind = parse(&["create", "--system", "nas1"])
+            .err()
+            .map(|e| e.kind());
+        assert_eq!(kind, Some(ErrorKind::MissingRequiredArgument));
     }
 
     #[test]
@@ -1208,7 +1225,8 @@ mod tests {
         ] {
             let mut argv = vec!["edit", "5"];
             argv.extend_from_slice(flags);
-            assert!(parse(&argv).is_err(), "{flags:?}");
+            let kind = parse(&argv).err().map(|e| e.kind());
+            assert_eq!(kind, Some(ErrorKind::ArgumentConflict), "{flags:?}");
         }
     }
 

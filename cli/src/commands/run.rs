@@ -1,14 +1,14 @@
 //! `nasfleet run list|show|watch|cancel`: the history of task runs, live progress of one run, and cancelling it.
 
 use super::status_error;
+use crate::context::Context;
 use crate::failure::RunFailed;
-use crate::output::{
-    OutputFormat, Table, cell, human_bytes, print_json, run_state_word, time_or_dash,
-};
-use anyhow::{Context, anyhow};
+use crate::output::{OutputFormat, Table, cell, human_bytes, print_json, time_or_dash};
+use anyhow::{Context as _, anyhow};
 use chrono::Local;
+use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nasfleet_common::status::rfc3339_from_unix_ms;
+use nasfleet_common::status::{rfc3339_from_unix_ms, run_state_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::run_event::Body;
 use nasfleet_proto::v1::{ListRunsRequest, Progress, Run, RunPart, RunRef, RunState, RunStep};
@@ -23,6 +23,39 @@ const REASON_CELL: usize = 60;
 /// Plain (non-terminal) watch output repeats an unchanged phase at most this
 /// often, so a log file of a long transfer is not one line per agent update.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Subcommand)]
+pub enum RunCommand {
+    /// Recent runs, newest first.
+    List {
+        /// Only runs of this task (id or name).
+        #[arg(long)]
+        task: Option<String>,
+        /// How many runs (default: the controller's, 20).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// One run with its steps and log.
+    Show { id: u64 },
+    /// Follow a run live until it ends; exits non-zero unless it succeeded.
+    Watch { id: u64 },
+    /// Ask the controller to cancel a run.
+    Cancel { id: u64 },
+}
+
+impl RunCommand {
+    /// Runs one `run` subcommand; clap has checked its flags already.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect().await?;
+        let output = ctx.output;
+        match self {
+            RunCommand::List { task, limit } => list(channel, task.as_deref(), limit, output).await,
+            RunCommand::Show { id } => show(channel, id, output).await,
+            RunCommand::Watch { id } => watch_run(channel, id, output).await,
+            RunCommand::Cancel { id } => cancel(channel, id, output).await,
+        }
+    }
+}
 
 /// A run as `run list -o json` prints it.
 #[derive(Debug, Serialize)]

@@ -1,14 +1,80 @@
 //! `nasfleet snapshot create|list`: one-time snapshots and the snapshots a system has.
 
 use super::status_error;
+use crate::context::Context;
 use crate::output::{OutputFormat, Table, human_bytes, human_time, print_json};
 use anyhow::anyhow;
+use clap::Subcommand;
 use nasfleet_common::naming::{DEFAULT_MANUAL_SCHEMA, NamingSchema};
 use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{CreateSnapshotRequest, ListSnapshotsRequest, Snapshot};
 use serde::Serialize;
 use tonic::transport::Channel;
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot now.
+    Create {
+        system: String,
+        dataset: String,
+        /// Snapshot the descendants too, atomically.
+        #[arg(long)]
+        recursive: bool,
+        /// strftime-style name pattern [default: manual-%Y-%m-%d_%H-%M].
+        #[arg(long, value_name = "SCHEMA")]
+        naming_schema: Option<String>,
+    },
+    /// The snapshots of a system, or of one dataset.
+    List {
+        system: String,
+        dataset: Option<String>,
+        /// With DATASET: its descendants' snapshots too.
+        #[arg(long)]
+        recursive: bool,
+        /// Ask the agent for a fresh inventory first.
+        #[arg(long)]
+        refresh: bool,
+    },
+}
+
+impl SnapshotCommand {
+    /// Refuses a naming schema that can name no snapshot, before any connection.
+    pub fn precheck(&self) -> anyhow::Result<()> {
+        match self {
+            SnapshotCommand::Create {
+                naming_schema: Some(schema),
+                ..
+            } => check_schema(schema).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs one `snapshot` subcommand.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect_after(self.precheck()).await?;
+        match self {
+            SnapshotCommand::Create {
+                system,
+                dataset,
+                recursive,
+                naming_schema,
+            } => {
+                let schema = naming_schema.as_deref();
+                create(channel, &system, &dataset, recursive, schema, ctx.output).await
+            }
+            SnapshotCommand::List {
+                system,
+                dataset,
+                recursive,
+                refresh,
+            } => {
+                let dataset = dataset.as_deref();
+                list(channel, &system, dataset, recursive, refresh, ctx.output).await
+            }
+        }
+    }
+}
 
 /// A snapshot as `snapshot list -o json` prints it.
 #[derive(Debug, Serialize)]

@@ -1,6 +1,7 @@
 //! `nasfleet ssh-connection list|create|delete`: the SSH trust the controller sets up from one system to another, which replication between them needs.
 
 use super::{confirm, status_error};
+use crate::context::Context;
 use crate::output::{OutputFormat, Table, human_time, print_json, time_or_dash};
 use anyhow::{anyhow, bail};
 use clap::Subcommand;
@@ -33,6 +34,34 @@ pub enum SshConnectionCommand {
     },
 }
 
+impl SshConnectionCommand {
+    /// Refuses system names that cannot be, before any connection.
+    pub fn precheck(&self) -> anyhow::Result<()> {
+        match self {
+            SshConnectionCommand::Create { source, target }
+            | SshConnectionCommand::Delete { source, target, .. } => check_pair(source, target),
+            SshConnectionCommand::List => Ok(()),
+        }
+    }
+
+    /// Runs one `ssh-connection` subcommand.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect_after(self.precheck()).await?;
+        let output = ctx.output;
+        match self {
+            SshConnectionCommand::List => list(channel, output).await,
+            SshConnectionCommand::Create { source, target } => {
+                create(channel, &source, &target, output).await
+            }
+            SshConnectionCommand::Delete {
+                source,
+                target,
+                yes,
+            } => delete(channel, &source, &target, yes, output).await,
+        }
+    }
+}
+
 /// An SSH connection as `-o json` prints it.
 #[derive(Debug, Serialize)]
 pub struct SshConnectionJson {
@@ -60,13 +89,7 @@ impl From<&SshConnection> for SshConnectionJson {
 /// Checks both system names before anything travels.
 pub fn check_pair(source: &str, target: &str) -> anyhow::Result<()> {
     for (field, name) in [("source", source), ("target", target)] {
-        validate_system_name(name).map_err(|e| {
-            let text = e.to_string();
-            anyhow!(
-                "{field}: system {}",
-                text.strip_prefix("name: ").unwrap_or(&text)
-            )
-        })?;
+        validate_system_name(name).map_err(|e| anyhow!("{field}: system {}", e.rule()))?;
     }
     Ok(())
 }
@@ -116,25 +139,6 @@ fn connection_text(c: &SshConnection) -> String {
     }
     lines.push(format!("Created:    {}", human_time(c.created_unix_ms)));
     lines.join("\n")
-}
-
-/// Runs one `ssh-connection` subcommand.
-pub async fn dispatch(
-    channel: Channel,
-    command: SshConnectionCommand,
-    output: OutputFormat,
-) -> anyhow::Result<()> {
-    match command {
-        SshConnectionCommand::List => list(channel, output).await,
-        SshConnectionCommand::Create { source, target } => {
-            create(channel, &source, &target, output).await
-        }
-        SshConnectionCommand::Delete {
-            source,
-            target,
-            yes,
-        } => delete(channel, &source, &target, yes, output).await,
-    }
 }
 
 pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> {

@@ -1,17 +1,55 @@
 //! `nasfleet system list|show|services|remove`: the systems of the fleet.
 
 use super::{confirm, status_error};
+use crate::context::Context;
 use crate::output::{OutputFormat, Table, human_bytes, human_time, print_json};
 use anyhow::bail;
+use clap::Subcommand;
 use nasfleet_common::status::{rfc3339_from_unix_ms, system_status_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{
-    GetSystemRequest, Inventory, ListSystemsRequest, RemoveSystemRequest, Service, SystemSummary,
-    ZfsDialect,
+    GetSystemRequest, Inventory, ListSystemsRequest, RemoveSystemRequest, Service, SystemDetail,
+    SystemSummary, ZfsDialect,
 };
 use serde::Serialize;
 use std::collections::HashMap;
 use tonic::transport::Channel;
+
+#[derive(Subcommand)]
+pub enum SystemCommand {
+    /// Every system with its status.
+    List,
+    /// One system in detail: inventory, datasets, services.
+    Show {
+        name: String,
+        /// Ask the agent for a fresh inventory first.
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// The services of a system, with SSH state and host keys.
+    Services { name: String },
+    /// Remove a system no task uses: revoke its certificate, end its SSH connections.
+    Remove {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+impl SystemCommand {
+    /// Runs one `system` subcommand; none has flags to check beforehand.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let channel = ctx.connect().await?;
+        let output = ctx.output;
+        match self {
+            SystemCommand::List => list(channel, output).await,
+            SystemCommand::Show { name, refresh } => show(channel, &name, refresh, output).await,
+            SystemCommand::Services { name } => services(channel, &name, output).await,
+            SystemCommand::Remove { name, yes } => remove(channel, &name, yes).await,
+        }
+    }
+}
 
 #[derive(Serialize)]
 struct SystemJson {
@@ -144,6 +182,127 @@ pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> 
     }
 }
 
+/// The datasets of an inventory with how many snapshots each has.
+fn dataset_rows(inventory: &Inventory) -> Vec<DatasetJson> {
+    let counts = snapshot_counts(inventory);
+    inventory
+        .datasets
+        .iter()
+        .map(|d| DatasetJson {
+            name: d.name.clone(),
+            used: d.used,
+            available: d.available,
+            mountpoint: d.mountpoint.clone(),
+            readonly: d.readonly,
+            kind: d.kind.clone(),
+            snapshot_count: counts.get(d.name.as_str()).copied().unwrap_or(0),
+        })
+        .collect()
+}
+
+/// `system show -o json`: the summary with the inventory's details; the
+/// inventory's fields are null until the agent has reported.
+fn detail_json(summary: &SystemSummary, detail: &SystemDetail) -> SystemDetailJson {
+    let inventory = detail.inventory.as_ref();
+    SystemDetailJson {
+        summary: SystemJson::from(summary),
+        certificate_serial: detail.certificate_serial.clone(),
+        hostname: inventory.map(|i| i.hostname.clone()),
+        os: inventory.map(|i| i.os.clone()),
+        zfs_version: inventory.map(|i| i.zfs_version.clone()),
+        zfs_dialect: inventory.map(|i| dialect_word(i.zfs_dialect())),
+        inventory_collected: inventory.and_then(|i| rfc3339_from_unix_ms(i.collected_unix_ms)),
+        datasets: inventory.map(dataset_rows).unwrap_or_default(),
+        services: inventory
+            .map(|i| i.services.iter().map(ServiceJson::from).collect())
+            .unwrap_or_default(),
+        inventory_errors: inventory.map(|i| i.errors.clone()).unwrap_or_default(),
+    }
+}
+
+/// The head of `system show`: what the controller knows of the system itself.
+fn summary_lines(summary: &SystemSummary, certificate_serial: &str) -> Vec<String> {
+    vec![
+        format!("Name:         {}", summary.name),
+        format!("Status:       {}", system_status_word(summary.status())),
+        format!("Address:      {}", summary.address),
+        format!("Version:      {}", summary.agent_version),
+        format!("Last seen:    {}", human_time(summary.last_seen_unix_ms)),
+        format!("Enrolled:     {}", human_time(summary.enrolled_unix_ms)),
+        format!("Certificate:  {certificate_serial}"),
+    ]
+}
+
+fn pools_table(inventory: &Inventory) -> String {
+    let mut pools = Table::new(&["NAME", "SIZE", "FREE", "HEALTH"]);
+    for p in &inventory.pools {
+        pools.row(vec![
+            p.name.clone(),
+            human_bytes(p.size),
+            human_bytes(p.free),
+            p.health.clone(),
+        ]);
+    }
+    pools.render()
+}
+
+fn datasets_table(datasets: &[DatasetJson]) -> String {
+    let mut table = Table::new(&[
+        "NAME",
+        "USED",
+        "AVAIL",
+        "SNAPSHOTS",
+        "READONLY",
+        "MOUNTPOINT",
+    ]);
+    for d in datasets {
+        table.row(vec![
+            d.name.clone(),
+            human_bytes(d.used),
+            human_bytes(d.available),
+            d.snapshot_count.to_string(),
+            if d.readonly { "on" } else { "off" }.into(),
+            d.mountpoint.clone(),
+        ]);
+    }
+    table.render()
+}
+
+/// The rest of `system show`: what the agent reported of its host.
+fn inventory_lines(inv: &Inventory) -> Vec<String> {
+    let mut lines = vec![
+        format!("Host name:    {}", inv.hostname),
+        format!("OS:           {}", inv.os),
+        format!(
+            "ZFS:          {} ({})",
+            inv.zfs_version,
+            dialect_word(inv.zfs_dialect())
+        ),
+        format!("Inventory:    {}", human_time(inv.collected_unix_ms)),
+        "\nPools:".into(),
+        pools_table(inv),
+        "\nDatasets:".into(),
+        datasets_table(&dataset_rows(inv)),
+        "\nServices:".into(),
+        services_table(&inv.services),
+    ];
+    if !inv.errors.is_empty() {
+        lines.push("\nProblems reported by the agent:".into());
+        lines.extend(inv.errors.iter().map(|e| format!("  - {e}")));
+    }
+    lines
+}
+
+/// `system show` for people.
+fn detail_text(summary: &SystemSummary, detail: &SystemDetail) -> String {
+    let mut lines = summary_lines(summary, &detail.certificate_serial);
+    match &detail.inventory {
+        Some(inv) => lines.extend(inventory_lines(inv)),
+        None => lines.push("\nNo inventory yet: the agent has not reported.".into()),
+    }
+    lines.join("\n")
+}
+
 pub async fn show(
     channel: Channel,
     name: &str,
@@ -161,99 +320,10 @@ pub async fn show(
     let Some(summary) = detail.summary.as_ref() else {
         bail!("the controller sent no summary for system '{name}'");
     };
-    let inventory = detail.inventory.as_ref();
-    let counts = inventory.map(snapshot_counts).unwrap_or_default();
-    let datasets: Vec<DatasetJson> = inventory
-        .map(|inv| {
-            inv.datasets
-                .iter()
-                .map(|d| DatasetJson {
-                    name: d.name.clone(),
-                    used: d.used,
-                    available: d.available,
-                    mountpoint: d.mountpoint.clone(),
-                    readonly: d.readonly,
-                    kind: d.kind.clone(),
-                    snapshot_count: counts.get(d.name.as_str()).copied().unwrap_or(0),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let services: Vec<ServiceJson> = inventory
-        .map(|inv| inv.services.iter().map(ServiceJson::from).collect())
-        .unwrap_or_default();
     match output {
-        OutputFormat::Json => print_json(&SystemDetailJson {
-            summary: SystemJson::from(summary),
-            certificate_serial: detail.certificate_serial.clone(),
-            hostname: inventory.map(|i| i.hostname.clone()),
-            os: inventory.map(|i| i.os.clone()),
-            zfs_version: inventory.map(|i| i.zfs_version.clone()),
-            zfs_dialect: inventory.map(|i| dialect_word(i.zfs_dialect())),
-            inventory_collected: inventory.and_then(|i| rfc3339_from_unix_ms(i.collected_unix_ms)),
-            datasets,
-            services,
-            inventory_errors: inventory.map(|i| i.errors.clone()).unwrap_or_default(),
-        }),
+        OutputFormat::Json => print_json(&detail_json(summary, &detail)),
         OutputFormat::Table => {
-            outln!("Name:         {}", summary.name)?;
-            outln!("Status:       {}", system_status_word(summary.status()))?;
-            outln!("Address:      {}", summary.address)?;
-            outln!("Version:      {}", summary.agent_version)?;
-            outln!("Last seen:    {}", human_time(summary.last_seen_unix_ms))?;
-            outln!("Enrolled:     {}", human_time(summary.enrolled_unix_ms))?;
-            outln!("Certificate:  {}", detail.certificate_serial)?;
-            let Some(inv) = inventory else {
-                outln!("\nNo inventory yet: the agent has not reported.")?;
-                return Ok(());
-            };
-            outln!("Host name:    {}", inv.hostname)?;
-            outln!("OS:           {}", inv.os)?;
-            outln!(
-                "ZFS:          {} ({})",
-                inv.zfs_version,
-                dialect_word(inv.zfs_dialect())
-            )?;
-            outln!("Inventory:    {}", human_time(inv.collected_unix_ms))?;
-            outln!("\nPools:")?;
-            let mut pools = Table::new(&["NAME", "SIZE", "FREE", "HEALTH"]);
-            for p in &inv.pools {
-                pools.row(vec![
-                    p.name.clone(),
-                    human_bytes(p.size),
-                    human_bytes(p.free),
-                    p.health.clone(),
-                ]);
-            }
-            outln!("{}", pools.render())?;
-            outln!("\nDatasets:")?;
-            let mut table = Table::new(&[
-                "NAME",
-                "USED",
-                "AVAIL",
-                "SNAPSHOTS",
-                "READONLY",
-                "MOUNTPOINT",
-            ]);
-            for d in &datasets {
-                table.row(vec![
-                    d.name.clone(),
-                    human_bytes(d.used),
-                    human_bytes(d.available),
-                    d.snapshot_count.to_string(),
-                    if d.readonly { "on" } else { "off" }.into(),
-                    d.mountpoint.clone(),
-                ]);
-            }
-            outln!("{}", table.render())?;
-            outln!("\nServices:")?;
-            outln!("{}", services_table(&inv.services))?;
-            if !inv.errors.is_empty() {
-                outln!("\nProblems reported by the agent:")?;
-                for e in &inv.errors {
-                    outln!("  - {e}")?;
-                }
-            }
+            outln!("{}", detail_text(summary, &detail))?;
             Ok(())
         }
     }
@@ -320,4 +390,130 @@ pub async fn remove(channel: Channel, name: &str, yes: bool) -> anyhow::Result<(
         answer.revoked_serial
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nasfleet_proto::v1::{Dataset, Pool, Snapshot, SystemStatus};
+
+    fn summary() -> SystemSummary {
+        SystemSummary {
+            name: "nas1".into(),
+            status: SystemStatus::Online as i32,
+            last_seen_unix_ms: 0,
+            address: "127.0.0.2:50000".into(),
+            agent_version: "0.1.0".into(),
+            pools: vec!["tank".into()],
+            enrolled_unix_ms: 0,
+        }
+    }
+
+    fn inventory() -> Inventory {
+        Inventory {
+            hostname: "nas1.lan".into(),
+            os: "Debian 12".into(),
+            zfs_version: "0.7.3".into(),
+            zfs_dialect: ZfsDialect::Legacy as i32,
+            pools: vec![Pool {
+                name: "tank".into(),
+                size: 1 << 30,
+                free: 1 << 29,
+                health: "ONLINE".into(),
+            }],
+            datasets: vec![Dataset {
+                name: "tank/data".into(),
+                used: 2048,
+                available: 1 << 29,
+                mountpoint: "/tank/data".into(),
+                readonly: true,
+                kind: "filesystem".into(),
+            }],
+            snapshots: ["tank/data@a", "tank/data@b", "tank@c"]
+                .iter()
+                .map(|n| Snapshot {
+                    name: (*n).into(),
+                    ..Snapshot::default()
+                })
+                .collect(),
+            services: vec![Service {
+                name: "ssh".into(),
+                running: true,
+                address: "127.0.0.2:22".into(),
+                ..Service::default()
+            }],
+            errors: vec!["pool tank: cannot read capacity".into()],
+            ..Inventory::default()
+        }
+    }
+
+    fn detail(inventory: Option<Inventory>) -> SystemDetail {
+        SystemDetail {
+            summary: Some(summary()),
+            inventory,
+            certificate_serial: "0a1b".into(),
+        }
+    }
+
+    #[test]
+    fn show_text_has_summary_inventory_and_problems() {
+        let text = detail_text(&summary(), &detail(Some(inventory())));
+        let expected = "\
+Name:         nas1
+Status:       ONLINE
+Address:      127.0.0.2:50000
+Version:      0.1.0
+Last seen:    never
+Enrolled:     never
+Certificate:  0a1b
+Host name:    nas1.lan
+OS:           Debian 12
+ZFS:          0.7.3 (legacy (zfs-fuse))
+Inventory:    never
+
+Pools:
+NAME  SIZE  FREE    HEALTH
+tank  1.0G  512.0M  ONLINE
+
+Datasets:
+NAME       USED  AVAIL   SNAPSHOTS  READONLY  MOUNTPOINT
+tank/data  2.0K  512.0M  2          on        /tank/data
+
+Services:
+SERVICE  STATE    ADDRESS       HOST KEYS  DETAIL
+SSH      RUNNING  127.0.0.2:22
+
+Problems reported by the agent:
+  - pool tank: cannot read capacity";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn show_text_without_inventory_says_so() {
+        let text = detail_text(&summary(), &detail(None));
+        assert!(
+            text.ends_with("Certificate:  0a1b\n\nNo inventory yet: the agent has not reported."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn show_json_counts_snapshots_per_dataset() {
+        let value = serde_json::to_value(detail_json(&summary(), &detail(Some(inventory()))))
+            .unwrap_or_default();
+        assert_eq!(value["name"], "nas1");
+        assert_eq!(value["status"], "ONLINE");
+        assert_eq!(value["certificate_serial"], "0a1b");
+        assert_eq!(value["zfs_dialect"], "legacy (zfs-fuse)");
+        assert_eq!(value["datasets"][0]["snapshot_count"], 2);
+        assert_eq!(value["services"][0]["state"], "RUNNING");
+        assert_eq!(
+            value["inventory_errors"][0],
+            "pool tank: cannot read capacity"
+        );
+        let value =
+            serde_json::to_value(detail_json(&summary(), &detail(None))).unwrap_or_default();
+        assert_eq!(value["hostname"], serde_json::Value::Null);
+        assert_eq!(value["datasets"], serde_json::json!([]));
+    }
 }

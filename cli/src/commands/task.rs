@@ -5,7 +5,7 @@ use super::{confirm, status_error};
 use crate::output::{OutputFormat, human_time, print_json};
 use anyhow::bail;
 use clap::Subcommand;
-use nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA;
+use nasfleet_common::replication_rules::effective_schemas;
 use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
@@ -105,11 +105,7 @@ impl From<&ReplicationSource> for ReplicationSourceJson {
             system: s.system.clone(),
             datasets: s.datasets.clone(),
             recursive: s.recursive,
-            naming_schemas: if s.naming_schemas.is_empty() {
-                vec![DEFAULT_PERIODIC_SCHEMA.to_owned()]
-            } else {
-                s.naming_schemas.clone()
-            },
+            naming_schemas: effective_schemas(s),
         }
     }
 }
@@ -444,7 +440,6 @@ pub async fn get(channel: Channel, task: &str, kind: TaskKind) -> anyhow::Result
     Ok(task)
 }
 
-/// `delete ID [--yes]`: names the task in the question, then deletes it.
 /// The commands every task kind's group has, flattened into it.
 #[derive(Debug, Clone, Subcommand)]
 pub enum LifecycleCommand {
@@ -477,6 +472,8 @@ pub enum LifecycleCommand {
 }
 
 impl LifecycleCommand {
+    /// Runs one of them on a task of `kind`; they take no flags to check
+    /// beforehand, so the group hands over its connection.
     pub async fn execute(
         self,
         channel: Channel,
@@ -498,6 +495,7 @@ impl LifecycleCommand {
     }
 }
 
+/// `delete ID [--yes]`: names the task in the question, then deletes it.
 pub async fn delete(channel: Channel, task: &str, yes: bool, kind: TaskKind) -> anyhow::Result<()> {
     let current = get(channel.clone(), task, kind).await?;
     if !yes
