@@ -1,6 +1,6 @@
 //! What a task is, in the words every part of the engine uses: its kind, the systems its runs take part on, and how a run state is spelled.
 
-use nasfleet_proto::v1::{RunState, Task, task_spec};
+use nasfleet_proto::v1::{Task, task_spec};
 
 pub const KIND_SNAPSHOT: &str = "snapshot";
 pub const KIND_REPLICATION: &str = "replication";
@@ -24,15 +24,4 @@ pub fn systems_of(task: &Task) -> Vec<String> {
     }
 }
 
-/// The word for a run state, as statuses and the CLI show it.
-pub fn state_word(state: RunState) -> &'static str {
-    match state {
-        RunState::Unspecified | RunState::Pending => "PENDING",
-        RunState::Running => "RUNNING",
-        RunState::Finished => "FINISHED",
-        RunState::Success => "SUCCESS",
-        RunState::Failed => "FAILED",
-        RunState::Skipped => "SKIPPED",
-        RunState::Missed => "MISSED",
-    }
-}
+pub use nasfleet_common::status::run_state_word as state_word;

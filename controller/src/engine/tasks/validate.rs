@@ -7,21 +7,18 @@ use crate::engine::systems::{dataset_exists, inventory, require_enrolled};
 use nasfleet_common::dataset_names::validate_dataset_name;
 use nasfleet_common::duration::parse_lifetime;
 use nasfleet_common::echo::echo;
-use nasfleet_common::names::replication_target_path;
 use nasfleet_common::naming::NamingSchema;
+use nasfleet_common::replication_rules;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::{
     ReplicationTaskSpec, RsyncDirection, RsyncMode, RsyncTaskSpec, SnapshotTaskSpec, Task,
     TaskSpec, ValidateRsync, agent_request, task_spec,
 };
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// Host-side checks of an rsync task (incl. --validate-remote-path's 5 s).
 const RSYNC_VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest replication task name.
-const MAX_TASK_NAME: usize = 120;
 
 /// Checks a spec completely and returns the task to store. Nothing is
 /// written here: a refused spec changes nothing.
@@ -147,22 +144,9 @@ async fn validate_replication(
     spec: &mut ReplicationTaskSpec,
     own_id: Option<u64>,
 ) -> Result<(), FleetError> {
-    spec.name = spec.name.trim().to_owned();
-    if spec.name.is_empty() {
-        return Err(invalid("name", "Name is required"));
-    }
-    if spec.name.len() > MAX_TASK_NAME
-        || spec.name.parse::<u64>().is_ok()
-        || spec.name.chars().any(|c| c.is_control())
-    {
-        return Err(invalid(
-            "name",
-            format!(
-                "'{}' must be 1-{MAX_TASK_NAME} printable characters and not a number",
-                echo(&spec.name)
-            ),
-        ));
-    }
+    // Every rule that needs no store: the same function the CLI's pre-check calls.
+    replication_rules::normalize(spec);
+    replication_rules::check_spec(spec).map_err(|e| invalid(e.field(), rule_of(&e)))?;
     let taken = state
         .store
         .tasks()?
@@ -171,14 +155,6 @@ async fn validate_replication(
     if taken {
         return Err(invalid("name", "Object with this name already exists"));
     }
-    if spec.sources.iter().all(|s| s.datasets.is_empty()) {
-        return Err(invalid("sources", "At least one source is required"));
-    }
-    if spec.target_system.is_empty() || spec.target_dataset.trim_end_matches('/').is_empty() {
-        return Err(invalid("target", "Destination is required"));
-    }
-    spec.target_dataset = spec.target_dataset.trim_end_matches('/').to_owned();
-    validate_dataset_name(&spec.target_dataset).map_err(|e| invalid("target", e))?;
     require_enrolled(state, "target", &spec.target_system)?;
     let pool = spec.target_dataset.split('/').next().unwrap_or_default();
     let target_pools = inventory(state, &spec.target_system)?
@@ -190,20 +166,9 @@ async fn validate_replication(
             format!("Pool '{pool}' not found on system '{}'", spec.target_system),
         ));
     }
-    // Every landing path, to find collisions and overlaps.
-    let mut landing: HashMap<String, String> = HashMap::new();
-    let mut recursive_sources: Vec<(String, String)> = Vec::new();
-    for source in &mut spec.sources {
+    for source in &spec.sources {
         require_enrolled(state, "sources", &source.system)?;
-        if source.naming_schemas.is_empty() {
-            source.naming_schemas = vec![nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA.into()];
-        }
-        for schema in &source.naming_schemas {
-            NamingSchema::new(schema).map_err(|e| invalid("naming_schema", e))?;
-        }
-        for dataset in &mut source.datasets {
-            *dataset = dataset.trim_end_matches('/').to_owned();
-            validate_dataset_name(dataset).map_err(|e| invalid("sources", e))?;
+        for dataset in &source.datasets {
             if !dataset_exists(state, &source.system, dataset).await? {
                 return Err(invalid(
                     "sources",
@@ -214,47 +179,18 @@ async fn validate_replication(
                     ),
                 ));
             }
-            let inside = |outer: &str, inner: &str| {
-                inner == outer || inner.starts_with(&format!("{outer}/"))
-            };
-            if source.system == spec.target_system && inside(dataset, &spec.target_dataset) {
-                return Err(invalid(
-                    "target",
-                    format!(
-                        "the target dataset must not be inside source dataset {}:{dataset}",
-                        source.system
-                    ),
-                ));
-            }
-            let path = replication_target_path(&spec.target_dataset, &source.system, dataset);
-            let label = format!("{}:{dataset}", source.system);
-            if let Some(other) = landing.insert(path.clone(), label.clone()) {
-                return Err(invalid(
-                    "sources",
-                    format!("{other} and {label} both land on {path}"),
-                ));
-            }
-            if source.recursive {
-                recursive_sources.push((source.system.clone(), dataset.clone()));
-            }
-        }
-    }
-    // A dataset under a recursive source is replicated with it already.
-    for source in &spec.sources {
-        for dataset in &source.datasets {
-            for (system, parent) in &recursive_sources {
-                if system == &source.system && dataset.starts_with(&format!("{parent}/")) {
-                    return Err(invalid(
-                        "sources",
-                        format!(
-                            "{system}:{dataset} is already replicated as a child of recursive source {system}:{parent}"
-                        ),
-                    ));
-                }
-            }
         }
     }
     Ok(())
+}
+
+/// A shared rule's message without its `field: ` prefix.
+fn rule_of(error: &replication_rules::ReplicationRuleError) -> String {
+    let text = error.to_string();
+    match text.strip_prefix(&format!("{}: ", error.field())) {
+        Some(rule) => rule.to_owned(),
+        None => text,
+    }
 }
 
 fn arrow(spec: &RsyncTaskSpec) -> &'static str {
@@ -486,6 +422,100 @@ mod tests {
         assert!(
             matches!(&offline, Err(FleetError::Conflict(m)) if m.contains("rsync tasks are checked on their system")),
             "{offline:?}"
+        );
+    }
+
+    fn replication_task(edit: impl FnOnce(&mut ReplicationTaskSpec)) -> TaskSpec {
+        let mut spec = ReplicationTaskSpec {
+            name: "offsite".into(),
+            sources: vec![nasfleet_proto::v1::ReplicationSource {
+                system: "nas1".into(),
+                datasets: vec!["tank/data/".into()],
+                ..Default::default()
+            }],
+            target_system: "nas1".into(),
+            target_dataset: "tank/backup".into(),
+            ..Default::default()
+        };
+        edit(&mut spec);
+        TaskSpec {
+            kind: Some(task_spec::Kind::Replication(spec)),
+            enabled: true,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn replication_rules_shared_with_the_cli_then_the_store_backed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = fleet(dir.path()).await;
+        let task = validate(&state, replication_task(|_| {}), None)
+            .await
+            .unwrap();
+        assert_eq!(task.schedule, Schedule::weekly().expression());
+        let Some(task_spec::Kind::Replication(spec)) = task.spec.and_then(|s| s.kind) else {
+            panic!("not a replication task");
+        };
+        // Normalised as the CLI does: trailing '/', default schema.
+        assert_eq!(spec.sources[0].datasets, vec!["tank/data".to_owned()]);
+        assert_eq!(
+            spec.sources[0].naming_schemas,
+            vec!["auto-%Y-%m-%d_%H-%M".to_owned()]
+        );
+
+        let cases: Vec<(TaskSpec, &str, &str)> = vec![
+            (replication_task(|s| s.name = " ".into()), "name", ""),
+            (
+                replication_task(|s| s.target_dataset = "$(touch x)".into()),
+                "target",
+                "",
+            ),
+            (
+                replication_task(|s| s.target_dataset = "tank/data/inner".into()),
+                "target",
+                "",
+            ),
+            (
+                replication_task(|s| s.target_system = "nas9".into()),
+                "target",
+                "System 'nas9' is not enrolled",
+            ),
+            (
+                replication_task(|s| s.target_dataset = "other/backup".into()),
+                "target",
+                "Pool 'other' not found on system 'nas1'",
+            ),
+            (
+                replication_task(|s| s.sources[0].datasets = vec!["tank/gone".into()]),
+                "sources",
+                "Dataset not found: 'tank/gone' on system 'nas1'",
+            ),
+        ];
+        for (spec, field, rule) in cases {
+            let (got_field, got_rule) = refusal(validate(&state, spec, None).await);
+            assert_eq!(got_field, field, "{got_rule}");
+            assert!(got_rule.starts_with(rule), "{field}: {got_rule}");
+            assert!(
+                !got_rule.starts_with(&format!("{field}:")),
+                "field named twice: {got_rule}"
+            );
+        }
+
+        // A name is taken by another replication task, not by the task itself.
+        let mut stored = validate(&state, replication_task(|_| {}), None)
+            .await
+            .unwrap();
+        stored.id = 5;
+        crate::engine::fixtures::store(&state, vec![stored.clone()], Vec::new()).await;
+        let (field, rule) = refusal(validate(&state, replication_task(|_| {}), None).await);
+        assert_eq!(
+            (field.as_str(), rule.as_str()),
+            ("name", "Object with this name already exists")
+        );
+        assert!(
+            validate(&state, replication_task(|_| {}), Some(&stored))
+                .await
+                .is_ok()
         );
     }
 }
