@@ -1,7 +1,7 @@
 //! How statuses and times are spelled on the wire and to people, so CLI output and JSON agree.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use nasfleet_proto::v1::{RunState, SystemStatus};
+use nasfleet_proto::v1::{RunState, RunTrigger, SystemStatus, TaskKind};
 
 /// `ONLINE` / `OFFLINE`, as the CLI prints and JSON carries.
 pub fn system_status_word(status: SystemStatus) -> &'static str {
@@ -25,6 +25,33 @@ pub fn run_state_word(state: RunState) -> &'static str {
         RunState::Failed => "FAILED",
         RunState::Skipped => "SKIPPED",
         RunState::Missed => "MISSED",
+    }
+}
+
+/// `snapshot`, `replication` or `rsync`, as the CLI and JSON say it; empty
+/// for an unspecified kind.
+pub fn task_kind_word(kind: TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Unspecified => "",
+        TaskKind::Snapshot => "snapshot",
+        TaskKind::Replication => "replication",
+        TaskKind::Rsync => "rsync",
+    }
+}
+
+/// The kind a word names (the inverse of [`task_kind_word`]).
+pub fn task_kind_from_word(word: &str) -> Option<TaskKind> {
+    [TaskKind::Snapshot, TaskKind::Replication, TaskKind::Rsync]
+        .into_iter()
+        .find(|k| task_kind_word(*k) == word)
+}
+
+/// `manual` or `scheduled`, as the CLI and JSON say it.
+pub fn trigger_word(trigger: RunTrigger) -> &'static str {
+    match trigger {
+        RunTrigger::Unspecified => "",
+        RunTrigger::Manual => "manual",
+        RunTrigger::Scheduled => "scheduled",
     }
 }
 

@@ -866,7 +866,7 @@ mod tests {
     fn task(spec: ReplicationTaskSpec) -> Task {
         Task {
             id: 5,
-            kind: "replication".into(),
+            kind: nasfleet_proto::v1::TaskKind::Replication.into(),
             name: spec.name.clone(),
             spec: Some(TaskSpec {
                 schedule: "0 0 * * sun".into(),
@@ -875,7 +875,7 @@ mod tests {
             }),
             schedule: "0 0 * * sun".into(),
             schedule_description: "weekly (Sunday at 00:00)".into(),
-            status: "FAILED".into(),
+            status: nasfleet_proto::v1::RunState::Failed.into(),
             last_error: "[EACCES] Unable to connect to port 22 on 127.0.0.3".into(),
             next_run_unix_ms: 1_700_000_000_000,
             last_run_id: 12,
@@ -1181,7 +1181,7 @@ Next run:         ";
             id: 12,
             task_id: 5,
             task_name: "offsite".into(),
-            trigger: "scheduled".into(),
+            trigger: nasfleet_proto::v1::RunTrigger::Scheduled.into(),
             state: RunState::Failed as i32,
             reason: "1 of 2 systems failed".into(),
             started_unix_ms: 1_699_999_000_000,

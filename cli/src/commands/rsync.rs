@@ -858,12 +858,12 @@ mod tests {
         let spec = create_spec(&create_args(&[])).unwrap_or_default();
         Task {
             id: 5,
-            kind: "rsync".into(),
+            kind: nasfleet_proto::v1::TaskKind::Rsync.into(),
             name: "nas1:/mnt/tank/data -> backup.example".into(),
             spec: Some(spec),
             schedule: "0 * * * *".into(),
             schedule_description: "every hour".into(),
-            status: String::new(),
+            status: 0,
             last_error: String::new(),
             next_run_unix_ms: 1_700_000_000_000,
             last_run_id: 0,
@@ -1233,7 +1233,7 @@ mod tests {
     #[test]
     fn json_shape() {
         let mut task = rsync_task();
-        task.status = "FAILED".into();
+        task.set_status(nasfleet_proto::v1::RunState::Failed);
         task.last_error = "[EACCES] Unable to connect to port 873 on 127.0.0.3".into();
         task.last_run_id = 9;
         task.last_run_unix_ms = 1_700_000_100_000;

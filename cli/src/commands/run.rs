@@ -8,7 +8,7 @@ use anyhow::{Context as _, anyhow};
 use chrono::Local;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nasfleet_common::status::{rfc3339_from_unix_ms, run_state_word};
+use nasfleet_common::status::{rfc3339_from_unix_ms, run_state_word, task_kind_word, trigger_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::run_event::Body;
 use nasfleet_proto::v1::{ListRunsRequest, Progress, Run, RunPart, RunRef, RunState, RunStep};
@@ -84,11 +84,11 @@ impl From<&Run> for RunJson {
             id: r.id,
             task: r.task_name.clone(),
             task_id: r.task_id,
-            task_kind: r.task_kind.clone(),
+            task_kind: task_kind_word(r.task_kind()).to_owned(),
             system: r.system.clone(),
             state: run_state_word(r.state()),
             reason: text(&r.reason),
-            trigger: r.trigger.clone(),
+            trigger: trigger_word(r.trigger()).to_owned(),
             triggered_by: text(&r.triggered_by),
             scheduled_for: rfc3339_from_unix_ms(r.scheduled_for_unix_ms),
             started: rfc3339_from_unix_ms(r.started_unix_ms),
@@ -316,7 +316,7 @@ fn runs_table(runs: &[Run]) -> String {
             r.id.to_string(),
             r.task_name.clone(),
             run_state_word(r.state()).into(),
-            r.trigger.clone(),
+            trigger_word(r.trigger()).into(),
             time_or_dash(r.started_unix_ms),
             time_or_dash(r.finished_unix_ms),
             cell(&r.reason, REASON_CELL),
@@ -372,10 +372,9 @@ fn run_detail_text(r: &Run) -> String {
             "Task:         {} (id {}{})",
             r.task_name,
             r.task_id,
-            if r.task_kind.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", r.task_kind)
+            match task_kind_word(r.task_kind()) {
+                "" => String::new(),
+                kind => format!(", {kind}"),
             }
         ),
         format!("System:       {}", r.system),
@@ -384,10 +383,11 @@ fn run_detail_text(r: &Run) -> String {
     if !r.reason.is_empty() {
         lines.push(format!("Reason:       {}", r.reason));
     }
+    let trigger = trigger_word(r.trigger());
     let trigger = if r.triggered_by.is_empty() {
-        r.trigger.clone()
+        trigger.to_owned()
     } else {
-        format!("{} by {}", r.trigger, r.triggered_by)
+        format!("{trigger} by {}", r.triggered_by)
     };
     lines.push(format!("Trigger:      {trigger}"));
     if r.scheduled_for_unix_ms > 0 {
@@ -799,7 +799,7 @@ mod tests {
             task_id: 7,
             task_name: "nas1:tank/data (auto-%Y-%m-%d_%H-%M)".into(),
             system: "nas1".into(),
-            trigger: "manual".into(),
+            trigger: nasfleet_proto::v1::RunTrigger::Manual.into(),
             triggered_by: "admin".into(),
             scheduled_for_unix_ms: 0,
             started_unix_ms: 1_700_000_000_000,
@@ -815,7 +815,7 @@ mod tests {
             bytes: 0,
             log_tail: vec!["zfs snapshot tank/data@auto-2023-11-14_22-13".into()],
             progress: None,
-            task_kind: "snapshot".into(),
+            task_kind: nasfleet_proto::v1::TaskKind::Snapshot.into(),
             parts: Vec::new(),
         }
     }

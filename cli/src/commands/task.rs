@@ -6,12 +6,13 @@ use crate::output::{OutputFormat, human_time, print_json};
 use anyhow::bail;
 use clap::Subcommand;
 use nasfleet_common::replication_rules::effective_schemas;
-use nasfleet_common::status::rfc3339_from_unix_ms;
+use nasfleet_common::status::{rfc3339_from_unix_ms, run_state_word, task_kind_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
     ListTasksRequest, ReplicationSource, ReplicationTaskSpec, RsyncDirection, RsyncMode,
-    RsyncTaskSpec, SetTaskEnabledRequest, SnapshotTaskSpec, Task, TaskRef, TaskSpec,
+    RsyncTaskSpec, RunState, SetTaskEnabledRequest, SnapshotTaskSpec, Task, TaskKind as WireKind,
+    TaskRef, TaskSpec,
 };
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -19,8 +20,8 @@ use tonic::transport::Channel;
 /// Which kind of task a command group manages, and how to call it in messages.
 #[derive(Debug, Clone, Copy)]
 pub struct TaskKind {
-    /// `Task.kind` on the wire, e.g. `snapshot`.
-    pub wire: &'static str,
+    /// `Task.kind` on the wire.
+    pub wire: WireKind,
     /// What people call it, e.g. `periodic snapshot task`.
     pub noun: &'static str,
     /// What deleting a task of this kind leaves alone, for the question.
@@ -40,7 +41,7 @@ impl TaskKind {
 
 /// Periodic snapshot tasks.
 pub const SNAPSHOT: TaskKind = TaskKind {
-    wire: "snapshot",
+    wire: WireKind::Snapshot,
     noun: "snapshot task",
     delete_note: "Its snapshots stay.",
     group: "snapshot-task",
@@ -48,7 +49,7 @@ pub const SNAPSHOT: TaskKind = TaskKind {
 
 /// Replication tasks.
 pub const REPLICATION: TaskKind = TaskKind {
-    wire: "replication",
+    wire: WireKind::Replication,
     noun: "replication task",
     delete_note: "Snapshots and replicated datasets stay.",
     group: "replication",
@@ -56,7 +57,7 @@ pub const REPLICATION: TaskKind = TaskKind {
 
 /// Rsync tasks.
 pub const RSYNC: TaskKind = TaskKind {
-    wire: "rsync",
+    wire: WireKind::Rsync,
     noun: "rsync task",
     delete_note: "Files already copied stay.",
     group: "rsync",
@@ -259,12 +260,12 @@ pub struct TaskJson {
     pub created: Option<String>,
 }
 
-/// The task's status word; a task that never ran has none on the wire yet.
-pub fn task_status(task: &Task) -> &str {
-    if task.status.is_empty() {
-        "PENDING"
-    } else {
-        &task.status
+/// The task's status word: the state of its latest run, `PENDING` before
+/// the first (also from a controller that did not say).
+pub fn task_status(task: &Task) -> &'static str {
+    match task.status() {
+        RunState::Unspecified => run_state_word(RunState::Pending),
+        state => run_state_word(state),
     }
 }
 
@@ -298,7 +299,7 @@ impl From<&Task> for TaskJson {
         TaskJson {
             id: t.id,
             name: t.name.clone(),
-            kind: t.kind.clone(),
+            kind: task_kind_word(t.kind()).to_owned(),
             snapshot,
             replication,
             rsync,
@@ -350,14 +351,13 @@ pub fn last_run_text(task: &Task) -> String {
 /// `snapshot-task edit 7` cannot rewrite a replication task's spec. The
 /// message says what the task is and which command group manages it.
 pub fn expect_kind(task: &Task, kind: TaskKind) -> anyhow::Result<()> {
-    if task.kind == kind.wire {
+    if task.kind() == kind.wire {
         return Ok(());
     }
-    let actual = KINDS.iter().find(|k| k.wire == task.kind);
+    let actual = KINDS.iter().find(|k| k.wire == task.kind());
     let what = match actual {
         Some(k) => k.with_article(),
-        None if task.kind.is_empty() => "a task of unknown kind".to_owned(),
-        None => format!("a {} task", task.kind),
+        None => "a task of unknown kind".to_owned(),
     };
     let hint = actual
         .map(|k| format!("; see `nasfleet {} show {}`", k.group, task.id))
@@ -382,7 +382,7 @@ pub async fn list(
 ) -> anyhow::Result<()> {
     let tasks = FleetClient::new(channel)
         .list_tasks(ListTasksRequest {
-            kind: kind.wire.to_owned(),
+            kind: kind.wire.into(),
         })
         .await
         .map_err(status_error)?
@@ -596,7 +596,7 @@ pub(crate) mod tests {
     pub(crate) fn snapshot_task() -> Task {
         Task {
             id: 7,
-            kind: "snapshot".into(),
+            kind: nasfleet_proto::v1::TaskKind::Snapshot.into(),
             name: "nas1:tank/data (auto-%Y-%m-%d_%H-%M)".into(),
             spec: Some(TaskSpec {
                 schedule: "0 * * * *".into(),
@@ -612,7 +612,7 @@ pub(crate) mod tests {
             }),
             schedule: "0 * * * *".into(),
             schedule_description: "every hour".into(),
-            status: String::new(),
+            status: 0,
             last_error: String::new(),
             next_run_unix_ms: 1_700_000_000_000,
             last_run_id: 0,
@@ -652,7 +652,7 @@ pub(crate) mod tests {
     #[test]
     fn task_json_carries_failures() {
         let mut task = snapshot_task();
-        task.status = "FAILED".into();
+        task.set_status(nasfleet_proto::v1::RunState::Failed);
         task.last_error = "dataset does not exist".into();
         task.last_run_id = 12;
         let value = serde_json::to_value(TaskJson::from(&task)).unwrap();
@@ -665,7 +665,7 @@ pub(crate) mod tests {
     fn other_kinds_are_refused() {
         let mut task = snapshot_task();
         assert!(expect_kind(&task, SNAPSHOT).is_ok());
-        task.kind = "replication".into();
+        task.set_kind(WireKind::Replication);
         let err = expect_kind(&task, SNAPSHOT).unwrap_err().to_string();
         assert!(
             err.contains("is a replication task, not a snapshot task"),

@@ -37,7 +37,7 @@ pub async fn update(state: &SharedState, request: Request<UpdateTaskRequest>) ->
 
 pub fn list(state: &SharedState, request: Request<ListTasksRequest>) -> Answer<ListTasksResponse> {
     authorize(&state.store, &request, Access::Read)?;
-    let tasks = tasks::list(state, &request.into_inner().kind)?;
+    let tasks = tasks::list(state, request.into_inner().kind())?;
     Ok(Response::new(ListTasksResponse { tasks }))
 }
 

@@ -1,10 +1,15 @@
 //! What a task is, in the words every part of the engine uses: its kind, the systems its runs take part on, and how a run state is spelled.
 
-use nasfleet_proto::v1::{Task, task_spec};
+use nasfleet_proto::v1::{Task, TaskKind, task_spec};
 
-pub const KIND_SNAPSHOT: &str = "snapshot";
-pub const KIND_REPLICATION: &str = "replication";
-pub const KIND_RSYNC: &str = "rsync";
+/// The kind of task a spec describes.
+pub fn kind_of(kind: &task_spec::Kind) -> TaskKind {
+    match kind {
+        task_spec::Kind::Snapshot(_) => TaskKind::Snapshot,
+        task_spec::Kind::Replication(_) => TaskKind::Replication,
+        task_spec::Kind::Rsync(_) => TaskKind::Rsync,
+    }
+}
 
 /// The systems a task's runs take part on, in order, without repeats.
 pub fn systems_of(task: &Task) -> Vec<String> {

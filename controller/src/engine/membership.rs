@@ -8,6 +8,7 @@ use crate::engine::tasks;
 use crate::store::TokenRecord;
 use nasfleet_common::echo::echo;
 use nasfleet_common::status::now_unix_ms;
+use nasfleet_common::status::task_kind_word;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -67,7 +68,14 @@ pub async fn remove(state: &SharedState, name: &str) -> Result<String, FleetErro
     if !using.is_empty() {
         let named: Vec<String> = using
             .iter()
-            .map(|t| format!("{} task '{}' (id {})", t.kind, t.name, t.id))
+            .map(|t| {
+                format!(
+                    "{} task '{}' (id {})",
+                    task_kind_word(t.kind()),
+                    t.name,
+                    t.id
+                )
+            })
             .collect();
         return Err(FleetError::Conflict(format!(
             "System '{name}' is used by {}; delete those tasks (or edit them to leave it out) first",
@@ -122,7 +130,7 @@ mod tests {
         let task = Task {
             id: 7,
             name: "nas1:tank".into(),
-            kind: "snapshot".into(),
+            kind: nasfleet_proto::v1::TaskKind::Snapshot.into(),
             spec: Some(TaskSpec {
                 kind: Some(task_spec::Kind::Snapshot(SnapshotTaskSpec {
                     system: "nas1".into(),

@@ -8,7 +8,7 @@
 //! it is flushed.
 
 use crate::engine::error::FleetError;
-use crate::engine::kinds::{KIND_REPLICATION, state_word, systems_of};
+use crate::engine::kinds::{state_word, systems_of};
 use crate::engine::run_hub::LOG_TAIL_LINES;
 use crate::engine::state::SharedState;
 use crate::store::{StoreError, Write, is_final};
@@ -19,6 +19,7 @@ use nasfleet_proto::v1::{
     AckRunResult, CancelRun, ControllerMessage, Run, RunPart, RunResult, RunState, RunUpdate,
     StartRun, Task, start_run,
 };
+use nasfleet_proto::v1::{RunTrigger, TaskKind};
 
 /// Why a run started.
 #[derive(Debug, Clone)]
@@ -88,7 +89,7 @@ fn settle(run: &Run) -> Option<(RunState, String)> {
         return Some((state, String::new()));
     }
     // Replication reasons always name the source system, even for one source.
-    let name_systems = run.parts.len() > 1 || run.task_kind == KIND_REPLICATION;
+    let name_systems = run.parts.len() > 1 || run.task_kind() == TaskKind::Replication;
     let reason = if !name_systems {
         failed[0].reason.clone()
     } else {
@@ -169,7 +170,7 @@ async fn end_part(
 /// What follows a part's end outside the store: fresh inventories where
 /// snapshots changed, and the final record to watchers.
 fn after_part(state: &SharedState, run: &Run, system: &str, finished: bool) {
-    if run.task_kind == KIND_REPLICATION {
+    if run.task_kind() == TaskKind::Replication {
         // Snapshots changed on both sides: retention's protected bases and
         // listings should see them soon.
         let _ = state.sessions.request_inventory(system);
@@ -199,9 +200,9 @@ pub async fn record_not_run(
         id: 0,
         task_id: task.id,
         task_name: task.name.clone(),
-        task_kind: task.kind.clone(),
+        task_kind: task.kind,
         system: system.to_owned(),
-        trigger: "scheduled".into(),
+        trigger: RunTrigger::Scheduled.into(),
         triggered_by: "scheduler".into(),
         scheduled_for_unix_ms: scheduled_for.timestamp_millis(),
         started_unix_ms: now,
@@ -300,17 +301,21 @@ pub async fn start(
 
 /// A new RUNNING run of `task` with one RUNNING part per system in `parts`.
 fn new_run(task: &Task, id: u64, trigger: &Trigger, parts: &[(String, StartRun)]) -> Run {
-    let (trigger_word, by, scheduled_for) = match trigger {
-        Trigger::Manual { by } => ("manual", by.clone(), 0),
-        Trigger::Scheduled { at } => ("scheduled", "scheduler".to_owned(), at.timestamp_millis()),
+    let (trigger_kind, by, scheduled_for) = match trigger {
+        Trigger::Manual { by } => (RunTrigger::Manual, by.clone(), 0),
+        Trigger::Scheduled { at } => (
+            RunTrigger::Scheduled,
+            "scheduler".to_owned(),
+            at.timestamp_millis(),
+        ),
     };
     let mut run = Run {
         id,
         task_id: task.id,
         task_name: task.name.clone(),
-        task_kind: task.kind.clone(),
+        task_kind: task.kind,
         system: systems_of(task).join(","),
-        trigger: trigger_word.into(),
+        trigger: trigger_kind.into(),
         triggered_by: by,
         scheduled_for_unix_ms: scheduled_for,
         started_unix_ms: now_unix_ms(),
@@ -352,7 +357,7 @@ async fn dispatch(
                 run = ended;
             }
         } else {
-            tracing::info!(task = %task.name, run = id, %system, trigger = %run.trigger, "run dispatched");
+            tracing::info!(task = %task.name, run = id, %system, trigger = ?run.trigger(), "run dispatched");
         }
     }
     Ok(run)
@@ -609,7 +614,7 @@ mod tests {
         Task {
             id: 42,
             name: "nas1:tank/data".into(),
-            kind: "snapshot".into(),
+            kind: nasfleet_proto::v1::TaskKind::Snapshot.into(),
             ..Default::default()
         }
     }
@@ -701,7 +706,7 @@ mod tests {
         let mut run = Run {
             id: 9,
             task_id: 42,
-            task_kind: "replication".into(),
+            task_kind: TaskKind::Replication.into(),
             parts: ["nas1", "nas2"]
                 .iter()
                 .map(|s| {

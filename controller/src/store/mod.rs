@@ -10,6 +10,7 @@
 //! on [`Write`], which only the writer hands out, so no code path can write
 //! without that guarantee.
 
+mod migrate;
 mod writer;
 
 use nasfleet_proto::v1::{Run, RunState, StartRun, Task};
@@ -196,6 +197,7 @@ impl Store {
             ssh_connections: db.open_tree("ssh_connections")?,
             db,
         });
+        migrate::migrate(&tables)?;
         let writer = Arc::new(Writer::start(tables.clone())?);
         Ok(Store { tables, writer })
     }
@@ -699,7 +701,7 @@ fn decode_proto<T: Message + Default>(key: &str, bytes: &[u8]) -> Result<T, Stor
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn system(name: &str) -> SystemRecord {
@@ -752,7 +754,7 @@ mod tests {
 
     /// sled lets go of its file lock a moment after the last handle (and
     /// here the writer thread) is gone; a real restart is a new process.
-    fn reopen(path: &Path) -> Store {
+    pub(crate) fn reopen(path: &Path) -> Store {
         for _ in 0..50 {
             if let Ok(store) = Store::open(path) {
                 return store;

@@ -17,9 +17,8 @@ use nasfleet_common::echo::echo;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_proto::v1::{Run, RunState, SnapshotTaskSpec, Task, TaskSpec, task_spec};
 
-pub use crate::engine::kinds::{
-    KIND_REPLICATION, KIND_RSYNC, KIND_SNAPSHOT, state_word, systems_of,
-};
+pub use crate::engine::kinds::{kind_of, state_word, systems_of};
+use nasfleet_proto::v1::TaskKind;
 /// TrueNAS's default retention of periodic snapshots.
 pub const DEFAULT_LIFETIME: &str = "2w";
 
@@ -77,7 +76,7 @@ pub fn present(state: &SharedState, mut task: Task) -> Result<Task, FleetError> 
     let latest = runs
         .iter()
         .find(|r| !matches!(r.state(), RunState::Skipped | RunState::Missed));
-    task.status = latest.map_or("PENDING", |r| state_word(r.state())).into();
+    task.set_status(latest.map_or(RunState::Pending, |r| r.state()));
     if let Some(run) = latest {
         task.last_run_id = run.id;
         task.last_run_unix_ms = run.started_unix_ms;
@@ -98,13 +97,13 @@ pub fn present(state: &SharedState, mut task: Task) -> Result<Task, FleetError> 
     Ok(task)
 }
 
-/// Every task, or those of one kind (`""` = all), as callers see them.
-pub fn list(state: &SharedState, kind: &str) -> Result<Vec<Task>, FleetError> {
+/// Every task, or those of one kind (`Unspecified` = all), as callers see them.
+pub fn list(state: &SharedState, kind: TaskKind) -> Result<Vec<Task>, FleetError> {
     state
         .store
         .tasks()?
         .into_iter()
-        .filter(|t| kind.is_empty() || t.kind == kind)
+        .filter(|t| kind == TaskKind::Unspecified || t.kind() == kind)
         .map(|t| present(state, t))
         .collect()
 }
@@ -157,12 +156,12 @@ pub async fn update(
 ) -> Result<Task, FleetError> {
     let existing = find(state, reference)?;
     let spec = spec.ok_or_else(|| invalid("spec", "the new task spec is required"))?;
-    if spec.kind.as_ref().map(kind_name)
+    if spec.kind.as_ref().map(kind_of)
         != existing
             .spec
             .as_ref()
             .and_then(|s| s.kind.as_ref())
-            .map(kind_name)
+            .map(kind_of)
     {
         return Err(invalid("kind", "a task's kind cannot change"));
     }
@@ -230,14 +229,6 @@ async fn reset_schedule_mark(state: &SharedState, task_id: u64) -> Result<(), Fl
         .write(move |w| w.set_schedule_mark(task_id, now))
         .await?;
     Ok(())
-}
-
-fn kind_name(kind: &task_spec::Kind) -> &'static str {
-    match kind {
-        task_spec::Kind::Snapshot(_) => KIND_SNAPSHOT,
-        task_spec::Kind::Replication(_) => KIND_REPLICATION,
-        task_spec::Kind::Rsync(_) => KIND_RSYNC,
-    }
 }
 
 /// For `--create-snapshot-task`: a periodic snapshot task on the

@@ -94,9 +94,9 @@ fn newest_common(
 mod tests {
     use super::*;
     use crate::engine::fixtures::{inventory_of, snapshot, store};
-    use crate::engine::kinds::KIND_REPLICATION;
     use crate::engine::state::test_state;
     use nasfleet_proto::v1::Task;
+    use nasfleet_proto::v1::TaskKind;
     use nasfleet_proto::v1::{ReplicationSource, TaskSpec};
     use prost::Message;
 
@@ -104,7 +104,7 @@ mod tests {
         Task {
             id,
             name: format!("r{id}"),
-            kind: KIND_REPLICATION.into(),
+            kind: TaskKind::Replication.into(),
             spec: Some(TaskSpec {
                 kind: Some(task_spec::Kind::Replication(ReplicationTaskSpec {
                     sources: vec![ReplicationSource {

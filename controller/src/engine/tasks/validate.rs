@@ -1,6 +1,6 @@
 //! Checking a task spec completely before anything is stored: every field's rule, the systems and datasets it names, and for rsync the checks on the task's own system.
 
-use super::{DEFAULT_LIFETIME, KIND_REPLICATION, KIND_RSYNC, KIND_SNAPSHOT, invalid};
+use super::{DEFAULT_LIFETIME, invalid};
 use crate::engine::error::FleetError;
 use crate::engine::state::SharedState;
 use crate::engine::systems::{dataset_exists, inventory, require_enrolled};
@@ -11,6 +11,7 @@ use nasfleet_common::naming::NamingSchema;
 use nasfleet_common::replication_rules;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_common::status::now_unix_ms;
+use nasfleet_proto::v1::TaskKind;
 use nasfleet_proto::v1::{
     ReplicationTaskSpec, RsyncDirection, RsyncMode, RsyncTaskSpec, SnapshotTaskSpec, Task,
     TaskSpec, ValidateRsync, agent_request, task_spec,
@@ -31,7 +32,7 @@ pub async fn validate(
         Some(task_spec::Kind::Snapshot(snapshot)) => {
             validate_snapshot(state, snapshot).await?;
             (
-                KIND_SNAPSHOT,
+                TaskKind::Snapshot,
                 format!("{}:{}", snapshot.system, snapshot.dataset),
                 Schedule::hourly(),
             )
@@ -39,7 +40,7 @@ pub async fn validate(
         Some(task_spec::Kind::Replication(replication)) => {
             validate_replication(state, replication, existing.map(|t| t.id)).await?;
             (
-                KIND_REPLICATION,
+                TaskKind::Replication,
                 replication.name.clone(),
                 Schedule::weekly(),
             )
@@ -57,7 +58,7 @@ pub async fn validate(
             } else {
                 rsync.description.trim().to_owned()
             };
-            (KIND_RSYNC, name, Schedule::hourly())
+            (TaskKind::Rsync, name, Schedule::hourly())
         }
         None => {
             return Err(invalid("kind", "a task needs a kind (e.g. snapshot)"));
@@ -147,11 +148,10 @@ async fn validate_replication(
     // Every rule that needs no store: the same function the CLI's pre-check calls.
     replication_rules::normalize(spec);
     replication_rules::check_spec(spec).map_err(|e| invalid(e.field(), rule_of(&e)))?;
-    let taken = state
-        .store
-        .tasks()?
-        .into_iter()
-        .any(|t| t.kind == KIND_REPLICATION && t.name == spec.name && Some(t.id) != own_id);
+    let taken =
+        state.store.tasks()?.into_iter().any(|t| {
+            t.kind() == TaskKind::Replication && t.name == spec.name && Some(t.id) != own_id
+        });
     if taken {
         return Err(invalid("name", "Object with this name already exists"));
     }
@@ -289,8 +289,8 @@ mod tests {
         let state = fleet(dir.path()).await;
         let task = validate(&state, snapshot_task(|_| {}), None).await.unwrap();
         assert_eq!(
-            (task.kind.as_str(), task.name.as_str()),
-            ("snapshot", "nas1:tank/data")
+            (task.kind(), task.name.as_str()),
+            (TaskKind::Snapshot, "nas1:tank/data")
         );
         assert_eq!(task.schedule, Schedule::hourly().expression());
         let Some(task_spec::Kind::Snapshot(spec)) = task.spec.and_then(|s| s.kind) else {
