@@ -6,6 +6,7 @@
 //! here from validated numbers and fixed options only.
 
 use nasfleet_common::echo::echo;
+use nasfleet_common::rsync_rules::{self, RsyncRuleError, split_remote_host};
 use nasfleet_proto::v1::{RsyncDirection, RsyncMode, RsyncTaskSpec};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -13,10 +14,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
-pub const DEFAULT_SSH_PORT: u32 = 22;
-pub const DEFAULT_MODULE_PORT: u32 = 873;
-/// TrueNAS's limit on the remote path.
-pub const MAX_REMOTE_PATH: usize = 255;
 /// How long `--validate-remote-path` may take.
 pub const VALIDATE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -27,9 +24,9 @@ pub enum RsyncCheckError {
         field: &'static str,
         message: String,
     },
-    /// Its message starts with `auxiliary: ` like the others' field names.
+    /// A rule of the fields alone ([`nasfleet_common::rsync_rules`]).
     #[error(transparent)]
-    Auxiliary(#[from] nasfleet_common::rsync_aux::AuxError),
+    Rule(#[from] RsyncRuleError),
 }
 
 fn field(field: &'static str, message: impl Into<String>) -> RsyncCheckError {
@@ -93,99 +90,6 @@ fn getpwnam(name: &str) -> std::io::Result<Option<Account>> {
     }))
 }
 
-/// `user@host` splits into its parts; a bare host has no user.
-pub fn split_remote_host(remote_host: &str) -> (Option<&str>, &str) {
-    match remote_host.rsplit_once('@') {
-        Some((user, host)) => (Some(user), host),
-        None => (None, remote_host),
-    }
-}
-
-fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && !host.starts_with('-')
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '[' | ']'))
-}
-
-fn valid_remote_user(user: &str) -> bool {
-    !user.is_empty()
-        && !user.starts_with('-')
-        && user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-}
-
-/// Checks of the fields that need no host. The first broken rule is reported.
-pub fn check_fields(spec: &RsyncTaskSpec) -> Result<(), RsyncCheckError> {
-    if spec.path.is_empty() {
-        return Err(field("path", "Path is required"));
-    }
-    if !spec.path.starts_with('/') {
-        return Err(field("path", "The path must be absolute"));
-    }
-    if spec.user.is_empty() {
-        return Err(field("user", "User is required"));
-    }
-    if spec.direction() == RsyncDirection::Unspecified {
-        return Err(field("direction", "Direction is required (push or pull)"));
-    }
-    if spec.remote_host.is_empty() {
-        return Err(field("remote_host", "Remote host is required"));
-    }
-    let (user, host) = split_remote_host(&spec.remote_host);
-    if !valid_host(host) || user.is_some_and(|u| !valid_remote_user(u)) {
-        return Err(field(
-            "remote_host",
-            format!("'{}' is not HOST or USER@HOST", spec.remote_host),
-        ));
-    }
-    match spec.mode() {
-        RsyncMode::Module | RsyncMode::Unspecified => {
-            if spec.remote_module.is_empty() {
-                return Err(field(
-                    "remote_module",
-                    "Remote module is required in MODULE mode",
-                ));
-            }
-            if spec.remote_module.contains('/') || spec.remote_module.starts_with('-') {
-                return Err(field(
-                    "remote_module",
-                    format!("'{}' is not a module name", spec.remote_module),
-                ));
-            }
-        }
-        RsyncMode::Ssh => {
-            if spec.remote_path.is_empty() {
-                return Err(field("remote_path", "Remote path is required in SSH mode"));
-            }
-        }
-    }
-    if spec.remote_path.chars().count() > MAX_REMOTE_PATH {
-        return Err(field(
-            "remote_path",
-            format!("Remote path must be at most {MAX_REMOTE_PATH} characters"),
-        ));
-    }
-    if spec.remote_port > u32::from(u16::MAX) {
-        return Err(field("remote_port", "Port must be between 1 and 65535"));
-    }
-    // The allow-list shared with the CLI and the controller; checked here
-    // again because this also runs right before every run.
-    nasfleet_common::rsync_aux::check_auxiliary(&spec.auxiliary)?;
-    Ok(())
-}
-
-/// The port rsync talks to.
-pub fn port_of(spec: &RsyncTaskSpec) -> u32 {
-    match (spec.remote_port, spec.mode()) {
-        (0, RsyncMode::Ssh) => DEFAULT_SSH_PORT,
-        (0, _) => DEFAULT_MODULE_PORT,
-        (port, _) => port,
-    }
-}
-
 /// The remote end as rsync spells it.
 pub fn remote_location(spec: &RsyncTaskSpec) -> String {
     let (user, host) = split_remote_host(&spec.remote_host);
@@ -199,7 +103,7 @@ pub fn remote_location(spec: &RsyncTaskSpec) -> String {
             let path = spec.remote_path.trim_start_matches('/');
             format!(
                 "rsync://{user}{host}:{}/{}/{path}",
-                port_of(spec),
+                rsync_rules::effective_port(spec),
                 spec.remote_module
             )
         }
@@ -246,7 +150,7 @@ pub fn build_args(spec: &RsyncTaskSpec, local: &str) -> Vec<String> {
     }
     if spec.mode() == RsyncMode::Ssh {
         args.push("-e".into());
-        args.push(remote_shell(port_of(spec)));
+        args.push(remote_shell(rsync_rules::effective_port(spec)));
     }
     args.extend(spec.auxiliary.iter().cloned());
     // `--` ends the options: a local path can never be read as one.
@@ -419,7 +323,7 @@ pub async fn validate_remote_path(
                 "ssh",
                 vec![
                     "-p".into(),
-                    port_of(spec).to_string(),
+                    rsync_rules::effective_port(spec).to_string(),
                     "-o".into(),
                     "BatchMode=yes".into(),
                     "-o".into(),
@@ -592,7 +496,7 @@ pub async fn validate_on_host(
     zfs: &crate::zfs::Zfs,
     pools: &[String],
 ) -> Result<(), RsyncCheckError> {
-    check_fields(spec)?;
+    rsync_rules::check_fields(spec)?;
     let account = lookup_account(&spec.user).await?.ok_or_else(|| {
         field(
             "user",
@@ -683,36 +587,6 @@ mod tests {
             args[args.len() - 2..],
             ["alice@127.0.0.5:/srv/in/", "/mnt/tank/data/"]
         );
-    }
-
-    #[test]
-    fn field_checks_name_the_field() {
-        let check = |f: fn(&mut RsyncTaskSpec)| {
-            let mut s = spec();
-            f(&mut s);
-            check_fields(&s).unwrap_err().to_string()
-        };
-        assert!(
-            check(|s| s.remote_host.clear()).starts_with("remote_host: Remote host is required")
-        );
-        assert!(check(|s| s.remote_module.clear()).starts_with("remote_module:"));
-        assert!(
-            check(|s| {
-                s.set_mode(RsyncMode::Ssh);
-                s.remote_path.clear();
-            })
-            .starts_with("remote_path: Remote path is required")
-        );
-        assert!(
-            check(|s| s.remote_path = "a".repeat(256))
-                .starts_with("remote_path: Remote path must be at most 255")
-        );
-        assert!(check(|s| s.auxiliary = vec!["--a\n--b".into()]).starts_with("auxiliary:"));
-        assert!(check(|s| s.auxiliary = vec!["-essh evil".into()]).starts_with("auxiliary:"));
-        assert!(check(|s| s.auxiliary = vec!["--rsync-path=sh".into()]).starts_with("auxiliary:"));
-        assert!(check(|s| s.remote_host = "-oProxyCommand=x".into()).starts_with("remote_host:"));
-        assert!(check(|s| s.path = "relative".into()).starts_with("path:"));
-        assert!(check_fields(&spec()).is_ok());
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub(crate) async fn rsync_run(
     let failed = |e: rsync::RsyncCheckError| RunFailure::Failed(e.to_string());
     // The same checks as at create, the auxiliary allow-list included: the
     // task may predate a rule, and the host may have changed since.
-    rsync::check_fields(spec).map_err(failed)?;
+    nasfleet_common::rsync_rules::check_fields(spec)
+        .map_err(|e| RunFailure::Failed(e.to_string()))?;
     let account = rsync::lookup_account(&spec.user)
         .await
         .map_err(failed)?

@@ -10,5 +10,6 @@ pub mod identity;
 pub mod names;
 pub mod naming;
 pub mod rsync_aux;
+pub mod rsync_rules;
 pub mod schedule;
 pub mod status;
