@@ -1,11 +1,10 @@
 //! nasfleet agent library: enrollment, the controller link, and the host tools (zfs, ssh) behind `nasfleet-agent`.
 
 pub mod config;
+pub mod host;
 pub mod inventory;
 pub mod join;
 pub mod link;
-pub mod nofollow;
-pub mod process;
 pub mod replication;
 pub mod replication_run;
 pub mod retention;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::process::{self, PipeError, ProcessError};
+use crate::host::process::{self, PipeError, ProcessError};
 use crate::zfs::{self, Dialect, ZfsError};
 
 pub use crate::zfs::SnapshotInfo;

@@ -237,7 +237,7 @@ pub async fn check_target(
 /// exists only on OpenZFS (zfs-fuse vs OpenZFS).
 async fn probe_dialect(remote: &RemoteZfs) -> Dialect {
     let (program, args) = remote.command(crate::zfs::version_args());
-    match crate::process::run(&program, &args, PROBE_TIMEOUT).await {
+    match crate::host::process::run(&program, &args, PROBE_TIMEOUT).await {
         Ok(_) => Dialect::OpenZfs,
         Err(_) => Dialect::Legacy,
     }

@@ -5,10 +5,11 @@
 //! itself hands to a shell is the `-e` remote-shell command, which is built
 //! here from validated numbers and fixed options only.
 
+pub use crate::host::passwd::Account;
+use crate::host::passwd::lookup_user;
 use nasfleet_common::echo::echo;
 use nasfleet_common::rsync_rules::{self, RsyncRuleError, split_remote_host};
 use nasfleet_proto::v1::{RsyncDirection, RsyncMode, RsyncTaskSpec};
-use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,58 +37,13 @@ fn field(field: &'static str, message: impl Into<String>) -> RsyncCheckError {
     }
 }
 
-/// A local account as rsync runs under it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-}
-
 /// Looks a user up in the passwd database (NSS), on a blocking thread.
 pub async fn lookup_account(user: &str) -> Result<Option<Account>, RsyncCheckError> {
     let name = user.to_owned();
-    let found = tokio::task::spawn_blocking(move || getpwnam(&name))
+    let found = tokio::task::spawn_blocking(move || lookup_user(&name))
         .await
         .map_err(|e| field("user", format!("cannot look the user up: {e}")))?;
     found.map_err(|e| field("user", format!("cannot look the user up: {e}")))
-}
-
-fn getpwnam(name: &str) -> std::io::Result<Option<Account>> {
-    let Ok(c_name) = CString::new(name) else {
-        return Ok(None);
-    };
-    let mut buf = vec![0_u8; 16 * 1024];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the call; `buf` outlives the use of
-    // the strings `pwd` points into, which are copied before returning.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            c_name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    if result.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: getpwnam_r succeeded, so pw_dir points to a NUL-terminated string in `buf`.
-    let home = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) }
-        .to_string_lossy()
-        .into_owned();
-    Ok(Some(Account {
-        name: name.to_owned(),
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-        home: PathBuf::from(home),
-    }))
 }
 
 /// The remote end as rsync spells it.
@@ -464,7 +420,7 @@ pub async fn check_path_in_pools(
 
 /// The task's directory for a run: checked again as at create
 /// ([`check_path_in_pools`]), then opened from `/` one component at a
-/// time without following any symbolic link ([`crate::nofollow::open_dir`]).
+/// time without following any symbolic link ([`crate::host::nofollow::open_dir`]).
 /// A link swapped into the path after the check makes the open fail, with
 /// the same refusal as a path outside the pools; the directory opened is
 /// the one that was checked, and rsync is started in it, so nothing can
@@ -475,11 +431,11 @@ pub async fn open_task_dir(
     pools: &[String],
 ) -> Result<std::fs::File, RsyncCheckError> {
     let real = check_path_in_pools(path, zfs, pools).await?;
-    let opened = tokio::task::spawn_blocking(move || crate::nofollow::open_dir(&real))
+    let opened = tokio::task::spawn_blocking(move || crate::host::nofollow::open_dir(&real))
         .await
         .map_err(|e| field("path", format!("cannot open '{}': {e}", echo(path))))?;
     opened.map_err(|e| {
-        if crate::nofollow::is_link_or_not_dir(&e) {
+        if crate::host::nofollow::is_link_or_not_dir(&e) {
             field("path", OUTSIDE_POOLS)
         } else {
             field("path", format!("cannot open '{}': {e}", echo(path)))

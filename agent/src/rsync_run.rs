@@ -1,6 +1,6 @@
 //! One rsync task run on this host: checks, then rsync as the task's user in the task's directory (opened without following links) with live byte and file progress, its exit code judged as TrueNAS does.
 
-use crate::process::{self, ProcessError};
+use crate::host::process::{self, ProcessError};
 use crate::rsync::{self, Account};
 use crate::runs::{RunContext, RunFailure};
 use nasfleet_proto::v1::{Progress, RsyncTaskSpec, RunUpdate};

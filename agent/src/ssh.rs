@@ -10,12 +10,11 @@
 //! argument), but the remote side of ssh *is* a shell: every remote word is
 //! quoted with [`shell_quote`], so dataset names and paths stay data.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,8 +25,10 @@ use nasfleet_common::names::{NameError, validate_system_name};
 use thiserror::Error;
 use tokio::net::TcpStream;
 
-use crate::nofollow::{is_link_or_not_dir, open_at};
-use crate::process::{self, ProcessError};
+use crate::host::nofollow::{is_link_or_not_dir, open_at};
+use crate::host::passwd::{Account, lookup_user};
+use crate::host::process::{self, ProcessError};
+use crate::host::time::display_duration;
 use crate::ssh_service::{KeyParseError, fingerprint_public_key};
 
 /// The replication private key, in the agent's state dir (`.pub` next to it).
@@ -866,18 +867,10 @@ pub async fn check_reachable(host: &str, port: u16, timeout: Duration) -> Result
         Ok(Err(err)) => err,
         Err(_) => io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("no answer within {}", describe(timeout)),
+            format!("no answer within {}", display_duration(timeout)),
         ),
     };
     Err(SshError::Unreachable { host, port, reason })
-}
-
-fn describe(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
 
 /// Pre-flight: log in and run `true`. Fails with [`SshError::Unreachable`],
@@ -894,7 +887,7 @@ pub async fn check_login(target: &SshTarget, timeout: Duration) -> Result<(), Ss
             port: target.port,
             reason: io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("ssh did not log in within {}", describe(after)),
+                format!("ssh did not log in within {}", display_duration(after)),
             ),
         }),
         Err(err) => Err(classify(target, err)),
@@ -988,14 +981,6 @@ pub enum AuthorizeOutcome {
     Added,
     /// The key (same type and data) was already there; nothing was written.
     AlreadyPresent,
-}
-
-/// A user from the passwd database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Account {
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
 }
 
 /// Homes that mean "this user has none": sshd would look for keys there in
@@ -1446,53 +1431,6 @@ async fn find_account(user: &str) -> Result<Account, SshError> {
         .ok_or_else(|| SshError::UnknownUser {
             user: user.to_owned(),
         })
-}
-
-/// Looks `name` up in the passwd database (NSS: files, LDAP, AD, ...).
-/// Blocking; call it on a blocking thread.
-fn lookup_user(name: &str) -> io::Result<Option<Account>> {
-    let c_user = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name holds a NUL byte"))?;
-    let mut buf: Vec<u8> = vec![0; 4096];
-    loop {
-        // SAFETY: passwd is a plain C struct for which all-zero is valid;
-        // getpwnam_r fills it with pointers into `buf`, which outlives
-        // every use of them below.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwnam_r(
-                c_user.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        // POSIX allows these for "no such user" besides rc 0 with no result.
-        if result.is_null() && matches!(rc, 0 | libc::ENOENT | libc::ESRCH) {
-            return Ok(None);
-        }
-        if rc != 0 || result.is_null() {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        let home = if pwd.pw_dir.is_null() {
-            PathBuf::new()
-        } else {
-            // SAFETY: set by getpwnam_r to a NUL-terminated string in `buf`.
-            let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
-            PathBuf::from(OsStr::from_bytes(dir.to_bytes()))
-        };
-        return Ok(Some(Account {
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            home,
-        }));
-    }
 }
 
 #[cfg(test)]
@@ -2426,22 +2364,6 @@ mod tests {
         );
         check_home("backup", Path::new("/home/backup")).unwrap();
         check_home("root", Path::new("/root")).unwrap();
-    }
-
-    #[tokio::test]
-    async fn looks_up_users() {
-        let root = tokio::task::spawn_blocking(|| lookup_user("root"))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(root.uid, 0);
-        assert!(root.home.is_absolute());
-        let none = tokio::task::spawn_blocking(|| lookup_user("nasfleet-no-such-user"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(none, None);
     }
 
     fn failed(code: i32, stderr: &str) -> ProcessError {

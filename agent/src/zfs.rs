@@ -16,7 +16,7 @@ pub use nasfleet_common::dataset_names::{
 use nasfleet_proto::v1;
 use thiserror::Error;
 
-use crate::process::{self, ProcessError};
+use crate::host::process::{self, ProcessError};
 
 /// Default limit for one zfs/zpool call. Listing tens of thousands of
 /// snapshots takes seconds, not minutes; anything slower is a hung pool.
