@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1;
 
-use crate::ssh_service;
+use crate::ssh::service as ssh_service;
 use crate::zfs::{self, Zfs};
 
 /// What this agent reports about, from its configuration.

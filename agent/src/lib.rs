@@ -12,7 +12,6 @@ pub mod rsync;
 pub mod rsync_run;
 pub mod runs;
 pub mod ssh;
-pub mod ssh_service;
 pub mod state_dir;
 pub mod zfs;
 
