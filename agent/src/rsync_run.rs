@@ -1,18 +1,15 @@
 //! One rsync task run on this host: checks, then rsync as the task's user in the task's directory (opened without following links) with live byte and file progress, its exit code judged as TrueNAS does.
 
-use crate::host::process::{self, ProcessError};
-use crate::rsync::{self, Account};
+use crate::host::passwd::Account;
+use crate::host::process::ProcessError;
+use crate::rsync::{self, output::Lines, runner};
 use crate::runs::{RunContext, RunFailure};
 use nasfleet_proto::v1::{Progress, RsyncTaskSpec, RunUpdate};
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// The longest one rsync run may take before it is stopped.
-const RUN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-/// stderr kept for the failure reason (its last lines are what rsync says
-/// about why it stopped).
-const STDERR_KEEP: usize = 64 * 1024;
+/// Progress goes up at most this often; every line of it is parsed.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 pub(crate) async fn rsync_run(
     ctx: &mut RunContext<'_>,
@@ -41,12 +38,13 @@ pub(crate) async fn rsync_run(
 
 /// What rsync's stdout has told so far.
 struct Seen {
-    pending: Vec<u8>,
+    lines: Lines,
     bytes: u64,
     files: u64,
     last_update: Option<Instant>,
 }
 
+/// rsync itself: logged, followed, and judged by its exit code.
 async fn run(
     ctx: &mut RunContext<'_>,
     spec: &RsyncTaskSpec,
@@ -56,86 +54,61 @@ async fn run(
     let args = rsync::build_args(spec, rsync::LOCAL_DIR);
     ctx.log(format!("in {}:", spec.path));
     ctx.log(format!("rsync {}", args.join(" ")));
-    let mut command = tokio::process::Command::new("rsync");
-    command.args(&args);
-    rsync::as_user(&mut command, account);
-    let dir_fd = dir.as_raw_fd();
-    // SAFETY: fchdir(2) is async-signal-safe and touches no memory of the
-    // parent; `dir` outlives the spawn (it is borrowed for this whole call).
-    // The descriptor stays close-on-exec: rsync keeps the directory as its
-    // working directory, not the descriptor. std runs this after the switch
-    // to the task's user, so entering the directory needs that user's
-    // search permission on it, which rsync needs there anyway.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::fchdir(dir_fd) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-
     let started = Instant::now();
     let mut cancel = ctx.cancel_flag.clone();
     let mut seen = Seen {
-        pending: Vec::new(),
+        lines: Lines::default(),
         bytes: 0,
         files: 0,
         last_update: None,
     };
-    let ended = process::stream(
-        command,
-        RUN_TIMEOUT,
-        &mut cancel,
-        |chunk| read_output(ctx, spec, &mut seen, chunk, started),
-        STDERR_KEEP,
-    )
-    .await;
-    let ended = match ended {
-        Ok(ended) => ended,
-        Err(ProcessError::Cancelled { .. }) => {
-            ctx.check_cancelled()?;
-            return Err(RunFailure::Failed("rsync was cancelled".into()));
-        }
-        Err(ProcessError::TimedOut { .. }) => {
-            return Err(RunFailure::Failed(format!(
-                "rsync did not finish within {}h and was stopped",
-                RUN_TIMEOUT.as_secs() / 3600
-            )));
-        }
-        Err(ProcessError::Spawn { source, .. }) => {
-            return Err(RunFailure::Failed(format!(
-                "cannot start rsync in {} as user \"{}\": {source}",
-                spec.path, spec.user
-            )));
-        }
-        Err(other) => return Err(RunFailure::Failed(other.to_string())),
-    };
+    let ended = runner::run_in(dir, &args, account, &mut cancel, |chunk| {
+        read_output(ctx, spec, &mut seen, chunk, started)
+    })
+    .await
+    .map_err(|e| why_rsync_stopped(ctx, spec, e))?;
     send_progress(ctx, seen.bytes, seen.files, started);
     ctx.bytes += seen.bytes;
     let code = ended.status.code().unwrap_or(-1);
-    if rsync::is_success(code) {
-        if code != 0 {
-            ctx.log(format!(
-                "rsync exited {code} ({}), counted as success",
-                rsync::exit_code_name(code)
-            ));
-        }
-        Ok((
-            (),
-            format!("{} bytes, {} file(s) transferred", seen.bytes, seen.files),
-        ))
-    } else {
-        Err(RunFailure::Failed(rsync::failure_reason(
+    if !rsync::is_success(code) {
+        return Err(RunFailure::Failed(rsync::failure_reason(
             code,
             &String::from_utf8_lossy(&ended.stderr),
-        )))
+        )));
+    }
+    if code != 0 {
+        ctx.log(format!(
+            "rsync exited {code} ({}), counted as success",
+            rsync::exit_code_name(code)
+        ));
+    }
+    Ok((
+        (),
+        format!("{} bytes, {} file(s) transferred", seen.bytes, seen.files),
+    ))
+}
+
+/// The run's reason when rsync did not run to its own end.
+fn why_rsync_stopped(ctx: &RunContext<'_>, spec: &RsyncTaskSpec, err: ProcessError) -> RunFailure {
+    match err {
+        ProcessError::Cancelled { .. } => match ctx.check_cancelled() {
+            Err(cancelled) => cancelled,
+            Ok(()) => RunFailure::Failed("rsync was cancelled".into()),
+        },
+        ProcessError::TimedOut { .. } => RunFailure::Failed(format!(
+            "rsync did not finish within {}h and was stopped",
+            runner::RUN_TIMEOUT.as_secs() / 3600
+        )),
+        ProcessError::Spawn { source, .. } => RunFailure::Failed(format!(
+            "cannot start rsync in {} as user \"{}\": {source}",
+            spec.path, spec.user
+        )),
+        other => RunFailure::Failed(other.to_string()),
     }
 }
 
-/// Splits rsync's stdout into lines: progress lines update the run's
-/// progress (at most every 500 ms), the others go to its log.
+/// Progress lines update the run's progress (at most every
+/// [`PROGRESS_EVERY`]), the others go to its log unless the task is quiet.
 fn read_output(
     ctx: &mut RunContext<'_>,
     spec: &RsyncTaskSpec,
@@ -143,21 +116,14 @@ fn read_output(
     chunk: &[u8],
     started: Instant,
 ) {
-    seen.pending.extend_from_slice(chunk);
-    // progress2 rewrites its line with '\r'; other output ends in '\n'.
-    while let Some(end) = seen.pending.iter().position(|b| *b == b'\r' || *b == b'\n') {
-        let line: Vec<u8> = seen.pending.drain(..=end).collect();
-        let line = String::from_utf8_lossy(&line).trim().to_owned();
-        if line.is_empty() {
-            continue;
-        }
+    for line in seen.lines.feed(chunk) {
         match rsync::parse_progress(&line) {
             Some((done, _, transferred)) => {
                 seen.bytes = done;
                 seen.files = seen.files.max(transferred);
                 if seen
                     .last_update
-                    .is_none_or(|at| at.elapsed() >= Duration::from_millis(500))
+                    .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
                 {
                     seen.last_update = Some(Instant::now());
                     send_progress(ctx, seen.bytes, seen.files, started);
