@@ -360,7 +360,8 @@ fn answer(
             Some(agent_request::Body::CheckSsh(check)) => {
                 let error = match check.target {
                     Some(target) => {
-                        match crate::replication_run::check_target(&runs.identity, &target).await {
+                        match crate::runs::replication::check_target(&runs.identity, &target).await
+                        {
                             Ok(()) => String::new(),
                             Err(e) => e,
                         }
@@ -405,7 +406,7 @@ fn answer(
             }
             Some(agent_request::Body::ListReplicas(list)) => AgentResponse {
                 request_id,
-                replicas: crate::replication_run::list_replicas(&zfs, &list.datasets).await,
+                replicas: crate::runs::replication::list_replicas(&zfs, &list.datasets).await,
                 ..Default::default()
             },
             None => AgentResponse {

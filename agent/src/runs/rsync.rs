@@ -1,20 +1,17 @@
 //! One rsync task run on this host: checks, then rsync as the task's user in the task's directory (opened without following links) with live byte and file progress, its exit code judged as TrueNAS does.
 
+use super::context::{RunContext, RunFailure, rate};
 use crate::host::passwd::Account;
 use crate::host::process::ProcessError;
 use crate::rsync::{self, output::Lines, runner};
-use crate::runs::{RunContext, RunFailure};
-use nasfleet_proto::v1::{Progress, RsyncTaskSpec, RunUpdate};
+use nasfleet_proto::v1::RsyncTaskSpec;
 use std::fs::File;
 use std::time::{Duration, Instant};
 
 /// Progress goes up at most this often; every line of it is parsed.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-pub(crate) async fn rsync_run(
-    ctx: &mut RunContext<'_>,
-    spec: &RsyncTaskSpec,
-) -> Result<(), RunFailure> {
+pub(crate) async fn run(ctx: &mut RunContext<'_>, spec: &RsyncTaskSpec) -> Result<(), RunFailure> {
     let failed = |e: rsync::RsyncCheckError| RunFailure::Failed(e.to_string());
     // The same checks as at create, the auxiliary allow-list included: the
     // task may predate a rule, and the host may have changed since.
@@ -26,13 +23,11 @@ pub(crate) async fn rsync_run(
         .ok_or_else(|| {
             RunFailure::Failed(format!("Provided user \"{}\" does not exist", spec.user))
         })?;
-    let zfs = ctx.manager.zfs();
-    let pools = ctx.manager.identity.pools.clone();
-    let dir = rsync::open_task_dir(&spec.path, &zfs, &pools)
+    let dir = rsync::open_task_dir(&spec.path, &ctx.zfs, &ctx.identity.pools)
         .await
         .map_err(failed)?;
     ctx.begin("rsync")?;
-    let outcome = run(ctx, spec, &account, &dir).await;
+    let outcome = run_rsync(ctx, spec, &account, &dir).await;
     ctx.end("rsync", outcome)
 }
 
@@ -45,7 +40,7 @@ struct Seen {
 }
 
 /// rsync itself: logged, followed, and judged by its exit code.
-async fn run(
+async fn run_rsync(
     ctx: &mut RunContext<'_>,
     spec: &RsyncTaskSpec,
     account: &Account,
@@ -136,20 +131,10 @@ fn read_output(
 }
 
 fn send_progress(ctx: &RunContext<'_>, bytes: u64, files: u64, started: Instant) {
-    let secs = started.elapsed().as_secs_f64();
-    ctx.manager.send_update(RunUpdate {
-        run_id: ctx.run_id,
-        progress: Some(Progress {
-            phase: format!("rsync: {files} file(s)"),
-            bytes_done: bytes,
-            bytes_total: 0,
-            bytes_per_second: if secs > 0.0 {
-                (bytes as f64 / secs) as u64
-            } else {
-                0
-            },
-            step: "rsync".into(),
-        }),
-        ..Default::default()
-    });
+    ctx.progress_reporter().report(
+        "rsync",
+        format!("rsync: {files} file(s)"),
+        bytes,
+        rate(bytes, started),
+    );
 }
