@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-/// A file operation that failed, with what was being done and where.
+/// A file operation that failed, with what was being done and where: the
+/// one shape of "cannot ACTION PATH: REASON" for every layer of the agent.
 #[derive(Debug, Error)]
 #[error("cannot {action} {}: {source}", .path.display())]
 pub struct FileError {
@@ -16,7 +17,11 @@ pub struct FileError {
     pub source: io::Error,
 }
 
-fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
+/// Names what was being done where, for `map_err`.
+pub fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> FileError + 'a {
     move |source| FileError {
         action,
         path: path.to_owned(),

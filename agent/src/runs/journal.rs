@@ -2,18 +2,16 @@
 
 use nasfleet_proto::v1::RunResult;
 use prost::Message;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use thiserror::Error;
 
+use crate::host::files::{FileError, io_error};
+
+/// Why the journal could not be read or written.
 #[derive(Debug, Error)]
 pub enum JournalError {
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
 }
 
 /// The journal directory.
@@ -26,11 +24,7 @@ impl Journal {
     pub(super) async fn create(dir: PathBuf) -> Result<Journal, JournalError> {
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|source| JournalError::Io {
-                action: "create",
-                path: dir.clone(),
-                source,
-            })?;
+            .map_err(io_error("create", &dir))?;
         Ok(Journal { dir })
     }
 
@@ -46,21 +40,14 @@ impl Journal {
     ) -> Result<(), JournalError> {
         let path = self.path(run_id, ext);
         let tmp = self.path(run_id, &format!("{ext}.tmp"));
-        let io = |action, path: &Path| {
-            let path = path.to_owned();
-            move |source| JournalError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         tokio::fs::write(&tmp, bytes)
             .await
-            .map_err(io("write", &tmp))?;
+            .map_err(io_error("write", &tmp))?;
         // Rename makes the record appear whole or not at all.
         tokio::fs::rename(&tmp, &path)
             .await
-            .map_err(io("rename", &path))
+            .map_err(io_error("rename", &path))?;
+        Ok(())
     }
 
     pub(super) async fn remove(&self, run_id: u64) {

@@ -11,6 +11,7 @@ use nasfleet_common::names::validate_system_name;
 use super::argv::validate_user;
 use super::error::{SshError, io_error};
 use super::keys::{KeyLine, parse_replication_key};
+use crate::host::files::FileError;
 use crate::host::nofollow::{is_link_or_not_dir, open_at};
 use crate::host::passwd::{Account, lookup_user};
 
@@ -124,11 +125,11 @@ fn not_followed(path: &Path, reason: &'static str) -> impl FnOnce(io::Error) -> 
         if is_link_or_not_dir(&err) {
             SshError::Unsafe { path, reason }
         } else {
-            SshError::Io {
+            SshError::File(FileError {
                 action: "open",
                 path,
                 source: err,
-            }
+            })
         }
     }
 }

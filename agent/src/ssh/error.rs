@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::host::files::FileError;
+use crate::host::files::{self, FileError};
 use crate::host::process::ProcessError;
 use nasfleet_common::names::NameError;
 use thiserror::Error;
@@ -76,14 +76,7 @@ pub enum SshError {
     },
     #[error("refusing to use {}: {reason}", .path.display())]
     Unsafe { path: PathBuf, reason: &'static str },
-    #[error("cannot {action} {}: {source}", .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// Its message has the same shape as [`SshError::Io`]'s.
+    /// Reading or writing a file failed (`cannot ACTION PATH: REASON`).
     #[error(transparent)]
     File(#[from] FileError),
     #[error("could not make or read the replication key: {0}")]
@@ -117,9 +110,5 @@ pub(super) fn io_error<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> SshError + 'a {
-    move |source| SshError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| SshError::File(files::io_error(action, path)(source))
 }
