@@ -291,7 +291,7 @@ async fn supervise(
     mut cmd: Command,
     timeout: Duration,
     mut cancel: Option<&mut watch::Receiver<bool>>,
-    mut on_stdout: impl FnMut(&[u8]),
+    on_stdout: impl FnMut(&[u8]),
     stderr_keep: usize,
 ) -> Result<Ended, ProcessError> {
     let program = cmd.as_std().get_program().to_string_lossy().into_owned();
@@ -327,41 +327,7 @@ async fn supervise(
         pgid: child.id().and_then(|pid| i32::try_from(pid).ok()),
     };
 
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    // Both pipes are drained concurrently: a child that fills one pipe
-    // while we read the other would otherwise block forever. The child is
-    // reaped only after both pipes are closed, so while a background
-    // grandchild still holds them the leader stays unreaped and its group
-    // can safely be killed on timeout or cancel.
-    let work = async {
-        let read_out = async {
-            let Some(mut pipe) = stdout else {
-                return Ok(());
-            };
-            let mut buf = vec![0_u8; 16 * 1024];
-            loop {
-                match pipe.read(&mut buf).await {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => on_stdout(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        let (out, err) = tokio::join!(read_out, drain_tail(stderr, stderr_keep));
-        let read = |source| ProcessError::Read {
-            command: command.clone(),
-            source,
-        };
-        out.map_err(read)?;
-        let err = err.map_err(read)?;
-        let status = child.wait().await.map_err(|source| ProcessError::Wait {
-            command: command.clone(),
-            source,
-        })?;
-        Ok::<_, ProcessError>((status, err))
-    };
+    let work = drain_and_wait(&mut child, &command, on_stdout, stderr_keep);
     let outcome = tokio::select! {
         finished = work => Ok(finished),
         _ = tokio::time::sleep(timeout) => Err(Interrupted::TimedOut),
@@ -392,6 +358,58 @@ async fn supervise(
                 },
                 Interrupted::Cancelled => ProcessError::Cancelled { command },
             })
+        }
+    }
+}
+
+/// Reads the child's stdout (handed to `on_stdout`) and its stderr (the
+/// last `stderr_keep` bytes kept) to their ends, then reaps it.
+///
+/// Both pipes are drained concurrently: a child that fills one pipe
+/// while we read the other would otherwise block forever. The child is
+/// reaped only after both pipes are closed, so while a background
+/// grandchild still holds them the leader stays unreaped and its group
+/// can safely be killed on timeout or cancel.
+async fn drain_and_wait(
+    child: &mut tokio::process::Child,
+    command: &str,
+    on_stdout: impl FnMut(&[u8]),
+    stderr_keep: usize,
+) -> Result<(ExitStatus, Vec<u8>), ProcessError> {
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (out, err) = tokio::join!(
+        read_chunks(stdout, on_stdout),
+        drain_tail(stderr, stderr_keep)
+    );
+    let read = |source| ProcessError::Read {
+        command: command.to_owned(),
+        source,
+    };
+    out.map_err(read)?;
+    let err = err.map_err(read)?;
+    let status = child.wait().await.map_err(|source| ProcessError::Wait {
+        command: command.to_owned(),
+        source,
+    })?;
+    Ok((status, err))
+}
+
+/// Hands a pipe's bytes to `on_chunk` as they arrive, until its end.
+async fn read_chunks<R: AsyncRead + Unpin>(
+    pipe: Option<R>,
+    mut on_chunk: impl FnMut(&[u8]),
+) -> io::Result<()> {
+    let Some(mut pipe) = pipe else {
+        return Ok(());
+    };
+    let mut buf = vec![0_u8; 16 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => on_chunk(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -545,39 +563,122 @@ pub async fn pipe(
     if *cancel.borrow_and_update() {
         return Err(PipeError::Cancelled);
     }
-    let send_command = render_command(send.0, send.1);
-    let recv_command = render_command(recv.0, recv.1);
+    let (mut pair, streams) = Pair::start(send, recv)?;
+    let outcome = tokio::select! {
+        finished = pair.run(streams, idle_timeout, &mut progress) => finished,
+        _ = cancelled(Some(cancel)) => Err(Interrupted::Cancelled),
+    };
+    match outcome {
+        Ok((relayed, ends)) => pair.verdict(relayed, ends, idle_timeout),
+        Err(why) => {
+            pair.stop().await;
+            Err(match why {
+                Interrupted::TimedOut => PipeError::Stalled {
+                    after: idle_timeout,
+                },
+                Interrupted::Cancelled => PipeError::Cancelled,
+            })
+        }
+    }
+}
 
-    // The receiver first: if it cannot start, nothing is sent.
-    let mut receiver = spawn_side(recv.0, recv.1, &recv_command, Stdio::piped(), Stdio::null())?;
-    let mut recv_guard = GroupGuard {
-        pgid: receiver.id().and_then(|pid| i32::try_from(pid).ok()),
-    };
-    let mut sender = spawn_side(send.0, send.1, &send_command, Stdio::null(), Stdio::piped())?;
-    let mut send_guard = GroupGuard {
-        pgid: sender.id().and_then(|pid| i32::try_from(pid).ok()),
-    };
+/// The two children of a [`pipe`], each in a process group of its own
+/// that is killed when its guard goes.
+struct Pair {
+    sender: tokio::process::Child,
+    receiver: tokio::process::Child,
+    send_guard: GroupGuard,
+    recv_guard: GroupGuard,
+    send_command: String,
+    recv_command: String,
+}
 
-    let not_connected = |source| PipeError::Io {
-        context: format!("could not connect `{send_command}` to `{recv_command}`"),
-        source,
-    };
-    let (Some(from), Some(to)) = (sender.stdout.take(), receiver.stdin.take()) else {
-        return Err(not_connected(io::Error::other("a pipe was not set up")));
-    };
-    // Out of tokio's reactor: the relay thread owns the two pipe ends.
-    let from = from.into_owned_fd().map_err(not_connected)?;
-    let to = to.into_owned_fd().map_err(not_connected)?;
-    widen_pipe(&from);
-    widen_pipe(&to);
-    let send_stderr = sender.stderr.take();
-    let recv_stderr = receiver.stderr.take();
+/// What the relay and the stderr drains take over from the children.
+struct Streams {
+    from: OwnedFd,
+    to: OwnedFd,
+    send_stderr: Option<tokio::process::ChildStderr>,
+    recv_stderr: Option<tokio::process::ChildStderr>,
+}
 
-    let work = async {
-        let relay = relay(from, to, idle_timeout, &mut progress);
+/// How both children ended, with their stderr.
+struct Ends {
+    send_status: io::Result<ExitStatus>,
+    recv_status: io::Result<ExitStatus>,
+    send_err: Vec<u8>,
+    recv_err: Vec<u8>,
+}
+
+impl Pair {
+    /// Starts the receiver, then the sender (if the receiver cannot start,
+    /// nothing is sent), and takes the pipe ends out of tokio's reactor
+    /// for the relay thread.
+    fn start(
+        send: (&str, &[String]),
+        recv: (&str, &[String]),
+    ) -> Result<(Pair, Streams), PipeError> {
+        let send_command = render_command(send.0, send.1);
+        let recv_command = render_command(recv.0, recv.1);
+        let mut receiver =
+            spawn_side(recv.0, recv.1, &recv_command, Stdio::piped(), Stdio::null())?;
+        let recv_guard = GroupGuard {
+            pgid: receiver.id().and_then(|pid| i32::try_from(pid).ok()),
+        };
+        let mut sender = spawn_side(send.0, send.1, &send_command, Stdio::null(), Stdio::piped())?;
+        let send_guard = GroupGuard {
+            pgid: sender.id().and_then(|pid| i32::try_from(pid).ok()),
+        };
+        let not_connected = |source| PipeError::Io {
+            context: format!("could not connect `{send_command}` to `{recv_command}`"),
+            source,
+        };
+        let (Some(from), Some(to)) = (sender.stdout.take(), receiver.stdin.take()) else {
+            return Err(not_connected(io::Error::other("a pipe was not set up")));
+        };
+        let from = from.into_owned_fd().map_err(not_connected)?;
+        let to = to.into_owned_fd().map_err(not_connected)?;
+        widen_pipe(&from);
+        widen_pipe(&to);
+        let streams = Streams {
+            from,
+            to,
+            send_stderr: sender.stderr.take(),
+            recv_stderr: receiver.stderr.take(),
+        };
+        let pair = Pair {
+            sender,
+            receiver,
+            send_guard,
+            recv_guard,
+            send_command,
+            recv_command,
+        };
+        Ok((pair, streams))
+    }
+
+    /// Relays the stream and waits for both children, draining both
+    /// stderrs meanwhile. Until the stream has ended, the relay's own idle
+    /// timeout governs (the children may well exit before the last bytes
+    /// are relayed); after it, the children get `idle_timeout` to exit.
+    async fn run(
+        &mut self,
+        streams: Streams,
+        idle_timeout: Duration,
+        progress: &mut (impl FnMut(u64) + Send),
+    ) -> Result<(Result<u64, RelayEnd>, Ends), Interrupted> {
+        let Pair {
+            sender,
+            receiver,
+            send_guard,
+            recv_guard,
+            ..
+        } = self;
+        let relay = relay(streams.from, streams.to, idle_timeout, progress);
         let ends = async {
-            let (send_err, recv_err) =
-                tokio::join!(drain_capped(send_stderr), drain_capped(recv_stderr));
+            let (send_err, recv_err) = tokio::join!(
+                drain_capped(streams.send_stderr),
+                drain_capped(streams.recv_stderr)
+            );
             let (send_status, recv_status) = tokio::join!(
                 async {
                     let status = sender.wait().await;
@@ -590,11 +691,14 @@ pub async fn pipe(
                     status
                 }
             );
-            (send_status, recv_status, send_err, recv_err)
+            Ends {
+                send_status,
+                recv_status,
+                send_err,
+                recv_err,
+            }
         };
         tokio::pin!(relay, ends);
-        // Until the stream has ended, the relay's own idle timeout governs;
-        // the children may well exit before the last bytes are relayed.
         let mut ended = None;
         let relayed = loop {
             tokio::select! {
@@ -612,69 +716,69 @@ pub async fn pipe(
                 .map_err(|_| Interrupted::TimedOut)?,
         };
         Ok((relayed, ended))
-    };
-    let outcome = tokio::select! {
-        finished = work => finished,
-        _ = cancelled(Some(cancel)) => Err(Interrupted::Cancelled),
-    };
+    }
 
-    let (relayed, (send_status, recv_status, send_err, recv_err)) = match outcome {
-        Ok(parts) => parts,
-        Err(why) => {
-            send_guard.kill();
-            recv_guard.kill();
-            reap_quietly(&mut sender, &send_command).await;
-            reap_quietly(&mut receiver, &recv_command).await;
-            return Err(match why {
-                Interrupted::TimedOut => PipeError::Stalled {
-                    after: idle_timeout,
-                },
-                Interrupted::Cancelled => PipeError::Cancelled,
-            });
+    /// Kills both process groups and reaps both children.
+    async fn stop(&mut self) {
+        self.send_guard.kill();
+        self.recv_guard.kill();
+        reap_quietly(&mut self.sender, &self.send_command).await;
+        reap_quietly(&mut self.receiver, &self.recv_command).await;
+    }
+
+    /// Which side failed, if any. When the receiver fails early the sender
+    /// is left with a broken pipe: the receiver's failure is the one
+    /// reported. When the sender fails, the receiver's complaint about a
+    /// truncated stream is not.
+    fn verdict(
+        &self,
+        relayed: Result<u64, RelayEnd>,
+        ends: Ends,
+        idle_timeout: Duration,
+    ) -> Result<u64, PipeError> {
+        let (send_command, recv_command) = (&self.send_command, &self.recv_command);
+        let lost = |command: &str, source: io::Error| PipeError::Io {
+            context: format!("lost track of `{command}` while it ran"),
+            source,
+        };
+        let send_status = ends.send_status.map_err(|e| lost(send_command, e))?;
+        let recv_status = ends.recv_status.map_err(|e| lost(recv_command, e))?;
+        let send_failed = || PipeError::SendFailed {
+            command: send_command.clone(),
+            code: send_status.code(),
+            stderr: stderr_for_message(&ends.send_err),
+        };
+        let recv_failed = || PipeError::RecvFailed {
+            command: recv_command.clone(),
+            code: recv_status.code(),
+            stderr: stderr_for_message(&ends.recv_err),
+        };
+        match relayed {
+            Ok(bytes) if send_status.success() && recv_status.success() => Ok(bytes),
+            // The stream ended: a failed sender is the cause of whatever the
+            // receiver says about a truncated stream.
+            Ok(_) if !send_status.success() => Err(send_failed()),
+            Ok(_) => Err(recv_failed()),
+            // The receiver stopped reading: its failure is the cause of the
+            // sender's broken pipe.
+            Err(RelayEnd::WriteFailed(_)) if !recv_status.success() => Err(recv_failed()),
+            Err(RelayEnd::WriteFailed(source)) => Err(PipeError::Io {
+                context: format!("`{recv_command}` exited before reading the whole stream"),
+                source,
+            }),
+            Err(RelayEnd::ReadFailed(_)) if !send_status.success() => Err(send_failed()),
+            Err(RelayEnd::ReadFailed(source)) => Err(PipeError::Io {
+                context: format!("could not read the output of `{send_command}`"),
+                source,
+            }),
+            Err(RelayEnd::Stalled) => Err(PipeError::Stalled {
+                after: idle_timeout,
+            }),
+            Err(RelayEnd::Failed(source)) => Err(PipeError::Io {
+                context: format!("could not relay `{send_command}` to `{recv_command}`"),
+                source,
+            }),
         }
-    };
-
-    let lost = |command: &str, source: io::Error| PipeError::Io {
-        context: format!("lost track of `{command}` while it ran"),
-        source,
-    };
-    let send_status = send_status.map_err(|e| lost(&send_command, e))?;
-    let recv_status = recv_status.map_err(|e| lost(&recv_command, e))?;
-    let send_failed = || PipeError::SendFailed {
-        command: send_command.clone(),
-        code: send_status.code(),
-        stderr: stderr_for_message(&send_err),
-    };
-    let recv_failed = || PipeError::RecvFailed {
-        command: recv_command.clone(),
-        code: recv_status.code(),
-        stderr: stderr_for_message(&recv_err),
-    };
-    match relayed {
-        Ok(bytes) if send_status.success() && recv_status.success() => Ok(bytes),
-        // The stream ended: a failed sender is the cause of whatever the
-        // receiver says about a truncated stream.
-        Ok(_) if !send_status.success() => Err(send_failed()),
-        Ok(_) => Err(recv_failed()),
-        // The receiver stopped reading: its failure is the cause of the
-        // sender's broken pipe.
-        Err(RelayEnd::WriteFailed(_)) if !recv_status.success() => Err(recv_failed()),
-        Err(RelayEnd::WriteFailed(source)) => Err(PipeError::Io {
-            context: format!("`{recv_command}` exited before reading the whole stream"),
-            source,
-        }),
-        Err(RelayEnd::ReadFailed(_)) if !send_status.success() => Err(send_failed()),
-        Err(RelayEnd::ReadFailed(source)) => Err(PipeError::Io {
-            context: format!("could not read the output of `{send_command}`"),
-            source,
-        }),
-        Err(RelayEnd::Stalled) => Err(PipeError::Stalled {
-            after: idle_timeout,
-        }),
-        Err(RelayEnd::Failed(source)) => Err(PipeError::Io {
-            context: format!("could not relay `{send_command}` to `{recv_command}`"),
-            source,
-        }),
     }
 }
 

@@ -295,6 +295,27 @@ fn is_create_failure(stderr: &str, target_dataset: &str) -> bool {
     })
 }
 
+/// A program and its arguments, as [`ZfsHost::command`] gives them.
+type ProgramArgs = (String, Vec<String>);
+
+/// The zfs calls that ride along with one receive on a target that runs
+/// several in one call ([`ZfsHost::chain`]).
+struct Around {
+    /// `zfs create -p` of the parent, before the first receive.
+    create_first: Option<Vec<String>>,
+    /// `zfs set readonly=on`, after the last one.
+    readonly_after: Option<Vec<String>>,
+}
+
+/// One transfer as the pipe left it.
+struct Sent {
+    moved: Result<u64, PipeError>,
+    /// Bytes the relay moved before it ended, also when it failed.
+    moved_now: u64,
+    /// Other zfs calls rode along with the receive.
+    chained: bool,
+}
+
 /// The zfs calls of one [`replicate_dataset`] around its transfers.
 struct Step<'a> {
     /// The source dataset, named when the run is cancelled.
@@ -317,160 +338,53 @@ impl Step<'_> {
         progress: &mut (dyn FnMut(u64, &str) + Send),
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<DatasetOutcome, Halted> {
-        let source_dataset = self.dataset;
-        let target_dataset = self.target_dataset;
         // Over ssh the parent's creation rides in front of the first receive
         // and `readonly=on` behind the last one, in the same remote call:
         // two sessions fewer per dataset. Locally they are calls of their own.
         let chaining = target.can_chain();
-        if basis.target_absent && !chaining {
-            self.ensure_parent(target, target_dataset, cancel).await?;
-        }
-        for name in &plan.discard {
-            self.destroy_snapshot(target, &format!("{target_dataset}@{name}"), cancel)
-                .await?;
-        }
-
+        self.prepare_target(plan, basis, target, chaining, cancel)
+            .await?;
         let guids: HashMap<&str, u64> = source.iter().map(|s| (s.name.as_str(), s.guid)).collect();
         let create_parent = if basis.target_absent && chaining {
-            zfs::create_parents_args(target_dataset).map_err(ZfsError::from)?
+            zfs::create_parents_args(self.target_dataset).map_err(ZfsError::from)?
         } else {
             None
         };
-        let readonly = zfs::set_readonly_args(target_dataset).map_err(ZfsError::from)?;
+        let readonly = zfs::set_readonly_args(self.target_dataset).map_err(ZfsError::from)?;
         let mut readonly_set = false;
         let mut total: u64 = 0;
         let mut transferred = Vec::with_capacity(plan.transfers.len());
         for (index, transfer) in plan.transfers.iter().enumerate() {
-            let label = transfer.label(source_dataset);
-            let from = match transfer {
-                Transfer::Full { .. } => None,
-                Transfer::Incremental { from, .. } => Some(format!("@{from}")),
-            };
-            let snapshot = format!("{source_dataset}@{}", transfer.snapshot());
-            let send = zfs::send_args(self.options.dialect_source, from.as_deref(), &snapshot)
-                .map_err(ZfsError::from)?;
-            let recv = zfs::recv_args(self.options.dialect_target, target_dataset, plan.force)
-                .map_err(ZfsError::from)?;
-            let (send_program, send_args) = LocalZfs.command(send);
             let last = index + 1 == plan.transfers.len();
-            let mut create_first = if index == 0 {
-                create_parent.clone()
-            } else {
-                None
+            let around = Around {
+                create_first: create_parent.clone().filter(|_| index == 0),
+                readonly_after: Some(readonly.clone()).filter(|_| chaining && last),
             };
-            let outcome = loop {
-                let mut commands: Vec<Vec<String>> = create_first.iter().cloned().collect();
-                commands.push(recv.clone());
-                if chaining && last {
-                    commands.push(readonly.clone());
-                }
-                let chained = commands.len() > 1;
-                let (recv_program, recv_args) = match target.chain(commands) {
-                    Some(chain) => chain,
-                    None => target.command(recv.clone()),
-                };
-                progress(total, &label);
-                let done = total;
-                let mut moved_now = 0;
-                let moved = process::pipe(
-                    (&send_program, &send_args),
-                    (&recv_program, &recv_args),
-                    self.options.idle_timeout,
-                    |bytes| {
-                        moved_now = bytes;
-                        progress(done + bytes, &label);
-                    },
-                    cancel,
+            let sent = self
+                .send_one(
+                    transfer, plan.force, around, target, total, progress, cancel,
                 )
-                .await;
-                // The parent could not be created: maybe it exists and this
-                // user may not create (delegation). Settle that on its own,
-                // with its own error, and send again without the create.
-                if create_first.is_some()
-                    && let Err(PipeError::RecvFailed { stderr, .. }) = &moved
-                    && is_create_failure(stderr, target_dataset)
-                {
-                    self.ensure_parent(target, target_dataset, cancel).await?;
-                    create_first = None;
-                    continue;
-                }
-                break (moved, moved_now, chained);
-            };
-            let (moved, moved_now, chained) = outcome;
-            // Before anything else: zfs-fuse's and the chained calls' quirks
-            // below must not hide that the plan did not fit the target.
-            if basis.from_target_agent
-                && transferred.is_empty()
-                && let Err(PipeError::RecvFailed { stderr, .. }) = &moved
-                && let Some(refusal) =
-                    zfs::recv_error(stderr, target_dataset).filter(is_plan_mismatch)
+                .await?;
+            let readonly_rode_along = sent.chained && last && sent.moved.is_ok();
+            let first = transferred.is_empty();
+            match self
+                .settle(sent, transfer, basis, first, &guids, target, cancel)
+                .await
             {
-                return Err(Halted::StalePlan(refusal));
+                Ok(bytes) => total += bytes,
+                Err(Halted::Failed(err)) => {
+                    self.after_failure(transfer, basis, !first, target).await;
+                    return Err(Halted::Failed(err));
+                }
+                Err(stale) => return Err(stale),
             }
-            let failure = match moved {
-                Ok(bytes) => {
-                    total += bytes;
-                    readonly_set |= chained && last;
-                    None
-                }
-                Err(PipeError::Cancelled) => Some(ReplicationError::Cancelled {
-                    dataset: source_dataset.to_owned(),
-                }),
-                Err(cause @ PipeError::RecvFailed { .. })
-                    if self
-                        .arrived(
-                            target,
-                            self.options,
-                            target_dataset,
-                            guids.get(transfer.snapshot()).copied(),
-                            cancel,
-                        )
-                        .await =>
-                {
-                    // zfs-fuse: a full `recv -F` onto an existing dataset can
-                    // report "I/O error" after receiving everything (remounting
-                    // fails). The snapshot, with its guid, is the proof. (Or a
-                    // chained `readonly=on` failed; it is set again below.)
-                    tracing::warn!(
-                        %cause,
-                        transfer = %label,
-                        "zfs receive failed, but the snapshot arrived on the target; continuing"
-                    );
-                    total += moved_now;
-                    None
-                }
-                Err(cause) => {
-                    let known = match &cause {
-                        PipeError::RecvFailed { stderr, .. } => {
-                            zfs::recv_error(stderr, target_dataset)
-                        }
-                        _ => None,
-                    };
-                    Some(match known {
-                        Some(reason) => ReplicationError::Zfs(reason),
-                        None => ReplicationError::Transfer {
-                            target_dataset: target_dataset.to_owned(),
-                            transfer: label,
-                            cause,
-                        },
-                    })
-                }
-            };
-            if let Some(err) = failure {
-                if basis.target_absent && matches!(transfer, Transfer::Full { .. }) {
-                    self.await_discarded(target, target_dataset).await;
-                }
-                if !transferred.is_empty() {
-                    self.set_readonly_quietly(target, target_dataset).await;
-                }
-                return Err(err.into());
-            }
+            readonly_set |= readonly_rode_along;
             transferred.push(transfer.clone());
         }
 
         if !readonly_set {
-            self.run(target, readonly, target_dataset, cancel).await?;
+            self.run(target, readonly, self.target_dataset, cancel)
+                .await?;
         }
         Ok(DatasetOutcome {
             transferred,
@@ -478,6 +392,189 @@ impl Step<'_> {
             up_to_date: false,
             planned_from_target_listing: basis.from_target_agent,
         })
+    }
+
+    /// Before the first transfer: the target's parent (unless it rides
+    /// along with the first receive) and the snapshots the plan discards.
+    async fn prepare_target(
+        &self,
+        plan: &Plan,
+        basis: Basis,
+        target: &dyn ZfsHost,
+        chaining: bool,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<(), Halted> {
+        if basis.target_absent && !chaining {
+            self.ensure_parent(target, self.target_dataset, cancel)
+                .await?;
+        }
+        for name in &plan.discard {
+            self.destroy_snapshot(target, &format!("{}@{name}", self.target_dataset), cancel)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `zfs send` here and `zfs recv` there for one transfer.
+    fn transfer_commands(
+        &self,
+        transfer: &Transfer,
+        force: bool,
+    ) -> Result<(ProgramArgs, Vec<String>), ZfsError> {
+        let from = match transfer {
+            Transfer::Full { .. } => None,
+            Transfer::Incremental { from, .. } => Some(format!("@{from}")),
+        };
+        let snapshot = format!("{}@{}", self.dataset, transfer.snapshot());
+        let send = zfs::send_args(self.options.dialect_source, from.as_deref(), &snapshot)?;
+        let recv = zfs::recv_args(self.options.dialect_target, self.target_dataset, force)?;
+        Ok((LocalZfs.command(send), recv))
+    }
+
+    /// Pipes one transfer from here to `target`, reporting `done` plus its
+    /// bytes as they move. When the parent's creation rode along and
+    /// failed (it may exist while this user may not create: delegation),
+    /// that is settled on its own, with its own error, and the stream sent
+    /// again without it.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_one(
+        &self,
+        transfer: &Transfer,
+        force: bool,
+        mut around: Around,
+        target: &dyn ZfsHost,
+        done: u64,
+        progress: &mut (dyn FnMut(u64, &str) + Send),
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Sent, Halted> {
+        let label = transfer.label(self.dataset);
+        let ((send_program, send_args), recv) = self.transfer_commands(transfer, force)?;
+        loop {
+            let mut commands: Vec<Vec<String>> = around.create_first.iter().cloned().collect();
+            commands.push(recv.clone());
+            commands.extend(around.readonly_after.iter().cloned());
+            let chained = commands.len() > 1;
+            let (recv_program, recv_args) = match target.chain(commands) {
+                Some(chain) => chain,
+                None => target.command(recv.clone()),
+            };
+            progress(done, &label);
+            let mut moved_now = 0;
+            let moved = process::pipe(
+                (&send_program, &send_args),
+                (&recv_program, &recv_args),
+                self.options.idle_timeout,
+                |bytes| {
+                    moved_now = bytes;
+                    progress(done + bytes, &label);
+                },
+                cancel,
+            )
+            .await;
+            if around.create_first.is_some()
+                && let Err(PipeError::RecvFailed { stderr, .. }) = &moved
+                && is_create_failure(stderr, self.target_dataset)
+            {
+                self.ensure_parent(target, self.target_dataset, cancel)
+                    .await?;
+                around.create_first = None;
+                continue;
+            }
+            return Ok(Sent {
+                moved,
+                moved_now,
+                chained,
+            });
+        }
+    }
+
+    /// What one sent transfer counts for: its bytes, or why the step stops.
+    ///
+    /// Checked first: a plan made from the target agent's listing whose
+    /// first receive zfs refused as not fitting the target is stale, and
+    /// zfs-fuse's and the chained calls' quirks below must not hide that.
+    /// A receive that failed although its snapshot (by guid) arrived counts
+    /// as done: zfs-fuse can report "I/O error" after a full `recv -F` onto
+    /// an existing dataset when remounting fails (or a chained
+    /// `readonly=on` failed; it is set again at the end).
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        sent: Sent,
+        transfer: &Transfer,
+        basis: Basis,
+        first: bool,
+        guids: &HashMap<&str, u64>,
+        target: &dyn ZfsHost,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<u64, Halted> {
+        if basis.from_target_agent
+            && first
+            && let Err(PipeError::RecvFailed { stderr, .. }) = &sent.moved
+            && let Some(refusal) =
+                zfs::recv_error(stderr, self.target_dataset).filter(is_plan_mismatch)
+        {
+            return Err(Halted::StalePlan(refusal));
+        }
+        match sent.moved {
+            Ok(bytes) => Ok(bytes),
+            Err(PipeError::Cancelled) => Err(ReplicationError::Cancelled {
+                dataset: self.dataset.to_owned(),
+            }
+            .into()),
+            Err(cause @ PipeError::RecvFailed { .. })
+                if self
+                    .arrived(
+                        target,
+                        self.options,
+                        self.target_dataset,
+                        guids.get(transfer.snapshot()).copied(),
+                        cancel,
+                    )
+                    .await =>
+            {
+                tracing::warn!(
+                    %cause,
+                    transfer = %transfer.label(self.dataset),
+                    "zfs receive failed, but the snapshot arrived on the target; continuing"
+                );
+                Ok(sent.moved_now)
+            }
+            Err(cause) => {
+                let known = match &cause {
+                    PipeError::RecvFailed { stderr, .. } => {
+                        zfs::recv_error(stderr, self.target_dataset)
+                    }
+                    _ => None,
+                };
+                Err(match known {
+                    Some(reason) => ReplicationError::Zfs(reason),
+                    None => ReplicationError::Transfer {
+                        target_dataset: self.target_dataset.to_owned(),
+                        transfer: transfer.label(self.dataset),
+                        cause,
+                    },
+                }
+                .into())
+            }
+        }
+    }
+
+    /// After a failed transfer: a failed first receive is waited for until
+    /// zfs discards it, and what did arrive is made read-only.
+    async fn after_failure(
+        &self,
+        transfer: &Transfer,
+        basis: Basis,
+        received_some: bool,
+        target: &dyn ZfsHost,
+    ) {
+        if basis.target_absent && matches!(transfer, Transfer::Full { .. }) {
+            self.await_discarded(target, self.target_dataset).await;
+        }
+        if received_some {
+            self.set_readonly_quietly(target, self.target_dataset).await;
+        }
     }
 
     /// Runs one zfs call on `host`; a failure is typed with `subject` as
