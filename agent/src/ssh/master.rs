@@ -84,27 +84,7 @@ pub async fn start_master(
             .map_err(io_error("create", &dir))?;
     }
     let socket = dir.join("ctl");
-    let master_target = SshTarget {
-        control_path: None,
-        ..target.clone()
-    };
-    // `-N`: no command, just the connection; `-M` with an explicit
-    // ControlPath makes this process the master, in the foreground, so it
-    // is our child (never a daemon holding our pipes open).
-    let mut args = ssh_args(&master_target, &["true".to_owned()])?;
-    let destination = args.len() - 2;
-    args.truncate(destination + 1);
-    args.splice(
-        0..0,
-        [
-            "-M".to_owned(),
-            "-N".to_owned(),
-            "-o".to_owned(),
-            format!("ControlPath={}", socket.display()),
-            "-o".to_owned(),
-            "ControlPersist=no".to_owned(),
-        ],
-    );
+    let args = master_args(target, &socket)?;
     let mut command = tokio::process::Command::new("ssh");
     command
         .args(&args)
@@ -149,6 +129,33 @@ pub async fn start_master(
         ..target.clone()
     };
     Ok((master, shared))
+}
+
+/// The argv (after `ssh`) of a master connection for `target` listening
+/// on `socket`.
+fn master_args(target: &SshTarget, socket: &Path) -> Result<Vec<String>, SshError> {
+    let master_target = SshTarget {
+        control_path: None,
+        ..target.clone()
+    };
+    // `-N`: no command, just the connection; `-M` with an explicit
+    // ControlPath makes this process the master, in the foreground, so it
+    // is our child (never a daemon holding our pipes open).
+    let mut args = ssh_args(&master_target, &["true".to_owned()])?;
+    let destination = args.len() - 2;
+    args.truncate(destination + 1);
+    args.splice(
+        0..0,
+        [
+            "-M".to_owned(),
+            "-N".to_owned(),
+            "-o".to_owned(),
+            format!("ControlPath={}", socket.display()),
+            "-o".to_owned(),
+            "ControlPersist=no".to_owned(),
+        ],
+    );
+    Ok(args)
 }
 
 #[cfg(test)]

@@ -301,80 +301,102 @@ pub fn parse_snapshot_guids(
     text: &str,
 ) -> Result<Vec<SnapshotInfo>, String> {
     let own_prefix = format!("{dataset}@");
-    let mut snapshots = Vec::new();
-    let field = |snapshot: &str, prop: &str, value: Option<&str>| -> Result<String, String> {
-        match value {
-            Some(v) if !v.is_empty() && v != "-" => Ok(v.to_owned()),
-            _ => Err(format!("{snapshot}: no {prop}")),
-        }
+    let mut snapshots = match dialect {
+        Dialect::Legacy => legacy_snapshot_guids(text, &own_prefix)?,
+        Dialect::OpenZfs => openzfs_snapshot_guids(text, &own_prefix)?,
     };
-    let info = |name: &str, guid: String, creation: String, createtxg: String| {
-        let bad = |prop: &str, value: &str| format!("{name}: {prop} is not a number: {value:?}");
-        Ok::<_, String>(SnapshotInfo {
-            name: name[own_prefix.len()..].to_owned(),
-            guid: guid.parse().map_err(|_| bad("guid", &guid))?,
-            creation: creation.parse().map_err(|_| bad("creation", &creation))?,
-            createtxg: createtxg
-                .parse()
-                .map_err(|_| bad("createtxg", &createtxg))?,
-        })
-    };
-    match dialect {
-        Dialect::Legacy => {
-            let mut errors = Vec::new();
-            let objects = group_get_output(text, &mut errors);
-            if let Some(first) = errors.into_iter().next() {
-                return Err(first);
-            }
-            for obj in objects {
-                if !obj.name.starts_with(&own_prefix) {
-                    continue;
-                }
-                let kind = kind_of(&obj);
-                if kind != "snapshot" {
-                    return Err(format!("{}: type {kind:?} is not a snapshot", obj.name));
-                }
-                let get = |prop: &str| field(obj.name, prop, obj.props.get(prop).copied());
-                snapshots.push(info(
-                    obj.name,
-                    get("guid")?,
-                    get("creation")?,
-                    get("createtxg")?,
-                )?);
-            }
-        }
-        Dialect::OpenZfs => {
-            for (n, line) in text.lines().enumerate() {
-                if line.is_empty() {
-                    continue;
-                }
-                let fields: Vec<&str> = line.split('\t').collect();
-                let [name, guid, creation, createtxg] = fields.as_slice() else {
-                    return Err(format!(
-                        "zfs list line {}: expected 4 tab-separated fields, got {:?}",
-                        n + 1,
-                        line
-                    ));
-                };
-                if !name.starts_with(&own_prefix) {
-                    continue;
-                }
-                let get = |prop: &str, value: &str| field(name, prop, Some(value));
-                snapshots.push(info(
-                    name,
-                    get("guid", guid)?,
-                    get("creation", creation)?,
-                    get("createtxg", createtxg)?,
-                )?);
-            }
-        }
-    }
     if let Some(bad) = snapshots.iter().find(|s| s.name.is_empty()) {
         return Err(format!("{dataset}@{}: empty snapshot name", bad.name));
     }
     // Stable: equal keys keep the listing order.
     snapshots.sort_by_key(|s| (s.createtxg, s.creation));
     Ok(snapshots)
+}
+
+/// The snapshots named `OWN_PREFIX...` in zfs-fuse's `zfs get` form, in
+/// listing order; the first unreadable line or value is the error.
+fn legacy_snapshot_guids(text: &str, own_prefix: &str) -> Result<Vec<SnapshotInfo>, String> {
+    let mut errors = Vec::new();
+    let objects = group_get_output(text, &mut errors);
+    if let Some(first) = errors.into_iter().next() {
+        return Err(first);
+    }
+    let mut snapshots = Vec::new();
+    for obj in objects {
+        if !obj.name.starts_with(own_prefix) {
+            continue;
+        }
+        let kind = kind_of(&obj);
+        if kind != "snapshot" {
+            return Err(format!("{}: type {kind:?} is not a snapshot", obj.name));
+        }
+        let get = |prop: &str| guid_field(obj.name, prop, obj.props.get(prop).copied());
+        snapshots.push(guid_info(
+            own_prefix,
+            obj.name,
+            get("guid")?,
+            get("creation")?,
+            get("createtxg")?,
+        )?);
+    }
+    Ok(snapshots)
+}
+
+/// The same from OpenZFS's `zfs list -p` form.
+fn openzfs_snapshot_guids(text: &str, own_prefix: &str) -> Result<Vec<SnapshotInfo>, String> {
+    let mut snapshots = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [name, guid, creation, createtxg] = fields.as_slice() else {
+            return Err(format!(
+                "zfs list line {}: expected 4 tab-separated fields, got {:?}",
+                n + 1,
+                line
+            ));
+        };
+        if !name.starts_with(own_prefix) {
+            continue;
+        }
+        let get = |prop: &str, value: &str| guid_field(name, prop, Some(value));
+        snapshots.push(guid_info(
+            own_prefix,
+            name,
+            get("guid", guid)?,
+            get("creation", creation)?,
+            get("createtxg", createtxg)?,
+        )?);
+    }
+    Ok(snapshots)
+}
+
+/// A value planning needs: present, not empty, not zfs's `-`.
+fn guid_field(snapshot: &str, prop: &str, value: Option<&str>) -> Result<String, String> {
+    match value {
+        Some(v) if !v.is_empty() && v != "-" => Ok(v.to_owned()),
+        _ => Err(format!("{snapshot}: no {prop}")),
+    }
+}
+
+/// One snapshot from its full name and the three numbers, read exactly.
+fn guid_info(
+    own_prefix: &str,
+    name: &str,
+    guid: String,
+    creation: String,
+    createtxg: String,
+) -> Result<SnapshotInfo, String> {
+    let bad = |prop: &str, value: &str| format!("{name}: {prop} is not a number: {value:?}");
+    Ok(SnapshotInfo {
+        name: name[own_prefix.len()..].to_owned(),
+        guid: guid.parse().map_err(|_| bad("guid", &guid))?,
+        creation: creation.parse().map_err(|_| bad("creation", &creation))?,
+        createtxg: createtxg
+            .parse()
+            .map_err(|_| bad("createtxg", &createtxg))?,
+    })
 }
 
 /// Turns the first line of `zpool upgrade -v` into a version string for

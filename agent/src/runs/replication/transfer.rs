@@ -145,41 +145,19 @@ pub async fn replicate_dataset(
             name: source_dataset.to_owned(),
         })?;
 
-    // What the target's agent listed is acted on only when it calls for
-    // plain receives (no -F, nothing destroyed): zfs refuses those itself if
-    // the target changed since, and such a refusal sends us to the listing
-    // below. Every other verdict (up to date, a refusal, an overwrite) is
-    // made from a listing taken now.
-    if let Some(listed) = &options.target_listing {
-        let hinted = plan(
-            source_dataset,
-            target_dataset,
-            &source,
-            matching,
-            listed.as_deref(),
-            options.allow_overwrite,
-        );
-        if let Ok(hinted) = hinted
-            && !hinted.is_up_to_date()
-            && !hinted.force
-            && hinted.discard.is_empty()
-        {
-            let basis = Basis {
-                target_absent: listed.is_none(),
-                from_target_agent: true,
-            };
-            match step
-                .carry_out(&hinted, basis, &source, target, progress, cancel)
-                .await
-            {
-                Err(Halted::StalePlan(refusal)) => tracing::info!(
-                    %refusal,
-                    dataset = %target_dataset,
-                    "the target changed since its agent listed it; listing it again"
-                ),
-                other => return other.map_err(ReplicationError::from),
-            }
-        }
+    if let Some(listed) = &options.target_listing
+        && let Some(done) = step
+            .carry_out_listed(
+                listed.as_deref(),
+                &source,
+                matching,
+                target,
+                progress,
+                cancel,
+            )
+            .await
+    {
+        return done;
     }
 
     let existing = step
@@ -325,6 +303,50 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
+    /// Acts on what the target's agent listed, only when that calls for
+    /// plain receives (no -F, nothing destroyed): zfs refuses those itself
+    /// if the target changed since. `None` when it was not acted on or zfs
+    /// refused it as stale: every other verdict (up to date, a refusal, an
+    /// overwrite) is made from a listing taken now.
+    async fn carry_out_listed(
+        &self,
+        listed: Option<&[SnapshotInfo]>,
+        source: &[SnapshotInfo],
+        matching: &(dyn Fn(&str) -> bool + Send + Sync),
+        target: &dyn ZfsHost,
+        progress: &mut (dyn FnMut(u64, &str) + Send),
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Option<Result<DatasetOutcome, ReplicationError>> {
+        let hinted = plan(
+            self.dataset,
+            self.target_dataset,
+            source,
+            matching,
+            listed,
+            self.options.allow_overwrite,
+        )
+        .ok()
+        .filter(|p| !p.is_up_to_date() && !p.force && p.discard.is_empty())?;
+        let basis = Basis {
+            target_absent: listed.is_none(),
+            from_target_agent: true,
+        };
+        match self
+            .carry_out(&hinted, basis, source, target, progress, cancel)
+            .await
+        {
+            Err(Halted::StalePlan(refusal)) => {
+                tracing::info!(
+                    %refusal,
+                    dataset = %self.target_dataset,
+                    "the target changed since its agent listed it; listing it again"
+                );
+                None
+            }
+            other => Some(other.map_err(ReplicationError::from)),
+        }
+    }
+
     /// Carries out `plan` for this step's datasets: creates the target's
     /// parent if missing, discards what the plan discards, runs each
     /// transfer through [`process::pipe`] (send here, recv via `target`)
