@@ -1,9 +1,9 @@
 //! The agent's one long-lived stream to the controller: dial out, keep a session going, reconnect with backoff until shutdown or a refusal.
 //!
-//! [`session`] is one connection (hello, heartbeats, the messages coming
-//! down); [`requests`] answers the controller's one-time requests, one
-//! handler per kind; [`inventory`] collects and sends the inventory in the
-//! background; [`backoff`] spaces reconnects.
+//! `session` is one connection (hello, heartbeats, the messages coming
+//! down); `requests` answers the controller's one-time requests, one
+//! handler per kind; `inventory` collects and sends the inventory in the
+//! background; `backoff` spaces reconnects.
 
 mod backoff;
 mod inventory;

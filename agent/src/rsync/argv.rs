@@ -45,7 +45,7 @@ pub fn remote_shell(port: u32) -> String {
 /// auxiliary parameters (each its own word), then source and destination.
 /// `local` is the task's directory as rsync is to name it: a run gives
 /// [`LOCAL_DIR`] and starts rsync in the directory it opened
-/// ([`open_task_dir`]), so rsync never resolves the task's path itself.
+/// ([`super::checks::open_task_dir`]), so rsync never resolves the task's path itself.
 pub fn build_args(spec: &RsyncTaskSpec, local: &str) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let flags = [

@@ -208,7 +208,7 @@ pub async fn check_path_in_pools(
 
 /// The task's directory for a run: checked again as at create
 /// ([`check_path_in_pools`]), then opened from `/` one component at a
-/// time without following any symbolic link ([`nofollow::open_dir`]).
+/// time without following any symbolic link (`host::nofollow::open_dir`).
 /// A link swapped into the path after the check makes the open fail, with
 /// the same refusal as a path outside the pools; the directory opened is
 /// the one that was checked, and rsync is started in it, so nothing can

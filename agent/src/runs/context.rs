@@ -1,4 +1,4 @@
-//! What one executing run reports through and knows about: its steps, log tail, bytes and progress (sent up the uplink as they happen), its cancellation, the agent's identity and the host's zfs; and [`RunFailure`], why a run stopped early.
+//! What one executing run reports through and knows about: its steps, log tail, bytes and progress (sent up the uplink as they happen), its cancellation, the agent's identity and the host's zfs; and `RunFailure`, why a run stopped early.
 
 use super::uplink::Uplink;
 use crate::ssh::ReplicationKey;

@@ -22,9 +22,9 @@ pub struct SshTarget {
     /// This system's replication private key.
     pub identity: PathBuf,
     /// A known_hosts file holding exactly the target's pinned host keys
-    /// (see [`write_known_hosts`]).
+    /// (see [`super::known_hosts::write_known_hosts`]).
     pub known_hosts: PathBuf,
-    /// The control socket of a master connection ([`start_master`]) to
+    /// The control socket of a master connection ([`super::master::start_master`]) to
     /// share, so the many short zfs commands of a run skip a TCP connect,
     /// key exchange and login each.
     pub control_path: Option<PathBuf>,

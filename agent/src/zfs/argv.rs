@@ -202,7 +202,7 @@ pub fn recv_args(
 }
 
 /// Lists the snapshots of `dataset` itself (not of its children) with exact
-/// guid, creation and createtxg; parse with [`parse_snapshot_guids`].
+/// guid, creation and createtxg; parse with [`super::parse::parse_snapshot_guids`].
 ///
 /// zfs-fuse's `zfs list` prints `guid` human-readable ("7.74E"), useless
 /// for comparing snapshots, so the Legacy form is a `zfs get -p -d 1`
@@ -242,7 +242,7 @@ pub fn snapshot_guids_args(
 }
 
 /// `zfs list -H -o name -- DATASET`: exits 0 if the dataset exists; if not,
-/// it fails with "dataset does not exist" (see [`is_missing_dataset`]).
+/// it fails with "dataset does not exist" (see [`super::error::is_missing_dataset`]).
 /// The same in both dialects.
 pub fn dataset_exists_args(dataset: &str) -> Result<Vec<String>, DatasetNameError> {
     validate_dataset_name(dataset)?;

@@ -47,7 +47,7 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     Ok(bytes.round() as u64)
 }
 
-/// Pools from [`list_pools_args`] output, plus a message per skipped line.
+/// Pools from [`super::argv::list_pools_args`] output, plus a message per skipped line.
 pub fn parse_pool_list(text: &str) -> (Vec<v1::Pool>, Vec<String>) {
     let mut pools = Vec::new();
     let mut errors = Vec::new();
@@ -182,7 +182,7 @@ fn snapshot_of(obj: &Object<'_>, errors: &mut Vec<String>) -> v1::Snapshot {
     }
 }
 
-/// Parses the output of [`list_datasets_and_snapshots_args`].
+/// Parses the output of [`super::argv::list_datasets_and_snapshots_args`].
 pub fn parse_datasets_and_snapshots(text: &str) -> DatasetListing {
     let mut listing = DatasetListing::default();
     let errors = &mut listing.errors;
@@ -223,7 +223,7 @@ pub fn parse_datasets_and_snapshots(text: &str) -> DatasetListing {
     listing
 }
 
-/// Parses the output of [`list_snapshots_args`]. Only snapshots of `dataset`
+/// Parses the output of [`super::argv::list_snapshots_args`]. Only snapshots of `dataset`
 /// itself are kept unless `recursive`, which also keeps its descendants'.
 pub fn parse_snapshot_list(
     dialect: Dialect,
@@ -288,7 +288,7 @@ pub struct SnapshotInfo {
     pub createtxg: u64,
 }
 
-/// Parses the output of [`snapshot_guids_args`] into the snapshots of
+/// Parses the output of [`super::argv::snapshot_guids_args`] into the snapshots of
 /// `dataset`, oldest first (by createtxg, then creation, then listing
 /// order).
 ///
