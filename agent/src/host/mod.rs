@@ -3,5 +3,8 @@
 pub mod files;
 pub mod nofollow;
 pub mod passwd;
+pub mod pipe;
 pub mod process;
+#[cfg(test)]
+mod test_support;
 pub mod time;

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 
 use super::plan::{Plan, PlanError, Transfer, plan};
 use super::zfs_host::{LocalZfs, ZfsHost};
-use crate::host::process::{self, PipeError, ProcessError};
+use crate::host::pipe::{self, PipeError};
+use crate::host::process::{self, ProcessError};
 use crate::zfs::{self, Dialect, SnapshotInfo, ZfsError};
 
 /// Default for [`ReplicateOptions::idle_timeout`]: a stream that moves no
@@ -99,7 +100,7 @@ pub enum ReplicationError {
 /// Replicates `source_dataset` (on this system) to `target_dataset` (on
 /// `target`): lists both sides, [`plan`]s, creates the target's parent if
 /// missing, discards target snapshots when overwriting was allowed and
-/// needed, runs each transfer through [`process::pipe`] (send here, recv
+/// needed, runs each transfer through [`pipe::pipe`] (send here, recv
 /// via `target`), and sets `readonly=on` on the target after receiving
 /// (also when a later transfer failed after an earlier one succeeded; not
 /// when nothing was received, so an up-to-date run is read-only itself).
@@ -349,7 +350,7 @@ impl Step<'_> {
 
     /// Carries out `plan` for this step's datasets: creates the target's
     /// parent if missing, discards what the plan discards, runs each
-    /// transfer through [`process::pipe`] (send here, recv via `target`)
+    /// transfer through [`pipe::pipe`] (send here, recv via `target`)
     /// and sets `readonly=on` on the target (see [`replicate_dataset`]).
     async fn carry_out(
         &self,
@@ -482,7 +483,7 @@ impl Step<'_> {
             };
             progress(done, &label);
             let mut moved_now = 0;
-            let moved = process::pipe(
+            let moved = pipe::pipe(
                 (&send_program, &send_args),
                 (&recv_program, &recv_args),
                 self.options.idle_timeout,
