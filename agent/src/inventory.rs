@@ -6,11 +6,11 @@
 //! still reported.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1;
 
-use crate::ssh_service;
+use crate::ssh::service as ssh_service;
 use crate::zfs::{self, Zfs};
 
 /// What this agent reports about, from its configuration.
@@ -217,13 +217,6 @@ fn unquote(value: &str) -> String {
         }
     }
     out
-}
-
-fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,19 +1,25 @@
-//! nasfleet agent library: enrollment, the controller link, and the host tools (zfs, ssh) behind `nasfleet-agent`.
+//! nasfleet agent library behind `nasfleet-agent`: enrollment, the controller link, the runs, and the host tools (zfs, ssh, rsync).
+//!
+//! Layers, arrows pointing down only:
+//!
+//! - [`link`]: the stream to the controller, one handler per request kind;
+//!   [`join`] enrolls; [`config`] is what `run` is started with.
+//! - [`runs`]: the run journal, the run context, one module per kind of run;
+//!   [`inventory`] collects what the agent reports.
+//! - [`zfs`], [`ssh`], [`rsync`]: one folder per tool (names, pure argv
+//!   builders, pure output parsers, a thin runner).
+//! - [`host`]: child processes, the passwd database, files written
+//!   atomically, paths opened without following links; [`state_dir`] keeps
+//!   the enrollment.
 
 pub mod config;
+pub mod host;
 pub mod inventory;
 pub mod join;
 pub mod link;
-pub mod nofollow;
-pub mod process;
-pub mod replication;
-pub mod replication_run;
-pub mod retention;
 pub mod rsync;
-pub mod rsync_run;
 pub mod runs;
 pub mod ssh;
-pub mod ssh_service;
 pub mod state_dir;
 pub mod zfs;
 

@@ -6,15 +6,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+use crate::host::files::{FileError, io_error};
+
 #[derive(Debug, Error)]
 pub enum StateError {
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     #[error("{path} is not a valid enrollment record: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error(
@@ -46,14 +43,6 @@ pub struct Credentials {
 
 pub struct StateDir {
     root: PathBuf,
-}
-
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
-    move |source| StateError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 impl StateDir {
@@ -92,7 +81,7 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StateError::NotEnrolled(self.root.clone()));
             }
-            Err(e) => return Err(io("read", &path)(e)),
+            Err(e) => return Err(io_error("read", &path)(e).into()),
         };
         toml::from_str(&text).map_err(|e| StateError::Corrupt {
             path,
@@ -107,11 +96,7 @@ impl StateDir {
         let read = |path: PathBuf| async move {
             tokio::fs::read(&path)
                 .await
-                .map_err(|source| StateError::Io {
-                    action: "read",
-                    path,
-                    source,
-                })
+                .map_err(io_error("read", &path))
         };
         Ok(Credentials {
             enrollment,
@@ -133,7 +118,7 @@ impl StateDir {
             .recursive(true)
             .mode(0o700)
             .create(&self.root)
-            .map_err(io("create", &self.root))?;
+            .map_err(io_error("create", &self.root))?;
         let record = toml::to_string(enrollment).map_err(|e| StateError::Corrupt {
             path: self.enrollment(),
             reason: e.to_string(),
@@ -153,13 +138,14 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), StateError>
         .truncate(true)
         .mode(mode)
         .open(path)
-        .map_err(io("write", path))?;
+        .map_err(io_error("write", path))?;
     // A file left over from an earlier attempt keeps its old mode on open; set it explicitly.
     {
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io("set permissions of", path))?;
+            .map_err(io_error("set permissions of", path))?;
     }
-    file.write_all(contents).map_err(io("write", path))?;
-    file.sync_all().map_err(io("write", path))
+    file.write_all(contents).map_err(io_error("write", path))?;
+    file.sync_all().map_err(io_error("write", path))?;
+    Ok(())
 }

@@ -11,5 +11,6 @@ pub mod names;
 pub mod naming;
 pub mod replication_rules;
 pub mod rsync_aux;
+pub mod rsync_rules;
 pub mod schedule;
 pub mod status;

@@ -26,15 +26,13 @@ use nasfleet_proto::v1::{
 };
 use tonic::transport::Channel;
 
-/// The controller's (and agent's) messages, so a script sees the same text
-/// whichever side refused.
-pub const REMOTE_HOST_REQUIRED: &str = "remote_host: Remote host is required";
-pub const REMOTE_MODULE_REQUIRED: &str = "remote_module: Remote module is required in MODULE mode";
-pub const REMOTE_PATH_REQUIRED: &str = "remote_path: Remote path is required in SSH mode";
-pub const REMOTE_PATH_TOO_LONG: &str = "remote_path: Remote path must be at most 255 characters";
-pub const PORT_OUT_OF_RANGE: &str = "remote_port: Port must be between 1 and 65535";
-/// Longest remote path TrueNAS accepts, in characters.
-pub const MAX_REMOTE_PATH: usize = 255;
+use nasfleet_common::rsync_rules;
+/// The agent's messages and limits, from the one home of the rules, so a
+/// script sees the same text whichever side refused.
+pub use nasfleet_common::rsync_rules::{
+    MAX_REMOTE_PATH, PORT_OUT_OF_RANGE, REMOTE_HOST_REQUIRED, REMOTE_MODULE_REQUIRED,
+    REMOTE_PATH_REQUIRED, REMOTE_PATH_TOO_LONG,
+};
 /// What `rsync list` prints when there is nothing to list.
 pub const NO_TASKS: &str = "No Rsync Tasks configured";
 
@@ -367,8 +365,8 @@ impl RsyncEdit {
     /// The checks the given values allow without the current spec; the
     /// merged spec is checked as a whole by [`merge_edit`].
     pub fn check(&self) -> anyhow::Result<()> {
-        if self.remote_host.as_deref().is_some_and(str::is_empty) {
-            bail!(REMOTE_HOST_REQUIRED);
+        if let Some(host) = &self.remote_host {
+            rsync_rules::check_remote_host_given(host)?;
         }
         if let Some(path) = &self.remote_path {
             check_remote_path_length(path)?;
@@ -382,19 +380,17 @@ impl RsyncEdit {
 }
 
 fn check_remote_path_length(path: &str) -> anyhow::Result<()> {
-    if path.chars().count() > MAX_REMOTE_PATH {
-        bail!(REMOTE_PATH_TOO_LONG);
-    }
+    rsync_rules::check_remote_path_length(path)?;
     Ok(())
 }
 
 /// A port given on the command line must be a real one; 0 on the wire
 /// means "the mode's default", which leaving the flag out already says.
 fn check_port(port: Option<u32>) -> anyhow::Result<()> {
-    match port {
-        Some(p) if p == 0 || p > u32::from(u16::MAX) => bail!(PORT_OUT_OF_RANGE),
-        _ => Ok(()),
+    if let Some(port) = port {
+        rsync_rules::check_chosen_port(port)?;
     }
+    Ok(())
 }
 
 /// Each auxiliary parameter is one rsync option from the allow-list,
@@ -406,27 +402,13 @@ pub fn check_auxiliary(words: &[String]) -> anyhow::Result<()> {
 }
 
 /// The local checks of a whole spec, first broken rule first, in the
-/// controller's order and wording.
+/// agent's order and wording ([`nasfleet_common::rsync_rules`]). The host
+/// and module are judged trimmed, as the CLI sends them.
 pub fn check_spec(spec: &RsyncTaskSpec) -> anyhow::Result<()> {
-    if spec.remote_host.trim().is_empty() {
-        bail!(REMOTE_HOST_REQUIRED);
-    }
-    match spec.mode() {
-        RsyncMode::Module | RsyncMode::Unspecified => {
-            if spec.remote_module.trim().is_empty() {
-                bail!(REMOTE_MODULE_REQUIRED);
-            }
-        }
-        RsyncMode::Ssh => {
-            if spec.remote_path.is_empty() {
-                bail!(REMOTE_PATH_REQUIRED);
-            }
-        }
-    }
-    check_remote_path_length(&spec.remote_path)?;
-    if spec.remote_port > u32::from(u16::MAX) {
-        bail!(PORT_OUT_OF_RANGE);
-    }
+    rsync_rules::check_remote_host_given(spec.remote_host.trim())?;
+    rsync_rules::check_given_for_mode(spec.mode(), spec.remote_module.trim(), &spec.remote_path)?;
+    rsync_rules::check_remote_path_length(&spec.remote_path)?;
+    rsync_rules::check_port(spec.remote_port)?;
     check_auxiliary(&spec.auxiliary)
 }
 

@@ -9,7 +9,7 @@
 
 use super::common::{destroy_recursively, runtime, target_is_read_only};
 use anyhow::{Context, Result, ensure};
-use nasfleet_agent::replication::{
+use nasfleet_agent::runs::replication::{
     self, DatasetOutcome, LocalZfs, ReplicateOptions, ReplicationError, SnapshotInfo, Transfer,
 };
 use nasfleet_agent::zfs::{self, Dialect};

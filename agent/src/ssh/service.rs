@@ -3,18 +3,17 @@
 //! The controller hands the host keys to a replication source, which pins
 //! them in a known_hosts file (no trust on first use); the fingerprints are
 //! what people compare, so they must match what `ssh-keygen -lf` and ssh's
-//! own host-key check print.
+//! own host-key check print ([`super::keys::fingerprint_public_key`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use nasfleet_proto::v1;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+use super::keys::{KeyParseError, fingerprint_public_key, public_key_line};
 
 pub const SSH_PORT: u16 = 22;
 /// Where the default host public keys live (`ssh_host_*_key.pub`).
@@ -56,21 +55,6 @@ pub enum ProbeError {
     },
 }
 
-/// Why a public-key line could not be fingerprinted.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum KeyParseError {
-    #[error("no key line found")]
-    Empty,
-    #[error("expected 'TYPE BASE64 [comment]'")]
-    MissingBlob,
-    #[error("key data is not valid base64")]
-    BadBase64,
-    #[error("key data is truncated")]
-    Truncated,
-    #[error("line says '{declared}' but the key data is '{embedded}'")]
-    TypeMismatch { declared: String, embedded: String },
-}
-
 /// Why a host key file could not be fingerprinted.
 #[derive(Debug, Error)]
 pub enum HostKeyError {
@@ -86,71 +70,6 @@ pub enum HostKeyError {
         #[source]
         source: KeyParseError,
     },
-}
-
-/// Fingerprints an OpenSSH public-key line (`TYPE BASE64 [comment]`) as
-/// `"TYPE SHA256:..."`: SHA-256 of the decoded key blob in unpadded
-/// standard base64, exactly as `ssh-keygen -l` prints it. Blank lines and
-/// `#` comments before the key are skipped.
-pub fn fingerprint_public_key(text: &str) -> Result<String, KeyParseError> {
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .ok_or(KeyParseError::Empty)?;
-    let mut words = line.split_ascii_whitespace();
-    let (Some(declared), Some(data)) = (words.next(), words.next()) else {
-        return Err(KeyParseError::MissingBlob);
-    };
-    let blob = STANDARD
-        .decode(data)
-        .map_err(|_| KeyParseError::BadBase64)?;
-    // The blob starts with its own key type; a mismatch means a damaged or
-    // hand-edited file, whose fingerprint would pin the wrong thing.
-    let embedded = embedded_key_type(&blob)?;
-    if embedded != declared {
-        return Err(KeyParseError::TypeMismatch {
-            declared: declared.to_owned(),
-            embedded: embedded.to_owned(),
-        });
-    }
-    let digest = Sha256::digest(&blob);
-    Ok(format!(
-        "{declared} SHA256:{}",
-        STANDARD_NO_PAD.encode(digest)
-    ))
-}
-
-/// The SSH wire-format string at the start of a key blob (u32 length, bytes).
-fn embedded_key_type(blob: &[u8]) -> Result<&str, KeyParseError> {
-    let len_bytes: [u8; 4] = blob
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(KeyParseError::Truncated)?;
-    let len = u32::from_be_bytes(len_bytes) as usize;
-    let name = blob.get(4..4 + len).ok_or(KeyParseError::Truncated)?;
-    std::str::from_utf8(name).map_err(|_| KeyParseError::Truncated)
-}
-
-/// The key itself from an OpenSSH public-key line: `"TYPE BASE64"`, without
-/// the comment. The comment of a host key names the machine it was made on
-/// (often a stale install-time host name), which says nothing other systems
-/// need, and what goes into a known_hosts file must be just type and data.
-/// Validated exactly as [`fingerprint_public_key`] does.
-pub fn public_key_line(text: &str) -> Result<String, KeyParseError> {
-    // Validation first, so a line that cannot be fingerprinted is never
-    // handed to another system to pin.
-    fingerprint_public_key(text)?;
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .ok_or(KeyParseError::Empty)?;
-    let mut words = line.split_ascii_whitespace();
-    match (words.next(), words.next()) {
-        (Some(kind), Some(data)) => Ok(format!("{kind} {data}")),
-        _ => Err(KeyParseError::MissingBlob),
-    }
 }
 
 /// One host key as the inventory reports it.
@@ -400,59 +319,9 @@ pub async fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ssh::fixtures::*;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
-
-    /// Generated with `ssh-keygen -t ed25519 -C fixture@nasfleet`; the
-    /// fingerprint is what `ssh-keygen -lf` printed for it.
-    const FIXED_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILHk76+FWY7+2MM/cLoPnfrCUvM3deT9GCjPz+IG7LBW fixture@nasfleet\n";
-    const FIXED_FINGERPRINT: &str =
-        "ssh-ed25519 SHA256:3Q/IG8LjQqBSzknP+6jd5W9NNNfmcn7vwxWz1H3bVO4";
-
-    /// An ECDSA key without a comment, as `ssh-keygen -C ''` writes it.
-    const FIXED_ECDSA: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBIPdJgGH4IUkwbgW/pkpaWT4+IzhRht3v1+3DrxrZuVV+becdifOIr+XZPgaIckMZi3OhjMBxOjpjv5879HkjKQ= \n";
-
-    #[test]
-    fn fingerprints_known_keys() {
-        assert_eq!(
-            fingerprint_public_key(FIXED_KEY).unwrap(),
-            FIXED_FINGERPRINT
-        );
-        assert_eq!(
-            fingerprint_public_key(FIXED_ECDSA).unwrap(),
-            "ecdsa-sha2-nistp256 SHA256:KqasHVq7K/7eTeZ+jRgIgMWOrH+EWrhGJQUsZwbVmSA"
-        );
-        let with_noise = format!("\n# host key\n  {FIXED_KEY}");
-        assert_eq!(
-            fingerprint_public_key(&with_noise).unwrap(),
-            FIXED_FINGERPRINT
-        );
-    }
-
-    #[test]
-    fn refuses_broken_keys() {
-        assert_eq!(fingerprint_public_key(""), Err(KeyParseError::Empty));
-        assert_eq!(
-            fingerprint_public_key("ssh-ed25519"),
-            Err(KeyParseError::MissingBlob)
-        );
-        assert_eq!(
-            fingerprint_public_key("ssh-ed25519 !!!notbase64"),
-            Err(KeyParseError::BadBase64)
-        );
-        assert_eq!(
-            fingerprint_public_key("ssh-ed25519 AAAA"),
-            Err(KeyParseError::Truncated)
-        );
-        let swapped = FIXED_KEY.replacen("ssh-ed25519", "ssh-rsa", 1);
-        assert_eq!(
-            fingerprint_public_key(&swapped),
-            Err(KeyParseError::TypeMismatch {
-                declared: "ssh-rsa".into(),
-                embedded: "ssh-ed25519".into()
-            })
-        );
-    }
 
     /// Cross-checks against ssh-keygen itself for freshly generated keys of
     /// each type (openssh-client is present wherever the agent is built).
@@ -497,24 +366,6 @@ mod tests {
                 "ssh_host_rsa_key.pub"
             ]
         );
-    }
-
-    #[test]
-    fn key_line_drops_comment_and_noise() {
-        let with_noise = format!("\n# host key\n  {FIXED_KEY}");
-        assert_eq!(
-            public_key_line(&with_noise).unwrap(),
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILHk76+FWY7+2MM/cLoPnfrCUvM3deT9GCjPz+IG7LBW"
-        );
-        assert_eq!(
-            public_key_line(FIXED_ECDSA).unwrap(),
-            FIXED_ECDSA.trim_end()
-        );
-        assert_eq!(
-            public_key_line("ssh-ed25519 AAAA"),
-            Err(KeyParseError::Truncated)
-        );
-        assert_eq!(public_key_line("# nothing"), Err(KeyParseError::Empty));
     }
 
     #[test]

@@ -1,0 +1,157 @@
+//! The controller's one-time requests, answered in the background on the session they came on: one handler per kind, each within a timeout, each answer an [`AgentResponse`] whose `error` is empty on success.
+
+use crate::rsync::validate_on_host;
+use crate::runs::RunManager;
+use crate::runs::replication::{check_target, list_replicas};
+use crate::ssh;
+use crate::zfs::Zfs;
+use nasfleet_proto::v1::agent_message::Body as Up;
+use nasfleet_proto::v1::{
+    AgentMessage, AgentRequest, AgentResponse, AuthorizeKey, CheckSsh, CreateSnapshots,
+    ListReplicas, RevokeKey, ValidateRsync, agent_request,
+};
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Longest a one-time request (e.g. taking a snapshot) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the handlers may use.
+pub(super) struct Handlers {
+    pub(super) zfs: Arc<Zfs>,
+    pub(super) runs: Arc<RunManager>,
+    /// The pools this agent owns (empty = every pool).
+    pub(super) pools: Vec<String>,
+}
+
+/// Answers a controller request in the background; the answer goes up the
+/// session it came on (if that session is gone, the controller times out).
+pub(super) fn answer(request: AgentRequest, handlers: Handlers, tx: mpsc::Sender<AgentMessage>) {
+    tokio::spawn(async move {
+        let mut response = handlers.respond(request.body).await;
+        response.request_id = request.request_id;
+        let _ = tx
+            .send(AgentMessage {
+                body: Some(Up::Response(response)),
+            })
+            .await;
+    });
+}
+
+impl Handlers {
+    async fn respond(&self, body: Option<agent_request::Body>) -> AgentResponse {
+        use agent_request::Body;
+        match body {
+            Some(Body::AuthorizeKey(authorize)) => authorize_key(authorize).await,
+            Some(Body::ValidateRsync(validate)) => self.validate_rsync(validate).await,
+            Some(Body::RevokeKey(revoke)) => revoke_key(revoke).await,
+            Some(Body::CheckSsh(check)) => self.check_ssh(check).await,
+            Some(Body::CreateSnapshots(create)) => self.create_snapshots(create).await,
+            Some(Body::ListReplicas(list)) => self.list_replicas(list).await,
+            None => failed("this agent does not understand the request; upgrade it".into()),
+        }
+    }
+
+    async fn validate_rsync(&self, validate: ValidateRsync) -> AgentResponse {
+        let spec = validate.spec.unwrap_or_default();
+        outcome(
+            validate_on_host(&spec, &self.zfs, &self.pools)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    async fn check_ssh(&self, check: CheckSsh) -> AgentResponse {
+        match check.target {
+            Some(target) => outcome(check_target(&self.runs.identity, &target).await),
+            None => failed("the check names no target".into()),
+        }
+    }
+
+    async fn create_snapshots(&self, create: CreateSnapshots) -> AgentResponse {
+        let taken = within_timeout(
+            "taking the snapshot",
+            self.zfs.create_snapshots(&create.names, create.recursive),
+        )
+        .await;
+        match taken {
+            Ok(()) => {
+                tracing::info!(names = ?create.names, recursive = create.recursive, "snapshot taken");
+                AgentResponse {
+                    created: create.names,
+                    ..Default::default()
+                }
+            }
+            Err(error) => failed(error),
+        }
+    }
+
+    async fn list_replicas(&self, list: ListReplicas) -> AgentResponse {
+        AgentResponse {
+            replicas: list_replicas(&self.zfs, &list.datasets).await,
+            ..Default::default()
+        }
+    }
+}
+
+async fn authorize_key(authorize: AuthorizeKey) -> AgentResponse {
+    let authorized = within_timeout(
+        "authorizing the key",
+        ssh::authorize_key(
+            &authorize.user,
+            &authorize.public_key,
+            &authorize.source_system,
+        ),
+    )
+    .await;
+    if let Ok(outcome) = &authorized {
+        tracing::info!(user = %authorize.user, source = %authorize.source_system, ?outcome, "replication key authorized");
+    }
+    self::outcome(authorized.map(drop))
+}
+
+async fn revoke_key(revoke: RevokeKey) -> AgentResponse {
+    let revoked = within_timeout(
+        "revoking the key",
+        ssh::revoke_key(&revoke.user, &revoke.public_key),
+    )
+    .await;
+    if let Ok(outcome) = &revoked {
+        tracing::info!(user = %revoke.user, ?outcome, "replication key revoked");
+    }
+    outcome(revoked.map(drop))
+}
+
+/// Runs `work` for at most [`REQUEST_TIMEOUT`]: its error, or "`doing`
+/// took longer than ...", is the answer's reason.
+async fn within_timeout<T, E: Display>(
+    doing: &str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "{doing} took longer than {}s",
+            REQUEST_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// The answer to a request that yields nothing but success or a reason.
+fn outcome(result: Result<(), String>) -> AgentResponse {
+    AgentResponse {
+        error: result.err().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn failed(error: String) -> AgentResponse {
+    AgentResponse {
+        error,
+        ..Default::default()
+    }
+}

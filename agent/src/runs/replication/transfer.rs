@@ -1,0 +1,903 @@
+//! Carrying out a replication plan for one dataset: `zfs send | [ssh target] zfs recv` through the agent's relay, the zfs calls around the transfers (parent, discards, `readonly=on`), and the quirks of zfs-fuse and of chained remote calls.
+//!
+//! Children of a recursive task are replicated by calling
+//! [`replicate_dataset`] per dataset, parents first.
+
+use std::collections::HashMap;
+use std::process::Output;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use super::plan::{Plan, PlanError, Transfer, plan};
+use super::zfs_host::{LocalZfs, ZfsHost};
+use crate::host::pipe::{self, PipeError};
+use crate::host::process::{self, ProcessError};
+use crate::zfs::{self, Dialect, SnapshotInfo, ZfsError};
+
+/// Default for [`ReplicateOptions::idle_timeout`]: a stream that moves no
+/// byte for this long is stuck (a hung ssh, a suspended pool), not slow.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How often a "dataset is busy" refusal is retried before it counts.
+const BUSY_ATTEMPTS: u32 = 5;
+const BUSY_PAUSE: Duration = Duration::from_millis(500);
+
+/// How long a failed first receive may take to disappear, and how often
+/// to look (see `Step::await_discarded`).
+const DISCARD_WAIT: Duration = Duration::from_secs(10);
+const DISCARD_POLL: Duration = Duration::from_millis(250);
+
+/// How [`replicate_dataset`] behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicateOptions {
+    /// Overwrite a target that has diverged or has no snapshot in common
+    /// with the source (destroying its newer or all snapshots, `recv -F`).
+    pub allow_overwrite: bool,
+    /// A transfer that moves no byte for this long is stopped.
+    pub idle_timeout: Duration,
+    pub dialect_source: Dialect,
+    pub dialect_target: Dialect,
+    /// Limit for each zfs call around the transfers (listings, create,
+    /// destroy, set); over ssh this includes the connection.
+    pub command_timeout: Duration,
+    /// The target dataset's snapshots as the target's agent listed them
+    /// moments ago (`Some(None)`: it did not exist), to plan from without
+    /// listing the target over ssh. `None`: list it.
+    pub target_listing: Option<Option<Vec<SnapshotInfo>>>,
+}
+
+impl ReplicateOptions {
+    /// Defaults: no overwriting, [`DEFAULT_IDLE_TIMEOUT`], and
+    /// [`zfs::DEFAULT_TIMEOUT`] per zfs call.
+    pub fn new(dialect_source: Dialect, dialect_target: Dialect) -> ReplicateOptions {
+        ReplicateOptions {
+            allow_overwrite: false,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            dialect_source,
+            dialect_target,
+            command_timeout: zfs::DEFAULT_TIMEOUT,
+            target_listing: None,
+        }
+    }
+}
+
+/// What [`replicate_dataset`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetOutcome {
+    pub transferred: Vec<Transfer>,
+    /// Stream bytes moved, all transfers together.
+    pub bytes: u64,
+    /// Nothing needed sending.
+    pub up_to_date: bool,
+    /// Planned from the target agent's listing
+    /// ([`ReplicateOptions::target_listing`]) instead of one taken here.
+    pub planned_from_target_listing: bool,
+}
+
+/// Why replicating one dataset failed. Every variant names a dataset.
+#[derive(Debug, Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A zfs call failed, on either side; known zfs messages (diverged
+    /// target, existing target, missing dataset) are typed.
+    #[error(transparent)]
+    Zfs(#[from] ZfsError),
+    #[error("Replication of {transfer} to '{target_dataset}' failed: {cause}")]
+    Transfer {
+        target_dataset: String,
+        /// [`Transfer::label`] of the transfer that failed.
+        transfer: String,
+        #[source]
+        cause: PipeError,
+    },
+    #[error("Replication of '{dataset}' was cancelled")]
+    Cancelled { dataset: String },
+}
+
+/// Replicates `source_dataset` (on this system) to `target_dataset` (on
+/// `target`): lists both sides, [`plan`]s, creates the target's parent if
+/// missing, discards target snapshots when overwriting was allowed and
+/// needed, runs each transfer through [`pipe::pipe`] (send here, recv
+/// via `target`), and sets `readonly=on` on the target after receiving
+/// (also when a later transfer failed after an earlier one succeeded; not
+/// when nothing was received, so an up-to-date run is read-only itself).
+///
+/// `progress(bytes, label)` gets the bytes moved so far by this call and
+/// the transfer under way ([`Transfer::label`]).
+///
+/// A run cut short (cancel, stall, failure) leaves the target at the last
+/// snapshot fully received; zfs discards a partial stream. The next call
+/// lists again and continues from there.
+///
+/// A receive that reports failure although its snapshot (by guid) is on
+/// the target afterwards counts as done: zfs-fuse answers a full `recv -F`
+/// onto an existing, mounted dataset with "I/O error" after receiving it.
+///
+/// With [`ReplicateOptions::target_listing`] the target is not listed
+/// first when that listing calls for plain receives only; if zfs refuses
+/// the first of them as not fitting the target (it changed since), the
+/// target is listed and planned for afresh. As with a listing taken here,
+/// a snapshot taken on the target in between without changing its data
+/// does not stop zfs from receiving on top of the base; it stays there.
+pub async fn replicate_dataset(
+    source_dataset: &str,
+    target_dataset: &str,
+    matching: &(dyn Fn(&str) -> bool + Send + Sync),
+    target: &dyn ZfsHost,
+    options: &ReplicateOptions,
+    progress: &mut (dyn FnMut(u64, &str) + Send),
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<DatasetOutcome, ReplicationError> {
+    zfs::validate_dataset_name(source_dataset).map_err(ZfsError::from)?;
+    zfs::validate_dataset_name(target_dataset).map_err(ZfsError::from)?;
+    let step = Step {
+        dataset: source_dataset,
+        target_dataset,
+        options,
+    };
+
+    let source = step
+        .snapshot_guids(&LocalZfs, options.dialect_source, source_dataset, cancel)
+        .await?
+        .ok_or_else(|| ZfsError::DatasetNotFound {
+            name: source_dataset.to_owned(),
+        })?;
+
+    if let Some(listed) = &options.target_listing
+        && let Some(done) = step
+            .carry_out_listed(
+                listed.as_deref(),
+                &source,
+                matching,
+                target,
+                progress,
+                cancel,
+            )
+            .await
+    {
+        return done;
+    }
+
+    let existing = step
+        .snapshot_guids(target, options.dialect_target, target_dataset, cancel)
+        .await?;
+    let plan = plan(
+        source_dataset,
+        target_dataset,
+        &source,
+        matching,
+        existing.as_deref(),
+        options.allow_overwrite,
+    )?;
+    if plan.is_up_to_date() {
+        return Ok(DatasetOutcome {
+            transferred: Vec::new(),
+            bytes: 0,
+            up_to_date: true,
+            planned_from_target_listing: false,
+        });
+    }
+    let basis = Basis {
+        target_absent: existing.is_none(),
+        from_target_agent: false,
+    };
+    step.carry_out(&plan, basis, &source, target, progress, cancel)
+        .await
+        .map_err(ReplicationError::from)
+}
+
+/// The snapshots of `dataset` on this system, oldest first; `None` when it
+/// does not exist. A target's agent answers the controller's listing for a
+/// replication run's dispatch with it.
+pub async fn local_snapshots(
+    dialect: Dialect,
+    dataset: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<SnapshotInfo>>, ReplicationError> {
+    zfs::validate_dataset_name(dataset).map_err(ZfsError::from)?;
+    let mut options = ReplicateOptions::new(dialect, dialect);
+    options.command_timeout = timeout;
+    let step = Step {
+        dataset,
+        target_dataset: dataset,
+        options: &options,
+    };
+    // Nobody cancels a listing: the sender is dropped at once.
+    let (_, mut never_cancelled) = watch::channel(false);
+    step.snapshot_guids(&LocalZfs, dialect, dataset, &mut never_cancelled)
+        .await
+}
+
+/// What a plan was made from.
+#[derive(Debug, Clone, Copy)]
+struct Basis {
+    /// The target dataset did not exist.
+    target_absent: bool,
+    /// The target's agent listed the target at dispatch, not this step:
+    /// the target may have changed since.
+    from_target_agent: bool,
+}
+
+/// Why carrying out a plan stopped.
+#[derive(Debug)]
+enum Halted {
+    Failed(ReplicationError),
+    /// zfs refused the first receive of a plan made from the target
+    /// agent's listing as not matching the target (it changed since).
+    /// Nothing was received: plan again from a fresh listing.
+    StalePlan(ZfsError),
+}
+
+impl From<ReplicationError> for Halted {
+    fn from(err: ReplicationError) -> Halted {
+        Halted::Failed(err)
+    }
+}
+
+impl From<ZfsError> for Halted {
+    fn from(err: ZfsError) -> Halted {
+        Halted::Failed(err.into())
+    }
+}
+
+impl From<Halted> for ReplicationError {
+    fn from(halted: Halted) -> ReplicationError {
+        match halted {
+            Halted::Failed(err) => err,
+            Halted::StalePlan(err) => err.into(),
+        }
+    }
+}
+
+/// zfs refusals of a receive that mean the target is not what the plan
+/// expected: it exists after all, its newest snapshot is not the base, or
+/// it is gone.
+fn is_plan_mismatch(refusal: &ZfsError) -> bool {
+    matches!(
+        refusal,
+        ZfsError::Diverged { .. }
+            | ZfsError::TargetExists { .. }
+            | ZfsError::DatasetNotFound { .. }
+    )
+}
+
+/// Whether a chained call failed at `zfs create -p` of an ancestor of
+/// `target_dataset` (zfs: "cannot create 'ANCESTOR': ..."), before any
+/// receive started.
+fn is_create_failure(stderr: &str, target_dataset: &str) -> bool {
+    stderr.split("cannot create '").skip(1).any(|rest| {
+        rest.split_once('\'')
+            .is_some_and(|(name, _)| target_dataset.starts_with(&format!("{name}/")))
+    })
+}
+
+/// A program and its arguments, as [`ZfsHost::command`] gives them.
+type ProgramArgs = (String, Vec<String>);
+
+/// The zfs calls that ride along with one receive on a target that runs
+/// several in one call ([`ZfsHost::chain`]).
+struct Around {
+    /// `zfs create -p` of the parent, before the first receive.
+    create_first: Option<Vec<String>>,
+    /// `zfs set readonly=on`, after the last one.
+    readonly_after: Option<Vec<String>>,
+}
+
+/// One transfer as the pipe left it.
+struct Sent {
+    moved: Result<u64, PipeError>,
+    /// Bytes the relay moved before it ended, also when it failed.
+    moved_now: u64,
+    /// Other zfs calls rode along with the receive.
+    chained: bool,
+}
+
+/// The zfs calls of one [`replicate_dataset`] around its transfers.
+struct Step<'a> {
+    /// The source dataset, named when the run is cancelled.
+    dataset: &'a str,
+    target_dataset: &'a str,
+    options: &'a ReplicateOptions,
+}
+
+impl Step<'_> {
+    /// Acts on what the target's agent listed, only when that calls for
+    /// plain receives (no -F, nothing destroyed): zfs refuses those itself
+    /// if the target changed since. `None` when it was not acted on or zfs
+    /// refused it as stale: every other verdict (up to date, a refusal, an
+    /// overwrite) is made from a listing taken now.
+    async fn carry_out_listed(
+        &self,
+        listed: Option<&[SnapshotInfo]>,
+        source: &[SnapshotInfo],
+        matching: &(dyn Fn(&str) -> bool + Send + Sync),
+        target: &dyn ZfsHost,
+        progress: &mut (dyn FnMut(u64, &str) + Send),
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Option<Result<DatasetOutcome, ReplicationError>> {
+        let hinted = plan(
+            self.dataset,
+            self.target_dataset,
+            source,
+            matching,
+            listed,
+            self.options.allow_overwrite,
+        )
+        .ok()
+        .filter(|p| !p.is_up_to_date() && !p.force && p.discard.is_empty())?;
+        let basis = Basis {
+            target_absent: listed.is_none(),
+            from_target_agent: true,
+        };
+        match self
+            .carry_out(&hinted, basis, source, target, progress, cancel)
+            .await
+        {
+            Err(Halted::StalePlan(refusal)) => {
+                tracing::info!(
+                    %refusal,
+                    dataset = %self.target_dataset,
+                    "the target changed since its agent listed it; listing it again"
+                );
+                None
+            }
+            other => Some(other.map_err(ReplicationError::from)),
+        }
+    }
+
+    /// Carries out `plan` for this step's datasets: creates the target's
+    /// parent if missing, discards what the plan discards, runs each
+    /// transfer through [`pipe::pipe`] (send here, recv via `target`)
+    /// and sets `readonly=on` on the target (see [`replicate_dataset`]).
+    async fn carry_out(
+        &self,
+        plan: &Plan,
+        basis: Basis,
+        source: &[SnapshotInfo],
+        target: &dyn ZfsHost,
+        progress: &mut (dyn FnMut(u64, &str) + Send),
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<DatasetOutcome, Halted> {
+        // Over ssh the parent's creation rides in front of the first receive
+        // and `readonly=on` behind the last one, in the same remote call:
+        // two sessions fewer per dataset. Locally they are calls of their own.
+        let chaining = target.can_chain();
+        self.prepare_target(plan, basis, target, chaining, cancel)
+            .await?;
+        let guids: HashMap<&str, u64> = source.iter().map(|s| (s.name.as_str(), s.guid)).collect();
+        let create_parent = if basis.target_absent && chaining {
+            zfs::create_parents_args(self.target_dataset).map_err(ZfsError::from)?
+        } else {
+            None
+        };
+        let readonly = zfs::set_readonly_args(self.target_dataset).map_err(ZfsError::from)?;
+        let mut readonly_set = false;
+        let mut total: u64 = 0;
+        let mut transferred = Vec::with_capacity(plan.transfers.len());
+        for (index, transfer) in plan.transfers.iter().enumerate() {
+            let last = index + 1 == plan.transfers.len();
+            let around = Around {
+                create_first: create_parent.clone().filter(|_| index == 0),
+                readonly_after: Some(readonly.clone()).filter(|_| chaining && last),
+            };
+            let sent = self
+                .send_one(
+                    transfer, plan.force, around, target, total, progress, cancel,
+                )
+                .await?;
+            let readonly_rode_along = sent.chained && last && sent.moved.is_ok();
+            let first = transferred.is_empty();
+            match self
+                .settle(sent, transfer, basis, first, &guids, target, cancel)
+                .await
+            {
+                Ok(bytes) => total += bytes,
+                Err(Halted::Failed(err)) => {
+                    self.after_failure(transfer, basis, !first, target).await;
+                    return Err(Halted::Failed(err));
+                }
+                Err(stale) => return Err(stale),
+            }
+            readonly_set |= readonly_rode_along;
+            transferred.push(transfer.clone());
+        }
+
+        if !readonly_set {
+            self.run(target, readonly, self.target_dataset, cancel)
+                .await?;
+        }
+        Ok(DatasetOutcome {
+            transferred,
+            bytes: total,
+            up_to_date: false,
+            planned_from_target_listing: basis.from_target_agent,
+        })
+    }
+
+    /// Before the first transfer: the target's parent (unless it rides
+    /// along with the first receive) and the snapshots the plan discards.
+    async fn prepare_target(
+        &self,
+        plan: &Plan,
+        basis: Basis,
+        target: &dyn ZfsHost,
+        chaining: bool,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<(), Halted> {
+        if basis.target_absent && !chaining {
+            self.ensure_parent(target, self.target_dataset, cancel)
+                .await?;
+        }
+        for name in &plan.discard {
+            self.destroy_snapshot(target, &format!("{}@{name}", self.target_dataset), cancel)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `zfs send` here and `zfs recv` there for one transfer.
+    fn transfer_commands(
+        &self,
+        transfer: &Transfer,
+        force: bool,
+    ) -> Result<(ProgramArgs, Vec<String>), ZfsError> {
+        let from = match transfer {
+            Transfer::Full { .. } => None,
+            Transfer::Incremental { from, .. } => Some(format!("@{from}")),
+        };
+        let snapshot = format!("{}@{}", self.dataset, transfer.snapshot());
+        let send = zfs::send_args(self.options.dialect_source, from.as_deref(), &snapshot)?;
+        let recv = zfs::recv_args(self.options.dialect_target, self.target_dataset, force)?;
+        Ok((LocalZfs.command(send), recv))
+    }
+
+    /// Pipes one transfer from here to `target`, reporting `done` plus its
+    /// bytes as they move. When the parent's creation rode along and
+    /// failed (it may exist while this user may not create: delegation),
+    /// that is settled on its own, with its own error, and the stream sent
+    /// again without it.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_one(
+        &self,
+        transfer: &Transfer,
+        force: bool,
+        mut around: Around,
+        target: &dyn ZfsHost,
+        done: u64,
+        progress: &mut (dyn FnMut(u64, &str) + Send),
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Sent, Halted> {
+        let label = transfer.label(self.dataset);
+        let ((send_program, send_args), recv) = self.transfer_commands(transfer, force)?;
+        loop {
+            let mut commands: Vec<Vec<String>> = around.create_first.iter().cloned().collect();
+            commands.push(recv.clone());
+            commands.extend(around.readonly_after.iter().cloned());
+            let chained = commands.len() > 1;
+            let (recv_program, recv_args) = match target.chain(commands) {
+                Some(chain) => chain,
+                None => target.command(recv.clone()),
+            };
+            progress(done, &label);
+            let mut moved_now = 0;
+            let moved = pipe::pipe(
+                (&send_program, &send_args),
+                (&recv_program, &recv_args),
+                self.options.idle_timeout,
+                |bytes| {
+                    moved_now = bytes;
+                    progress(done + bytes, &label);
+                },
+                cancel,
+            )
+            .await;
+            if around.create_first.is_some()
+                && let Err(PipeError::RecvFailed { stderr, .. }) = &moved
+                && is_create_failure(stderr, self.target_dataset)
+            {
+                self.ensure_parent(target, self.target_dataset, cancel)
+                    .await?;
+                around.create_first = None;
+                continue;
+            }
+            return Ok(Sent {
+                moved,
+                moved_now,
+                chained,
+            });
+        }
+    }
+
+    /// What one sent transfer counts for: its bytes, or why the step stops.
+    ///
+    /// Checked first: a plan made from the target agent's listing whose
+    /// first receive zfs refused as not fitting the target is stale, and
+    /// zfs-fuse's and the chained calls' quirks below must not hide that.
+    /// A receive that failed although its snapshot (by guid) arrived counts
+    /// as done: zfs-fuse can report "I/O error" after a full `recv -F` onto
+    /// an existing dataset when remounting fails (or a chained
+    /// `readonly=on` failed; it is set again at the end).
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        sent: Sent,
+        transfer: &Transfer,
+        basis: Basis,
+        first: bool,
+        guids: &HashMap<&str, u64>,
+        target: &dyn ZfsHost,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<u64, Halted> {
+        if basis.from_target_agent
+            && first
+            && let Err(PipeError::RecvFailed { stderr, .. }) = &sent.moved
+            && let Some(refusal) =
+                zfs::recv_error(stderr, self.target_dataset).filter(is_plan_mismatch)
+        {
+            return Err(Halted::StalePlan(refusal));
+        }
+        match sent.moved {
+            Ok(bytes) => Ok(bytes),
+            Err(PipeError::Cancelled) => Err(ReplicationError::Cancelled {
+                dataset: self.dataset.to_owned(),
+            }
+            .into()),
+            Err(cause @ PipeError::RecvFailed { .. })
+                if self
+                    .arrived(
+                        target,
+                        self.options,
+                        self.target_dataset,
+                        guids.get(transfer.snapshot()).copied(),
+                        cancel,
+                    )
+                    .await =>
+            {
+                tracing::warn!(
+                    %cause,
+                    transfer = %transfer.label(self.dataset),
+                    "zfs receive failed, but the snapshot arrived on the target; continuing"
+                );
+                Ok(sent.moved_now)
+            }
+            Err(cause) => {
+                let known = match &cause {
+                    PipeError::RecvFailed { stderr, .. } => {
+                        zfs::recv_error(stderr, self.target_dataset)
+                    }
+                    _ => None,
+                };
+                Err(match known {
+                    Some(reason) => ReplicationError::Zfs(reason),
+                    None => ReplicationError::Transfer {
+                        target_dataset: self.target_dataset.to_owned(),
+                        transfer: transfer.label(self.dataset),
+                        cause,
+                    },
+                }
+                .into())
+            }
+        }
+    }
+
+    /// After a failed transfer: a failed first receive is waited for until
+    /// zfs discards it, and what did arrive is made read-only.
+    async fn after_failure(
+        &self,
+        transfer: &Transfer,
+        basis: Basis,
+        received_some: bool,
+        target: &dyn ZfsHost,
+    ) {
+        if basis.target_absent && matches!(transfer, Transfer::Full { .. }) {
+            self.await_discarded(target, self.target_dataset).await;
+        }
+        if received_some {
+            self.set_readonly_quietly(target, self.target_dataset).await;
+        }
+    }
+
+    /// Runs one zfs call on `host`; a failure is typed with `subject` as
+    /// the dataset it concerns.
+    async fn run(
+        &self,
+        host: &dyn ZfsHost,
+        zfs_args: Vec<String>,
+        subject: &str,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Output, ReplicationError> {
+        self.run_raw(host, zfs_args, cancel)
+            .await
+            .map_err(|err| self.failure(err, subject))
+    }
+
+    async fn run_raw(
+        &self,
+        host: &dyn ZfsHost,
+        zfs_args: Vec<String>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Output, ProcessError> {
+        let (program, args) = host.command(zfs_args);
+        process::run_cancellable(&program, &args, self.options.command_timeout, cancel).await
+    }
+
+    fn failure(&self, err: ProcessError, subject: &str) -> ReplicationError {
+        match err {
+            ProcessError::Cancelled { .. } => ReplicationError::Cancelled {
+                dataset: self.dataset.to_owned(),
+            },
+            err => ReplicationError::Zfs(match ZfsError::from_process(err, subject) {
+                ZfsError::PoolNotFound { name } => ZfsError::PoolNotFound {
+                    name: name.split('/').next().unwrap_or(&name).to_owned(),
+                },
+                other => other,
+            }),
+        }
+    }
+
+    /// `readonly=on` for a replica that received something before the run
+    /// failed or was cancelled (so not cancellable); a failure is logged.
+    async fn set_readonly_quietly(&self, host: &dyn ZfsHost, dataset: &str) {
+        let Ok(args) = zfs::set_readonly_args(dataset) else {
+            return;
+        };
+        let (program, args) = host.command(args);
+        if let Err(err) = process::run(&program, &args, self.options.command_timeout).await {
+            tracing::warn!(%dataset, %err, "could not make the replica read-only");
+        }
+    }
+
+    /// Waits (at most [`DISCARD_WAIT`]) until a dataset whose first, full
+    /// receive failed is gone. zfs-fuse discards the partial dataset only
+    /// when its daemon sees the stream end, a moment after the zfs process
+    /// was killed; a retry meanwhile would find a dataset without
+    /// snapshots and refuse it as unrelated data. Not cancellable (it runs
+    /// after a cancel) and silent: whatever remains, the next plan reports.
+    async fn await_discarded(&self, host: &dyn ZfsHost, dataset: &str) {
+        let Ok(args) = zfs::dataset_exists_args(dataset) else {
+            return;
+        };
+        let (program, args) = host.command(args);
+        let deadline = tokio::time::Instant::now() + DISCARD_WAIT;
+        loop {
+            match process::run(
+                &program,
+                &args,
+                self.options.command_timeout.min(DISCARD_WAIT),
+            )
+            .await
+            {
+                Err(err) if err.stderr().is_some_and(zfs::is_missing_dataset) => return,
+                Ok(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(DISCARD_POLL).await;
+                }
+                _ => {
+                    tracing::debug!(%dataset, "a partially received dataset is still there");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The snapshots of `dataset` on `host`, oldest first; `None` when the
+    /// dataset does not exist.
+    async fn snapshot_guids(
+        &self,
+        host: &dyn ZfsHost,
+        dialect: Dialect,
+        dataset: &str,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Vec<SnapshotInfo>>, ReplicationError> {
+        let args = zfs::snapshot_guids_args(dialect, dataset).map_err(ZfsError::from)?;
+        let (program, full_args) = host.command(args.clone());
+        let out = match self.run_raw(host, args, cancel).await {
+            Ok(out) => out,
+            Err(err) if err.stderr().is_some_and(zfs::is_missing_dataset) => return Ok(None),
+            Err(err) => return Err(self.failure(err, dataset)),
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        zfs::parse_snapshot_guids(dialect, dataset, &text)
+            .map(Some)
+            .map_err(|detail| {
+                ReplicationError::Zfs(ZfsError::UnexpectedOutput {
+                    command: process::render_command(&program, &full_args),
+                    detail,
+                })
+            })
+    }
+
+    /// Whether `dataset` on `host` has a snapshot with `guid`, checked after
+    /// a receive reported failure. Any error listing counts as "no".
+    async fn arrived(
+        &self,
+        host: &dyn ZfsHost,
+        options: &ReplicateOptions,
+        dataset: &str,
+        guid: Option<u64>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let Some(guid) = guid else {
+            return false;
+        };
+        match self
+            .snapshot_guids(host, options.dialect_target, dataset, cancel)
+            .await
+        {
+            Ok(Some(snapshots)) => snapshots.iter().any(|s| s.guid == guid),
+            _ => false,
+        }
+    }
+
+    /// Makes sure the parent of `dataset` (and its ancestors) exists.
+    /// `zfs create -p` first: it succeeds when they exist already, so the
+    /// common cases (a new fan-in path, an existing parent) take one remote
+    /// command. Only when it fails is the parent looked up: a delegated user
+    /// may lack the `create` permission for a parent that is there.
+    async fn ensure_parent(
+        &self,
+        host: &dyn ZfsHost,
+        dataset: &str,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<(), ReplicationError> {
+        let (Some(parent), Some(create)) = (
+            zfs::parent_dataset(dataset),
+            zfs::create_parents_args(dataset).map_err(ZfsError::from)?,
+        ) else {
+            return Ok(());
+        };
+        let create_failure = match self.run_raw(host, create, cancel).await {
+            Ok(_) => return Ok(()),
+            Err(err @ ProcessError::Cancelled { .. }) => return Err(self.failure(err, parent)),
+            Err(err) => err,
+        };
+        let exists = zfs::dataset_exists_args(parent).map_err(ZfsError::from)?;
+        match self.run_raw(host, exists, cancel).await {
+            Ok(_) => Ok(()),
+            Err(err @ ProcessError::Cancelled { .. }) => Err(self.failure(err, parent)),
+            Err(_) => Err(self.failure(create_failure, parent)),
+        }
+    }
+
+    /// Destroys one target snapshot, retrying zfs-fuse's transient
+    /// "dataset is busy". Already gone counts as done.
+    async fn destroy_snapshot(
+        &self,
+        host: &dyn ZfsHost,
+        full_name: &str,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<(), ReplicationError> {
+        let args = zfs::destroy_snapshot_args(full_name).map_err(ZfsError::from)?;
+        let mut attempt = 1;
+        loop {
+            let err = match self.run_raw(host, args.clone(), cancel).await {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            if err.stderr().is_some_and(|e| e.contains("dataset is busy"))
+                && attempt < BUSY_ATTEMPTS
+            {
+                attempt += 1;
+                tokio::time::sleep(BUSY_PAUSE).await;
+                continue;
+            }
+            if let ProcessError::Cancelled { .. } = err {
+                return Err(self.failure(err, full_name));
+            }
+            return match ZfsError::from_destroy_process(err, full_name) {
+                ZfsError::SnapshotNotFound { .. } => Ok(()),
+                other => Err(ReplicationError::Zfs(other)),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_about_the_targets_state_send_a_step_to_a_fresh_listing() {
+        let target = "backup/nas1/tank";
+        for (stderr, mismatch) in [
+            (
+                "cannot receive incremental stream: most recent snapshot of backup/nas1/tank does not\nmatch incremental source",
+                true,
+            ),
+            (
+                "cannot receive new filesystem stream: destination 'backup/nas1/tank' exists\nmust specify -F to overwrite it",
+                true,
+            ),
+            (
+                "cannot receive incremental stream: destination 'backup/nas1/tank' does not exist",
+                true,
+            ),
+            ("cannot receive: out of space", false),
+            ("cannot open 'backup': no such pool", false),
+        ] {
+            let refusal = zfs::recv_error(stderr, target);
+            assert_eq!(
+                refusal.as_ref().is_some_and(is_plan_mismatch),
+                mismatch,
+                "{stderr}: {refusal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn replicate_dataset_can_be_spawned() {
+        fn assert_send<T: Send>(_: &T) {}
+        let (_tx, mut rx) = watch::channel(false);
+        let matching = |_: &str| true;
+        let mut progress = |_: u64, _: &str| {};
+        let options = ReplicateOptions::new(Dialect::Legacy, Dialect::OpenZfs);
+        let future = replicate_dataset(
+            "tank/a",
+            "backup/a",
+            &matching,
+            &LocalZfs,
+            &options,
+            &mut progress,
+            &mut rx,
+        );
+        assert_send(&future);
+    }
+
+    #[tokio::test]
+    async fn invalid_names_are_refused_before_anything_runs() {
+        let (_tx, mut rx) = watch::channel(false);
+        let options = ReplicateOptions::new(Dialect::Legacy, Dialect::Legacy);
+        for (source, target) in [
+            ("tank/a;id", "backup/a"),
+            ("tank/a", "-F"),
+            ("tank/a@s", "b/a"),
+        ] {
+            let err = replicate_dataset(
+                source,
+                target,
+                &|_: &str| true,
+                &LocalZfs,
+                &options,
+                &mut |_: u64, _: &str| {},
+                &mut rx,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(err, ReplicationError::Zfs(ZfsError::InvalidName(_))),
+                "{source} -> {target}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_parent_creation_is_told_from_a_failed_receive() {
+        let target = "backup/nas1/tank/data";
+        assert!(is_create_failure(
+            "cannot create 'backup/nas1/tank': permission denied",
+            target
+        ));
+        assert!(is_create_failure(
+            "cannot create 'backup/nas1': out of space",
+            target
+        ));
+        // The receive's own complaints, and names that only share a prefix.
+        assert!(!is_create_failure(
+            "cannot receive new filesystem stream: destination has snapshots",
+            target
+        ));
+        assert!(!is_create_failure(
+            "cannot create 'backup/nas1/tank/data': dataset already exists",
+            target
+        ));
+        assert!(!is_create_failure("cannot create 'backup/nas': no", target));
+        assert!(!is_create_failure(
+            "cannot create 'backup/nas1/ta': x",
+            target
+        ));
+        assert!(!LocalZfs.can_chain());
+        assert!(LocalZfs.chain(vec![vec!["list".into()]]).is_none());
+    }
+}

@@ -1,0 +1,594 @@
+//! zfs and zpool command lines (pure): one argv entry per argument, names checked first, the differences of the two dialects spelt out, so unit tests check both without running anything.
+
+use super::dialect::Dialect;
+use super::names::{
+    DatasetNameError, validate_dataset_name, validate_incremental_base, validate_snapshot_name,
+    validate_snapshot_set,
+};
+
+/// Properties read for every dataset and snapshot of a pool, in one call.
+const INVENTORY_PROPERTIES: &str =
+    "type,used,available,mountpoint,readonly,guid,creation,referenced";
+
+fn args(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `zfs version`: OpenZFS 0.8+ only; zfs-fuse answers "unrecognized command".
+pub fn version_args() -> Vec<String> {
+    args(&["version"])
+}
+
+/// `zpool upgrade -v`: prints the pool version on legacy implementations.
+pub fn pool_version_args() -> Vec<String> {
+    args(&["upgrade", "-v"])
+}
+
+/// `zpool list` of every pool. zfs-fuse has no `-p` here (nor on `zpool
+/// get`), so its sizes are human-readable and only approximately exact.
+/// All pools are listed rather than named ones: a missing name makes zpool
+/// exit non-zero, and the caller wants to say which pool is missing anyway.
+pub fn list_pools_args(dialect: Dialect) -> Vec<String> {
+    match dialect {
+        Dialect::Legacy => args(&["list", "-H", "-o", "name,size,free,health"]),
+        Dialect::OpenZfs => args(&["list", "-H", "-p", "-o", "name,size,free,health"]),
+    }
+}
+
+/// One recursive `zfs get` for every dataset and snapshot of a pool. This
+/// form is the same in both dialects: `zfs get -p` prints exact numbers even
+/// on zfs-fuse, and without `-t` it includes snapshots.
+pub fn list_datasets_and_snapshots_args(pool: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(pool)?;
+    let mut out = args(&[
+        "get",
+        "-H",
+        "-p",
+        "-o",
+        "name,property,value",
+        "-r",
+        INVENTORY_PROPERTIES,
+        "--",
+    ]);
+    out.push(pool.to_owned());
+    Ok(out)
+}
+
+/// Lists the snapshots of `dataset` (and of its descendants if `recursive`).
+///
+/// OpenZFS has `zfs list -p -t snapshot`. zfs-fuse's `zfs list` has no `-p`
+/// and prints even `guid` human-readable ("7.74E"), so there the `zfs get`
+/// form is used. Non-recursive listing uses `-d 1`, which also yields
+/// direct child datasets; the parser keeps only the dataset's own snapshots.
+pub fn list_snapshots_args(
+    dialect: Dialect,
+    dataset: &str,
+    recursive: bool,
+) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let depth: &[&str] = if recursive { &["-r"] } else { &["-d", "1"] };
+    let mut out = match dialect {
+        Dialect::OpenZfs => args(&[
+            "list",
+            "-H",
+            "-p",
+            "-t",
+            "snapshot",
+            "-o",
+            "name,guid,creation,used,referenced",
+        ]),
+        Dialect::Legacy => args(&["get", "-H", "-p", "-o", "name,property,value"]),
+    };
+    out.extend(args(depth));
+    if dialect == Dialect::Legacy {
+        out.push("type,guid,creation,used,referenced".to_owned());
+    }
+    out.push("--".to_owned());
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
+/// `zfs snapshot [-r] -- a@x [b@x ...]`: the OpenZFS form, which takes all
+/// the snapshots atomically (all or none) in one transaction group.
+///
+/// zfs-fuse takes one snapshot per call ("too many arguments"); use
+/// [`create_snapshots_commands`] to get the right form for a dialect.
+pub fn create_snapshots_args(
+    names: &[String],
+    recursive: bool,
+) -> Result<Vec<String>, DatasetNameError> {
+    validate_snapshot_set(names, recursive)?;
+    let mut out = args(&["snapshot"]);
+    if recursive {
+        out.push("-r".to_owned());
+    }
+    out.push("--".to_owned());
+    out.extend(names.iter().cloned());
+    Ok(out)
+}
+
+/// The zfs calls that take `names`: one atomic call on OpenZFS, one call
+/// per snapshot on zfs-fuse. The whole set is validated first either way.
+pub fn create_snapshots_commands(
+    dialect: Dialect,
+    names: &[String],
+    recursive: bool,
+) -> Result<Vec<Vec<String>>, DatasetNameError> {
+    let all = create_snapshots_args(names, recursive)?;
+    Ok(match dialect {
+        Dialect::OpenZfs => vec![all],
+        Dialect::Legacy => names
+            .iter()
+            .map(|name| {
+                let mut one = args(&["snapshot"]);
+                if recursive {
+                    one.push("-r".to_owned());
+                }
+                one.push("--".to_owned());
+                one.push(name.clone());
+                one
+            })
+            .collect(),
+    })
+}
+
+/// `zfs destroy -- dataset@snapshot`, the same in both dialects. Refuses
+/// anything that is not a snapshot name, so no bug upstream can turn this
+/// into the destruction of a dataset; never recursive.
+pub fn destroy_snapshot_args(full_name: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_snapshot_name(full_name)?;
+    let mut out = args(&["destroy", "--"]);
+    out.push(full_name.to_owned());
+    Ok(out)
+}
+
+/// Properties read per snapshot for replication planning: exact `guid`
+/// (the identity of a snapshot across systems), and `createtxg` with
+/// `creation` for the order (`creation` has one-second resolution, so two
+/// snapshots taken in the same second need `createtxg`).
+const SNAPSHOT_GUID_PROPERTIES: &str = "name,guid,creation,createtxg";
+
+/// `zfs send [-i BASE] -- DATASET@SNAPSHOT`: a full stream, or an
+/// incremental one from `from` (`@short` or a full snapshot name).
+///
+/// The same in both dialects, and deliberately plain: no `-p` (properties
+/// such as `mountpoint` would come along and could mount the replica over
+/// something on the target), no `-R` (children are replicated one dataset
+/// at a time by the caller), and none of OpenZFS's `-L`/`-c`/`-e`/`-w`
+/// stream features, so a stream from an OpenZFS source stays receivable by
+/// an old (pool version 23) target. zfs-fuse's getopt accepts `--` here.
+pub fn send_args(
+    dialect: Dialect,
+    from: Option<&str>,
+    snapshot: &str,
+) -> Result<Vec<String>, DatasetNameError> {
+    let _same_in_both = dialect;
+    validate_snapshot_name(snapshot)?;
+    let mut out = args(&["send"]);
+    if let Some(from) = from {
+        validate_incremental_base(from)?;
+        out.push("-i".to_owned());
+        out.push(from.to_owned());
+    }
+    out.push("--".to_owned());
+    out.push(snapshot.to_owned());
+    Ok(out)
+}
+
+/// `zfs receive [-u] [-F] -- TARGET`.
+///
+/// `-F` (only when the caller chose to overwrite) rolls the target back to
+/// its most recent snapshot first, discarding changes made there. OpenZFS
+/// also gets `-u`: the replica is not mounted, so it cannot cover another
+/// file system at an inherited mountpoint, and nothing (not even atime
+/// updates) modifies it between runs. zfs-fuse has no `-u` (it mounts the
+/// replica; the caller sets `readonly=on`).
+pub fn recv_args(
+    dialect: Dialect,
+    target_dataset: &str,
+    force: bool,
+) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(target_dataset)?;
+    let mut out = args(&["receive"]);
+    if dialect == Dialect::OpenZfs {
+        out.push("-u".to_owned());
+    }
+    if force {
+        out.push("-F".to_owned());
+    }
+    out.push("--".to_owned());
+    out.push(target_dataset.to_owned());
+    Ok(out)
+}
+
+/// Lists the snapshots of `dataset` itself (not of its children) with exact
+/// guid, creation and createtxg; parse with [`super::parse::parse_snapshot_guids`].
+///
+/// zfs-fuse's `zfs list` prints `guid` human-readable ("7.74E"), useless
+/// for comparing snapshots, so the Legacy form is a `zfs get -p -d 1`
+/// (which also lists the dataset and its direct children; the parser keeps
+/// only the snapshots).
+pub fn snapshot_guids_args(
+    dialect: Dialect,
+    dataset: &str,
+) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let mut out = match dialect {
+        Dialect::OpenZfs => args(&[
+            "list",
+            "-H",
+            "-p",
+            "-t",
+            "snapshot",
+            "-d",
+            "1",
+            "-o",
+            SNAPSHOT_GUID_PROPERTIES,
+        ]),
+        Dialect::Legacy => args(&[
+            "get",
+            "-H",
+            "-p",
+            "-o",
+            "name,property,value",
+            "-d",
+            "1",
+            "type,guid,creation,createtxg",
+        ]),
+    };
+    out.push("--".to_owned());
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
+/// `zfs list -H -o name -- DATASET`: exits 0 if the dataset exists; if not,
+/// it fails with "dataset does not exist" (see [`super::error::is_missing_dataset`]).
+/// The same in both dialects.
+pub fn dataset_exists_args(dataset: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let mut out = args(&["list", "-H", "-o", "name", "--"]);
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
+/// The parent of a dataset name, `None` for a pool's root dataset.
+pub fn parent_dataset(dataset: &str) -> Option<&str> {
+    dataset.rsplit_once('/').map(|(parent, _)| parent)
+}
+
+/// `zfs create -p -- PARENT`: creates the parent of `dataset` and any
+/// missing ancestors, so `zfs receive` can create `dataset` itself. `None`
+/// for a pool's root dataset, which has no parent to create. Succeeds when
+/// the parent exists already (checked on zfs-fuse), but the caller checks
+/// first: a delegated replication user may lack the `create` permission.
+pub fn create_parents_args(dataset: &str) -> Result<Option<Vec<String>>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    Ok(parent_dataset(dataset).map(|parent| {
+        let mut out = args(&["create", "-p", "--"]);
+        out.push(parent.to_owned());
+        out
+    }))
+}
+
+/// `zfs set readonly=on DATASET`, for a replica. No `--`: zfs-fuse's
+/// `zfs set` takes no options and would treat `--` as a dataset name
+/// ("cannot open '--'"); the validated name cannot start with '-'.
+///
+/// On zfs-fuse a mounted dataset then reads back as `readonly off
+/// temporary` (the fuse mount reports rw) although writes fail with EROFS.
+pub fn set_readonly_args(dataset: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let mut out = args(&["set", "readonly=on"]);
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zfs::error::is_missing_dataset;
+
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn create_snapshots_commands_for_both_dialects() {
+        let two = names(&["tank/a@s", "tank/b/c@s"]);
+        assert_eq!(
+            create_snapshots_args(&two, false).unwrap(),
+            ["snapshot", "--", "tank/a@s", "tank/b/c@s"]
+        );
+        assert_eq!(
+            create_snapshots_args(&two, true).unwrap(),
+            ["snapshot", "-r", "--", "tank/a@s", "tank/b/c@s"]
+        );
+        assert_eq!(
+            create_snapshots_commands(Dialect::OpenZfs, &two, true).unwrap(),
+            [create_snapshots_args(&two, true).unwrap()]
+        );
+        let legacy = create_snapshots_commands(Dialect::Legacy, &two, true).unwrap();
+        assert_eq!(legacy.len(), 2);
+        assert_eq!(strs(&legacy[0]), ["snapshot", "-r", "--", "tank/a@s"]);
+        assert_eq!(strs(&legacy[1]), ["snapshot", "-r", "--", "tank/b/c@s"]);
+        let one = create_snapshots_commands(Dialect::Legacy, &names(&["tank@x"]), false).unwrap();
+        assert_eq!(one, [["snapshot", "--", "tank@x"]]);
+    }
+
+    #[test]
+    fn create_snapshots_refuses_bad_sets() {
+        for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
+            let refuse = |v: &[&str], recursive: bool| {
+                create_snapshots_commands(dialect, &names(v), recursive).unwrap_err()
+            };
+            assert_eq!(refuse(&[], false), DatasetNameError::NoSnapshots);
+            assert!(matches!(
+                refuse(&["tank/a"], false),
+                DatasetNameError::NotASnapshot { .. }
+            ));
+            assert!(matches!(
+                refuse(&["tank/a@x", "-r"], false),
+                DatasetNameError::NotASnapshot { .. }
+            ));
+            assert!(matches!(
+                refuse(&["tank/a@x", "tank/a@y"], false),
+                DatasetNameError::Overlapping { .. }
+            ));
+            assert_eq!(
+                refuse(&["tank/a@x", "tank/a/b@x"], true),
+                DatasetNameError::Overlapping {
+                    first: "tank/a@x".into(),
+                    other: "tank/a/b@x".into()
+                }
+            );
+            assert!(matches!(
+                refuse(&["tank/a/b@x", "tank/a@x"], true),
+                DatasetNameError::Overlapping { .. }
+            ));
+            assert_eq!(
+                refuse(&["tank/a@x", "other/a@x"], false).to_string(),
+                "snapshots 'tank/a@x' and 'other/a@x' are in different pools; one zfs call takes snapshots of one pool only"
+            );
+        }
+        // Without -r a dataset and its child may be snapshotted together,
+        // and "tank/ab" is no descendant of "tank/a".
+        assert!(create_snapshots_args(&names(&["tank/a@x", "tank/a/b@x"]), false).is_ok());
+        assert!(create_snapshots_args(&names(&["tank/a@x", "tank/ab@x"]), true).is_ok());
+    }
+
+    #[test]
+    fn destroy_only_ever_takes_a_snapshot() {
+        assert_eq!(
+            destroy_snapshot_args("tank/a@auto-2026-01-01_00-00").unwrap(),
+            ["destroy", "--", "tank/a@auto-2026-01-01_00-00"]
+        );
+        for not_a_snapshot in [
+            "tank",
+            "tank/a",
+            "-r",
+            "tank/a@",
+            "@x",
+            "tank/a@x@y",
+            "tank/a@x/y",
+        ] {
+            assert!(
+                destroy_snapshot_args(not_a_snapshot).is_err(),
+                "{not_a_snapshot:?} would have been destroyed"
+            );
+        }
+    }
+
+    #[test]
+    fn probe_commands() {
+        assert_eq!(version_args(), ["version"]);
+        assert_eq!(pool_version_args(), ["upgrade", "-v"]);
+    }
+
+    #[test]
+    fn pool_list_differs_by_dialect() {
+        assert_eq!(
+            strs(&list_pools_args(Dialect::Legacy)),
+            ["list", "-H", "-o", "name,size,free,health"]
+        );
+        assert_eq!(
+            strs(&list_pools_args(Dialect::OpenZfs)),
+            ["list", "-H", "-p", "-o", "name,size,free,health"]
+        );
+    }
+
+    #[test]
+    fn dataset_listing_is_one_recursive_get() {
+        let a = list_datasets_and_snapshots_args("tank").unwrap();
+        assert_eq!(
+            strs(&a),
+            [
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "name,property,value",
+                "-r",
+                "type,used,available,mountpoint,readonly,guid,creation,referenced",
+                "--",
+                "tank"
+            ]
+        );
+        assert!(list_datasets_and_snapshots_args("-rf").is_err());
+    }
+
+    #[test]
+    fn snapshot_listing_differs_by_dialect() {
+        let open = list_snapshots_args(Dialect::OpenZfs, "tank/a", true).unwrap();
+        assert_eq!(
+            strs(&open),
+            [
+                "list",
+                "-H",
+                "-p",
+                "-t",
+                "snapshot",
+                "-o",
+                "name,guid,creation,used,referenced",
+                "-r",
+                "--",
+                "tank/a"
+            ]
+        );
+        let legacy = list_snapshots_args(Dialect::Legacy, "tank/a", true).unwrap();
+        assert_eq!(
+            strs(&legacy),
+            [
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "name,property,value",
+                "-r",
+                "type,guid,creation,used,referenced",
+                "--",
+                "tank/a"
+            ]
+        );
+        let legacy_flat = list_snapshots_args(Dialect::Legacy, "tank/a", false).unwrap();
+        assert_eq!(
+            strs(&legacy_flat)[5..],
+            [
+                "-d",
+                "1",
+                "type,guid,creation,used,referenced",
+                "--",
+                "tank/a"
+            ]
+        );
+        let open_flat = list_snapshots_args(Dialect::OpenZfs, "tank/a", false).unwrap();
+        assert_eq!(strs(&open_flat)[7..], ["-d", "1", "--", "tank/a"]);
+        assert!(list_snapshots_args(Dialect::OpenZfs, "tank/$(x)", true).is_err());
+        assert!(list_snapshots_args(Dialect::Legacy, "-rf", false).is_err());
+    }
+
+    #[test]
+    fn send_full_and_incremental() {
+        for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
+            assert_eq!(
+                send_args(dialect, None, "tank/a@s1").unwrap(),
+                ["send", "--", "tank/a@s1"]
+            );
+            assert_eq!(
+                send_args(dialect, Some("@s1"), "tank/a@s2").unwrap(),
+                ["send", "-i", "@s1", "--", "tank/a@s2"]
+            );
+            assert_eq!(
+                send_args(dialect, Some("tank/origin@o"), "tank/a@auto 1").unwrap(),
+                ["send", "-i", "tank/origin@o", "--", "tank/a@auto 1"]
+            );
+            for bad_snapshot in ["tank/a", "-R", "tank/a@", "tank/a@x;y"] {
+                assert!(
+                    send_args(dialect, None, bad_snapshot).is_err(),
+                    "{bad_snapshot}"
+                );
+            }
+            for bad_base in ["@", "s1", "-R", "@x/y", "@$(id)", "tank/a", "@."] {
+                assert!(
+                    send_args(dialect, Some(bad_base), "tank/a@s2").is_err(),
+                    "{bad_base:?} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn recv_differs_by_dialect() {
+        assert_eq!(
+            recv_args(Dialect::Legacy, "backup/nas1/tank/a", false).unwrap(),
+            ["receive", "--", "backup/nas1/tank/a"]
+        );
+        assert_eq!(
+            recv_args(Dialect::Legacy, "backup/a", true).unwrap(),
+            ["receive", "-F", "--", "backup/a"]
+        );
+        assert_eq!(
+            recv_args(Dialect::OpenZfs, "backup/a", false).unwrap(),
+            ["receive", "-u", "--", "backup/a"]
+        );
+        assert_eq!(
+            recv_args(Dialect::OpenZfs, "backup/a", true).unwrap(),
+            ["receive", "-u", "-F", "--", "backup/a"]
+        );
+        for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
+            assert!(recv_args(dialect, "backup/a@s", false).is_err());
+            assert!(recv_args(dialect, "-F", false).is_err());
+            assert!(recv_args(dialect, "backup/a;rm", true).is_err());
+        }
+    }
+
+    #[test]
+    fn snapshot_guid_listing_differs_by_dialect() {
+        assert_eq!(
+            snapshot_guids_args(Dialect::Legacy, "tank/a").unwrap(),
+            [
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "name,property,value",
+                "-d",
+                "1",
+                "type,guid,creation,createtxg",
+                "--",
+                "tank/a"
+            ]
+        );
+        assert_eq!(
+            snapshot_guids_args(Dialect::OpenZfs, "tank/a").unwrap(),
+            [
+                "list",
+                "-H",
+                "-p",
+                "-t",
+                "snapshot",
+                "-d",
+                "1",
+                "-o",
+                "name,guid,creation,createtxg",
+                "--",
+                "tank/a"
+            ]
+        );
+        for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
+            assert!(snapshot_guids_args(dialect, "-r").is_err());
+            assert!(snapshot_guids_args(dialect, "tank/a@s").is_err());
+        }
+    }
+
+    #[test]
+    fn target_side_commands() {
+        assert_eq!(
+            dataset_exists_args("backup/a").unwrap(),
+            ["list", "-H", "-o", "name", "--", "backup/a"]
+        );
+        assert_eq!(
+            create_parents_args("backup/nas1/tank/a").unwrap(),
+            Some(names(&["create", "-p", "--", "backup/nas1/tank"]))
+        );
+        assert_eq!(create_parents_args("backup").unwrap(), None);
+        assert_eq!(
+            set_readonly_args("backup/a").unwrap(),
+            ["set", "readonly=on", "backup/a"]
+        );
+        for bad in ["-p", "backup/a@s", "", "backup/../x"] {
+            assert!(dataset_exists_args(bad).is_err(), "{bad}");
+            assert!(create_parents_args(bad).is_err(), "{bad}");
+            assert!(set_readonly_args(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parent_dataset("a/b/c"), Some("a/b"));
+        assert_eq!(parent_dataset("a"), None);
+        assert!(is_missing_dataset(
+            "cannot open 'nfhelperrsB/nope': dataset does not exist"
+        ));
+        assert!(!is_missing_dataset("cannot open 'x': permission denied"));
+    }
+}
