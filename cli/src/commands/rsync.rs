@@ -11,8 +11,8 @@
 use super::schedule_args::ScheduleArgs;
 use super::status_error;
 use super::task::{
-    self, RSYNC, TaskJson, last_run_text, next_run_text, rsync_default_port, rsync_direction_word,
-    rsync_effective_port, rsync_mode_word, schedule_text, task_schedule, task_status,
+    self, RSYNC, TaskJson, last_run_text, next_run_text, rsync_direction_word, rsync_mode_word,
+    schedule_text, task_schedule, task_status,
 };
 use crate::context::Context;
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, yes_no};
@@ -26,7 +26,7 @@ use nasfleet_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use nasfleet_common::rsync_rules;
+use nasfleet_common::rsync_rules::{self, default_port, effective_port};
 /// The agent's messages and limits, from the one home of the rules, so a
 /// script sees the same text whichever side refused.
 pub use nasfleet_common::rsync_rules::{
@@ -427,7 +427,7 @@ pub fn create_spec(args: &CreateArgs) -> anyhow::Result<TaskSpec> {
         remote_host: trimmed(&args.remote_host).unwrap_or_default(),
         mode: 0,
         remote_module: trimmed(&args.remote_module).unwrap_or_default(),
-        remote_port: args.remote_port.unwrap_or_else(|| rsync_default_port(mode)),
+        remote_port: args.remote_port.unwrap_or_else(|| default_port(mode)),
         remote_path: args.remote_path.clone().unwrap_or_default(),
         validate_remote_path: args.validate_remote_path,
         recursive: !args.no_recursive,
@@ -497,9 +497,9 @@ pub fn merge_edit(
     if let Some(mode) = edit.mode {
         // A port left at the old mode's default follows the mode; a port
         // someone chose stays.
-        let old_default = rsync_default_port(r.mode());
+        let old_default = default_port(r.mode());
         if r.remote_port == 0 || r.remote_port == old_default {
-            r.remote_port = rsync_default_port(mode);
+            r.remote_port = default_port(mode);
         }
         r.set_mode(mode);
     }
@@ -643,7 +643,7 @@ fn detail_text(t: &Task) -> String {
         ("Remote host", r.remote_host.clone()),
         ("Mode", rsync_mode_word(r.mode()).to_owned()),
         ("Remote module", or_dash(&r.remote_module)),
-        ("Remote port", rsync_effective_port(&r).to_string()),
+        ("Remote port", effective_port(&r).to_string()),
         ("Remote path", or_dash(&r.remote_path)),
         ("Validate remote path", yes_no(r.validate_remote_path)),
         ("Recursive", yes_no(r.recursive)),

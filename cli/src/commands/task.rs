@@ -6,6 +6,7 @@ use crate::output::{OutputFormat, human_time, print_json};
 use anyhow::bail;
 use clap::Subcommand;
 use nasfleet_common::replication_rules::effective_schemas;
+use nasfleet_common::rsync_rules::effective_port;
 use nasfleet_common::status::{rfc3339_from_unix_ms, run_state_word, task_kind_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
@@ -142,23 +143,6 @@ impl From<&ReplicationTaskSpec> for ReplicationSpecJson {
     }
 }
 
-/// The default port of an rsync mode: 22 for SSH, 873 for an rsync daemon module.
-pub fn rsync_default_port(mode: RsyncMode) -> u32 {
-    match mode {
-        RsyncMode::Ssh => 22,
-        RsyncMode::Module | RsyncMode::Unspecified => 873,
-    }
-}
-
-/// The port an rsync task talks to: the spec's, or its mode's default for 0.
-pub fn rsync_effective_port(spec: &RsyncTaskSpec) -> u32 {
-    if spec.remote_port == 0 {
-        rsync_default_port(spec.mode())
-    } else {
-        spec.remote_port
-    }
-}
-
 /// `PUSH` / `PULL`, as JSON and tables spell the direction.
 pub fn rsync_direction_word(direction: RsyncDirection) -> &'static str {
     match direction {
@@ -217,7 +201,7 @@ impl From<&RsyncTaskSpec> for RsyncSpecJson {
             remote_host: s.remote_host.clone(),
             mode: rsync_mode_word(s.mode()),
             remote_module: s.remote_module.clone(),
-            remote_port: rsync_effective_port(s),
+            remote_port: effective_port(s),
             remote_path: s.remote_path.clone(),
             validate_remote_path: s.validate_remote_path,
             recursive: s.recursive,

@@ -9,6 +9,7 @@ use nasfleet_common::duration::parse_lifetime;
 use nasfleet_common::echo::echo;
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_common::replication_rules;
+use nasfleet_common::rsync_rules;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::TaskKind;
@@ -207,20 +208,15 @@ async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result
         return Err(invalid("system", "System is required"));
     }
     require_enrolled(state, "system", &spec.system)?;
-    // Refused here as well as on the agent, so a task that would hand rsync
-    // a program to run or a file to read is never stored, whoever calls.
-    nasfleet_common::rsync_aux::check_auxiliary(&spec.auxiliary)
-        .map_err(|e| FleetError::invalid_message(&e.to_string()))?;
     if spec.mode() == RsyncMode::Unspecified {
         spec.set_mode(RsyncMode::Module);
     }
-    if spec.remote_port == 0 {
-        spec.remote_port = if spec.mode() == RsyncMode::Ssh {
-            22
-        } else {
-            873
-        };
-    }
+    spec.remote_port = rsync_rules::effective_port(spec);
+    // Every rule that needs no host, in the controller whoever calls (the
+    // auxiliary allow-list among them, so a task that would hand rsync a
+    // program to run or a file to read is never stored); the rest on the
+    // task's system.
+    rsync_rules::check_fields(spec).map_err(|e| FleetError::invalid_message(&e.to_string()))?;
     let answer = state
         .sessions
         .request(
@@ -383,6 +379,7 @@ mod tests {
             remote_module: "backup".into(),
             ..Default::default()
         };
+        spec.set_direction(RsyncDirection::Push);
         edit(&mut spec);
         TaskSpec {
             kind: Some(task_spec::Kind::Rsync(spec)),
@@ -410,6 +407,17 @@ mod tests {
                 rsync_task(|s| s.auxiliary = vec!["-ave/tmp/x.sh".into()]),
                 "auxiliary",
                 "",
+            ),
+            (rsync_task(|s| s.path = "tank/data".into()), "path", ""),
+            (
+                rsync_task(|s| s.remote_host.clear()),
+                "remote_host",
+                "Remote host is required",
+            ),
+            (
+                rsync_task(|s| s.remote_port = 70_000),
+                "remote_port",
+                "Port must be between 1 and 65535",
             ),
         ];
         for (spec, field, rule) in cases {
