@@ -4,11 +4,11 @@ use crate::rsync::validate_on_host;
 use crate::runs::RunManager;
 use crate::runs::replication::{check_target, list_replicas};
 use crate::ssh;
-use crate::zfs::Zfs;
+use crate::zfs::{Zfs, ZfsError};
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::{
-    AgentMessage, AgentRequest, AgentResponse, AuthorizeKey, CheckSsh, CreateSnapshots,
-    ListReplicas, RevokeKey, ValidateRsync, agent_request,
+    AgentErrorKind, AgentMessage, AgentRequest, AgentResponse, AuthorizeKey, CheckSsh,
+    CreateSnapshots, ListReplicas, RevokeKey, ValidateRsync, agent_request,
 };
 use std::fmt::Display;
 use std::future::Future;
@@ -57,11 +57,11 @@ impl Handlers {
 
     async fn validate_rsync(&self, validate: ValidateRsync) -> AgentResponse {
         let spec = validate.spec.unwrap_or_default();
-        outcome(
-            validate_on_host(&spec, &self.zfs, &self.pools)
-                .await
-                .map_err(|e| e.to_string()),
-        )
+        match validate_on_host(&spec, &self.zfs, &self.pools).await {
+            Ok(()) => AgentResponse::default(),
+            // Every refusal of these checks names the field and the rule.
+            Err(e) => failed_as(AgentErrorKind::Invalid, e.to_string()),
+        }
     }
 
     async fn check_ssh(&self, check: CheckSsh) -> AgentResponse {
@@ -72,20 +72,27 @@ impl Handlers {
     }
 
     async fn create_snapshots(&self, create: CreateSnapshots) -> AgentResponse {
-        let taken = within_timeout(
-            "taking the snapshot",
+        let taken = tokio::time::timeout(
+            REQUEST_TIMEOUT,
             self.zfs.create_snapshots(&create.names, create.recursive),
         )
         .await;
         match taken {
-            Ok(()) => {
+            Ok(Ok(())) => {
                 tracing::info!(names = ?create.names, recursive = create.recursive, "snapshot taken");
                 AgentResponse {
                     created: create.names,
                     ..Default::default()
                 }
             }
-            Err(error) => failed(error),
+            Ok(Err(e @ ZfsError::SnapshotExists { .. })) => {
+                failed_as(AgentErrorKind::AlreadyExists, e.to_string())
+            }
+            Ok(Err(e)) => failed(e.to_string()),
+            Err(_) => failed_as(
+                AgentErrorKind::TimedOut,
+                took_too_long("taking the snapshot"),
+            ),
         }
     }
 
@@ -134,11 +141,12 @@ async fn within_timeout<T, E: Display>(
     match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "{doing} took longer than {}s",
-            REQUEST_TIMEOUT.as_secs()
-        )),
+        Err(_) => Err(took_too_long(doing)),
     }
+}
+
+fn took_too_long(doing: &str) -> String {
+    format!("{doing} took longer than {}s", REQUEST_TIMEOUT.as_secs())
 }
 
 /// The answer to a request that yields nothing but success or a reason.
@@ -150,8 +158,13 @@ fn outcome(result: Result<(), String>) -> AgentResponse {
 }
 
 fn failed(error: String) -> AgentResponse {
+    failed_as(AgentErrorKind::Unspecified, error)
+}
+
+fn failed_as(kind: AgentErrorKind, error: String) -> AgentResponse {
     AgentResponse {
         error,
+        error_kind: kind.into(),
         ..Default::default()
     }
 }

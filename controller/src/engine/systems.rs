@@ -9,8 +9,8 @@ use nasfleet_common::echo::echo;
 use nasfleet_common::names::is_below;
 use nasfleet_common::naming::{DEFAULT_MANUAL_SCHEMA, NamingSchema};
 use nasfleet_proto::v1::{
-    CreateSnapshots, DatasetSummary, Inventory, Snapshot, SnapshotTaskSpec, SystemDetail,
-    SystemStatus, SystemSummary, agent_request, task_spec,
+    AgentErrorKind, CreateSnapshots, DatasetSummary, Inventory, Snapshot, SnapshotTaskSpec,
+    SystemDetail, SystemStatus, SystemSummary, agent_request, task_spec,
 };
 use prost::Message;
 use std::time::Duration;
@@ -290,10 +290,11 @@ pub async fn take_snapshot(
         .await
         .map_err(|e| FleetError::Unavailable(e.to_string()))?;
     if !answer.error.is_empty() {
-        return Err(if answer.error.contains("already exists") {
-            FleetError::AlreadyExists(answer.error)
-        } else {
-            FleetError::Conflict(answer.error)
+        return Err(match answer.error_kind() {
+            AgentErrorKind::AlreadyExists => FleetError::AlreadyExists(answer.error),
+            AgentErrorKind::TimedOut => FleetError::TimedOut(answer.error),
+            AgentErrorKind::Invalid => FleetError::invalid_message(&answer.error),
+            AgentErrorKind::Unspecified => FleetError::Conflict(answer.error),
         });
     }
     // So listings show the new snapshot without waiting for the next period.

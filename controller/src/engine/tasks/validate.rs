@@ -12,7 +12,7 @@ use nasfleet_common::replication_rules;
 use nasfleet_common::rsync_rules;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_common::status::now_unix_ms;
-use nasfleet_proto::v1::TaskKind;
+use nasfleet_proto::v1::{AgentErrorKind, TaskKind};
 use nasfleet_proto::v1::{
     ReplicationTaskSpec, RsyncDirection, RsyncMode, RsyncTaskSpec, SnapshotTaskSpec, Task,
     TaskSpec, ValidateRsync, agent_request, task_spec,
@@ -233,8 +233,14 @@ async fn validate_rsync(state: &SharedState, spec: &mut RsyncTaskSpec) -> Result
             ))
         })?;
     if !answer.error.is_empty() {
-        // The agent words its refusals as `field: rule`.
-        return Err(FleetError::invalid_message(&answer.error));
+        return Err(match answer.error_kind() {
+            // The agent words its refusals as `field: rule`.
+            AgentErrorKind::Invalid => FleetError::invalid_message(&answer.error),
+            AgentErrorKind::TimedOut => FleetError::TimedOut(answer.error),
+            AgentErrorKind::AlreadyExists | AgentErrorKind::Unspecified => {
+                FleetError::Conflict(answer.error)
+            }
+        });
     }
     Ok(())
 }
