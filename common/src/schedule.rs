@@ -879,63 +879,9 @@ fn parse_field(
         };
         let step = match step {
             None => 1,
-            Some(step) => {
-                let max = field.star_max() - field.min();
-                small_number(step, 2)
-                    .filter(|n| (1..=max).contains(n))
-                    .ok_or_else(|| ScheduleError::BadStep {
-                        input,
-                        field,
-                        step: step.to_owned(),
-                        max,
-                        expr: expr.to_owned(),
-                    })?
-            }
+            Some(step) => parse_step(input, field, step, expr)?,
         };
-        let (low, high) = if base == "*" {
-            (field.min(), field.star_max())
-        } else if let Some((a, b)) = base.split_once('-') {
-            if a.is_empty() || b.is_empty() {
-                return Err(ScheduleError::NotAValue {
-                    input,
-                    field,
-                    value: base.to_owned(),
-                    expr: expr.to_owned(),
-                });
-            }
-            let (low, high) = (
-                field_value(input, field, a, expr)?,
-                field_value(input, field, b, expr)?,
-            );
-            if low > high {
-                let (first, last) = if a.bytes().all(|c| c.is_ascii_digit()) {
-                    (field.min().to_string(), field.star_max().to_string())
-                } else {
-                    let names = field.names();
-                    (names[0].to_owned(), names[names.len() - 1].to_owned())
-                };
-                return Err(ScheduleError::Backwards {
-                    input,
-                    field,
-                    range: base.to_owned(),
-                    hint: format!("{a}-{last},{first}-{b}"),
-                    expr: expr.to_owned(),
-                });
-            }
-            (low, high)
-        } else {
-            let value = field_value(input, field, base, expr)?;
-            if step != 1 || item.contains('/') {
-                return Err(ScheduleError::StepWithoutRange {
-                    input,
-                    field,
-                    item: item.to_owned(),
-                    hint: format!("{base}-{}/{}", field.star_max(), &item[base.len() + 1..]),
-                    expr: expr.to_owned(),
-                });
-            }
-            (value, value)
-        };
+        let (low, high) = item_range(input, field, item, base, step, expr)?;
         for value in (low..=high).step_by(step as usize) {
             let value = if field == CronField::DayOfWeek {
                 value % 7
@@ -946,6 +892,81 @@ fn parse_field(
         }
     }
     Ok(set)
+}
+
+/// The `N` of `…/N`: at least 1, at most the field's span.
+fn parse_step(
+    input: Input,
+    field: CronField,
+    step: &str,
+    expr: &str,
+) -> Result<u32, ScheduleError> {
+    let max = field.star_max() - field.min();
+    small_number(step, 2)
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ScheduleError::BadStep {
+            input,
+            field,
+            step: step.to_owned(),
+            max,
+            expr: expr.to_owned(),
+        })
+}
+
+/// The first and last value of one list item (`*`, `A-B` or a single
+/// value, the part before any `/`); a step needs a range.
+fn item_range(
+    input: Input,
+    field: CronField,
+    item: &str,
+    base: &str,
+    step: u32,
+    expr: &str,
+) -> Result<(u32, u32), ScheduleError> {
+    if base == "*" {
+        return Ok((field.min(), field.star_max()));
+    }
+    let Some((a, b)) = base.split_once('-') else {
+        let value = field_value(input, field, base, expr)?;
+        if step != 1 || item.contains('/') {
+            return Err(ScheduleError::StepWithoutRange {
+                input,
+                field,
+                item: item.to_owned(),
+                hint: format!("{base}-{}/{}", field.star_max(), &item[base.len() + 1..]),
+                expr: expr.to_owned(),
+            });
+        }
+        return Ok((value, value));
+    };
+    if a.is_empty() || b.is_empty() {
+        return Err(ScheduleError::NotAValue {
+            input,
+            field,
+            value: base.to_owned(),
+            expr: expr.to_owned(),
+        });
+    }
+    let (low, high) = (
+        field_value(input, field, a, expr)?,
+        field_value(input, field, b, expr)?,
+    );
+    if low > high {
+        let (first, last) = if a.bytes().all(|c| c.is_ascii_digit()) {
+            (field.min().to_string(), field.star_max().to_string())
+        } else {
+            let names = field.names();
+            (names[0].to_owned(), names[names.len() - 1].to_owned())
+        };
+        return Err(ScheduleError::Backwards {
+            input,
+            field,
+            range: base.to_owned(),
+            hint: format!("{a}-{last},{first}-{b}"),
+            expr: expr.to_owned(),
+        });
+    }
+    Ok((low, high))
 }
 
 /// A single number or (month, day-of-week) name, range-checked.
