@@ -3,6 +3,7 @@
 use super::context::{RunContext, RunFailure};
 use super::retention::{self, RetentionPolicy};
 use crate::zfs::{Zfs, ZfsError};
+use nasfleet_common::names::is_below;
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_proto::v1::SnapshotWork;
 use std::collections::HashSet;
@@ -16,8 +17,7 @@ pub fn covered_datasets(
     exclude: &[String],
     all: &[String],
 ) -> Vec<String> {
-    let under =
-        |name: &str, parent: &str| name == parent || name.starts_with(&format!("{parent}/"));
+    let under = |name: &str, parent: &str| name == parent || is_below(name, parent);
     if !recursive {
         return vec![dataset.to_owned()];
     }

@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use nasfleet_common::names::is_below;
 use nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_proto::v1::fleet_client::FleetClient;
@@ -208,7 +209,7 @@ pub fn normalize_excludes(
         } else if exclude.is_empty()
             || exclude.starts_with('/')
             || exclude == pool
-            || exclude.starts_with(&format!("{pool}/"))
+            || is_below(exclude, pool)
         {
             bail!(EXCLUDE_NOT_DESCENDANT);
         } else {

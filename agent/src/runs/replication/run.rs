@@ -6,6 +6,7 @@ use super::transfer::{ReplicateOptions, ReplicationError, replicate_dataset};
 use super::zfs_host::{LocalZfs, ZfsHost};
 use crate::runs::context::{RunContext, RunFailure, rate};
 use crate::zfs::{Dialect, SnapshotInfo, Zfs, ZfsError};
+use nasfleet_common::names::is_below;
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_proto::v1::{ReplicaListing, ReplicationDataset, ReplicationWork};
 use std::collections::HashMap;
@@ -134,11 +135,10 @@ async fn dataset_pairs(
     }
     let pool = dataset.source.split('/').next().unwrap_or_default();
     let listing = zfs.list_datasets_and_snapshots(pool).await?;
-    let prefix = format!("{}/", dataset.source);
     let mut pairs: Vec<(String, String)> = listing
         .datasets
         .iter()
-        .filter(|d| d.name == dataset.source || d.name.starts_with(&prefix))
+        .filter(|d| d.name == dataset.source || is_below(&d.name, &dataset.source))
         .map(|d| {
             let suffix = &d.name[dataset.source.len()..];
             (d.name.clone(), format!("{}{suffix}", dataset.target))

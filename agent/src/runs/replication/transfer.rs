@@ -3,6 +3,7 @@
 //! Children of a recursive task are replicated by calling
 //! [`replicate_dataset`] per dataset, parents first.
 
+use nasfleet_common::names::is_below;
 use std::collections::HashMap;
 use std::process::Output;
 use std::time::Duration;
@@ -270,7 +271,7 @@ fn is_plan_mismatch(refusal: &ZfsError) -> bool {
 fn is_create_failure(stderr: &str, target_dataset: &str) -> bool {
     stderr.split("cannot create '").skip(1).any(|rest| {
         rest.split_once('\'')
-            .is_some_and(|(name, _)| target_dataset.starts_with(&format!("{name}/")))
+            .is_some_and(|(name, _)| is_below(target_dataset, name))
     })
 }
 

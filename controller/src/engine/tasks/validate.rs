@@ -7,6 +7,7 @@ use crate::engine::systems::{dataset_exists, inventory, require_enrolled};
 use nasfleet_common::dataset_names::validate_dataset_name;
 use nasfleet_common::duration::parse_lifetime;
 use nasfleet_common::echo::echo;
+use nasfleet_common::names::is_below;
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_common::replication_rules;
 use nasfleet_common::rsync_rules;
@@ -119,9 +120,8 @@ async fn validate_snapshot(
             "Excluding datasets is not necessary for non-recursive periodic snapshot tasks",
         ));
     }
-    let prefix = format!("{}/", spec.dataset);
     for excluded in &spec.exclude {
-        if !excluded.starts_with(&prefix) || excluded.len() == prefix.len() {
+        if !is_below(excluded, &spec.dataset) {
             return Err(invalid(
                 "exclude",
                 "Excluded dataset should be a child or other descendant of the selected dataset",

@@ -8,7 +8,7 @@ use crate::engine::state::SharedState;
 use crate::engine::systems::inventory;
 use chrono::{DateTime, Utc};
 use nasfleet_common::duration::parse_lifetime;
-use nasfleet_common::names::replication_target_path;
+use nasfleet_common::names::{is_below, replication_target_path};
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_proto::v1::{
     ListReplicas, ReplicationDataset, ReplicationSource, ReplicationTarget, ReplicationTaskSpec,
@@ -209,11 +209,10 @@ async fn attach_target_replicas(
             else {
                 continue;
             };
-            let prefix = format!("{}/", dataset.source);
             for child in source_inventory
                 .datasets
                 .iter()
-                .filter(|d| d.name.starts_with(&prefix))
+                .filter(|d| is_below(&d.name, &dataset.source))
             {
                 let target = replication_target_path(&spec.target_dataset, system, &child.name);
                 wanted.push((index, target));
