@@ -115,6 +115,15 @@ mod tests {
     }
 
     #[test]
+    fn below_means_a_descendant_not_a_name_prefix() {
+        assert!(is_below("tank/a/b", "tank/a"));
+        assert!(is_below("tank/a/b/c", "tank/a"));
+        assert!(!is_below("tank/a", "tank/a"));
+        assert!(!is_below("tank/ab", "tank/a"));
+        assert!(!is_below("tank", "tank/a"));
+    }
+
+    #[test]
     fn refuses_hostile_names() {
         for name in ["", "-x", "x-", "a/b", "a b", "a;rm", "sys:x", "..", "ä"] {
             let refused = validate_system_name(name);
