@@ -51,6 +51,117 @@ impl Access {
     }
 }
 
+/// Every call of the Fleet service, so which access each one needs is one
+/// table ([`Call::access`]) that a test holds against the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    CreateToken,
+    ListSystems,
+    GetSystem,
+    RemoveSystem,
+    CreateSnapshot,
+    ListSnapshots,
+    ListDatasets,
+    CreateTask,
+    ValidateTask,
+    UpdateTask,
+    ListTasks,
+    GetTask,
+    DeleteTask,
+    SetTaskEnabled,
+    RunTask,
+    ListRuns,
+    GetRun,
+    WatchRun,
+    CancelRun,
+    ListSshConnections,
+    CreateSshConnection,
+    DeleteSshConnection,
+}
+
+impl Call {
+    pub const ALL: [Call; 22] = [
+        Call::CreateToken,
+        Call::ListSystems,
+        Call::GetSystem,
+        Call::RemoveSystem,
+        Call::CreateSnapshot,
+        Call::ListSnapshots,
+        Call::ListDatasets,
+        Call::CreateTask,
+        Call::ValidateTask,
+        Call::UpdateTask,
+        Call::ListTasks,
+        Call::GetTask,
+        Call::DeleteTask,
+        Call::SetTaskEnabled,
+        Call::RunTask,
+        Call::ListRuns,
+        Call::GetRun,
+        Call::WatchRun,
+        Call::CancelRun,
+        Call::ListSshConnections,
+        Call::CreateSshConnection,
+        Call::DeleteSshConnection,
+    ];
+
+    /// The RPC's name in `nasfleet.proto`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::CreateToken => "CreateToken",
+            Call::ListSystems => "ListSystems",
+            Call::GetSystem => "GetSystem",
+            Call::RemoveSystem => "RemoveSystem",
+            Call::CreateSnapshot => "CreateSnapshot",
+            Call::ListSnapshots => "ListSnapshots",
+            Call::ListDatasets => "ListDatasets",
+            Call::CreateTask => "CreateTask",
+            Call::ValidateTask => "ValidateTask",
+            Call::UpdateTask => "UpdateTask",
+            Call::ListTasks => "ListTasks",
+            Call::GetTask => "GetTask",
+            Call::DeleteTask => "DeleteTask",
+            Call::SetTaskEnabled => "SetTaskEnabled",
+            Call::RunTask => "RunTask",
+            Call::ListRuns => "ListRuns",
+            Call::GetRun => "GetRun",
+            Call::WatchRun => "WatchRun",
+            Call::CancelRun => "CancelRun",
+            Call::ListSshConnections => "ListSshConnections",
+            Call::CreateSshConnection => "CreateSshConnection",
+            Call::DeleteSshConnection => "DeleteSshConnection",
+        }
+    }
+
+    /// The access the call needs.
+    pub fn access(self) -> Access {
+        match self {
+            Call::ListSystems
+            | Call::GetSystem
+            | Call::ListSnapshots
+            | Call::ListDatasets
+            | Call::ListTasks
+            | Call::GetTask
+            | Call::ListRuns
+            | Call::GetRun
+            | Call::WatchRun
+            | Call::ListSshConnections => Access::Read,
+            Call::CreateSnapshot
+            | Call::CreateTask
+            | Call::ValidateTask
+            | Call::UpdateTask
+            | Call::DeleteTask
+            | Call::SetTaskEnabled
+            | Call::RunTask
+            | Call::CancelRun => Access::Operate,
+            Call::CreateToken
+            | Call::RemoveSystem
+            | Call::CreateSshConnection
+            | Call::DeleteSshConnection => Access::Administer,
+        }
+    }
+}
+
 /// The leaf certificate of `request`, parsed.
 fn peer_certificate<T>(request: &Request<T>) -> Result<PeerCertificate, FleetError> {
     let certs = request.peer_certs().ok_or_else(|| {
@@ -102,14 +213,10 @@ fn check_issued(peer: &PeerCertificate, record: Option<&CertRecord>) -> Result<(
     Ok(())
 }
 
-/// A person whose role allows `access`.
-pub fn authorize<T>(
-    store: &Store,
-    request: &Request<T>,
-    access: Access,
-) -> Result<Caller, FleetError> {
+/// A person whose role allows `call`.
+pub fn authorize<T>(store: &Store, request: &Request<T>, call: Call) -> Result<Caller, FleetError> {
     let caller = authenticate(store, request)?;
-    permit(&caller, access)?;
+    permit(&caller, call.access())?;
     Ok(caller)
 }
 
@@ -221,5 +328,62 @@ mod tests {
             Err(FleetError::Unauthenticated(m)) if m.contains("does not match")
         ));
         assert!(check_issued(&ann, Some(&issued("user:ann", false))).is_ok());
+    }
+
+    /// The Fleet service's RPCs as `nasfleet.proto` declares them.
+    fn contract_rpcs() -> Vec<String> {
+        let proto = include_str!("../../proto/proto/nasfleet.proto");
+        let service = proto
+            .split("service Fleet {")
+            .nth(1)
+            .and_then(|rest| rest.split("\n}").next())
+            .unwrap_or_default();
+        service
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .filter_map(|l| l.split('(').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_rpc_of_the_contract_has_its_access() {
+        let mut named: Vec<&str> = Call::ALL.iter().map(|c| c.name()).collect();
+        let mut rpcs = contract_rpcs();
+        named.sort_unstable();
+        rpcs.sort_unstable();
+        assert_eq!(named, rpcs);
+    }
+
+    #[test]
+    fn reads_are_for_everyone_changes_for_operators_fleet_management_for_admins() {
+        for call in Call::ALL {
+            let name = call.name();
+            let expected =
+                if name.starts_with("List") || name.starts_with("Get") || name == "WatchRun" {
+                    Access::Read
+                } else if matches!(
+                    call,
+                    Call::CreateToken
+                        | Call::RemoveSystem
+                        | Call::CreateSshConnection
+                        | Call::DeleteSshConnection
+                ) {
+                    Access::Administer
+                } else {
+                    Access::Operate
+                };
+            assert_eq!(call.access(), expected, "{name}");
+            // And the roles of today: a viewer may only read.
+            assert_eq!(
+                permit(&user(Some("viewer")), call.access()).is_ok(),
+                expected == Access::Read,
+                "{name}"
+            );
+            assert!(
+                permit(&user(Some("admin")), call.access()).is_ok(),
+                "{name}"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Handlers for runs: list, show, watch live, cancel.
 
 use super::Answer;
-use crate::auth::{Access, authorize};
+use crate::auth::{Call, authorize};
 use crate::engine::state::SharedState;
 use crate::engine::{runs, tasks};
 use crate::store::is_final;
@@ -19,7 +19,7 @@ const WATCH_QUEUE: usize = 64;
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 
 pub fn list(state: &SharedState, request: Request<ListRunsRequest>) -> Answer<ListRunsResponse> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::ListRuns)?;
     let req = request.into_inner();
     let limit = match req.limit {
         0 => DEFAULT_RUN_LIMIT,
@@ -31,12 +31,12 @@ pub fn list(state: &SharedState, request: Request<ListRunsRequest>) -> Answer<Li
 }
 
 pub fn get(state: &SharedState, request: Request<RunRef>) -> Answer<Run> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::GetRun)?;
     Ok(Response::new(runs::get(state, request.into_inner().id)?))
 }
 
 pub async fn cancel(state: &SharedState, request: Request<RunRef>) -> Answer<Run> {
-    let caller = authorize(&state.store, &request, Access::Operate)?;
+    let caller = authorize(&state.store, &request, Call::CancelRun)?;
     Ok(Response::new(
         runs::cancel(state, request.into_inner().id, caller.name()).await?,
     ))
@@ -49,7 +49,7 @@ pub fn watch(
     request: Request<RunRef>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Answer<WatchStream> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::WatchRun)?;
     let id = request.into_inner().id;
     // Subscribe first, then read: a run ending in between is seen in the read.
     let mut events = state.runs.subscribe(id);

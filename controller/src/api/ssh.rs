@@ -1,7 +1,7 @@
 //! Handlers for SSH connections between systems.
 
 use super::Answer;
-use crate::auth::{Access, authorize};
+use crate::auth::{Call, authorize};
 use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
 use nasfleet_proto::v1::{
@@ -13,7 +13,7 @@ pub fn list(
     state: &SharedState,
     request: Request<ListSshConnectionsRequest>,
 ) -> Answer<ListSshConnectionsResponse> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::ListSshConnections)?;
     let connections = state
         .store
         .ssh_connections()
@@ -28,7 +28,7 @@ pub async fn create(
     state: &SharedState,
     request: Request<SshConnectionRef>,
 ) -> Answer<SshConnection> {
-    let caller = authorize(&state.store, &request, Access::Administer)?;
+    let caller = authorize(&state.store, &request, Call::CreateSshConnection)?;
     let req = request.into_inner();
     let record = ssh_trust::create(state, &req.source, &req.target).await?;
     tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection created");
@@ -39,7 +39,7 @@ pub async fn delete(
     state: &SharedState,
     request: Request<SshConnectionRef>,
 ) -> Answer<SshConnection> {
-    let caller = authorize(&state.store, &request, Access::Administer)?;
+    let caller = authorize(&state.store, &request, Call::DeleteSshConnection)?;
     let req = request.into_inner();
     let record = ssh_trust::delete(state, &req.source, &req.target).await?;
     tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection deleted");

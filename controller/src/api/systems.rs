@@ -1,7 +1,7 @@
 //! Handlers for systems, their datasets and snapshots, and join tokens.
 
 use super::Answer;
-use crate::auth::{Access, authorize};
+use crate::auth::{Call, authorize};
 use crate::engine::state::SharedState;
 use crate::engine::{membership, systems};
 use nasfleet_proto::v1::{
@@ -17,7 +17,7 @@ pub async fn create_token(
     state: &SharedState,
     request: Request<CreateTokenRequest>,
 ) -> Answer<CreateTokenResponse> {
-    let caller = authorize(&state.store, &request, Access::Administer)?;
+    let caller = authorize(&state.store, &request, Call::CreateToken)?;
     let ttl = match request.get_ref().ttl_secs {
         0 => membership::DEFAULT_TOKEN_TTL,
         secs => Duration::from_secs(secs),
@@ -37,14 +37,14 @@ pub fn list(
     state: &SharedState,
     request: Request<ListSystemsRequest>,
 ) -> Answer<ListSystemsResponse> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::ListSystems)?;
     Ok(Response::new(ListSystemsResponse {
         systems: systems::list(state)?,
     }))
 }
 
 pub async fn get(state: &SharedState, request: Request<GetSystemRequest>) -> Answer<SystemDetail> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::GetSystem)?;
     let req = request.into_inner();
     Ok(Response::new(
         systems::detail(state, &req.name, req.refresh).await?,
@@ -55,7 +55,7 @@ pub async fn remove(
     state: &SharedState,
     request: Request<RemoveSystemRequest>,
 ) -> Answer<RemoveSystemResponse> {
-    let caller = authorize(&state.store, &request, Access::Administer)?;
+    let caller = authorize(&state.store, &request, Call::RemoveSystem)?;
     let name = request.into_inner().name;
     let serial = membership::remove(state, &name).await?;
     tracing::info!(system = %name, by = %caller.principal, %serial, "system removed, certificate revoked");
@@ -68,7 +68,7 @@ pub async fn create_snapshot(
     state: &SharedState,
     request: Request<CreateSnapshotRequest>,
 ) -> Answer<CreateSnapshotResponse> {
-    authorize(&state.store, &request, Access::Operate)?;
+    authorize(&state.store, &request, Call::CreateSnapshot)?;
     let req = request.into_inner();
     let created = systems::take_snapshot(
         state,
@@ -85,7 +85,7 @@ pub async fn list_snapshots(
     state: &SharedState,
     request: Request<ListSnapshotsRequest>,
 ) -> Answer<ListSnapshotsResponse> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::ListSnapshots)?;
     let req = request.into_inner();
     let snapshots =
         systems::snapshots(state, &req.system, &req.dataset, req.recursive, req.refresh).await?;
@@ -96,7 +96,7 @@ pub async fn list_datasets(
     state: &SharedState,
     request: Request<ListDatasetsRequest>,
 ) -> Answer<ListDatasetsResponse> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::ListDatasets)?;
     let req = request.into_inner();
     let datasets = systems::datasets(state, &req.system, req.refresh).await?;
     Ok(Response::new(ListDatasetsResponse { datasets }))

@@ -1,7 +1,7 @@
 //! Handlers for tasks of every kind: create, check, edit, list, show, delete, enable and run now.
 
 use super::Answer;
-use crate::auth::{Access, authorize};
+use crate::auth::{Call, authorize};
 use crate::engine::state::SharedState;
 use crate::engine::tasks;
 use nasfleet_proto::v1::{
@@ -11,7 +11,7 @@ use nasfleet_proto::v1::{
 use tonic::{Request, Response};
 
 pub async fn create(state: &SharedState, request: Request<TaskSpec>) -> Answer<Task> {
-    let caller = authorize(&state.store, &request, Access::Operate)?;
+    let caller = authorize(&state.store, &request, Call::CreateTask)?;
     let by = caller.principal.to_string();
     Ok(Response::new(
         tasks::create(state, request.into_inner(), &by).await?,
@@ -19,7 +19,7 @@ pub async fn create(state: &SharedState, request: Request<TaskSpec>) -> Answer<T
 }
 
 pub async fn check(state: &SharedState, request: Request<UpdateTaskRequest>) -> Answer<Task> {
-    authorize(&state.store, &request, Access::Operate)?;
+    authorize(&state.store, &request, Call::ValidateTask)?;
     let req = request.into_inner();
     Ok(Response::new(
         tasks::check(state, &req.task, req.spec).await?,
@@ -27,7 +27,7 @@ pub async fn check(state: &SharedState, request: Request<UpdateTaskRequest>) -> 
 }
 
 pub async fn update(state: &SharedState, request: Request<UpdateTaskRequest>) -> Answer<Task> {
-    let caller = authorize(&state.store, &request, Access::Operate)?;
+    let caller = authorize(&state.store, &request, Call::UpdateTask)?;
     let req = request.into_inner();
     let by = caller.principal.to_string();
     Ok(Response::new(
@@ -36,13 +36,13 @@ pub async fn update(state: &SharedState, request: Request<UpdateTaskRequest>) ->
 }
 
 pub fn list(state: &SharedState, request: Request<ListTasksRequest>) -> Answer<ListTasksResponse> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::ListTasks)?;
     let tasks = tasks::list(state, request.into_inner().kind())?;
     Ok(Response::new(ListTasksResponse { tasks }))
 }
 
 pub fn get(state: &SharedState, request: Request<TaskRef>) -> Answer<Task> {
-    authorize(&state.store, &request, Access::Read)?;
+    authorize(&state.store, &request, Call::GetTask)?;
     Ok(Response::new(tasks::get(
         state,
         &request.into_inner().task,
@@ -50,7 +50,7 @@ pub fn get(state: &SharedState, request: Request<TaskRef>) -> Answer<Task> {
 }
 
 pub async fn delete(state: &SharedState, request: Request<TaskRef>) -> Answer<Task> {
-    let caller = authorize(&state.store, &request, Access::Operate)?;
+    let caller = authorize(&state.store, &request, Call::DeleteTask)?;
     let by = caller.principal.to_string();
     Ok(Response::new(
         tasks::delete(state, &request.into_inner().task, &by).await?,
@@ -61,7 +61,7 @@ pub async fn set_enabled(
     state: &SharedState,
     request: Request<SetTaskEnabledRequest>,
 ) -> Answer<Task> {
-    let caller = authorize(&state.store, &request, Access::Operate)?;
+    let caller = authorize(&state.store, &request, Call::SetTaskEnabled)?;
     let req = request.into_inner();
     let by = caller.principal.to_string();
     Ok(Response::new(
@@ -70,7 +70,7 @@ pub async fn set_enabled(
 }
 
 pub async fn run_now(state: &SharedState, request: Request<TaskRef>) -> Answer<Run> {
-    let caller = authorize(&state.store, &request, Access::Operate)?;
+    let caller = authorize(&state.store, &request, Call::RunTask)?;
     Ok(Response::new(
         tasks::run_now(state, &request.into_inner().task, caller.name()).await?,
     ))
