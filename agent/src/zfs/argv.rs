@@ -181,8 +181,10 @@ pub fn send_args(
 /// its most recent snapshot first, discarding changes made there. OpenZFS
 /// also gets `-u`: the replica is not mounted, so it cannot cover another
 /// file system at an inherited mountpoint, and nothing (not even atime
-/// updates) modifies it between runs. zfs-fuse has no `-u` (it mounts the
-/// replica; the caller sets `readonly=on`).
+/// updates) modifies it between runs; and `-o readonly=on`, so the replica
+/// is read-only from the moment it exists, with no `zfs set` after it.
+/// zfs-fuse has neither (it mounts the replica; the caller sets
+/// `readonly=on` afterwards, see [`set_readonly_args`]).
 pub fn recv_args(
     dialect: Dialect,
     target_dataset: &str,
@@ -191,7 +193,7 @@ pub fn recv_args(
     validate_dataset_name(target_dataset)?;
     let mut out = args(&["receive"]);
     if dialect == Dialect::OpenZfs {
-        out.push("-u".to_owned());
+        out.extend(["-u", "-o", "readonly=on"].map(str::to_owned));
     }
     if force {
         out.push("-F".to_owned());
@@ -512,11 +514,11 @@ mod tests {
         );
         assert_eq!(
             recv_args(Dialect::OpenZfs, "backup/a", false).unwrap(),
-            ["receive", "-u", "--", "backup/a"]
+            ["receive", "-u", "-o", "readonly=on", "--", "backup/a"]
         );
         assert_eq!(
             recv_args(Dialect::OpenZfs, "backup/a", true).unwrap(),
-            ["receive", "-u", "-F", "--", "backup/a"]
+            ["receive", "-u", "-o", "readonly=on", "-F", "--", "backup/a"]
         );
         for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
             assert!(recv_args(dialect, "backup/a@s", false).is_err());

@@ -375,6 +375,9 @@ impl Step<'_> {
             None
         };
         let readonly = zfs::set_readonly_args(self.target_dataset).map_err(ZfsError::from)?;
+        // OpenZFS makes the replica read-only with the receive itself
+        // (`-o readonly=on`); zfs-fuse needs a `zfs set` after it.
+        let set_by_receive = self.options.dialect_target == Dialect::OpenZfs;
         let mut readonly_set = false;
         let mut total: u64 = 0;
         let mut transferred = Vec::with_capacity(plan.transfers.len());
@@ -382,7 +385,8 @@ impl Step<'_> {
             let last = index + 1 == plan.transfers.len();
             let around = Around {
                 create_first: create_parent.clone().filter(|_| index == 0),
-                readonly_after: Some(readonly.clone()).filter(|_| chaining && last),
+                readonly_after: Some(readonly.clone())
+                    .filter(|_| chaining && last && !set_by_receive),
             };
             let sent = self
                 .send_one(
@@ -402,7 +406,7 @@ impl Step<'_> {
                 }
                 Err(stale) => return Err(stale),
             }
-            readonly_set |= readonly_rode_along;
+            readonly_set |= readonly_rode_along || set_by_receive;
             transferred.push(transfer.clone());
         }
 
