@@ -234,16 +234,27 @@ fn summary_lines(summary: &SystemSummary, certificate_serial: &str) -> Vec<Strin
 }
 
 fn pools_table(inventory: &Inventory) -> String {
-    let mut pools = Table::new(&["NAME", "SIZE", "FREE", "HEALTH"]);
+    let mut pools = Table::new(&["NAME", "SIZE", "FREE", "CAP", "HEALTH"]);
     for p in &inventory.pools {
         pools.row(vec![
             p.name.clone(),
             human_bytes(p.size),
             human_bytes(p.free),
+            capacity_text(p.size, p.free),
             p.health.clone(),
         ]);
     }
     pools.render()
+}
+
+/// How full a pool is, as `zpool list`'s CAP column says it: the used
+/// share of its size in whole percent; `-` when the size is unknown.
+fn capacity_text(size: u64, free: u64) -> String {
+    if size == 0 {
+        return "-".to_owned();
+    }
+    let used = size.saturating_sub(free);
+    format!("{}%", used.saturating_mul(100) / size)
 }
 
 fn datasets_table(datasets: &[DatasetJson]) -> String {
@@ -456,6 +467,16 @@ mod tests {
     }
 
     #[test]
+    fn capacity_is_the_used_share_in_whole_percent() {
+        assert_eq!(capacity_text(1000, 1000), "0%");
+        assert_eq!(capacity_text(1000, 199), "80%");
+        assert_eq!(capacity_text(1000, 0), "100%");
+        assert_eq!(capacity_text(0, 0), "-");
+        // A free figure above the size (rounding in zfs-fuse) is not negative.
+        assert_eq!(capacity_text(1000, 1200), "0%");
+    }
+
+    #[test]
     fn show_text_has_summary_inventory_and_problems() {
         let text = detail_text(&summary(), &detail(Some(inventory())));
         let expected = "\
@@ -472,8 +493,8 @@ ZFS:          0.7.3 (legacy (zfs-fuse))
 Inventory:    never
 
 Pools:
-NAME  SIZE  FREE    HEALTH
-tank  1.0G  512.0M  ONLINE
+NAME  SIZE  FREE    CAP  HEALTH
+tank  1.0G  512.0M  50%  ONLINE
 
 Datasets:
 NAME       USED  AVAIL   SNAPSHOTS  READONLY  MOUNTPOINT
