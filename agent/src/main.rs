@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use nasfleet_agent::config::{AgentConfig, RunSettings};
 use nasfleet_agent::join::{JoinOptions, join};
 use nasfleet_agent::link::{self, LinkError};
-use nasfleet_agent::{EXIT_REFUSED, zfs};
+use nasfleet_agent::{EXIT_REFUSED, ssh, zfs};
 use nasfleet_common::daemon::{LogFormat, init_logging, shutdown_on_signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +61,16 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
+    /// sshd's forced command for a replication key (written by the agent
+    /// into authorized_keys, not run by hand): runs the replication
+    /// commands in SSH_ORIGINAL_COMMAND that `source` may run here.
+    SshGate {
+        /// The system whose key this is.
+        #[arg(long)]
+        source: String,
+        #[arg(long, default_value = "/var/lib/nasfleet-agent")]
+        state_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +85,12 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // The gate is a short synchronous filter in front of zfs: no runtime.
+    if let Command::SshGate { source, state_dir } = &cli.command {
+        let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
+        let status = ssh::gate::serve(state_dir, source, original.as_deref());
+        return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)));
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match cli.command {
         Command::Join {
@@ -146,5 +162,6 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        Command::SshGate { .. } => Ok(ExitCode::SUCCESS),
     }
 }

@@ -7,8 +7,8 @@ use crate::ssh;
 use crate::zfs::{Zfs, ZfsError};
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::{
-    AgentErrorKind, AgentMessage, AgentRequest, AgentResponse, AuthorizeKey, CheckSsh,
-    CreateSnapshots, ListReplicas, RevokeKey, ValidateRsync, agent_request,
+    AgentErrorKind, AgentMessage, AgentRequest, AgentResponse, AllowReplication, AuthorizeKey,
+    CheckSsh, CreateSnapshots, ListReplicas, RevokeKey, ValidateRsync, agent_request,
 };
 use std::fmt::Display;
 use std::future::Future;
@@ -45,7 +45,8 @@ impl Handlers {
     async fn respond(&self, body: Option<agent_request::Body>) -> AgentResponse {
         use agent_request::Body;
         match body {
-            Some(Body::AuthorizeKey(authorize)) => authorize_key(authorize).await,
+            Some(Body::AuthorizeKey(authorize)) => self.authorize_key(authorize).await,
+            Some(Body::AllowReplication(allow)) => self.allow_replication(allow).await,
             Some(Body::ValidateRsync(validate)) => self.validate_rsync(validate).await,
             Some(Body::RevokeKey(revoke)) => revoke_key(revoke).await,
             Some(Body::CheckSsh(check)) => self.check_ssh(check).await,
@@ -96,28 +97,69 @@ impl Handlers {
         }
     }
 
+    /// Authorizes a source's replication key behind the gate: it may run
+    /// only what [`ssh::gate`] admits, below the datasets of its tasks.
+    async fn authorize_key(&self, authorize: AuthorizeKey) -> AgentResponse {
+        outcome(
+            self.authorize_gated(
+                &authorize.user,
+                &authorize.public_key,
+                &authorize.source_system,
+            )
+            .await,
+        )
+    }
+
+    async fn authorize_gated(
+        &self,
+        user: &str,
+        public_key: &str,
+        source: &str,
+    ) -> Result<(), String> {
+        let agent = std::env::current_exe()
+            .map_err(|e| format!("cannot find this agent's own program: {e}"))?;
+        let options = ssh::gate::key_options(&agent, &self.runs.identity.state_dir, source)
+            .map_err(|e| e.to_string())?;
+        let authorized = within_timeout(
+            "authorizing the key",
+            ssh::authorize_key(user, public_key, source, Some(&options)),
+        )
+        .await?;
+        tracing::info!(%user, %source, outcome = ?authorized, "replication key authorized behind the gate");
+        Ok(())
+    }
+
+    /// Replaces the datasets below which a source's key may receive here,
+    /// and makes sure its key (when given) is behind the gate.
+    async fn allow_replication(&self, allow: AllowReplication) -> AgentResponse {
+        let state_dir = self.runs.identity.state_dir.clone();
+        let (source, roots) = (allow.source_system.clone(), allow.roots.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            ssh::gate::store_rules(&state_dir, &source, &roots)
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => {
+                tracing::info!(source = %allow.source_system, roots = ?allow.roots, "replication allow-list updated");
+            }
+            Ok(Err(e)) => return failed_as(AgentErrorKind::Invalid, e.to_string()),
+            Err(e) => return failed(format!("updating the allow-list failed: {e}")),
+        }
+        if allow.public_key.is_empty() {
+            return AgentResponse::default();
+        }
+        outcome(
+            self.authorize_gated(&allow.user, &allow.public_key, &allow.source_system)
+                .await,
+        )
+    }
+
     async fn list_replicas(&self, list: ListReplicas) -> AgentResponse {
         AgentResponse {
             replicas: list_replicas(&self.zfs, &list.datasets).await,
             ..Default::default()
         }
     }
-}
-
-async fn authorize_key(authorize: AuthorizeKey) -> AgentResponse {
-    let authorized = within_timeout(
-        "authorizing the key",
-        ssh::authorize_key(
-            &authorize.user,
-            &authorize.public_key,
-            &authorize.source_system,
-        ),
-    )
-    .await;
-    if let Ok(outcome) = &authorized {
-        tracing::info!(user = %authorize.user, source = %authorize.source_system, ?outcome, "replication key authorized");
-    }
-    self::outcome(authorized.map(drop))
 }
 
 async fn revoke_key(revoke: RevokeKey) -> AgentResponse {

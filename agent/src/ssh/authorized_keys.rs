@@ -23,6 +23,9 @@ const MAX_AUTHORIZED_KEYS: u64 = 16 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthorizeOutcome {
     Added,
+    /// The key was there with other options (e.g. from before the gate);
+    /// its lines were replaced by the one asked for.
+    Replaced,
     /// The key (same type and data) was already there; nothing was written.
     AlreadyPresent,
 }
@@ -66,6 +69,7 @@ pub async fn authorize_key(
     user: &str,
     public_key: &str,
     source_system: &str,
+    options: Option<&str>,
 ) -> Result<AuthorizeOutcome, SshError> {
     validate_user(user)?;
     validate_system_name(source_system)?;
@@ -88,6 +92,7 @@ pub async fn authorize_key(
         account.gid,
         public_key,
         source_system,
+        options,
     )
     .await
 }
@@ -105,15 +110,30 @@ pub async fn authorize_in_home(
     gid: u32,
     public_key: &str,
     source_system: &str,
+    options: Option<&str>,
 ) -> Result<AuthorizeOutcome, SshError> {
     validate_system_name(source_system)?;
     let key = parse_replication_key(public_key)?;
+    let prefix = options.map(|o| format!("{o} ")).unwrap_or_default();
     let line = format!(
-        "{} nasfleet-replication from {source_system}\n",
+        "{prefix}{} nasfleet-replication from {source_system}\n",
         key.joined()
     );
     let home = home.to_owned();
-    tokio::task::spawn_blocking(move || append_authorized_key(&home, uid, gid, &key, &line)).await?
+    tokio::task::spawn_blocking(move || {
+        match append_authorized_key(&home, uid, gid, &key, &line)? {
+            // Another line carries the key (without the gate, say): it
+            // goes, then ours is added. Two locked steps; in between the
+            // key logs in nowhere, which fails safe.
+            AuthorizeOutcome::Replaced => {
+                remove_authorized_key(&home, &key)?;
+                append_authorized_key(&home, uid, gid, &key, &line)?;
+                Ok(AuthorizeOutcome::Replaced)
+            }
+            outcome => Ok(outcome),
+        }
+    })
+    .await?
 }
 
 /// Maps an `openat(..., O_NOFOLLOW)` failure: a symbolic link (`ELOOP`) or
@@ -246,7 +266,15 @@ fn append_authorized_key(
     lock_keys_file(&file, &keys_path)?;
     let content = read_keys_file(&mut file, &keys_path)?;
     if has_key(&content, key) {
-        return Ok(AuthorizeOutcome::AlreadyPresent);
+        let wanted = line.trim_end().as_bytes();
+        let exact = content
+            .split(|b| *b == b'\n')
+            .any(|l| l.strip_suffix(b"\r").unwrap_or(l) == wanted);
+        return Ok(if exact {
+            AuthorizeOutcome::AlreadyPresent
+        } else {
+            AuthorizeOutcome::Replaced
+        });
     }
     let mut addition = String::new();
     // A last line without its newline would otherwise run into ours.
@@ -486,7 +514,7 @@ mod tests {
     async fn authorize_in_home_creates_and_is_idempotent() {
         let home = tempfile::tempdir().unwrap();
         let (uid, gid) = owner_of(home.path());
-        let outcome = authorize_in_home(home.path(), uid, gid, KEY, "nas1")
+        let outcome = authorize_in_home(home.path(), uid, gid, KEY, "nas1", None)
             .await
             .unwrap();
         assert_eq!(outcome, AuthorizeOutcome::Added);
@@ -500,7 +528,7 @@ mod tests {
 
         // Same key again, with another comment or from another source: no change.
         for (key, source) in [(KEY, "nas1"), (KEY_NO_COMMENT, "nas3")] {
-            let outcome = authorize_in_home(home.path(), uid, gid, key, source)
+            let outcome = authorize_in_home(home.path(), uid, gid, key, source, None)
                 .await
                 .unwrap();
             assert_eq!(outcome, AuthorizeOutcome::AlreadyPresent);
@@ -522,7 +550,7 @@ mod tests {
         );
         std::fs::write(&keys, &before).unwrap();
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let outcome = authorize_in_home(home.path(), uid, gid, KEY, "nas1")
+        let outcome = authorize_in_home(home.path(), uid, gid, KEY, "nas1", None)
             .await
             .unwrap();
         assert_eq!(outcome, AuthorizeOutcome::Added);
@@ -539,7 +567,7 @@ mod tests {
         std::fs::create_dir(other.path().join(".ssh")).unwrap();
         let with_options = format!("restrict,command=\"zfs recv\" {KEY}\n");
         std::fs::write(other.path().join(".ssh/authorized_keys"), &with_options).unwrap();
-        let outcome = authorize_in_home(other.path(), uid, gid, KEY, "nas1")
+        let outcome = authorize_in_home(other.path(), uid, gid, KEY, "nas1", None)
             .await
             .unwrap();
         assert_eq!(outcome, AuthorizeOutcome::AlreadyPresent);
@@ -555,7 +583,7 @@ mod tests {
         // ~/.ssh as a symbolic link to another directory.
         let home = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(victim_dir.path(), home.path().join(".ssh")).unwrap();
-        let err = authorize_in_home(home.path(), uid, gid, KEY, "nas1")
+        let err = authorize_in_home(home.path(), uid, gid, KEY, "nas1", None)
             .await
             .unwrap_err();
         assert!(matches!(err, SshError::Unsafe { .. }), "{err}");
@@ -571,7 +599,7 @@ mod tests {
             } else {
                 std::os::unix::fs::symlink(&victim, &keys).unwrap();
             }
-            let err = authorize_in_home(home.path(), uid, gid, KEY, "nas1")
+            let err = authorize_in_home(home.path(), uid, gid, KEY, "nas1", None)
                 .await
                 .unwrap_err();
             assert!(matches!(err, SshError::Unsafe { .. }), "{err}");
@@ -587,7 +615,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let err = authorize_in_home(home.path(), uid, gid, KEY, "nas1")
+        let err = authorize_in_home(home.path(), uid, gid, KEY, "nas1", None)
             .await
             .unwrap_err();
         assert!(matches!(err, SshError::Unsafe { .. }), "{err}");
@@ -603,24 +631,25 @@ mod tests {
             gid,
             &format!("command=\"x\" {KEY}"),
             "nas1",
+            None,
         )
         .await
         .unwrap_err();
         assert!(matches!(err, SshError::InvalidKey { .. }), "{err}");
-        let err = authorize_in_home(home.path(), uid, gid, KEY, "nas 1; x")
+        let err = authorize_in_home(home.path(), uid, gid, KEY, "nas 1; x", None)
             .await
             .unwrap_err();
         assert!(matches!(err, SshError::InvalidSystem(_)), "{err}");
         assert!(!home.path().join(".ssh").exists());
 
-        let err = authorize_key("nasfleet-no-such-user", KEY, "nas1")
+        let err = authorize_key("nasfleet-no-such-user", KEY, "nas1", None)
             .await
             .unwrap_err();
         assert_eq!(
             err.to_string(),
             "Provided user \"nasfleet-no-such-user\" does not exist"
         );
-        let err = authorize_key("-oX", KEY, "nas1").await.unwrap_err();
+        let err = authorize_key("-oX", KEY, "nas1", None).await.unwrap_err();
         assert!(matches!(err, SshError::InvalidUser { .. }), "{err}");
     }
 
@@ -752,7 +781,7 @@ mod tests {
         let before = format!("# mine\n{ECDSA} me@laptop");
         let (home, keys) = home_with_keys(before.as_bytes());
         let (uid, gid) = owner_of(home.path());
-        let outcome = authorize_in_home(home.path(), uid, gid, KEY, "nas1")
+        let outcome = authorize_in_home(home.path(), uid, gid, KEY, "nas1", None)
             .await
             .unwrap();
         assert_eq!(outcome, AuthorizeOutcome::Added);
@@ -891,7 +920,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let (uid, gid) = owner_of(home.path());
         for n in 0..8 {
-            authorize_in_home(home.path(), uid, gid, &other_key(n), "nas1")
+            authorize_in_home(home.path(), uid, gid, &other_key(n), "nas1", None)
                 .await
                 .unwrap();
         }
@@ -903,9 +932,10 @@ mod tests {
                     let outcome = revoke_in_home(&home, &other_key(n)).await.unwrap();
                     assert_eq!(outcome, RevokeOutcome::Removed(1));
                 } else {
-                    let outcome = authorize_in_home(&home, uid, gid, &other_key(n + 4), "nas2")
-                        .await
-                        .unwrap();
+                    let outcome =
+                        authorize_in_home(&home, uid, gid, &other_key(n + 4), "nas2", None)
+                            .await
+                            .unwrap();
                     assert_eq!(outcome, AuthorizeOutcome::Added);
                 }
             }));

@@ -22,6 +22,7 @@ pub mod authorized_keys;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod gate;
 pub mod keys;
 pub mod known_hosts;
 pub mod master;

@@ -11,7 +11,8 @@ use crate::store::SshConnectionRecord;
 use nasfleet_common::echo::echo;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::{
-    AuthorizeKey, CheckSsh, ReplicationTarget, RevokeKey, SshConnection, agent_request,
+    AllowReplication, AuthorizeKey, CheckSsh, ReplicationTarget, ReplicationTaskSpec, RevokeKey,
+    SshConnection, agent_request, task_spec,
 };
 use std::time::Duration;
 
@@ -76,6 +77,7 @@ pub async fn create(
             ))
         })?;
     authorize_on_target(state, source, target, &public_key).await?;
+    allow(state, source, target).await?;
     let record = SshConnectionRecord {
         source: source.into(),
         target: target.into(),
@@ -216,6 +218,80 @@ pub async fn forget(state: &SharedState, record: &SshConnectionRecord) -> Result
         .write(move |w| w.delete_ssh_connection(&source, &target))
         .await?;
     Ok(())
+}
+
+/// The datasets below which `source`'s key may receive on `target`:
+/// `TARGET/<source>` of every replication task from it to there.
+pub fn allowed_roots(
+    state: &SharedState,
+    source: &str,
+    target: &str,
+) -> Result<Vec<String>, FleetError> {
+    let mut roots: Vec<String> = Vec::new();
+    for task in state.store.tasks()? {
+        let Some(task_spec::Kind::Replication(spec)) = task.spec.and_then(|s| s.kind) else {
+            continue;
+        };
+        if spec.target_system != target || !spec.sources.iter().any(|s| s.system == source) {
+            continue;
+        }
+        let root = format!("{}/{source}", spec.target_dataset);
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    Ok(roots)
+}
+
+/// Tells `target`'s agent which datasets `source`'s key may receive below
+/// (the gate in front of the key reads it). Called when the connection is
+/// made, when a task that uses it changes, and before each run.
+pub async fn allow(state: &SharedState, source: &str, target: &str) -> Result<(), FleetError> {
+    let roots = allowed_roots(state, source, target)?;
+    let key = state.store.ssh_connection(source, target)?;
+    let answer = state
+        .sessions
+        .request(
+            target,
+            agent_request::Body::AllowReplication(AllowReplication {
+                source_system: source.to_owned(),
+                roots,
+                user: key.as_ref().map(|k| k.user.clone()).unwrap_or_default(),
+                public_key: key.map(|k| k.public_key).unwrap_or_default(),
+            }),
+            AUTHORIZE_TIMEOUT,
+        )
+        .await?;
+    if !answer.error.is_empty() {
+        return Err(FleetError::Conflict(format!(
+            "System '{target}' could not update what '{source}' may replicate to: {}",
+            answer.error
+        )));
+    }
+    Ok(())
+}
+
+/// [`allow`] for every remote source of a replication task (as it was and
+/// as it is now), in the background: an offline target keeps its last
+/// list and gets the new one before the next run.
+pub fn allow_in_background(state: &SharedState, specs: &[&ReplicationTaskSpec]) {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for spec in specs {
+        for source in &spec.sources {
+            let pair = (source.system.clone(), spec.target_system.clone());
+            if source.system != spec.target_system && !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+    }
+    for (source, target) in pairs {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = allow(&state, &source, &target).await {
+                tracing::warn!(%source, %target, error = %e, "replication allow-list not updated now; it will be before the next run");
+            }
+        });
+    }
 }
 
 /// Ends the connection from `source` to `target`: the key must stop

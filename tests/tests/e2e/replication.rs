@@ -702,3 +702,133 @@ fn an_agent_killed_mid_transfer_recovers_on_the_next_run() -> Result<()> {
     );
     Ok(())
 }
+
+/// The key a source's agent installs on its target runs the agent's gate,
+/// which admits only replication commands below that source's targets.
+#[test]
+fn a_replication_key_can_only_replicate_below_its_targets() -> Result<()> {
+    ensure_zfs_fuse()?;
+    let dir = TestDir::new("gate")?;
+    let pool1 = TestPool::create(dir.path(), "gsrc")?;
+    let pool2 = TestPool::create(dir.path(), "gdst")?;
+    let sshd1 = TestSshd::start(dir.path())?;
+    let sshd2 = TestSshd::start(dir.path())?;
+    let data = pool1.create_dataset("data")?;
+    let other = pool2.create_dataset("other")?;
+    pool1.snapshot("data", "auto-2026-01-01_00-00")?;
+    let fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
+    let controller = &fleet.controller;
+    let source = format!("nas1:{data}");
+    let target = format!("nas2:{}/backup", pool2.name());
+    controller.cli_ok(&[
+        "replication",
+        "create",
+        "gated",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--yes",
+    ])?;
+    let run = replication_run(controller, "gated")?;
+    ensure!(run_state(&run)? == "FINISHED", "through the gate: {run}");
+
+    // The line on the target runs the gate, restricted.
+    let body = replication_key_body(&fleet.nas1);
+    let keys = std::fs::read_to_string("/root/.ssh/authorized_keys")?;
+    let line = keys
+        .lines()
+        .find(|l| l.contains(&body))
+        .context("nas1's key is authorized")?;
+    ensure!(
+        line.starts_with("command=\"")
+            && line.contains(" ssh-gate --source nas1 ")
+            && line.contains(",restrict "),
+        "{line}"
+    );
+
+    let identity = fleet.nas1.state_dir().join("replication_ed25519");
+    let attempt = |words: &[&str]| -> Result<(Option<i32>, String)> {
+        let mut cmd = sshd2.ssh_command(&identity)?;
+        cmd.args(words);
+        let out = nasfleet_tests::run_output(&mut cmd, Duration::from_secs(30))?;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let refused = |words: &[&str]| -> Result<String> {
+        let (code, stderr) = attempt(words)?;
+        ensure!(
+            code == Some(126) && stderr.contains("nasfleet gate: refused"),
+            "`{}` was not refused: {code:?} {stderr}",
+            words.join(" ")
+        );
+        Ok(stderr)
+    };
+    refused(&["id"])?;
+    refused(&["cat", "/etc/shadow"])?;
+    // No command: what a login shell would get.
+    let stderr = refused(&[])?;
+    ensure!(stderr.contains("no interactive login"), "{stderr}");
+    refused(&["zfs", "destroy", "-r", &other])?;
+    refused(&["zfs", "destroy", "-r", &format!("{}/backup", pool2.name())])?;
+    let stderr = refused(&["zfs", "receive", "-u", "--", &format!("{other}/planted")])?;
+    ensure!(
+        stderr.contains("outside the datasets nas1 may replicate to"),
+        "{stderr}"
+    );
+    refused(&["zfs", "list", "-H", "-o", "name", "--", &other, ";", "id"])?;
+    ensure!(
+        nasfleet_tests::zfs::dataset_exists(&other)?,
+        "a refused destroy destroyed something"
+    );
+    // What a replication needs still passes.
+    let (code, stderr) = attempt(&[
+        "zfs",
+        "list",
+        "-H",
+        "-o",
+        "name",
+        "--",
+        &format!("{}/backup/nas1/{data}", pool2.name()),
+    ])?;
+    ensure!(code == Some(0), "listing the replica: {code:?} {stderr}");
+
+    // No forwarding: a remote forward is refused and ssh gives up on it.
+    // (ssh_command puts the destination last; options go before it.)
+    let mut forward = std::process::Command::new("ssh");
+    forward
+        .arg("-i")
+        .arg(&identity)
+        .args(["-p", &sshd2.port().to_string()])
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .args(["-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10"])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            sshd2.dir().join("known_hosts").display()
+        ))
+        .args([
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-N",
+            "-R",
+            "0:127.0.0.1:22",
+        ])
+        .arg(format!("root@{}", sshd2.ip()));
+    let out = nasfleet_tests::run_output(&mut forward, Duration::from_secs(30))?;
+    ensure!(
+        !out.status.success(),
+        "remote forwarding was allowed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every refusal is logged on the target.
+    let log = std::fs::read_to_string(fleet.nas2.state_dir().join("gate/refused.log"))?;
+    ensure!(
+        log.contains("source=nas1") && log.contains("refused"),
+        "{log}"
+    );
+    Ok(())
+}

@@ -10,12 +10,15 @@ pub use work::prepare;
 
 use crate::engine::error::FleetError;
 use crate::engine::runs::{self, Trigger};
+use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
 use crate::engine::systems::covers;
 use chrono::Utc;
 use nasfleet_common::echo::echo;
 use nasfleet_common::schedule::Schedule;
-use nasfleet_proto::v1::{Run, RunState, SnapshotTaskSpec, Task, TaskSpec, task_spec};
+use nasfleet_proto::v1::{
+    ReplicationTaskSpec, Run, RunState, SnapshotTaskSpec, Task, TaskSpec, task_spec,
+};
 
 pub use crate::engine::kinds::{kind_of, state_word, systems_of};
 use nasfleet_proto::v1::TaskKind;
@@ -140,6 +143,7 @@ pub async fn create(state: &SharedState, spec: TaskSpec, by: &str) -> Result<Tas
     }
     tracing::info!(task = %task.name, id = task.id, by, schedule = %task.schedule, "task created");
     let saved = save(state, task).await?;
+    ssh_trust::allow_in_background(state, &replication_specs(&[&saved]));
     for companion in companions {
         tracing::info!(task = %companion.name, id = companion.id, "snapshot task created for replication");
         save(state, companion).await?;
@@ -171,7 +175,9 @@ pub async fn update(
         reset_schedule_mark(state, task.id).await?;
     }
     tracing::info!(task = %task.name, id = task.id, by, "task updated");
-    save(state, task).await
+    let saved = save(state, task).await?;
+    ssh_trust::allow_in_background(state, &replication_specs(&[&existing, &saved]));
+    Ok(saved)
 }
 
 /// Deletes a task with its run history; refused while it runs.
@@ -187,6 +193,8 @@ pub async fn delete(state: &SharedState, reference: &str, by: &str) -> Result<Ta
     let id = task.id;
     state.store.write(move |w| w.delete_task(id)).await?;
     state.scheduler_wake.notify_one();
+    // The deleted task's targets stop admitting what only it needed.
+    ssh_trust::allow_in_background(state, &replication_specs(&[&task]));
     tracing::info!(task = %task.name, id = task.id, by, "task deleted");
     Ok(shown)
 }
@@ -210,6 +218,17 @@ pub async fn set_enabled(
     spec.enabled = enabled;
     tracing::info!(task = %task.name, id, enabled, by, "task enabled state changed");
     save(state, task).await
+}
+
+/// The replication specs among `tasks`.
+fn replication_specs<'a>(tasks: &[&'a Task]) -> Vec<&'a ReplicationTaskSpec> {
+    tasks
+        .iter()
+        .filter_map(|t| match t.spec.as_ref()?.kind.as_ref()? {
+            task_spec::Kind::Replication(spec) => Some(spec),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Stores a task, tells the scheduler, and returns it as callers see it.

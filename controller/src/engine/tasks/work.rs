@@ -152,6 +152,11 @@ async fn source_work(
                     source.system, spec.target_system
                 )
             })?;
+        // The gate on the target admits what this run needs; a target agent
+        // that cannot be told keeps the list it had.
+        if let Err(e) = ssh_trust::allow(state, &source.system, &spec.target_system).await {
+            tracing::warn!(source = %source.system, target = %spec.target_system, error = %e, "replication allow-list not refreshed before the run");
+        }
         let mut target = ssh_trust::replication_target(&connection);
         // Saves the source a probe over ssh on every run.
         if let Ok(Some(inventory)) = inventory(state, &spec.target_system) {
