@@ -526,14 +526,21 @@ mod tests {
         let expected = format!("{KEY_NO_COMMENT} nasfleet-replication from nas1\n");
         assert_eq!(std::fs::read_to_string(&keys).unwrap(), expected);
 
-        // Same key again, with another comment or from another source: no change.
-        for (key, source) in [(KEY, "nas1"), (KEY_NO_COMMENT, "nas3")] {
-            let outcome = authorize_in_home(home.path(), uid, gid, key, source, None)
-                .await
-                .unwrap();
-            assert_eq!(outcome, AuthorizeOutcome::AlreadyPresent);
-        }
+        // The same line again: no change.
+        let outcome = authorize_in_home(home.path(), uid, gid, KEY, "nas1", None)
+            .await
+            .unwrap();
+        assert_eq!(outcome, AuthorizeOutcome::AlreadyPresent);
         assert_eq!(std::fs::read_to_string(&keys).unwrap(), expected);
+        // The same key for another source: its one line now says so.
+        let outcome = authorize_in_home(home.path(), uid, gid, KEY_NO_COMMENT, "nas3", None)
+            .await
+            .unwrap();
+        assert_eq!(outcome, AuthorizeOutcome::Replaced);
+        assert_eq!(
+            std::fs::read_to_string(&keys).unwrap(),
+            format!("{KEY_NO_COMMENT} nasfleet-replication from nas3\n")
+        );
     }
 
     #[tokio::test]
@@ -562,12 +569,23 @@ mod tests {
         assert_eq!(mode_of(&ssh_dir), 0o750);
         assert_eq!(mode_of(&keys), 0o640);
 
-        // A key present with options counts as present.
+        // A key present with other options (or none: from before the gate)
+        // gets exactly the line asked for; other lines stay as they were.
         let other = tempfile::tempdir().unwrap();
         std::fs::create_dir(other.path().join(".ssh")).unwrap();
-        let with_options = format!("restrict,command=\"zfs recv\" {KEY}\n");
-        std::fs::write(other.path().join(".ssh/authorized_keys"), &with_options).unwrap();
-        let outcome = authorize_in_home(other.path(), uid, gid, KEY, "nas1", None)
+        let file = other.path().join(".ssh/authorized_keys");
+        std::fs::write(&file, format!("{ECDSA} admin\n{KEY}\n")).unwrap();
+        let gate = "command=\"/a ssh-gate --source nas1 --state-dir /s\",restrict";
+        let outcome = authorize_in_home(other.path(), uid, gid, KEY, "nas1", Some(gate))
+            .await
+            .unwrap();
+        assert_eq!(outcome, AuthorizeOutcome::Replaced);
+        let gated = format!("{gate} {KEY_NO_COMMENT} nasfleet-replication from nas1\n");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            format!("{ECDSA} admin\n{gated}")
+        );
+        let outcome = authorize_in_home(other.path(), uid, gid, KEY, "nas1", Some(gate))
             .await
             .unwrap();
         assert_eq!(outcome, AuthorizeOutcome::AlreadyPresent);
