@@ -351,4 +351,53 @@ mod tests {
         assert_eq!(split_address("nas1.example"), ("nas1.example".into(), 22));
         assert_eq!(split_address("[::1]:2200"), ("::1".into(), 2200));
     }
+
+    #[tokio::test]
+    async fn a_source_may_write_below_target_slash_source_of_its_tasks_only() {
+        use crate::engine::fixtures::store;
+        use nasfleet_proto::v1::{ReplicationSource, Task, TaskSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::engine::state::test_state(dir.path());
+        let task = |id: u64, sources: &[&str], target: &str, dataset: &str| Task {
+            id,
+            spec: Some(TaskSpec {
+                kind: Some(task_spec::Kind::Replication(ReplicationTaskSpec {
+                    name: format!("r{id}"),
+                    sources: sources
+                        .iter()
+                        .map(|s| ReplicationSource {
+                            system: (*s).into(),
+                            datasets: vec!["tank/a".into()],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    target_system: target.into(),
+                    target_dataset: dataset.into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        store(
+            &state,
+            vec![
+                task(1, &["nas1", "nas3"], "nas2", "backup"),
+                task(2, &["nas1"], "nas2", "offsite/copies"),
+                task(3, &["nas1"], "nas4", "elsewhere"),
+                task(4, &["nas1", "nas1"], "nas2", "backup"),
+            ],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(
+            allowed_roots(&state, "nas1", "nas2").unwrap(),
+            vec!["backup/nas1", "offsite/copies/nas1"]
+        );
+        assert_eq!(
+            allowed_roots(&state, "nas3", "nas2").unwrap(),
+            vec!["backup/nas3"]
+        );
+        assert!(allowed_roots(&state, "nas9", "nas2").unwrap().is_empty());
+    }
 }
