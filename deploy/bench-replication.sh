@@ -7,7 +7,7 @@
 # Sets up a two-system fleet (release build; fleet-lib.sh), fills a dataset
 # on nas1 with MIB MiB from /dev/urandom, snapshots it, then times, in
 # NASFLEET_BENCH_ROUNDS rounds (default 7),
-#   (a) raw:      zfs send SRC@snap | ssh <nas1's replication key, pinned host key> root@nas2 zfs receive RAW
+#   (a) raw:      zfs send SRC@snap | ssh <a plain key of its own, pinned host key> root@nas2 zfs receive RAW
 #   (b) nasfleet: `nasfleet replication run --watch` of the same snapshot to nas2,
 #                 wall clock: dispatch, pre-flight, parents, transfer, readonly, the CLI seeing the end.
 # Every measurement starts with both replicas destroyed and the previous
@@ -61,10 +61,16 @@ sync
 zfs snapshot bench-src/data@auto-2026-01-01_00-00
 bytes=$(zfs get -H -p -o value referenced bench-src/data@auto-2026-01-01_00-00)
 
-# The SSH connection nasfleet makes (key authorized on nas2, host key
-# pinned for nas1) is what the raw pipeline uses too.
+# The SSH connection nasfleet makes (key authorized on nas2 behind its
+# gate, host key pinned for nas1). The raw pipeline logs in to the same
+# sshd with a key of its own, authorized without the gate: the baseline is
+# plain zfs over ssh, and the gate's cost counts against nasfleet.
 fleet_cli ssh-connection create nas1 nas2 >/dev/null
-agent_dir=$FLEET/hosts/nas1/agent
+raw_key=$FLEET/bench_raw_ed25519
+rm -f "$raw_key" "$raw_key.pub"
+ssh-keygen -q -t ed25519 -N '' -C nasfleet-bench-raw -f "$raw_key"
+mkdir -p /root/.ssh && chmod 700 /root/.ssh
+cat "$raw_key.pub" >>/root/.ssh/authorized_keys
 known_hosts=$FLEET/bench_known_hosts
 printf '[127.0.0.3]:2222 %s\n' "$(awk '{print $1" "$2}' "$FLEET/hosts/nas2/ssh_host_ed25519_key.pub")" >"$known_hosts"
 fleet_mounting zfs create bench-dst/raw
@@ -88,7 +94,7 @@ now() { date +%s.%N; }
 time_raw() {
     started=$(now)
     zfs send bench-src/data@auto-2026-01-01_00-00 |
-        ssh -i "$agent_dir/replication_ed25519" -p 2222 -o BatchMode=yes -o StrictHostKeyChecking=yes \
+        ssh -i "$raw_key" -p 2222 -o BatchMode=yes -o StrictHostKeyChecking=yes \
             -o UserKnownHostsFile="$known_hosts" -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes \
             -o LogLevel=ERROR root@127.0.0.3 zfs receive bench-dst/raw/data
     ended=$(now)

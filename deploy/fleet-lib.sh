@@ -104,7 +104,7 @@ fleet_wait_online() {
 fleet_forget_keys() {
     local pub body
     [[ -f /root/.ssh/authorized_keys ]] || return 0
-    for pub in "$FLEET"/hosts/*/agent/replication_ed25519.pub; do
+    for pub in "$FLEET"/hosts/*/agent/replication_ed25519.pub "$FLEET"/*_ed25519.pub; do
         [[ -f $pub ]] || continue
         body=$(awk '{print $2}' "$pub")
         [[ -n $body ]] && sed -i "\\|$body|d" /root/.ssh/authorized_keys
