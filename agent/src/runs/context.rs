@@ -8,6 +8,7 @@ use nasfleet_proto::v1::{Progress, RunResult, RunState, RunStep, RunUpdate};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -56,6 +57,10 @@ pub(crate) struct RunContext<'a> {
     log: VecDeque<String>,
     /// Bytes transferred so far.
     pub(crate) bytes: u64,
+    /// Bytes the current step moved so far: set by whoever moves data
+    /// (a transfer's progress), read when the step ends, so a step that
+    /// fails halfway still says how much it moved.
+    step_bytes: Arc<AtomicU64>,
 }
 
 /// Sends a run's progress while the run's context is busy elsewhere (a
@@ -113,6 +118,7 @@ impl<'a> RunContext<'a> {
             steps: Vec::new(),
             log: VecDeque::new(),
             bytes: 0,
+            step_bytes: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -150,12 +156,17 @@ impl<'a> RunContext<'a> {
         });
     }
 
+    /// Where the current step's mover counts the bytes it moved.
+    pub(crate) fn step_bytes(&self) -> Arc<AtomicU64> {
+        self.step_bytes.clone()
+    }
+
     pub(crate) fn step(&mut self, name: &str, state: RunState, detail: String) {
         let step = RunStep {
             name: name.to_owned(),
             state: state.into(),
             detail,
-            bytes: 0,
+            bytes: self.step_bytes.load(Ordering::Relaxed),
         };
         match self.steps.iter_mut().find(|s| s.name == name) {
             Some(existing) => *existing = step.clone(),
@@ -183,6 +194,7 @@ impl<'a> RunContext<'a> {
     /// Marks a step as started (after checking for cancellation).
     pub(crate) fn begin(&mut self, name: &str) -> Result<(), RunFailure> {
         self.check_cancelled()?;
+        self.step_bytes.store(0, Ordering::Relaxed);
         self.step(name, RunState::Running, String::new());
         Ok(())
     }

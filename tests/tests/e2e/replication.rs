@@ -732,6 +732,14 @@ fn a_replication_key_can_only_replicate_below_its_targets() -> Result<()> {
     ])?;
     let run = replication_run(controller, "gated")?;
     ensure!(run_state(&run)? == "FINISHED", "through the gate: {run}");
+    // The dataset's step says what it moved, and the run adds it up.
+    let steps = run["steps"].as_array().context("steps in run show")?;
+    let moved: u64 = steps
+        .iter()
+        .filter(|s| s["name"].as_str().is_some_and(|n| n.contains('→')))
+        .filter_map(|s| s["bytes"].as_u64())
+        .sum();
+    ensure!(moved > 0 && run["bytes"].as_u64() == Some(moved), "{run}");
 
     // The line on the target runs the gate, restricted.
     let body = replication_key_body(&fleet.nas1);

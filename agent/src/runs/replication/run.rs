@@ -182,7 +182,10 @@ async fn replicate_one(
     let reporter = ctx.progress_reporter();
     let bytes_before = ctx.bytes;
     let started = Instant::now();
+    let moved = ctx.step_bytes();
+    let counter = moved.clone();
     let mut progress = move |bytes: u64, label: &str| {
+        counter.store(bytes, std::sync::atomic::Ordering::Relaxed);
         reporter.report(
             source,
             format!("sending {label}"),
@@ -203,6 +206,7 @@ async fn replicate_one(
     .await;
     match result {
         Ok(outcome) => {
+            moved.store(outcome.bytes, std::sync::atomic::Ordering::Relaxed);
             ctx.bytes += outcome.bytes;
             for transfer in &outcome.transferred {
                 ctx.log(format!("sent {} to {destination}", transfer.label(source)));
@@ -218,12 +222,23 @@ async fn replicate_one(
             };
             Ok(((), detail))
         }
-        Err(ReplicationError::Cancelled { .. }) => {
-            ctx.check_cancelled()?;
-            Err(RunFailure::Failed(format!(
-                "replication of '{source}' was cancelled"
-            )))
+        // What moved before the failure still moved: the run's total says so.
+        Err(e) => {
+            ctx.bytes += moved.load(std::sync::atomic::Ordering::Relaxed);
+            Err(failure_of(ctx, source, e))
         }
-        Err(e) => Err(RunFailure::Failed(e.to_string())),
+    }
+}
+
+/// Why a dataset's replication stopped, as its step says it.
+fn failure_of(ctx: &RunContext<'_>, source: &str, error: ReplicationError) -> RunFailure {
+    match error {
+        ReplicationError::Cancelled { .. } => {
+            if let Err(cancelled) = ctx.check_cancelled() {
+                return cancelled;
+            }
+            RunFailure::Failed(format!("replication of '{source}' was cancelled"))
+        }
+        other => RunFailure::Failed(other.to_string()),
     }
 }
