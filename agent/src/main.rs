@@ -162,6 +162,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        // Served above, before any runtime exists.
         Command::SshGate { .. } => Ok(ExitCode::SUCCESS),
     }
 }
