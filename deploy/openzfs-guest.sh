@@ -22,6 +22,7 @@
 #                              guest (default: this checkout, and CARGO_TARGET_DIR if elsewhere)
 #   NASFLEET_GUEST_TEST=NAME   `test` runs this test target of nasfleet-tests (default e2e;
 #                              also harness_smoke)
+#   NASFLEET_GUEST_PROFILE=P   `test` builds with cargo profile release (default) or debug
 #
 # How `run` works: QEMU boots the cached image with software emulation (TCG:
 # /dev/kvm on these machines is nested PVM and a stock kernel dies under it),
@@ -312,6 +313,9 @@ cmd_run() {
     # The command, run by bash in the guest from the same directory (when it
     # is shared), with the variables that steer the tests.
     {
+        # What runs in the guest, every 20 s, for a look from the host at a
+        # run that seems stuck (the guest has no network to log in over).
+        printf '(while sleep 20; do ps -eo pid,ppid,etime,time,args > /mnt/run/ps.tmp 2>&1 && mv /mnt/run/ps.tmp /mnt/run/ps.txt; done) &\n'
         echo 'export NASFLEET_ZFS=openzfs'
         local v
         while IFS= read -r v; do
@@ -328,6 +332,7 @@ cmd_run() {
         echo
     } > "$run/cmd"
     : > "$run/output"
+    log "run dir $run: output, ps.txt (the guest's processes, every 20 s), console.log"
 
     local append="console=ttyS0 root=/dev/vda rw init=/usr/local/sbin/nasfleet-guest-init panic=-1 quiet"
     log "booting OpenZFS $VERSION guest ($(basename "$img")), deadline ${TIMEOUT}s; run dir $run"
@@ -383,11 +388,19 @@ cmd_run() {
 # guest only runs. The test executable and the binaries it starts are read
 # from the shared checkout at the same paths as on the host.
 cmd_test() {
-    local target=${NASFLEET_GUEST_TEST:-e2e} locked=() exe
+    local target=${NASFLEET_GUEST_TEST:-e2e} locked=() exe profile=()
     [[ -f $CHECKOUT/Cargo.lock ]] && locked=(--locked)
-    (cd "$CHECKOUT" && cargo build --workspace --bins "${locked[@]}") ||
+    # Release by default: under TCG every instruction is emulated, and
+    # unoptimised Rust (TLS handshakes of every CLI call, the agents'
+    # relays) made the suite several times slower.
+    case ${NASFLEET_GUEST_PROFILE:-release} in
+    release) profile=(--release) ;;
+    debug) ;;
+    *) die "NASFLEET_GUEST_PROFILE=$NASFLEET_GUEST_PROFILE: expected release or debug" ;;
+    esac
+    (cd "$CHECKOUT" && cargo build --workspace --bins "${profile[@]}" "${locked[@]}") ||
         die "cargo build --workspace --bins failed"
-    exe=$(cd "$CHECKOUT" && cargo test -p nasfleet-tests --test "$target" --no-run "${locked[@]}" \
+    exe=$(cd "$CHECKOUT" && cargo test -p nasfleet-tests --test "$target" --no-run "${profile[@]}" "${locked[@]}" \
         --message-format=json | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
     [[ -n $exe && -x $exe ]] || die "no test executable for nasfleet-tests --test $target"
     # The binaries sit two levels up from target/debug/deps/e2e-HASH.
