@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Runs every nasfleet test: installs the system dependencies (as root),
-# builds the binaries the end-to-end tests start, then runs the unit tests
-# and the end-to-end tests.
+# Runs every nasfleet test, in two tiers, and says which one is running:
+#   1. on the host: the unit tests, then the end-to-end tests on zfs-fuse;
+#   2. in the OpenZFS guest (deploy/openzfs-guest.sh): the end-to-end tests
+#      again, against the real OpenZFS kernel module.
+# Installs the system dependencies (as root) and builds the binaries the
+# end-to-end tests start.
 #
-#   deploy/test.sh                  # everything
-#   E2E_TEST_THREADS=2 deploy/test.sh    # parallel e2e tests (risks the zfs-fuse mount deadlock)
+#   deploy/test.sh                        # everything
+#   OPENZFS=0 deploy/test.sh              # host tier only: the quick local loop
+#   NASFLEET_OPENZFS=2.1 deploy/test.sh   # the guest tier on OpenZFS 2.1 instead of 2.3
+#   E2E_TEST_THREADS=2 deploy/test.sh     # parallel host e2e tests (risks the zfs-fuse mount deadlock)
 #   NASFLEET_TEST_KEEP=1 deploy/test.sh   # keep test temp dirs and logs
 set -euo pipefail
 
@@ -14,6 +19,17 @@ step() { printf '\n[test.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 # zpool, zfs and sshd live in /usr/sbin; the tests and the agent run them.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# The guest tier is opt-in (OPENZFS=1) until it fits CI's time budget.
+OPENZFS=${OPENZFS:-0}
+case $OPENZFS in
+0 | 1) ;;
+*)
+    echo "OPENZFS=$OPENZFS: expected 0 (host tier only) or 1 (both tiers)" >&2
+    exit 2
+    ;;
+esac
+guest="OpenZFS ${NASFLEET_OPENZFS:-2.3} guest"
 
 if [[ $(id -u) -eq 0 ]]; then
     step "installing dependencies"
@@ -35,7 +51,7 @@ cargo build --workspace --bins "${locked[@]}"
 
 # Every wait in the harness is bounded; these outer limits only keep a
 # wedged run from eating the whole CI budget.
-step "unit and integration tests (all crates but the e2e harness)"
+step "tier 1/2 (host): unit and integration tests (all crates but the e2e harness)"
 timeout --kill-after=30 1500 \
     cargo test --workspace --exclude nasfleet-tests "${locked[@]}"
 
@@ -43,8 +59,29 @@ timeout --kill-after=30 1500 \
 # zfs-fuse can deadlock when two file systems are mounted at the same
 # moment (two unsynchronised writes in its FUSE listener), and tests that
 # run in parallel mount from several processes (pool creation, zfs receive).
-step "end-to-end tests"
+step "tier 1/2 (host, zfs-fuse): end-to-end tests"
 timeout --kill-after=30 2700 \
     cargo test -p nasfleet-tests "${locked[@]}" -- --test-threads="${E2E_TEST_THREADS:-1}"
 
-step "all tests passed"
+if [[ $OPENZFS == 0 ]]; then
+    step "OPENZFS=0: skipping tier 2/2 ($guest)"
+    step "host tier passed"
+    exit 0
+fi
+
+# The image is built once per kernel/OpenZFS version and cached under
+# /var/tmp (first build about 10 minutes); a failed build or boot fails
+# the run, it is never skipped. The guest kills itself at its own deadline
+# (NASFLEET_GUEST_TIMEOUT); these limits are the outer bound.
+step "tier 2/2 ($guest): building or reusing the guest image"
+timeout --kill-after=30 2400 deploy/openzfs-guest.sh build
+
+# One test at a time here too: the guest has 2 emulated CPUs (TCG), and the
+# tests' deadlines were set for the host.
+step "tier 2/2 ($guest): harness self-checks"
+NASFLEET_GUEST_TEST=harness_smoke timeout --kill-after=30 1200 deploy/openzfs-guest.sh test
+
+step "tier 2/2 ($guest): end-to-end tests"
+NASFLEET_GUEST_TEST=e2e timeout --kill-after=60 4000 deploy/openzfs-guest.sh test
+
+step "all tests passed (host and $guest)"

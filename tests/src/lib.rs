@@ -1,6 +1,6 @@
 //! Harness for the end-to-end tests: temp dirs, unique names and loopback addresses, plus the process, zfs, sshd and fleet guards.
 //!
-//! Everything here starts real things (binaries, zfs-fuse pools, sshd) and
+//! Everything here starts real things (binaries, ZFS pools, sshd) and
 //! owns them through guards that clean up on `Drop`, also while a test
 //! panics. Drop order matters: Rust drops locals in reverse order of
 //! declaration, so declare the [`TestDir`] first, then pools, then sshd,
@@ -22,7 +22,7 @@ pub use process::{ChildGuard, binary, run_ok, run_ok_timeout, run_output, wait_u
 pub use rsyncd::TestRsyncd;
 pub use sshd::TestSshd;
 pub use users::TestUser;
-pub use zfs::{TestPool, ensure_zfs_fuse};
+pub use zfs::{TestPool, ZfsKind, ensure_zfs, ensure_zfs_fuse, is_openzfs, zfs_kind};
 
 use anyhow::{Context, Result, bail};
 use std::fs;

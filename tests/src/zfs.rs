@@ -1,11 +1,11 @@
-//! Real ZFS for tests: makes sure the zfs-fuse daemon runs, and `TestPool`, a file-backed pool with a unique name that is destroyed on drop.
+//! Real ZFS for tests on either tier: zfs-fuse on the host (the harness starts its daemon) or OpenZFS's kernel module in the guest (deploy/openzfs-guest.sh), and `TestPool`, a file-backed pool with a unique name that is destroyed on drop.
 
 use crate::process::{run_ok, run_output, wait_until};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Parent of every test pool's mountpoint, away from `/` so leftovers are
@@ -31,17 +31,66 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Which ZFS the tests run against. Both speak the same `zfs`/`zpool`
+/// commands; they differ in how the harness gets them going and in what
+/// the agent reports (its dialect).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZfsKind {
+    /// zfs-fuse on the host (pool version 23): a daemon the harness starts,
+    /// and mounts serialised machine-wide (see [`MountLock`]).
+    ZfsFuse,
+    /// OpenZFS's kernel module, as in the guest tier
+    /// (`deploy/openzfs-guest.sh run`): nothing to start, no mount lock.
+    OpenZfs,
+}
+
+/// The ZFS of this machine, decided once per process: `NASFLEET_ZFS`
+/// (`openzfs` or `zfs-fuse`; the guest runner sets `openzfs`) when set,
+/// else OpenZFS when its kernel module is loaded or when `zfs` is installed
+/// without `zfs-fuse`, else zfs-fuse.
+///
+/// Panics on any other `NASFLEET_ZFS`: a misspelt tier must not quietly
+/// test the other one.
+pub fn zfs_kind() -> ZfsKind {
+    static KIND: OnceLock<ZfsKind> = OnceLock::new();
+    *KIND.get_or_init(|| match std::env::var("NASFLEET_ZFS").as_deref() {
+        Ok("openzfs") => ZfsKind::OpenZfs,
+        Ok("zfs-fuse") => ZfsKind::ZfsFuse,
+        Ok(other) => panic!("NASFLEET_ZFS={other:?}: expected \"openzfs\" or \"zfs-fuse\""),
+        Err(_) => {
+            let module = Path::new("/sys/module/zfs").exists();
+            let fuse = find_tool("zfs-fuse").is_some();
+            if module || (!fuse && find_tool("zfs").is_some()) {
+                ZfsKind::OpenZfs
+            } else {
+                ZfsKind::ZfsFuse
+            }
+        }
+    })
+}
+
+/// True on the OpenZFS tier (see [`zfs_kind`]).
+pub fn is_openzfs() -> bool {
+    zfs_kind() == ZfsKind::OpenZfs
+}
+
 fn tool(name: &str) -> Result<PathBuf> {
     find_tool(name).with_context(|| {
         let why = if std::env::var("CI").as_deref() == Ok("true") {
-            "CI=true: the ZFS tests must run, so a missing zfs-fuse is a failure"
+            "CI=true: the ZFS tests must run, so a missing ZFS is a failure"
         } else {
             "the end-to-end tests need real ZFS and are never skipped"
         };
-        format!(
-            "`{name}` not found in PATH nor /usr/sbin: install the Debian package zfs-fuse \
-             (as root: deploy/install-deps.sh); {why}"
-        )
+        let install = match zfs_kind() {
+            ZfsKind::ZfsFuse => {
+                "install the Debian package zfs-fuse (as root: deploy/install-deps.sh)"
+            }
+            ZfsKind::OpenZfs => {
+                "NASFLEET_ZFS=openzfs but zfsutils-linux is missing: run the tests in the \
+                 guest (deploy/openzfs-guest.sh run)"
+            }
+        };
+        format!("`{name}` not found in PATH nor /usr/sbin: {install}; {why}")
     })
 }
 
@@ -60,11 +109,51 @@ fn zpool_answers() -> Result<bool> {
     Ok(out.status.success())
 }
 
+/// Makes sure ZFS answers on this machine, whichever [`zfs_kind`] it is:
+/// starts the zfs-fuse daemon when needed, or checks the OpenZFS module
+/// ([`ensure_openzfs`]). Missing ZFS is an error, never a skip.
+pub fn ensure_zfs() -> Result<()> {
+    match zfs_kind() {
+        ZfsKind::ZfsFuse => ensure_zfs_fuse_daemon(),
+        ZfsKind::OpenZfs => ensure_openzfs(),
+    }
+}
+
+/// The name the tests used before the OpenZFS tier: same as [`ensure_zfs`].
+pub fn ensure_zfs_fuse() -> Result<()> {
+    ensure_zfs()
+}
+
+/// OpenZFS: loads the kernel module when `/dev/zfs` is missing (the guest's
+/// init loads it already) and waits up to 30 s for `zpool list` to answer.
+pub fn ensure_openzfs() -> Result<()> {
+    let _guard = DAEMON_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    tool("zpool")?;
+    tool("zfs")?;
+    if !Path::new("/dev/zfs").exists() {
+        let modprobe = find_tool("modprobe").context("modprobe not found (package kmod)")?;
+        let out = run_output(Command::new(modprobe).arg("zfs"), Duration::from_secs(60))?;
+        if !out.status.success() {
+            bail!(
+                "modprobe zfs failed ({}): {}; the OpenZFS tier runs in the guest \
+                 (deploy/openzfs-guest.sh run), whose kernel has the module",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    wait_until(
+        DAEMON_START_TIMEOUT,
+        Duration::from_millis(200),
+        zpool_answers,
+    )
+    .context("OpenZFS does not answer `zpool list`")
+}
+
 /// Makes sure a zfs-fuse daemon serves this machine: starts `zfs-fuse` (it
 /// forks into the background) when `pgrep -x zfs-fuse` finds none, then
-/// waits up to 30 s for `zpool list` to answer. A missing zfs-fuse is an
-/// error, never a skip.
-pub fn ensure_zfs_fuse() -> Result<()> {
+/// waits up to 30 s for `zpool list` to answer.
+fn ensure_zfs_fuse_daemon() -> Result<()> {
     // A poisoned lock only means another test panicked meanwhile; the
     // daemon check itself is still sound.
     let _guard = DAEMON_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -183,13 +272,19 @@ const MOUNT_LOCK_TIMEOUT: Duration = Duration::from_secs(180);
 /// needs, and every zfs-fuse file system on the machine hangs until the
 /// daemon is restarted. So the harness creates pools and datasets (the
 /// calls that mount) under this lock.
+///
+/// OpenZFS has no such listener: there the lock is a no-op, and tests
+/// mount as concurrently as the agent does in production.
 pub struct MountLock {
-    _file: fs::File,
+    _file: Option<fs::File>,
 }
 
 impl MountLock {
     pub fn take() -> Result<MountLock> {
         use std::os::fd::AsRawFd;
+        if is_openzfs() {
+            return Ok(MountLock { _file: None });
+        }
         if let Some(dir) = Path::new(MOUNT_LOCK_FILE).parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -205,7 +300,7 @@ impl MountLock {
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if rc == 0 {
                 // Released when the file is closed, i.e. on drop.
-                return Ok(MountLock { _file: file });
+                return Ok(MountLock { _file: Some(file) });
             }
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
@@ -219,10 +314,10 @@ impl MountLock {
     }
 }
 
-/// A file-backed zfs-fuse pool owned by one test, destroyed on drop.
+/// A file-backed pool owned by one test, destroyed on drop.
 ///
 /// Named `nft<prefix><pid><counter>` (at most 20 chars) so test threads and
-/// test processes sharing the one zfs-fuse daemon never collide; mounted at
+/// test processes sharing the one ZFS of the machine never collide; mounted at
 /// `/nasfleet-test/<name>`.
 pub struct TestPool {
     name: String,
@@ -241,7 +336,7 @@ impl TestPool {
     /// [`Self::create`] with a backing file of `size` bytes (at least 64 MiB,
     /// zfs's minimum vdev size).
     pub fn create_sized(dir: &Path, prefix: &str, size: u64) -> Result<TestPool> {
-        ensure_zfs_fuse()?;
+        ensure_zfs()?;
         let readable = crate::sanitize(prefix.strip_prefix("nft").unwrap_or(prefix), 6);
         // A pool left by a crashed earlier run may hold a name built from a
         // recycled pid: skip names that exist.
@@ -379,7 +474,8 @@ impl TestPool {
         }
         result.with_context(|| format!("destroying test pool {}", self.name))?;
         self.destroyed = true;
-        // zfs-fuse leaves the empty mountpoint dir behind.
+        // zfs-fuse (and OpenZFS, for a -m mountpoint) leaves the empty
+        // mountpoint dir behind.
         let _ = fs::remove_dir(&self.mountpoint);
         fs::remove_file(&self.image)
             .with_context(|| format!("removing pool image {}", self.image.display()))?;

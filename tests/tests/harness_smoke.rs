@@ -1,4 +1,4 @@
-//! Checks the test harness itself against the real things it drives: zfs-fuse pools, sshd with key login, and process guards.
+//! Checks the test harness itself against the real things it drives: ZFS pools (zfs-fuse or OpenZFS), sshd with key login, and process guards.
 
 use anyhow::Result;
 use nasfleet_tests::process::{ChildGuard, run_ok, run_output, wait_until};

@@ -2,7 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, bail, ensure};
-use nasfleet_tests::{Agent, Controller, TestDir, TestPool, ensure_zfs_fuse};
+use nasfleet_tests::{Agent, Controller, TestDir, TestPool, ensure_zfs};
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -211,7 +211,7 @@ fn refused_certificates_are_named_with_what_to_check() -> Result<()> {
 
 #[test]
 fn watch_says_each_step_once_and_a_failed_run_exits_with_its_status() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("watchsteps")?;
     let pool = TestPool::create(dir.path(), "watchsteps")?;
     let data = pool.create_dataset("data")?;

@@ -5,14 +5,15 @@ use anyhow::{Context, Result, bail, ensure};
 use nasfleet_common::dial::ClientIdentity;
 use nasfleet_tests::fleet::join_command;
 use nasfleet_tests::{
-    Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs_fuse, run_output, wait_for_status,
+    Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs, is_openzfs, run_output,
+    wait_for_status,
 };
 use serde_json::Value;
 use std::time::Duration;
 
 #[test]
 fn two_agents_join_go_online_offline_online_and_removed_one_is_refused() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("fleet")?;
     let pool1 = TestPool::create(dir.path(), "one")?;
     let pool2 = TestPool::create(dir.path(), "two")?;
@@ -73,7 +74,12 @@ fn two_agents_join_go_online_offline_online_and_removed_one_is_refused() -> Resu
         .and_then(|d| d.iter().find(|d| d["name"] == data.as_str()))
         .with_context(|| format!("{data} missing from {shown}"))?;
     ensure!(dataset["snapshot_count"] == 1, "{dataset}");
-    ensure!(shown["zfs_dialect"] == "legacy (zfs-fuse)", "{shown}");
+    let dialect = if is_openzfs() {
+        "OpenZFS"
+    } else {
+        "legacy (zfs-fuse)"
+    };
+    ensure!(shown["zfs_dialect"] == dialect, "{shown}");
     let table = controller.cli_ok(&["system", "show", "nas1"])?;
     ensure!(
         table.contains(&data) && table.contains("RUNNING"),
@@ -128,7 +134,7 @@ fn two_agents_join_go_online_offline_online_and_removed_one_is_refused() -> Resu
 
 #[test]
 fn hung_agent_goes_offline_within_three_heartbeats_and_recovers() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("hung")?;
     let pool = TestPool::create(dir.path(), "hung")?;
     let mut controller = Controller::init(dir.path())?;
@@ -178,7 +184,7 @@ fn signal(pid: i32, sig: i32) -> Result<()> {
 
 #[test]
 fn controller_restart_keeps_systems_and_agents_reconnect() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("restart")?;
     let pool = TestPool::create(dir.path(), "rs")?;
     let mut controller = Controller::init(dir.path())?;

@@ -8,7 +8,7 @@ use nasfleet_proto::v1::{
     CreateSnapshotRequest, ReplicationSource, ReplicationTaskSpec, SnapshotTaskSpec, TaskSpec,
     task_spec,
 };
-use nasfleet_tests::{Agent, Controller, TestDir, TestPool, ensure_zfs_fuse};
+use nasfleet_tests::{Agent, Controller, TestDir, TestPool, ensure_zfs};
 
 /// Sends each spec to CreateTask as the admin and returns the refusals.
 fn create_as_admin(controller: &Controller, specs: Vec<TaskSpec>) -> Result<Vec<tonic::Status>> {
@@ -80,7 +80,7 @@ fn replication_spec(source_dataset: &str, target_dataset: &str) -> TaskSpec {
 
 #[test]
 fn the_controller_refuses_hostile_dataset_names_and_echoes_at_most_100_characters() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("hostile")?;
     let pool = TestPool::create(dir.path(), "hostile")?;
     pool.create_dataset("data")?;

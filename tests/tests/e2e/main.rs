@@ -1,4 +1,4 @@
-//! End-to-end tests: the real controller, agent and CLI binaries against real zfs-fuse pools and real sshd.
+//! End-to-end tests: the real controller, agent and CLI binaries against real ZFS (zfs-fuse on the host, OpenZFS in the guest tier) and real sshd.
 
 mod cli_exits;
 mod common;

@@ -3,7 +3,7 @@
 use super::common::*;
 use anyhow::{Context, Result, ensure};
 use nasfleet_tests::{
-    Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs_fuse, wait_for_status,
+    Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs, wait_for_status,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -103,7 +103,7 @@ fn task_json(controller: &Controller, name: &str) -> Result<Value> {
 
 #[test]
 fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("repl")?;
     let pool1 = TestPool::create(dir.path(), "rsrc")?;
     let pool2 = TestPool::create(dir.path(), "rdst")?;
@@ -311,7 +311,7 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
 
 #[test]
 fn replication_failures_and_validation_give_actionable_reasons() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("replfail")?;
     let pool1 = TestPool::create(dir.path(), "fsrc")?;
     let pool2 = TestPool::create(dir.path(), "fdst")?;
@@ -471,7 +471,7 @@ fn replication_failures_and_validation_give_actionable_reasons() -> Result<()> {
 
 #[test]
 fn spaces_travel_as_data_snapshot_tasks_follow_and_retention_keeps_the_base() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("replname")?;
     let pool1 = TestPool::create(dir.path(), "nsrc")?;
     let pool2 = TestPool::create(dir.path(), "ndst")?;
@@ -627,7 +627,7 @@ fn spaces_travel_as_data_snapshot_tasks_follow_and_retention_keeps_the_base() ->
 
 #[test]
 fn an_agent_killed_mid_transfer_recovers_on_the_next_run() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("replkill")?;
     let pool1 = TestPool::create_sized(dir.path(), "ksrc", 1024 * 1024 * 1024)?;
     let pool2 = TestPool::create_sized(dir.path(), "kdst", 1024 * 1024 * 1024)?;

@@ -13,7 +13,7 @@ use nasfleet_agent::runs::replication::{
     self, DatasetOutcome, LocalZfs, ReplicateOptions, ReplicationError, SnapshotInfo, Transfer,
 };
 use nasfleet_agent::zfs::{self, Dialect};
-use nasfleet_tests::{TestDir, TestPool, ensure_zfs_fuse, run_ok};
+use nasfleet_tests::{TestDir, TestPool, ensure_zfs, run_ok};
 use std::process::Command;
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ fn names(listing: &Listing) -> Vec<&str> {
 
 #[test]
 fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("hints")?;
     let pool = TestPool::create(dir.path(), "hint")?;
     let source = pool.create_dataset("src")?;

@@ -8,7 +8,7 @@ use nasfleet_proto::v1::{
     RsyncDirection, RsyncMode, RsyncTaskSpec, TaskSpec, UpdateTaskRequest, task_spec,
 };
 use nasfleet_tests::{
-    Agent, Controller, TestDir, TestPool, TestRsyncd, TestSshd, TestUser, ensure_zfs_fuse,
+    Agent, Controller, TestDir, TestPool, TestRsyncd, TestSshd, TestUser, ensure_zfs,
     free_port, next_loopback_ip, run_ok, run_output,
 };
 use serde_json::Value;
@@ -290,7 +290,7 @@ struct PushPullFleet {
 
 impl PushPullFleet {
     fn start(label: &str, pool_prefix: &str) -> Result<PushPullFleet> {
-        ensure_zfs_fuse()?;
+        ensure_zfs()?;
         let dir = TestDir::new(label)?;
         let pool = create_pool(&dir, pool_prefix)?;
         let user = TestUser::create(dir.path())?;
@@ -497,7 +497,7 @@ fn module_mode_push_and_pull_run_as_the_tasks_user_with_truenas_flags() -> Resul
 
 #[test]
 fn ssh_mode_push_and_pull_with_the_users_key_and_validated_remote_paths() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("rsyncssh")?;
     let pool = create_pool(&dir, "rsssh")?;
     let user = TestUser::create(dir.path())?;
@@ -595,7 +595,7 @@ fn ssh_mode_push_and_pull_with_the_users_key_and_validated_remote_paths() -> Res
 
 #[test]
 fn create_refusals_name_their_field_and_save_nothing() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("rsyncrefuse")?;
     let pool = create_pool(&dir, "rsref")?;
     // A user without any SSH key.
@@ -740,7 +740,7 @@ fn create_refusals_name_their_field_and_save_nothing() -> Result<()> {
 
 #[test]
 fn failed_runs_say_why_and_auxiliary_words_stay_data() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("rsyncfail")?;
     let pool = create_pool(&dir, "rsfail")?;
     let user = TestUser::create(dir.path())?;
@@ -900,7 +900,7 @@ fn failed_runs_say_why_and_auxiliary_words_stay_data() -> Result<()> {
 
 #[test]
 fn preserve_xattrs_copies_user_attributes_both_ways() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("rsyncxattr")?;
     let pool = create_pool(&dir, "rsxat")?;
     let data = dataset_dir(&pool, "data")?;
@@ -1145,7 +1145,7 @@ fn api_refusal(
 #[test]
 fn auxiliary_options_that_run_programs_or_name_files_are_refused_at_create_and_edit() -> Result<()>
 {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("rsyncaux")?;
     let pool = create_pool(&dir, "rsaux")?;
     let user = TestUser::create(dir.path())?;
@@ -1355,7 +1355,7 @@ impl SilentServer {
 
 #[test]
 fn cancelling_or_stopping_an_ssh_mode_run_leaves_no_process_behind() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("rsynccancel")?;
     let pool = create_pool(&dir, "rscan")?;
     let user = TestUser::create(dir.path())?;

@@ -2,7 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, ensure};
-use nasfleet_tests::{TestDir, TestPool, ensure_zfs_fuse, wait_for_status, wait_until};
+use nasfleet_tests::{TestDir, TestPool, ensure_zfs, wait_for_status, wait_until};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ fn wait_mid_retention(controller: &nasfleet_tests::Controller, run_id: u64) -> R
 
 #[test]
 fn controller_killed_mid_run_restarts_and_the_run_ends_with_its_true_outcome() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("crash")?;
     let pool = TestPool::create(dir.path(), "crash")?;
     let data = pool.create_dataset("data")?;
@@ -80,7 +80,7 @@ fn controller_killed_mid_run_restarts_and_the_run_ends_with_its_true_outcome() -
 
 #[test]
 fn cancel_kills_the_work_and_watch_reports_live_and_final_state() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("cancel")?;
     let pool = TestPool::create(dir.path(), "cancel")?;
     let data = pool.create_dataset("data")?;
@@ -142,7 +142,7 @@ fn cancel_kills_the_work_and_watch_reports_live_and_final_state() -> Result<()> 
 
 #[test]
 fn runs_fail_with_actionable_reasons_and_scheduled_tasks_fire() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("reasons")?;
     let pool = TestPool::create(dir.path(), "reasons")?;
     let data = pool.create_dataset("data")?;

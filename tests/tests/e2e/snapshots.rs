@@ -2,7 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, ensure};
-use nasfleet_tests::{TestDir, TestPool, ensure_zfs_fuse};
+use nasfleet_tests::{TestDir, TestPool, ensure_zfs};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ fn names_in(listing: &Value) -> Vec<String> {
 
 #[test]
 fn one_time_snapshots_and_listings() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("snap")?;
     let pool = TestPool::create(dir.path(), "snap")?;
     let data = pool.create_dataset("data")?;
@@ -171,7 +171,7 @@ fn one_time_snapshots_and_listings() -> Result<()> {
 
 #[test]
 fn snapshot_task_validation_refuses_with_each_message_and_saves_nothing() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("validate")?;
     let pool = TestPool::create(dir.path(), "val")?;
     let data = pool.create_dataset("data")?;
@@ -317,7 +317,7 @@ fn snapshot_task_validation_refuses_with_each_message_and_saves_nothing() -> Res
 
 #[test]
 fn retention_destroys_exactly_the_expired_snapshots_of_the_task() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("retention")?;
     let pool = TestPool::create(dir.path(), "ret")?;
     let data = pool.create_dataset("data")?;

@@ -2,7 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, bail, ensure};
-use nasfleet_tests::{Agent, Controller, TestDir, TestPool, ensure_zfs_fuse};
+use nasfleet_tests::{Agent, Controller, TestDir, TestPool, ensure_zfs};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -116,7 +116,7 @@ fn four_hundred_token_creates_with_32_in_flight_all_succeed_and_writes_still_ans
 
 #[test]
 fn sixty_four_concurrent_task_creates_all_succeed_and_are_listed() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("store-tasks")?;
     let pool = TestPool::create(dir.path(), "tasks")?;
     pool.create_dataset("data")?;
@@ -157,7 +157,7 @@ fn sixty_four_concurrent_task_creates_all_succeed_and_are_listed() -> Result<()>
 /// still enrolls a system, and no task id is handed out twice.
 #[test]
 fn acknowledged_writes_survive_kill_9_in_a_write_storm() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("store-crash")?;
     let pool = TestPool::create(dir.path(), "crash")?;
     pool.create_dataset("data")?;
