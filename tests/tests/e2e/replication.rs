@@ -2,9 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, ensure};
-use nasfleet_tests::{
-    Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs, wait_for_status,
-};
+use nasfleet_tests::{Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs, wait_for_status};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -707,7 +705,7 @@ fn an_agent_killed_mid_transfer_recovers_on_the_next_run() -> Result<()> {
 /// which admits only replication commands below that source's targets.
 #[test]
 fn a_replication_key_can_only_replicate_below_its_targets() -> Result<()> {
-    ensure_zfs_fuse()?;
+    ensure_zfs()?;
     let dir = TestDir::new("gate")?;
     let pool1 = TestPool::create(dir.path(), "gsrc")?;
     let pool2 = TestPool::create(dir.path(), "gdst")?;
