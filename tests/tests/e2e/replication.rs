@@ -2,9 +2,7 @@
 
 use super::common::*;
 use anyhow::{Context, Result, ensure};
-use nasfleet_tests::{
-    Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs, wait_for_status,
-};
+use nasfleet_tests::{Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs, wait_for_status};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -8,8 +8,8 @@ use nasfleet_proto::v1::{
     RsyncDirection, RsyncMode, RsyncTaskSpec, TaskSpec, UpdateTaskRequest, task_spec,
 };
 use nasfleet_tests::{
-    Agent, Controller, TestDir, TestPool, TestRsyncd, TestSshd, TestUser, ensure_zfs,
-    free_port, next_loopback_ip, run_ok, run_output,
+    Agent, Controller, TestDir, TestPool, TestRsyncd, TestSshd, TestUser, ensure_zfs, free_port,
+    next_loopback_ip, run_ok, run_output,
 };
 use serde_json::Value;
 use std::fs;
