@@ -256,6 +256,16 @@ pub fn get_property(name: &str, property: &str) -> Result<String> {
     )
 }
 
+/// Where the files of `dataset` can be read: its mountpoint, after
+/// mounting it where it is not mounted. Replicas are received unmounted on
+/// OpenZFS (`zfs receive -u`); zfs-fuse mounts them itself.
+pub fn mounted_at(dataset: &str) -> Result<PathBuf> {
+    if is_openzfs() && get_property(dataset, "mounted")? != "yes" {
+        run_ok(zfs()?.args(["mount", dataset]))?;
+    }
+    Ok(PathBuf::from(get_property(dataset, "mountpoint")?))
+}
+
 /// Where [`MountLock`] takes its flock; shared by every process on the machine.
 const MOUNT_LOCK_FILE: &str = "/run/lock/nasfleet-zfs-fuse-mount.lock";
 

@@ -226,8 +226,8 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
         names.iter().any(|n| n.ends_with("@auto-2026-01-01_02-00")),
         "{names:?}"
     );
-    let b = nasfleet_tests::zfs::get_property(&remote_target, "mountpoint")?;
-    let copied = std::fs::read_to_string(PathBuf::from(b.trim()).join("b.txt")).unwrap_or_default();
+    let b = nasfleet_tests::zfs::mounted_at(&remote_target)?;
+    let copied = std::fs::read_to_string(b.join("b.txt")).unwrap_or_default();
     ensure!(copied == "second", "b.txt on the target: {copied:?}");
 
     // Divergence: a snapshot made on the target after the base. Refused, named.
@@ -692,8 +692,8 @@ fn an_agent_killed_mid_transfer_recovers_on_the_next_run() -> Result<()> {
         names.iter().any(|n| n.ends_with("@auto-2026-03-01_01-00")),
         "{names:?}"
     );
-    let target_mount = nasfleet_tests::zfs::get_property(&landed, "mountpoint")?;
-    let copied = std::fs::metadata(PathBuf::from(target_mount.trim()).join("big.bin"))?.len();
+    let target_mount = nasfleet_tests::zfs::mounted_at(&landed)?;
+    let copied = std::fs::metadata(target_mount.join("big.bin"))?.len();
     ensure!(
         copied == 300 * 1024 * 1024,
         "big.bin on the target has {copied} bytes"

@@ -169,12 +169,9 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
     // the target is touched.
     let at_s4 = fixture.listing()?;
     run_ok(Command::new("zfs").args(["set", "readonly=off", &fixture.target]))?;
-    let mountpoint = nasfleet_tests::zfs::get_property(&fixture.target, "mountpoint")?;
-    std::fs::write(
-        std::path::Path::new(mountpoint.trim()).join("local-change"),
-        b"written on the target",
-    )
-    .context("writing to the target")?;
+    let mountpoint = nasfleet_tests::zfs::mounted_at(&fixture.target)?;
+    std::fs::write(mountpoint.join("local-change"), b"written on the target")
+        .context("writing to the target")?;
     run_ok(Command::new("zfs").args(["snapshot", &format!("{}@manual", fixture.target)]))?;
     snap(5)?;
     let err = match fixture.replicate(&at_s4) {
