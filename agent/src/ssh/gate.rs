@@ -345,6 +345,11 @@ pub fn serve(state_dir: &Path, source: &str, original: Option<&str>) -> i32 {
             return 126;
         }
     };
+    let zfs = ZFS_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join("zfs"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("zfs"));
     for words in commands {
         let Some((program, args)) = words.split_first() else {
             continue;
@@ -352,11 +357,6 @@ pub fn serve(state_dir: &Path, source: &str, original: Option<&str>) -> i32 {
         if program == "true" {
             continue;
         }
-        let zfs = ZFS_DIRS
-            .iter()
-            .map(|dir| Path::new(dir).join("zfs"))
-            .find(|path| path.is_file())
-            .unwrap_or_else(|| PathBuf::from("zfs"));
         match std::process::Command::new(&zfs).args(args).status() {
             Ok(status) if status.success() => {}
             Ok(status) => return status.code().unwrap_or(1),
