@@ -334,7 +334,10 @@ cmd_run() {
     : > "$run/output"
     log "run dir $run: output, ps.txt (the guest's processes, every 20 s), console.log"
 
-    local append="console=ttyS0 root=/dev/vda rw init=/usr/local/sbin/nasfleet-guest-init panic=-1 quiet"
+    # mitigations=off: a throwaway guest with no network runs only our own
+    # code, and under TCG every retpoline and barrier is emulated (300
+    # process spawns: 6.0 s with the mitigations, 4.3 s without).
+    local append="console=ttyS0 root=/dev/vda rw init=/usr/local/sbin/nasfleet-guest-init panic=-1 quiet mitigations=off"
     log "booting OpenZFS $VERSION guest ($(basename "$img")), deadline ${TIMEOUT}s; run dir $run"
     local t0=$SECONDS
     trap stop_guest EXIT

@@ -64,6 +64,7 @@ pub enum Call {
     ListDatasets,
     CreateTask,
     ValidateTask,
+    EstimateReplication,
     UpdateTask,
     ListTasks,
     GetTask,
@@ -80,7 +81,7 @@ pub enum Call {
 }
 
 impl Call {
-    pub const ALL: [Call; 22] = [
+    pub const ALL: [Call; 23] = [
         Call::CreateToken,
         Call::ListSystems,
         Call::GetSystem,
@@ -90,6 +91,7 @@ impl Call {
         Call::ListDatasets,
         Call::CreateTask,
         Call::ValidateTask,
+        Call::EstimateReplication,
         Call::UpdateTask,
         Call::ListTasks,
         Call::GetTask,
@@ -117,6 +119,7 @@ impl Call {
             Call::ListDatasets => "ListDatasets",
             Call::CreateTask => "CreateTask",
             Call::ValidateTask => "ValidateTask",
+            Call::EstimateReplication => "EstimateReplication",
             Call::UpdateTask => "UpdateTask",
             Call::ListTasks => "ListTasks",
             Call::GetTask => "GetTask",
@@ -142,6 +145,8 @@ impl Call {
             | Call::ListDatasets
             | Call::ListTasks
             | Call::GetTask
+            // Reads only: the sources run `zfs send -n -P`.
+            | Call::EstimateReplication
             | Call::ListRuns
             | Call::GetRun
             | Call::WatchRun
@@ -359,20 +364,23 @@ mod tests {
     fn reads_are_for_everyone_changes_for_operators_fleet_management_for_admins() {
         for call in Call::ALL {
             let name = call.name();
-            let expected =
-                if name.starts_with("List") || name.starts_with("Get") || name == "WatchRun" {
-                    Access::Read
-                } else if matches!(
-                    call,
-                    Call::CreateToken
-                        | Call::RemoveSystem
-                        | Call::CreateSshConnection
-                        | Call::DeleteSshConnection
-                ) {
-                    Access::Administer
-                } else {
-                    Access::Operate
-                };
+            let expected = if name.starts_with("List")
+                || name.starts_with("Get")
+                || name == "WatchRun"
+                || name == "EstimateReplication"
+            {
+                Access::Read
+            } else if matches!(
+                call,
+                Call::CreateToken
+                    | Call::RemoveSystem
+                    | Call::CreateSshConnection
+                    | Call::DeleteSshConnection
+            ) {
+                Access::Administer
+            } else {
+                Access::Operate
+            };
             assert_eq!(call.access(), expected, "{name}");
             // And the roles of today: a viewer may only read.
             assert_eq!(

@@ -2,13 +2,14 @@
 
 use crate::rsync::validate_on_host;
 use crate::runs::RunManager;
-use crate::runs::replication::{check_target, list_replicas};
+use crate::runs::replication::{check_target, estimate_replication, list_replicas};
 use crate::ssh;
 use crate::zfs::{Zfs, ZfsError};
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::{
     AgentErrorKind, AgentMessage, AgentRequest, AgentResponse, AllowReplication, AuthorizeKey,
-    CheckSsh, CreateSnapshots, ListReplicas, RevokeKey, ValidateRsync, agent_request,
+    CheckSsh, CreateSnapshots, EstimateReplication, ListReplicas, RevokeKey, ValidateRsync,
+    agent_request,
 };
 use std::fmt::Display;
 use std::future::Future;
@@ -52,6 +53,7 @@ impl Handlers {
             Some(Body::CheckSsh(check)) => self.check_ssh(check).await,
             Some(Body::CreateSnapshots(create)) => self.create_snapshots(create).await,
             Some(Body::ListReplicas(list)) => self.list_replicas(list).await,
+            Some(Body::EstimateReplication(estimate)) => self.estimate_replication(estimate).await,
             None => failed("this agent does not understand the request; upgrade it".into()),
         }
     }
@@ -152,6 +154,26 @@ impl Handlers {
             self.authorize_gated(&allow.user, &allow.public_key, &allow.source_system)
                 .await,
         )
+    }
+
+    async fn estimate_replication(&self, estimate: EstimateReplication) -> AgentResponse {
+        let work = estimate.work.unwrap_or_default();
+        let system = &self.runs.identity.system;
+        match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            estimate_replication(&self.zfs, system, &work),
+        )
+        .await
+        {
+            Ok(estimates) => AgentResponse {
+                estimates,
+                ..Default::default()
+            },
+            Err(_) => failed(format!(
+                "estimating the replication took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            )),
+        }
     }
 
     async fn list_replicas(&self, list: ListReplicas) -> AgentResponse {

@@ -72,15 +72,22 @@ pub(crate) struct ProgressReporter<'a> {
 }
 
 impl ProgressReporter<'_> {
-    /// `bytes_done` so far in `step`, moving at `bytes_per_second`
-    /// ([`rate`]); best effort, like every update.
-    pub(crate) fn report(&self, step: &str, phase: String, bytes_done: u64, bytes_per_second: u64) {
+    /// `moved` bytes so far in `step` of `total` when known, moving at
+    /// `bytes_per_second` ([`rate`]); best effort, like every update.
+    pub(crate) fn report(
+        &self,
+        step: &str,
+        phase: String,
+        moved: u64,
+        total: Option<u64>,
+        bytes_per_second: u64,
+    ) {
         self.uplink.send_update(RunUpdate {
             run_id: self.run_id,
             progress: Some(Progress {
                 phase,
-                bytes_done,
-                bytes_total: 0,
+                bytes_done: moved,
+                bytes_total: total.unwrap_or(0),
                 bytes_per_second,
                 step: step.to_owned(),
             }),

@@ -135,6 +135,7 @@ fn send_progress(ctx: &RunContext<'_>, bytes: u64, files: u64, started: Instant)
         "rsync",
         format!("rsync: {files} file(s)"),
         bytes,
+        None,
         rate(bytes, started),
     );
 }

@@ -175,6 +175,23 @@ pub fn send_args(
     Ok(out)
 }
 
+/// `zfs send -n -P [-i @FROM] -- SNAPSHOT`: what [`send_args`] would send,
+/// measured without sending (the `size` line of [`parse_send_estimate`]).
+/// `None` on zfs-fuse, whose `zfs send` has neither `-n` nor `-P`.
+pub fn send_estimate_args(
+    dialect: Dialect,
+    from: Option<&str>,
+    snapshot: &str,
+) -> Result<Option<Vec<String>>, DatasetNameError> {
+    if dialect == Dialect::Legacy {
+        return Ok(None);
+    }
+    let mut out = send_args(dialect, from, snapshot)?;
+    // After "send": the flags go before -i and `--`.
+    out.splice(1..1, args(&["-n", "-P"]));
+    Ok(Some(out))
+}
+
 /// `zfs receive [-u] [-F] -- TARGET`.
 ///
 /// `-F` (only when the caller chose to overwrite) rolls the target back to
@@ -500,6 +517,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn send_estimates_only_where_zfs_can_make_them() {
+        assert_eq!(
+            send_estimate_args(Dialect::OpenZfs, Some("@s1"), "tank/a@s2")
+                .unwrap()
+                .unwrap(),
+            ["send", "-n", "-P", "-i", "@s1", "--", "tank/a@s2"]
+        );
+        assert_eq!(
+            send_estimate_args(Dialect::OpenZfs, None, "tank/a@s1")
+                .unwrap()
+                .unwrap(),
+            ["send", "-n", "-P", "--", "tank/a@s1"]
+        );
+        assert!(
+            send_estimate_args(Dialect::Legacy, None, "tank/a@s1")
+                .unwrap()
+                .is_none()
+        );
+        assert!(send_estimate_args(Dialect::OpenZfs, Some("-R"), "tank/a@s2").is_err());
     }
 
     #[test]

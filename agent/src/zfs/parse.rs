@@ -399,6 +399,14 @@ fn guid_info(
     })
 }
 
+/// The stream size from `zfs send -n -P` ([`send_estimate_args`]): its
+/// `size<TAB>BYTES` line. `None` when there is none (an unexpected output).
+pub fn parse_send_estimate(text: &str) -> Option<u64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("size\t"))
+        .find_map(|bytes| bytes.trim().parse().ok())
+}
+
 /// Turns the first line of `zpool upgrade -v` into a version string for
 /// legacy implementations ("zfs-fuse (pool version 23)").
 pub fn parse_legacy_version(text: &str) -> Option<String> {
@@ -420,6 +428,21 @@ pub fn parse_openzfs_version(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_estimates_are_read_from_the_size_line() {
+        // `zfs send -n -P -i @s1 -- tank/a@s2` and a full send, OpenZFS 2.3.
+        assert_eq!(
+            parse_send_estimate("incremental\ts1\ttank/a@s2\t1071520\nsize\t1071520\n"),
+            Some(1_071_520)
+        );
+        assert_eq!(
+            parse_send_estimate("full\ttank/a@s1\t209776448\nsize\t209776448\n"),
+            Some(209_776_448)
+        );
+        assert_eq!(parse_send_estimate("full\ttank/a@s1\t5\n"), None);
+        assert_eq!(parse_send_estimate("size\tmany\n"), None);
+    }
 
     /// `zfs get -H -p -o name,property,value -r type,used,available,mountpoint,readonly,guid,creation,referenced -- nfhelper1`
     /// on zfs-fuse (pool version 23). nfhelper1/data/child has readonly=on

@@ -6,6 +6,7 @@
 
 pub mod dataset;
 pub mod replication;
+pub mod replication_estimate;
 pub mod replication_file;
 pub mod replication_spec;
 pub mod rsync;

@@ -1,5 +1,6 @@
 //! `nasfleet replication create|list|show|edit|delete|run|enable|disable`: ZFS replication tasks from one or more source systems into one target, previewed by the controller and confirmed before they are saved.
 
+use super::replication_estimate::{self, EstimateJson};
 use super::replication_file;
 use super::replication_spec::{
     ReplicationEdit, merge_edit, parse_source, parse_target, replication_of, routes,
@@ -19,7 +20,7 @@ use nasfleet_common::status::run_state_word;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
-    ReplicationTaskSpec, Run, RunRef, RunState, Task, TaskSpec, UpdateTaskRequest,
+    DatasetEstimate, ReplicationTaskSpec, Run, RunRef, RunState, Task, TaskSpec, UpdateTaskRequest,
 };
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -38,7 +39,8 @@ pub enum ReplicationCommand {
     Create(CreateArgs),
     /// Every replication task.
     List,
-    /// One replication task with the state of each dataset in its latest run.
+    /// One replication task with the state of each dataset in its latest
+    /// run, and what a run now would send.
     Show {
         /// Task name (or id).
         task: String,
@@ -488,13 +490,15 @@ pub struct LastRunJson {
     pub parts: Vec<PartJson>,
 }
 
-/// `replication show -o json`: the task plus its datasets' states.
+/// `replication show -o json`: the task plus its datasets' states and what
+/// a run would send now.
 #[derive(Debug, Serialize)]
 pub struct ShowJson {
     #[serde(flatten)]
     pub task: TaskJson,
     pub datasets: Vec<DatasetStateJson>,
     pub last_run: Option<LastRunJson>,
+    pub estimate: EstimateSection,
 }
 
 /// The state of each dataset in `run`: its steps, and for a source dataset
@@ -633,6 +637,44 @@ pub fn detail_text(task: &Task, run: Option<&Run>, run_error: Option<&str>) -> S
     lines.join("\n")
 }
 
+/// What a run would send now, or why that is not known, for people.
+fn estimate_text(estimate: &anyhow::Result<Vec<DatasetEstimate>>) -> Vec<String> {
+    const HEADING: &str = "A run now would send:";
+    match estimate {
+        Ok(estimates) => replication_estimate::lines(HEADING, estimates),
+        Err(e) => vec![format!("{HEADING} not known ({e})")],
+    }
+}
+
+/// The estimate in `-o json`: the datasets, or why there are none.
+#[derive(Debug, Serialize)]
+pub struct EstimateSection {
+    pub datasets: Vec<EstimateJson>,
+    pub error: Option<String>,
+}
+
+fn estimate_json(estimate: &anyhow::Result<Vec<DatasetEstimate>>) -> EstimateSection {
+    match estimate {
+        Ok(estimates) => EstimateSection {
+            datasets: estimates.iter().map(EstimateJson::from).collect(),
+            error: None,
+        },
+        Err(e) => EstimateSection {
+            datasets: Vec::new(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// `replication create|edit --dry-run -o json`: the task as it would be
+/// saved and what a run would send now.
+#[derive(Debug, Serialize)]
+pub struct DryRunJson {
+    #[serde(flatten)]
+    pub task: TaskJson,
+    pub estimate: EstimateSection,
+}
+
 /// The validated task, with our spec if the controller left it out.
 fn preview_of(mut validated: Task, spec: &TaskSpec) -> Task {
     if validated.spec.is_none() {
@@ -656,7 +698,10 @@ async fn preview_and_confirm(
         task: current.map(|t| t.id.to_string()).unwrap_or_default(),
         spec: Some(spec.clone()),
     };
-    let preview = match FleetClient::new(channel).validate_task(request).await {
+    let preview = match FleetClient::new(channel.clone())
+        .validate_task(request.clone())
+        .await
+    {
         Ok(validated) => preview_of(validated.into_inner(), spec),
         Err(status) => return Err(status_error(status)),
     };
@@ -666,9 +711,21 @@ async fn preview_and_confirm(
         OutputFormat::Json => eprintln!("{summary}"),
     }
     if save.dry_run {
+        // The spec is valid; an estimate that cannot be made says why
+        // without failing the dry run.
+        let estimate = replication_estimate::fetch(channel, request).await;
         match output {
-            OutputFormat::Table => outln!("\nDry run: nothing saved.")?,
-            OutputFormat::Json => print_json(&TaskJson::from(&preview))?,
+            OutputFormat::Table => {
+                outln!("")?;
+                for line in estimate_text(&estimate) {
+                    outln!("{line}")?;
+                }
+                outln!("\nDry run: nothing saved.")?;
+            }
+            OutputFormat::Json => print_json(&DryRunJson {
+                task: TaskJson::from(&preview),
+                estimate: estimate_json(&estimate),
+            })?,
         }
         return Ok(None);
     }
@@ -731,6 +788,14 @@ pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> 
 
 pub async fn show(channel: Channel, name: &str, output: OutputFormat) -> anyhow::Result<()> {
     let task = task::get(channel.clone(), name, REPLICATION).await?;
+    let estimate = replication_estimate::fetch(
+        channel.clone(),
+        UpdateTaskRequest {
+            task: task.id.to_string(),
+            spec: None,
+        },
+    )
+    .await;
     let (run, run_error) = if task.last_run_id == 0 {
         (None, None)
     } else {
@@ -757,10 +822,15 @@ pub async fn show(channel: Channel, name: &str, output: OutputFormat) -> anyhow:
                     run: RunJson::from(r),
                     parts: r.parts.iter().map(PartJson::from).collect(),
                 }),
+                estimate: estimate_json(&estimate),
             })
         }
         OutputFormat::Table => {
             outln!("{}", detail_text(&task, run.as_ref(), run_error.as_deref()))?;
+            outln!("")?;
+            for line in estimate_text(&estimate) {
+                outln!("{line}")?;
+            }
             Ok(())
         }
     }
@@ -1273,7 +1343,7 @@ Next run:         ";
     }
 
     #[test]
-    fn show_json_adds_datasets_and_last_run() {
+    fn show_json_adds_datasets_last_run_and_estimate() {
         let run = latest_run();
         let spec = offsite();
         let value = serde_json::to_value(ShowJson {
@@ -1283,9 +1353,11 @@ Next run:         ";
                 run: RunJson::from(&run),
                 parts: run.parts.iter().map(PartJson::from).collect(),
             }),
+            estimate: estimate_json(&Err(anyhow::anyhow!("nas3: system is OFFLINE"))),
         })
         .unwrap();
         assert_eq!(value["name"], "offsite");
+        assert_eq!(value["estimate"]["error"], "nas3: system is OFFLINE");
         assert_eq!(value["datasets"][2]["state"], "FAILED");
         assert_eq!(value["last_run"]["id"], 12);
         assert_eq!(value["last_run"]["state"], "FAILED");

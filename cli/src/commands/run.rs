@@ -239,14 +239,17 @@ fn progress_label(p: &Progress) -> String {
     }
 }
 
-/// `12.3M of 40.0M, 4.1M/s`, or less when the agent knows less.
+/// `12.3M of 40.0M (30%), 4.1M/s, 7s left`, or less when the agent knows
+/// less (no total: no percentage and no time left).
 fn progress_amount(p: &Progress) -> String {
     let mut out = String::new();
     if p.bytes_done > 0 || p.bytes_total > 0 {
         out.push_str(&human_bytes(p.bytes_done));
         if p.bytes_total > 0 {
-            out.push_str(" of ");
-            out.push_str(&human_bytes(p.bytes_total));
+            // An estimate can fall short of what moves: never past 100 %.
+            let percent =
+                (p.bytes_done.min(p.bytes_total) as f64 / p.bytes_total as f64 * 100.0).floor();
+            out.push_str(&format!(" of {} ({percent}%)", human_bytes(p.bytes_total)));
         }
     }
     if p.bytes_per_second > 0 {
@@ -255,8 +258,21 @@ fn progress_amount(p: &Progress) -> String {
         }
         out.push_str(&human_bytes(p.bytes_per_second));
         out.push_str("/s");
+        if p.bytes_total > p.bytes_done {
+            let left = (p.bytes_total - p.bytes_done).div_ceil(p.bytes_per_second);
+            out.push_str(&format!(", {} left", human_seconds(left)));
+        }
     }
     out
+}
+
+/// `7s`, `2m05s`, `1h02m`: a time left, as precise as it is worth.
+fn human_seconds(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 /// One plain progress line: `[12:00:01] sending: 12.3M of 40.0M, 4.1M/s`.
@@ -900,8 +916,21 @@ mod tests {
         };
         assert_eq!(
             progress_line("12:00:01", &p),
-            "[12:00:01] sending: 12.3M of 40.0M, 4.1M/s"
+            "[12:00:01] sending: 12.3M of 40.0M (30%), 4.1M/s, 7s left"
         );
+        p.bytes_per_second = 100_000;
+        assert_eq!(
+            progress_line("12:00:01", &p),
+            "[12:00:01] sending: 12.3M of 40.0M (30%), 97.7K/s, 4m51s left"
+        );
+        p.bytes_done = 50_000_000;
+        assert_eq!(
+            progress_line("12:00:01", &p),
+            "[12:00:01] sending: 47.7M of 40.0M (100%), 97.7K/s"
+        );
+        assert_eq!(human_seconds(3725), "1h02m");
+        p.bytes_done = 12_897_484;
+        p.bytes_per_second = 4_299_161;
         p.bytes_total = 0;
         p.step = "tank/data".into();
         assert_eq!(

@@ -13,7 +13,7 @@ use nasfleet_proto::v1::{
     GetSystemRequest, ListDatasetsRequest, ListDatasetsResponse, ListRunsRequest, ListRunsResponse,
     ListSnapshotsRequest, ListSnapshotsResponse, ListSshConnectionsRequest,
     ListSshConnectionsResponse, ListSystemsRequest, ListSystemsResponse, ListTasksRequest,
-    ListTasksResponse, RemoveSystemRequest, RemoveSystemResponse, Run, RunRef,
+    ListTasksResponse, RemoveSystemRequest, RemoveSystemResponse, ReplicationEstimate, Run, RunRef,
     SetTaskEnabledRequest, SshConnection, SshConnectionRef, SystemDetail, Task, TaskRef, TaskSpec,
     UpdateTaskRequest,
 };
@@ -81,6 +81,13 @@ impl Fleet for FleetService {
 
     async fn validate_task(&self, request: Request<UpdateTaskRequest>) -> Answer<Task> {
         tasks::check(&self.state, request).await
+    }
+
+    async fn estimate_replication(
+        &self,
+        request: Request<UpdateTaskRequest>,
+    ) -> Answer<ReplicationEstimate> {
+        tasks::estimate(&self.state, request).await
     }
 
     async fn update_task(&self, request: Request<UpdateTaskRequest>) -> Answer<Task> {

@@ -1,12 +1,12 @@
-//! Handlers for tasks of every kind: create, check, edit, list, show, delete, enable and run now.
+//! Handlers for tasks of every kind: create, check, estimate, edit, list, show, delete, enable and run now.
 
 use super::Answer;
 use crate::auth::{Call, authorize};
 use crate::engine::state::SharedState;
 use crate::engine::tasks;
 use nasfleet_proto::v1::{
-    ListTasksRequest, ListTasksResponse, Run, SetTaskEnabledRequest, Task, TaskRef, TaskSpec,
-    UpdateTaskRequest,
+    ListTasksRequest, ListTasksResponse, ReplicationEstimate, Run, SetTaskEnabledRequest, Task,
+    TaskRef, TaskSpec, UpdateTaskRequest,
 };
 use tonic::{Request, Response};
 
@@ -23,6 +23,17 @@ pub async fn check(state: &SharedState, request: Request<UpdateTaskRequest>) -> 
     let req = request.into_inner();
     Ok(Response::new(
         tasks::check(state, &req.task, req.spec).await?,
+    ))
+}
+
+pub async fn estimate(
+    state: &SharedState,
+    request: Request<UpdateTaskRequest>,
+) -> Answer<ReplicationEstimate> {
+    authorize(&state.store, &request, Call::EstimateReplication)?;
+    let req = request.into_inner();
+    Ok(Response::new(
+        tasks::estimate(state, &req.task, req.spec).await?,
     ))
 }
 

@@ -2,7 +2,9 @@
 
 use super::common::*;
 use anyhow::{Context, Result, ensure};
-use nasfleet_tests::{Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs, wait_for_status};
+use nasfleet_tests::{
+    Agent, Controller, TestDir, TestPool, TestSshd, ensure_zfs, is_openzfs, wait_for_status,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -149,6 +151,28 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
         "{summary}"
     );
     ensure!(summary.contains("weekly (Sunday at 00:00)"), "{summary}");
+    // ...and what a run would send now: two matching snapshots of each of
+    // the three datasets (the manual one is not replicated). Only OpenZFS
+    // can say how many bytes (`zfs send -n -P`).
+    ensure!(summary.contains("A run now would send:"), "{summary}");
+    ensure!(summary.contains("Total: 6 snapshot(s), "), "{summary}");
+    ensure!(
+        summary.contains("Sizes marked unknown") != is_openzfs(),
+        "{summary}"
+    );
+    dry.splice(0..0, ["-o", "json"]);
+    let dry_json: Value = serde_json::from_str(&controller.cli_ok(&dry)?)?;
+    let estimates = dry_json["estimate"]["datasets"]
+        .as_array()
+        .with_context(|| format!("{dry_json}"))?;
+    ensure!(estimates.len() == 3, "{dry_json}");
+    for estimate in estimates {
+        ensure!(estimate["snapshots"] == 2, "{estimate}");
+        ensure!(
+            estimate["bytes"].as_u64().is_some_and(|b| b > 0) == is_openzfs(),
+            "{estimate}"
+        );
+    }
     let listed = controller.cli_ok(&["replication", "list"])?;
     ensure!(
         listed.contains("No replication tasks configured"),
@@ -209,6 +233,27 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
     pool1.write_file("data", "b.txt", b"second")?;
     pool1.snapshot("data", "auto-2026-01-01_02-00")?;
     pool1.snapshot("data", "auto-2026-01-01_03-00")?;
+    // `show` says what the next run would send: the two new snapshots of
+    // nas1's dataset, nothing of the others.
+    let shown = controller.cli_json(&["replication", "show", "offsite"])?;
+    let estimate = |source: &str| -> Result<Value> {
+        shown["estimate"]["datasets"]
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["source"] == source).cloned())
+            .with_context(|| format!("{source} not in {shown}"))
+    };
+    ensure!(estimate(&source1)?["snapshots"] == 2, "{shown}");
+    ensure!(
+        estimate(&format!("nas1:{child}"))?["snapshots"] == 0,
+        "{shown}"
+    );
+    ensure!(estimate(&source2)?["snapshots"] == 0, "{shown}");
+    if is_openzfs() {
+        ensure!(
+            estimate(&source1)?["bytes"].as_u64().is_some_and(|b| b > 0),
+            "{shown}"
+        );
+    }
     // A renamed common snapshot on the target is still the base (matched by GUID).
     nasfleet_tests::run_ok(std::process::Command::new("zfs").args([
         "rename",

@@ -53,7 +53,7 @@ impl Fixture {
             &matching,
             &LocalZfs,
             &options,
-            &mut |_, _| {},
+            &mut |_, _, _| {},
             &mut cancel,
         ))
     }

@@ -129,9 +129,11 @@ fn cancel_kills_the_work_and_watch_reports_live_and_final_state() -> Result<()> 
     let err = cli_error(&controller, &["run", "cancel", &run_id.to_string()])?;
     ensure!(err.contains("already ended"), "{err}");
 
-    // A successful run watched from the start exits 0.
+    // A successful run watched from the start exits 0. The watch lasts as
+    // long as the run (hundreds of destroys), not as long as a CLI call.
     let run_id = start_task_run(&controller, task)?;
-    let out = controller.cli(&["run", "watch", &run_id.to_string()])?;
+    let mut watch = controller.cli_command(&["run", "watch", &run_id.to_string()])?;
+    let out = nasfleet_tests::run_output(&mut watch, RUN_TIMEOUT)?;
     ensure!(
         out.status.success(),
         "watch: {}",

@@ -181,7 +181,7 @@ fn acknowledged_writes_survive_kill_9_in_a_write_storm() -> Result<()> {
                 let (controller, dataset) = (&controller, &dataset);
                 scope.spawn(move || {
                     let mut i = 0;
-                    // Bounded: the controller is killed after ~1 s anyway.
+                    // Bounded: the controller is killed once the storm is under way.
                     while !stop.load(Ordering::SeqCst) && i < 200 {
                         i += 1;
                         if writer % 2 == 0 {
@@ -214,9 +214,17 @@ fn acknowledged_writes_survive_kill_9_in_a_write_storm() -> Result<()> {
                     }
                 });
             }
-            std::thread::sleep(Duration::from_millis(1000));
+            // Killed once the storm is under way and has been acknowledged
+            // at least twice for tokens and once for tasks: a fixed delay
+            // would kill a slow machine's controller (the OpenZFS guest's
+            // is emulated) before it answered anything.
+            let under_way = storm_under_way(Duration::from_secs(1), || {
+                round_tokens.lock().map_or(0, |t| t.len()) >= 2
+                    && round_tasks.lock().map_or(0, |t| t.len()) >= 1
+            });
             let killed = signal_and_wait(&controller, libc::SIGKILL);
             stop.store(true, Ordering::SeqCst);
+            under_way.with_context(|| format!("round {round}"))?;
             killed.map(drop)
         })?;
         // Reaps the killed process.
@@ -335,9 +343,12 @@ fn sigterm_during_a_write_storm_stops_within_ten_seconds() -> Result<()> {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(1500));
+        let under_way = storm_under_way(Duration::from_millis(1500), || {
+            acknowledged.lock().map_or(0, |a| a.len()) >= 32
+        });
         let took = signal_and_wait(&controller, libc::SIGTERM);
         stop.store(true, Ordering::SeqCst);
+        under_way?;
         took
     })?;
     let status = controller.stop()?;
@@ -353,4 +364,15 @@ fn sigterm_during_a_write_storm_stops_within_ten_seconds() -> Result<()> {
     Agent::join_with_token(&controller, "after-sigterm", last)
         .context("the last token acknowledged before SIGTERM")?;
     Ok(())
+}
+
+/// Waits until a write storm has run for `at_least` and `answered` says
+/// enough of its writes were acknowledged (at most 60 s), so that the
+/// signal that follows lands with writes both done and in flight.
+fn storm_under_way(at_least: Duration, answered: impl Fn() -> bool) -> Result<()> {
+    let started = std::time::Instant::now();
+    nasfleet_tests::wait_until(Duration::from_secs(60), Duration::from_millis(50), || {
+        Ok(started.elapsed() >= at_least && answered())
+    })
+    .context("the write storm got too few acknowledgements")
 }

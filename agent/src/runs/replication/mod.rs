@@ -1,8 +1,9 @@
-//! Replication runs: [`plan`](mod@plan) (what to send, by snapshot GUID, pure), [`transfer`] (carrying a plan out for one dataset: `zfs send | [ssh target] zfs recv`), [`zfs_host`] (where a zfs command runs: here or over ssh), [`target`] (reaching the target: pinned host keys, pre-flight, one shared connection), [`replicas`] (the target side of a dispatch: this system's listing) and [`run`](mod@run) (one run of a task, dataset by dataset).
+//! Replication runs: [`plan`](mod@plan) (what to send, by snapshot GUID, pure), [`transfer`] (carrying a plan out for one dataset: `zfs send | [ssh target] zfs recv`), [`zfs_host`] (where a zfs command runs: here or over ssh), [`target`] (reaching the target: pinned host keys, pre-flight, one shared connection), [`replicas`] (the target side of a dispatch: this system's listing), [`estimate`] (a dry run: what a run would send now) and [`run`](mod@run) (one run of a task, dataset by dataset).
 //!
 //! Transport is kept apart from replication logic, as in zrepl: planning
 //! and transfers see only a [`ZfsHost`].
 
+pub mod estimate;
 pub mod plan;
 pub mod replicas;
 pub mod run;
@@ -11,12 +12,13 @@ pub mod transfer;
 pub mod zfs_host;
 
 pub use crate::zfs::SnapshotInfo;
+pub use estimate::estimate_replication;
 pub use plan::{Plan, PlanError, Transfer, plan};
 pub use replicas::list_replicas;
 pub(crate) use run::run;
 pub use target::check_target;
 pub use transfer::{
-    DEFAULT_IDLE_TIMEOUT, DatasetOutcome, ReplicateOptions, ReplicationError, local_snapshots,
-    replicate_dataset,
+    DEFAULT_IDLE_TIMEOUT, DatasetEstimate, DatasetOutcome, ReplicateOptions, ReplicationError,
+    estimate_dataset, local_snapshots, replicate_dataset,
 };
 pub use zfs_host::{LocalZfs, ZfsHost};

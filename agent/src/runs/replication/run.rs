@@ -126,7 +126,7 @@ async fn pre_snapshot(
 
 /// The (source, target) dataset pairs of one replication dataset: itself,
 /// and every descendant when recursive, parents first.
-async fn dataset_pairs(
+pub(super) async fn dataset_pairs(
     zfs: &Zfs,
     dataset: &ReplicationDataset,
 ) -> Result<Vec<(String, String)>, RunFailure> {
@@ -167,29 +167,24 @@ async fn replicate_one(
     allow_overwrite: bool,
     target_listing: Option<Option<Vec<SnapshotInfo>>>,
 ) -> Result<((), String), RunFailure> {
-    let schemas: Vec<NamingSchema> = dataset
-        .naming_schemas
-        .iter()
-        .map(|s| {
-            NamingSchema::new(s).map_err(|e| RunFailure::Failed(format!("naming schema: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    let matching = move |name: &str| schemas.iter().any(|s| s.parse(name).is_some());
+    let matching = matching_schemas(dataset)?;
     let mut options = ReplicateOptions::new(source_dialect, target_dialect);
     options.allow_overwrite = allow_overwrite;
     options.target_listing = target_listing;
 
     let reporter = ctx.progress_reporter();
-    let bytes_before = ctx.bytes;
     let started = Instant::now();
     let moved = ctx.step_bytes();
     let counter = moved.clone();
-    let mut progress = move |bytes: u64, label: &str| {
+    // Of this step, so that watching it can say how far it is and how
+    // long is left.
+    let mut progress = move |bytes: u64, estimate: Option<u64>, label: &str| {
         counter.store(bytes, std::sync::atomic::Ordering::Relaxed);
         reporter.report(
             source,
             format!("sending {label}"),
-            bytes_before + bytes,
+            bytes,
+            estimate,
             rate(bytes, started),
         );
     };
@@ -228,6 +223,21 @@ async fn replicate_one(
             Err(failure_of(ctx, source, e))
         }
     }
+}
+
+/// Whether a snapshot name matches one of `dataset`'s naming schemas:
+/// only those are replicated.
+pub(super) fn matching_schemas(
+    dataset: &ReplicationDataset,
+) -> Result<impl Fn(&str) -> bool + Send + Sync + use<>, RunFailure> {
+    let schemas: Vec<NamingSchema> = dataset
+        .naming_schemas
+        .iter()
+        .map(|s| {
+            NamingSchema::new(s).map_err(|e| RunFailure::Failed(format!("naming schema: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(move |name: &str| schemas.iter().any(|s| s.parse(name).is_some()))
 }
 
 /// Why a dataset's replication stopped, as its step says it.

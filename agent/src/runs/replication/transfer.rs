@@ -106,8 +106,10 @@ pub enum ReplicationError {
 /// (also when a later transfer failed after an earlier one succeeded; not
 /// when nothing was received, so an up-to-date run is read-only itself).
 ///
-/// `progress(bytes, label)` gets the bytes moved so far by this call and
-/// the transfer under way ([`Transfer::label`]).
+/// `progress(bytes, estimate, label)` gets the bytes moved so far by this
+/// call, what the whole plan should move ([`estimate_dataset`]'s figure;
+/// `None` where zfs cannot say) and the transfer under way
+/// ([`Transfer::label`]).
 ///
 /// A run cut short (cancel, stall, failure) leaves the target at the last
 /// snapshot fully received; zfs discards a partial stream. The next call
@@ -129,7 +131,7 @@ pub async fn replicate_dataset(
     matching: &(dyn Fn(&str) -> bool + Send + Sync),
     target: &dyn ZfsHost,
     options: &ReplicateOptions,
-    progress: &mut (dyn FnMut(u64, &str) + Send),
+    progress: &mut (dyn FnMut(u64, Option<u64>, &str) + Send),
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<DatasetOutcome, ReplicationError> {
     zfs::validate_dataset_name(source_dataset).map_err(ZfsError::from)?;
@@ -188,6 +190,61 @@ pub async fn replicate_dataset(
     step.carry_out(&plan, basis, &source, target, progress, cancel)
         .await
         .map_err(ReplicationError::from)
+}
+
+/// What [`estimate_dataset`] found: the transfers a run would make now and
+/// their stream size together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetEstimate {
+    pub transfers: Vec<Transfer>,
+    /// `None` where zfs cannot estimate a send (zfs-fuse has no
+    /// `zfs send -n -P`).
+    pub bytes: Option<u64>,
+}
+
+/// What replicating `source_dataset` to `target_dataset` would send now,
+/// planned as a run plans, from `listed`: the target's snapshots as its
+/// agent listed them (`None`: the target dataset does not exist). Sends
+/// and changes nothing; a plan a run would refuse (a diverged target
+/// without overwriting) is that refusal.
+pub async fn estimate_dataset(
+    source_dataset: &str,
+    target_dataset: &str,
+    matching: &(dyn Fn(&str) -> bool + Send + Sync),
+    listed: Option<&[SnapshotInfo]>,
+    options: &ReplicateOptions,
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<DatasetEstimate, ReplicationError> {
+    zfs::validate_dataset_name(source_dataset).map_err(ZfsError::from)?;
+    zfs::validate_dataset_name(target_dataset).map_err(ZfsError::from)?;
+    let step = Step {
+        dataset: source_dataset,
+        target_dataset,
+        options,
+    };
+    let source = step
+        .snapshot_guids(&LocalZfs, options.dialect_source, source_dataset, cancel)
+        .await?
+        .ok_or_else(|| ZfsError::DatasetNotFound {
+            name: source_dataset.to_owned(),
+        })?;
+    let plan = plan(
+        source_dataset,
+        target_dataset,
+        &source,
+        matching,
+        listed,
+        options.allow_overwrite,
+    )?;
+    let bytes = if plan.is_up_to_date() {
+        Some(0)
+    } else {
+        step.estimate(&plan, cancel).await
+    };
+    Ok(DatasetEstimate {
+        transfers: plan.transfers,
+        bytes,
+    })
 }
 
 /// The snapshots of `dataset` on this system, oldest first; `None` when it
@@ -316,7 +373,7 @@ impl Step<'_> {
         source: &[SnapshotInfo],
         matching: &(dyn Fn(&str) -> bool + Send + Sync),
         target: &dyn ZfsHost,
-        progress: &mut (dyn FnMut(u64, &str) + Send),
+        progress: &mut (dyn FnMut(u64, Option<u64>, &str) + Send),
         cancel: &mut watch::Receiver<bool>,
     ) -> Option<Result<DatasetOutcome, ReplicationError>> {
         let hinted = plan(
@@ -359,9 +416,11 @@ impl Step<'_> {
         basis: Basis,
         source: &[SnapshotInfo],
         target: &dyn ZfsHost,
-        progress: &mut (dyn FnMut(u64, &str) + Send),
+        progress: &mut (dyn FnMut(u64, Option<u64>, &str) + Send),
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<DatasetOutcome, Halted> {
+        let estimate = self.estimate(plan, cancel).await;
+        let mut progress = |bytes: u64, label: &str| progress(bytes, estimate, label);
         // Over ssh the parent's creation rides in front of the first receive
         // and `readonly=on` behind the last one, in the same remote call:
         // two sessions fewer per dataset. Locally they are calls of their own.
@@ -390,7 +449,13 @@ impl Step<'_> {
             };
             let sent = self
                 .send_one(
-                    transfer, plan.force, around, target, total, progress, cancel,
+                    transfer,
+                    plan.force,
+                    around,
+                    target,
+                    total,
+                    &mut progress,
+                    cancel,
                 )
                 .await?;
             let readonly_rode_along = sent.chained && last && sent.moved.is_ok();
@@ -443,17 +508,46 @@ impl Step<'_> {
         Ok(())
     }
 
+    /// The stream size of every transfer of `plan` together, from
+    /// `zfs send -n -P` here; `None` when zfs cannot estimate (zfs-fuse)
+    /// or one estimate failed. Best effort: a run goes on without one.
+    async fn estimate(&self, plan: &Plan, cancel: &mut watch::Receiver<bool>) -> Option<u64> {
+        let mut total: u64 = 0;
+        for transfer in &plan.transfers {
+            let (from, snapshot) = self.send_names(transfer);
+            let args =
+                zfs::send_estimate_args(self.options.dialect_source, from.as_deref(), &snapshot)
+                    .ok()??;
+            let out = match self.run_raw(&LocalZfs, args, cancel).await {
+                Ok(out) => out,
+                Err(err) => {
+                    tracing::debug!(%snapshot, %err, "no send size estimate");
+                    return None;
+                }
+            };
+            total = total.saturating_add(zfs::parse_send_estimate(&String::from_utf8_lossy(
+                &out.stdout,
+            ))?);
+        }
+        Some(total)
+    }
+
+    /// The incremental base (`@from`) and the snapshot `transfer` sends.
+    fn send_names(&self, transfer: &Transfer) -> (Option<String>, String) {
+        let from = match transfer {
+            Transfer::Full { .. } => None,
+            Transfer::Incremental { from, .. } => Some(format!("@{from}")),
+        };
+        (from, format!("{}@{}", self.dataset, transfer.snapshot()))
+    }
+
     /// `zfs send` here and `zfs recv` there for one transfer.
     fn transfer_commands(
         &self,
         transfer: &Transfer,
         force: bool,
     ) -> Result<(ProgramArgs, Vec<String>), ZfsError> {
-        let from = match transfer {
-            Transfer::Full { .. } => None,
-            Transfer::Incremental { from, .. } => Some(format!("@{from}")),
-        };
-        let snapshot = format!("{}@{}", self.dataset, transfer.snapshot());
+        let (from, snapshot) = self.send_names(transfer);
         let send = zfs::send_args(self.options.dialect_source, from.as_deref(), &snapshot)?;
         let recv = zfs::recv_args(self.options.dialect_target, self.target_dataset, force)?;
         Ok((LocalZfs.command(send), recv))
@@ -836,7 +930,7 @@ mod tests {
         fn assert_send<T: Send>(_: &T) {}
         let (_tx, mut rx) = watch::channel(false);
         let matching = |_: &str| true;
-        let mut progress = |_: u64, _: &str| {};
+        let mut progress = |_: u64, _: Option<u64>, _: &str| {};
         let options = ReplicateOptions::new(Dialect::Legacy, Dialect::OpenZfs);
         let future = replicate_dataset(
             "tank/a",
@@ -865,7 +959,7 @@ mod tests {
                 &|_: &str| true,
                 &LocalZfs,
                 &options,
-                &mut |_: u64, _: &str| {},
+                &mut |_: u64, _: Option<u64>, _: &str| {},
                 &mut rx,
             )
             .await

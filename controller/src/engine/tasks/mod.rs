@@ -1,4 +1,4 @@
-//! Tasks of every kind: finding them, presenting them with status and next run, and the operations on them (create, edit, delete, enable); checking a spec, building a run's work and protecting replication bases live in the submodules.
+//! Tasks of every kind: finding them, presenting them with status and next run, and the operations on them (create, edit, delete, enable, estimate); checking a spec, building a run's work (and an estimate's) and protecting replication bases live in the submodules.
 
 mod protection;
 mod validate;
@@ -17,7 +17,8 @@ use chrono::Utc;
 use nasfleet_common::echo::echo;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_proto::v1::{
-    ReplicationTaskSpec, Run, RunState, SnapshotTaskSpec, Task, TaskSpec, task_spec,
+    ReplicationEstimate, ReplicationTaskSpec, Run, RunState, SnapshotTaskSpec, Task, TaskSpec,
+    task_spec,
 };
 
 pub use crate::engine::kinds::{kind_of, state_word, systems_of};
@@ -130,6 +131,30 @@ pub async fn check(
     let spec = spec.ok_or_else(|| invalid("spec", "the task spec is required"))?;
     let task = validate(state, spec, existing.as_ref()).await?;
     present(state, task)
+}
+
+/// What a run of a replication task would send now, per dataset: of the
+/// spec checked as [`check`] checks it, or without a spec of the stored
+/// task `reference`. Stores and changes nothing.
+pub async fn estimate(
+    state: &SharedState,
+    reference: &str,
+    spec: Option<TaskSpec>,
+) -> Result<ReplicationEstimate, FleetError> {
+    let task = match (reference, spec) {
+        (_, Some(spec)) => check(state, reference, Some(spec)).await?,
+        ("", None) => return Err(invalid("spec", "the task spec or a task is required")),
+        (reference, None) => find(state, reference)?,
+    };
+    match task.spec.and_then(|s| s.kind) {
+        Some(task_spec::Kind::Replication(spec)) => Ok(ReplicationEstimate {
+            datasets: work::estimate(state, &spec).await,
+        }),
+        _ => Err(invalid(
+            "task",
+            "only replication tasks send data; this is another kind",
+        )),
+    }
 }
 
 /// Validates and stores a new task, and with `create_snapshot_task` the

@@ -11,9 +11,9 @@ use nasfleet_common::duration::parse_lifetime;
 use nasfleet_common::names::{is_below, replication_target_path};
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_proto::v1::{
-    ListReplicas, ReplicationDataset, ReplicationSource, ReplicationTarget, ReplicationTaskSpec,
-    ReplicationWork, Retention, SnapshotTaskSpec, SnapshotWork, StartRun, Task, agent_request,
-    start_run, task_spec,
+    DatasetEstimate, EstimateReplication, ListReplicas, ReplicationDataset, ReplicationSource,
+    ReplicationTarget, ReplicationTaskSpec, ReplicationWork, Retention, SnapshotTaskSpec,
+    SnapshotWork, StartRun, Task, agent_request, start_run, task_spec,
 };
 use std::time::Duration;
 
@@ -22,6 +22,9 @@ use std::time::Duration;
 const MAX_LISTED_REPLICAS: usize = 256;
 /// How long a replication run's dispatch waits for that listing.
 const REPLICA_LISTING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an estimate waits for each source's answer (its agent gives
+/// up after 60 s itself).
+const ESTIMATE_TIMEOUT: Duration = Duration::from_secs(65);
 
 /// The work each system taking part in a run of `task` gets, or why it
 /// could not be prepared (the run then fails with that reason). `at` is
@@ -42,7 +45,9 @@ async fn parts(
         Some(task_spec::Kind::Snapshot(spec)) => snapshot_work(state, spec, at)
             .map(|work| vec![(spec.system.clone(), work)])
             .map_err(|e| e.to_string()),
-        Some(task_spec::Kind::Replication(spec)) => replication_work(state, spec, at).await,
+        Some(task_spec::Kind::Replication(spec)) => {
+            replication_work(state, spec, at, Purpose::Run).await
+        }
         Some(task_spec::Kind::Rsync(spec)) => Ok(vec![(
             spec.system.clone(),
             StartRun {
@@ -84,10 +89,74 @@ fn snapshot_work(
     })
 }
 
+/// What a run of `spec` would send now, per dataset, as its source agents
+/// estimate it from the target agent's listing (see
+/// [`EstimateReplication`]). Changes nothing: no SSH connection is set up,
+/// no allow-list sent, no snapshot taken. A source that cannot answer has
+/// each of its datasets say why.
+pub async fn estimate(state: &SharedState, spec: &ReplicationTaskSpec) -> Vec<DatasetEstimate> {
+    let parts = match replication_work(state, spec, Utc::now(), Purpose::Estimate).await {
+        Ok(parts) => parts,
+        Err(reason) => {
+            return vec![DatasetEstimate {
+                error: reason,
+                ..Default::default()
+            }];
+        }
+    };
+    // Every source at once: each may take seconds (`zfs send -n -P` per
+    // snapshot to send).
+    let mut asked = tokio::task::JoinSet::new();
+    for (index, (system, start)) in parts.into_iter().enumerate() {
+        let Some(start_run::Work::Replication(work)) = start.work else {
+            continue;
+        };
+        let state = state.clone();
+        asked.spawn(async move {
+            let request = agent_request::Body::EstimateReplication(EstimateReplication {
+                work: Some(work.clone()),
+            });
+            let answer = state
+                .sessions
+                .request(&system, request, ESTIMATE_TIMEOUT)
+                .await;
+            let why = match answer {
+                Ok(response) if response.error.is_empty() => return (index, response.estimates),
+                Ok(response) => response.error,
+                Err(e) => e.to_string(),
+            };
+            let unanswered = work
+                .datasets
+                .iter()
+                .map(|d| DatasetEstimate {
+                    source: format!("{system}:{}", d.source),
+                    target: d.target.clone(),
+                    error: format!("{system}: {why}"),
+                    ..Default::default()
+                })
+                .collect();
+            (index, unanswered)
+        });
+    }
+    let mut answers = asked.join_all().await;
+    // In the task's order of sources, whichever answered first.
+    answers.sort_by_key(|(index, _)| *index);
+    answers.into_iter().flat_map(|(_, e)| e).collect()
+}
+
+/// Why replication work is prepared: a run needs the SSH trust and the
+/// snapshot it takes first; an estimate touches nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Run,
+    Estimate,
+}
+
 async fn replication_work(
     state: &SharedState,
     spec: &ReplicationTaskSpec,
     at: DateTime<Utc>,
+    purpose: Purpose,
 ) -> Result<Vec<(String, StartRun)>, String> {
     // One part per source system, holding all of its datasets.
     let mut parts: Vec<(String, ReplicationWork)> = Vec::new();
@@ -100,7 +169,7 @@ async fn replication_work(
             None => {
                 parts.push((
                     source.system.clone(),
-                    source_work(state, spec, source, at).await?,
+                    source_work(state, spec, source, at, purpose).await?,
                 ));
                 parts.len() - 1
             }
@@ -137,10 +206,21 @@ async fn source_work(
     spec: &ReplicationTaskSpec,
     source: &ReplicationSource,
     at: DateTime<Utc>,
+    purpose: Purpose,
 ) -> Result<ReplicationWork, String> {
     let target = if source.system == spec.target_system {
         ReplicationTarget {
             system: spec.target_system.clone(),
+            ..Default::default()
+        }
+    } else if purpose == Purpose::Estimate {
+        // Estimates plan from the target agent's listing only.
+        ReplicationTarget {
+            system: spec.target_system.clone(),
+            zfs_dialect: inventory(state, &spec.target_system)
+                .ok()
+                .flatten()
+                .map_or(0, |i| i.zfs_dialect),
             ..Default::default()
         }
     } else {
@@ -164,7 +244,7 @@ async fn source_work(
         }
         target
     };
-    let pre_snapshot_name = if spec.create_snapshot_task {
+    let pre_snapshot_name = if spec.create_snapshot_task && purpose == Purpose::Run {
         let schema = source
             .naming_schemas
             .first()
