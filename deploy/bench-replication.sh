@@ -3,6 +3,7 @@
 # pipeline it wraps, in one run, over the same sshd and the same data.
 #
 #   deploy/bench-replication.sh [MIB]     # default 1024 MiB of incompressible data
+#   deploy/openzfs-guest.sh bench [MIB]   # the same on kernel OpenZFS, in the guest
 #
 # Sets up a two-system fleet (release build; fleet-lib.sh), fills a dataset
 # on nas1 with MIB MiB from /dev/urandom, snapshots it, then times, in
@@ -35,9 +36,16 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 source deploy/fleet-lib.sh
 
 [[ $(id -u) -eq 0 ]] || die "run as root: the benchmark creates zfs pools and starts sshd"
-deploy/install-deps.sh
-log "building nasfleet (release)"
-cargo build --release --workspace --bins --locked
+if [[ ${NASFLEET_BENCH_PREBUILT:-0} == 1 ]]; then
+    # In the OpenZFS guest (deploy/openzfs-guest.sh bench): no network, no
+    # cargo; the host built the release binaries.
+    [[ -x $BIN/nasfleet && -x $BIN/nasfleet-agent && -x $BIN/nasfleet-controller ]] ||
+        die "NASFLEET_BENCH_PREBUILT=1 but no release binaries in $BIN"
+else
+    deploy/install-deps.sh
+    log "building nasfleet (release)"
+    cargo build --release --workspace --bins --locked
+fi
 
 cleanup() {
     [[ -d $FLEET ]] && fleet_forget_keys

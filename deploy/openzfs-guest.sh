@@ -9,6 +9,8 @@
 #   deploy/openzfs-guest.sh test [ARGS...]  # build the binaries and the e2e tests on the host, run
 #                                           # them in the guest (ARGS go to the test executable,
 #                                           # e.g. a test name; --test-threads=1 is added)
+#   deploy/openzfs-guest.sh bench [MIB]     # deploy/bench-replication.sh in the guest (release
+#                                           # binaries built on the host; default 256 MiB)
 #   deploy/openzfs-guest.sh info            # which image `run` would boot
 #
 # Environment:
@@ -172,6 +174,13 @@ cmd_build() {
     need_root "building the guest image"
     cmd_deps
     mkdir -p "$W"
+    # One build at a time (deploy/test.sh starts one in the background): a
+    # second waits, then finds the image the first one made.
+    exec 8> "$W/build.lock"
+    if ! flock -n 8; then
+        log "another build of a guest image runs; waiting for it"
+        flock -w 3600 8 || die "another build still runs after an hour"
+    fi
     apt_update
     local key
     key=$(cache_key)
@@ -414,6 +423,17 @@ cmd_test() {
     cmd_run -- "$exe" --test-threads=1 "$@"
 }
 
+# `bench`: the replication benchmark on kernel ZFS. Under TCG absolute
+# times mean little; the ratio of nasfleet to the raw pipeline does.
+cmd_bench() {
+    local mib=${1:-256} locked=()
+    [[ -f $CHECKOUT/Cargo.lock ]] && locked=(--locked)
+    (cd "$CHECKOUT" && cargo build --workspace --bins --release "${locked[@]}") ||
+        die "cargo build --release failed"
+    export NASFLEET_BENCH_PREBUILT=1
+    cmd_run -- "$CHECKOUT/deploy/bench-replication.sh" "$mib"
+}
+
 sub=${1:-}
 (($#)) && shift
 case $sub in
@@ -421,6 +441,7 @@ deps) cmd_deps ;;
 build) cmd_build ;;
 run) cmd_run "$@" ;;
 test) cmd_test "$@" ;;
+bench) cmd_bench "$@" ;;
 info) cmd_info ;;
 *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2

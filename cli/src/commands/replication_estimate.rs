@@ -29,6 +29,11 @@ pub struct EstimateJson {
     pub snapshots: Option<u32>,
     /// `null` where zfs cannot estimate (zfs-fuse) or on an error.
     pub bytes: Option<u64>,
+    /// The incremental base, `null` for a full first stream.
+    pub base: Option<String>,
+    pub base_guid: Option<u64>,
+    /// Target snapshots a run would destroy first (overwriting).
+    pub discards: u32,
     pub error: Option<String>,
 }
 
@@ -40,6 +45,9 @@ impl From<&DatasetEstimate> for EstimateJson {
             target: e.target.clone(),
             snapshots: Some(e.snapshots).filter(|_| !failed),
             bytes: Some(e.bytes).filter(|_| e.bytes_known && !failed),
+            base: Some(e.base.clone()).filter(|b| !b.is_empty()),
+            base_guid: Some(e.base_guid).filter(|_| !e.base.is_empty()),
+            discards: e.discards,
             error: Some(e.error.clone()).filter(|_| failed),
         }
     }
@@ -52,7 +60,7 @@ pub fn lines(heading: &str, estimates: &[DatasetEstimate]) -> Vec<String> {
         lines.push("  (no datasets)".into());
         return lines;
     }
-    let mut table = Table::new(&["DATASET", "SNAPSHOTS", "SIZE", "NOTE"]);
+    let mut table = Table::new(&["DATASET", "BASE", "SNAPSHOTS", "SIZE", "NOTE"]);
     let (mut snapshots, mut bytes, mut all_known) = (0u64, 0u64, true);
     let mut unknown_sizes = false;
     for e in estimates {
@@ -63,7 +71,13 @@ pub fn lines(heading: &str, estimates: &[DatasetEstimate]) -> Vec<String> {
         };
         if !e.error.is_empty() {
             all_known = false;
-            table.row(vec![dataset, "-".into(), "-".into(), e.error.clone()]);
+            table.row(vec![
+                dataset,
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                e.error.clone(),
+            ]);
             continue;
         }
         snapshots += u64::from(e.snapshots);
@@ -75,8 +89,17 @@ pub fn lines(heading: &str, estimates: &[DatasetEstimate]) -> Vec<String> {
             unknown_sizes = true;
             "unknown".into()
         };
-        let note = if e.snapshots == 0 { "up to date" } else { "" };
-        table.row(vec![dataset, e.snapshots.to_string(), size, note.into()]);
+        let base = if e.base.is_empty() {
+            "none (full)".to_owned()
+        } else {
+            format!("@{} (guid {})", e.base, e.base_guid)
+        };
+        let note = match (e.snapshots, e.discards) {
+            (0, _) => "up to date".to_owned(),
+            (_, 0) => String::new(),
+            (_, n) => format!("overwrites: destroys {n} target snapshot(s) first"),
+        };
+        table.row(vec![dataset, base, e.snapshots.to_string(), size, note]);
     }
     lines.extend(table.render().lines().map(|l| format!("  {l}")));
     let total = if all_known {
@@ -106,22 +129,31 @@ mod tests {
             bytes: bytes.unwrap_or(0),
             bytes_known: bytes.is_some(),
             error: error.into(),
+            ..Default::default()
         }
     }
 
     #[test]
     fn rows_total_and_what_is_unknown() {
+        let incremental = DatasetEstimate {
+            base: "auto-1".into(),
+            base_guid: 42,
+            discards: 2,
+            ..estimate("nas1:tank/a", 3, Some(3 * 1024 * 1024), "")
+        };
         let all = [
-            estimate("nas1:tank/a", 3, Some(3 * 1024 * 1024), ""),
+            incremental,
             estimate("nas1:tank/b", 0, Some(0), ""),
             estimate("nas2:tank/c", 2, None, ""),
             estimate("nas3:tank/d", 0, None, "nas3: system is OFFLINE"),
         ];
         let text = lines("Would send:", &all).join("\n");
         assert!(
-            text.contains("nas1:tank/a → backup/nas1:tank/a  3"),
+            text.contains("nas1:tank/a → backup/nas1:tank/a  @auto-1 (guid 42)  3"),
             "{text}"
         );
+        assert!(text.contains("destroys 2 target snapshot(s) first"), "{text}");
+        assert!(text.contains("none (full)"), "{text}");
         assert!(text.contains("3.0M"), "{text}");
         assert!(text.contains("up to date"), "{text}");
         assert!(text.contains("nas3: system is OFFLINE"), "{text}");

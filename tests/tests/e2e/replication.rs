@@ -168,6 +168,7 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
     ensure!(estimates.len() == 3, "{dry_json}");
     for estimate in estimates {
         ensure!(estimate["snapshots"] == 2, "{estimate}");
+        ensure!(estimate["base"].is_null(), "a first run is full: {estimate}");
         ensure!(
             estimate["bytes"].as_u64().is_some_and(|b| b > 0) == is_openzfs(),
             "{estimate}"
@@ -243,6 +244,11 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
             .with_context(|| format!("{source} not in {shown}"))
     };
     ensure!(estimate(&source1)?["snapshots"] == 2, "{shown}");
+    ensure!(
+        estimate(&source1)?["base"] == "auto-2026-01-01_01-00"
+            && estimate(&source1)?["base_guid"].as_u64().is_some_and(|g| g > 0),
+        "{shown}"
+    );
     ensure!(
         estimate(&format!("nas1:{child}"))?["snapshots"] == 0,
         "{shown}"
@@ -708,11 +714,21 @@ fn an_agent_killed_mid_transfer_recovers_on_the_next_run() -> Result<()> {
 
     let run = fleet.controller.cli_json(&["replication", "run", "big"])?;
     let run_id = run["id"].as_u64().context("run id")?;
+    let mut progress = Value::Null;
     nasfleet_tests::wait_until(Duration::from_secs(60), Duration::from_millis(20), || {
-        let run = run_json(&fleet.controller, run_id)?;
-        Ok(run["progress"]["bytes_done"].as_u64().unwrap_or(0) > 0)
+        progress = run_json(&fleet.controller, run_id)?["progress"].clone();
+        Ok(progress["bytes_done"].as_u64().unwrap_or(0) > 0)
     })
     .context("the transfer never reported progress")?;
+    // On OpenZFS the step knows what it will move in all (`zfs send -n
+    // -P`): 300 MiB of random data, so a little more than 300 MiB.
+    if is_openzfs() {
+        let total = progress["bytes_total"].as_u64().unwrap_or(0);
+        ensure!(
+            (300 << 20..=330 << 20).contains(&total),
+            "estimate {total}: {progress}"
+        );
+    }
     fleet.nas1.kill()?;
     let landed = format!("{}/backup/nas1/{data}", pool2.name());
     // The target keeps its last good state.

@@ -82,12 +82,18 @@ pub async fn estimate_replication(
             )
             .await;
             estimates.push(match estimate {
-                Ok(estimate) => DatasetEstimate {
-                    snapshots: u32::try_from(estimate.transfers.len()).unwrap_or(u32::MAX),
-                    bytes: estimate.bytes.unwrap_or(0),
-                    bytes_known: estimate.bytes.is_some(),
-                    ..named(&source, &target)
-                },
+                Ok(estimate) => {
+                    let (base, base_guid) = estimate.base.unwrap_or_default();
+                    DatasetEstimate {
+                        snapshots: u32::try_from(estimate.transfers.len()).unwrap_or(u32::MAX),
+                        bytes: estimate.bytes.unwrap_or(0),
+                        bytes_known: estimate.bytes.is_some(),
+                        base,
+                        base_guid,
+                        discards: u32::try_from(estimate.discards).unwrap_or(u32::MAX),
+                        ..named(&source, &target)
+                    }
+                }
                 Err(e) => DatasetEstimate {
                     error: e.to_string(),
                     ..named(&source, &target)

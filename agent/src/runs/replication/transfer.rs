@@ -197,6 +197,11 @@ pub async fn replicate_dataset(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetEstimate {
     pub transfers: Vec<Transfer>,
+    /// The incremental base and its GUID; `None` when a run starts with a
+    /// full stream.
+    pub base: Option<(String, u64)>,
+    /// Target snapshots a run would destroy first (overwriting).
+    pub discards: usize,
     /// `None` where zfs cannot estimate a send (zfs-fuse has no
     /// `zfs send -n -P`).
     pub bytes: Option<u64>,
@@ -241,8 +246,14 @@ pub async fn estimate_dataset(
     } else {
         step.estimate(&plan, cancel).await
     };
+    let base = plan.base.as_ref().map(|name| {
+        let guid = source.iter().find(|s| &s.name == name).map_or(0, |s| s.guid);
+        (name.clone(), guid)
+    });
     Ok(DatasetEstimate {
         transfers: plan.transfers,
+        base,
+        discards: plan.discard.len(),
         bytes,
     })
 }
