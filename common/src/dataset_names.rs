@@ -51,6 +51,8 @@ pub enum DatasetNameError {
         echo(.other)
     )]
     Overlapping { first: String, other: String },
+    #[error("hold tag '{}' is not one of nasfleet's (nasfleet:TASKID)", echo(.tag))]
+    NotAHoldTag { tag: String },
 }
 
 /// Checks a dataset name (`pool[/child...]`) before it is passed to zfs.

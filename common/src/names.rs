@@ -95,9 +95,34 @@ pub fn replication_target_path(
     )
 }
 
+/// The `zfs hold` tag a replication task puts on its incremental base, on
+/// the source and on the target: `nasfleet:TASKID`.
+pub fn replication_hold_tag(task_id: u64) -> String {
+    format!("{REPLICATION_HOLD_PREFIX}{task_id}")
+}
+
+const REPLICATION_HOLD_PREFIX: &str = "nasfleet:";
+
+/// Whether `tag` is one of [`replication_hold_tag`]'s: the only tags the
+/// agents and a replication key's gate place or release.
+pub fn is_replication_hold_tag(tag: &str) -> bool {
+    tag.strip_prefix(REPLICATION_HOLD_PREFIX).is_some_and(|id| {
+        !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_tags_are_the_prefix_and_a_task_id() {
+        assert_eq!(replication_hold_tag(42), "nasfleet:42");
+        assert!(is_replication_hold_tag("nasfleet:42"));
+        for other in ["nasfleet:", "nasfleet:4x", "zrepl:42", "nasfleet:-1", "nasfleet:42 "] {
+            assert!(!is_replication_hold_tag(other), "{other:?}");
+        }
+    }
 
     #[test]
     fn replication_targets_fan_in_by_system() {

@@ -2,14 +2,17 @@
 
 use crate::rsync::validate_on_host;
 use crate::runs::RunManager;
+use crate::runs::replication::holds::release_all;
 use crate::runs::replication::{check_target, estimate_replication, list_replicas};
+use nasfleet_common::echo::echo;
+use nasfleet_common::names::is_replication_hold_tag;
 use crate::ssh;
 use crate::zfs::{Zfs, ZfsError};
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::{
     AgentErrorKind, AgentMessage, AgentRequest, AgentResponse, AllowReplication, AuthorizeKey,
-    CheckSsh, CreateSnapshots, EstimateReplication, ListReplicas, RevokeKey, ValidateRsync,
-    agent_request,
+    CheckSsh, CreateSnapshots, EstimateReplication, ListReplicas, ReleaseHolds, RevokeKey,
+    ValidateRsync, agent_request,
 };
 use std::fmt::Display;
 use std::future::Future;
@@ -54,6 +57,7 @@ impl Handlers {
             Some(Body::CreateSnapshots(create)) => self.create_snapshots(create).await,
             Some(Body::ListReplicas(list)) => self.list_replicas(list).await,
             Some(Body::EstimateReplication(estimate)) => self.estimate_replication(estimate).await,
+            Some(Body::ReleaseHolds(release)) => self.release_holds(release).await,
             None => failed("this agent does not understand the request; upgrade it".into()),
         }
     }
@@ -174,6 +178,33 @@ impl Handlers {
                 REQUEST_TIMEOUT.as_secs()
             )),
         }
+    }
+
+    async fn release_holds(&self, release: ReleaseHolds) -> AgentResponse {
+        if !is_replication_hold_tag(&release.tag) {
+            return failed_as(
+                AgentErrorKind::Invalid,
+                format!("'{}' is not a nasfleet hold tag", echo(&release.tag)),
+            );
+        }
+        let mut released = 0;
+        for dataset in &release.datasets {
+            let pool = dataset.split('/').next().unwrap_or_default();
+            if !self.pools.is_empty() && !self.pools.iter().any(|p| p == pool) {
+                return failed_as(
+                    AgentErrorKind::Invalid,
+                    format!("'{}' is not on a pool of this agent", echo(dataset)),
+                );
+            }
+            match release_all(&release.tag, dataset, REQUEST_TIMEOUT).await {
+                Ok(n) => released += n,
+                // Gone with its dataset: nothing left to release.
+                Err(e) if e.contains("dataset does not exist") => {}
+                Err(e) => return failed(e),
+            }
+        }
+        tracing::info!(tag = %release.tag, released, "replication holds released");
+        AgentResponse::default()
     }
 
     async fn list_replicas(&self, list: ListReplicas) -> AgentResponse {

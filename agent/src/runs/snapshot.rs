@@ -133,6 +133,7 @@ async fn apply_retention(
     let names: Vec<String> = snapshots.into_iter().map(|s| s.name).collect();
     let covered_set: HashSet<String> = covered.iter().cloned().collect();
     let doomed = retention::expired(&names, &covered_set, &policy, chrono::Utc::now());
+    let mut held = 0;
     for name in &doomed {
         ctx.check_cancelled()?;
         match zfs.destroy_snapshot(name).await {
@@ -141,13 +142,25 @@ async fn apply_retention(
             Err(ZfsError::SnapshotNotFound { .. }) => {
                 ctx.log(format!("expired snapshot {name} was already gone"))
             }
+            // A hold (a replication's base, or a person's) outranks the
+            // lifetime: it stays until released.
+            Err(ZfsError::SnapshotBusy { .. }) => {
+                held += 1;
+                ctx.log(format!(
+                    "kept expired snapshot {name}: it is held or in use (zfs holds)"
+                ));
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok((
-        (),
-        format!("{} expired snapshot(s) destroyed", doomed.len()),
-    ))
+    let detail = match held {
+        0 => format!("{} expired snapshot(s) destroyed", doomed.len()),
+        held => format!(
+            "{} expired snapshot(s) destroyed, {held} kept: held or in use",
+            doomed.len() - held
+        ),
+    };
+    Ok(((), detail))
 }
 
 #[cfg(test)]

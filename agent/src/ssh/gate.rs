@@ -10,7 +10,7 @@
 use crate::host::files::write_atomic;
 use nasfleet_common::dataset_names::{validate_dataset_name, validate_snapshot_name};
 use nasfleet_common::echo::echo;
-use nasfleet_common::names::{is_below, validate_system_name};
+use nasfleet_common::names::{is_below, is_replication_hold_tag, validate_system_name};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -139,9 +139,10 @@ impl Rules {
 /// Checks one command against what a replication sends (see
 /// `crate::zfs::argv`): the login check, the dialect probe, listings of
 /// and below the allowed datasets, creating parents there, receiving
-/// there, making a replica read-only, and destroying one of its snapshots
-/// (a discard the task's `--allow-overwrite` asked for). Every flag a
-/// command may carry is listed; everything else is refused.
+/// there, making a replica read-only, destroying one of its snapshots
+/// (a discard the task's `--allow-overwrite` asked for), and placing,
+/// listing and releasing the task's hold tag (`nasfleet:TASKID`) there.
+/// Every flag a command may carry is listed; everything else is refused.
 pub fn check_command(words: &[String], rules: &Rules) -> Result<(), GateError> {
     let refused = || GateError::NotAllowed(words.join(" "));
     let text: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -166,6 +167,19 @@ pub fn check_command(words: &[String], rules: &Rules) -> Result<(), GateError> {
         ["zfs", "destroy", "--", snapshot] => {
             let (dataset, _) = validate_snapshot_name(snapshot).map_err(|_| refused())?;
             rules.require_inside(dataset)
+        }
+        // The task's own hold tag only: a source cannot release a hold a
+        // person (or another program) placed.
+        ["zfs", "hold" | "release", "--", tag, snapshot] if is_replication_hold_tag(tag) => {
+            let (dataset, _) = validate_snapshot_name(snapshot).map_err(|_| refused())?;
+            rules.require_inside(dataset)
+        }
+        ["zfs", "holds", "-H", "--", snapshots @ ..] if !snapshots.is_empty() => {
+            for snapshot in snapshots {
+                let (dataset, _) = validate_snapshot_name(snapshot).map_err(|_| refused())?;
+                rules.require_inside(dataset)?;
+            }
+            Ok(())
         }
         _ => Err(refused()),
     }
@@ -429,6 +443,10 @@ mod tests {
                 zfs::recv_args(dialect, target, true).unwrap(),
                 zfs::set_readonly_args(target).unwrap(),
                 zfs::destroy_snapshot_args(&format!("{target}@auto-1")).unwrap(),
+                zfs::hold_args("nasfleet:7", &format!("{target}@auto-2")).unwrap(),
+                zfs::release_args("nasfleet:7", &format!("{target}@auto-1")).unwrap(),
+                zfs::holds_args(&[format!("{target}@auto-1"), format!("{target}@auto-2")])
+                    .unwrap(),
             ];
             let line = sent(&all);
             let admitted = admit(Some(&line), &rules()).unwrap();
@@ -458,6 +476,12 @@ mod tests {
             "zfs list -H -o name -- tank",
             "zpool destroy backup",
             "true && id",
+            "zfs hold -- keep backup/nas1/x@a",
+            "zfs release -- keep backup/nas1/x@a",
+            "zfs release -r -- nasfleet:7 backup/nas1/x@a",
+            "zfs hold -- nasfleet:7 backup/nas2/x@a",
+            "zfs holds -H -- backup/nas1/x@a backup/nas2/x@a",
+            "zfs holds -r -- backup/nas1/x@a",
         ] {
             assert!(
                 matches!(

@@ -1,6 +1,7 @@
 //! zfs and zpool command lines (pure): one argv entry per argument, names checked first, the differences of the two dialects spelt out, so unit tests check both without running anything.
 
 use super::dialect::Dialect;
+use nasfleet_common::names::is_replication_hold_tag;
 use super::names::{
     DatasetNameError, validate_dataset_name, validate_incremental_base, validate_snapshot_name,
     validate_snapshot_set,
@@ -302,10 +303,81 @@ pub fn set_readonly_args(dataset: &str) -> Result<Vec<String>, DatasetNameError>
     Ok(out)
 }
 
+/// `zfs hold -- TAG SNAPSHOT`: `SNAPSHOT` cannot be destroyed (zfs answers
+/// "dataset is busy") until every hold on it is released. Only
+/// [`is_replication_hold_tag`] tags.
+pub fn hold_args(tag: &str, snapshot: &str) -> Result<Vec<String>, DatasetNameError> {
+    hold_or_release("hold", tag, snapshot)
+}
+
+/// `zfs release -- TAG SNAPSHOT`: undoes [`hold_args`].
+pub fn release_args(tag: &str, snapshot: &str) -> Result<Vec<String>, DatasetNameError> {
+    hold_or_release("release", tag, snapshot)
+}
+
+fn hold_or_release(
+    subcommand: &str,
+    tag: &str,
+    snapshot: &str,
+) -> Result<Vec<String>, DatasetNameError> {
+    validate_snapshot_name(snapshot)?;
+    if !is_replication_hold_tag(tag) {
+        return Err(DatasetNameError::NotAHoldTag {
+            tag: tag.to_owned(),
+        });
+    }
+    Ok(vec![
+        subcommand.to_owned(),
+        "--".to_owned(),
+        tag.to_owned(),
+        snapshot.to_owned(),
+    ])
+}
+
+/// `zfs list -H -o name -t snapshot -r -- DATASET`: the full names of the
+/// snapshots of `dataset` and its descendants, one per line.
+pub fn recursive_snapshot_names_args(dataset: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let mut out = args(&["list", "-H", "-o", "name", "-t", "snapshot", "-r", "--"]);
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
+/// `zfs holds -H -- SNAPSHOT...`: `snapshot<TAB>tag<TAB>time` per hold
+/// ([`parse_holds`]).
+pub fn holds_args(snapshots: &[String]) -> Result<Vec<String>, DatasetNameError> {
+    let mut out = args(&["holds", "-H", "--"]);
+    for snapshot in snapshots {
+        validate_snapshot_name(snapshot)?;
+        out.push(snapshot.clone());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::zfs::error::is_missing_dataset;
+
+    #[test]
+    fn holds_take_only_nasfleet_tags_and_snapshot_names() {
+        assert_eq!(
+            hold_args("nasfleet:7", "tank/a@auto 1").unwrap(),
+            ["hold", "--", "nasfleet:7", "tank/a@auto 1"]
+        );
+        assert_eq!(
+            release_args("nasfleet:7", "tank/a@s").unwrap(),
+            ["release", "--", "nasfleet:7", "tank/a@s"]
+        );
+        assert!(hold_args("-r", "tank/a@s").is_err());
+        assert!(hold_args("keep", "tank/a@s").is_err());
+        assert!(release_args("nasfleet:7", "tank/a").is_err());
+        assert_eq!(
+            holds_args(&["tank/a@s1".into(), "tank/a@s2".into()]).unwrap(),
+            ["holds", "-H", "--", "tank/a@s1", "tank/a@s2"]
+        );
+        assert!(holds_args(&["-r".into()]).is_err());
+    }
 
     fn strs(v: &[String]) -> Vec<&str> {
         v.iter().map(String::as_str).collect()

@@ -15,6 +15,9 @@ pub enum ZfsError {
     SnapshotExists { name: String },
     #[error("snapshot '{name}' does not exist")]
     SnapshotNotFound { name: String },
+    /// zfs refused to destroy it: it is held (`zfs holds`), cloned or in use.
+    #[error("snapshot '{name}' is busy: held (see `zfs holds`), cloned or in use")]
+    SnapshotBusy { name: String },
     #[error("pool '{name}' does not exist")]
     PoolNotFound { name: String },
     /// `zfs receive` refused an incremental stream: the target was modified
@@ -101,8 +104,24 @@ impl ZfsError {
                 name: full_name.to_owned(),
             };
         }
+        // A snapshot with a hold (or a clone, or in use) stays.
+        if err.stderr().is_some_and(|e| e.contains("dataset is busy")) {
+            return ZfsError::SnapshotBusy {
+                name: full_name.to_owned(),
+            };
+        }
         ZfsError::Process(err)
     }
+}
+
+/// `zfs hold` found the tag on the snapshot already: the goal is reached.
+pub fn is_hold_present(stderr: &str) -> bool {
+    stderr.contains("tag already exists")
+}
+
+/// `zfs release` found no such tag on the snapshot: the goal is reached.
+pub fn is_hold_absent(stderr: &str) -> bool {
+    stderr.contains("no such tag")
 }
 
 /// The first `'...'` in a zfs message. Validated names never contain a quote.

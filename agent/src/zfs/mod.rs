@@ -17,7 +17,7 @@ pub mod runner;
 
 pub use argv::*;
 pub use dialect::Dialect;
-pub use error::{ZfsError, is_missing_dataset, recv_error};
+pub use error::{ZfsError, is_hold_absent, is_hold_present, is_missing_dataset, recv_error};
 pub use names::*;
 pub use parse::*;
 pub use runner::{DEFAULT_TIMEOUT, Zfs, probe_dialect, probe_dialect_with_timeout};

@@ -399,6 +399,19 @@ fn guid_info(
     })
 }
 
+/// `(snapshot, tag)` of every hold in `zfs holds -H` output
+/// ([`holds_args`]): `snapshot<TAB>tag<TAB>time` per line.
+pub fn parse_holds(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let snapshot = fields.next()?.trim();
+            let tag = fields.next()?.trim();
+            (!snapshot.is_empty() && !tag.is_empty()).then(|| (snapshot.to_owned(), tag.to_owned()))
+        })
+        .collect()
+}
+
 /// The stream size from `zfs send -n -P` ([`send_estimate_args`]): its
 /// `size<TAB>BYTES` line. `None` when there is none (an unexpected output).
 pub fn parse_send_estimate(text: &str) -> Option<u64> {
@@ -428,6 +441,20 @@ pub fn parse_openzfs_version(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_are_read_per_line() {
+        // `zfs holds -H -- tank/a@s1 tank/a@s2`, OpenZFS 2.3.
+        let text = "tank/a@s1\tnasfleet:3\tMon Nov 30 12:00 2026\ntank/a@s1\tkeep\tMon Nov 30 12:01 2026\n";
+        assert_eq!(
+            parse_holds(text),
+            [
+                ("tank/a@s1".to_owned(), "nasfleet:3".to_owned()),
+                ("tank/a@s1".to_owned(), "keep".to_owned())
+            ]
+        );
+        assert!(parse_holds("").is_empty());
+    }
 
     #[test]
     fn send_estimates_are_read_from_the_size_line() {

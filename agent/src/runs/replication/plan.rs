@@ -65,6 +65,9 @@ pub struct Plan {
     /// The common snapshot the first incremental starts from, as the
     /// source calls it; `None` when the plan starts with a full stream.
     pub base: Option<String>,
+    /// The same snapshot as the target calls it (names may differ; GUIDs
+    /// do not).
+    pub target_base: Option<String>,
     /// Target snapshots (names on the target) to destroy before the
     /// transfers: those newer than the base, or all of them when there is
     /// no common snapshot. Only ever non-empty when overwriting was allowed,
@@ -159,6 +162,7 @@ pub fn plan(
             transfers: chain(source, None, &matching),
             force: false,
             base: None,
+            target_base: None,
             discard: Vec::new(),
         });
     };
@@ -186,6 +190,7 @@ pub fn plan(
             transfers: chain(source, None, &matching),
             force: true,
             base: None,
+            target_base: None,
             discard: target.iter().map(|s| s.name.clone()).collect(),
         });
     };
@@ -201,6 +206,7 @@ pub fn plan(
     }
     let newer: Vec<usize> = matching.into_iter().filter(|&i| i > source_base).collect();
     let base = source[source_base].name.clone();
+    let target_base = Some(target[target_base].name.clone());
     if newer.is_empty() {
         // Up to date. Diverged snapshots, allowed to be overwritten, are
         // left alone until there is something to receive.
@@ -208,6 +214,7 @@ pub fn plan(
             transfers: Vec::new(),
             force: false,
             base: Some(base),
+            target_base,
             discard: Vec::new(),
         });
     }
@@ -215,6 +222,7 @@ pub fn plan(
         transfers: chain(source, Some(&base), &newer),
         force: allow_overwrite,
         base: Some(base),
+        target_base,
         discard: diverged.iter().map(|s| s.name.clone()).collect(),
     })
 }
@@ -342,6 +350,11 @@ mod tests {
             p.base.as_deref(),
             Some("auto-2"),
             "the source's name is sent"
+        );
+        assert_eq!(
+            p.target_base.as_deref(),
+            Some("kept-forever"),
+            "and the target's is known, for its hold"
         );
 
         let impostor = snaps(&[("auto-1", 99), ("auto-2", 98)]);

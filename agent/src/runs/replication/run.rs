@@ -6,7 +6,7 @@ use super::transfer::{ReplicateOptions, ReplicationError, replicate_dataset};
 use super::zfs_host::{LocalZfs, ZfsHost};
 use crate::runs::context::{RunContext, RunFailure, rate};
 use crate::zfs::{Dialect, SnapshotInfo, Zfs, ZfsError};
-use nasfleet_common::names::is_below;
+use nasfleet_common::names::{is_below, replication_hold_tag};
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_proto::v1::{ReplicaListing, ReplicationDataset, ReplicationWork};
 use std::collections::HashMap;
@@ -72,6 +72,7 @@ pub(crate) async fn run(
                 target_dialect,
                 work.allow_overwrite,
                 target_listing,
+                (work.task_id > 0).then(|| replication_hold_tag(work.task_id)),
             )
             .await;
             if let Err(failure) = ctx.end(&step, outcome) {
@@ -166,11 +167,13 @@ async fn replicate_one(
     target_dialect: Dialect,
     allow_overwrite: bool,
     target_listing: Option<Option<Vec<SnapshotInfo>>>,
+    hold_tag: Option<String>,
 ) -> Result<((), String), RunFailure> {
     let matching = matching_schemas(dataset)?;
     let mut options = ReplicateOptions::new(source_dialect, target_dialect);
     options.allow_overwrite = allow_overwrite;
     options.target_listing = target_listing;
+    options.hold_tag = hold_tag;
 
     let reporter = ctx.progress_reporter();
     let started = Instant::now();
@@ -205,6 +208,9 @@ async fn replicate_one(
             ctx.bytes += outcome.bytes;
             for transfer in &outcome.transferred {
                 ctx.log(format!("sent {} to {destination}", transfer.label(source)));
+            }
+            for note in &outcome.notes {
+                ctx.log(format!("WARNING {source}: {note}"));
             }
             let detail = if outcome.up_to_date {
                 "up to date".to_owned()

@@ -11,6 +11,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::watch;
 
+use super::holds;
 use super::plan::{Plan, PlanError, Transfer, plan};
 use super::zfs_host::{LocalZfs, ZfsHost};
 use crate::host::pipe::{self, PipeError};
@@ -47,6 +48,10 @@ pub struct ReplicateOptions {
     /// moments ago (`Some(None)`: it did not exist), to plan from without
     /// listing the target over ssh. `None`: list it.
     pub target_listing: Option<Option<Vec<SnapshotInfo>>>,
+    /// The task's hold tag ([`nasfleet_common::names::replication_hold_tag`]):
+    /// after each dataset, its newest common snapshot is held with it on
+    /// both sides and older holds are released. `None`: no holds.
+    pub hold_tag: Option<String>,
 }
 
 impl ReplicateOptions {
@@ -60,6 +65,7 @@ impl ReplicateOptions {
             dialect_target,
             command_timeout: zfs::DEFAULT_TIMEOUT,
             target_listing: None,
+            hold_tag: None,
         }
     }
 }
@@ -75,6 +81,9 @@ pub struct DatasetOutcome {
     /// Planned from the target agent's listing
     /// ([`ReplicateOptions::target_listing`]) instead of one taken here.
     pub planned_from_target_listing: bool,
+    /// What went wrong around the transfers without undoing them (a hold
+    /// that could not be moved), for the run's log.
+    pub notes: Vec<String>,
 }
 
 /// Why replicating one dataset failed. Every variant names a dataset.
@@ -176,20 +185,37 @@ pub async fn replicate_dataset(
         options.allow_overwrite,
     )?;
     if plan.is_up_to_date() {
+        // Tasks replicated before holds existed get theirs here.
+        let notes = match (&plan.base, &plan.target_base) {
+            (Some(base), Some(target_base)) => {
+                step.hold_base(base, target_base, &source, existing.as_deref(), target)
+                    .await
+            }
+            _ => Vec::new(),
+        };
         return Ok(DatasetOutcome {
             transferred: Vec::new(),
             bytes: 0,
             up_to_date: true,
             planned_from_target_listing: false,
+            notes,
         });
     }
     let basis = Basis {
         target_absent: existing.is_none(),
         from_target_agent: false,
     };
-    step.carry_out(&plan, basis, &source, target, progress, cancel)
-        .await
-        .map_err(ReplicationError::from)
+    step.carry_out(
+        &plan,
+        basis,
+        &source,
+        existing.as_deref(),
+        target,
+        progress,
+        cancel,
+    )
+    .await
+    .map_err(ReplicationError::from)
 }
 
 /// What [`estimate_dataset`] found: the transfers a run would make now and
@@ -402,7 +428,7 @@ impl Step<'_> {
             from_target_agent: true,
         };
         match self
-            .carry_out(&hinted, basis, source, target, progress, cancel)
+            .carry_out(&hinted, basis, source, listed, target, progress, cancel)
             .await
         {
             Err(Halted::StalePlan(refusal)) => {
@@ -421,11 +447,13 @@ impl Step<'_> {
     /// parent if missing, discards what the plan discards, runs each
     /// transfer through [`pipe::pipe`] (send here, recv via `target`)
     /// and sets `readonly=on` on the target (see [`replicate_dataset`]).
+    #[allow(clippy::too_many_arguments)]
     async fn carry_out(
         &self,
         plan: &Plan,
         basis: Basis,
         source: &[SnapshotInfo],
+        target_before: Option<&[SnapshotInfo]>,
         target: &dyn ZfsHost,
         progress: &mut (dyn FnMut(u64, Option<u64>, &str) + Send),
         cancel: &mut watch::Receiver<bool>,
@@ -490,12 +518,52 @@ impl Step<'_> {
             self.run(target, readonly, self.target_dataset, cancel)
                 .await?;
         }
+        // Received snapshots keep the source's names.
+        let notes = match transferred.last() {
+            Some(last) => {
+                self.hold_base(last.snapshot(), last.snapshot(), source, target_before, target)
+                    .await
+            }
+            None => Vec::new(),
+        };
         Ok(DatasetOutcome {
             transferred,
             bytes: total,
             up_to_date: false,
             planned_from_target_listing: basis.from_target_agent,
+            notes,
         })
+    }
+
+    /// Moves the task's hold (if it has one) to the new base: `newest` on
+    /// the source, `target_newest` (its name there) on the target.
+    async fn hold_base(
+        &self,
+        newest: &str,
+        target_newest: &str,
+        source: &[SnapshotInfo],
+        target_before: Option<&[SnapshotInfo]>,
+        target: &dyn ZfsHost,
+    ) -> Vec<String> {
+        let Some(tag) = &self.options.hold_tag else {
+            return Vec::new();
+        };
+        let names = |list: &[SnapshotInfo]| list.iter().map(|s| s.name.clone()).collect();
+        let sides = [
+            holds::Side {
+                host: &LocalZfs,
+                dataset: self.dataset,
+                newest,
+                before: names(source),
+            },
+            holds::Side {
+                host: target,
+                dataset: self.target_dataset,
+                newest: target_newest,
+                before: target_before.map(names).unwrap_or_default(),
+            },
+        ];
+        holds::move_hold(tag, &sides, self.options.command_timeout).await
     }
 
     /// Before the first transfer: the target's parent (unless it rides

@@ -46,7 +46,7 @@ async fn parts(
             .map(|work| vec![(spec.system.clone(), work)])
             .map_err(|e| e.to_string()),
         Some(task_spec::Kind::Replication(spec)) => {
-            replication_work(state, spec, at, Purpose::Run).await
+            replication_work(state, task.id, spec, at, Purpose::Run).await
         }
         Some(task_spec::Kind::Rsync(spec)) => Ok(vec![(
             spec.system.clone(),
@@ -95,7 +95,7 @@ fn snapshot_work(
 /// no allow-list sent, no snapshot taken. A source that cannot answer has
 /// each of its datasets say why.
 pub async fn estimate(state: &SharedState, spec: &ReplicationTaskSpec) -> Vec<DatasetEstimate> {
-    let parts = match replication_work(state, spec, Utc::now(), Purpose::Estimate).await {
+    let parts = match replication_work(state, 0, spec, Utc::now(), Purpose::Estimate).await {
         Ok(parts) => parts,
         Err(reason) => {
             return vec![DatasetEstimate {
@@ -154,6 +154,7 @@ enum Purpose {
 
 async fn replication_work(
     state: &SharedState,
+    task_id: u64,
     spec: &ReplicationTaskSpec,
     at: DateTime<Utc>,
     purpose: Purpose,
@@ -167,10 +168,9 @@ async fn replication_work(
         {
             Some(index) => index,
             None => {
-                parts.push((
-                    source.system.clone(),
-                    source_work(state, spec, source, at, purpose).await?,
-                ));
+                let mut work = source_work(state, spec, source, at, purpose).await?;
+                work.task_id = task_id;
+                parts.push((source.system.clone(), work));
                 parts.len() - 1
             }
         };
@@ -263,6 +263,7 @@ async fn source_work(
         pre_snapshot_name,
         pre_snapshot_recursive: source.recursive,
         target_replicas: Vec::new(),
+        task_id: 0,
     })
 }
 
