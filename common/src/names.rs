@@ -119,7 +119,13 @@ mod tests {
     fn hold_tags_are_the_prefix_and_a_task_id() {
         assert_eq!(replication_hold_tag(42), "nasfleet:42");
         assert!(is_replication_hold_tag("nasfleet:42"));
-        for other in ["nasfleet:", "nasfleet:4x", "zrepl:42", "nasfleet:-1", "nasfleet:42 "] {
+        for other in [
+            "nasfleet:",
+            "nasfleet:4x",
+            "zrepl:42",
+            "nasfleet:-1",
+            "nasfleet:42 ",
+        ] {
             assert!(!is_replication_hold_tag(other), "{other:?}");
         }
     }

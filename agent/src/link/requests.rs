@@ -4,10 +4,10 @@ use crate::rsync::validate_on_host;
 use crate::runs::RunManager;
 use crate::runs::replication::holds::release_all;
 use crate::runs::replication::{check_target, estimate_replication, list_replicas};
-use nasfleet_common::echo::echo;
-use nasfleet_common::names::is_replication_hold_tag;
 use crate::ssh;
 use crate::zfs::{Zfs, ZfsError};
+use nasfleet_common::echo::echo;
+use nasfleet_common::names::is_replication_hold_tag;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::{
     AgentErrorKind, AgentMessage, AgentRequest, AgentResponse, AllowReplication, AuthorizeKey,

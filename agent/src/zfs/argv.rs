@@ -1,15 +1,15 @@
 //! zfs and zpool command lines (pure): one argv entry per argument, names checked first, the differences of the two dialects spelt out, so unit tests check both without running anything.
 
 use super::dialect::Dialect;
-use nasfleet_common::names::is_replication_hold_tag;
 use super::names::{
     DatasetNameError, validate_dataset_name, validate_incremental_base, validate_snapshot_name,
     validate_snapshot_set,
 };
+use nasfleet_common::names::is_replication_hold_tag;
 
 /// Properties read for every dataset and snapshot of a pool, in one call.
 const INVENTORY_PROPERTIES: &str =
-    "type,used,available,mountpoint,readonly,guid,creation,referenced";
+    "type,used,available,mountpoint,readonly,guid,creation,referenced,userrefs";
 
 fn args(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| (*s).to_owned()).collect()
@@ -334,23 +334,20 @@ fn hold_or_release(
     ])
 }
 
-/// `zfs list -H -o name -t snapshot -r -- DATASET`: the full names of the
-/// snapshots of `dataset` and its descendants, one per line.
-pub fn recursive_snapshot_names_args(dataset: &str) -> Result<Vec<String>, DatasetNameError> {
+/// `zfs list -H -p -o name,userrefs -t snapshot (-r | -d 1) -- DATASET`:
+/// each snapshot of `dataset` (and of its descendants when `recursive`)
+/// with its number of holds ([`parse_held_snapshots`]). Both dialects have
+/// `userrefs`; zfs-fuse has no `zfs holds`.
+pub fn held_snapshots_args(
+    dataset: &str,
+    recursive: bool,
+) -> Result<Vec<String>, DatasetNameError> {
     validate_dataset_name(dataset)?;
-    let mut out = args(&["list", "-H", "-o", "name", "-t", "snapshot", "-r", "--"]);
+    let depth: &[&str] = if recursive { &["-r"] } else { &["-d", "1"] };
+    let mut out = args(&["list", "-H", "-o", "name,userrefs", "-t", "snapshot"]);
+    out.extend(depth.iter().map(|s| (*s).to_owned()));
+    out.push("--".to_owned());
     out.push(dataset.to_owned());
-    Ok(out)
-}
-
-/// `zfs holds -H -- SNAPSHOT...`: `snapshot<TAB>tag<TAB>time` per hold
-/// ([`parse_holds`]).
-pub fn holds_args(snapshots: &[String]) -> Result<Vec<String>, DatasetNameError> {
-    let mut out = args(&["holds", "-H", "--"]);
-    for snapshot in snapshots {
-        validate_snapshot_name(snapshot)?;
-        out.push(snapshot.clone());
-    }
     Ok(out)
 }
 
@@ -373,10 +370,22 @@ mod tests {
         assert!(hold_args("keep", "tank/a@s").is_err());
         assert!(release_args("nasfleet:7", "tank/a").is_err());
         assert_eq!(
-            holds_args(&["tank/a@s1".into(), "tank/a@s2".into()]).unwrap(),
-            ["holds", "-H", "--", "tank/a@s1", "tank/a@s2"]
+            held_snapshots_args("tank/a", false).unwrap(),
+            [
+                "list",
+                "-H",
+                "-o",
+                "name,userrefs",
+                "-t",
+                "snapshot",
+                "-d",
+                "1",
+                "--",
+                "tank/a"
+            ]
         );
-        assert!(holds_args(&["-r".into()]).is_err());
+        assert_eq!(held_snapshots_args("tank/a", true).unwrap()[6], "-r");
+        assert!(held_snapshots_args("-r", true).is_err());
     }
 
     fn strs(v: &[String]) -> Vec<&str> {
@@ -503,7 +512,7 @@ mod tests {
                 "-o",
                 "name,property,value",
                 "-r",
-                "type,used,available,mountpoint,readonly,guid,creation,referenced",
+                "type,used,available,mountpoint,readonly,guid,creation,referenced,userrefs",
                 "--",
                 "tank"
             ]

@@ -179,6 +179,8 @@ fn snapshot_of(obj: &Object<'_>, errors: &mut Vec<String>) -> v1::Snapshot {
         creation_unix: number(obj, "creation", errors).unwrap_or(0),
         used: number(obj, "used", errors).unwrap_or(0),
         referenced: number(obj, "referenced", errors).unwrap_or(0),
+        // Absent from a listing without it: no holds known.
+        holds: number(obj, "userrefs", errors).unwrap_or(0),
     }
 }
 
@@ -399,15 +401,14 @@ fn guid_info(
     })
 }
 
-/// `(snapshot, tag)` of every hold in `zfs holds -H` output
-/// ([`holds_args`]): `snapshot<TAB>tag<TAB>time` per line.
-pub fn parse_holds(text: &str) -> Vec<(String, String)> {
+/// The snapshots with at least one hold in [`held_snapshots_args`]'s
+/// output (`name<TAB>userrefs` per line).
+pub fn parse_held_snapshots(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|line| {
-            let mut fields = line.split('\t');
-            let snapshot = fields.next()?.trim();
-            let tag = fields.next()?.trim();
-            (!snapshot.is_empty() && !tag.is_empty()).then(|| (snapshot.to_owned(), tag.to_owned()))
+            let (name, refs) = line.split_once('\t')?;
+            let held = refs.trim().parse::<u64>().is_ok_and(|n| n > 0);
+            (held && name.contains('@')).then(|| name.to_owned())
         })
         .collect()
 }
@@ -443,17 +444,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn holds_are_read_per_line() {
-        // `zfs holds -H -- tank/a@s1 tank/a@s2`, OpenZFS 2.3.
-        let text = "tank/a@s1\tnasfleet:3\tMon Nov 30 12:00 2026\ntank/a@s1\tkeep\tMon Nov 30 12:01 2026\n";
-        assert_eq!(
-            parse_holds(text),
-            [
-                ("tank/a@s1".to_owned(), "nasfleet:3".to_owned()),
-                ("tank/a@s1".to_owned(), "keep".to_owned())
-            ]
-        );
-        assert!(parse_holds("").is_empty());
+    fn held_snapshots_are_those_with_userrefs() {
+        // `zfs list -H -o name,userrefs -t snapshot -d 1 -- hp` on zfs-fuse.
+        let text = "hp@a\t1\nhp@b\t0\nhp@c\t2\nhp@d\t-\n";
+        assert_eq!(parse_held_snapshots(text), ["hp@a", "hp@c"]);
+        assert!(parse_held_snapshots("").is_empty());
     }
 
     #[test]

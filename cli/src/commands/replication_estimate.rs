@@ -152,7 +152,10 @@ mod tests {
             text.contains("nas1:tank/a → backup/nas1:tank/a  @auto-1 (guid 42)  3"),
             "{text}"
         );
-        assert!(text.contains("destroys 2 target snapshot(s) first"), "{text}");
+        assert!(
+            text.contains("destroys 2 target snapshot(s) first"),
+            "{text}"
+        );
         assert!(text.contains("none (full)"), "{text}");
         assert!(text.contains("3.0M"), "{text}");
         assert!(text.contains("up to date"), "{text}");

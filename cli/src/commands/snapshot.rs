@@ -90,6 +90,8 @@ pub struct SnapshotJson {
     pub creation: Option<String>,
     pub used: u64,
     pub referenced: u64,
+    /// User holds (`zfs holds`); a held snapshot cannot be destroyed.
+    pub holds: u32,
 }
 
 impl From<&Snapshot> for SnapshotJson {
@@ -103,6 +105,7 @@ impl From<&Snapshot> for SnapshotJson {
             creation: rfc3339_from_unix_ms(s.creation_unix.saturating_mul(1000)),
             used: s.used,
             referenced: s.referenced,
+            holds: s.holds,
         }
     }
 }
@@ -197,13 +200,14 @@ pub async fn list(
 }
 
 fn snapshots_table(snapshots: &[Snapshot]) -> String {
-    let mut table = Table::new(&["NAME", "CREATED", "USED", "REFERENCED"]);
+    let mut table = Table::new(&["NAME", "CREATED", "USED", "REFERENCED", "HOLDS"]);
     for s in snapshots {
         table.row(vec![
             s.name.clone(),
             human_time(s.creation_unix.saturating_mul(1000)),
             human_bytes(s.used),
             human_bytes(s.referenced),
+            s.holds.to_string(),
         ]);
     }
     table.render()
@@ -222,6 +226,7 @@ mod tests {
             creation_unix: 1_700_000_000,
             used: 1024,
             referenced: 4096,
+            holds: 1,
         };
         let value = serde_json::to_value(SnapshotJson::from(&snap)).unwrap();
         assert_eq!(
@@ -234,6 +239,7 @@ mod tests {
                 "creation": "2023-11-14T22:13:20Z",
                 "used": 1024,
                 "referenced": 4096,
+                "holds": 1,
             })
         );
     }

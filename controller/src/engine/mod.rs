@@ -1,8 +1,9 @@
-//! The fleet's domain: tasks and their validation, runs, the scheduler and SSH trust between systems; typed errors, no transport types.
+//! The fleet's domain: tasks and their validation, runs, the scheduler, SSH trust between systems and replication holds; typed errors, no transport types.
 
 pub mod error;
 #[cfg(test)]
 pub mod fixtures;
+pub mod holds;
 pub mod kinds;
 pub mod membership;
 pub mod run_hub;

@@ -168,7 +168,10 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
     ensure!(estimates.len() == 3, "{dry_json}");
     for estimate in estimates {
         ensure!(estimate["snapshots"] == 2, "{estimate}");
-        ensure!(estimate["base"].is_null(), "a first run is full: {estimate}");
+        ensure!(
+            estimate["base"].is_null(),
+            "a first run is full: {estimate}"
+        );
         ensure!(
             estimate["bytes"].as_u64().is_some_and(|b| b > 0) == is_openzfs(),
             "{estimate}"
@@ -246,7 +249,9 @@ fn two_sources_replicate_to_one_target_incrementally_and_divergence_is_refused()
     ensure!(estimate(&source1)?["snapshots"] == 2, "{shown}");
     ensure!(
         estimate(&source1)?["base"] == "auto-2026-01-01_01-00"
-            && estimate(&source1)?["base_guid"].as_u64().is_some_and(|g| g > 0),
+            && estimate(&source1)?["base_guid"]
+                .as_u64()
+                .is_some_and(|g| g > 0),
         "{shown}"
     );
     ensure!(
@@ -897,5 +902,104 @@ fn a_replication_key_can_only_replicate_below_its_targets() -> Result<()> {
         log.contains("source=nas1") && log.contains("refused"),
         "{log}"
     );
+    Ok(())
+}
+
+/// The number of holds on `snapshot` (`userrefs`; zfs-fuse has no `zfs holds`).
+fn holds_on(snapshot: &str) -> Result<u64> {
+    let refs = nasfleet_tests::zfs::get_property(snapshot, "userrefs")?;
+    refs.trim()
+        .parse()
+        .with_context(|| format!("userrefs of {snapshot}: {refs:?}"))
+}
+
+/// The base of the next incremental is held on both sides, so neither a
+/// person nor retention can destroy it; the hold moves with each run and
+/// deleting the task releases it.
+#[test]
+fn the_base_is_held_on_both_sides_until_the_task_is_deleted() -> Result<()> {
+    ensure_zfs()?;
+    let dir = TestDir::new("holds")?;
+    let pool1 = TestPool::create(dir.path(), "hsrc")?;
+    let pool2 = TestPool::create(dir.path(), "hdst")?;
+    let sshd1 = TestSshd::start(dir.path())?;
+    let sshd2 = TestSshd::start(dir.path())?;
+    let data = pool1.create_dataset("data")?;
+    pool1.snapshot("data", "auto-2026-01-01_00-00")?;
+    pool1.snapshot("data", "auto-2026-01-01_01-00")?;
+    let fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
+    let controller = &fleet.controller;
+    let source = format!("nas1:{data}");
+    let target = format!("nas2:{}/backup", pool2.name());
+    controller.cli_ok(&[
+        "replication",
+        "create",
+        "held",
+        "--source",
+        &source,
+        "--target",
+        &target,
+        "--disabled",
+        "--yes",
+    ])?;
+    let run = replication_run(controller, "held")?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
+    let replica = format!("{}/backup/nas1/{data}", pool2.name());
+    let both = |snapshot: &str| {
+        [
+            format!("{data}@{snapshot}"),
+            format!("{replica}@{snapshot}"),
+        ]
+    };
+
+    // The newest common snapshot is held on both sides, the older one not.
+    for held in both("auto-2026-01-01_01-00") {
+        ensure!(holds_on(&held)? == 1, "{held} is not held");
+        let out = nasfleet_tests::run_output(
+            nasfleet_tests::zfs::zfs()?.args(["destroy", &held]),
+            Duration::from_secs(60),
+        )?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && stderr.contains("dataset is busy"),
+            "destroying the held base {held}: {stderr}"
+        );
+    }
+    for free in both("auto-2026-01-01_00-00") {
+        ensure!(holds_on(&free)? == 0, "{free} is held");
+    }
+    // `snapshot list` shows it.
+    let listed = controller.cli_json(&["snapshot", "list", "nas1", &data, "--refresh"])?;
+    let held_in_list = listed
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|s| s["snapshot"] == "auto-2026-01-01_01-00")
+                .map(|s| s["holds"].clone())
+        })
+        .with_context(|| format!("{listed}"))?;
+    ensure!(held_in_list == 1, "{listed}");
+
+    // The next run moves the hold to the new base and releases the old.
+    pool1.snapshot("data", "auto-2026-01-01_02-00")?;
+    let run = replication_run(controller, "held")?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
+    for held in both("auto-2026-01-01_02-00") {
+        ensure!(holds_on(&held)? == 1, "{held} is not held");
+    }
+    for released in both("auto-2026-01-01_01-00") {
+        ensure!(holds_on(&released)? == 0, "{released} is still held");
+    }
+
+    // Deleting the task releases its holds on both systems.
+    controller.cli_ok(&["replication", "delete", "held", "--yes"])?;
+    nasfleet_tests::wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+        let mut total = 0;
+        for snapshot in both("auto-2026-01-01_02-00") {
+            total += holds_on(&snapshot)?;
+        }
+        Ok(total == 0)
+    })
+    .context("the deleted task's holds were not released")?;
     Ok(())
 }

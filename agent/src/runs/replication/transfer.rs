@@ -187,10 +187,7 @@ pub async fn replicate_dataset(
     if plan.is_up_to_date() {
         // Tasks replicated before holds existed get theirs here.
         let notes = match (&plan.base, &plan.target_base) {
-            (Some(base), Some(target_base)) => {
-                step.hold_base(base, target_base, &source, existing.as_deref(), target)
-                    .await
-            }
+            (Some(base), Some(target_base)) => step.hold_base(base, target_base, target).await,
             _ => Vec::new(),
         };
         return Ok(DatasetOutcome {
@@ -205,17 +202,9 @@ pub async fn replicate_dataset(
         target_absent: existing.is_none(),
         from_target_agent: false,
     };
-    step.carry_out(
-        &plan,
-        basis,
-        &source,
-        existing.as_deref(),
-        target,
-        progress,
-        cancel,
-    )
-    .await
-    .map_err(ReplicationError::from)
+    step.carry_out(&plan, basis, &source, target, progress, cancel)
+        .await
+        .map_err(ReplicationError::from)
 }
 
 /// What [`estimate_dataset`] found: the transfers a run would make now and
@@ -273,7 +262,10 @@ pub async fn estimate_dataset(
         step.estimate(&plan, cancel).await
     };
     let base = plan.base.as_ref().map(|name| {
-        let guid = source.iter().find(|s| &s.name == name).map_or(0, |s| s.guid);
+        let guid = source
+            .iter()
+            .find(|s| &s.name == name)
+            .map_or(0, |s| s.guid);
         (name.clone(), guid)
     });
     Ok(DatasetEstimate {
@@ -428,7 +420,7 @@ impl Step<'_> {
             from_target_agent: true,
         };
         match self
-            .carry_out(&hinted, basis, source, listed, target, progress, cancel)
+            .carry_out(&hinted, basis, source, target, progress, cancel)
             .await
         {
             Err(Halted::StalePlan(refusal)) => {
@@ -447,13 +439,11 @@ impl Step<'_> {
     /// parent if missing, discards what the plan discards, runs each
     /// transfer through [`pipe::pipe`] (send here, recv via `target`)
     /// and sets `readonly=on` on the target (see [`replicate_dataset`]).
-    #[allow(clippy::too_many_arguments)]
     async fn carry_out(
         &self,
         plan: &Plan,
         basis: Basis,
         source: &[SnapshotInfo],
-        target_before: Option<&[SnapshotInfo]>,
         target: &dyn ZfsHost,
         progress: &mut (dyn FnMut(u64, Option<u64>, &str) + Send),
         cancel: &mut watch::Receiver<bool>,
@@ -521,7 +511,7 @@ impl Step<'_> {
         // Received snapshots keep the source's names.
         let notes = match transferred.last() {
             Some(last) => {
-                self.hold_base(last.snapshot(), last.snapshot(), source, target_before, target)
+                self.hold_base(last.snapshot(), last.snapshot(), target)
                     .await
             }
             None => Vec::new(),
@@ -541,26 +531,21 @@ impl Step<'_> {
         &self,
         newest: &str,
         target_newest: &str,
-        source: &[SnapshotInfo],
-        target_before: Option<&[SnapshotInfo]>,
         target: &dyn ZfsHost,
     ) -> Vec<String> {
         let Some(tag) = &self.options.hold_tag else {
             return Vec::new();
         };
-        let names = |list: &[SnapshotInfo]| list.iter().map(|s| s.name.clone()).collect();
         let sides = [
             holds::Side {
                 host: &LocalZfs,
                 dataset: self.dataset,
                 newest,
-                before: names(source),
             },
             holds::Side {
                 host: target,
                 dataset: self.target_dataset,
                 newest: target_newest,
-                before: target_before.map(names).unwrap_or_default(),
             },
         ];
         holds::move_hold(tag, &sides, self.options.command_timeout).await

@@ -9,6 +9,7 @@ pub use validate::validate;
 pub use work::prepare;
 
 use crate::engine::error::FleetError;
+use crate::engine::holds;
 use crate::engine::runs::{self, Trigger};
 use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
@@ -218,8 +219,13 @@ pub async fn delete(state: &SharedState, reference: &str, by: &str) -> Result<Ta
     let id = task.id;
     state.store.write(move |w| w.delete_task(id)).await?;
     state.scheduler_wake.notify_one();
-    // The deleted task's targets stop admitting what only it needed.
-    ssh_trust::allow_in_background(state, &replication_specs(&[&task]));
+    // The deleted task's targets stop admitting what only it needed, and
+    // its bases are no longer held for it.
+    let specs = replication_specs(&[&task]);
+    ssh_trust::allow_in_background(state, &specs);
+    for spec in specs {
+        holds::release_in_background(state, task.id, spec);
+    }
     tracing::info!(task = %task.name, id = task.id, by, "task deleted");
     Ok(shown)
 }
