@@ -83,12 +83,17 @@ known_hosts=$FLEET/bench_known_hosts
 printf '[127.0.0.3]:2222 %s\n' "$(awk '{print $1" "$2}' "$FLEET/hosts/nas2/ssh_host_ed25519_key.pub")" >"$known_hosts"
 fleet_mounting zfs create bench-dst/raw
 fleet_cli replication create bench --source nas1:bench-src/data --target nas2:bench-dst/nf --disabled --yes >/dev/null
+# Each run holds its base on both sides (nasfleet:TASKID); the replica is
+# destroyed between rounds, so its hold is released first.
+task_id=$(fleet_cli -o json replication show bench | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+[[ -n $task_id ]] || die "no id for the bench task"
 
 # zfs-fuse answers the first destroy of a dataset it just had mounted with
 # "dataset is busy"; it goes through a moment later.
 destroy_if_present() {
     local dataset=$1
     zfs list -H -o name "$dataset" >/dev/null 2>&1 || return 0
+    zfs release "nasfleet:$task_id" "$dataset@auto-2026-01-01_00-00" 2>/dev/null || true
     for _ in 1 2 3 4 5 6 7 8 9 10; do
         zfs destroy -r "$dataset" 2>/dev/null && return 0
         sleep 0.5
