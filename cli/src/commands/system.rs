@@ -8,8 +8,8 @@ use clap::Subcommand;
 use nasfleet_common::status::{rfc3339_from_unix_ms, system_status_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{
-    GetSystemRequest, Inventory, ListSystemsRequest, RemoveSystemRequest, Service, SystemDetail,
-    SystemSummary, ZfsDialect,
+    GetSystemRequest, Inventory, ListSystemsRequest, Pool, RemoveSystemRequest, Service,
+    SystemDetail, SystemSummary, ZfsDialect,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -120,9 +120,33 @@ struct SystemDetailJson {
     zfs_version: Option<String>,
     zfs_dialect: Option<&'static str>,
     inventory_collected: Option<String>,
+    pools: Vec<PoolJson>,
     datasets: Vec<DatasetJson>,
     services: Vec<ServiceJson>,
     inventory_errors: Vec<String>,
+}
+
+/// One pool in `system show -o json`, as `zpool list -H -p` reports it.
+#[derive(Serialize)]
+struct PoolJson {
+    name: String,
+    size: u64,
+    free: u64,
+    /// Used share of `size`, as `zpool list`'s CAP; `null` without a size.
+    capacity_percent: Option<u64>,
+    health: String,
+}
+
+impl From<&Pool> for PoolJson {
+    fn from(p: &Pool) -> Self {
+        PoolJson {
+            name: p.name.clone(),
+            size: p.size,
+            free: p.free,
+            capacity_percent: capacity_percent(p.size, p.free),
+            health: p.health.clone(),
+        }
+    }
 }
 
 fn service_state(s: &Service) -> &'static str {
@@ -212,6 +236,9 @@ fn detail_json(summary: &SystemSummary, detail: &SystemDetail) -> SystemDetailJs
         zfs_version: inventory.map(|i| i.zfs_version.clone()),
         zfs_dialect: inventory.map(|i| dialect_word(i.zfs_dialect())),
         inventory_collected: inventory.and_then(|i| rfc3339_from_unix_ms(i.collected_unix_ms)),
+        pools: inventory
+            .map(|i| i.pools.iter().map(PoolJson::from).collect())
+            .unwrap_or_default(),
         datasets: inventory.map(dataset_rows).unwrap_or_default(),
         services: inventory
             .map(|i| i.services.iter().map(ServiceJson::from).collect())
@@ -250,11 +277,14 @@ fn pools_table(inventory: &Inventory) -> String {
 /// How full a pool is, as `zpool list`'s CAP column says it: the used
 /// share of its size in whole percent; `-` when the size is unknown.
 fn capacity_text(size: u64, free: u64) -> String {
-    if size == 0 {
-        return "-".to_owned();
+    match capacity_percent(size, free) {
+        Some(percent) => format!("{percent}%"),
+        None => "-".to_owned(),
     }
-    let used = size.saturating_sub(free);
-    format!("{}%", used.saturating_mul(100) / size)
+}
+
+fn capacity_percent(size: u64, free: u64) -> Option<u64> {
+    (size > 0).then(|| size.saturating_sub(free).saturating_mul(100) / size)
 }
 
 fn datasets_table(datasets: &[DatasetJson]) -> String {

@@ -80,9 +80,26 @@ fn two_agents_join_go_online_offline_online_and_removed_one_is_refused() -> Resu
         "legacy (zfs-fuse)"
     };
     ensure!(shown["zfs_dialect"] == dialect, "{shown}");
+    // Pool health and capacity, as `zpool list` reports them.
+    let pool = shown["pools"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == pool1.name()))
+        .with_context(|| format!("{} missing from {shown}", pool1.name()))?;
+    ensure!(pool["health"] == "ONLINE", "{pool}");
+    let size = pool["size"].as_u64().unwrap_or(0);
+    let free = pool["free"].as_u64().unwrap_or(u64::MAX);
+    ensure!(size > 0 && free < size, "{pool}");
+    ensure!(
+        pool["capacity_percent"].as_u64().is_some_and(|c| c < 100),
+        "{pool}"
+    );
     let table = controller.cli_ok(&["system", "show", "nas1"])?;
     ensure!(
         table.contains(&data) && table.contains("RUNNING"),
+        "{table}"
+    );
+    ensure!(
+        table.contains("CAP") && table.contains("HEALTH") && table.contains("ONLINE"),
         "{table}"
     );
 
