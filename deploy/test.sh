@@ -85,6 +85,11 @@ if [[ $OPENZFS == 0 ]]; then
     exit 0
 fi
 
+# What the guest runs, built while its image may still be building.
+step "tier 2/2 ($guest): release build of the binaries and tests the guest runs"
+cargo build --workspace --bins --release "${locked[@]}"
+cargo test -p nasfleet-tests --release --no-run "${locked[@]}"
+
 # The image is built once per kernel/OpenZFS version and cached under
 # /var/tmp (first build about 10 minutes); a failed build or boot fails
 # the run, it is never skipped. The guest kills itself at its own deadline

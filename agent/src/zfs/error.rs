@@ -104,8 +104,12 @@ impl ZfsError {
                 name: full_name.to_owned(),
             };
         }
-        // A snapshot with a hold (or a clone, or in use) stays.
-        if err.stderr().is_some_and(|e| e.contains("dataset is busy")) {
+        // A snapshot with a hold (or a clone, or in use) stays. zfs-fuse
+        // says "dataset is busy"; OpenZFS 2.x "it's being held" for a hold.
+        if err
+            .stderr()
+            .is_some_and(|e| e.contains("dataset is busy") || e.contains("being held"))
+        {
             return ZfsError::SnapshotBusy {
                 name: full_name.to_owned(),
             };
@@ -260,6 +264,14 @@ mod tests {
             "tank/a@s",
         );
         assert!(matches!(e, ZfsError::Process(_)));
+        // A held snapshot, as each dialect says it.
+        for held in [
+            "cannot destroy 'hp@a': dataset is busy",
+            "cannot destroy snapshot tank/a@s: it's being held. Run 'zfs holds -r tank/a@s' to see holders.",
+        ] {
+            let e = ZfsError::from_destroy_process(failed(held), "tank/a@s");
+            assert!(matches!(e, ZfsError::SnapshotBusy { .. }), "{held}");
+        }
     }
 
     #[test]
