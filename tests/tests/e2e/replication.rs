@@ -68,8 +68,17 @@ fn two_systems(
     let mut nas2 = Agent::join(&controller, "nas2")?;
     nas1.start(&[pool1.name()], Some(sshd1))?;
     nas2.start(&[pool2.name()], Some(sshd2))?;
-    for name in ["nas1", "nas2"] {
+    for (name, pool) in [("nas1", pool1), ("nas2", pool2)] {
         wait_for_status(&controller, name, "ONLINE", STATUS_TIMEOUT)?;
+        // Tasks are checked against the reported inventory, which comes
+        // a moment after ONLINE (seconds in the emulated guest).
+        nasfleet_tests::wait_until(STATUS_TIMEOUT, Duration::from_millis(200), || {
+            let shown = controller.cli_json(&["system", "show", name])?;
+            Ok(shown["pools"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["name"] == pool.name())))
+        })
+        .with_context(|| format!("{name} never reported pool {}", pool.name()))?;
     }
     // Wait until the replication keys exist (made at agent start) and are reported.
     nasfleet_tests::wait_until(STATUS_TIMEOUT, Duration::from_millis(200), || {
