@@ -143,20 +143,7 @@ pub async fn replicate_dataset(
     progress: &mut (dyn FnMut(u64, Option<u64>, &str) + Send),
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<DatasetOutcome, ReplicationError> {
-    zfs::validate_dataset_name(source_dataset).map_err(ZfsError::from)?;
-    zfs::validate_dataset_name(target_dataset).map_err(ZfsError::from)?;
-    let step = Step {
-        dataset: source_dataset,
-        target_dataset,
-        options,
-    };
-
-    let source = step
-        .snapshot_guids(&LocalZfs, options.dialect_source, source_dataset, cancel)
-        .await?
-        .ok_or_else(|| ZfsError::DatasetNotFound {
-            name: source_dataset.to_owned(),
-        })?;
+    let (step, source) = begin(source_dataset, target_dataset, options, cancel).await?;
 
     if let Some(listed) = &options.target_listing
         && let Some(done) = step
@@ -207,6 +194,30 @@ pub async fn replicate_dataset(
         .map_err(ReplicationError::from)
 }
 
+/// The start of every step: both names checked, then the source's
+/// snapshots listed (a missing source is an error).
+async fn begin<'a>(
+    source_dataset: &'a str,
+    target_dataset: &'a str,
+    options: &'a ReplicateOptions,
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<(Step<'a>, Vec<SnapshotInfo>), ReplicationError> {
+    zfs::validate_dataset_name(source_dataset).map_err(ZfsError::from)?;
+    zfs::validate_dataset_name(target_dataset).map_err(ZfsError::from)?;
+    let step = Step {
+        dataset: source_dataset,
+        target_dataset,
+        options,
+    };
+    let source = step
+        .snapshot_guids(&LocalZfs, options.dialect_source, source_dataset, cancel)
+        .await?
+        .ok_or_else(|| ZfsError::DatasetNotFound {
+            name: source_dataset.to_owned(),
+        })?;
+    Ok((step, source))
+}
+
 /// What [`estimate_dataset`] found: the transfers a run would make now and
 /// their stream size together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,19 +246,7 @@ pub async fn estimate_dataset(
     options: &ReplicateOptions,
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<DatasetEstimate, ReplicationError> {
-    zfs::validate_dataset_name(source_dataset).map_err(ZfsError::from)?;
-    zfs::validate_dataset_name(target_dataset).map_err(ZfsError::from)?;
-    let step = Step {
-        dataset: source_dataset,
-        target_dataset,
-        options,
-    };
-    let source = step
-        .snapshot_guids(&LocalZfs, options.dialect_source, source_dataset, cancel)
-        .await?
-        .ok_or_else(|| ZfsError::DatasetNotFound {
-            name: source_dataset.to_owned(),
-        })?;
+    let (step, source) = begin(source_dataset, target_dataset, options, cancel).await?;
     let plan = plan(
         source_dataset,
         target_dataset,
