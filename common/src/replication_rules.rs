@@ -305,6 +305,8 @@ mod tests {
             target_dataset: "backup".into(),
             allow_overwrite: false,
             create_snapshot_task: false,
+            no_raw: false,
+            bandwidth_limit: 0,
         }
     }
 

@@ -285,6 +285,8 @@ pub fn create_spec(args: &CreateArgs) -> anyhow::Result<TaskSpec> {
         target_system,
         target_dataset,
         allow_overwrite: args.allow_overwrite,
+        no_raw: false,
+        bandwidth_limit: 0,
         create_snapshot_task: args.create_snapshot_task,
     };
     check_spec(&replication)?;

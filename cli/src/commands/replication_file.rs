@@ -144,6 +144,8 @@ impl TaskFile {
             target_system: target.system.trim().to_owned(),
             target_dataset: normalize_dataset(&target.dataset),
             allow_overwrite: self.allow_overwrite.unwrap_or(false),
+            no_raw: false,
+            bandwidth_limit: 0,
             create_snapshot_task: self.create_snapshot_task.unwrap_or(false),
         };
         check_spec(&replication)?;

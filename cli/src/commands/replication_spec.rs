@@ -264,6 +264,8 @@ pub(crate) mod tests {
             target_system: "nas2".into(),
             target_dataset: "backup".into(),
             allow_overwrite: false,
+            no_raw: false,
+            bandwidth_limit: 0,
             create_snapshot_task: false,
         }
     }

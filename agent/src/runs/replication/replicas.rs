@@ -48,6 +48,7 @@ fn listing_of(dataset: &str, snapshots: Option<Vec<SnapshotInfo>>) -> ReplicaLis
                 createtxg: s.createtxg,
             })
             .collect(),
+        resume_token: String::new(),
     }
 }
 

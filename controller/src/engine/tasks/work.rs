@@ -264,6 +264,8 @@ async fn source_work(
         pre_snapshot_recursive: source.recursive,
         target_replicas: Vec::new(),
         task_id: 0,
+        no_raw: spec.no_raw,
+        bandwidth_limit: spec.bandwidth_limit,
     })
 }
 
