@@ -1,4 +1,4 @@
-//! The rules a replication task's spec must follow that need no store, one home for the CLI's pre-checks and the controller: the task name, required sources and target, system, dataset and naming-schema names, where each source dataset lands, and a target that must not lie inside a source.
+//! The rules a replication task's spec must follow that need no store, one home for the CLI's pre-checks and the controller: the task name, required sources and target, system, dataset and naming-schema names, where each source dataset lands, a target that must not lie inside a source, and the bandwidth limit's range.
 //!
 //! Everything here is pure. What needs the fleet's state (the systems are
 //! enrolled, the datasets and the target's pool exist, the name is not
@@ -14,11 +14,31 @@ use crate::dataset_names::{DatasetNameError, validate_dataset_name};
 use crate::echo::echo;
 use crate::names::{NameError, is_below, replication_target_path, validate_system_name};
 use crate::naming::{DEFAULT_PERIODIC_SCHEMA, NamingError, NamingSchema};
+use crate::rate::{KIB, TIB, format_rate};
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec};
 use thiserror::Error;
 
 /// Longest replication task name, in bytes.
 pub const MAX_TASK_NAME: usize = 120;
+
+/// Smallest bandwidth limit other than 0 (none), bytes per second. Below
+/// it a run of any real dataset takes days, and so small a value is more
+/// likely a forgotten unit (`64` meant as `64M`) than a wish.
+pub const MIN_BANDWIDTH_LIMIT: u64 = 64 * KIB;
+
+/// Largest bandwidth limit, bytes per second: no link a NAS has carries
+/// that much, so a larger value caps nothing and is a mistake.
+pub const MAX_BANDWIDTH_LIMIT: u64 = TIB;
+
+/// What a bandwidth limit may be, for callers that name the field their
+/// own way (the CLI says `--bandwidth-limit`).
+pub fn bandwidth_limit_rule() -> String {
+    format!(
+        "0 (no limit) or from {} ({MIN_BANDWIDTH_LIMIT}) to {} ({MAX_BANDWIDTH_LIMIT}) bytes per second",
+        format_rate(MIN_BANDWIDTH_LIMIT),
+        format_rate(MAX_BANDWIDTH_LIMIT)
+    )
+}
 
 /// Why a replication spec is refused. Every message is `field: rule`
 /// (TrueNAS's wording where it has one) and quotes input through [`echo`];
@@ -80,11 +100,17 @@ pub enum ReplicationRuleError {
         dataset: String,
         parent: String,
     },
+    #[error(
+        "bandwidth_limit: {limit} bytes per second is out of range; the limit must be {}",
+        bandwidth_limit_rule()
+    )]
+    BadBandwidthLimit { limit: u64 },
 }
 
 impl ReplicationRuleError {
-    /// The spec field the rule is about: `name`, `sources`, `target` or
-    /// `naming_schema`, for callers that report field and rule apart.
+    /// The spec field the rule is about: `name`, `sources`, `target`,
+    /// `naming_schema` or `bandwidth_limit`, for callers that report field
+    /// and rule apart.
     pub fn field(&self) -> &'static str {
         match self {
             Self::NameRequired | Self::BadName { .. } => "name",
@@ -94,6 +120,7 @@ impl ReplicationRuleError {
             Self::NoTarget | Self::TargetInsideSource { .. } => "target",
             Self::BadSystem { field, .. } | Self::BadDataset { field, .. } => field,
             Self::BadNamingSchema { .. } => "naming_schema",
+            Self::BadBandwidthLimit { .. } => "bandwidth_limit",
         }
     }
 }
@@ -125,7 +152,8 @@ pub fn normalize(spec: &mut ReplicationTaskSpec) {
 }
 
 /// Every rule of this module, in the order a person fixes them: name,
-/// required fields, each source, the target, then how the sources land.
+/// required fields, each source, the target, how the sources land, then
+/// how fast they are sent.
 pub fn check_spec(spec: &ReplicationTaskSpec) -> Result {
     check_task_name(&spec.name)?;
     check_required(spec)?;
@@ -134,7 +162,8 @@ pub fn check_spec(spec: &ReplicationTaskSpec) -> Result {
     }
     check_target(spec)?;
     check_landings(spec)?;
-    check_target_outside_sources(spec)
+    check_target_outside_sources(spec)?;
+    check_bandwidth_limit(spec.bandwidth_limit)
 }
 
 /// A task name (surrounding spaces aside) is 1 to [`MAX_TASK_NAME`] bytes
@@ -272,6 +301,16 @@ pub fn check_target_outside_sources(spec: &ReplicationTaskSpec) -> Result {
         }
     }
     Ok(())
+}
+
+/// A bandwidth limit (bytes per second each source sends at) is 0, no
+/// limit, or from [`MIN_BANDWIDTH_LIMIT`] to [`MAX_BANDWIDTH_LIMIT`].
+pub fn check_bandwidth_limit(limit: u64) -> Result {
+    if limit == 0 || (MIN_BANDWIDTH_LIMIT..=MAX_BANDWIDTH_LIMIT).contains(&limit) {
+        Ok(())
+    } else {
+        Err(ReplicationRuleError::BadBandwidthLimit { limit })
+    }
 }
 
 #[cfg(test)]
@@ -535,6 +574,33 @@ mod tests {
     }
 
     #[test]
+    fn a_bandwidth_limit_is_none_or_within_range() {
+        for limit in [0, 65_536, 50 << 20, 1 << 40] {
+            assert_eq!(check_bandwidth_limit(limit), Ok(()), "{limit}");
+        }
+        for limit in [1, 65_535, (1 << 40) + 1, u64::MAX] {
+            assert_eq!(
+                check_bandwidth_limit(limit),
+                Err(E::BadBandwidthLimit { limit }),
+                "{limit}"
+            );
+        }
+        let mut spec = offsite();
+        spec.bandwidth_limit = 1000;
+        assert_eq!(err(&spec), E::BadBandwidthLimit { limit: 1000 });
+        assert_eq!(err(&spec).field(), "bandwidth_limit");
+        assert_eq!(
+            err(&spec).to_string(),
+            "bandwidth_limit: 1000 bytes per second is out of range; the limit must be 0 (no limit) or from 64.0K/s (65536) to 1.0T/s (1099511627776) bytes per second"
+        );
+        spec.bandwidth_limit = 50 << 20;
+        assert_eq!(check_spec(&spec), Ok(()));
+        // Raw or not, the spec is as good.
+        spec.no_raw = true;
+        assert_eq!(check_spec(&spec), Ok(()));
+    }
+
+    #[test]
     fn the_first_broken_rule_is_reported() {
         let mut spec = offsite();
         spec.name.clear();
@@ -595,6 +661,7 @@ mod tests {
                 dataset: "b/c".into(),
                 parent: "b".into(),
             },
+            E::BadBandwidthLimit { limit: 1 },
         ];
         for e in errors {
             let text = e.to_string();

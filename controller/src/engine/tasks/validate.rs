@@ -532,4 +532,45 @@ mod tests {
                 .is_ok()
         );
     }
+
+    #[tokio::test]
+    async fn a_bandwidth_limit_out_of_range_is_refused_on_create_and_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = fleet(dir.path()).await;
+        let mut stored = validate(&state, replication_task(|_| {}), None)
+            .await
+            .unwrap();
+        stored.id = 5;
+        crate::engine::fixtures::store(&state, vec![stored.clone()], Vec::new()).await;
+        // Straight from the wire, as a client without the CLI's pre-check sends it.
+        for limit in [1, 65_535, (1 << 40) + 1, u64::MAX] {
+            for existing in [None, Some(&stored)] {
+                let spec = replication_task(|s| {
+                    s.name = "limited".into();
+                    s.bandwidth_limit = limit;
+                });
+                let (field, rule) = refusal(validate(&state, spec, existing).await);
+                assert_eq!(field, "bandwidth_limit", "{limit}: {rule}");
+                assert_eq!(
+                    rule,
+                    format!(
+                        "{limit} bytes per second is out of range; the limit must be {}",
+                        replication_rules::bandwidth_limit_rule()
+                    )
+                );
+            }
+        }
+        // No limit, the bounds and no_raw are kept as given.
+        for limit in [0, 65_536, 50 << 20, 1 << 40] {
+            let spec = replication_task(|s| {
+                s.bandwidth_limit = limit;
+                s.no_raw = true;
+            });
+            let task = validate(&state, spec, Some(&stored)).await.unwrap();
+            let Some(task_spec::Kind::Replication(spec)) = task.spec.and_then(|s| s.kind) else {
+                panic!("not a replication task");
+            };
+            assert_eq!((spec.bandwidth_limit, spec.no_raw), (limit, true));
+        }
+    }
 }
