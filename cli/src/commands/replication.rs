@@ -3,8 +3,8 @@
 use super::replication_estimate::{self, EstimateJson};
 use super::replication_file;
 use super::replication_spec::{
-    ReplicationEdit, merge_edit, parse_source, parse_target, replication_of, routes,
-    sources_from_args, sources_text, target_text,
+    ReplicationEdit, merge_edit, parse_bandwidth_limit, parse_source, parse_target, replication_of,
+    routes, sources_from_args, sources_text, target_text,
 };
 use super::run::{PartJson, RunJson, parts_lines};
 use super::schedule_args::ScheduleArgs;
@@ -14,6 +14,7 @@ use crate::context::Context;
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, time_or_dash, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use nasfleet_common::rate::format_rate;
 use nasfleet_common::replication_rules::{check_spec, effective_schemas};
 use nasfleet_common::schedule::Schedule;
 use nasfleet_common::status::run_state_word;
@@ -107,6 +108,12 @@ pub struct CreateArgs {
     /// Let a run roll back and overwrite target datasets that changed or diverged.
     #[arg(long)]
     pub allow_overwrite: bool,
+    /// Send encrypted datasets decrypted. By default they are sent raw (zfs send -w): the target stores ciphertext and never needs the key.
+    #[arg(long)]
+    pub no_raw: bool,
+    /// Cap the rate each source sends at, bytes per second with a binary unit: 50M, 1.5G, 800K, 50MB/s; 0 or none: no cap [default: none].
+    #[arg(long, value_name = "RATE")]
+    pub bandwidth_limit: Option<String>,
     /// Create the task switched off.
     #[arg(long)]
     pub disabled: bool,
@@ -164,6 +171,15 @@ pub struct EditArgs {
     /// Never overwrite target datasets.
     #[arg(long)]
     pub no_allow_overwrite: bool,
+    /// Send encrypted datasets raw (zfs send -w): the target stores ciphertext and never needs the key.
+    #[arg(long, conflicts_with = "no_raw")]
+    pub raw: bool,
+    /// Send encrypted datasets decrypted.
+    #[arg(long)]
+    pub no_raw: bool,
+    /// Cap the rate each source sends at, bytes per second with a binary unit: 50M, 1.5G, 800K, 50MB/s; 0 or none removes the cap.
+    #[arg(long, value_name = "RATE")]
+    pub bandwidth_limit: Option<String>,
     /// Switch the task on.
     #[arg(long, conflicts_with = "disable")]
     pub enable: bool,
@@ -224,6 +240,8 @@ impl CreateArgs {
             [
                 ("--create-snapshot-task", self.create_snapshot_task),
                 ("--allow-overwrite", self.allow_overwrite),
+                ("--no-raw", self.no_raw),
+                ("--bandwidth-limit", self.bandwidth_limit.is_some()),
                 ("--disabled", self.disabled),
             ]
             .into_iter()
@@ -254,6 +272,9 @@ impl EditArgs {
                 ("--no-create-snapshot-task", self.no_create_snapshot_task),
                 ("--allow-overwrite", self.allow_overwrite),
                 ("--no-allow-overwrite", self.no_allow_overwrite),
+                ("--raw", self.raw),
+                ("--no-raw", self.no_raw),
+                ("--bandwidth-limit", self.bandwidth_limit.is_some()),
                 ("--enable", self.enable),
                 ("--disable", self.disable),
             ]
@@ -277,6 +298,7 @@ pub fn create_spec(args: &CreateArgs) -> anyhow::Result<TaskSpec> {
         .map(|s| parse_source(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let target = args.target.as_deref().map(parse_target).transpose()?;
+    let bandwidth_limit = bandwidth_limit_flag(args.bandwidth_limit.as_deref())?;
     let schedule = args.schedule.resolve_or(Schedule::weekly())?;
     let (target_system, target_dataset) = target.map(|t| (t.system, t.dataset)).unwrap_or_default();
     let replication = ReplicationTaskSpec {
@@ -285,8 +307,8 @@ pub fn create_spec(args: &CreateArgs) -> anyhow::Result<TaskSpec> {
         target_system,
         target_dataset,
         allow_overwrite: args.allow_overwrite,
-        no_raw: false,
-        bandwidth_limit: 0,
+        no_raw: args.no_raw,
+        bandwidth_limit: bandwidth_limit.unwrap_or(0),
         create_snapshot_task: args.create_snapshot_task,
     };
     check_spec(&replication)?;
@@ -295,6 +317,12 @@ pub fn create_spec(args: &CreateArgs) -> anyhow::Result<TaskSpec> {
         enabled: !args.disabled,
         kind: Some(Kind::Replication(replication)),
     })
+}
+
+/// `--bandwidth-limit RATE`, if given, in bytes per second.
+fn bandwidth_limit_flag(text: Option<&str>) -> anyhow::Result<Option<u64>> {
+    text.map(|t| parse_bandwidth_limit("--bandwidth-limit", t))
+        .transpose()
 }
 
 /// What `edit` was asked to do.
@@ -334,6 +362,8 @@ pub fn edit_request(args: &EditArgs) -> anyhow::Result<EditRequest> {
         recursive: flag(args.recursive, args.no_recursive),
         naming_schemas: (!args.naming_schema.is_empty()).then(|| args.naming_schema.clone()),
         allow_overwrite: flag(args.allow_overwrite, args.no_allow_overwrite),
+        raw: flag(args.raw, args.no_raw),
+        bandwidth_limit: bandwidth_limit_flag(args.bandwidth_limit.as_deref())?,
         create_snapshot_task: flag(args.create_snapshot_task, args.no_create_snapshot_task),
         enabled: flag(args.enable, args.disable),
     };
@@ -414,6 +444,23 @@ fn schema_lines(spec: &ReplicationTaskSpec) -> Vec<String> {
         .collect()
 }
 
+/// `Raw sends:` in `show`, and in summaries when off.
+fn raw_text(spec: &ReplicationTaskSpec) -> &'static str {
+    if spec.no_raw {
+        "no (--no-raw: encrypted datasets are sent decrypted)"
+    } else {
+        "yes"
+    }
+}
+
+/// `Bandwidth limit:` as people read it; 0 is no limit.
+fn bandwidth_text(spec: &ReplicationTaskSpec) -> String {
+    match spec.bandwidth_limit {
+        0 => "none".into(),
+        limit => format_rate(limit),
+    }
+}
+
 fn schedule_description(task: &Task) -> String {
     if task.schedule_description.is_empty() {
         task_schedule(task).to_owned()
@@ -449,6 +496,13 @@ pub fn summary_text(heading: &str, task: &Task) -> String {
             "Allow overwrite",
             "yes (target datasets that changed or diverged are rolled back and overwritten)",
         ));
+    }
+    // Like the lines above, only what differs from the defaults.
+    if spec.no_raw {
+        lines.push(label("Raw sends", raw_text(&spec)));
+    }
+    if spec.bandwidth_limit > 0 {
+        lines.push(label("Bandwidth limit", bandwidth_text(&spec)));
     }
     lines.join("\n")
 }
@@ -586,6 +640,8 @@ pub fn detail_text(task: &Task, run: Option<&Run>, run_error: Option<&str>) -> S
     lines.extend(schema_lines(&spec));
     lines.push(label("Snapshot first", yes_no(spec.create_snapshot_task)));
     lines.push(label("Allow overwrite", yes_no(spec.allow_overwrite)));
+    lines.push(label("Raw sends", raw_text(&spec)));
+    lines.push(label("Bandwidth limit", bandwidth_text(&spec)));
     lines.push(label("Schedule", schedule_description(task)));
     lines.push(label("Cron", task_schedule(task)));
     lines.push(label(
@@ -1016,6 +1072,57 @@ mod tests {
     }
 
     #[test]
+    fn create_takes_no_raw_and_a_bandwidth_limit() {
+        let base = ["x", "--source", "nas1:tank", "--target", "nas2:b"];
+        let spec = create_spec(&create_args(&base)).unwrap();
+        let r = replication_of(&spec).unwrap();
+        assert!(!r.no_raw);
+        assert_eq!(r.bandwidth_limit, 0);
+        let mut argv = base.to_vec();
+        argv.extend(["--no-raw", "--bandwidth-limit", "1.5G"]);
+        let spec = create_spec(&create_args(&argv)).unwrap();
+        let r = replication_of(&spec).unwrap();
+        assert!(r.no_raw);
+        assert_eq!(r.bandwidth_limit, 1_610_612_736);
+        for none in ["0", "none"] {
+            let mut argv = base.to_vec();
+            argv.extend(["--bandwidth-limit", none]);
+            let spec = create_spec(&create_args(&argv)).unwrap();
+            assert_eq!(replication_of(&spec).unwrap().bandwidth_limit, 0, "{none}");
+        }
+    }
+
+    #[test]
+    fn a_bad_bandwidth_limit_names_the_flag() {
+        let base = ["x", "--source", "nas1:tank", "--target", "nas2:b"];
+        let err = |rate: &str| {
+            let mut argv = base.to_vec();
+            argv.extend(["--bandwidth-limit", rate]);
+            create_err(&argv)
+        };
+        assert!(
+            err("fast").starts_with("--bandwidth-limit: 'fast' is not a rate; "),
+            "{}",
+            err("fast")
+        );
+        assert!(
+            err("100").starts_with(
+                "--bandwidth-limit: '100' (100 bytes per second) is out of range; the limit must be 0 (no limit) or from 64.0K/s (65536) to 1.0T/s"
+            ),
+            "{}",
+            err("100")
+        );
+        let e = edit_request(&edit_args(&["--bandwidth-limit", "2T"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--bandwidth-limit: '2T' "), "{e}");
+        // A hostile value is echoed in part only.
+        let e = err(&"x".repeat(100_000));
+        assert!(e.contains("…(99900 more characters)"), "{e}");
+        assert!(e.len() < 400, "{e}");
+    }
+
+    #[test]
     fn create_checks_locally() {
         assert_eq!(
             create_err(&["x", "--target", "nas2:b"]),
@@ -1103,6 +1210,24 @@ mod tests {
             e.contains("so --no-recursive, --disable cannot be given"),
             "{e}"
         );
+        let e = create_err(&["-f", "t.toml", "--no-raw", "--bandwidth-limit", "50M"]);
+        assert!(
+            e.contains("so --no-raw, --bandwidth-limit cannot be given"),
+            "{e}"
+        );
+        let e = edit_request(&edit_args(&[
+            "-f",
+            "t.toml",
+            "--raw",
+            "--bandwidth-limit",
+            "0",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("so --raw, --bandwidth-limit cannot be given"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1127,6 +1252,8 @@ mod tests {
         assert_eq!(edit.allow_overwrite, Some(false));
         assert_eq!(edit.enabled, Some(true));
         assert_eq!(edit.create_snapshot_task, None);
+        assert_eq!(edit.raw, None);
+        assert_eq!(edit.bandwidth_limit, None);
         assert_eq!(edit.name.as_deref(), Some("vault"));
         assert_eq!(edit.sources.map(|s| s.len()), Some(1));
         let e = edit_request(&edit_args(&[])).unwrap_err().to_string();
@@ -1140,12 +1267,51 @@ mod tests {
             &["--enable", "--disable"],
             &["--allow-overwrite", "--no-allow-overwrite"],
             &["--create-snapshot-task", "--no-create-snapshot-task"],
+            &["--raw", "--no-raw"],
         ] {
             let mut argv = vec!["replication", "edit", "x"];
             argv.extend_from_slice(flags);
             let kind = Cli::try_parse_from(argv).err().map(|e| e.kind());
             assert_eq!(kind, Some(ErrorKind::ArgumentConflict), "{flags:?}");
         }
+    }
+
+    #[test]
+    fn edit_flags_for_raw_sends_and_the_bandwidth_limit() {
+        let flags = |argv: &[&str]| match edit_request(&edit_args(argv)).unwrap() {
+            EditRequest::Flags(edit, _) => edit,
+            EditRequest::File(_) => panic!("not flags"),
+        };
+        let edit = flags(&["--no-raw", "--bandwidth-limit", "50MB/s"]);
+        assert_eq!(edit.raw, Some(false));
+        assert_eq!(edit.bandwidth_limit, Some(50 << 20));
+        let edit = flags(&["--raw"]);
+        assert_eq!(edit.raw, Some(true));
+        assert_eq!(edit.bandwidth_limit, None);
+        // `none` (or 0) is a change: it removes the limit.
+        for none in ["none", "0"] {
+            let edit = flags(&["--bandwidth-limit", none]);
+            assert_eq!(edit.bandwidth_limit, Some(0), "{none}");
+            assert_eq!(edit.raw, None);
+        }
+        // Merged into the stored spec like --allow-overwrite.
+        let mut stored = offsite();
+        stored.bandwidth_limit = 1 << 30;
+        stored.allow_overwrite = true;
+        let current = TaskSpec {
+            schedule: "0 0 * * sun".into(),
+            enabled: true,
+            kind: Some(Kind::Replication(stored)),
+        };
+        let merged = merge_edit(&current, &flags(&["--no-raw"]), None).unwrap();
+        let r = replication_of(&merged).unwrap();
+        assert!(r.no_raw);
+        assert_eq!(r.bandwidth_limit, 1 << 30);
+        assert!(r.allow_overwrite);
+        let merged = merge_edit(&current, &flags(&["--bandwidth-limit", "none"]), None).unwrap();
+        let r = replication_of(&merged).unwrap();
+        assert!(!r.no_raw);
+        assert_eq!(r.bandwidth_limit, 0);
     }
 
     #[test]
@@ -1170,6 +1336,30 @@ Next run:         ";
             "{text}"
         );
         assert!(!text.contains("Snapshot first"), "{text}");
+        // Raw sends without a limit are the defaults, left out like the rest.
+        assert!(!text.contains("Raw sends"), "{text}");
+        assert!(!text.contains("Bandwidth limit"), "{text}");
+    }
+
+    #[test]
+    fn summary_and_show_say_how_a_run_sends() {
+        let mut spec = offsite();
+        spec.no_raw = true;
+        spec.bandwidth_limit = 50 << 20;
+        let t = task(spec);
+        for text in [summary_text("h", &t), detail_text(&t, None, None)] {
+            assert!(
+                text.contains(
+                    "Raw sends:        no (--no-raw: encrypted datasets are sent decrypted)\nBandwidth limit:  50.0M/s"
+                ),
+                "{text}"
+            );
+        }
+        let text = detail_text(&task(offsite()), None, None);
+        assert!(
+            text.contains("Allow overwrite:  no\nRaw sends:        yes\nBandwidth limit:  none\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1225,6 +1415,8 @@ Next run:         ";
         assert_eq!(value["enabled"], true);
         assert_eq!(value["allow_overwrite"], false);
         assert_eq!(value["create_snapshot_task"], false);
+        assert_eq!(value["no_raw"], false);
+        assert_eq!(value["bandwidth_limit"], 0);
         assert_eq!(value["last_run_id"], 12);
         assert_eq!(value["id"], 5);
         assert_eq!(
@@ -1246,6 +1438,13 @@ Next run:         ";
         t.last_error.clear();
         let value = serde_json::to_value(TaskJson::from(&t)).unwrap();
         assert_eq!(value["last_error"], json!(null));
+        let mut spec = offsite();
+        spec.no_raw = true;
+        spec.bandwidth_limit = 1_610_612_736;
+        let value = serde_json::to_value(TaskJson::from(&task(spec))).unwrap();
+        assert_eq!(value["no_raw"], true);
+        // Bytes per second as a number, exact.
+        assert_eq!(value["bandwidth_limit"], json!(1_610_612_736u64));
     }
 
     fn latest_run() -> Run {

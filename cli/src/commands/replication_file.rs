@@ -6,6 +6,10 @@
 //! enabled = true               # optional
 //! allow_overwrite = false      # optional
 //! create_snapshot_task = false # optional
+//! raw = true                   # optional; false sends encrypted datasets decrypted (--no-raw)
+//! bandwidth_limit = "50M"      # optional; bytes per second each source sends at, as
+//!                              # --bandwidth-limit takes it ("1.5G", "800K", "50MB/s",
+//!                              # "none") or a number of bytes (52428800); 0: no cap
 //! [target]
 //! system = "nas2"
 //! dataset = "backup"
@@ -20,13 +24,15 @@
 //! mean "not recursive"). Missing `name`, `sources` or `target` are left
 //! to [`check_spec`], so they are reported in the controller's words.
 
-use super::replication_spec::normalize_dataset;
+use super::replication_spec::{normalize_dataset, parse_bandwidth_limit};
 use anyhow::{Context, bail};
 use nasfleet_common::replication_rules::check_spec;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, TaskSpec};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Unexpected, Visitor};
+use std::fmt;
 use std::path::Path;
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +44,8 @@ struct TaskFile {
     enabled: Option<bool>,
     allow_overwrite: Option<bool>,
     create_snapshot_task: Option<bool>,
+    raw: Option<bool>,
+    bandwidth_limit: Option<RateFile>,
     target: Option<TargetFile>,
     #[serde(default)]
     sources: Vec<SourceFile>,
@@ -63,6 +71,50 @@ struct SourceFile {
     recursive: bool,
     #[serde(default)]
     naming_schemas: Vec<String>,
+}
+
+/// `bandwidth_limit` as written: text in the rate syntax, or a number of
+/// bytes per second (TOML and JSON people write both).
+#[derive(Debug, PartialEq, Eq)]
+enum RateFile {
+    Text(String),
+    Bytes(u64),
+}
+
+impl RateFile {
+    fn bytes(&self) -> anyhow::Result<u64> {
+        match self {
+            RateFile::Text(text) => parse_bandwidth_limit("bandwidth_limit", text),
+            // The range is check_spec's, which names this field too.
+            RateFile::Bytes(bytes) => Ok(*bytes),
+        }
+    }
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose "did not match any
+/// variant" would not say what was expected.
+impl<'de> Deserialize<'de> for RateFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RateVisitor;
+        impl Visitor<'_> for RateVisitor {
+            type Value = RateFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate such as \"50M\" or a whole number of bytes per second")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RateFile, E> {
+                Ok(RateFile::Text(text.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<RateFile, E> {
+                Ok(RateFile::Bytes(bytes))
+            }
+            fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<RateFile, E> {
+                u64::try_from(bytes)
+                    .map(RateFile::Bytes)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(bytes), &self))
+            }
+        }
+        deserializer.deserialize_any(RateVisitor)
+    }
 }
 
 /// How a task file is written.
@@ -121,6 +173,12 @@ impl TaskFile {
             None => Schedule::weekly(),
             Some(text) => Schedule::parse(text)?,
         };
+        let bandwidth_limit = self
+            .bandwidth_limit
+            .as_ref()
+            .map(RateFile::bytes)
+            .transpose()?
+            .unwrap_or(0);
         let target = self.target.unwrap_or(TargetFile {
             system: String::new(),
             dataset: String::new(),
@@ -144,8 +202,8 @@ impl TaskFile {
             target_system: target.system.trim().to_owned(),
             target_dataset: normalize_dataset(&target.dataset),
             allow_overwrite: self.allow_overwrite.unwrap_or(false),
-            no_raw: false,
-            bandwidth_limit: 0,
+            no_raw: !self.raw.unwrap_or(true),
+            bandwidth_limit,
             create_snapshot_task: self.create_snapshot_task.unwrap_or(false),
         };
         check_spec(&replication)?;
@@ -239,6 +297,90 @@ datasets = ["pool"]
         assert!(!r.sources[1].recursive);
         assert_eq!(r.sources[1].naming_schemas, strings(&["x-%s"]));
         assert!(!r.allow_overwrite);
+        // Raw sends and no bandwidth limit unless the file says otherwise.
+        assert!(!r.no_raw);
+        assert_eq!(r.bandwidth_limit, 0);
+    }
+
+    fn with_top(line: &str) -> String {
+        format!("{line}\n{TOML}")
+    }
+
+    #[test]
+    fn raw_and_bandwidth_limit() {
+        let spec = spec_from_text(
+            &with_top("raw = false\nbandwidth_limit = \"50M\""),
+            Some(Format::Toml),
+        )
+        .unwrap();
+        let r = replication_of(&spec).unwrap();
+        assert!(r.no_raw);
+        assert_eq!(r.bandwidth_limit, 50 << 20);
+        let spec = spec_from_text(&with_top("raw = true"), None).unwrap();
+        assert!(!replication_of(&spec).unwrap().no_raw);
+        for (value, bytes) in [
+            ("\"1.5G/s\"", 1_610_612_736),
+            ("\"800K\"", 800 << 10),
+            ("1048576", 1 << 20),
+            ("\"none\"", 0),
+            ("0", 0),
+        ] {
+            let spec =
+                spec_from_text(&with_top(&format!("bandwidth_limit = {value}")), None).unwrap();
+            assert_eq!(
+                replication_of(&spec).unwrap().bandwidth_limit,
+                bytes,
+                "{value}"
+            );
+        }
+        let json = JSON.replacen('{', "{\"raw\": false, \"bandwidth_limit\": 65536,", 1);
+        let spec = spec_from_text(&json, Some(Format::Json)).unwrap();
+        let r = replication_of(&spec).unwrap();
+        assert!(r.no_raw);
+        assert_eq!(r.bandwidth_limit, 65_536);
+        let json = JSON.replacen('{', "{\"bandwidth_limit\": \"50MB/s\",", 1);
+        let spec = spec_from_text(&json, None).unwrap();
+        assert_eq!(replication_of(&spec).unwrap().bandwidth_limit, 50 << 20);
+    }
+
+    #[test]
+    fn bad_bandwidth_limits_name_the_field() {
+        let e = err(&with_top("bandwidth_limit = \"fast\""), None);
+        assert!(
+            e.starts_with("bandwidth_limit: 'fast' is not a rate; give bytes per second"),
+            "{e}"
+        );
+        let e = err(&with_top("bandwidth_limit = \"1K\""), None);
+        assert!(
+            e.starts_with("bandwidth_limit: '1K' (1024 bytes per second) is out of range; the limit must be 0 (no limit) or from 64.0K/s"),
+            "{e}"
+        );
+        let e = err(&with_top("bandwidth_limit = 1000"), None);
+        assert_eq!(
+            e,
+            ReplicationRuleError::BadBandwidthLimit { limit: 1000 }.to_string()
+        );
+        for (value, complaint) in [
+            (
+                "-1",
+                "invalid value: integer `-1`, expected a rate such as \"50M\"",
+            ),
+            (
+                "1.5",
+                "invalid type: floating point `1.5`, expected a rate such as \"50M\"",
+            ),
+        ] {
+            let e = err(&with_top(&format!("bandwidth_limit = {value}")), None);
+            assert!(e.contains(complaint), "{value}: {e}");
+        }
+        let e = err(&with_top("raw = \"no\""), None);
+        assert!(
+            e.contains("invalid type: string \"no\", expected a boolean"),
+            "{e}"
+        );
+        // The proto's name is not the file's: `raw` says what is on.
+        let e = err(&with_top("no_raw = true"), None);
+        assert!(e.contains("unknown field `no_raw`"), "{e}");
     }
 
     #[test]

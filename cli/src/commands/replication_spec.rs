@@ -1,4 +1,4 @@
-//! Replication task specs on the CLI side: parsing `SYSTEM:DATASET[,DATASET...]`, where each source dataset lands, and merging `edit` flags into the current spec.
+//! Replication task specs on the CLI side: parsing `SYSTEM:DATASET[,DATASET...]` and bandwidth limits, where each source dataset lands, and merging `edit` flags into the current spec.
 //!
 //! Everything here is pure, so a mistake is reported before any credentials
 //! are read or connections opened. The rules a spec must follow live in
@@ -6,8 +6,10 @@
 //! checks everything again and alone knows whether systems and datasets exist.
 
 use anyhow::{anyhow, bail};
+use nasfleet_common::echo::echo;
 use nasfleet_common::names::replication_target_path;
-use nasfleet_common::replication_rules::check_spec;
+use nasfleet_common::rate::{RateError, parse_rate};
+use nasfleet_common::replication_rules::{bandwidth_limit_rule, check_bandwidth_limit, check_spec};
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, TaskSpec};
 
@@ -71,6 +73,29 @@ pub fn parse_target(text: &str) -> anyhow::Result<TargetArg> {
     })
 }
 
+/// Bytes per second from `--bandwidth-limit RATE` or a task file's
+/// `bandwidth_limit`, named `field` in messages: a rate in the shared
+/// syntax (`50M`, `1.5G`, `50MB/s`), or `0` or `none` for no limit. The
+/// range is the shared rule's, checked here too so that the message names
+/// the flag and repeats what was typed rather than the bytes it came to.
+pub fn parse_bandwidth_limit(field: &str, text: &str) -> anyhow::Result<u64> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(0);
+    }
+    let bytes = match parse_rate(text) {
+        Ok(limit) if check_bandwidth_limit(limit).is_ok() => return Ok(limit),
+        Ok(limit) => format!(" ({limit} bytes per second)"),
+        // Beyond any number of bytes is out of range like the rest.
+        Err(RateError::TooLarge { .. }) => String::new(),
+        Err(e) => bail!("{field}: {e}, or none for no limit"),
+    };
+    bail!(
+        "{field}: '{}'{bytes} is out of range; the limit must be {}",
+        echo(text),
+        bandwidth_limit_rule()
+    )
+}
+
 /// Sources from parsed `--source` flags; `--recursive` and
 /// `--naming-schema` apply to every one of them, so several flags naming
 /// the same system become one source (in the order first given).
@@ -114,6 +139,10 @@ pub struct ReplicationEdit {
     /// Replaces the schemas of every source.
     pub naming_schemas: Option<Vec<String>>,
     pub allow_overwrite: Option<bool>,
+    /// `Some(false)` is `--no-raw`: encrypted datasets are sent decrypted.
+    pub raw: Option<bool>,
+    /// Bytes per second; `Some(0)` removes the limit.
+    pub bandwidth_limit: Option<u64>,
     pub create_snapshot_task: Option<bool>,
     pub enabled: Option<bool>,
 }
@@ -171,6 +200,12 @@ pub fn merge_edit(
     }
     if let Some(allow) = edit.allow_overwrite {
         repl.allow_overwrite = allow;
+    }
+    if let Some(raw) = edit.raw {
+        repl.no_raw = !raw;
+    }
+    if let Some(limit) = edit.bandwidth_limit {
+        repl.bandwidth_limit = limit;
     }
     if let Some(create) = edit.create_snapshot_task {
         repl.create_snapshot_task = create;
@@ -487,6 +522,94 @@ pub(crate) mod tests {
         let r = replication_of(&spec).unwrap();
         assert!(r.sources[0].recursive);
         assert_eq!(r.sources[0].naming_schemas, strings(&["x-%Y-%m-%d-%H-%M"]));
+    }
+
+    #[test]
+    fn bandwidth_limits_parse_in_the_shared_syntax() {
+        for (text, bytes) in [
+            ("50M", 50 << 20),
+            ("1.5G", 1_610_612_736),
+            ("800K", 800 << 10),
+            ("512k", 512 << 10),
+            ("1048576", 1 << 20),
+            ("50MB/s", 50 << 20),
+            ("0", 0),
+            ("none", 0),
+            (" None ", 0),
+        ] {
+            assert_eq!(
+                parse_bandwidth_limit("--bandwidth-limit", text).unwrap(),
+                bytes,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_bandwidth_limits_name_the_flag_and_the_rule() {
+        let e = |text: &str| {
+            parse_bandwidth_limit("--bandwidth-limit", text)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e("50Mbit"),
+            "--bandwidth-limit: '50Mbit' is not a rate; give bytes per second with an optional binary unit K, M, G or T (e.g. 50M, 1.5G, 800K, 1048576, 50MB/s), or none for no limit"
+        );
+        assert_eq!(
+            e("1K"),
+            "--bandwidth-limit: '1K' (1024 bytes per second) is out of range; the limit must be 0 (no limit) or from 64.0K/s (65536) to 1.0T/s (1099511627776) bytes per second"
+        );
+        assert!(e("2T").starts_with("--bandwidth-limit: '2T' (2199023255552 bytes"));
+        assert_eq!(
+            e("99999999999999999999T"),
+            format!(
+                "--bandwidth-limit: '99999999999999999999T' is out of range; the limit must be {}",
+                bandwidth_limit_rule()
+            )
+        );
+        let long = e(&"9".repeat(5_000));
+        assert!(long.contains("…(4900 more characters)"), "{long}");
+        assert!(long.len() < 400, "{long}");
+    }
+
+    #[test]
+    fn edit_switches_raw_sends_and_the_bandwidth_limit() {
+        let r = merged(
+            ReplicationEdit {
+                raw: Some(false),
+                bandwidth_limit: Some(50 << 20),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(r.no_raw);
+        assert_eq!(r.bandwidth_limit, 50 << 20);
+        assert_eq!(r.sources, offsite().sources);
+        // Back to raw and no limit; what is not mentioned stays.
+        let mut current = task_spec();
+        if let Some(Kind::Replication(r)) = current.kind.as_mut() {
+            r.no_raw = true;
+            r.bandwidth_limit = 1 << 30;
+            r.allow_overwrite = true;
+        }
+        let edit = |edit: ReplicationEdit| {
+            let spec = merge_edit(&current, &edit, None).unwrap();
+            replication_of(&spec).cloned().unwrap_or_default()
+        };
+        let r = edit(ReplicationEdit {
+            raw: Some(true),
+            ..Default::default()
+        });
+        assert!(!r.no_raw);
+        assert_eq!(r.bandwidth_limit, 1 << 30);
+        assert!(r.allow_overwrite);
+        let r = edit(ReplicationEdit {
+            bandwidth_limit: Some(0),
+            ..Default::default()
+        });
+        assert!(r.no_raw);
+        assert_eq!(r.bandwidth_limit, 0);
     }
 
     #[test]

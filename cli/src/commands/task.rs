@@ -127,6 +127,10 @@ pub struct ReplicationSpecJson {
     pub target: ReplicationTargetJson,
     pub allow_overwrite: bool,
     pub create_snapshot_task: bool,
+    /// Encrypted datasets are sent decrypted rather than raw (`zfs send -w`).
+    pub no_raw: bool,
+    /// Bytes per second each source sends at; 0: no limit.
+    pub bandwidth_limit: u64,
 }
 
 impl From<&ReplicationTaskSpec> for ReplicationSpecJson {
@@ -139,6 +143,8 @@ impl From<&ReplicationTaskSpec> for ReplicationSpecJson {
             },
             allow_overwrite: r.allow_overwrite,
             create_snapshot_task: r.create_snapshot_task,
+            no_raw: r.no_raw,
+            bandwidth_limit: r.bandwidth_limit,
         }
     }
 }
