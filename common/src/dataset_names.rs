@@ -53,6 +53,13 @@ pub enum DatasetNameError {
     Overlapping { first: String, other: String },
     #[error("hold tag '{}' is not one of nasfleet's (nasfleet:TASKID)", echo(.tag))]
     NotAHoldTag { tag: String },
+    #[error("'{}' is not a bookmark name (dataset#bookmark)", echo(.name))]
+    NotABookmark { name: String },
+    #[error(
+        "'{}' is not a zfs receive resume token (digits, 'a'-'f' and '-')",
+        echo(.token)
+    )]
+    BadResumeToken { token: String },
 }
 
 /// Checks a dataset name (`pool[/child...]`) before it is passed to zfs.

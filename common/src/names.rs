@@ -106,14 +106,61 @@ const REPLICATION_HOLD_PREFIX: &str = "nasfleet:";
 /// Whether `tag` is one of [`replication_hold_tag`]'s: the only tags the
 /// agents and a replication key's gate place or release.
 pub fn is_replication_hold_tag(tag: &str) -> bool {
-    tag.strip_prefix(REPLICATION_HOLD_PREFIX).is_some_and(|id| {
-        !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
-    })
+    replication_hold_task(tag).is_some()
+}
+
+/// The task whose hold tag `tag` is; `None` for any other tag.
+pub fn replication_hold_task(tag: &str) -> Option<u64> {
+    tag.strip_prefix(REPLICATION_HOLD_PREFIX)
+        .filter(|id| !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()
+}
+
+/// The name (after '#') of the bookmark that keeps a replication task's
+/// incremental base on the source (its cursor): the task and the base's
+/// GUID, so that a new base's bookmark never collides with the old one
+/// it replaces.
+pub fn replication_bookmark(task_id: u64, guid: u64) -> String {
+    format!("{REPLICATION_BOOKMARK_PREFIX}{task_id}-{guid:016x}")
+}
+
+const REPLICATION_BOOKMARK_PREFIX: &str = "nasfleet-";
+
+/// The task whose cursor `name` (after '#') is, as
+/// [`replication_bookmark`] made it; `None` for any other bookmark.
+pub fn replication_bookmark_task(name: &str) -> Option<u64> {
+    let (task, guid) = name
+        .strip_prefix(REPLICATION_BOOKMARK_PREFIX)?
+        .split_once('-')?;
+    let hex = guid.len() == 16 && guid.bytes().all(|b| b.is_ascii_hexdigit());
+    let digits = !task.is_empty() && task.len() <= 20 && task.bytes().all(|b| b.is_ascii_digit());
+    if hex && digits {
+        task.parse().ok()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursor_bookmarks_name_their_task_and_base() {
+        let name = replication_bookmark(7, 0xabc);
+        assert_eq!(name, "nasfleet-7-0000000000000abc");
+        assert_eq!(replication_bookmark_task(&name), Some(7));
+        for other in [
+            "nasfleet-7",
+            "nasfleet--0000000000000abc",
+            "nasfleet-7-abc",
+            "zrepl_CURSOR_G_0000000000000abc",
+            "nasfleet-x-0000000000000abc",
+        ] {
+            assert_eq!(replication_bookmark_task(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn hold_tags_are_the_prefix_and_a_task_id() {

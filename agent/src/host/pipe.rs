@@ -108,10 +108,14 @@ impl PipeError {
 /// - When the receiver fails early the sender is left with a broken pipe;
 ///   the receiver's failure is the one reported. When the sender fails,
 ///   the receiver's complaint about a truncated stream is not.
+/// - `rate_limit` (bytes per second) paces the relay: it moves no more
+///   than that on average since the start, in chunks of a tenth of a
+///   second's worth, so the sender blocks on its full pipe meanwhile.
 pub async fn pipe(
     send: (&str, &[String]),
     recv: (&str, &[String]),
     idle_timeout: Duration,
+    rate_limit: Option<u64>,
     mut progress: impl FnMut(u64) + Send,
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<u64, PipeError> {
@@ -120,7 +124,7 @@ pub async fn pipe(
     }
     let (mut pair, streams) = Pair::start(send, recv)?;
     let outcome = tokio::select! {
-        finished = pair.run(streams, idle_timeout, &mut progress) => finished,
+        finished = pair.run(streams, idle_timeout, rate_limit, &mut progress) => finished,
         _ = cancelled(Some(cancel)) => Err(Interrupted::Cancelled),
     };
     match outcome {
@@ -219,6 +223,7 @@ impl Pair {
         &mut self,
         streams: Streams,
         idle_timeout: Duration,
+        rate_limit: Option<u64>,
         progress: &mut (impl FnMut(u64) + Send),
     ) -> Result<(Result<u64, RelayEnd>, Ends), Interrupted> {
         let Pair {
@@ -228,7 +233,7 @@ impl Pair {
             recv_guard,
             ..
         } = self;
-        let relay = relay(streams.from, streams.to, idle_timeout, progress);
+        let relay = relay(streams.from, streams.to, idle_timeout, rate_limit, progress);
         let ends = async {
             let (send_err, recv_err) = tokio::join!(
                 drain_capped(streams.send_stderr),
@@ -420,11 +425,14 @@ struct RelayShared {
     progressed: Notify,
     /// Set when nobody waits for the thread any more.
     stop: AtomicBool,
+    /// Bytes per second at most, on average since `started`.
+    rate_limit: Option<u64>,
 }
 
 impl RelayShared {
-    fn new() -> Self {
+    fn new(rate_limit: Option<u64>) -> Self {
         RelayShared {
+            rate_limit: rate_limit.filter(|&limit| limit > 0),
             started: Instant::now(),
             moved: AtomicU64::new(0),
             last_moved: AtomicU64::new(0),
@@ -469,6 +477,33 @@ impl RelayShared {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
+
+    /// The most one splice or write may move: with a rate limit, a tenth
+    /// of a second's worth (at least 64 KiB), so pacing stays smooth.
+    fn chunk(&self) -> usize {
+        match self.rate_limit {
+            Some(limit) => usize::try_from(limit / 10)
+                .unwrap_or(RELAY_CHUNK)
+                .clamp(64 * 1024, RELAY_CHUNK),
+            None => RELAY_CHUNK,
+        }
+    }
+
+    /// Sleeps until `total` bytes are within the rate limit, waking every
+    /// [`RELAY_STOP_CHECK_MS`] to notice a stop.
+    fn pace(&self, total: u64) {
+        let Some(limit) = self.rate_limit else {
+            return;
+        };
+        let due = Duration::from_secs_f64(total as f64 / limit as f64);
+        let slice = Duration::from_millis(RELAY_STOP_CHECK_MS.unsigned_abs().into());
+        while !self.stopped() {
+            let Some(ahead) = due.checked_sub(self.started.elapsed()) else {
+                return;
+            };
+            std::thread::sleep(ahead.min(slice));
+        }
+    }
 }
 
 /// Tells the relay thread to end when the task waiting for it ends, for
@@ -497,9 +532,10 @@ async fn relay<P: FnMut(u64)>(
     from: OwnedFd,
     to: OwnedFd,
     idle: Duration,
+    rate_limit: Option<u64>,
     progress: &mut P,
 ) -> Result<u64, RelayEnd> {
-    let shared = Arc::new(RelayShared::new());
+    let shared = Arc::new(RelayShared::new(rate_limit));
     let _stop = StopOnDrop(Arc::clone(&shared));
     let thread_side = Arc::clone(&shared);
     let mut moving = tokio::task::spawn_blocking(move || relay_blocking(from, to, &thread_side));
@@ -571,6 +607,7 @@ fn relay_blocking(from: OwnedFd, to: OwnedFd, shared: &RelayShared) -> Result<u6
             shared.report();
             last_report = Instant::now();
         }
+        shared.pace(total);
     }
     drop(to);
     Ok(total)
@@ -602,7 +639,7 @@ fn splice_step(
         // only once the receiver's pipe has room.)
         return Ok(Step::Ended);
     }
-    match splice_chunk(from, to) {
+    match splice_chunk(from, to, shared.chunk()) {
         Ok(0) => Ok(Step::Ended),
         Ok(n) => Ok(Step::Moved(n)),
         Err(e) => match e.raw_os_error() {
@@ -626,8 +663,9 @@ fn splice_step(
     }
 }
 
-/// One `splice(2)` from `from` to `to`: the bytes moved, 0 at end of stream.
-fn splice_chunk(from: &File, to: &File) -> io::Result<usize> {
+/// One `splice(2)` of at most `len` bytes from `from` to `to`: the bytes
+/// moved, 0 at end of stream.
+fn splice_chunk(from: &File, to: &File, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE | libc::SPLICE_F_NONBLOCK;
     // SAFETY: both fds are open for the duration of the call (borrowed
     // from the files this thread owns); null offsets (required for pipes)
@@ -638,7 +676,7 @@ fn splice_chunk(from: &File, to: &File) -> io::Result<usize> {
             std::ptr::null_mut(),
             to.as_raw_fd(),
             std::ptr::null_mut(),
-            RELAY_CHUNK,
+            len,
             flags,
         )
     };
@@ -670,7 +708,8 @@ impl CopyBuffer {
         shared: &RelayShared,
     ) -> Result<Step, RelayEnd> {
         if self.start == self.end {
-            match from.read(&mut self.buf) {
+            let len = shared.chunk().min(self.buf.len());
+            match from.read(&mut self.buf[..len]) {
                 Ok(0) => return Ok(Step::Ended),
                 Ok(n) => (self.start, self.end) = (0, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -807,6 +846,7 @@ mod tests {
             ("head", &send),
             ("sh", &recv),
             Duration::from_secs(10),
+            None,
             |b| reports.push(b),
             &mut rx,
         )
@@ -836,6 +876,7 @@ mod tests {
             ("sh", &send),
             ("sh", &recv),
             Duration::from_secs(10),
+            None,
             |b| reports.push(b),
             &mut rx,
         )
@@ -848,6 +889,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rate_limit_paces_the_relay() {
+        // 1.5 MiB at 1 MiB/s: the last bytes move after about 1.5 s.
+        let send = sv(&["-c", "1572864", "/dev/zero"]);
+        let recv = sv(&["-c", "cat > /dev/null"]);
+        let (_tx, mut rx) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let bytes = pipe(
+            ("head", &send),
+            ("sh", &recv),
+            Duration::from_secs(10),
+            Some(1 << 20),
+            |_| {},
+            &mut rx,
+        )
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        assert_eq!(bytes, 1_572_864);
+        assert!(took >= Duration::from_millis(1300), "{took:?}");
+    }
+
+    #[tokio::test]
     async fn pipe_of_nothing_is_zero_bytes() {
         let (_tx, mut rx) = watch::channel(false);
         let mut reports = Vec::new();
@@ -855,6 +918,7 @@ mod tests {
             ("true", &[]),
             ("cat", &[]),
             Duration::from_secs(5),
+            None,
             |b| reports.push(b),
             &mut rx,
         )
@@ -875,6 +939,7 @@ mod tests {
             ("head", &send),
             ("sh", &recv),
             Duration::from_secs(10),
+            None,
             |_| {},
             &mut rx,
         )
@@ -909,6 +974,7 @@ mod tests {
             ("head", &send),
             ("sh", &recv),
             Duration::from_secs(10),
+            None,
             |_| {},
             &mut rx,
         )
@@ -935,6 +1001,7 @@ mod tests {
             ("sh", &send),
             ("sh", &recv),
             Duration::from_secs(10),
+            None,
             |_| {},
             &mut rx,
         )
@@ -949,6 +1016,7 @@ mod tests {
             ("sh", &send),
             ("cat", &[]),
             Duration::from_secs(10),
+            None,
             |_| {},
             &mut rx,
         )
@@ -966,6 +1034,7 @@ mod tests {
             ("head", &send),
             ("head", &recv),
             Duration::from_secs(10),
+            None,
             |_| {},
             &mut rx,
         )
@@ -985,6 +1054,7 @@ mod tests {
             ("cat", &[]),
             ("nasfleet-no-such-tool", &[]),
             Duration::from_secs(5),
+            None,
             |_| {},
             &mut rx,
         )
@@ -1025,6 +1095,7 @@ mod tests {
                 ("sh", &send),
                 ("sh", &recv),
                 Duration::from_secs(60),
+                None,
                 |_| {},
                 &mut rx
             ),
@@ -1051,6 +1122,7 @@ mod tests {
             ("sh", &script),
             ("sh", &script),
             Duration::from_secs(5),
+            None,
             |_| {},
             &mut rx,
         )
@@ -1070,6 +1142,7 @@ mod tests {
             ("sh", &send),
             ("sh", &recv),
             Duration::from_millis(700),
+            None,
             |_| {},
             &mut rx,
         )
@@ -1100,6 +1173,7 @@ mod tests {
             ("head", &send),
             ("sleep", &recv),
             Duration::from_millis(500),
+            None,
             |_| {},
             &mut rx,
         )
@@ -1119,6 +1193,7 @@ mod tests {
             ("true", &[]),
             ("sh", &recv),
             Duration::from_millis(500),
+            None,
             |_| {},
             &mut rx,
         )
@@ -1139,6 +1214,7 @@ mod tests {
                 ("sh", &send),
                 ("sh", &recv),
                 Duration::from_secs(60),
+                None,
                 |_| {},
                 &mut rx,
             ),
@@ -1176,7 +1252,7 @@ mod tests {
             out.read_to_end(&mut all).unwrap();
             all
         });
-        let shared = RelayShared::new();
+        let shared = RelayShared::new(None);
         let total = relay_blocking(from.into(), to.into(), &shared).unwrap();
         let chunk = writer.join().unwrap();
         let all = reader.join().unwrap();
@@ -1194,7 +1270,7 @@ mod tests {
         std::fs::write(dir.path().join("in"), &data).unwrap();
         let from = File::open(dir.path().join("in")).unwrap();
         let to = File::create(dir.path().join("out")).unwrap();
-        let shared = RelayShared::new();
+        let shared = RelayShared::new(None);
         let total = relay_blocking(from.into(), to.into(), &shared).unwrap();
         assert_eq!(total, 3_000_000);
         assert_eq!(shared.moved(), total);
@@ -1206,7 +1282,7 @@ mod tests {
     fn given_up_relay(fill_the_receiver: bool) {
         let (from, mut feed) = os_pipe();
         let (out, to) = os_pipe();
-        let shared = Arc::new(RelayShared::new());
+        let shared = Arc::new(RelayShared::new(None));
         let thread_side = Arc::clone(&shared);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

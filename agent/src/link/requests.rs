@@ -2,12 +2,13 @@
 
 use crate::rsync::validate_on_host;
 use crate::runs::RunManager;
+use crate::runs::replication::cursor;
 use crate::runs::replication::holds::release_all;
 use crate::runs::replication::{check_target, estimate_replication, list_replicas};
 use crate::ssh;
-use crate::zfs::{Zfs, ZfsError};
+use crate::zfs::{Dialect, Zfs, ZfsError};
 use nasfleet_common::echo::echo;
-use nasfleet_common::names::is_replication_hold_tag;
+use nasfleet_common::names::{is_replication_hold_tag, replication_hold_task};
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::{
     AgentErrorKind, AgentMessage, AgentRequest, AgentResponse, AllowReplication, AuthorizeKey,
@@ -187,7 +188,8 @@ impl Handlers {
                 format!("'{}' is not a nasfleet hold tag", echo(&release.tag)),
             );
         }
-        let mut released = 0;
+        let task = replication_hold_task(&release.tag);
+        let (mut released, mut cursors) = (0, 0);
         for dataset in &release.datasets {
             let pool = dataset.split('/').next().unwrap_or_default();
             if !self.pools.is_empty() && !self.pools.iter().any(|p| p == pool) {
@@ -202,8 +204,15 @@ impl Handlers {
                 Err(e) if e.contains("dataset does not exist") => {}
                 Err(e) => return failed(e),
             }
+            // The task's cursors go with its holds (OpenZFS sources).
+            if let (Dialect::OpenZfs, Some(task)) = (self.zfs.dialect, task) {
+                match cursor::remove_all(task, dataset, REQUEST_TIMEOUT).await {
+                    Ok(n) => cursors += n,
+                    Err(e) => return failed(e),
+                }
+            }
         }
-        tracing::info!(tag = %release.tag, released, "replication holds released");
+        tracing::info!(tag = %release.tag, released, cursors, "replication holds and cursors released");
         AgentResponse::default()
     }
 

@@ -139,7 +139,8 @@ impl Rules {
 /// Checks one command against what a replication sends (see
 /// `crate::zfs::argv`): the login check, the dialect probe, listings of
 /// and below the allowed datasets, creating parents there, receiving
-/// there, making a replica read-only, destroying one of its snapshots
+/// there (resumable), discarding a partial receive that cannot be
+/// resumed, making a replica read-only, destroying one of its snapshots
 /// (a discard the task's `--allow-overwrite` asked for), and placing and
 /// releasing the task's hold tag (`nasfleet:TASKID`) there.
 /// Every flag a command may carry is listed; everything else is refused.
@@ -156,6 +157,8 @@ pub fn check_command(words: &[String], rules: &Rules) -> Result<(), GateError> {
             rules.require_inside(dataset)
         }
         ["zfs", "create", "-p", "--", dataset] => rules.require_inside(dataset),
+        // Discarding a partial receive whose token cannot be resumed.
+        ["zfs", "receive" | "recv", "-A", "--", dataset] => rules.require_inside(dataset),
         ["zfs", "receive" | "recv", rest @ ..] => {
             let (options, dataset) = split_operand(rest).ok_or_else(refused)?;
             if !receive_options(options) {
@@ -204,13 +207,13 @@ fn listing_options(subcommand: &str, options: &[&str]) -> bool {
     true
 }
 
-/// The options of a replica's receive: not mounted, read-only, rolled back
-/// (only when the task allows overwriting).
+/// The options of a replica's receive: resumable, not mounted, read-only,
+/// rolled back (only when the task allows overwriting).
 fn receive_options(options: &[&str]) -> bool {
     let mut rest = options;
     while let Some((first, tail)) = rest.split_first() {
         rest = match *first {
-            "-u" | "-F" => tail,
+            "-s" | "-u" | "-F" => tail,
             "-o" => match tail.split_first() {
                 Some((&"readonly=on", tail)) => tail,
                 _ => return false,
@@ -439,6 +442,7 @@ mod tests {
                 zfs::hold_args("nasfleet:7", &format!("{target}@auto-2")).unwrap(),
                 zfs::release_args("nasfleet:7", &format!("{target}@auto-1")).unwrap(),
                 zfs::held_snapshots_args(target, false).unwrap(),
+                zfs::recv_abort_args(target).unwrap(),
             ];
             let line = sent(&all);
             let admitted = admit(Some(&line), &rules()).unwrap();
@@ -464,6 +468,8 @@ mod tests {
             "zfs set readonly=off backup/nas1/x",
             "zfs receive -o mountpoint=/etc -- backup/nas1/x",
             "zfs receive -e -- backup/nas1/x",
+            "zfs receive -A -- backup/nas2/x",
+            "zfs receive -A -F -- backup/nas1/x",
             "zfs send -- backup/nas1/x@a",
             "zfs list -H -o name -- tank",
             "zpool destroy backup",

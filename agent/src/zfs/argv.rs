@@ -2,8 +2,8 @@
 
 use super::dialect::Dialect;
 use super::names::{
-    DatasetNameError, validate_dataset_name, validate_incremental_base, validate_snapshot_name,
-    validate_snapshot_set,
+    DatasetNameError, validate_bookmark_name, validate_dataset_name, validate_incremental_base,
+    validate_snapshot_name, validate_snapshot_set,
 };
 use nasfleet_common::names::is_replication_hold_tag;
 
@@ -146,63 +146,149 @@ pub fn destroy_snapshot_args(full_name: &str) -> Result<Vec<String>, DatasetName
 /// Properties read per snapshot for replication planning: exact `guid`
 /// (the identity of a snapshot across systems), and `createtxg` with
 /// `creation` for the order (`creation` has one-second resolution, so two
-/// snapshots taken in the same second need `createtxg`).
-const SNAPSHOT_GUID_PROPERTIES: &str = "name,guid,creation,createtxg";
+/// snapshots taken in the same second need `createtxg`). OpenZFS lists
+/// the dataset itself (its `receive_resume_token`) and its bookmarks in
+/// the same call, with whether it is encrypted and its key loaded.
+const SNAPSHOT_GUID_PROPERTIES: &str =
+    "name,guid,creation,createtxg,receive_resume_token,encryption,keystatus";
 
-/// `zfs send [-i BASE] -- DATASET@SNAPSHOT`: a full stream, or an
-/// incremental one from `from` (`@short` or a full snapshot name).
+/// Where a send starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFrom<'a> {
+    /// A full stream.
+    Full,
+    /// `-i FROM`: the changes since `@snapshot` or `#bookmark` (of the
+    /// sent dataset) or a full snapshot name (a clone's origin).
+    Incremental(&'a str),
+    /// `-I @FROM`: every snapshot after `FROM` up to the sent one, in one
+    /// stream package (zfs refuses a bookmark here).
+    Intermediates(&'a str),
+}
+
+/// Which of OpenZFS's stream features a send uses. None of them: a plain
+/// stream that any ZFS receives, zfs-fuse (pool version 23) too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamFeatures {
+    /// `-L -c -e`: large blocks whole, compressed blocks as stored (a
+    /// compressed dataset moves fewer bytes than its logical size),
+    /// embedded blocks as such. Only when both sides run OpenZFS.
+    pub compact: bool,
+    /// `-w`: an encrypted dataset's blocks exactly as stored, so the
+    /// target keeps ciphertext and never needs the key.
+    pub raw: bool,
+}
+
+impl StreamFeatures {
+    fn flags(self) -> impl Iterator<Item = String> {
+        let raw: &[&str] = if self.raw { &["-w"] } else { &[] };
+        let compact: &[&str] = if self.compact {
+            &["-L", "-c", "-e"]
+        } else {
+            &[]
+        };
+        raw.iter().chain(compact).map(|s| (*s).to_owned())
+    }
+}
+
+/// `zfs send [-w] [-L -c -e] [-i|-I FROM] -- DATASET@SNAPSHOT`.
 ///
-/// The same in both dialects, and deliberately plain: no `-p` (properties
-/// such as `mountpoint` would come along and could mount the replica over
-/// something on the target), no `-R` (children are replicated one dataset
-/// at a time by the caller), and none of OpenZFS's `-L`/`-c`/`-e`/`-w`
-/// stream features, so a stream from an OpenZFS source stays receivable by
-/// an old (pool version 23) target. zfs-fuse's getopt accepts `--` here.
+/// Deliberately without `-p` (properties such as `mountpoint` would come
+/// along and could mount the replica over something on the target) and
+/// `-R` (children are replicated one dataset at a time by the caller).
+/// `features` are the caller's to choose: none of them for a target that
+/// is not OpenZFS. zfs-fuse's getopt accepts `--` here.
 pub fn send_args(
-    dialect: Dialect,
-    from: Option<&str>,
+    features: StreamFeatures,
+    from: SendFrom<'_>,
     snapshot: &str,
 ) -> Result<Vec<String>, DatasetNameError> {
-    let _same_in_both = dialect;
     validate_snapshot_name(snapshot)?;
     let mut out = args(&["send"]);
-    if let Some(from) = from {
-        validate_incremental_base(from)?;
-        out.push("-i".to_owned());
-        out.push(from.to_owned());
+    out.extend(features.flags());
+    match from {
+        SendFrom::Full => {}
+        SendFrom::Incremental(from) => {
+            validate_incremental_base(from)?;
+            out.push("-i".to_owned());
+            out.push(from.to_owned());
+        }
+        SendFrom::Intermediates(from) => {
+            if from.contains('#') {
+                return Err(DatasetNameError::NotASnapshot {
+                    name: from.to_owned(),
+                });
+            }
+            validate_incremental_base(from)?;
+            out.push("-I".to_owned());
+            out.push(from.to_owned());
+        }
     }
     out.push("--".to_owned());
     out.push(snapshot.to_owned());
     Ok(out)
 }
 
-/// `zfs send -n -P [-i @FROM] -- SNAPSHOT`: what [`send_args`] would send,
-/// measured without sending (the `size` line of [`parse_send_estimate`]).
-/// `None` on zfs-fuse, whose `zfs send` has neither `-n` nor `-P`.
+/// `zfs send -n -P ...`: what [`send_args`] would send, measured without
+/// sending (the `size` line of [`parse_send_estimate`]). `None` on
+/// zfs-fuse, whose `zfs send` has neither `-n` nor `-P`.
 pub fn send_estimate_args(
     dialect: Dialect,
-    from: Option<&str>,
+    features: StreamFeatures,
+    from: SendFrom<'_>,
     snapshot: &str,
 ) -> Result<Option<Vec<String>>, DatasetNameError> {
     if dialect == Dialect::Legacy {
         return Ok(None);
     }
-    let mut out = send_args(dialect, from, snapshot)?;
+    let mut out = send_args(features, from, snapshot)?;
     // After "send": the flags go before -i and `--`.
     out.splice(1..1, args(&["-n", "-P"]));
     Ok(Some(out))
 }
 
-/// `zfs receive [-u] [-F] -- TARGET`.
+/// `zfs send -t TOKEN`: the rest of an interrupted receive (OpenZFS). The
+/// token carries the stream's features; zfs refuses other flags with it.
+pub fn send_resume_args(token: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_resume_token(token)?;
+    Ok(vec!["send".to_owned(), "-t".to_owned(), token.to_owned()])
+}
+
+/// `zfs send -n -v -P -t TOKEN`: the token's contents (where the receive
+/// stopped, see [`super::parse::parse_resume_info`]) and the size of the
+/// rest, without sending.
+pub fn send_resume_info_args(token: &str) -> Result<Vec<String>, DatasetNameError> {
+    let mut out = send_resume_args(token)?;
+    out.splice(1..1, args(&["-n", "-v", "-P"]));
+    Ok(out)
+}
+
+/// A `receive_resume_token` as OpenZFS prints it: a version, a checksum, a
+/// length and the compressed contents, all hex, joined by '-'. Anything
+/// else never reaches a command line.
+fn validate_resume_token(token: &str) -> Result<(), DatasetNameError> {
+    let hex_words = token
+        .split('-')
+        .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_hexdigit()));
+    if token.len() > 65_536 || !token.starts_with(|c: char| c.is_ascii_digit()) || !hex_words {
+        return Err(DatasetNameError::BadResumeToken {
+            token: token.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// `zfs receive [-s] [-u -o readonly=on] [-F] -- TARGET`.
 ///
 /// `-F` (only when the caller chose to overwrite) rolls the target back to
 /// its most recent snapshot first, discarding changes made there. OpenZFS
-/// also gets `-u`: the replica is not mounted, so it cannot cover another
-/// file system at an inherited mountpoint, and nothing (not even atime
-/// updates) modifies it between runs; and `-o readonly=on`, so the replica
-/// is read-only from the moment it exists, with no `zfs set` after it.
-/// zfs-fuse has neither (it mounts the replica; the caller sets
-/// `readonly=on` afterwards, see [`set_readonly_args`]).
+/// also gets `-s`: an interrupted receive keeps what arrived and leaves a
+/// `receive_resume_token` ([`send_resume_args`] continues it); `-u`: the
+/// replica is not mounted, so it cannot cover another file system at an
+/// inherited mountpoint, and nothing (not even atime updates) modifies it
+/// between runs; and `-o readonly=on`, so the replica is read-only from
+/// the moment it exists, with no `zfs set` after it. zfs-fuse has none of
+/// them (it mounts the replica; the caller sets `readonly=on` afterwards,
+/// see [`set_readonly_args`]).
 pub fn recv_args(
     dialect: Dialect,
     target_dataset: &str,
@@ -211,7 +297,7 @@ pub fn recv_args(
     validate_dataset_name(target_dataset)?;
     let mut out = args(&["receive"]);
     if dialect == Dialect::OpenZfs {
-        out.extend(["-u", "-o", "readonly=on"].map(str::to_owned));
+        out.extend(["-s", "-u", "-o", "readonly=on"].map(str::to_owned));
     }
     if force {
         out.push("-F".to_owned());
@@ -221,13 +307,61 @@ pub fn recv_args(
     Ok(out)
 }
 
+/// `zfs receive -A -- TARGET`: discards the partial state an interrupted
+/// `receive -s` left (OpenZFS), when its token can no longer be resumed.
+pub fn recv_abort_args(target_dataset: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(target_dataset)?;
+    let mut out = args(&["receive", "-A", "--"]);
+    out.push(target_dataset.to_owned());
+    Ok(out)
+}
+
+/// `zfs bookmark -- DATASET@SNAPSHOT DATASET#NAME` (OpenZFS): a bookmark
+/// keeps what an incremental send needs of a snapshot after the
+/// snapshot itself is destroyed.
+pub fn bookmark_args(snapshot: &str, bookmark: &str) -> Result<Vec<String>, DatasetNameError> {
+    let (dataset, _) = validate_snapshot_name(snapshot)?;
+    validate_bookmark_name(bookmark)?;
+    if bookmark.split_once('#').map(|(d, _)| d) != Some(dataset) {
+        return Err(DatasetNameError::NotABookmark {
+            name: bookmark.to_owned(),
+        });
+    }
+    Ok(vec![
+        "bookmark".to_owned(),
+        "--".to_owned(),
+        snapshot.to_owned(),
+        bookmark.to_owned(),
+    ])
+}
+
+/// `zfs destroy -- DATASET#NAME`.
+pub fn destroy_bookmark_args(bookmark: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_bookmark_name(bookmark)?;
+    Ok(vec![
+        "destroy".to_owned(),
+        "--".to_owned(),
+        bookmark.to_owned(),
+    ])
+}
+
+/// `zfs list -H -o name -t bookmark -r -- DATASET`: the bookmarks of
+/// `dataset` and its descendants (OpenZFS), one full name per line.
+pub fn bookmarks_args(dataset: &str) -> Result<Vec<String>, DatasetNameError> {
+    validate_dataset_name(dataset)?;
+    let mut out = args(&["list", "-H", "-o", "name", "-t", "bookmark", "-r", "--"]);
+    out.push(dataset.to_owned());
+    Ok(out)
+}
+
 /// Lists the snapshots of `dataset` itself (not of its children) with exact
 /// guid, creation and createtxg; parse with [`super::parse::parse_snapshot_guids`].
 ///
 /// zfs-fuse's `zfs list` prints `guid` human-readable ("7.74E"), useless
 /// for comparing snapshots, so the Legacy form is a `zfs get -p -d 1`
 /// (which also lists the dataset and its direct children; the parser keeps
-/// only the snapshots).
+/// only the snapshots). OpenZFS lists the dataset itself (for its resume
+/// token), its direct children (ignored) and its bookmarks too.
 pub fn snapshot_guids_args(
     dialect: Dialect,
     dataset: &str,
@@ -239,7 +373,7 @@ pub fn snapshot_guids_args(
             "-H",
             "-p",
             "-t",
-            "snapshot",
+            "filesystem,volume,snapshot,bookmark",
             "-d",
             "1",
             "-o",
@@ -572,54 +706,166 @@ mod tests {
 
     #[test]
     fn send_full_and_incremental() {
-        for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
-            assert_eq!(
-                send_args(dialect, None, "tank/a@s1").unwrap(),
-                ["send", "--", "tank/a@s1"]
+        let plain = StreamFeatures::default();
+        assert_eq!(
+            send_args(plain, SendFrom::Full, "tank/a@s1").unwrap(),
+            ["send", "--", "tank/a@s1"]
+        );
+        assert_eq!(
+            send_args(plain, SendFrom::Incremental("@s1"), "tank/a@s2").unwrap(),
+            ["send", "-i", "@s1", "--", "tank/a@s2"]
+        );
+        assert_eq!(
+            send_args(
+                plain,
+                SendFrom::Incremental("tank/origin@o"),
+                "tank/a@auto 1"
+            )
+            .unwrap(),
+            ["send", "-i", "tank/origin@o", "--", "tank/a@auto 1"]
+        );
+        assert_eq!(
+            send_args(
+                plain,
+                SendFrom::Incremental("#nasfleet-7-00000000000000ab"),
+                "tank/a@s2"
+            )
+            .unwrap(),
+            [
+                "send",
+                "-i",
+                "#nasfleet-7-00000000000000ab",
+                "--",
+                "tank/a@s2"
+            ]
+        );
+        assert_eq!(
+            send_args(plain, SendFrom::Intermediates("@s1"), "tank/a@s9").unwrap(),
+            ["send", "-I", "@s1", "--", "tank/a@s9"]
+        );
+        // zfs: "multiple snapshots cannot be sent from a bookmark".
+        assert!(send_args(plain, SendFrom::Intermediates("#b"), "tank/a@s9").is_err());
+        for bad_snapshot in ["tank/a", "-R", "tank/a@", "tank/a@x;y"] {
+            assert!(
+                send_args(plain, SendFrom::Full, bad_snapshot).is_err(),
+                "{bad_snapshot}"
             );
-            assert_eq!(
-                send_args(dialect, Some("@s1"), "tank/a@s2").unwrap(),
-                ["send", "-i", "@s1", "--", "tank/a@s2"]
+        }
+        for bad_base in [
+            "@",
+            "s1",
+            "-R",
+            "@x/y",
+            "@$(id)",
+            "tank/a",
+            "@.",
+            "#",
+            "#a#b",
+            "tank/a#b@c",
+        ] {
+            assert!(
+                send_args(plain, SendFrom::Incremental(bad_base), "tank/a@s2").is_err(),
+                "{bad_base:?} accepted"
             );
-            assert_eq!(
-                send_args(dialect, Some("tank/origin@o"), "tank/a@auto 1").unwrap(),
-                ["send", "-i", "tank/origin@o", "--", "tank/a@auto 1"]
-            );
-            for bad_snapshot in ["tank/a", "-R", "tank/a@", "tank/a@x;y"] {
-                assert!(
-                    send_args(dialect, None, bad_snapshot).is_err(),
-                    "{bad_snapshot}"
-                );
-            }
-            for bad_base in ["@", "s1", "-R", "@x/y", "@$(id)", "tank/a", "@."] {
-                assert!(
-                    send_args(dialect, Some(bad_base), "tank/a@s2").is_err(),
-                    "{bad_base:?} accepted"
-                );
-            }
         }
     }
 
     #[test]
-    fn send_estimates_only_where_zfs_can_make_them() {
+    fn stream_features_become_flags() {
+        let all = StreamFeatures {
+            compact: true,
+            raw: true,
+        };
         assert_eq!(
-            send_estimate_args(Dialect::OpenZfs, Some("@s1"), "tank/a@s2")
-                .unwrap()
-                .unwrap(),
+            send_args(all, SendFrom::Incremental("@a"), "tank/a@b").unwrap(),
+            ["send", "-w", "-L", "-c", "-e", "-i", "@a", "--", "tank/a@b"]
+        );
+        let compact = StreamFeatures {
+            compact: true,
+            raw: false,
+        };
+        assert_eq!(
+            send_args(compact, SendFrom::Full, "tank/a@b").unwrap(),
+            ["send", "-L", "-c", "-e", "--", "tank/a@b"]
+        );
+    }
+
+    #[test]
+    fn resumes_take_only_a_token() {
+        let token = "1-10615845e7-f0-789c636064000310a500c4ec50360710e72765";
+        assert_eq!(send_resume_args(token).unwrap(), ["send", "-t", token]);
+        assert_eq!(
+            send_resume_info_args(token).unwrap(),
+            ["send", "-n", "-v", "-P", "-t", token]
+        );
+        for bad in ["", "-R", "1--2", "1-xyz", "abc-1", "1-2 -3", "1-2;id"] {
+            assert!(send_resume_args(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            recv_abort_args("backup/a").unwrap(),
+            ["receive", "-A", "--", "backup/a"]
+        );
+        assert!(recv_abort_args("-F").is_err());
+    }
+
+    #[test]
+    fn bookmarks_are_of_the_snapshots_dataset() {
+        assert_eq!(
+            bookmark_args("tank/a@s", "tank/a#nasfleet-1-0000000000000001").unwrap(),
+            [
+                "bookmark",
+                "--",
+                "tank/a@s",
+                "tank/a#nasfleet-1-0000000000000001"
+            ]
+        );
+        assert!(bookmark_args("tank/a@s", "tank/b#x").is_err());
+        assert!(bookmark_args("tank/a@s", "tank/a@x").is_err());
+        assert!(bookmark_args("tank/a", "tank/a#x").is_err());
+        assert_eq!(
+            destroy_bookmark_args("tank/a#x").unwrap(),
+            ["destroy", "--", "tank/a#x"]
+        );
+        // Never a dataset or a snapshot.
+        assert!(destroy_bookmark_args("tank/a").is_err());
+        assert!(destroy_bookmark_args("tank/a@s").is_err());
+        assert!(bookmarks_args("-r").is_err());
+    }
+
+    #[test]
+    fn send_estimates_only_where_zfs_can_make_them() {
+        let plain = StreamFeatures::default();
+        assert_eq!(
+            send_estimate_args(
+                Dialect::OpenZfs,
+                plain,
+                SendFrom::Incremental("@s1"),
+                "tank/a@s2"
+            )
+            .unwrap()
+            .unwrap(),
             ["send", "-n", "-P", "-i", "@s1", "--", "tank/a@s2"]
         );
         assert_eq!(
-            send_estimate_args(Dialect::OpenZfs, None, "tank/a@s1")
+            send_estimate_args(Dialect::OpenZfs, plain, SendFrom::Full, "tank/a@s1")
                 .unwrap()
                 .unwrap(),
             ["send", "-n", "-P", "--", "tank/a@s1"]
         );
         assert!(
-            send_estimate_args(Dialect::Legacy, None, "tank/a@s1")
+            send_estimate_args(Dialect::Legacy, plain, SendFrom::Full, "tank/a@s1")
                 .unwrap()
                 .is_none()
         );
-        assert!(send_estimate_args(Dialect::OpenZfs, Some("-R"), "tank/a@s2").is_err());
+        assert!(
+            send_estimate_args(
+                Dialect::OpenZfs,
+                plain,
+                SendFrom::Incremental("-R"),
+                "tank/a@s2"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -634,11 +880,20 @@ mod tests {
         );
         assert_eq!(
             recv_args(Dialect::OpenZfs, "backup/a", false).unwrap(),
-            ["receive", "-u", "-o", "readonly=on", "--", "backup/a"]
+            ["receive", "-s", "-u", "-o", "readonly=on", "--", "backup/a"]
         );
         assert_eq!(
             recv_args(Dialect::OpenZfs, "backup/a", true).unwrap(),
-            ["receive", "-u", "-o", "readonly=on", "-F", "--", "backup/a"]
+            [
+                "receive",
+                "-s",
+                "-u",
+                "-o",
+                "readonly=on",
+                "-F",
+                "--",
+                "backup/a"
+            ]
         );
         for dialect in [Dialect::Legacy, Dialect::OpenZfs] {
             assert!(recv_args(dialect, "backup/a@s", false).is_err());
@@ -671,11 +926,11 @@ mod tests {
                 "-H",
                 "-p",
                 "-t",
-                "snapshot",
+                "filesystem,volume,snapshot,bookmark",
                 "-d",
                 "1",
                 "-o",
-                "name,guid,creation,createtxg",
+                "name,guid,creation,createtxg,receive_resume_token,encryption,keystatus",
                 "--",
                 "tank/a"
             ]

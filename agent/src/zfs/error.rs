@@ -31,6 +31,22 @@ pub enum ZfsError {
         "Target dataset '{dataset}' already exists and is not a replica of the source; refusing to overwrite it without --allow-overwrite"
     )]
     TargetExists { dataset: String },
+    /// A raw (encrypted, `send -w`) stream onto a replica that was
+    /// received decrypted.
+    #[error(
+        "Target dataset '{dataset}' was received decrypted, so a raw stream of the encrypted source cannot continue it; replicate with --no-raw, or into a new target"
+    )]
+    RawOntoDecrypted { dataset: String },
+    /// A decrypted stream onto a replica that keeps ciphertext (received
+    /// raw) whose key is not loaded on the target.
+    #[error(
+        "Target dataset '{dataset}' holds the source's ciphertext (received raw) and its key is not loaded there, so a decrypted stream cannot continue it; replicate without --no-raw"
+    )]
+    DecryptedOntoRaw { dataset: String },
+    /// An interrupted resumable receive waits on the target; a new stream
+    /// cannot start until it is resumed or discarded.
+    #[error("Target dataset '{dataset}' holds a partial receive that waits to be resumed")]
+    PartialReceive { dataset: String },
     /// zfs succeeded but printed something the agent cannot read.
     #[error("could not read the output of `{command}`: {detail}")]
     UnexpectedOutput { command: String, detail: String },
@@ -187,6 +203,15 @@ pub fn recv_error(stderr: &str, target_dataset: &str) -> Option<ZfsError> {
         || text.contains("destination has snapshots")
     {
         return Some(ZfsError::TargetExists { dataset: dataset() });
+    }
+    if text.contains("raw receive on top of existing unencrypted dataset") {
+        return Some(ZfsError::RawOntoDecrypted { dataset: dataset() });
+    }
+    if text.contains("inherited key must be loaded") {
+        return Some(ZfsError::DecryptedOntoRaw { dataset: dataset() });
+    }
+    if text.contains("contains partially-complete state") {
+        return Some(ZfsError::PartialReceive { dataset: dataset() });
     }
     if text.contains("no such pool") {
         let name = first_quoted(&text).unwrap_or(target_dataset);

@@ -49,13 +49,31 @@ pub(super) fn validate_snapshot_set(
     Ok(())
 }
 
-/// Checks an incremental base: `@short` (a snapshot of the sent dataset) or
-/// a full `dataset@snapshot` name (e.g. a clone's origin).
+/// Checks an incremental base: `@short` (a snapshot of the sent dataset),
+/// `#short` (a bookmark of it), a full `dataset@snapshot` name (e.g. a
+/// clone's origin) or a full `dataset#bookmark` name.
 pub(super) fn validate_incremental_base(base: &str) -> Result<(), DatasetNameError> {
-    match base.strip_prefix('@') {
-        Some(short) => check_snapshot_component(short, base),
-        None => validate_snapshot_name(base).map(|_| ()),
+    if let Some(short) = base.strip_prefix('@').or_else(|| base.strip_prefix('#')) {
+        return check_snapshot_component(short, base);
     }
+    if base.contains('#') {
+        return validate_bookmark_name(base);
+    }
+    validate_snapshot_name(base).map(|_| ())
+}
+
+/// Checks a full bookmark name `dataset#bookmark`: a valid dataset, one
+/// '#', and after it what a snapshot name allows.
+pub(super) fn validate_bookmark_name(name: &str) -> Result<(), DatasetNameError> {
+    let not_a_bookmark = || DatasetNameError::NotABookmark {
+        name: name.to_owned(),
+    };
+    let (dataset, short) = name.split_once('#').ok_or_else(not_a_bookmark)?;
+    if short.contains('#') || dataset.contains('@') {
+        return Err(not_a_bookmark());
+    }
+    validate_dataset_name(dataset)?;
+    check_snapshot_component(short, name)
 }
 
 #[cfg(test)]

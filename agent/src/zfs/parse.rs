@@ -290,9 +290,24 @@ pub struct SnapshotInfo {
     pub createtxg: u64,
 }
 
+/// What [`super::argv::snapshot_guids_args`] says of one dataset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotListing {
+    /// Oldest first.
+    pub snapshots: Vec<SnapshotInfo>,
+    /// The dataset's bookmarks (names after '#'), oldest first; OpenZFS
+    /// only.
+    pub bookmarks: Vec<SnapshotInfo>,
+    /// The dataset's `receive_resume_token`: an interrupted `receive -s`
+    /// waits to be resumed. OpenZFS only.
+    pub resume_token: Option<String>,
+    /// OpenZFS only.
+    pub encryption: Option<Encryption>,
+}
+
 /// Parses the output of [`super::argv::snapshot_guids_args`] into the snapshots of
 /// `dataset`, oldest first (by createtxg, then creation, then listing
-/// order).
+/// order), its bookmarks and its resume token.
 ///
 /// Strict: a line or value that cannot be read is an error rather than a
 /// skipped snapshot, since a snapshot missing from a target's list could
@@ -301,18 +316,23 @@ pub fn parse_snapshot_guids(
     dialect: Dialect,
     dataset: &str,
     text: &str,
-) -> Result<Vec<SnapshotInfo>, String> {
+) -> Result<SnapshotListing, String> {
     let own_prefix = format!("{dataset}@");
-    let mut snapshots = match dialect {
-        Dialect::Legacy => legacy_snapshot_guids(text, &own_prefix)?,
-        Dialect::OpenZfs => openzfs_snapshot_guids(text, &own_prefix)?,
+    let mut listing = match dialect {
+        Dialect::Legacy => SnapshotListing {
+            snapshots: legacy_snapshot_guids(text, &own_prefix)?,
+            ..SnapshotListing::default()
+        },
+        Dialect::OpenZfs => openzfs_snapshot_guids(text, dataset)?,
     };
-    if let Some(bad) = snapshots.iter().find(|s| s.name.is_empty()) {
-        return Err(format!("{dataset}@{}: empty snapshot name", bad.name));
+    for (list, mark) in [(&mut listing.snapshots, '@'), (&mut listing.bookmarks, '#')] {
+        if let Some(bad) = list.iter().find(|s| s.name.is_empty()) {
+            return Err(format!("{dataset}{mark}{}: empty name", bad.name));
+        }
+        // Stable: equal keys keep the listing order.
+        list.sort_by_key(|s| (s.createtxg, s.creation));
     }
-    // Stable: equal keys keep the listing order.
-    snapshots.sort_by_key(|s| (s.createtxg, s.creation));
-    Ok(snapshots)
+    Ok(listing)
 }
 
 /// The snapshots named `OWN_PREFIX...` in zfs-fuse's `zfs get` form, in
@@ -344,34 +364,55 @@ fn legacy_snapshot_guids(text: &str, own_prefix: &str) -> Result<Vec<SnapshotInf
     Ok(snapshots)
 }
 
-/// The same from OpenZFS's `zfs list -p` form.
-fn openzfs_snapshot_guids(text: &str, own_prefix: &str) -> Result<Vec<SnapshotInfo>, String> {
-    let mut snapshots = Vec::new();
+/// The same from OpenZFS's `zfs list -p` form, with the dataset's own line
+/// (its resume token) and its bookmarks; children's lines are skipped.
+fn openzfs_snapshot_guids(text: &str, dataset: &str) -> Result<SnapshotListing, String> {
+    let snapshot_prefix = format!("{dataset}@");
+    let bookmark_prefix = format!("{dataset}#");
+    let mut listing = SnapshotListing::default();
     for (n, line) in text.lines().enumerate() {
         if line.is_empty() {
             continue;
         }
         let fields: Vec<&str> = line.split('\t').collect();
-        let [name, guid, creation, createtxg] = fields.as_slice() else {
+        let [
+            name,
+            guid,
+            creation,
+            createtxg,
+            token,
+            encryption,
+            keystatus,
+        ] = fields.as_slice()
+        else {
             return Err(format!(
-                "zfs list line {}: expected 4 tab-separated fields, got {:?}",
+                "zfs list line {}: expected 7 tab-separated fields, got {:?}",
                 n + 1,
                 line
             ));
         };
-        if !name.starts_with(own_prefix) {
+        let (prefix, list) = if name.starts_with(&snapshot_prefix) {
+            (&snapshot_prefix, &mut listing.snapshots)
+        } else if name.starts_with(&bookmark_prefix) {
+            (&bookmark_prefix, &mut listing.bookmarks)
+        } else {
+            if *name == dataset {
+                listing.resume_token =
+                    Some((*token).to_owned()).filter(|t| !t.is_empty() && t != "-");
+                listing.encryption = Some(Encryption::from_properties(encryption, keystatus));
+            }
             continue;
-        }
+        };
         let get = |prop: &str, value: &str| guid_field(name, prop, Some(value));
-        snapshots.push(guid_info(
-            own_prefix,
+        list.push(guid_info(
+            prefix,
             name,
             get("guid", guid)?,
             get("creation", creation)?,
             get("createtxg", createtxg)?,
         )?);
     }
-    Ok(snapshots)
+    Ok(listing)
 }
 
 /// A value planning needs: present, not empty, not zfs's `-`.
@@ -419,6 +460,60 @@ pub fn parse_send_estimate(text: &str) -> Option<u64> {
     text.lines()
         .filter_map(|line| line.strip_prefix("size\t"))
         .find_map(|bytes| bytes.trim().parse().ok())
+}
+
+/// Where an interrupted receive stopped, from `zfs send -n -v -P -t
+/// TOKEN` ([`super::argv::send_resume_info_args`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeInfo {
+    /// Stream bytes the target received before the stream was cut.
+    pub received: u64,
+    /// The snapshot the interrupted stream was bringing (full name) and
+    /// its GUID.
+    pub snapshot: String,
+    pub guid: u64,
+    /// What is left to send, where zfs says.
+    pub remaining: Option<u64>,
+}
+
+/// Reads [`ResumeInfo`] from the token's contents zfs prints
+/// (`\tbytes = 0x2f9d920`, `\ttoguid = 0x...`, `\ttoname = pool/a@s`) and
+/// the `size` line. `None` when a field is missing.
+pub fn parse_resume_info(text: &str) -> Option<ResumeInfo> {
+    let field = |key: &str| {
+        text.lines()
+            .filter_map(|line| line.trim().split_once(" = "))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.trim())
+    };
+    let hex = |key: &str| {
+        let value = field(key)?;
+        u64::from_str_radix(value.strip_prefix("0x").unwrap_or(value), 16).ok()
+    };
+    Some(ResumeInfo {
+        received: hex("bytes")?,
+        snapshot: field("toname")?.to_owned(),
+        guid: hex("toguid")?,
+        remaining: parse_send_estimate(text),
+    })
+}
+
+/// Whether a dataset is encrypted, and whether its key is loaded here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encryption {
+    pub encrypted: bool,
+    pub key_loaded: bool,
+}
+
+impl Encryption {
+    /// From the `encryption` (`off` or a cipher) and `keystatus`
+    /// (`available`, `unavailable`, `-`) properties.
+    pub fn from_properties(encryption: &str, keystatus: &str) -> Encryption {
+        Encryption {
+            encrypted: !matches!(encryption.trim(), "off" | "-" | ""),
+            key_loaded: keystatus.trim() == "available",
+        }
+    }
 }
 
 /// Turns the first line of `zpool upgrade -v` into a version string for
@@ -847,7 +942,9 @@ nfhelperrsA/src/child\tcreatetxg\t22
 
     #[test]
     fn parses_legacy_snapshot_guids_oldest_first() {
-        let snaps = parse_snapshot_guids(Dialect::Legacy, "nfhelperrsA/src", FUSE_GUIDS).unwrap();
+        let snaps = parse_snapshot_guids(Dialect::Legacy, "nfhelperrsA/src", FUSE_GUIDS)
+            .unwrap()
+            .snapshots;
         let order: Vec<_> = snaps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(order, ["s1", "s2", "s3"]);
         assert_eq!(
@@ -862,6 +959,7 @@ nfhelperrsA/src/child\tcreatetxg\t22
         assert!(
             parse_snapshot_guids(Dialect::Legacy, "nfhelperrsA/src", "")
                 .unwrap()
+                .snapshots
                 .is_empty()
         );
         // A dataset whose name is a prefix of another's keeps only its own.
@@ -869,6 +967,7 @@ nfhelperrsA/src/child\tcreatetxg\t22
         assert!(
             parse_snapshot_guids(Dialect::Legacy, "nfhelperrsA/src", &other)
                 .unwrap()
+                .snapshots
                 .is_empty()
         );
     }
@@ -876,31 +975,93 @@ nfhelperrsA/src/child\tcreatetxg\t22
     #[test]
     fn parses_openzfs_snapshot_guids_oldest_first() {
         let text = "\
-tank/a@b\t18000000000000000000\t1704067200\t120
-tank/a@a\t1234567890123456789\t1704067200\t100
-tank/a@same-txg-2\t5\t1704067300\t130
-tank/a@same-txg-1\t6\t1704067300\t130
+tank/a\t99\t1704067000\t90\t-\toff\t-
+tank/a/child\t98\t1704067000\t91\t1-abc-12-789c\taes-256-gcm\tavailable
+tank/a@b\t18000000000000000000\t1704067200\t120\t-\toff\t-
+tank/a@a\t1234567890123456789\t1704067200\t100\t-\toff\t-
+tank/a@same-txg-2\t5\t1704067300\t130\t-\toff\t-
+tank/a@same-txg-1\t6\t1704067300\t130\t-\toff\t-
+tank/a#nasfleet-7-0000000000000005\t5\t1704067300\t130\t-\t-\t-
 ";
-        let snaps = parse_snapshot_guids(Dialect::OpenZfs, "tank/a", text).unwrap();
+        let listing = parse_snapshot_guids(Dialect::OpenZfs, "tank/a", text).unwrap();
+        let snaps = &listing.snapshots;
         let order: Vec<_> = snaps.iter().map(|s| s.name.as_str()).collect();
         // Equal (createtxg, creation) keep the listing order.
         assert_eq!(order, ["a", "b", "same-txg-2", "same-txg-1"]);
         assert_eq!(snaps[1].guid, 18_000_000_000_000_000_000);
+        assert_eq!(listing.bookmarks.len(), 1);
+        assert_eq!(listing.bookmarks[0].name, "nasfleet-7-0000000000000005");
+        // The child's token and encryption are the child's.
+        assert_eq!(listing.resume_token, None);
+        assert_eq!(
+            listing.encryption,
+            Some(Encryption {
+                encrypted: false,
+                key_loaded: false
+            })
+        );
+
+        let partial = "\
+dst/b/big\t4440838572915340214\t1796048853\t33\t1-10615845e7-f0-789c63\taes-256-gcm\tunavailable
+";
+        let listing = parse_snapshot_guids(Dialect::OpenZfs, "dst/b/big", partial).unwrap();
+        assert!(listing.snapshots.is_empty());
+        assert_eq!(
+            listing.resume_token.as_deref(),
+            Some("1-10615845e7-f0-789c63")
+        );
+        assert_eq!(
+            listing.encryption,
+            Some(Encryption {
+                encrypted: true,
+                key_loaded: false
+            })
+        );
+    }
+
+    #[test]
+    fn resume_info_says_where_a_receive_stopped() {
+        let text = "resume token contents:
+nvlist version: 0
+\tobject = 0x2
+\toffset = 0x2f60000
+\tbytes = 0x2f9d920
+\ttoguid = 0x3bab7c04699de4f5
+\ttoname = src/big@s1
+\tembedok = 1
+\tcompressok = 1
+full\tsrc/big@s1\t160161104
+size\t160161104
+";
+        assert_eq!(
+            parse_resume_info(text),
+            Some(ResumeInfo {
+                received: 0x2f9d920,
+                snapshot: "src/big@s1".into(),
+                guid: 0x3bab7c04699de4f5,
+                remaining: Some(160_161_104),
+            })
+        );
+        assert_eq!(parse_resume_info("size\t5\n"), None);
     }
 
     #[test]
     fn snapshot_guid_parsing_is_strict() {
         let cases: &[(Dialect, &str, &str)] = &[
-            (Dialect::OpenZfs, "tank/a@x\t12\t1\n", "expected 4"),
+            (Dialect::OpenZfs, "tank/a@x\t12\t1\n", "expected 7"),
             (
                 Dialect::OpenZfs,
-                "tank/a@x\t7.74E\t1\t1\n",
+                "tank/a@x\t7.74E\t1\t1\t-\toff\t-\n",
                 "guid is not a number",
             ),
-            (Dialect::OpenZfs, "tank/a@x\t-\t1\t1\n", "no guid"),
             (
                 Dialect::OpenZfs,
-                "tank/a@x\t-1\t1\t1\n",
+                "tank/a@x\t-\t1\t1\t-\toff\t-\n",
+                "no guid",
+            ),
+            (
+                Dialect::OpenZfs,
+                "tank/a@x\t-1\t1\t1\t-\toff\t-\n",
                 "guid is not a number",
             ),
             (Dialect::Legacy, "tank/a@x\tguid\t12\n", "no creation"),

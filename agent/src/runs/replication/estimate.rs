@@ -25,6 +25,7 @@ pub async fn estimate_replication(
     let local = work.target.as_ref().is_none_or(|t| t.ssh_host.is_empty());
     let mut options = ReplicateOptions::new(zfs.dialect, target_dialect);
     options.allow_overwrite = work.allow_overwrite;
+    options.raw = !work.no_raw;
     // Nobody cancels an estimate: the controller's timeout bounds it.
     let (_, mut never_cancelled) = watch::channel(false);
     let mut estimates = Vec::new();
@@ -76,21 +77,26 @@ pub async fn estimate_replication(
                 &source,
                 &target,
                 &matching,
-                listed.as_deref(),
+                listed.as_ref(),
                 &options,
                 &mut never_cancelled,
             )
             .await;
             estimates.push(match estimate {
                 Ok(estimate) => {
+                    let snapshots = u32::try_from(estimate.snapshots()).unwrap_or(u32::MAX);
                     let (base, base_guid) = estimate.base.unwrap_or_default();
                     DatasetEstimate {
-                        snapshots: u32::try_from(estimate.transfers.len()).unwrap_or(u32::MAX),
+                        snapshots,
                         bytes: estimate.bytes.unwrap_or(0),
                         bytes_known: estimate.bytes.is_some(),
+                        base_is_bookmark: base.starts_with('#'),
                         base,
                         base_guid,
                         discards: u32::try_from(estimate.discards).unwrap_or(u32::MAX),
+                        resumes: estimate.resumes_at.is_some(),
+                        resume_bytes: estimate.resumes_at.unwrap_or(0),
+                        raw: estimate.features.raw,
                         ..named(&source, &target)
                     }
                 }

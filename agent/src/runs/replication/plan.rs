@@ -1,12 +1,13 @@
 //! Planning one dataset's replication (pure): by snapshot GUID, as zrepl does, with typed conflicts.
 //!
 //! The incremental base is the newest target snapshot whose GUID is also
-//! on the source, whatever it is called on either side, and conflicts are
+//! on the source (as a snapshot, or as a bookmark once the snapshot is
+//! gone there), whatever it is called on either side, and conflicts are
 //! typed ("no common snapshot", "diverged") instead of raw zfs text. Every
-//! matching snapshot is sent one by one (`-i` chain, never `-I`), so the
-//! target holds each of them and a run cut short leaves a target that the
-//! next run continues from: its newest snapshot is a common one by
-//! construction.
+//! matching snapshot reaches the target: consecutive ones in one `-I`
+//! stream (zfs receives them one after another), across a snapshot that
+//! does not match with `-i`. A run cut short leaves a target that the next
+//! run continues from: its newest snapshot is a common one.
 
 use std::collections::HashMap;
 
@@ -14,13 +15,21 @@ use crate::zfs::SnapshotInfo;
 use thiserror::Error;
 
 /// One `zfs send | zfs recv`. Snapshot names are the part after '@', as
-/// the source calls them.
+/// the source calls them; a bookmark is written `#name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transfer {
     /// A full stream of `snapshot`; creates the target dataset.
     Full { snapshot: String },
-    /// The changes from `from` (already on the target) to `to`.
+    /// The changes from `from` (already on the target; a snapshot or a
+    /// `#bookmark` of it) to `to` (`-i`).
     Incremental { from: String, to: String },
+    /// Every snapshot after `from` up to `to`, `count` of them, all
+    /// matching the task's schemas, in one stream package (`-I`).
+    Intermediates {
+        from: String,
+        to: String,
+        count: usize,
+    },
 }
 
 impl Transfer {
@@ -37,20 +46,43 @@ impl Transfer {
         }
     }
 
-    /// The snapshot this transfer brings to the target.
+    /// The (newest) snapshot this transfer brings to the target.
     pub fn snapshot(&self) -> &str {
         match self {
             Transfer::Full { snapshot } => snapshot,
-            Transfer::Incremental { to, .. } => to,
+            Transfer::Incremental { to, .. } | Transfer::Intermediates { to, .. } => to,
         }
     }
 
-    /// For progress and messages: `tank/a@s1 (full)`, `tank/a@s1 -> @s2`.
+    /// How many snapshots this transfer brings to the target.
+    pub fn snapshots(&self) -> usize {
+        match self {
+            Transfer::Full { .. } | Transfer::Incremental { .. } => 1,
+            Transfer::Intermediates { count, .. } => *count,
+        }
+    }
+
+    /// For progress and messages: `tank/a@s1 (full)`, `tank/a@s1 -> @s2`,
+    /// `tank/a#b -> @s2`, `tank/a@s1 -> @s9 (8 snapshots)`.
     pub fn label(&self, source_dataset: &str) -> String {
         match self {
             Transfer::Full { snapshot } => format!("{source_dataset}@{snapshot} (full)"),
-            Transfer::Incremental { from, to } => format!("{source_dataset}@{from} -> @{to}"),
+            Transfer::Incremental { from, to } => {
+                format!("{source_dataset}{} -> @{to}", with_mark(from))
+            }
+            Transfer::Intermediates { from, to, count } => {
+                format!("{source_dataset}@{from} -> @{to} ({count} snapshots)")
+            }
         }
+    }
+}
+
+/// `@snapshot`, or `#bookmark` as it is written already.
+fn with_mark(from: &str) -> String {
+    if from.starts_with('#') {
+        from.to_owned()
+    } else {
+        format!("@{from}")
     }
 }
 
@@ -63,7 +95,8 @@ pub struct Plan {
     /// first): only when overwriting was allowed and the target exists.
     pub force: bool,
     /// The common snapshot the first incremental starts from, as the
-    /// source calls it; `None` when the plan starts with a full stream.
+    /// source calls it (`#name` when only its bookmark is left there);
+    /// `None` when the plan starts with a full stream.
     pub base: Option<String>,
     /// The same snapshot as the target calls it (names may differ; GUIDs
     /// do not).
@@ -121,6 +154,8 @@ fn describe_newest(newest: &Option<String>) -> String {
 /// Decides what to send from `source_dataset` to `target_dataset`.
 ///
 /// - `source`: the source's snapshots, oldest first.
+/// - `bookmarks`: the source's bookmarks: a target snapshot whose GUID is
+///   only there (its snapshot destroyed on the source) is still a base.
 /// - `matching(name)`: whether a source snapshot name matches one of the
 ///   task's naming schemas; only those are sent.
 /// - `target`: `None` when the target dataset does not exist, else its
@@ -145,6 +180,7 @@ pub fn plan(
     source_dataset: &str,
     target_dataset: &str,
     source: &[SnapshotInfo],
+    bookmarks: &[SnapshotInfo],
     matching: impl Fn(&str) -> bool,
     target: Option<&[SnapshotInfo]>,
     allow_overwrite: bool,
@@ -167,16 +203,21 @@ pub fn plan(
         });
     };
 
-    let on_source: HashMap<u64, usize> = source
+    let on_source: HashMap<u64, Kept> = bookmarks
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.guid, i))
+        .map(|b| (b.guid, Kept::Bookmark(b)))
+        .chain(
+            source
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.guid, Kept::Snapshot(i))),
+        )
         .collect();
     let common = target
         .iter()
         .enumerate()
         .rev()
-        .find_map(|(t, snap)| on_source.get(&snap.guid).map(|&s| (t, s)));
+        .find_map(|(t, snap)| on_source.get(&snap.guid).map(|&kept| (t, kept)));
 
     let Some((target_base, source_base)) = common else {
         if !allow_overwrite {
@@ -204,8 +245,21 @@ pub fn plan(
             base: target[target_base].name.clone(),
         });
     }
-    let newer: Vec<usize> = matching.into_iter().filter(|&i| i > source_base).collect();
-    let base = source[source_base].name.clone();
+    let (newer, base, base_index): (Vec<usize>, String, Option<usize>) = match source_base {
+        Kept::Snapshot(b) => (
+            matching.into_iter().filter(|&i| i > b).collect(),
+            source[b].name.clone(),
+            Some(b),
+        ),
+        Kept::Bookmark(mark) => (
+            matching
+                .into_iter()
+                .filter(|&i| source[i].createtxg > mark.createtxg)
+                .collect(),
+            format!("#{}", mark.name),
+            None,
+        ),
+    };
     let target_base = Some(target[target_base].name.clone());
     if newer.is_empty() {
         // Up to date. Diverged snapshots, allowed to be overwritten, are
@@ -219,7 +273,7 @@ pub fn plan(
         });
     }
     Ok(Plan {
-        transfers: chain(source, Some(&base), &newer),
+        transfers: chain(source, Some((&base, base_index)), &newer),
         force: allow_overwrite,
         base: Some(base),
         target_base,
@@ -227,23 +281,58 @@ pub fn plan(
     })
 }
 
+/// Where the base was found on the source.
+#[derive(Debug, Clone, Copy)]
+enum Kept<'a> {
+    /// `source[i]`.
+    Snapshot(usize),
+    /// Only a bookmark is left.
+    Bookmark(&'a SnapshotInfo),
+}
+
 /// Transfers bringing `source[i]` for each `i` in `indices` (ascending),
-/// starting from `from` (already on the target) or with a full stream.
-fn chain(source: &[SnapshotInfo], from: Option<&str>, indices: &[usize]) -> Vec<Transfer> {
-    let mut previous = from.map(str::to_owned);
-    let mut out = Vec::with_capacity(indices.len());
+/// starting from `from` (already on the target: its name and its index in
+/// `source`, none for a bookmark) or with a full stream. Snapshots next to
+/// each other in `source` go in one `-I` transfer: nothing lies between
+/// them that the task does not send.
+fn chain(
+    source: &[SnapshotInfo],
+    from: Option<(&str, Option<usize>)>,
+    indices: &[usize],
+) -> Vec<Transfer> {
+    let mut previous = from.map(|(name, index)| (name.to_owned(), index));
+    let mut out: Vec<Transfer> = Vec::with_capacity(indices.len());
+    // The last transfer spans neighbouring snapshots only, from a
+    // snapshot (`-I` refuses a bookmark): it may be stretched.
+    let mut stretchable = false;
     for &i in indices {
         let name = source[i].name.clone();
-        out.push(match previous.take() {
-            None => Transfer::Full {
-                snapshot: name.clone(),
-            },
-            Some(from) => Transfer::Incremental {
-                from,
-                to: name.clone(),
-            },
-        });
-        previous = Some(name);
+        let Some((from, from_index)) = previous.replace((name.clone(), Some(i))) else {
+            out.push(Transfer::full(name));
+            stretchable = false;
+            continue;
+        };
+        let neighbour = from_index.is_some_and(|f| f + 1 == i);
+        match out.last_mut() {
+            Some(Transfer::Intermediates { to, count, .. }) if neighbour && stretchable => {
+                *to = name;
+                *count += 1;
+            }
+            Some(last) if neighbour && stretchable => {
+                if let Transfer::Incremental { from: first, .. } = last {
+                    let first = std::mem::take(first);
+                    *last = Transfer::Intermediates {
+                        from: first,
+                        to: name,
+                        count: 2,
+                    };
+                }
+            }
+            _ => {
+                out.push(Transfer::incremental(from, name));
+                stretchable = neighbour;
+            }
+        }
     }
     out
 }
@@ -251,6 +340,34 @@ fn chain(source: &[SnapshotInfo], from: Option<&str>, indices: &[usize]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without source bookmarks, as most cases are.
+    fn plan(
+        source_dataset: &str,
+        target_dataset: &str,
+        source: &[SnapshotInfo],
+        matching: impl Fn(&str) -> bool,
+        target: Option<&[SnapshotInfo]>,
+        allow_overwrite: bool,
+    ) -> Result<Plan, PlanError> {
+        super::plan(
+            source_dataset,
+            target_dataset,
+            source,
+            &[],
+            matching,
+            target,
+            allow_overwrite,
+        )
+    }
+
+    fn range(from: &str, to: &str, count: usize) -> Transfer {
+        Transfer::Intermediates {
+            from: from.into(),
+            to: to.into(),
+            count,
+        }
+    }
 
     /// Snapshots oldest first; guids derived from names unless given.
     fn snaps(list: &[(&str, u64)]) -> Vec<SnapshotInfo> {
@@ -292,6 +409,7 @@ mod tests {
             ("manual-3", 7),
         ]);
         let p = plan(SRC, DST, &source, auto, None, false).unwrap();
+        // manual-* and hourly lie between them: `-i` over them each time.
         assert_eq!(
             p.transfers,
             [
@@ -318,6 +436,7 @@ mod tests {
         ]);
         let target = snaps(&[("auto-1", 1), ("auto-2", 2)]);
         let p = plan(SRC, DST, &source, auto, Some(&target), false).unwrap();
+        // Over `manual` with `-i`; auto-3 and auto-4 are neighbours.
         assert_eq!(
             p.transfers,
             [inc("auto-2", "auto-3"), inc("auto-3", "auto-4")]
@@ -407,10 +526,7 @@ mod tests {
             "Target dataset 'backup/nas1/tank/data' has diverged from 'tank/data': it has snapshot 'local-b' newer than the common base 'auto-1'; refusing to overwrite it without --allow-overwrite"
         );
         let p = plan(SRC, DST, &source, auto, Some(&target), true).unwrap();
-        assert_eq!(
-            p.transfers,
-            [inc("auto-1", "auto-2"), inc("auto-2", "auto-3")]
-        );
+        assert_eq!(p.transfers, [range("auto-1", "auto-3", 2)]);
         assert!(p.force);
         assert_eq!(p.discard, ["local-a", "local-b"]);
         assert_eq!(p.base.as_deref(), Some("auto-1"));
@@ -478,7 +594,15 @@ mod tests {
     fn a_run_cut_short_is_continued_by_the_next() {
         let source = snaps(&[("auto-1", 1), ("auto-2", 2), ("auto-3", 3), ("auto-4", 4)]);
         let first = plan(SRC, DST, &source, auto, None, false).unwrap();
-        assert_eq!(first.transfers.len(), 4);
+        assert_eq!(
+            first.transfers,
+            [full("auto-1"), range("auto-1", "auto-4", 3)]
+        );
+        // zfs receives a `-I` package one snapshot after another: cut
+        // after auto-2, the target has it and the rest follows.
+        let cut = &snaps(&[("auto-1", 1), ("auto-2", 2)]);
+        let next = plan(SRC, DST, &source, auto, Some(cut), false).unwrap();
+        assert_eq!(next.transfers, [range("auto-2", "auto-4", 2)]);
         // Suppose the run stops after each number of completed transfers:
         // the target then holds exactly what those transfers brought, and
         // the next plan sends the rest, never anything twice.
@@ -503,6 +627,82 @@ mod tests {
     fn transfer_labels() {
         assert_eq!(full("auto-1").label("tank/a"), "tank/a@auto-1 (full)");
         assert_eq!(inc("a", "b").label("tank/a"), "tank/a@a -> @b");
+        assert_eq!(inc("#m", "b").label("tank/a"), "tank/a#m -> @b");
+        assert_eq!(
+            range("a", "d", 3).label("tank/a"),
+            "tank/a@a -> @d (3 snapshots)"
+        );
         assert_eq!(inc("a", "b").snapshot(), "b");
+        assert_eq!(range("a", "d", 3).snapshot(), "d");
+        assert_eq!(range("a", "d", 3).snapshots(), 3);
+    }
+
+    #[test]
+    fn neighbouring_matching_snapshots_go_in_one_stream() {
+        let source = snaps(&[
+            ("auto-1", 1),
+            ("auto-2", 2),
+            ("auto-3", 3),
+            ("manual", 4),
+            ("auto-4", 5),
+            ("auto-5", 6),
+            ("auto-6", 7),
+        ]);
+        let p = plan(SRC, DST, &source, auto, None, false).unwrap();
+        assert_eq!(
+            p.transfers,
+            [
+                full("auto-1"),
+                range("auto-1", "auto-3", 2),
+                inc("auto-3", "auto-4"),
+                range("auto-4", "auto-6", 2),
+            ]
+        );
+        let total: usize = p.transfers.iter().map(Transfer::snapshots).sum();
+        assert_eq!(total, 6, "every matching snapshot, `manual` not");
+        let target = snaps(&[("auto-1", 1), ("auto-2", 2), ("auto-3", 3)]);
+        let p = plan(SRC, DST, &source, auto, Some(&target), false).unwrap();
+        assert_eq!(
+            p.transfers,
+            [inc("auto-3", "auto-4"), range("auto-4", "auto-6", 2)]
+        );
+        let up_to_2 = &snaps(&[("auto-1", 1), ("auto-2", 2)]);
+        let p = plan(SRC, DST, &source[..3], auto, Some(up_to_2), false).unwrap();
+        assert_eq!(p.transfers, [inc("auto-2", "auto-3")], "one stays `-i`");
+    }
+
+    #[test]
+    fn a_bookmark_stands_in_for_a_base_gone_from_the_source() {
+        // auto-2, the target's newest, was destroyed on the source after
+        // its bookmark was made.
+        let source = snaps(&[("auto-1", 1), ("auto-3", 3), ("auto-4", 4)]);
+        let mut bookmarks = snaps(&[("nasfleet-7-2", 2)]);
+        bookmarks[0].createtxg = 12;
+        let target = snaps(&[("auto-1", 1), ("auto-2", 2)]);
+        let p = super::plan(SRC, DST, &source, &bookmarks, auto, Some(&target), false).unwrap();
+        assert_eq!(
+            p.transfers,
+            [inc("#nasfleet-7-2", "auto-3"), inc("auto-3", "auto-4")]
+        );
+        assert_eq!(p.base.as_deref(), Some("#nasfleet-7-2"));
+        assert_eq!(p.target_base.as_deref(), Some("auto-2"));
+        // A snapshot with the GUID wins over its bookmark.
+        let with_snapshot = snaps(&[("auto-1", 1), ("auto-2", 2), ("auto-3", 3)]);
+        let p = super::plan(
+            SRC,
+            DST,
+            &with_snapshot,
+            &bookmarks,
+            auto,
+            Some(&target),
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.transfers, [inc("auto-2", "auto-3")]);
+        // Without it, the target has no common snapshot.
+        assert!(matches!(
+            plan(SRC, DST, &source, auto, Some(&target), false),
+            Err(PlanError::Diverged { .. }) | Err(PlanError::NoCommonSnapshot { .. })
+        ));
     }
 }

@@ -1,7 +1,7 @@
 //! The target side of a replication run's dispatch: this system's snapshots of the datasets a source is about to replicate to, so the source can plan without listing them over ssh.
 
 use super::transfer::local_snapshots;
-use crate::zfs::{SnapshotInfo, Zfs};
+use crate::zfs::{SnapshotInfo, SnapshotListing, Zfs};
 use nasfleet_proto::v1::{ReplicaListing, ReplicaSnapshot};
 use std::time::{Duration, Instant};
 
@@ -34,12 +34,14 @@ pub async fn list_replicas(zfs: &Zfs, datasets: &[String]) -> Vec<ReplicaListing
     replicas
 }
 
-fn listing_of(dataset: &str, snapshots: Option<Vec<SnapshotInfo>>) -> ReplicaListing {
+fn listing_of(dataset: &str, listed: Option<SnapshotListing>) -> ReplicaListing {
+    let exists = listed.is_some();
+    let listed = listed.unwrap_or_default();
     ReplicaListing {
         dataset: dataset.to_owned(),
-        exists: snapshots.is_some(),
-        snapshots: snapshots
-            .unwrap_or_default()
+        exists,
+        snapshots: listed
+            .snapshots
             .into_iter()
             .map(|s| ReplicaSnapshot {
                 name: s.name,
@@ -48,14 +50,16 @@ fn listing_of(dataset: &str, snapshots: Option<Vec<SnapshotInfo>>) -> ReplicaLis
                 createtxg: s.createtxg,
             })
             .collect(),
-        resume_token: String::new(),
+        resume_token: listed.resume_token.unwrap_or_default(),
     }
 }
 
 /// What [`listing_of`] packed: `None` when the dataset did not exist.
-pub(super) fn snapshots_of(listing: &ReplicaListing) -> Option<Vec<SnapshotInfo>> {
-    listing.exists.then(|| {
-        listing
+/// (Bookmarks and encryption stay home: the source needs neither of the
+/// target.)
+pub(super) fn snapshots_of(listing: &ReplicaListing) -> Option<SnapshotListing> {
+    listing.exists.then(|| SnapshotListing {
+        snapshots: listing
             .snapshots
             .iter()
             .map(|s| SnapshotInfo {
@@ -64,7 +68,9 @@ pub(super) fn snapshots_of(listing: &ReplicaListing) -> Option<Vec<SnapshotInfo>
                 creation: s.creation_unix,
                 createtxg: s.createtxg,
             })
-            .collect()
+            .collect(),
+        resume_token: Some(listing.resume_token.clone()).filter(|t| !t.is_empty()),
+        ..SnapshotListing::default()
     })
 }
 
@@ -88,16 +94,21 @@ mod tests {
                 createtxg: 13,
             },
         ];
-        let listing = listing_of("backup/nas1/tank a", Some(snapshots.clone()));
+        let listed = SnapshotListing {
+            snapshots,
+            resume_token: Some("1-abc-de-789c".into()),
+            ..SnapshotListing::default()
+        };
+        let listing = listing_of("backup/nas1/tank a", Some(listed.clone()));
         assert_eq!(listing.dataset, "backup/nas1/tank a");
         assert!(listing.exists);
-        assert_eq!(snapshots_of(&listing), Some(snapshots));
+        assert_eq!(snapshots_of(&listing), Some(listed));
 
         let absent = listing_of("backup/nas1/gone", None);
         assert!(!absent.exists);
         assert_eq!(snapshots_of(&absent), None);
         // An existing dataset without snapshots is not an absent one.
-        let empty = listing_of("backup/nas1/empty", Some(Vec::new()));
-        assert_eq!(snapshots_of(&empty), Some(Vec::new()));
+        let empty = listing_of("backup/nas1/empty", Some(SnapshotListing::default()));
+        assert_eq!(snapshots_of(&empty), Some(SnapshotListing::default()));
     }
 }

@@ -1,12 +1,13 @@
 //! One replication run on a source system: pre-flight checks of the target, the optional snapshot, then every dataset (and child) replicated as a step of its own.
 
 use super::replicas::snapshots_of;
+use super::resume::Resumed;
 use super::target::preflight;
 use super::transfer::{ReplicateOptions, ReplicationError, replicate_dataset};
 use super::zfs_host::{LocalZfs, ZfsHost};
 use crate::runs::context::{RunContext, RunFailure, rate};
-use crate::zfs::{Dialect, SnapshotInfo, Zfs, ZfsError};
-use nasfleet_common::names::{is_below, replication_hold_tag};
+use crate::zfs::{Dialect, Zfs, ZfsError};
+use nasfleet_common::names::is_below;
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_proto::v1::{ReplicaListing, ReplicationDataset, ReplicationWork};
 use std::collections::HashMap;
@@ -52,29 +53,23 @@ pub(crate) async fn run(
         ctx.end(&step, outcome)?;
     }
 
+    let mut options = ReplicateOptions::new(zfs.dialect, target_dialect);
+    options.allow_overwrite = work.allow_overwrite;
+    options.task_id = (work.task_id > 0).then_some(work.task_id);
+    options.raw = !work.no_raw;
+    options.rate_limit = (work.bandwidth_limit > 0).then_some(work.bandwidth_limit);
     let mut first_failure: Option<RunFailure> = None;
     for dataset in &work.datasets {
         for (source, destination) in dataset_pairs(&zfs, dataset).await? {
             ctx.check_cancelled()?;
             let step = format!("{system}:{source} → {destination}");
             ctx.begin(&step)?;
-            let target_listing = listed_by_target
+            options.target_listing = listed_by_target
                 .get(destination.as_str())
                 .filter(|_| started.elapsed() < TARGET_LISTING_FRESH)
                 .map(|listing| snapshots_of(listing));
-            let outcome = replicate_one(
-                ctx,
-                dataset,
-                &source,
-                &destination,
-                host.as_ref(),
-                zfs.dialect,
-                target_dialect,
-                work.allow_overwrite,
-                target_listing,
-                (work.task_id > 0).then(|| replication_hold_tag(work.task_id)),
-            )
-            .await;
+            let outcome =
+                replicate_one(ctx, dataset, &source, &destination, host.as_ref(), &options).await;
             if let Err(failure) = ctx.end(&step, outcome) {
                 if matches!(failure, RunFailure::Cancelled(_)) {
                     return Err(failure);
@@ -156,24 +151,15 @@ pub(super) async fn dataset_pairs(
     Ok(pairs)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn replicate_one(
     ctx: &mut RunContext<'_>,
     dataset: &ReplicationDataset,
     source: &str,
     destination: &str,
     host: &dyn ZfsHost,
-    source_dialect: Dialect,
-    target_dialect: Dialect,
-    allow_overwrite: bool,
-    target_listing: Option<Option<Vec<SnapshotInfo>>>,
-    hold_tag: Option<String>,
+    options: &ReplicateOptions,
 ) -> Result<((), String), RunFailure> {
     let matching = matching_schemas(dataset)?;
-    let mut options = ReplicateOptions::new(source_dialect, target_dialect);
-    options.allow_overwrite = allow_overwrite;
-    options.target_listing = target_listing;
-    options.hold_tag = hold_tag;
 
     let reporter = ctx.progress_reporter();
     let started = Instant::now();
@@ -197,7 +183,7 @@ async fn replicate_one(
         destination,
         &matching,
         host,
-        &options,
+        options,
         &mut progress,
         &mut cancel,
     )
@@ -206,20 +192,48 @@ async fn replicate_one(
         Ok(outcome) => {
             moved.store(outcome.bytes, std::sync::atomic::Ordering::Relaxed);
             ctx.bytes += outcome.bytes;
+            let resumed_at = match &outcome.resumed {
+                Some(Resumed::Completed {
+                    at,
+                    bytes,
+                    snapshot,
+                }) => {
+                    ctx.log(format!(
+                        "resumed {source}@{snapshot} to {destination} at {at} bytes ({bytes} more)"
+                    ));
+                    Some(*at)
+                }
+                Some(Resumed::Discarded { reason }) => {
+                    ctx.log(format!(
+                        "discarded a partial receive on {destination} that cannot be resumed: {reason}"
+                    ));
+                    None
+                }
+                None => None,
+            };
             for transfer in &outcome.transferred {
                 ctx.log(format!("sent {} to {destination}", transfer.label(source)));
+            }
+            if outcome.features.raw {
+                ctx.log(format!(
+                    "{source} is encrypted: sent raw, {destination} keeps it encrypted"
+                ));
             }
             for note in &outcome.notes {
                 ctx.log(format!("WARNING {source}: {note}"));
             }
-            let detail = if outcome.up_to_date {
+            let sent = if outcome.up_to_date && resumed_at.is_none() {
                 "up to date".to_owned()
             } else {
                 format!(
                     "{} snapshot(s), {} bytes",
-                    outcome.transferred.len(),
+                    outcome.snapshots(),
                     outcome.bytes
                 )
+            };
+            let detail = match resumed_at {
+                Some(at) => format!("resumed at {at} bytes; {sent}"),
+                None => sent,
             };
             Ok(((), detail))
         }

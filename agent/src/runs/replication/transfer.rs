@@ -1,9 +1,9 @@
-//! Carrying out a replication plan for one dataset: `zfs send | [ssh target] zfs recv` through the agent's relay, the zfs calls around the transfers (parent, discards, `readonly=on`), and the quirks of zfs-fuse and of chained remote calls.
+//! Carrying out a replication plan for one dataset: `zfs send | [ssh target] zfs recv` through the agent's relay, the zfs calls around the transfers (parent, discards, `readonly=on`, holds, cursor), a partial receive resumed first, and the quirks of zfs-fuse and of chained remote calls.
 //!
 //! Children of a recursive task are replicated by calling
 //! [`replicate_dataset`] per dataset, parents first.
 
-use nasfleet_common::names::is_below;
+use nasfleet_common::names::{is_below, replication_hold_tag};
 use std::collections::HashMap;
 use std::process::Output;
 use std::time::Duration;
@@ -11,12 +11,16 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use super::holds;
 use super::plan::{Plan, PlanError, Transfer, plan};
+use super::resume::{self, Resumed};
+use super::stream::{self, StreamRefusal};
 use super::zfs_host::{LocalZfs, ZfsHost};
+use super::{cursor, holds};
 use crate::host::pipe::{self, PipeError};
 use crate::host::process::{self, ProcessError};
-use crate::zfs::{self, Dialect, SnapshotInfo, ZfsError};
+use crate::zfs::{
+    self, Dialect, SendFrom, SnapshotInfo, SnapshotListing, StreamFeatures, ZfsError,
+};
 
 /// Default for [`ReplicateOptions::idle_timeout`]: a stream that moves no
 /// byte for this long is stuck (a hung ssh, a suspended pool), not slow.
@@ -44,19 +48,25 @@ pub struct ReplicateOptions {
     /// Limit for each zfs call around the transfers (listings, create,
     /// destroy, set); over ssh this includes the connection.
     pub command_timeout: Duration,
-    /// The target dataset's snapshots as the target's agent listed them
-    /// moments ago (`Some(None)`: it did not exist), to plan from without
-    /// listing the target over ssh. `None`: list it.
-    pub target_listing: Option<Option<Vec<SnapshotInfo>>>,
-    /// The task's hold tag ([`nasfleet_common::names::replication_hold_tag`]):
-    /// after each dataset, its newest common snapshot is held with it on
-    /// both sides and older holds are released. `None`: no holds.
-    pub hold_tag: Option<String>,
+    /// The target dataset as the target's agent listed it moments ago
+    /// (`Some(None)`: it did not exist), to plan from without listing the
+    /// target over ssh. `None`: list it.
+    pub target_listing: Option<Option<SnapshotListing>>,
+    /// The task: after each dataset, its newest common snapshot is held
+    /// with the task's tag ([`replication_hold_tag`]) on both sides and
+    /// older holds are released, and on an OpenZFS source it is the
+    /// task's bookmark ([`cursor`]). `None`: neither.
+    pub task_id: Option<u64>,
+    /// Send an encrypted source raw (`-w`): the target keeps ciphertext.
+    /// `false` is the task's `--no-raw`.
+    pub raw: bool,
+    /// Bytes per second the relay moves at most; `None`: no cap.
+    pub rate_limit: Option<u64>,
 }
 
 impl ReplicateOptions {
-    /// Defaults: no overwriting, [`DEFAULT_IDLE_TIMEOUT`], and
-    /// [`zfs::DEFAULT_TIMEOUT`] per zfs call.
+    /// Defaults: no overwriting, [`DEFAULT_IDLE_TIMEOUT`],
+    /// [`zfs::DEFAULT_TIMEOUT`] per zfs call, raw sends, no rate cap.
     pub fn new(dialect_source: Dialect, dialect_target: Dialect) -> ReplicateOptions {
         ReplicateOptions {
             allow_overwrite: false,
@@ -65,7 +75,9 @@ impl ReplicateOptions {
             dialect_target,
             command_timeout: zfs::DEFAULT_TIMEOUT,
             target_listing: None,
-            hold_tag: None,
+            task_id: None,
+            raw: true,
+            rate_limit: None,
         }
     }
 }
@@ -74,16 +86,32 @@ impl ReplicateOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetOutcome {
     pub transferred: Vec<Transfer>,
-    /// Stream bytes moved, all transfers together.
+    /// Stream bytes moved, all transfers together (a resumed one too).
     pub bytes: u64,
     /// Nothing needed sending.
     pub up_to_date: bool,
     /// Planned from the target agent's listing
     /// ([`ReplicateOptions::target_listing`]) instead of one taken here.
     pub planned_from_target_listing: bool,
+    /// A partial receive found on the target, and what became of it.
+    pub resumed: Option<Resumed>,
+    /// The stream features the transfers used.
+    pub features: StreamFeatures,
     /// What went wrong around the transfers without undoing them (a hold
     /// that could not be moved), for the run's log.
     pub notes: Vec<String>,
+}
+
+impl DatasetOutcome {
+    /// Snapshots the transfers brought to the target (a resumed one too).
+    pub fn snapshots(&self) -> usize {
+        let resumed = usize::from(matches!(self.resumed, Some(Resumed::Completed { .. })));
+        self.transferred
+            .iter()
+            .map(Transfer::snapshots)
+            .sum::<usize>()
+            + resumed
+    }
 }
 
 /// Why replicating one dataset failed. Every variant names a dataset.
@@ -91,6 +119,8 @@ pub struct DatasetOutcome {
 pub enum ReplicationError {
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Stream(#[from] StreamRefusal),
     /// A zfs call failed, on either side; known zfs messages (diverged
     /// target, existing target, missing dataset) are typed.
     #[error(transparent)]
@@ -108,21 +138,23 @@ pub enum ReplicationError {
 }
 
 /// Replicates `source_dataset` (on this system) to `target_dataset` (on
-/// `target`): lists both sides, [`plan`]s, creates the target's parent if
-/// missing, discards target snapshots when overwriting was allowed and
-/// needed, runs each transfer through [`pipe::pipe`] (send here, recv
-/// via `target`), and sets `readonly=on` on the target after receiving
-/// (also when a later transfer failed after an earlier one succeeded; not
-/// when nothing was received, so an up-to-date run is read-only itself).
+/// `target`): lists both sides, resumes a partial receive the target
+/// keeps (OpenZFS), [`plan`]s, creates the target's parent if missing,
+/// discards target snapshots when overwriting was allowed and needed,
+/// runs each transfer through [`pipe::pipe`] (send here, recv via
+/// `target`), and sets `readonly=on` on the target after receiving (also
+/// when a later transfer failed after an earlier one succeeded; not when
+/// nothing was received, so an up-to-date run is read-only itself).
 ///
-/// `progress(bytes, estimate, label)` gets the bytes moved so far by this
-/// call, what the whole plan should move ([`estimate_dataset`]'s figure;
-/// `None` where zfs cannot say) and the transfer under way
-/// ([`Transfer::label`]).
+/// `progress(bytes, estimate, label)` gets the bytes moved so far by the
+/// transfer under way, what it should move (`zfs send -n -P`'s figure
+/// for the whole plan; `None` where zfs cannot say) and its
+/// [`Transfer::label`].
 ///
 /// A run cut short (cancel, stall, failure) leaves the target at the last
-/// snapshot fully received; zfs discards a partial stream. The next call
-/// lists again and continues from there.
+/// snapshot fully received, and on OpenZFS the partial stream for the
+/// next call to resume; zfs-fuse discards it. The next call lists again
+/// and continues from there.
 ///
 /// A receive that reports failure although its snapshot (by guid) is on
 /// the target afterwards counts as done: zfs-fuse answers a full `recv -F`
@@ -145,69 +177,99 @@ pub async fn replicate_dataset(
 ) -> Result<DatasetOutcome, ReplicationError> {
     let (step, source) = begin(source_dataset, target_dataset, options, cancel).await?;
 
-    if let Some(listed) = &options.target_listing
+    let hinted_token = options
+        .target_listing
+        .as_ref()
+        .and_then(|listed| listed.as_ref()?.resume_token.clone());
+    let mut resumed = None;
+    if let Some(token) = hinted_token {
+        resumed = Some(step.resume(&token, target, progress, cancel).await?);
+    } else if let Some(listed) = &options.target_listing
         && let Some(done) = step
-            .carry_out_listed(
-                listed.as_deref(),
-                &source,
-                matching,
-                target,
-                progress,
-                cancel,
-            )
+            .carry_out_listed(listed.as_ref(), &source, matching, target, progress, cancel)
             .await
     {
         return done;
     }
 
-    let existing = step
+    let mut existing = step
         .snapshot_guids(target, options.dialect_target, target_dataset, cancel)
         .await?;
+    if resumed.is_none()
+        && let Some(token) = existing.as_ref().and_then(|l| l.resume_token.clone())
+    {
+        resumed = Some(step.resume(&token, target, progress, cancel).await?);
+        existing = step
+            .snapshot_guids(target, options.dialect_target, target_dataset, cancel)
+            .await?;
+    }
+    let resumed_bytes = match &resumed {
+        Some(Resumed::Completed { bytes, .. }) => *bytes,
+        _ => 0,
+    };
     let plan = plan(
         source_dataset,
         target_dataset,
-        &source,
+        &source.snapshots,
+        &source.bookmarks,
         matching,
-        existing.as_deref(),
+        existing.as_ref().map(|l| l.snapshots.as_slice()),
         options.allow_overwrite,
     )?;
     if plan.is_up_to_date() {
         // Tasks replicated before holds existed get theirs here.
         let notes = match (&plan.base, &plan.target_base) {
-            (Some(base), Some(target_base)) => step.hold_base(base, target_base, target).await,
+            (Some(base), Some(target_base)) => {
+                step.protect_base(base, target_base, &source, target).await
+            }
             _ => Vec::new(),
         };
         return Ok(DatasetOutcome {
             transferred: Vec::new(),
-            bytes: 0,
+            bytes: resumed_bytes,
             up_to_date: true,
             planned_from_target_listing: false,
+            resumed,
+            features: step.features,
             notes,
         });
+    }
+    if plan.base.is_some() {
+        stream::check_replica(
+            target_dataset,
+            step.features,
+            existing.as_ref().and_then(|l| l.encryption),
+        )?;
     }
     let basis = Basis {
         target_absent: existing.is_none(),
         from_target_agent: false,
     };
-    step.carry_out(&plan, basis, &source, target, progress, cancel)
+    let mut outcome = step
+        .carry_out(&plan, basis, &source, target, progress, cancel)
         .await
-        .map_err(ReplicationError::from)
+        .map_err(ReplicationError::from)?;
+    outcome.bytes += resumed_bytes;
+    outcome.resumed = resumed;
+    Ok(outcome)
 }
 
-/// The start of every step: both names checked, then the source's
-/// snapshots listed (a missing source is an error).
+/// The start of every step: both names checked, the source's snapshots
+/// listed (a missing source is an error), and the stream features chosen
+/// (an encrypted source that cannot be sent as the task asks is refused).
 async fn begin<'a>(
     source_dataset: &'a str,
     target_dataset: &'a str,
     options: &'a ReplicateOptions,
     cancel: &mut watch::Receiver<bool>,
-) -> Result<(Step<'a>, Vec<SnapshotInfo>), ReplicationError> {
+) -> Result<(Step<'a>, SnapshotListing), ReplicationError> {
     zfs::validate_dataset_name(source_dataset).map_err(ZfsError::from)?;
     zfs::validate_dataset_name(target_dataset).map_err(ZfsError::from)?;
-    let step = Step {
+    let mut step = Step {
         dataset: source_dataset,
         target_dataset,
         options,
+        features: StreamFeatures::default(),
     };
     let source = step
         .snapshot_guids(&LocalZfs, options.dialect_source, source_dataset, cancel)
@@ -215,6 +277,13 @@ async fn begin<'a>(
         .ok_or_else(|| ZfsError::DatasetNotFound {
             name: source_dataset.to_owned(),
         })?;
+    step.features = stream::features(
+        source_dataset,
+        source.encryption,
+        options.raw,
+        options.dialect_source,
+        options.dialect_target,
+    )?;
     Ok((step, source))
 }
 
@@ -224,65 +293,114 @@ async fn begin<'a>(
 pub struct DatasetEstimate {
     pub transfers: Vec<Transfer>,
     /// The incremental base and its GUID; `None` when a run starts with a
-    /// full stream.
+    /// full stream. A bookmark is named `#name`.
     pub base: Option<(String, u64)>,
     /// Target snapshots a run would destroy first (overwriting).
     pub discards: usize,
     /// `None` where zfs cannot estimate a send (zfs-fuse has no
     /// `zfs send -n -P`).
     pub bytes: Option<u64>,
+    /// A partial receive on the target that a run would resume, from this
+    /// many stream bytes on.
+    pub resumes_at: Option<u64>,
+    pub features: StreamFeatures,
+}
+
+impl DatasetEstimate {
+    /// Snapshots a run would bring to the target.
+    pub fn snapshots(&self) -> usize {
+        self.transfers
+            .iter()
+            .map(Transfer::snapshots)
+            .sum::<usize>()
+            + usize::from(self.resumes_at.is_some())
+    }
 }
 
 /// What replicating `source_dataset` to `target_dataset` would send now,
-/// planned as a run plans, from `listed`: the target's snapshots as its
-/// agent listed them (`None`: the target dataset does not exist). Sends
-/// and changes nothing; a plan a run would refuse (a diverged target
-/// without overwriting) is that refusal.
+/// planned as a run plans, from `listed`: the target as its agent listed
+/// it (`None`: the target dataset does not exist). Sends and changes
+/// nothing; a plan a run would refuse (a diverged target without
+/// overwriting) is that refusal. A partial receive there counts as
+/// resumed (its rest in the bytes) when its token can be used; when not,
+/// as discarded.
 pub async fn estimate_dataset(
     source_dataset: &str,
     target_dataset: &str,
     matching: &(dyn Fn(&str) -> bool + Send + Sync),
-    listed: Option<&[SnapshotInfo]>,
+    listed: Option<&SnapshotListing>,
     options: &ReplicateOptions,
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<DatasetEstimate, ReplicationError> {
     let (step, source) = begin(source_dataset, target_dataset, options, cancel).await?;
+    let mut target: Option<Vec<SnapshotInfo>> = listed.map(|l| l.snapshots.clone());
+    let mut resumes_at = None;
+    let mut rest = Some(0);
+    if let Some(token) = listed.and_then(|l| l.resume_token.as_deref()) {
+        match resume::resume_point(token, source_dataset, options, cancel).await? {
+            Ok(info) => {
+                resumes_at = Some(info.received);
+                rest = info.remaining;
+                // As if it had arrived: the plan goes on from there.
+                let arriving = source.snapshots.iter().find(|s| s.guid == info.guid);
+                if let (Some(snapshot), Some(listing)) = (arriving, target.as_mut()) {
+                    listing.push(SnapshotInfo {
+                        createtxg: u64::MAX,
+                        ..snapshot.clone()
+                    });
+                }
+            }
+            // A run discards it: a new dataset's partial state goes with it.
+            Err(_) => {
+                if target.as_ref().is_some_and(Vec::is_empty) {
+                    target = None;
+                }
+            }
+        }
+    }
     let plan = plan(
         source_dataset,
         target_dataset,
-        &source,
+        &source.snapshots,
+        &source.bookmarks,
         matching,
-        listed,
+        target.as_deref(),
         options.allow_overwrite,
     )?;
     let bytes = if plan.is_up_to_date() {
-        Some(0)
+        rest
     } else {
-        step.estimate(&plan, cancel).await
+        match (rest, step.estimate(&plan, cancel).await) {
+            (Some(rest), Some(plan_bytes)) => Some(rest + plan_bytes),
+            _ => None,
+        }
     };
     let base = plan.base.as_ref().map(|name| {
-        let guid = source
-            .iter()
-            .find(|s| &s.name == name)
-            .map_or(0, |s| s.guid);
-        (name.clone(), guid)
+        let known = match name.strip_prefix('#') {
+            Some(mark) => source.bookmarks.iter().find(|b| b.name == mark),
+            None => source.snapshots.iter().find(|s| &s.name == name),
+        };
+        (name.clone(), known.map_or(0, |s| s.guid))
     });
     Ok(DatasetEstimate {
         transfers: plan.transfers,
         base,
         discards: plan.discard.len(),
         bytes,
+        resumes_at,
+        features: step.features,
     })
 }
 
-/// The snapshots of `dataset` on this system, oldest first; `None` when it
-/// does not exist. A target's agent answers the controller's listing for a
-/// replication run's dispatch with it.
+/// The snapshots of `dataset` on this system, oldest first, with its
+/// resume token and encryption; `None` when it does not exist. A target's
+/// agent answers the controller's listing for a replication run's
+/// dispatch with it.
 pub async fn local_snapshots(
     dialect: Dialect,
     dataset: &str,
     timeout: Duration,
-) -> Result<Option<Vec<SnapshotInfo>>, ReplicationError> {
+) -> Result<Option<SnapshotListing>, ReplicationError> {
     zfs::validate_dataset_name(dataset).map_err(ZfsError::from)?;
     let mut options = ReplicateOptions::new(dialect, dialect);
     options.command_timeout = timeout;
@@ -290,6 +408,7 @@ pub async fn local_snapshots(
         dataset,
         target_dataset: dataset,
         options: &options,
+        features: StreamFeatures::default(),
     };
     // Nobody cancels a listing: the sender is dropped at once.
     let (_, mut never_cancelled) = watch::channel(false);
@@ -347,6 +466,7 @@ fn is_plan_mismatch(refusal: &ZfsError) -> bool {
         ZfsError::Diverged { .. }
             | ZfsError::TargetExists { .. }
             | ZfsError::DatasetNotFound { .. }
+            | ZfsError::PartialReceive { .. }
     )
 }
 
@@ -362,6 +482,23 @@ fn is_create_failure(stderr: &str, target_dataset: &str) -> bool {
 
 /// A program and its arguments, as [`ZfsHost::command`] gives them.
 type ProgramArgs = (String, Vec<String>);
+
+/// Where a send starts, with the incremental source's full name.
+enum SendStart {
+    Full,
+    Incremental(String),
+    Intermediates(String),
+}
+
+impl SendStart {
+    fn as_send_from(&self) -> SendFrom<'_> {
+        match self {
+            SendStart::Full => SendFrom::Full,
+            SendStart::Incremental(from) => SendFrom::Incremental(from),
+            SendStart::Intermediates(from) => SendFrom::Intermediates(from),
+        }
+    }
+}
 
 /// The zfs calls that ride along with one receive on a target that runs
 /// several in one call ([`ZfsHost::chain`]).
@@ -387,6 +524,8 @@ struct Step<'a> {
     dataset: &'a str,
     target_dataset: &'a str,
     options: &'a ReplicateOptions,
+    /// What every send of this dataset uses (see [`stream::features`]).
+    features: StreamFeatures,
 }
 
 impl Step<'_> {
@@ -397,8 +536,8 @@ impl Step<'_> {
     /// overwrite) is made from a listing taken now.
     async fn carry_out_listed(
         &self,
-        listed: Option<&[SnapshotInfo]>,
-        source: &[SnapshotInfo],
+        listed: Option<&SnapshotListing>,
+        source: &SnapshotListing,
         matching: &(dyn Fn(&str) -> bool + Send + Sync),
         target: &dyn ZfsHost,
         progress: &mut (dyn FnMut(u64, Option<u64>, &str) + Send),
@@ -407,9 +546,10 @@ impl Step<'_> {
         let hinted = plan(
             self.dataset,
             self.target_dataset,
-            source,
+            &source.snapshots,
+            &source.bookmarks,
             matching,
-            listed,
+            listed.map(|l| l.snapshots.as_slice()),
             self.options.allow_overwrite,
         )
         .ok()
@@ -442,7 +582,7 @@ impl Step<'_> {
         &self,
         plan: &Plan,
         basis: Basis,
-        source: &[SnapshotInfo],
+        source: &SnapshotListing,
         target: &dyn ZfsHost,
         progress: &mut (dyn FnMut(u64, Option<u64>, &str) + Send),
         cancel: &mut watch::Receiver<bool>,
@@ -455,7 +595,11 @@ impl Step<'_> {
         let chaining = target.can_chain();
         self.prepare_target(plan, basis, target, chaining, cancel)
             .await?;
-        let guids: HashMap<&str, u64> = source.iter().map(|s| (s.name.as_str(), s.guid)).collect();
+        let guids: HashMap<&str, u64> = source
+            .snapshots
+            .iter()
+            .map(|s| (s.name.as_str(), s.guid))
+            .collect();
         let create_parent = if basis.target_absent && chaining {
             zfs::create_parents_args(self.target_dataset).map_err(ZfsError::from)?
         } else {
@@ -510,7 +654,7 @@ impl Step<'_> {
         // Received snapshots keep the source's names.
         let notes = match transferred.last() {
             Some(last) => {
-                self.hold_base(last.snapshot(), last.snapshot(), target)
+                self.protect_base(last.snapshot(), last.snapshot(), source, target)
                     .await
             }
             None => Vec::new(),
@@ -520,34 +664,90 @@ impl Step<'_> {
             bytes: total,
             up_to_date: false,
             planned_from_target_listing: basis.from_target_agent,
+            resumed: None,
+            features: self.features,
             notes,
         })
     }
 
-    /// Moves the task's hold (if it has one) to the new base: `newest` on
-    /// the source, `target_newest` (its name there) on the target.
-    async fn hold_base(
+    /// Moves the task's hold (if it has one) to the new base, `newest` on
+    /// the source (`#name` when only its bookmark is left there: the
+    /// target's hold still moves) and `target_newest` (its name there) on
+    /// the target; then, on an OpenZFS source, the task's cursor.
+    async fn protect_base(
         &self,
         newest: &str,
         target_newest: &str,
+        source: &SnapshotListing,
         target: &dyn ZfsHost,
     ) -> Vec<String> {
-        let Some(tag) = &self.options.hold_tag else {
+        let Some(task_id) = self.options.task_id else {
             return Vec::new();
         };
-        let sides = [
-            holds::Side {
-                host: &LocalZfs,
-                dataset: self.dataset,
-                newest,
-            },
-            holds::Side {
-                host: target,
-                dataset: self.target_dataset,
-                newest: target_newest,
-            },
-        ];
-        holds::move_hold(tag, &sides, self.options.command_timeout).await
+        let tag = replication_hold_tag(task_id);
+        let target_side = holds::Side {
+            host: target,
+            dataset: self.target_dataset,
+            newest: target_newest,
+        };
+        let source_side = holds::Side {
+            host: &LocalZfs,
+            dataset: self.dataset,
+            newest,
+        };
+        let held_on_source = !newest.starts_with('#');
+        let sides: Vec<holds::Side<'_>> = if held_on_source {
+            vec![source_side, target_side]
+        } else {
+            vec![target_side]
+        };
+        let mut notes = holds::move_hold(&tag, &sides, self.options.command_timeout).await;
+        let snapshot = source.snapshots.iter().find(|s| s.name == newest);
+        if self.options.dialect_source == Dialect::OpenZfs
+            && let Some(snapshot) = snapshot
+        {
+            notes.extend(
+                cursor::move_cursor(
+                    task_id,
+                    self.dataset,
+                    newest,
+                    snapshot.guid,
+                    &source.bookmarks,
+                    self.options.command_timeout,
+                )
+                .await,
+            );
+        }
+        notes
+    }
+
+    /// Resumes (or discards) the partial receive `token` describes.
+    async fn resume(
+        &self,
+        token: &str,
+        target: &dyn ZfsHost,
+        progress: &mut (dyn FnMut(u64, Option<u64>, &str) + Send),
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<Resumed, ReplicationError> {
+        let resumed = resume::resume(
+            token,
+            self.dataset,
+            self.target_dataset,
+            target,
+            self.options,
+            progress,
+            cancel,
+        )
+        .await?;
+        match &resumed {
+            Resumed::Completed { at, snapshot, .. } => tracing::info!(
+                dataset = %self.dataset, %snapshot, at, "resumed an interrupted receive"
+            ),
+            Resumed::Discarded { reason } => tracing::info!(
+                dataset = %self.target_dataset, %reason, "discarded a partial receive that cannot be resumed"
+            ),
+        }
+        Ok(resumed)
     }
 
     /// Before the first transfer: the target's parent (unless it rides
@@ -578,9 +778,13 @@ impl Step<'_> {
         let mut total: u64 = 0;
         for transfer in &plan.transfers {
             let (from, snapshot) = self.send_names(transfer);
-            let args =
-                zfs::send_estimate_args(self.options.dialect_source, from.as_deref(), &snapshot)
-                    .ok()??;
+            let args = zfs::send_estimate_args(
+                self.options.dialect_source,
+                self.features,
+                from.as_send_from(),
+                &snapshot,
+            )
+            .ok()??;
             let out = match self.run_raw(&LocalZfs, args, cancel).await {
                 Ok(out) => out,
                 Err(err) => {
@@ -595,11 +799,19 @@ impl Step<'_> {
         Some(total)
     }
 
-    /// The incremental base (`@from`) and the snapshot `transfer` sends.
-    fn send_names(&self, transfer: &Transfer) -> (Option<String>, String) {
+    /// Where `transfer` starts and the snapshot it sends (full names).
+    fn send_names(&self, transfer: &Transfer) -> (SendStart, String) {
+        let mark = |from: &str| {
+            if from.starts_with('#') {
+                from.to_owned()
+            } else {
+                format!("@{from}")
+            }
+        };
         let from = match transfer {
-            Transfer::Full { .. } => None,
-            Transfer::Incremental { from, .. } => Some(format!("@{from}")),
+            Transfer::Full { .. } => SendStart::Full,
+            Transfer::Incremental { from, .. } => SendStart::Incremental(mark(from)),
+            Transfer::Intermediates { from, .. } => SendStart::Intermediates(mark(from)),
         };
         (from, format!("{}@{}", self.dataset, transfer.snapshot()))
     }
@@ -611,7 +823,7 @@ impl Step<'_> {
         force: bool,
     ) -> Result<(ProgramArgs, Vec<String>), ZfsError> {
         let (from, snapshot) = self.send_names(transfer);
-        let send = zfs::send_args(self.options.dialect_source, from.as_deref(), &snapshot)?;
+        let send = zfs::send_args(self.features, from.as_send_from(), &snapshot)?;
         let recv = zfs::recv_args(self.options.dialect_target, self.target_dataset, force)?;
         Ok((LocalZfs.command(send), recv))
     }
@@ -649,6 +861,7 @@ impl Step<'_> {
                 (&send_program, &send_args),
                 (&recv_program, &recv_args),
                 self.options.idle_timeout,
+                self.options.rate_limit,
                 |bytes| {
                     moved_now = bytes;
                     progress(done + bytes, &label);
@@ -754,7 +967,11 @@ impl Step<'_> {
         received_some: bool,
         target: &dyn ZfsHost,
     ) {
-        if basis.target_absent && matches!(transfer, Transfer::Full { .. }) {
+        // OpenZFS keeps a partial receive for the next run to resume.
+        if basis.target_absent
+            && matches!(transfer, Transfer::Full { .. })
+            && self.options.dialect_target == Dialect::Legacy
+        {
             self.await_discarded(target, self.target_dataset).await;
         }
         if received_some {
@@ -852,7 +1069,7 @@ impl Step<'_> {
         dialect: Dialect,
         dataset: &str,
         cancel: &mut watch::Receiver<bool>,
-    ) -> Result<Option<Vec<SnapshotInfo>>, ReplicationError> {
+    ) -> Result<Option<SnapshotListing>, ReplicationError> {
         let args = zfs::snapshot_guids_args(dialect, dataset).map_err(ZfsError::from)?;
         let (program, full_args) = host.command(args.clone());
         let out = match self.run_raw(host, args, cancel).await {
@@ -888,7 +1105,7 @@ impl Step<'_> {
             .snapshot_guids(host, options.dialect_target, dataset, cancel)
             .await
         {
-            Ok(Some(snapshots)) => snapshots.iter().any(|s| s.guid == guid),
+            Ok(Some(listing)) => listing.snapshots.iter().any(|s| s.guid == guid),
             _ => false,
         }
     }
