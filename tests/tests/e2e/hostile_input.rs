@@ -1,4 +1,4 @@
-//! Hostile input straight at the controller's API (no CLI pre-checks): dataset names checked at create, echoes bounded, system names unique regardless of case.
+//! Hostile input straight at the controller's API (no CLI pre-checks): dataset names and bandwidth limits checked at create, echoes bounded, system names unique regardless of case.
 
 use super::common::*;
 use anyhow::{Context, Result, ensure};
@@ -78,6 +78,14 @@ fn replication_spec(source_dataset: &str, target_dataset: &str) -> TaskSpec {
     }
 }
 
+/// The spec with a bandwidth limit the CLI would have refused.
+fn limited(mut spec: TaskSpec, bytes_per_second: u64) -> TaskSpec {
+    if let Some(task_spec::Kind::Replication(r)) = spec.kind.as_mut() {
+        r.bandwidth_limit = bytes_per_second;
+    }
+    spec
+}
+
 #[test]
 fn the_controller_refuses_hostile_dataset_names_and_echoes_at_most_100_characters() -> Result<()> {
     ensure_zfs()?;
@@ -93,12 +101,22 @@ fn the_controller_refuses_hostile_dataset_names_and_echoes_at_most_100_character
             replication_spec(&data, "$(touch x)"),
             replication_spec(&data, &format!("{}/a/../b", pool.name())),
             replication_spec(&format!("{data}/;id"), &format!("{}/backup", pool.name())),
+            limited(
+                replication_spec(&data, &format!("{}/backup", pool.name())),
+                1,
+            ),
             snapshot_spec("-rf"),
             snapshot_spec(&huge),
         ],
     )?;
     let fields = [
-        "target", "target", "sources", "dataset", "dataset", "dataset",
+        "target",
+        "target",
+        "sources",
+        "bandwidth_limit",
+        "dataset",
+        "dataset",
+        "dataset",
     ];
     for (status, field) in refusals.iter().zip(fields) {
         ensure!(
@@ -117,9 +135,16 @@ fn the_controller_refuses_hostile_dataset_names_and_echoes_at_most_100_character
         );
     }
     ensure!(
-        refusals[4].message().contains("more characters"),
+        refusals[3]
+            .message()
+            .contains("1 bytes per second is out of range"),
         "{}",
-        refusals[4].message()
+        refusals[3].message()
+    );
+    ensure!(
+        refusals[5].message().contains("more characters"),
+        "{}",
+        refusals[5].message()
     );
     // Nothing was stored.
     let tasks = controller.cli_json(&["snapshot-task", "list"])?;
