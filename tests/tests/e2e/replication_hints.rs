@@ -10,7 +10,7 @@
 use super::common::{destroy_recursively, runtime, target_is_read_only};
 use anyhow::{Context, Result, ensure};
 use nasfleet_agent::runs::replication::{
-    self, DatasetOutcome, LocalZfs, ReplicateOptions, ReplicationError, SnapshotInfo, Transfer,
+    self, DatasetOutcome, LocalZfs, ReplicateOptions, ReplicationError, Transfer,
 };
 use nasfleet_agent::zfs::{self, Dialect};
 use nasfleet_tests::{TestDir, TestPool, ensure_zfs, run_ok};
@@ -20,7 +20,7 @@ use std::time::Duration;
 const ZFS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A listing as a target's agent answers it: `None` when the dataset is absent.
-type Listing = Option<Vec<SnapshotInfo>>;
+type Listing = Option<zfs::SnapshotListing>;
 
 /// One source dataset and the target dataset it replicates to, on one pool.
 struct Fixture {
@@ -67,7 +67,11 @@ impl Fixture {
 }
 
 fn names(listing: &Listing) -> Vec<&str> {
-    listing.iter().flatten().map(|s| s.name.as_str()).collect()
+    listing
+        .iter()
+        .flat_map(|l| &l.snapshots)
+        .map(|s| s.name.as_str())
+        .collect()
 }
 
 #[test]
@@ -151,9 +155,11 @@ fn stale_target_listings_end_as_a_fresh_listing_would() -> Result<()> {
         outcome.transferred
             == [
                 Transfer::full(&s1),
-                Transfer::incremental(&s1, &s2),
-                Transfer::incremental(&s2, &s3),
-                Transfer::incremental(&s3, &s4)
+                Transfer::Intermediates {
+                    from: s1.clone(),
+                    to: s4.clone(),
+                    count: 3
+                },
             ],
         "{outcome:?}"
     );
