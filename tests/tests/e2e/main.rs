@@ -6,6 +6,7 @@ mod fleet;
 mod hostile_input;
 mod replication;
 mod replication_hints;
+mod replication_streams;
 mod rsync;
 mod runs;
 mod snapshots;
