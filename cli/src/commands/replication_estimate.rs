@@ -29,11 +29,18 @@ pub struct EstimateJson {
     pub snapshots: Option<u32>,
     /// `null` where zfs cannot estimate (zfs-fuse) or on an error.
     pub bytes: Option<u64>,
-    /// The incremental base, `null` for a full first stream.
+    /// The incremental base, `null` for a full first stream; `#name`
+    /// when it is a bookmark of the source (the snapshot is gone there).
     pub base: Option<String>,
     pub base_guid: Option<u64>,
+    pub base_is_bookmark: bool,
     /// Target snapshots a run would destroy first (overwriting).
     pub discards: u32,
+    /// A partial receive on the target a run would resume, from this many
+    /// stream bytes on; `null`: none.
+    pub resumes_at: Option<u64>,
+    /// Encrypted, sent raw: the target stores ciphertext.
+    pub raw: bool,
     pub error: Option<String>,
 }
 
@@ -47,7 +54,10 @@ impl From<&DatasetEstimate> for EstimateJson {
             bytes: Some(e.bytes).filter(|_| e.bytes_known && !failed),
             base: Some(e.base.clone()).filter(|b| !b.is_empty()),
             base_guid: Some(e.base_guid).filter(|_| !e.base.is_empty()),
+            base_is_bookmark: e.base_is_bookmark,
             discards: e.discards,
+            resumes_at: Some(e.resume_bytes).filter(|_| e.resumes && !failed),
+            raw: e.raw,
             error: Some(e.error.clone()).filter(|_| failed),
         }
     }
@@ -91,14 +101,31 @@ pub fn lines(heading: &str, estimates: &[DatasetEstimate]) -> Vec<String> {
         };
         let base = if e.base.is_empty() {
             "none (full)".to_owned()
+        } else if e.base_is_bookmark {
+            format!("{} (bookmark, guid {})", e.base, e.base_guid)
         } else {
             format!("@{} (guid {})", e.base, e.base_guid)
         };
-        let note = match (e.snapshots, e.discards) {
+        let mut notes = Vec::new();
+        if e.resumes {
+            notes.push(format!(
+                "resumes a partial receive at {}",
+                human_bytes(e.resume_bytes)
+            ));
+        }
+        notes.push(match (e.snapshots, e.discards) {
             (0, _) => "up to date".to_owned(),
             (_, 0) => String::new(),
             (_, n) => format!("overwrites: destroys {n} target snapshot(s) first"),
-        };
+        });
+        if e.raw {
+            notes.push("encrypted: sent raw".to_owned());
+        }
+        let note = notes
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         table.row(vec![dataset, base, e.snapshots.to_string(), size, note]);
     }
     lines.extend(table.render().lines().map(|l| format!("  {l}")));
@@ -169,6 +196,31 @@ mod tests {
         let known = lines("Would send:", &all[..2]).join("\n");
         assert!(known.contains("Total: 3 snapshot(s), 3.0M"), "{known}");
         assert!(!known.contains("unknown"), "{known}");
+    }
+
+    #[test]
+    fn bookmarks_resumes_and_raw_sends_are_told() {
+        let from_bookmark = DatasetEstimate {
+            base: "#nasfleet-7-00000000000000ab".into(),
+            base_guid: 171,
+            base_is_bookmark: true,
+            resumes: true,
+            resume_bytes: 3 * 1024 * 1024,
+            raw: true,
+            ..estimate("nas1:tank/secret", 2, Some(5 * 1024 * 1024), "")
+        };
+        let text = lines("Would send:", std::slice::from_ref(&from_bookmark)).join("\n");
+        assert!(
+            text.contains("#nasfleet-7-00000000000000ab (bookmark, guid 171)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("resumes a partial receive at 3.0M; encrypted: sent raw"),
+            "{text}"
+        );
+        let json = EstimateJson::from(&from_bookmark);
+        assert!(json.base_is_bookmark && json.raw);
+        assert_eq!(json.resumes_at, Some(3 * 1024 * 1024));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Releasing a deleted replication task's holds: its tag (`nasfleet:TASKID`) comes off every snapshot of its source datasets and of their replicas, asked of each system's agent.
+//! Releasing a replication task's holds when it is deleted, or from the datasets an edit dropped: its tag (`nasfleet:TASKID`) comes off every snapshot of those source datasets and of their replicas (and its cursor bookmarks off the sources), asked of each system's agent.
 
 use crate::engine::state::SharedState;
 use nasfleet_common::names::{replication_hold_tag, replication_target_path};
@@ -39,8 +39,49 @@ fn held_datasets(spec: &ReplicationTaskSpec) -> Vec<(String, Vec<String>)> {
 /// be reached after [`ATTEMPTS`] keeps the holds; the log says which and
 /// how to release them by hand.
 pub fn release_in_background(state: &SharedState, task_id: u64, spec: &ReplicationTaskSpec) {
+    release_on(state, task_id, held_datasets(spec));
+}
+
+/// Releases task `task_id`'s holds from the datasets `before` (the task
+/// as it was) covered and `after` (as edited) no longer does, in the
+/// background, as [`release_in_background`] does.
+pub fn release_dropped_in_background(
+    state: &SharedState,
+    task_id: u64,
+    before: &ReplicationTaskSpec,
+    after: &ReplicationTaskSpec,
+) {
+    let dropped = dropped_datasets(before, after);
+    if !dropped.is_empty() {
+        release_on(state, task_id, dropped);
+    }
+}
+
+/// The datasets of each system that `before` holds and `after` does not.
+fn dropped_datasets(
+    before: &ReplicationTaskSpec,
+    after: &ReplicationTaskSpec,
+) -> Vec<(String, Vec<String>)> {
+    let kept = held_datasets(after);
+    held_datasets(before)
+        .into_iter()
+        .filter_map(|(system, datasets)| {
+            let still: &[String] = kept
+                .iter()
+                .find(|(s, _)| *s == system)
+                .map_or(&[], |(_, d)| d.as_slice());
+            let gone: Vec<String> = datasets
+                .into_iter()
+                .filter(|d| !still.contains(d))
+                .collect();
+            (!gone.is_empty()).then_some((system, gone))
+        })
+        .collect()
+}
+
+fn release_on(state: &SharedState, task_id: u64, per_system: Vec<(String, Vec<String>)>) {
     let tag = replication_hold_tag(task_id);
-    for (system, datasets) in held_datasets(spec) {
+    for (system, datasets) in per_system {
         let state = state.clone();
         let tag = tag.clone();
         tokio::spawn(async move {
@@ -67,7 +108,7 @@ pub fn release_in_background(state: &SharedState, task_id: u64, spec: &Replicati
                 }
             }
             tracing::warn!(%system, %tag, datasets = ?datasets, error = %last_error,
-                "holds of a deleted replication task not released; on that system: zfs release {tag} <snapshot>");
+                "holds of a replication task not released from datasets it no longer covers; on that system: zfs release {tag} <snapshot>");
         });
     }
 }
@@ -76,6 +117,48 @@ pub fn release_in_background(state: &SharedState, task_id: u64, spec: &Replicati
 mod tests {
     use super::*;
     use nasfleet_proto::v1::ReplicationSource;
+
+    #[test]
+    fn an_edit_releases_only_what_it_dropped() {
+        let source = |system: &str, datasets: &[&str]| ReplicationSource {
+            system: system.into(),
+            datasets: datasets.iter().map(|d| (*d).to_owned()).collect(),
+            ..Default::default()
+        };
+        let before = ReplicationTaskSpec {
+            sources: vec![source("nas1", &["tank/a", "tank/b"])],
+            target_system: "nas3".into(),
+            target_dataset: "backup".into(),
+            ..Default::default()
+        };
+        let after = ReplicationTaskSpec {
+            sources: vec![source("nas1", &["tank/a"]), source("nas2", &["pool"])],
+            ..before.clone()
+        };
+        assert_eq!(
+            dropped_datasets(&before, &after),
+            [
+                ("nas1".to_owned(), vec!["tank/b".to_owned()]),
+                ("nas3".to_owned(), vec!["backup/nas1/tank/b".to_owned()]),
+            ]
+        );
+        assert!(dropped_datasets(&before, &before).is_empty());
+        // A new target: every old replica is dropped, the sources stay.
+        let moved = ReplicationTaskSpec {
+            target_dataset: "elsewhere".into(),
+            ..before.clone()
+        };
+        assert_eq!(
+            dropped_datasets(&before, &moved),
+            [(
+                "nas3".to_owned(),
+                vec![
+                    "backup/nas1/tank/a".to_owned(),
+                    "backup/nas1/tank/b".to_owned()
+                ]
+            )]
+        );
+    }
 
     #[test]
     fn sources_and_their_replicas_each_on_their_system() {

@@ -203,6 +203,13 @@ pub async fn update(
     tracing::info!(task = %task.name, id = task.id, by, "task updated");
     let saved = save(state, task).await?;
     ssh_trust::allow_in_background(state, &replication_specs(&[&existing, &saved]));
+    // Datasets the edit dropped are no longer held for the task.
+    if let ([before], [after]) = (
+        replication_specs(&[&existing]).as_slice(),
+        replication_specs(&[&saved]).as_slice(),
+    ) {
+        holds::release_dropped_in_background(state, saved.id, before, after);
+    }
     Ok(saved)
 }
 
