@@ -11,6 +11,7 @@
 #                                           # e.g. a test name; --test-threads=1 is added)
 #   deploy/openzfs-guest.sh bench [MIB]     # deploy/bench-replication.sh in the guest (release
 #                                           # binaries built on the host; default 256 MiB)
+#   deploy/openzfs-guest.sh bench-streams MODE [ARGS]  # deploy/bench-streams.sh in the guest
 #   deploy/openzfs-guest.sh info            # which image `run` would boot
 #
 # Environment:
@@ -434,6 +435,16 @@ cmd_bench() {
     cmd_run -- "$CHECKOUT/deploy/bench-replication.sh" "$mib"
 }
 
+cmd_bench_streams() {
+    (($#)) || die "usage: $0 bench-streams snapshots [N] | compression [MIB] | bandwidth [MIB] [RATE]"
+    local locked=()
+    [[ -f $CHECKOUT/Cargo.lock ]] && locked=(--locked)
+    (cd "$CHECKOUT" && cargo build --workspace --bins --release "${locked[@]}") ||
+        die "cargo build --release failed"
+    export NASFLEET_BENCH_PREBUILT=1
+    cmd_run -- "$CHECKOUT/deploy/bench-streams.sh" "$@"
+}
+
 sub=${1:-}
 (($#)) && shift
 case $sub in
@@ -442,6 +453,7 @@ build) cmd_build ;;
 run) cmd_run "$@" ;;
 test) cmd_test "$@" ;;
 bench) cmd_bench "$@" ;;
+bench-streams) cmd_bench_streams "$@" ;;
 info) cmd_info ;;
 *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
