@@ -184,6 +184,8 @@ fn start_workers(
         wake: state.scheduler_wake.clone(),
     };
     tracing::info!(timezone = %state.timezone.name(), grace_secs = state.grace.as_secs(), "scheduler starting");
+    // Holds that deleted or edited tasks left to release before a restart.
+    crate::engine::holds::resume_pending(state);
     vec![
         (
             "watchdog",

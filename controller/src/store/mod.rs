@@ -137,6 +137,24 @@ pub struct Tables {
     meta: sled::Tree,
     /// "source\0target" → SshConnectionRecord.
     ssh_connections: sled::Tree,
+    /// task id BE ++ system → PendingRelease: holds of a deleted or
+    /// edited replication task that a system has yet to release.
+    pending_releases: sled::Tree,
+}
+
+/// Datasets on `system` whose snapshots may still carry task `task_id`'s
+/// hold (and on a source its cursor bookmarks), to be released there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingRelease {
+    pub task_id: u64,
+    pub system: String,
+    pub datasets: Vec<String>,
+}
+
+fn pending_release_key(task_id: u64, system: &str) -> Vec<u8> {
+    let mut key = task_id.to_be_bytes().to_vec();
+    key.extend_from_slice(system.as_bytes());
+    key
 }
 
 /// SSH trust from a source system to a target system, as set up by the controller.
@@ -195,6 +213,7 @@ impl Store {
             schedule_marks: db.open_tree("schedule_marks")?,
             meta: db.open_tree("meta")?,
             ssh_connections: db.open_tree("ssh_connections")?,
+            pending_releases: db.open_tree("pending_releases")?,
             db,
         });
         migrate::migrate(&tables)?;
@@ -413,6 +432,17 @@ impl Tables {
             .map(|item| {
                 let (k, v) = item?;
                 decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Every release still to be made, oldest task first.
+    pub fn pending_releases(&self) -> Result<Vec<PendingRelease>, StoreError> {
+        self.pending_releases
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
             })
             .collect()
     }
@@ -667,6 +697,48 @@ impl Write<'_> {
             .transpose()
     }
 
+    /// Records a release to be made; one per task and system (a later one
+    /// adds its datasets to an earlier one's).
+    pub fn put_pending_release(&self, release: &PendingRelease) -> Result<(), StoreError> {
+        let key = pending_release_key(release.task_id, &release.system);
+        let mut merged = match self.pending_releases.get(&key)? {
+            Some(bytes) => decode::<PendingRelease>(&key, &bytes)?,
+            None => PendingRelease {
+                datasets: Vec::new(),
+                ..release.clone()
+            },
+        };
+        for dataset in &release.datasets {
+            if !merged.datasets.contains(dataset) {
+                merged.datasets.push(dataset.clone());
+            }
+        }
+        self.pending_releases.insert(key, encode(&merged)?)?;
+        Ok(())
+    }
+
+    /// Forgets the release of `datasets` of task `task_id` on `system`,
+    /// made; the record goes when none is left.
+    pub fn remove_pending_release(
+        &self,
+        task_id: u64,
+        system: &str,
+        datasets: &[String],
+    ) -> Result<(), StoreError> {
+        let key = pending_release_key(task_id, system);
+        let Some(bytes) = self.pending_releases.get(&key)? else {
+            return Ok(());
+        };
+        let mut record: PendingRelease = decode(&key, &bytes)?;
+        record.datasets.retain(|d| !datasets.contains(d));
+        if record.datasets.is_empty() {
+            self.pending_releases.remove(key)?;
+        } else {
+            self.pending_releases.insert(key, encode(&record)?)?;
+        }
+        Ok(())
+    }
+
     pub fn set_schedule_mark(&self, task_id: u64, unix_ms: i64) -> Result<(), StoreError> {
         self.schedule_marks
             .insert(task_id.to_be_bytes(), &unix_ms.to_be_bytes())?;
@@ -762,6 +834,47 @@ pub(crate) mod tests {
             std::thread::sleep(Duration::from_millis(100));
         }
         Store::open(path).unwrap()
+    }
+
+    #[test]
+    fn pending_releases_merge_survive_a_restart_and_go_when_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = |system: &str, datasets: &[&str]| PendingRelease {
+            task_id: 7,
+            system: system.into(),
+            datasets: datasets.iter().map(|d| (*d).to_owned()).collect(),
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let (a, b, c) = (
+                release("nas1", &["tank/a"]),
+                release("nas1", &["tank/b", "tank/a"]),
+                release("nas2", &["backup/nas1/tank/a"]),
+            );
+            write(&store, move |w| {
+                w.put_pending_release(&a)?;
+                w.put_pending_release(&b)?;
+                w.put_pending_release(&c)
+            });
+            assert!(store.close_blocking(CLOSE_DEADLINE));
+        }
+        let store = reopen(dir.path());
+        assert_eq!(
+            store.pending_releases().unwrap(),
+            [
+                release("nas1", &["tank/a", "tank/b"]),
+                release("nas2", &["backup/nas1/tank/a"])
+            ]
+        );
+        write(&store, |w| {
+            w.remove_pending_release(7, "nas1", &["tank/a".to_owned()])?;
+            w.remove_pending_release(7, "nas2", &["backup/nas1/tank/a".to_owned()])?;
+            w.remove_pending_release(9, "nas3", &[])
+        });
+        assert_eq!(
+            store.pending_releases().unwrap(),
+            [release("nas1", &["tank/b"])]
+        );
     }
 
     #[test]

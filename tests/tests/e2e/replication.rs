@@ -1018,7 +1018,7 @@ fn the_base_is_held_on_both_sides_until_the_task_is_deleted() -> Result<()> {
     let data = pool1.create_dataset("data")?;
     pool1.snapshot("data", "auto-2026-01-01_00-00")?;
     pool1.snapshot("data", "auto-2026-01-01_01-00")?;
-    let fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
+    let mut fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
     let controller = &fleet.controller;
     let source = format!("nas1:{data}");
     let target = format!("nas2:{}/backup", pool2.name());
@@ -1084,9 +1084,16 @@ fn the_base_is_held_on_both_sides_until_the_task_is_deleted() -> Result<()> {
         ensure!(holds_on(&released)? == 0, "{released} is still held");
     }
 
-    // Deleting the task releases its holds on both systems.
-    controller.cli_ok(&["replication", "delete", "held", "--yes"])?;
-    nasfleet_tests::wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+    // Deleting the task releases its holds on both systems, also on one
+    // that is away while the controller restarts: the release is stored
+    // with the deletion and made when the system is back.
+    fleet.nas2.stop()?;
+    fleet
+        .controller
+        .cli_ok(&["replication", "delete", "held", "--yes"])?;
+    fleet.controller.restart()?;
+    fleet.nas2.restart()?;
+    nasfleet_tests::wait_until(RUN_TIMEOUT, Duration::from_millis(250), || {
         let mut total = 0;
         for snapshot in both("auto-2026-01-01_02-00") {
             total += holds_on(&snapshot)?;

@@ -14,6 +14,7 @@ use crate::engine::runs::{self, Trigger};
 use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
 use crate::engine::systems::covers;
+use crate::store::PendingRelease;
 use chrono::Utc;
 use nasfleet_common::echo::echo;
 use nasfleet_common::schedule::Schedule;
@@ -201,15 +202,18 @@ pub async fn update(
         reset_schedule_mark(state, task.id).await?;
     }
     tracing::info!(task = %task.name, id = task.id, by, "task updated");
-    let saved = save(state, task).await?;
-    ssh_trust::allow_in_background(state, &replication_specs(&[&existing, &saved]));
-    // Datasets the edit dropped are no longer held for the task.
-    if let ([before], [after]) = (
+    // Datasets the edit drops are no longer held for the task: recorded
+    // with the edit, released in the background.
+    let releases = match (
         replication_specs(&[&existing]).as_slice(),
-        replication_specs(&[&saved]).as_slice(),
+        replication_specs(&[&task]).as_slice(),
     ) {
-        holds::release_dropped_in_background(state, saved.id, before, after);
-    }
+        ([before], [after]) => holds::on_edit(task.id, before, after),
+        _ => Vec::new(),
+    };
+    let saved = save_with(state, task, releases.clone()).await?;
+    ssh_trust::allow_in_background(state, &replication_specs(&[&existing, &saved]));
+    holds::release_in_background(state, releases);
     Ok(saved)
 }
 
@@ -224,15 +228,25 @@ pub async fn delete(state: &SharedState, reference: &str, by: &str) -> Result<Ta
     }
     let shown = present(state, task.clone())?;
     let id = task.id;
-    state.store.write(move |w| w.delete_task(id)).await?;
-    state.scheduler_wake.notify_one();
     // The deleted task's targets stop admitting what only it needed, and
-    // its bases are no longer held for it.
+    // its bases are no longer held for it: the releases are recorded with
+    // the deletion, so a controller restart does not forget them.
     let specs = replication_specs(&[&task]);
+    let releases: Vec<_> = specs
+        .iter()
+        .flat_map(|spec| holds::on_delete(id, spec))
+        .collect();
+    let recorded = releases.clone();
+    state
+        .store
+        .write(move |w| {
+            w.delete_task(id)?;
+            recorded.iter().try_for_each(|r| w.put_pending_release(r))
+        })
+        .await?;
+    state.scheduler_wake.notify_one();
     ssh_trust::allow_in_background(state, &specs);
-    for spec in specs {
-        holds::release_in_background(state, task.id, spec);
-    }
+    holds::release_in_background(state, releases);
     tracing::info!(task = %task.name, id = task.id, by, "task deleted");
     Ok(shown)
 }
@@ -271,8 +285,23 @@ fn replication_specs<'a>(tasks: &[&'a Task]) -> Vec<&'a ReplicationTaskSpec> {
 
 /// Stores a task, tells the scheduler, and returns it as callers see it.
 async fn save(state: &SharedState, task: Task) -> Result<Task, FleetError> {
+    save_with(state, task, Vec::new()).await
+}
+
+/// [`save`], recording `releases` in the same write.
+async fn save_with(
+    state: &SharedState,
+    task: Task,
+    releases: Vec<PendingRelease>,
+) -> Result<Task, FleetError> {
     let stored = task.clone();
-    state.store.write(move |w| w.put_task(&stored)).await?;
+    state
+        .store
+        .write(move |w| {
+            w.put_task(&stored)?;
+            releases.iter().try_for_each(|r| w.put_pending_release(r))
+        })
+        .await?;
     state.scheduler_wake.notify_one();
     present(state, task)
 }
