@@ -11,35 +11,98 @@ pub(super) struct Side<'a> {
     pub dataset: &'a str,
     /// The snapshot (after '@') that gets the hold: the newest common one.
     pub newest: &'a str,
+    /// The base the run started from (after '@'), which had the hold
+    /// unless this is the task's first run; `None`: not known.
+    pub previous: Option<&'a str>,
+    /// The hold is on `newest` already (it rode along with the receive).
+    pub held: bool,
 }
 
 /// Holds `tag` on each side's newest snapshot (a hold already there is
-/// fine), then releases it from every other held snapshot of that side
-/// (one held only by others answers "no such tag", which is fine). When a
-/// hold cannot be placed, older holds stay: a base keeps its protection
-/// until its successor has it. What failed comes back as notes for the
-/// run's log; it does not undo the transfer.
-pub(super) async fn move_hold(tag: &str, sides: &[Side<'_>], timeout: Duration) -> Vec<String> {
-    let mut notes = Vec::new();
-    for side in sides {
-        let newest = format!("{}@{}", side.dataset, side.newest);
-        if let Err(note) = hold(side.host, tag, &newest, timeout).await {
-            notes.push(note);
-            return notes;
-        }
+/// fine), then releases it from the older ones, the two sides at the same
+/// time. When a hold cannot be placed, older holds stay: a base keeps its
+/// protection until its successor has it on both sides. Releasing: a side
+/// reached over ssh whose previous base is known releases just that one
+/// (one remote call); otherwise every other held snapshot of the side is
+/// listed and released (one held only by others answers "no such tag",
+/// which is fine), which also clears what an interrupted run left. What
+/// failed comes back as notes for the run's log; it does not undo the
+/// transfer.
+pub(super) async fn move_hold(
+    tag: &str,
+    source: Option<Side<'_>>,
+    target: Side<'_>,
+    timeout: Duration,
+) -> Vec<String> {
+    let (on_source, on_target) = tokio::join!(
+        async {
+            match &source {
+                Some(side) => place(tag, side, timeout).await,
+                None => Ok(()),
+            }
+        },
+        place(tag, &target, timeout)
+    );
+    let placed: Vec<String> = [on_source, on_target]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if !placed.is_empty() {
+        return placed;
     }
-    for side in sides {
-        let newest = format!("{}@{}", side.dataset, side.newest);
-        match held(side.host, side.dataset, false, timeout).await {
-            Ok(held) => {
-                for snapshot in held.iter().filter(|s| **s != newest) {
-                    if let Err(note) = release(side.host, tag, snapshot, timeout).await {
-                        notes.push(note);
-                    }
+    let (mut notes, on_target) = tokio::join!(
+        async {
+            match &source {
+                Some(side) => release_older(tag, side, timeout).await,
+                None => Vec::new(),
+            }
+        },
+        release_older(tag, &target, timeout)
+    );
+    notes.extend(on_target);
+    notes
+}
+
+/// Holds `tag` on `side`'s newest snapshot unless it is held already.
+async fn place(tag: &str, side: &Side<'_>, timeout: Duration) -> Result<(), String> {
+    if side.held {
+        return Ok(());
+    }
+    hold(
+        side.host,
+        tag,
+        &format!("{}@{}", side.dataset, side.newest),
+        timeout,
+    )
+    .await
+}
+
+/// Releases `tag` from `side`'s snapshots other than its newest.
+async fn release_older(tag: &str, side: &Side<'_>, timeout: Duration) -> Vec<String> {
+    let newest = format!("{}@{}", side.dataset, side.newest);
+    if side.host.can_chain()
+        && let Some(previous) = side.previous
+    {
+        let previous = format!("{}@{previous}", side.dataset);
+        if previous == newest {
+            return Vec::new();
+        }
+        return release(side.host, tag, &previous, timeout)
+            .await
+            .err()
+            .into_iter()
+            .collect();
+    }
+    let mut notes = Vec::new();
+    match held(side.host, side.dataset, false, timeout).await {
+        Ok(held) => {
+            for snapshot in held.iter().filter(|s| **s != newest) {
+                if let Err(note) = release(side.host, tag, snapshot, timeout).await {
+                    notes.push(note);
                 }
             }
-            Err(note) => notes.push(note),
         }
+        Err(note) => notes.push(note),
     }
     notes
 }

@@ -220,7 +220,14 @@ pub async fn replicate_dataset(
         // Tasks replicated before holds existed get theirs here.
         let notes = match (&plan.base, &plan.target_base) {
             (Some(base), Some(target_base)) => {
-                step.protect_base(base, target_base, &source, target).await
+                let base = Base {
+                    newest: base,
+                    target_newest: target_base,
+                    previous: None,
+                    target_previous: None,
+                    target_held: false,
+                };
+                step.protect_base(&base, &source, target).await
             }
             _ => Vec::new(),
         };
@@ -507,6 +514,20 @@ struct Around {
     create_first: Option<Vec<String>>,
     /// `zfs set readonly=on`, after the last one.
     readonly_after: Option<Vec<String>>,
+    /// `zfs hold` of the task's tag on what the last one brings.
+    hold_after: Option<Vec<String>>,
+}
+
+/// A dataset's new base, for [`Step::protect_base`]: as the source and the
+/// target call it, the base the run started from on each side (`None`:
+/// none, or not known), and whether the target's hold rode along with the
+/// last receive.
+struct Base<'a> {
+    newest: &'a str,
+    target_newest: &'a str,
+    previous: Option<&'a str>,
+    target_previous: Option<&'a str>,
+    target_held: bool,
 }
 
 /// One transfer as the pipe left it.
@@ -606,6 +627,19 @@ impl Step<'_> {
             None
         };
         let readonly = zfs::set_readonly_args(self.target_dataset).map_err(ZfsError::from)?;
+        // The target's hold on the new base rides along with the last
+        // receive too (received snapshots keep the source's names).
+        let target_hold = match (self.options.task_id, plan.transfers.last()) {
+            (Some(task_id), Some(last)) if chaining => Some(
+                zfs::hold_args(
+                    &replication_hold_tag(task_id),
+                    &format!("{}@{}", self.target_dataset, last.snapshot()),
+                )
+                .map_err(ZfsError::from)?,
+            ),
+            _ => None,
+        };
+        let mut target_held = false;
         // OpenZFS makes the replica read-only with the receive itself
         // (`-o readonly=on`); zfs-fuse needs a `zfs set` after it.
         let set_by_receive = self.options.dialect_target == Dialect::OpenZfs;
@@ -618,6 +652,7 @@ impl Step<'_> {
                 create_first: create_parent.clone().filter(|_| index == 0),
                 readonly_after: Some(readonly.clone())
                     .filter(|_| chaining && last && !set_by_receive),
+                hold_after: target_hold.clone().filter(|_| last),
             };
             let sent = self
                 .send_one(
@@ -631,6 +666,7 @@ impl Step<'_> {
                 )
                 .await?;
             let readonly_rode_along = sent.chained && last && sent.moved.is_ok();
+            target_held = readonly_rode_along && target_hold.is_some();
             let first = transferred.is_empty();
             match self
                 .settle(sent, transfer, basis, first, &guids, target, cancel)
@@ -654,8 +690,14 @@ impl Step<'_> {
         // Received snapshots keep the source's names.
         let notes = match transferred.last() {
             Some(last) => {
-                self.protect_base(last.snapshot(), last.snapshot(), source, target)
-                    .await
+                let base = Base {
+                    newest: last.snapshot(),
+                    target_newest: last.snapshot(),
+                    previous: plan.base.as_deref(),
+                    target_previous: plan.target_base.as_deref(),
+                    target_held,
+                };
+                self.protect_base(&base, source, target).await
             }
             None => Vec::new(),
         };
@@ -670,38 +712,37 @@ impl Step<'_> {
         })
     }
 
-    /// Moves the task's hold (if it has one) to the new base, `newest` on
-    /// the source (`#name` when only its bookmark is left there: the
-    /// target's hold still moves) and `target_newest` (its name there) on
-    /// the target; then, on an OpenZFS source, the task's cursor.
+    /// Moves the task's hold (if it has one) to the new base on both sides
+    /// (on the source only when it is a snapshot there, not `#bookmark`:
+    /// the target's hold still moves); then, on an OpenZFS source, the
+    /// task's cursor.
     async fn protect_base(
         &self,
-        newest: &str,
-        target_newest: &str,
+        base: &Base<'_>,
         source: &SnapshotListing,
         target: &dyn ZfsHost,
     ) -> Vec<String> {
         let Some(task_id) = self.options.task_id else {
             return Vec::new();
         };
+        let newest = base.newest;
         let tag = replication_hold_tag(task_id);
         let target_side = holds::Side {
             host: target,
             dataset: self.target_dataset,
-            newest: target_newest,
+            newest: base.target_newest,
+            previous: base.target_previous,
+            held: base.target_held,
         };
-        let source_side = holds::Side {
+        let source_side = (!newest.starts_with('#')).then_some(holds::Side {
             host: &LocalZfs,
             dataset: self.dataset,
             newest,
-        };
-        let held_on_source = !newest.starts_with('#');
-        let sides: Vec<holds::Side<'_>> = if held_on_source {
-            vec![source_side, target_side]
-        } else {
-            vec![target_side]
-        };
-        let mut notes = holds::move_hold(&tag, &sides, self.options.command_timeout).await;
+            previous: base.previous.filter(|p| !p.starts_with('#')),
+            held: false,
+        });
+        let mut notes =
+            holds::move_hold(&tag, source_side, target_side, self.options.command_timeout).await;
         let snapshot = source.snapshots.iter().find(|s| s.name == newest);
         if self.options.dialect_source == Dialect::OpenZfs
             && let Some(snapshot) = snapshot
@@ -850,6 +891,7 @@ impl Step<'_> {
             let mut commands: Vec<Vec<String>> = around.create_first.iter().cloned().collect();
             commands.push(recv.clone());
             commands.extend(around.readonly_after.iter().cloned());
+            commands.extend(around.hold_after.iter().cloned());
             let chained = commands.len() > 1;
             let (recv_program, recv_args) = match target.chain(commands) {
                 Some(chain) => chain,
