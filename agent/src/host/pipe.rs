@@ -127,6 +127,7 @@ pub async fn pipe(
         finished = pair.run(streams, idle_timeout, rate_limit, &mut progress) => finished,
         _ = cancelled(Some(cancel)) => Err(Interrupted::Cancelled),
     };
+    tracing::debug!(send = %pair.send_command, recv = %pair.recv_command, "pipe ended");
     match outcome {
         Ok((relayed, ends)) => pair.verdict(relayed, ends, idle_timeout),
         Err(why) => {

@@ -226,6 +226,7 @@ async fn run_inner<S: AsRef<OsStr>>(
         cmd.arg(arg);
     }
     let mut stdout = Vec::new();
+    let started = std::time::Instant::now();
     let ended = supervise(
         cmd,
         timeout,
@@ -234,6 +235,8 @@ async fn run_inner<S: AsRef<OsStr>>(
         usize::MAX,
     )
     .await?;
+    // What each call costs, for finding a run's fixed cost (RUST_LOG=debug).
+    tracing::debug!(command = %ended.command, ms = started.elapsed().as_millis(), ok = ended.status.success(), "ran");
     if ended.status.success() {
         Ok(Output {
             status: ended.status,

@@ -1,8 +1,9 @@
 //! The source side of a replication dry run: what a run of this work would send now, dataset by dataset, planned from the target agent's listing and measured with `zfs send -n -P`; nothing is sent, taken or changed.
 
+use super::options::ReplicateOptions;
 use super::replicas::snapshots_of;
 use super::run::{dataset_pairs, matching_schemas};
-use super::transfer::{ReplicateOptions, estimate_dataset, local_snapshots};
+use super::transfer::{estimate_dataset, local_snapshots};
 use crate::zfs::{self, Dialect, Zfs};
 use nasfleet_proto::v1::{DatasetEstimate, ReplicationWork};
 use tokio::sync::watch;

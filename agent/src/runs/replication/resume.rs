@@ -1,6 +1,6 @@
 //! Continuing an interrupted receive on OpenZFS: a target that keeps a `receive_resume_token` gets the rest of its stream (`zfs send -t TOKEN`), or, when the token can no longer be used (its snapshot is gone from the source), its partial state is discarded (`zfs receive -A`) and the run goes on from the common base.
 
-use super::transfer::{ReplicateOptions, ReplicationError};
+use super::options::{ReplicateOptions, ReplicationError};
 use super::zfs_host::{LocalZfs, ZfsHost};
 use crate::host::pipe::{self, PipeError};
 use crate::host::process::{self, ProcessError};

@@ -1,9 +1,10 @@
 //! One replication run on a source system: pre-flight checks of the target, the optional snapshot, then every dataset (and child) replicated as a step of its own.
 
+use super::options::{ReplicateOptions, ReplicationError};
 use super::replicas::snapshots_of;
 use super::resume::Resumed;
 use super::target::preflight;
-use super::transfer::{ReplicateOptions, ReplicationError, replicate_dataset};
+use super::transfer::replicate_dataset;
 use super::zfs_host::{LocalZfs, ZfsHost};
 use crate::runs::context::{RunContext, RunFailure, rate};
 use crate::zfs::{Dialect, Zfs, ZfsError};
