@@ -95,6 +95,58 @@ pub(super) fn two_systems(
     })
 }
 
+/// Two systems in a test dir of their own, each with a pool and an sshd,
+/// and the fleet of both; dropped in that order (agents before pools).
+pub(super) struct Pair {
+    pub(super) fleet: Fleet,
+    pub(super) pool1: TestPool,
+    pub(super) pool2: TestPool,
+    _sshds: [TestSshd; 2],
+    pub(super) dir: TestDir,
+}
+
+impl Pair {
+    /// `nas1:` and the source pool's `dataset`, as tasks name a source.
+    pub(super) fn source(&self, dataset: &str) -> String {
+        format!("nas1:{}/{dataset}", self.pool1.name())
+    }
+
+    /// `nas2:` and the target pool's `dataset`.
+    pub(super) fn target(&self, dataset: &str) -> String {
+        format!("nas2:{}/{dataset}", self.pool2.name())
+    }
+
+    /// Where `dataset` of the source pool lands under `root` of the target pool.
+    pub(super) fn replica(&self, root: &str, dataset: &str) -> String {
+        format!(
+            "{}/{root}/nas1/{}/{dataset}",
+            self.pool2.name(),
+            self.pool1.name()
+        )
+    }
+}
+
+/// A [`Pair`] named `name` whose source pool `prepare` fills before the
+/// agents start (their first inventory then has it).
+pub(super) fn pair(
+    name: &str,
+    prepare: impl FnOnce(&TestDir, &TestPool) -> Result<()>,
+) -> Result<Pair> {
+    let dir = TestDir::new(name)?;
+    let pool1 = TestPool::create(dir.path(), &format!("{name}s"))?;
+    let pool2 = TestPool::create(dir.path(), &format!("{name}d"))?;
+    let sshds = [TestSshd::start(dir.path())?, TestSshd::start(dir.path())?];
+    prepare(&dir, &pool1)?;
+    let fleet = two_systems(&dir, &pool1, &sshds[0], &pool2, &sshds[1])?;
+    Ok(Pair {
+        fleet,
+        pool1,
+        pool2,
+        _sshds: sshds,
+        dir,
+    })
+}
+
 pub(super) fn replication_run(controller: &Controller, name: &str) -> Result<Value> {
     let run = controller.cli_json(&["replication", "run", name])?;
     let id = run["id"]

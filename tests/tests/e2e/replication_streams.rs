@@ -1,9 +1,9 @@
 //! How replication streams travel: many snapshots in one `-I` stream and a bandwidth cap (both ZFS tiers); raw sends of encrypted datasets and the bookmark cursor (OpenZFS; zfs-fuse has neither, and those tests say so).
 
 use super::common::*;
-use super::replication::{RUN_TIMEOUT, create_replication, holds_on, replication_run, two_systems};
+use super::replication::{RUN_TIMEOUT, create_replication, holds_on, pair, replication_run};
 use anyhow::{Context, Result, ensure};
-use nasfleet_tests::{TestDir, TestPool, TestSshd, ensure_zfs, is_openzfs};
+use nasfleet_tests::{ensure_zfs, is_openzfs};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -66,17 +66,13 @@ fn zfs_run(args: &[&str]) -> Result<String> {
 #[test]
 fn neighbouring_snapshots_travel_in_one_stream_at_the_capped_rate() -> Result<()> {
     ensure_zfs()?;
-    let dir = TestDir::new("streams")?;
-    let pool1 = TestPool::create(dir.path(), "isrc")?;
-    let pool2 = TestPool::create(dir.path(), "idst")?;
-    let sshd1 = TestSshd::start(dir.path())?;
-    let sshd2 = TestSshd::start(dir.path())?;
-    let data = pool1.create_dataset("data")?;
-    pool1.snapshot("data", "auto-2026-04-01_00-00")?;
-    let fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
-    let controller = &fleet.controller;
-    let source = format!("nas1:{data}");
-    let target = format!("nas2:{}/backup", pool2.name());
+    let systems = pair("streams", |_, pool| {
+        pool.create_dataset("data")?;
+        pool.snapshot("data", "auto-2026-04-01_00-00").map(drop)
+    })?;
+    let (controller, pool1) = (&systems.fleet.controller, &systems.pool1);
+    let data = format!("{}/data", pool1.name());
+    let (source, target) = (systems.source("data"), systems.target("backup"));
     create_replication(
         controller,
         "many",
@@ -117,8 +113,7 @@ fn neighbouring_snapshots_travel_in_one_stream_at_the_capped_rate() -> Result<()
         rate <= ceiling,
         "{moved} bytes in {took:?}: {rate:.0} B/s, over the 4 MiB/s cap"
     );
-    let replica = format!("{}/backup/nas1/{data}", pool2.name());
-    let names = snapshot_names_of(&replica)?;
+    let names = snapshot_names_of(&systems.replica("backup", "data"))?;
     ensure!(names.len() == 5, "every snapshot arrived: {names:?}");
     Ok(())
 }
@@ -143,33 +138,30 @@ fn encrypted_datasets_are_sent_raw_and_stay_encrypted() -> Result<()> {
         );
         return Ok(());
     }
-    let dir = TestDir::new("raw")?;
-    let pool1 = TestPool::create(dir.path(), "esrc")?;
-    let pool2 = TestPool::create(dir.path(), "edst")?;
-    let sshd1 = TestSshd::start(dir.path())?;
-    let sshd2 = TestSshd::start(dir.path())?;
-    let key = dir.path().join("passphrase");
-    std::fs::write(&key, "correct horse battery staple")?;
+    let systems = pair("raw", |dir, pool| {
+        let key = dir.path().join("passphrase");
+        std::fs::write(&key, "correct horse battery staple")?;
+        let secret = format!("{}/secret", pool.name());
+        zfs_run(&[
+            "create",
+            "-o",
+            "encryption=aes-256-gcm",
+            "-o",
+            "keyformat=passphrase",
+            "-o",
+            &format!("keylocation=file://{}", key.display()),
+            &secret,
+        ])?;
+        std::fs::write(
+            mountpoint(&secret)?.join("plans.txt"),
+            "the treasure is buried here",
+        )?;
+        pool.snapshot("secret", "auto-2026-05-01_00-00").map(drop)
+    })?;
+    let key = systems.dir.path().join("passphrase");
+    let (controller, pool1) = (&systems.fleet.controller, &systems.pool1);
     let secret = format!("{}/secret", pool1.name());
-    zfs_run(&[
-        "create",
-        "-o",
-        "encryption=aes-256-gcm",
-        "-o",
-        "keyformat=passphrase",
-        "-o",
-        &format!("keylocation=file://{}", key.display()),
-        &secret,
-    ])?;
-    std::fs::write(
-        mountpoint(&secret)?.join("plans.txt"),
-        "the treasure is buried here",
-    )?;
-    pool1.snapshot("secret", "auto-2026-05-01_00-00")?;
-    let fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
-    let controller = &fleet.controller;
-    let source = format!("nas1:{secret}");
-    let target = format!("nas2:{}/backup", pool2.name());
+    let (source, target) = (systems.source("secret"), systems.target("backup"));
     create_replication(controller, "vault", &source, &target, &[])?;
 
     // The dry run says it goes raw.
@@ -183,7 +175,7 @@ fn encrypted_datasets_are_sent_raw_and_stay_encrypted() -> Result<()> {
         log_lines(&run).iter().any(|l| l.contains("sent raw")),
         "{run}"
     );
-    let replica = format!("{}/backup/nas1/{secret}", pool2.name());
+    let replica = systems.replica("backup", "secret");
     let props = |dataset: &str| -> Result<(String, String)> {
         Ok((
             nasfleet_tests::zfs::get_property(dataset, "encryption")?,
@@ -230,11 +222,11 @@ fn encrypted_datasets_are_sent_raw_and_stay_encrypted() -> Result<()> {
     );
 
     // --no-raw into a new target: decrypted, an explicit choice.
-    let plain_target = format!("nas2:{}/plain", pool2.name());
+    let plain_target = systems.target("plain");
     create_replication(controller, "opened", &source, &plain_target, &["--no-raw"])?;
     let run = replication_run(controller, "opened")?;
     ensure!(run_state(&run)? == "FINISHED", "{run}");
-    let opened = format!("{}/plain/nas1/{secret}", pool2.name());
+    let opened = systems.replica("plain", "secret");
     let (cipher, _) = props(&opened)?;
     ensure!(cipher.trim() == "off", "a --no-raw replica is {cipher}");
     Ok(())
@@ -252,18 +244,14 @@ fn the_bookmark_cursor_keeps_incrementals_going_without_the_base() -> Result<()>
         );
         return Ok(());
     }
-    let dir = TestDir::new("cursor")?;
-    let pool1 = TestPool::create(dir.path(), "csrc")?;
-    let pool2 = TestPool::create(dir.path(), "cdst")?;
-    let sshd1 = TestSshd::start(dir.path())?;
-    let sshd2 = TestSshd::start(dir.path())?;
-    let data = pool1.create_dataset("data")?;
-    random_file(&mountpoint(&data)?, "bulk", 32)?;
-    pool1.snapshot("data", "auto-2026-06-01_00-00")?;
-    let fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
-    let controller = &fleet.controller;
-    let source = format!("nas1:{data}");
-    let target = format!("nas2:{}/backup", pool2.name());
+    let systems = pair("cursor", |_, pool| {
+        let data = pool.create_dataset("data")?;
+        random_file(&mountpoint(&data)?, "bulk", 32)?;
+        pool.snapshot("data", "auto-2026-06-01_00-00").map(drop)
+    })?;
+    let (controller, pool1) = (&systems.fleet.controller, &systems.pool1);
+    let data = format!("{}/data", pool1.name());
+    let (source, target) = (systems.source("data"), systems.target("backup"));
     let task = create_replication(controller, "cursor", &source, &target, &[])?;
     let run = replication_run(controller, "cursor")?;
     ensure!(run_state(&run)? == "FINISHED", "{run}");
@@ -295,8 +283,7 @@ fn the_bookmark_cursor_keeps_incrementals_going_without_the_base() -> Result<()>
         moved < 8 << 20,
         "an incremental from the bookmark moves ~1 MiB, not the 32 MiB of a full send: {moved}"
     );
-    let replica = format!("{}/backup/nas1/{data}", pool2.name());
-    let names = snapshot_names_of(&replica)?;
+    let names = snapshot_names_of(&systems.replica("backup", "data"))?;
     ensure!(
         names.contains(&"auto-2026-06-01_01-00".to_owned()),
         "{names:?}"
