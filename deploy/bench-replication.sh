@@ -35,25 +35,7 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 # shellcheck source=deploy/fleet-lib.sh
 source deploy/fleet-lib.sh
 
-[[ $(id -u) -eq 0 ]] || die "run as root: the benchmark creates zfs pools and starts sshd"
-if [[ ${NASFLEET_BENCH_PREBUILT:-0} == 1 ]]; then
-    # In the OpenZFS guest (deploy/openzfs-guest.sh bench): no network, no
-    # cargo; the host built the release binaries.
-    [[ -x $BIN/nasfleet && -x $BIN/nasfleet-agent && -x $BIN/nasfleet-controller ]] ||
-        die "NASFLEET_BENCH_PREBUILT=1 but no release binaries in $BIN"
-else
-    deploy/install-deps.sh
-    log "building nasfleet (release)"
-    cargo build --release --workspace --bins --locked
-fi
-
-cleanup() {
-    [[ -d $FLEET ]] && fleet_forget_keys
-    fleet_stop "${POOLS[@]}"
-}
-cleanup
-# NASFLEET_BENCH_KEEP=1 keeps the fleet (and its logs) for a look afterwards.
-[[ ${NASFLEET_BENCH_KEEP:-} == 1 ]] || trap cleanup EXIT
+fleet_bench_prepare
 
 # Room for the data on each side plus zfs overhead.
 size="$((MIB * 2 + 512))M"
@@ -73,7 +55,7 @@ bytes=$(zfs get -H -p -o value referenced bench-src/data@auto-2026-01-01_00-00)
 # gate, host key pinned for nas1). The raw pipeline logs in to the same
 # sshd with a key of its own, authorized without the gate: the baseline is
 # plain zfs over ssh, and the gate's cost counts against nasfleet.
-fleet_cli ssh-connection create nas1 nas2 >/dev/null
+fleet_ssh_connection nas1 nas2
 raw_key=$FLEET/bench_raw_ed25519
 rm -f "$raw_key" "$raw_key.pub"
 ssh-keygen -q -t ed25519 -N '' -C nasfleet-bench-raw -f "$raw_key"

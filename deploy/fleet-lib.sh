@@ -1,4 +1,4 @@
-# Shared by deploy/demo.sh and deploy/bench-replication.sh: a local fleet of
+# Shared by deploy/demo.sh and the benchmarks (bench-replication.sh, bench-streams.sh): a local fleet of
 # one controller and several "hosts", each a file-backed zfs-fuse pool, an
 # sshd on its own loopback address, and an enrolled agent. Source it after
 # setting FLEET (work dir), BIN (dir of the nasfleet binaries) and PORT.
@@ -109,4 +109,39 @@ fleet_forget_keys() {
         body=$(awk '{print $2}' "$pub")
         [[ -n $body ]] && sed -i "\\|$body|d" /root/.ssh/authorized_keys
     done
+}
+
+# For the benchmarks: as root, with the release binaries (built here, or
+# by the host when NASFLEET_BENCH_PREBUILT=1 in the OpenZFS guest, which
+# has no network and no cargo), and a clean start: a fleet left over under
+# $FLEET and the pools named in POOLS are removed now and again at exit
+# (NASFLEET_BENCH_KEEP=1 keeps them, with the logs, for a look afterwards).
+fleet_bench_prepare() {
+    [[ $(id -u) -eq 0 ]] || die "run as root: the benchmark creates zfs pools and starts sshd"
+    if [[ ${NASFLEET_BENCH_PREBUILT:-0} == 1 ]]; then
+        [[ -x $BIN/nasfleet && -x $BIN/nasfleet-agent && -x $BIN/nasfleet-controller ]] ||
+            die "NASFLEET_BENCH_PREBUILT=1 but no release binaries in $BIN"
+    else
+        deploy/install-deps.sh
+        log "building nasfleet (release)"
+        cargo build --release --workspace --bins --locked
+    fi
+    fleet_bench_cleanup
+    [[ ${NASFLEET_BENCH_KEEP:-} == 1 ]] || trap fleet_bench_cleanup EXIT
+}
+
+fleet_bench_cleanup() {
+    [[ -d $FLEET ]] && fleet_forget_keys
+    fleet_stop "${POOLS[@]}"
+}
+
+# fleet_ssh_connection SOURCE TARGET: `ssh-connection create`, retried for
+# a while: a target reports its sshd and host keys with its first
+# inventory, which follows ONLINE by seconds on a slow machine.
+fleet_ssh_connection() {
+    for _ in $(seq 60); do
+        fleet_cli ssh-connection create "$1" "$2" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    fleet_cli ssh-connection create "$1" "$2" >/dev/null
 }
