@@ -62,28 +62,13 @@ bandwidth)
 *) usage ;;
 esac
 
-[[ $(id -u) -eq 0 ]] || die "run as root: the benchmark creates zfs pools and starts sshd"
-if [[ ${NASFLEET_BENCH_PREBUILT:-0} == 1 ]]; then
-    [[ -x $BIN/nasfleet && -x $BIN/nasfleet-agent && -x $BIN/nasfleet-controller ]] ||
-        die "NASFLEET_BENCH_PREBUILT=1 but no release binaries in $BIN"
-else
-    deploy/install-deps.sh
-    log "building nasfleet (release)"
-    cargo build --release --workspace --bins --locked
-fi
-
-cleanup() {
-    [[ -d $FLEET ]] && fleet_forget_keys
-    fleet_stop "${POOLS[@]}"
-}
-cleanup
-[[ ${NASFLEET_BENCH_KEEP:-} == 1 ]] || trap cleanup EXIT
+fleet_bench_prepare
 
 fleet_controller
 fleet_host nas1 streams-src 127.0.0.2 "$SIZE"
 fleet_host nas2 streams-dst 127.0.0.3 "$SIZE"
 fleet_wait_online 2
-fleet_cli ssh-connection create nas1 nas2 >/dev/null
+fleet_ssh_connection nas1 nas2
 openzfs=0
 zfs version >/dev/null 2>&1 && openzfs=1
 

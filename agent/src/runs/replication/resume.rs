@@ -61,8 +61,8 @@ pub(super) async fn resume(
     );
     let send = zfs::send_resume_args(token).map_err(ZfsError::from)?;
     let (send_program, send_args) = LocalZfs.command(send);
-    let recv =
-        zfs::recv_args(options.dialect_target, target_dataset, false).map_err(ZfsError::from)?;
+    let recv = zfs::recv_args(options.dialect_target, target_dataset, false, true)
+        .map_err(ZfsError::from)?;
     let (recv_program, recv_args) = target.command(recv);
     progress(0, info.remaining, &label);
     let moved = pipe::pipe(

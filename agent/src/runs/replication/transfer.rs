@@ -566,9 +566,13 @@ impl Step<'_> {
             _ => None,
         };
         let mut target_held = false;
-        // OpenZFS makes the replica read-only with the receive itself
-        // (`-o readonly=on`); zfs-fuse needs a `zfs set` after it.
-        let set_by_receive = self.options.dialect_target == Dialect::OpenZfs;
+        // OpenZFS makes a new replica read-only with its full receive
+        // (`-o readonly=on`); after incrementals, and on zfs-fuse, a `zfs
+        // set` follows the last receive.
+        let set_by_receive = |transfer: &Transfer| {
+            self.options.dialect_target == Dialect::OpenZfs
+                && matches!(transfer, Transfer::Full { .. })
+        };
         let mut readonly_set = false;
         let mut total: u64 = 0;
         let mut transferred = Vec::with_capacity(plan.transfers.len());
@@ -577,7 +581,7 @@ impl Step<'_> {
             let around = Around {
                 create_first: create_parent.clone().filter(|_| index == 0),
                 readonly_after: Some(readonly.clone())
-                    .filter(|_| chaining && last && !set_by_receive),
+                    .filter(|_| chaining && last && !set_by_receive(transfer)),
                 hold_after: target_hold.clone().filter(|_| last),
             };
             let sent = self
@@ -605,7 +609,7 @@ impl Step<'_> {
                 }
                 Err(stale) => return Err(stale),
             }
-            readonly_set |= readonly_rode_along || set_by_receive;
+            readonly_set |= readonly_rode_along || set_by_receive(transfer);
             transferred.push(transfer.clone());
         }
 
@@ -791,7 +795,13 @@ impl Step<'_> {
     ) -> Result<(ProgramArgs, Vec<String>), ZfsError> {
         let (from, snapshot) = self.send_names(transfer);
         let send = zfs::send_args(self.features, from.as_send_from(), &snapshot)?;
-        let recv = zfs::recv_args(self.options.dialect_target, self.target_dataset, force)?;
+        let creates = matches!(transfer, Transfer::Full { .. });
+        let recv = zfs::recv_args(
+            self.options.dialect_target,
+            self.target_dataset,
+            force,
+            creates,
+        )?;
         Ok((LocalZfs.command(send), recv))
     }
 
