@@ -167,7 +167,7 @@ compression)
     # A 16 MiB piece of 13-digit numbers (seq's fast integer path), written
     # over and over: lz4 compresses each 128 KiB record on its own, so the
     # repetition does not help it; it only spares a slow machine seq's time.
-    seq 1000000000000 1000001300000 | head -c $((16 << 20)) >"$FLEET/piece.txt"
+    seq 1000000000000 1000001300000 | head -c $((16 << 20)) >"$FLEET/piece.txt" || true
     for ((i = 0; i < MIB / 16 + 1; i++)); do cat "$FLEET/piece.txt"; done |
         head -c "$((MIB << 20))" >"$FLEET/mnt/streams-src/text/numbers.txt" || true
     sync
