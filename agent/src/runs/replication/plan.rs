@@ -77,8 +77,9 @@ impl Transfer {
     }
 }
 
-/// `@snapshot`, or `#bookmark` as it is written already.
-fn with_mark(from: &str) -> String {
+/// An incremental source as zfs takes it after `-i`/`-I`: `@snapshot`,
+/// or `#bookmark` as it is written already.
+pub(super) fn with_mark(from: &str) -> String {
     if from.starts_with('#') {
         from.to_owned()
     } else {

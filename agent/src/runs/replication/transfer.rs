@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::options::{ReplicateOptions, ReplicationError};
-use super::plan::{Plan, Transfer, plan};
+use super::plan::{Plan, Transfer, plan, with_mark};
 use super::resume::{self, Resumed};
 use super::stream;
 use super::zfs_host::{LocalZfs, ZfsHost};
@@ -772,17 +772,10 @@ impl Step<'_> {
 
     /// Where `transfer` starts and the snapshot it sends (full names).
     fn send_names(&self, transfer: &Transfer) -> (SendStart, String) {
-        let mark = |from: &str| {
-            if from.starts_with('#') {
-                from.to_owned()
-            } else {
-                format!("@{from}")
-            }
-        };
         let from = match transfer {
             Transfer::Full { .. } => SendStart::Full,
-            Transfer::Incremental { from, .. } => SendStart::Incremental(mark(from)),
-            Transfer::Intermediates { from, .. } => SendStart::Intermediates(mark(from)),
+            Transfer::Incremental { from, .. } => SendStart::Incremental(with_mark(from)),
+            Transfer::Intermediates { from, .. } => SendStart::Intermediates(with_mark(from)),
         };
         (from, format!("{}@{}", self.dataset, transfer.snapshot()))
     }
