@@ -376,33 +376,6 @@ fn widen_pipe(pipe: &impl AsRawFd) {
     let _ = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, WIDE_PIPE) };
 }
 
-/// The capacity of a pipe in bytes; 0 if it cannot be read.
-fn pipe_capacity(pipe: &impl AsRawFd) -> usize {
-    // SAFETY: fcntl(F_GETPIPE_SZ) on a file descriptor we own reads a number.
-    let size = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    usize::try_from(size).unwrap_or(0)
-}
-
-/// Longest [`refill_pause`].
-const MAX_REFILL_PAUSE: Duration = Duration::from_millis(5);
-
-/// How long the relay lets a receiver that keeps its pipe full drain it
-/// before refilling: the time to read about half the pipe at the rate seen
-/// so far (at most [`MAX_REFILL_PAUSE`]; none before a rate is known).
-///
-/// Without it the relay wakes for every read the receiver makes (ssh reads
-/// its stdin a few pages at a time), three calls and a context switch per
-/// few dozen KiB, CPU that a two-core NAS also needs for ssh and zfs. With
-/// half the pipe still queued when the pause ends, the receiver never waits.
-fn refill_pause(capacity: usize, moved: u64, elapsed: Duration) -> Duration {
-    let secs = elapsed.as_secs_f64();
-    if capacity == 0 || moved == 0 || secs <= 0.0 {
-        return Duration::ZERO;
-    }
-    let rate = moved as f64 / secs;
-    Duration::from_secs_f64((capacity as f64 / 2.0) / rate).min(MAX_REFILL_PAUSE)
-}
-
 /// How [`relay`] stopped before the end of the stream.
 #[derive(Debug)]
 enum RelayEnd {
@@ -582,7 +555,6 @@ async fn relay<P: FnMut(u64)>(
 fn relay_blocking(from: OwnedFd, to: OwnedFd, shared: &RelayShared) -> Result<u64, RelayEnd> {
     set_nonblocking(&from).map_err(RelayEnd::Failed)?;
     set_nonblocking(&to).map_err(RelayEnd::Failed)?;
-    let capacity = pipe_capacity(&to);
     let mut from = File::from(from);
     let mut to = File::from(to);
     let mut copy: Option<CopyBuffer> = None;
@@ -590,7 +562,7 @@ fn relay_blocking(from: OwnedFd, to: OwnedFd, shared: &RelayShared) -> Result<u6
     let mut last_report = shared.started;
     loop {
         let step = match &mut copy {
-            None => splice_step(&from, &to, capacity, total, shared)?,
+            None => splice_step(&from, &to, shared)?,
             Some(buffer) => buffer.step(&mut from, &mut to, shared)?,
         };
         let moved = match step {
@@ -624,13 +596,14 @@ enum Step {
     CannotSplice,
 }
 
-/// Waits for the sender's data, then splices what there is. `capacity` of
-/// the receiver's pipe and `moved` so far set the pause when it is full.
+/// Waits for the sender's data, then splices what there is. When the
+/// receiver's pipe is full it waits until there is room again and no
+/// longer: a pause to let the pipe drain further (fewer wake-ups) cost 5 %
+/// of a 1 GiB transfer's throughput on a two-core machine, more than the
+/// wake-ups it saved (`deploy/bench-replication.sh`).
 fn splice_step(
     from: &File,
     to: &File,
-    capacity: usize,
-    moved: u64,
     shared: &RelayShared,
 ) -> Result<Step, RelayEnd> {
     // poll(2) returns at once when there is data; sleeping in it rather
@@ -647,10 +620,6 @@ fn splice_step(
             // There is data, so the receiver's pipe is full.
             Some(libc::EAGAIN) => {
                 wait_for(to, libc::POLLOUT, shared)?;
-                let pause = refill_pause(capacity, moved, shared.started.elapsed());
-                if !pause.is_zero() {
-                    std::thread::sleep(pause);
-                }
                 Ok(Step::Moved(0))
             }
             Some(libc::EINTR) => Ok(Step::Moved(0)),
@@ -1309,24 +1278,6 @@ mod tests {
             .expect("the relay thread should have ended");
         assert!(matches!(ended, Err(RelayEnd::Failed(_))), "{ended:?}");
         drop((feed, out));
-    }
-
-    #[test]
-    fn refill_pause_lets_half_the_pipe_drain_at_the_rate_seen() {
-        let mib = 1 << 20;
-        // 100 MB/s: half a MiB drains in ~5.2 ms, capped at 5 ms.
-        let pause = refill_pause(mib, 100_000_000, Duration::from_secs(1));
-        assert_eq!(pause, MAX_REFILL_PAUSE);
-        // 500 MB/s: ~1.05 ms.
-        let pause = refill_pause(mib, 500_000_000, Duration::from_secs(1));
-        assert!(
-            pause > Duration::from_micros(1000) && pause < Duration::from_micros(1100),
-            "{pause:?}"
-        );
-        // Nothing known yet, or no pipe size: no pause.
-        assert_eq!(refill_pause(mib, 0, Duration::from_secs(1)), Duration::ZERO);
-        assert_eq!(refill_pause(mib, 10, Duration::ZERO), Duration::ZERO);
-        assert_eq!(refill_pause(0, 10, Duration::from_secs(1)), Duration::ZERO);
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub(super) struct Side<'a> {
     pub previous: Option<&'a str>,
     /// The hold is on `newest` already (it rode along with the receive).
     pub held: bool,
+    /// The dataset came into being with this run's receive, so none of
+    /// its older snapshots can carry the tag: nothing to release there
+    /// (on a target, a remote listing fewer).
+    pub fresh: bool,
 }
 
 /// Holds `tag` on each side's newest snapshot (a hold already there is
@@ -79,6 +83,9 @@ async fn place(tag: &str, side: &Side<'_>, timeout: Duration) -> Result<(), Stri
 
 /// Releases `tag` from `side`'s snapshots other than its newest.
 async fn release_older(tag: &str, side: &Side<'_>, timeout: Duration) -> Vec<String> {
+    if side.fresh {
+        return Vec::new();
+    }
     let newest = format!("{}@{}", side.dataset, side.newest);
     if side.host.can_chain()
         && let Some(previous) = side.previous

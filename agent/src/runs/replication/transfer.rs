@@ -152,6 +152,7 @@ pub async fn replicate_dataset(
                     previous: None,
                     target_previous: None,
                     target_held: false,
+                    target_created: false,
                 };
                 step.protect_base(&base, &source, target).await
             }
@@ -454,6 +455,8 @@ struct Base<'a> {
     previous: Option<&'a str>,
     target_previous: Option<&'a str>,
     target_held: bool,
+    /// The target dataset was created by this run's first receive.
+    target_created: bool,
 }
 
 /// One transfer as the pipe left it.
@@ -626,6 +629,7 @@ impl Step<'_> {
                     previous: plan.base.as_deref(),
                     target_previous: plan.target_base.as_deref(),
                     target_held,
+                    target_created: basis.target_absent,
                 };
                 self.protect_base(&base, source, target).await
             }
@@ -663,6 +667,7 @@ impl Step<'_> {
             newest: base.target_newest,
             previous: base.target_previous,
             held: base.target_held,
+            fresh: base.target_created,
         };
         let source_side = (!newest.starts_with('#')).then_some(holds::Side {
             host: &LocalZfs,
@@ -670,6 +675,7 @@ impl Step<'_> {
             newest,
             previous: base.previous.filter(|p| !p.starts_with('#')),
             held: false,
+            fresh: false,
         });
         let mut notes =
             holds::move_hold(&tag, source_side, target_side, self.options.command_timeout).await;
