@@ -28,6 +28,11 @@ impl Context {
         }
     }
 
+    /// `--config` as given, for `login`, which writes the file instead of reading it.
+    pub fn config_flag(&self) -> Option<PathBuf> {
+        self.config.clone()
+    }
+
     /// Reads the credentials and opens an authenticated channel. Groups call
     /// it after their pre-check, so a mistyped flag fails the same way on
     /// every machine, with or without credentials.

@@ -9,7 +9,9 @@ pub mod credentials;
 pub mod failure;
 
 use clap::{Parser, Subcommand};
+use commands::audit::AuditCommand;
 use commands::dataset::DatasetCommand;
+use commands::login::LoginArgs;
 use commands::replication::ReplicationCommand;
 use commands::rsync::RsyncCommand;
 use commands::run::RunCommand;
@@ -18,6 +20,7 @@ use commands::snapshot_task::SnapshotTaskCommand;
 use commands::ssh_connection::SshConnectionCommand;
 use commands::system::SystemCommand;
 use commands::token::TokenCommand;
+use commands::user::UserCommand;
 use context::Context;
 use output::OutputFormat;
 use std::path::PathBuf;
@@ -69,6 +72,14 @@ pub enum Command {
     /// Rsync tasks: a path of a system copied to or from a remote host on a schedule.
     #[command(subcommand)]
     Rsync(RsyncCommand),
+    /// The fleet's people: roles (admin, operator, viewer) and the systems they see.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Sign in on this machine with a token from `nasfleet user create`.
+    Login(LoginArgs),
+    /// The audit log: every change and every refused call.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 impl Command {
@@ -84,6 +95,9 @@ impl Command {
             Command::Replication(command) => command.run(ctx).await,
             Command::SshConnection(command) => command.run(ctx).await,
             Command::Rsync(command) => command.run(ctx).await,
+            Command::User(command) => command.run(ctx).await,
+            Command::Login(args) => args.run(ctx.config_flag(), ctx.output).await,
+            Command::Audit(command) => command.run(ctx).await,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! What controller, agent and CLI share beyond the contract: the rules every input is checked by (one home each), names, schedules and naming schemas, transfer rates, how statuses are spelled, TLS dialing, daemon start-up and the CLI config.
+//! What controller, agent and CLI share beyond the contract: the rules every input is checked by (one home each), names, roles, schedules and naming schemas, transfer rates, how statuses are spelled, TLS dialing, daemon start-up and the CLI config.
 
 pub mod cli_config;
 pub mod daemon;
@@ -11,6 +11,7 @@ pub mod names;
 pub mod naming;
 pub mod rate;
 pub mod replication_rules;
+pub mod roles;
 pub mod rsync_aux;
 pub mod rsync_rules;
 pub mod schedule;

@@ -1,52 +1,45 @@
-//! Who is calling, and may they: the client certificate of every request checked against the certificates this controller issued, and the access a call needs checked against the caller's role.
+//! Who is calling, and may they: the client certificate of every request checked against the certificates this controller issued and the user it speaks for, the access a call needs checked against that user's role, and every refusal and every change written to the audit log before it is answered.
 //!
 //! TLS already proved the certificate chains to our CA; here we add what a
-//! CA check cannot: the certificate must be one we recorded and not revoked,
-//! and its principal must fit the call. Both edges (the Fleet API and the
-//! agent link) use this module.
+//! CA check cannot: the certificate must be one we recorded, not revoked,
+//! and the current one of its user or system. Both edges (the Fleet API and
+//! the agent link) use this module.
 
+use crate::engine::access::{Access, Actor};
+use crate::engine::audit::{self, Audited};
 use crate::engine::error::FleetError;
+use crate::engine::state::SharedState;
+use crate::engine::users::actor_of;
 use crate::store::{CertRecord, Store};
 use nasfleet_common::identity::{PeerCertificate, Principal};
 use tonic::Request;
 
-/// An authenticated caller.
+/// An authenticated certificate.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
-    pub role: Option<String>,
     pub serial_hex: String,
 }
 
-impl Caller {
-    /// The caller's name without its kind, as runs record who started them.
-    pub fn name(&self) -> &str {
-        match &self.principal {
-            Principal::User(name) | Principal::System(name) => name,
-        }
-    }
+/// Where a call came from and which certificate it presented, as the
+/// audit log records it; read before the request is consumed.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub address: String,
+    /// `user:NAME`, `system:NAME`, or `unknown` without a usable certificate.
+    pub who: String,
 }
 
-pub const ROLE_ADMIN: &str = "admin";
-
-/// What a call does, and so what the caller's role must allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Look at systems, datasets, snapshots, tasks, runs and connections.
-    Read,
-    /// Change or run the fleet's tasks and snapshots.
-    Operate,
-    /// Manage the fleet itself: join tokens, system removal, SSH trust.
-    Administer,
-}
-
-impl Access {
-    /// Whether `role` may make calls of this access. Today's roles are
-    /// `admin` (everything) and `viewer` (read only).
-    pub fn allowed_for(self, role: Option<&str>) -> bool {
-        match self {
-            Access::Read => true,
-            Access::Operate | Access::Administer => role == Some(ROLE_ADMIN),
+impl Origin {
+    pub fn of<T>(request: &Request<T>) -> Origin {
+        Origin {
+            address: request
+                .remote_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            who: peer_certificate(request)
+                .map(|peer| peer.principal.to_string())
+                .unwrap_or_else(|_| "unknown".to_owned()),
         }
     }
 }
@@ -78,10 +71,17 @@ pub enum Call {
     ListSshConnections,
     CreateSshConnection,
     DeleteSshConnection,
+    CreateUser,
+    CreateUserToken,
+    ListUsers,
+    GetUser,
+    UpdateUser,
+    RemoveUser,
+    ListAudit,
 }
 
 impl Call {
-    pub const ALL: [Call; 23] = [
+    pub const ALL: [Call; 30] = [
         Call::CreateToken,
         Call::ListSystems,
         Call::GetSystem,
@@ -105,6 +105,13 @@ impl Call {
         Call::ListSshConnections,
         Call::CreateSshConnection,
         Call::DeleteSshConnection,
+        Call::CreateUser,
+        Call::CreateUserToken,
+        Call::ListUsers,
+        Call::GetUser,
+        Call::UpdateUser,
+        Call::RemoveUser,
+        Call::ListAudit,
     ];
 
     /// The RPC's name in `nasfleet.proto`.
@@ -133,6 +140,13 @@ impl Call {
             Call::ListSshConnections => "ListSshConnections",
             Call::CreateSshConnection => "CreateSshConnection",
             Call::DeleteSshConnection => "DeleteSshConnection",
+            Call::CreateUser => "CreateUser",
+            Call::CreateUserToken => "CreateUserToken",
+            Call::ListUsers => "ListUsers",
+            Call::GetUser => "GetUser",
+            Call::UpdateUser => "UpdateUser",
+            Call::RemoveUser => "RemoveUser",
+            Call::ListAudit => "ListAudit",
         }
     }
 
@@ -162,7 +176,14 @@ impl Call {
             Call::CreateToken
             | Call::RemoveSystem
             | Call::CreateSshConnection
-            | Call::DeleteSshConnection => Access::Administer,
+            | Call::DeleteSshConnection
+            | Call::CreateUser
+            | Call::CreateUserToken
+            | Call::ListUsers
+            | Call::GetUser
+            | Call::UpdateUser
+            | Call::RemoveUser
+            | Call::ListAudit => Access::Administer,
         }
     }
 }
@@ -188,7 +209,6 @@ pub fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<Caller, Fl
     let record = store.cert(&peer.serial_hex)?;
     check_issued(&peer, record.as_ref())?;
     Ok(Caller {
-        role: record.and_then(|r| r.role),
         principal: peer.principal,
         serial_hex: peer.serial_hex,
     })
@@ -218,25 +238,84 @@ fn check_issued(peer: &PeerCertificate, record: Option<&CertRecord>) -> Result<(
     Ok(())
 }
 
-/// A person whose role allows `call`.
-pub fn authorize<T>(store: &Store, request: &Request<T>, call: Call) -> Result<Caller, FleetError> {
+/// The person a request speaks for: a user whose current certificate it is.
+pub fn person<T>(store: &Store, request: &Request<T>) -> Result<Actor, FleetError> {
     let caller = authenticate(store, request)?;
-    permit(&caller, call.access())?;
-    Ok(caller)
+    let Principal::User(name) = &caller.principal else {
+        return Err(FleetError::PermissionDenied(
+            "agent certificates cannot call the fleet administration API".into(),
+        ));
+    };
+    let user = store.user(name)?.ok_or_else(|| {
+        FleetError::Unauthenticated(format!("user '{name}' was removed from this fleet"))
+    })?;
+    if user.cert_serial.as_deref() != Some(caller.serial_hex.as_str()) {
+        return Err(FleetError::Unauthenticated(format!(
+            "certificate {} is not the current certificate of user '{name}'; log in again",
+            caller.serial_hex
+        )));
+    }
+    actor_of(&user)
 }
 
-/// Whether an authenticated caller may make a call of `access`.
-pub fn permit(caller: &Caller, access: Access) -> Result<(), FleetError> {
-    match &caller.principal {
-        Principal::User(_) if access.allowed_for(caller.role.as_deref()) => Ok(()),
-        Principal::User(_) => Err(FleetError::PermissionDenied(format!(
-            "{} lacks the admin role this call needs",
-            caller.principal
-        ))),
-        Principal::System(_) => Err(FleetError::PermissionDenied(
-            "agent certificates cannot call the fleet administration API".into(),
-        )),
+/// A person whose role allows `call`. A refusal is in the audit log before
+/// it is answered.
+pub async fn authorize<T>(
+    state: &SharedState,
+    request: &Request<T>,
+    call: Call,
+) -> Result<(Actor, Origin), FleetError> {
+    let origin = Origin::of(request);
+    let checked = person(&state.store, request).and_then(|actor| {
+        actor.require(call.access())?;
+        Ok(actor)
+    });
+    match checked {
+        Ok(actor) => Ok((actor, origin)),
+        Err(refusal) => {
+            record(state, &origin, call, "", Err(&refusal)).await?;
+            Err(refusal)
+        }
     }
+}
+
+/// The outcome of a call that changes something (or would have), in the
+/// audit log before it is answered; reads are not recorded unless refused.
+/// When the entry cannot be written the caller is told so: nothing is
+/// answered as done without its entry.
+pub async fn settle<R>(
+    state: &SharedState,
+    origin: &Origin,
+    call: Call,
+    object: &str,
+    outcome: Result<R, FleetError>,
+) -> Result<R, FleetError> {
+    if call.access() == Access::Read {
+        return outcome;
+    }
+    record(state, origin, call, object, outcome.as_ref().map(|_| ())).await?;
+    outcome
+}
+
+async fn record(
+    state: &SharedState,
+    origin: &Origin,
+    call: Call,
+    object: &str,
+    outcome: Result<(), &FleetError>,
+) -> Result<(), FleetError> {
+    let entry = Audited {
+        actor: &origin.who,
+        address: &origin.address,
+        action: call.name(),
+        object,
+    };
+    audit::record(state, &entry, outcome).await.map_err(|e| {
+        tracing::error!(error = %e, action = call.name(), "cannot write the audit log");
+        FleetError::Internal(format!(
+            "the audit log cannot be written ({e}); nothing is answered as done without its entry"
+        ))
+    })
 }
 
 /// An enrolled agent with its current certificate; returns its system name.
@@ -262,12 +341,13 @@ pub fn require_system<T>(store: &Store, request: &Request<T>) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nasfleet_common::roles::Role;
 
-    fn user(role: Option<&str>) -> Caller {
-        Caller {
-            principal: Principal::User("ann".into()),
-            role: role.map(str::to_owned),
-            serial_hex: "01".into(),
+    fn user(role: Role) -> Actor {
+        Actor::Person {
+            name: "ann".into(),
+            role,
+            scope: crate::engine::access::Scope::All,
         }
     }
 
@@ -285,36 +365,6 @@ mod tests {
             issued_unix_ms: 1,
             revoked_unix_ms: revoked.then_some(2),
         }
-    }
-
-    #[test]
-    fn admins_may_do_everything_viewers_only_read() {
-        for access in [Access::Read, Access::Operate, Access::Administer] {
-            assert!(permit(&user(Some("admin")), access).is_ok(), "{access:?}");
-        }
-        assert!(permit(&user(Some("viewer")), Access::Read).is_ok());
-        for access in [Access::Operate, Access::Administer] {
-            assert!(
-                matches!(
-                    permit(&user(Some("viewer")), access),
-                    Err(FleetError::PermissionDenied(m)) if m.contains("lacks the admin role")
-                ),
-                "{access:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn agents_may_not_use_the_fleet_api() {
-        let agent = Caller {
-            principal: Principal::System("nas1".into()),
-            role: None,
-            serial_hex: "02".into(),
-        };
-        assert!(matches!(
-            permit(&agent, Access::Read),
-            Err(FleetError::PermissionDenied(m)) if m.contains("agent certificates cannot")
-        ));
     }
 
     #[test]
@@ -361,10 +411,12 @@ mod tests {
     }
 
     #[test]
-    fn reads_are_for_everyone_changes_for_operators_fleet_management_for_admins() {
+    fn reads_are_for_viewers_changes_for_operators_fleet_management_for_admins() {
         for call in Call::ALL {
             let name = call.name();
-            let expected = if name.starts_with("List")
+            let expected = if name.contains("User") || name.contains("Audit") {
+                Access::Administer
+            } else if name.starts_with("List")
                 || name.starts_with("Get")
                 || name == "WatchRun"
                 || name == "EstimateReplication"
@@ -382,16 +434,18 @@ mod tests {
                 Access::Operate
             };
             assert_eq!(call.access(), expected, "{name}");
-            // And the roles of today: a viewer may only read.
+            // Every role against every call.
             assert_eq!(
-                permit(&user(Some("viewer")), call.access()).is_ok(),
+                user(Role::Viewer).require(call.access()).is_ok(),
                 expected == Access::Read,
                 "{name}"
             );
-            assert!(
-                permit(&user(Some("admin")), call.access()).is_ok(),
+            assert_eq!(
+                user(Role::Operator).require(call.access()).is_ok(),
+                expected != Access::Administer,
                 "{name}"
             );
+            assert!(user(Role::Admin).require(call.access()).is_ok(), "{name}");
         }
     }
 }

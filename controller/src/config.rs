@@ -1,5 +1,6 @@
 //! The controller's data dir layout and its config file `controller.toml`.
 
+use crate::store::AuditRetention;
 use nasfleet_common::daemon::LogFormat;
 use nasfleet_common::duration::parse_duration;
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,20 @@ pub struct ControllerConfig {
     /// Runs kept per task.
     #[serde(default = "default_history")]
     pub run_history: usize,
+    /// Audit entries older than this are dropped (oldest first).
+    #[serde(default = "default_audit_max_age")]
+    pub audit_max_age: String,
+    /// At most this many audit entries are kept (oldest dropped first).
+    #[serde(default = "default_audit_max_entries")]
+    pub audit_max_entries: u64,
+}
+
+fn default_audit_max_age() -> String {
+    "90d".into()
+}
+
+fn default_audit_max_entries() -> u64 {
+    crate::store::DEFAULT_AUDIT_RETENTION.max_entries
 }
 
 fn default_grace() -> String {
@@ -130,7 +145,20 @@ impl ControllerConfig {
         if config.run_history == 0 {
             return Err(invalid("run_history: must be at least 1".into()));
         }
+        config.audit_retention().map_err(invalid)?;
         Ok(config)
+    }
+
+    pub fn audit_retention(&self) -> Result<AuditRetention, String> {
+        let age =
+            parse_duration("audit_max_age", &self.audit_max_age).map_err(|e| e.to_string())?;
+        if self.audit_max_entries == 0 {
+            return Err("audit_max_entries: must be at least 1".into());
+        }
+        Ok(AuditRetention {
+            max_entries: self.audit_max_entries,
+            max_age_ms: i64::try_from(age.as_millis()).unwrap_or(i64::MAX),
+        })
     }
 
     pub fn grace(&self) -> Result<Duration, String> {

@@ -2,10 +2,11 @@
 
 use crate::config::{ControllerConfig, DataDir};
 use crate::pki::{CaMaterial, CertificateAuthority, IssuedCertificate, PkiError};
-use crate::store::{CLOSE_DEADLINE, CertRecord, Store, StoreError};
+use crate::store::{CLOSE_DEADLINE, CertRecord, Store, StoreError, UserRecord};
 use nasfleet_common::cli_config::CliConfig;
 use nasfleet_common::daemon::LogFormat;
 use nasfleet_common::names::{NameError, validate_user_name};
+use nasfleet_common::roles::Role;
 use nasfleet_common::status::now_unix_ms;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -120,7 +121,7 @@ pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
     let url = url_for(options.listen, &name);
     write_controller_config(&dir, options.listen, &url)?;
     let cli_path = write_admin_cli_config(&dir, &url, &options.admin)?;
-    record_admin(&dir, &options.admin, &admin.serial_hex)?;
+    record_admin(&dir, &options.admin, &admin)?;
     Ok(InitSummary {
         url,
         ca_fingerprint: ca.fingerprint().to_owned(),
@@ -182,6 +183,8 @@ fn write_controller_config(dir: &DataDir, listen: SocketAddr, url: &str) -> Resu
         timezone: None,
         missed_run_grace: "1h".into(),
         run_history: 100,
+        audit_max_age: "90d".into(),
+        audit_max_entries: crate::store::DEFAULT_AUDIT_RETENTION.max_entries,
     };
     let config_text = toml::to_string(&config).map_err(|source| InitError::Encode {
         what: "controller.toml",
@@ -214,17 +217,32 @@ fn write_admin_cli_config(dir: &DataDir, url: &str, admin: &str) -> Result<PathB
     Ok(absolute(cli_path))
 }
 
-/// The first admin's certificate, recorded as issued by this controller.
-fn record_admin(dir: &DataDir, admin: &str, serial_hex: &str) -> Result<(), InitError> {
+/// The first admin: a user like the others, whose certificate is recorded
+/// as issued by this controller.
+fn record_admin(dir: &DataDir, admin: &str, issued: &IssuedCertificate) -> Result<(), InitError> {
     let store = Store::open(&dir.store())?;
+    let now = now_unix_ms();
     let admin_cert = CertRecord {
         principal: nasfleet_common::identity::Principal::User(admin.to_owned()).common_name(),
-        role: Some("admin".into()),
-        issued_unix_ms: now_unix_ms(),
+        role: None,
+        issued_unix_ms: now,
         revoked_unix_ms: None,
     };
-    let serial = serial_hex.to_owned();
-    store.write_blocking(move |w| w.put_cert(&serial, &admin_cert))?;
+    let user = UserRecord {
+        name: admin.to_owned(),
+        role: Role::Admin.as_str().to_owned(),
+        systems: Vec::new(),
+        all_systems: false,
+        created_unix_ms: now,
+        created_by: "nasfleet-controller init".into(),
+        cert_serial: Some(issued.serial_hex.clone()),
+        cert_expires_unix_ms: Some(issued.expires_unix_ms),
+    };
+    let serial = issued.serial_hex.clone();
+    store.write_blocking(move |w| {
+        w.put_cert(&serial, &admin_cert)?;
+        w.put_user(&user)
+    })?;
     store.close_blocking(CLOSE_DEADLINE);
     Ok(())
 }

@@ -46,8 +46,11 @@ pub struct IssuedCertificate {
     pub cert_pem: String,
     /// Lower-case hex of the serial, as `PeerCertificate::serial_hex` reads it back.
     pub serial_hex: String,
-    /// Present when the controller generated the key (server and user certificates).
+    /// Present when the controller generated the key (server certificates
+    /// and the first admin's).
     pub key_pem: Option<String>,
+    /// When the certificate stops being valid.
+    pub expires_unix_ms: i64,
 }
 
 /// The CA as loaded for signing.
@@ -65,10 +68,11 @@ fn random_serial() -> (SerialNumber, String) {
     (SerialNumber::from_slice(&bytes), hex::encode(bytes))
 }
 
-fn validity(params: &mut CertificateParams, length: Duration) {
+fn validity(params: &mut CertificateParams, length: Duration) -> i64 {
     let now = OffsetDateTime::now_utc();
     params.not_before = now - BACKDATE;
     params.not_after = now + length;
+    i64::try_from(params.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn common_name(cn: &str, organizational_unit: Option<&str>) -> DistinguishedName {
@@ -166,10 +170,23 @@ impl CertificateAuthority {
         system: &str,
         csr_pem: &str,
     ) -> Result<IssuedCertificate, PkiError> {
+        self.sign_csr(&Principal::System(system.to_owned()), csr_pem)
+    }
+
+    /// Signs a person's CSR for `user:<name>` (`nasfleet login`), on the
+    /// same terms: the key is theirs, everything else ours.
+    pub fn sign_user_csr(&self, user: &str, csr_pem: &str) -> Result<IssuedCertificate, PkiError> {
+        self.sign_csr(&Principal::User(user.to_owned()), csr_pem)
+    }
+
+    fn sign_csr(
+        &self,
+        principal: &Principal,
+        csr_pem: &str,
+    ) -> Result<IssuedCertificate, PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::BadCsr)?;
         let mut params = CertificateParams::default();
-        params.distinguished_name =
-            common_name(&Principal::System(system.to_owned()).common_name(), None);
+        params.distinguished_name = common_name(&principal.common_name(), None);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(params, &csr.public_key, None)
     }
@@ -185,12 +202,13 @@ impl CertificateAuthority {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, LEAF_VALIDITY);
+        let expires_unix_ms = validity(&mut params, LEAF_VALIDITY);
         let cert = params.signed_by(public_key, &self.issuer)?;
         Ok(IssuedCertificate {
             cert_pem: cert.pem(),
             serial_hex,
             key_pem,
+            expires_unix_ms,
         })
     }
 }

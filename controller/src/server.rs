@@ -164,6 +164,7 @@ async fn load_state(
         history_limit: config.run_history,
         scheduler_wake: Arc::new(Notify::new()),
         grace: config.grace().map_err(ServerError::Config)?,
+        audit_retention: config.audit_retention().map_err(ServerError::Config)?,
     });
     Ok((state, tls))
 }

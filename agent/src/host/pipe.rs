@@ -601,11 +601,7 @@ enum Step {
 /// longer: a pause to let the pipe drain further (fewer wake-ups) cost 5 %
 /// of a 1 GiB transfer's throughput on a two-core machine, more than the
 /// wake-ups it saved (`deploy/bench-replication.sh`).
-fn splice_step(
-    from: &File,
-    to: &File,
-    shared: &RelayShared,
-) -> Result<Step, RelayEnd> {
+fn splice_step(from: &File, to: &File, shared: &RelayShared) -> Result<Step, RelayEnd> {
     // poll(2) returns at once when there is data; sleeping in it rather
     // than after a splice that failed with EAGAIN saves a call per wake-up.
     if wait_for(from, libc::POLLIN, shared)? & libc::POLLIN == 0 {

@@ -1,10 +1,12 @@
-//! One module per command group of `nasfleet`, each owning its flags (a clap `Subcommand`), its pre-check and its `run`, plus what several groups share: `task` (every task kind's JSON and lifecycle commands), `schedule_args`, and the replication task's `replication_spec` and `replication_file`.
+//! One module per command group of `nasfleet` (and `login`), each owning its flags (a clap `Subcommand`), its pre-check and its `run`, plus what several groups share: `task` (every task kind's JSON and lifecycle commands), `schedule_args`, and the replication task's `replication_spec` and `replication_file`.
 //!
 //! A group's `run` checks its flags in pure code first, then asks the
 //! [`crate::context::Context`] for a connection, then does the work; so a
 //! mistyped flag fails the same way with or without credentials.
 
+pub mod audit;
 pub mod dataset;
+pub mod login;
 pub mod replication;
 pub mod replication_estimate;
 pub mod replication_file;
@@ -18,6 +20,7 @@ pub mod ssh_connection;
 pub mod system;
 pub mod task;
 pub mod token;
+pub mod user;
 
 /// Turns a gRPC status into an error whose text is the controller's reason
 /// and whose code decides the exit status.

@@ -1,13 +1,15 @@
-//! The Enrollment service: a single-use join token plus a CSR become an agent certificate.
+//! The Enrollment service: a single-use join token plus a CSR become an agent certificate; a person's sign-in token plus a CSR become that person's certificate (`nasfleet login`). Both are in the audit log, refused or done.
 
+use crate::engine::audit::{self, Audited};
 use crate::engine::membership::token_hash;
 use crate::engine::state::SharedState;
+use crate::engine::users;
 use crate::store::{CertRecord, EnrollError, EnrollRefusal, SystemRecord};
 use nasfleet_common::identity::Principal;
 use nasfleet_common::names::validate_system_name;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::enrollment_server::Enrollment;
-use nasfleet_proto::v1::{JoinRequest, JoinResponse};
+use nasfleet_proto::v1::{JoinRequest, JoinResponse, LoginRequest, LoginResponse};
 use tonic::{Request, Response, Status};
 
 pub struct EnrollmentService {
@@ -64,9 +66,54 @@ impl Enrollment for EnrollmentService {
             Err(EnrollError::Store(e)) => return Err(Status::internal(e.to_string())),
         }
         tracing::info!(system = %req.name, ?peer, serial = %issued.serial_hex, "system enrolled");
+        let address = peer.map(|a| a.to_string()).unwrap_or_default();
+        let who = Principal::System(req.name.clone()).to_string();
+        let call = Audited {
+            actor: &who,
+            address: &address,
+            action: "Join",
+            object: &format!("system '{}'", req.name),
+        };
+        audit::record(&self.state, &call, Ok(())).await?;
         Ok(Response::new(JoinResponse {
             certificate_pem: issued.cert_pem,
             ca_certificate_pem: self.state.ca.cert_pem().to_owned(),
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let address = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let req = request.into_inner();
+        let outcome = users::login(&self.state, &req.token, &req.csr_pem).await;
+        // The token is a secret: the log names the user it signed in, never the token.
+        let (who, object) = match &outcome {
+            Ok(done) => (
+                Principal::User(done.user.name.clone()).to_string(),
+                format!("user '{}'", done.user.name),
+            ),
+            Err(_) => ("unknown".to_owned(), "a sign-in token".to_owned()),
+        };
+        let call = Audited {
+            actor: &who,
+            address: &address,
+            action: "Login",
+            object: &object,
+        };
+        audit::record(&self.state, &call, outcome.as_ref().map(|_| ())).await?;
+        let done = outcome?;
+        tracing::info!(user = %done.user.name, %address, "user logged in");
+        Ok(Response::new(LoginResponse {
+            user: done.user.name.clone(),
+            certificate_pem: done.certificate_pem,
+            ca_certificate_pem: self.state.ca.cert_pem().to_owned(),
+            role: done.user.role.clone(),
+            expires_unix_ms: done.user.cert_expires_unix_ms.unwrap_or(0),
         }))
     }
 }

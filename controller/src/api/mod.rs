@@ -5,8 +5,10 @@ mod ssh;
 mod status;
 mod systems;
 mod tasks;
+mod users;
 
 use crate::engine::state::SharedState;
+use nasfleet_proto::v1 as pb;
 use nasfleet_proto::v1::fleet_server::Fleet;
 use nasfleet_proto::v1::{
     CreateSnapshotRequest, CreateSnapshotResponse, CreateTokenRequest, CreateTokenResponse,
@@ -40,7 +42,7 @@ impl Fleet for FleetService {
         &self,
         request: Request<ListSystemsRequest>,
     ) -> Answer<ListSystemsResponse> {
-        systems::list(&self.state, request)
+        systems::list(&self.state, request).await
     }
 
     async fn get_system(&self, request: Request<GetSystemRequest>) -> Answer<SystemDetail> {
@@ -95,11 +97,11 @@ impl Fleet for FleetService {
     }
 
     async fn list_tasks(&self, request: Request<ListTasksRequest>) -> Answer<ListTasksResponse> {
-        tasks::list(&self.state, request)
+        tasks::list(&self.state, request).await
     }
 
     async fn get_task(&self, request: Request<TaskRef>) -> Answer<Task> {
-        tasks::get(&self.state, request)
+        tasks::get(&self.state, request).await
     }
 
     async fn delete_task(&self, request: Request<TaskRef>) -> Answer<Task> {
@@ -118,7 +120,7 @@ impl Fleet for FleetService {
         &self,
         request: Request<ListSshConnectionsRequest>,
     ) -> Answer<ListSshConnectionsResponse> {
-        ssh::list(&self.state, request)
+        ssh::list(&self.state, request).await
     }
 
     async fn create_ssh_connection(
@@ -136,20 +138,60 @@ impl Fleet for FleetService {
     }
 
     async fn list_runs(&self, request: Request<ListRunsRequest>) -> Answer<ListRunsResponse> {
-        runs::list(&self.state, request)
+        runs::list(&self.state, request).await
     }
 
     async fn get_run(&self, request: Request<RunRef>) -> Answer<Run> {
-        runs::get(&self.state, request)
+        runs::get(&self.state, request).await
     }
 
     type WatchRunStream = runs::WatchStream;
 
     async fn watch_run(&self, request: Request<RunRef>) -> Answer<Self::WatchRunStream> {
-        runs::watch(&self.state, request, self.shutdown.clone())
+        runs::watch(&self.state, request, self.shutdown.clone()).await
     }
 
     async fn cancel_run(&self, request: Request<RunRef>) -> Answer<Run> {
         runs::cancel(&self.state, request).await
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Answer<pb::CreateUserResponse> {
+        users::create(&self.state, request).await
+    }
+
+    async fn create_user_token(
+        &self,
+        request: Request<pb::CreateUserTokenRequest>,
+    ) -> Answer<pb::CreateUserResponse> {
+        users::create_token(&self.state, request).await
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Answer<pb::ListUsersResponse> {
+        users::list(&self.state, request).await
+    }
+
+    async fn get_user(&self, request: Request<pb::UserRef>) -> Answer<pb::User> {
+        users::get(&self.state, request).await
+    }
+
+    async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Answer<pb::User> {
+        users::update(&self.state, request).await
+    }
+
+    async fn remove_user(&self, request: Request<pb::UserRef>) -> Answer<pb::User> {
+        users::remove(&self.state, request).await
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Answer<pb::ListAuditResponse> {
+        users::audit_list(&self.state, request).await
     }
 }

@@ -1,7 +1,7 @@
 //! Handlers for runs: list, show, watch live, cancel.
 
 use super::Answer;
-use crate::auth::{Call, authorize};
+use crate::auth::{Call, authorize, settle};
 use crate::engine::state::SharedState;
 use crate::engine::{runs, tasks};
 use crate::store::is_final;
@@ -18,8 +18,11 @@ const WATCH_QUEUE: usize = 64;
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 
-pub fn list(state: &SharedState, request: Request<ListRunsRequest>) -> Answer<ListRunsResponse> {
-    authorize(&state.store, &request, Call::ListRuns)?;
+pub async fn list(
+    state: &SharedState,
+    request: Request<ListRunsRequest>,
+) -> Answer<ListRunsResponse> {
+    authorize(state, &request, Call::ListRuns).await?;
     let req = request.into_inner();
     let limit = match req.limit {
         0 => DEFAULT_RUN_LIMIT,
@@ -30,26 +33,29 @@ pub fn list(state: &SharedState, request: Request<ListRunsRequest>) -> Answer<Li
     }))
 }
 
-pub fn get(state: &SharedState, request: Request<RunRef>) -> Answer<Run> {
-    authorize(&state.store, &request, Call::GetRun)?;
+pub async fn get(state: &SharedState, request: Request<RunRef>) -> Answer<Run> {
+    authorize(state, &request, Call::GetRun).await?;
     Ok(Response::new(runs::get(state, request.into_inner().id)?))
 }
 
 pub async fn cancel(state: &SharedState, request: Request<RunRef>) -> Answer<Run> {
-    let caller = authorize(&state.store, &request, Call::CancelRun)?;
+    let (actor, origin) = authorize(state, &request, Call::CancelRun).await?;
+    let id = request.into_inner().id;
+    let cancelled = runs::cancel(state, id, actor.name()).await;
+    let object = format!("run {id}");
     Ok(Response::new(
-        runs::cancel(state, request.into_inner().id, caller.name()).await?,
+        settle(state, &origin, Call::CancelRun, &object, cancelled).await?,
     ))
 }
 
 /// The run as it is now, then every event of it until it ends, the watcher
 /// goes away or the controller shuts down.
-pub fn watch(
+pub async fn watch(
     state: &SharedState,
     request: Request<RunRef>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Answer<WatchStream> {
-    authorize(&state.store, &request, Call::WatchRun)?;
+    authorize(state, &request, Call::WatchRun).await?;
     let id = request.into_inner().id;
     // Subscribe first, then read: a run ending in between is seen in the read.
     let mut events = state.runs.subscribe(id);

@@ -1,19 +1,20 @@
 //! Handlers for SSH connections between systems.
 
 use super::Answer;
-use crate::auth::{Call, authorize};
+use crate::auth::{Call, authorize, settle};
 use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
+use nasfleet_common::echo::echo;
 use nasfleet_proto::v1::{
     ListSshConnectionsRequest, ListSshConnectionsResponse, SshConnection, SshConnectionRef,
 };
 use tonic::{Request, Response};
 
-pub fn list(
+pub async fn list(
     state: &SharedState,
     request: Request<ListSshConnectionsRequest>,
 ) -> Answer<ListSshConnectionsResponse> {
-    authorize(&state.store, &request, Call::ListSshConnections)?;
+    authorize(state, &request, Call::ListSshConnections).await?;
     let connections = state
         .store
         .ssh_connections()
@@ -28,10 +29,12 @@ pub async fn create(
     state: &SharedState,
     request: Request<SshConnectionRef>,
 ) -> Answer<SshConnection> {
-    let caller = authorize(&state.store, &request, Call::CreateSshConnection)?;
+    let (actor, origin) = authorize(state, &request, Call::CreateSshConnection).await?;
     let req = request.into_inner();
-    let record = ssh_trust::create(state, &req.source, &req.target).await?;
-    tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection created");
+    let created = ssh_trust::create(state, &req.source, &req.target).await;
+    let object = connection(&req);
+    let record = settle(state, &origin, Call::CreateSshConnection, &object, created).await?;
+    tracing::info!(source = %req.source, target = %req.target, by = %actor.label(), "SSH connection created");
     Ok(Response::new(ssh_trust::to_proto(&record)))
 }
 
@@ -39,9 +42,20 @@ pub async fn delete(
     state: &SharedState,
     request: Request<SshConnectionRef>,
 ) -> Answer<SshConnection> {
-    let caller = authorize(&state.store, &request, Call::DeleteSshConnection)?;
+    let (actor, origin) = authorize(state, &request, Call::DeleteSshConnection).await?;
     let req = request.into_inner();
-    let record = ssh_trust::delete(state, &req.source, &req.target).await?;
-    tracing::info!(source = %req.source, target = %req.target, by = %caller.principal, "SSH connection deleted");
+    let deleted = ssh_trust::delete(state, &req.source, &req.target).await;
+    let object = connection(&req);
+    let record = settle(state, &origin, Call::DeleteSshConnection, &object, deleted).await?;
+    tracing::info!(source = %req.source, target = %req.target, by = %actor.label(), "SSH connection deleted");
     Ok(Response::new(ssh_trust::to_proto(&record)))
+}
+
+/// How the audit log names a connection.
+fn connection(req: &SshConnectionRef) -> String {
+    format!(
+        "SSH connection '{}' -> '{}'",
+        echo(&req.source),
+        echo(&req.target)
+    )
 }

@@ -1,9 +1,10 @@
 //! Handlers for systems, their datasets and snapshots, and join tokens.
 
 use super::Answer;
-use crate::auth::{Call, authorize};
+use crate::auth::{Call, authorize, settle};
 use crate::engine::state::SharedState;
 use crate::engine::{membership, systems};
+use nasfleet_common::echo::echo;
 use nasfleet_proto::v1::{
     CreateSnapshotRequest, CreateSnapshotResponse, CreateTokenRequest, CreateTokenResponse,
     GetSystemRequest, ListDatasetsRequest, ListDatasetsResponse, ListSnapshotsRequest,
@@ -17,14 +18,15 @@ pub async fn create_token(
     state: &SharedState,
     request: Request<CreateTokenRequest>,
 ) -> Answer<CreateTokenResponse> {
-    let caller = authorize(&state.store, &request, Call::CreateToken)?;
+    let (actor, origin) = authorize(state, &request, Call::CreateToken).await?;
     let ttl = match request.get_ref().ttl_secs {
         0 => membership::DEFAULT_TOKEN_TTL,
         secs => Duration::from_secs(secs),
     };
-    let (token, expires) =
-        membership::create_token(state, &caller.principal.common_name(), ttl).await?;
-    tracing::info!(by = %caller.principal, ttl_secs = ttl.as_secs(), "join token created");
+    let object = format!("join token valid {}s", ttl.as_secs());
+    let made = membership::create_token(state, &actor.label(), ttl).await;
+    let (token, expires) = settle(state, &origin, Call::CreateToken, &object, made).await?;
+    tracing::info!(by = %actor.label(), ttl_secs = ttl.as_secs(), "join token created");
     Ok(Response::new(CreateTokenResponse {
         token,
         ca_fingerprint: state.ca.fingerprint().to_owned(),
@@ -33,18 +35,18 @@ pub async fn create_token(
     }))
 }
 
-pub fn list(
+pub async fn list(
     state: &SharedState,
     request: Request<ListSystemsRequest>,
 ) -> Answer<ListSystemsResponse> {
-    authorize(&state.store, &request, Call::ListSystems)?;
+    authorize(state, &request, Call::ListSystems).await?;
     Ok(Response::new(ListSystemsResponse {
         systems: systems::list(state)?,
     }))
 }
 
 pub async fn get(state: &SharedState, request: Request<GetSystemRequest>) -> Answer<SystemDetail> {
-    authorize(&state.store, &request, Call::GetSystem)?;
+    authorize(state, &request, Call::GetSystem).await?;
     let req = request.into_inner();
     Ok(Response::new(
         systems::detail(state, &req.name, req.refresh).await?,
@@ -55,10 +57,12 @@ pub async fn remove(
     state: &SharedState,
     request: Request<RemoveSystemRequest>,
 ) -> Answer<RemoveSystemResponse> {
-    let caller = authorize(&state.store, &request, Call::RemoveSystem)?;
+    let (actor, origin) = authorize(state, &request, Call::RemoveSystem).await?;
     let name = request.into_inner().name;
-    let serial = membership::remove(state, &name).await?;
-    tracing::info!(system = %name, by = %caller.principal, %serial, "system removed, certificate revoked");
+    let removed = membership::remove(state, &name).await;
+    let object = format!("system '{}'", echo(&name));
+    let serial = settle(state, &origin, Call::RemoveSystem, &object, removed).await?;
+    tracing::info!(system = %name, by = %actor.label(), %serial, "system removed, certificate revoked");
     Ok(Response::new(RemoveSystemResponse {
         revoked_serial: serial,
     }))
@@ -68,16 +72,22 @@ pub async fn create_snapshot(
     state: &SharedState,
     request: Request<CreateSnapshotRequest>,
 ) -> Answer<CreateSnapshotResponse> {
-    authorize(&state.store, &request, Call::CreateSnapshot)?;
+    let (_, origin) = authorize(state, &request, Call::CreateSnapshot).await?;
     let req = request.into_inner();
-    let created = systems::take_snapshot(
+    let taken = systems::take_snapshot(
         state,
         &req.system,
         &req.dataset,
         req.recursive,
         &req.naming_schema,
     )
-    .await?;
+    .await;
+    let object = format!(
+        "snapshot of '{}' on system '{}'",
+        echo(&req.dataset),
+        echo(&req.system)
+    );
+    let created = settle(state, &origin, Call::CreateSnapshot, &object, taken).await?;
     Ok(Response::new(CreateSnapshotResponse { created }))
 }
 
@@ -85,7 +95,7 @@ pub async fn list_snapshots(
     state: &SharedState,
     request: Request<ListSnapshotsRequest>,
 ) -> Answer<ListSnapshotsResponse> {
-    authorize(&state.store, &request, Call::ListSnapshots)?;
+    authorize(state, &request, Call::ListSnapshots).await?;
     let req = request.into_inner();
     let snapshots =
         systems::snapshots(state, &req.system, &req.dataset, req.recursive, req.refresh).await?;
@@ -96,7 +106,7 @@ pub async fn list_datasets(
     state: &SharedState,
     request: Request<ListDatasetsRequest>,
 ) -> Answer<ListDatasetsResponse> {
-    authorize(&state.store, &request, Call::ListDatasets)?;
+    authorize(state, &request, Call::ListDatasets).await?;
     let req = request.into_inner();
     let datasets = systems::datasets(state, &req.system, req.refresh).await?;
     Ok(Response::new(ListDatasetsResponse { datasets }))

@@ -1,25 +1,43 @@
 //! Handlers for tasks of every kind: create, check, estimate, edit, list, show, delete, enable and run now.
 
 use super::Answer;
-use crate::auth::{Call, authorize};
+use crate::auth::{Call, authorize, settle};
 use crate::engine::state::SharedState;
 use crate::engine::tasks;
+use nasfleet_common::echo::echo;
+use nasfleet_common::status::task_kind_word;
 use nasfleet_proto::v1::{
     ListTasksRequest, ListTasksResponse, ReplicationEstimate, Run, SetTaskEnabledRequest, Task,
     TaskRef, TaskSpec, UpdateTaskRequest,
 };
 use tonic::{Request, Response};
 
+/// How the audit log names a task: as stored when the call returned it,
+/// else as the caller referred to it.
+fn task_object(task: Option<&Task>, reference: &str) -> String {
+    match task {
+        Some(task) => format!(
+            "{} task '{}' (id {})",
+            task_kind_word(task.kind()),
+            task.name,
+            task.id
+        ),
+        None if reference.is_empty() => "a new task".to_owned(),
+        None => format!("task '{}'", echo(reference)),
+    }
+}
+
 pub async fn create(state: &SharedState, request: Request<TaskSpec>) -> Answer<Task> {
-    let caller = authorize(&state.store, &request, Call::CreateTask)?;
-    let by = caller.principal.to_string();
+    let (actor, origin) = authorize(state, &request, Call::CreateTask).await?;
+    let created = tasks::create(state, request.into_inner(), &actor.label()).await;
+    let object = task_object(created.as_ref().ok(), "");
     Ok(Response::new(
-        tasks::create(state, request.into_inner(), &by).await?,
+        settle(state, &origin, Call::CreateTask, &object, created).await?,
     ))
 }
 
 pub async fn check(state: &SharedState, request: Request<UpdateTaskRequest>) -> Answer<Task> {
-    authorize(&state.store, &request, Call::ValidateTask)?;
+    authorize(state, &request, Call::ValidateTask).await?;
     let req = request.into_inner();
     Ok(Response::new(
         tasks::check(state, &req.task, req.spec).await?,
@@ -30,7 +48,7 @@ pub async fn estimate(
     state: &SharedState,
     request: Request<UpdateTaskRequest>,
 ) -> Answer<ReplicationEstimate> {
-    authorize(&state.store, &request, Call::EstimateReplication)?;
+    authorize(state, &request, Call::EstimateReplication).await?;
     let req = request.into_inner();
     Ok(Response::new(
         tasks::estimate(state, &req.task, req.spec).await?,
@@ -38,22 +56,26 @@ pub async fn estimate(
 }
 
 pub async fn update(state: &SharedState, request: Request<UpdateTaskRequest>) -> Answer<Task> {
-    let caller = authorize(&state.store, &request, Call::UpdateTask)?;
+    let (actor, origin) = authorize(state, &request, Call::UpdateTask).await?;
     let req = request.into_inner();
-    let by = caller.principal.to_string();
+    let updated = tasks::update(state, &req.task, req.spec, &actor.label()).await;
+    let object = task_object(updated.as_ref().ok(), &req.task);
     Ok(Response::new(
-        tasks::update(state, &req.task, req.spec, &by).await?,
+        settle(state, &origin, Call::UpdateTask, &object, updated).await?,
     ))
 }
 
-pub fn list(state: &SharedState, request: Request<ListTasksRequest>) -> Answer<ListTasksResponse> {
-    authorize(&state.store, &request, Call::ListTasks)?;
+pub async fn list(
+    state: &SharedState,
+    request: Request<ListTasksRequest>,
+) -> Answer<ListTasksResponse> {
+    authorize(state, &request, Call::ListTasks).await?;
     let tasks = tasks::list(state, request.into_inner().kind())?;
     Ok(Response::new(ListTasksResponse { tasks }))
 }
 
-pub fn get(state: &SharedState, request: Request<TaskRef>) -> Answer<Task> {
-    authorize(&state.store, &request, Call::GetTask)?;
+pub async fn get(state: &SharedState, request: Request<TaskRef>) -> Answer<Task> {
+    authorize(state, &request, Call::GetTask).await?;
     Ok(Response::new(tasks::get(
         state,
         &request.into_inner().task,
@@ -61,10 +83,12 @@ pub fn get(state: &SharedState, request: Request<TaskRef>) -> Answer<Task> {
 }
 
 pub async fn delete(state: &SharedState, request: Request<TaskRef>) -> Answer<Task> {
-    let caller = authorize(&state.store, &request, Call::DeleteTask)?;
-    let by = caller.principal.to_string();
+    let (actor, origin) = authorize(state, &request, Call::DeleteTask).await?;
+    let reference = request.into_inner().task;
+    let deleted = tasks::delete(state, &reference, &actor.label()).await;
+    let object = task_object(deleted.as_ref().ok(), &reference);
     Ok(Response::new(
-        tasks::delete(state, &request.into_inner().task, &by).await?,
+        settle(state, &origin, Call::DeleteTask, &object, deleted).await?,
     ))
 }
 
@@ -72,17 +96,31 @@ pub async fn set_enabled(
     state: &SharedState,
     request: Request<SetTaskEnabledRequest>,
 ) -> Answer<Task> {
-    let caller = authorize(&state.store, &request, Call::SetTaskEnabled)?;
+    let (actor, origin) = authorize(state, &request, Call::SetTaskEnabled).await?;
     let req = request.into_inner();
-    let by = caller.principal.to_string();
+    let changed = tasks::set_enabled(state, &req.task, req.enabled, &actor.label()).await;
+    let object = format!(
+        "{} ({})",
+        task_object(changed.as_ref().ok(), &req.task),
+        if req.enabled { "enable" } else { "disable" }
+    );
     Ok(Response::new(
-        tasks::set_enabled(state, &req.task, req.enabled, &by).await?,
+        settle(state, &origin, Call::SetTaskEnabled, &object, changed).await?,
     ))
 }
 
 pub async fn run_now(state: &SharedState, request: Request<TaskRef>) -> Answer<Run> {
-    let caller = authorize(&state.store, &request, Call::RunTask)?;
+    let (actor, origin) = authorize(state, &request, Call::RunTask).await?;
+    let reference = request.into_inner().task;
+    let started = tasks::run_now(state, &reference, actor.name()).await;
+    let object = match &started {
+        Ok(run) => format!(
+            "task '{}' (id {}), run {}",
+            run.task_name, run.task_id, run.id
+        ),
+        Err(_) => task_object(None, &reference),
+    };
     Ok(Response::new(
-        tasks::run_now(state, &request.into_inner().task, caller.name()).await?,
+        settle(state, &origin, Call::RunTask, &object, started).await?,
     ))
 }

@@ -1,12 +1,12 @@
 //! Joining and leaving the fleet: join tokens (single-use, expiring secrets that let one system enroll; only their hash is stored) and the removal of a system.
 
+use crate::engine::access::not_found_system;
 use crate::engine::error::FleetError;
 use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
 use crate::engine::systems::record;
 use crate::engine::tasks;
 use crate::store::TokenRecord;
-use nasfleet_common::echo::echo;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_common::status::task_kind_word;
 use sha2::{Digest, Sha256};
@@ -88,7 +88,7 @@ pub async fn remove(state: &SharedState, name: &str) -> Result<String, FleetErro
         .store
         .write(move |w| w.remove_system(&removed, now_unix_ms()))
         .await?
-        .ok_or_else(|| FleetError::NotFound(format!("system '{}' is not enrolled", echo(name))))?;
+        .ok_or_else(|| not_found_system(name))?;
     state.sessions.disconnect(
         name,
         "this system was removed from the fleet; its certificate is revoked",

@@ -1,5 +1,7 @@
-//! The fleet's domain: tasks and their validation, runs, the scheduler, SSH trust between systems and replication holds; typed errors, no transport types.
+//! The fleet's domain: who may do what, users and the audit log, tasks and their validation, runs, the scheduler, SSH trust between systems and replication holds; typed errors, no transport types.
 
+pub mod access;
+pub mod audit;
 pub mod error;
 #[cfg(test)]
 pub mod fixtures;
@@ -13,3 +15,4 @@ pub mod ssh_trust;
 pub mod state;
 pub mod systems;
 pub mod tasks;
+pub mod users;

@@ -3,7 +3,7 @@
 use crate::engine::run_hub::RunHub;
 use crate::pki::CertificateAuthority;
 use crate::sessions::{EndedSession, Sessions};
-use crate::store::Store;
+use crate::store::{AuditRetention, Store};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -22,6 +22,8 @@ pub struct ControllerState {
     pub scheduler_wake: Arc<Notify>,
     /// How late a scheduled fire missed while the controller was down may still run.
     pub grace: std::time::Duration,
+    /// How much of the audit log is kept.
+    pub audit_retention: AuditRetention,
 }
 
 pub type SharedState = Arc<ControllerState>;
@@ -72,5 +74,6 @@ pub(crate) fn test_state(dir: &std::path::Path) -> SharedState {
         history_limit: 100,
         scheduler_wake: Default::default(),
         grace: std::time::Duration::from_secs(3600),
+        audit_retention: crate::store::DEFAULT_AUDIT_RETENTION,
     })
 }

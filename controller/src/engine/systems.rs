@@ -1,5 +1,6 @@
 //! The systems of the fleet as the engine sees them: enrolled or not, their inventories (fresh when asked), datasets with their coverage, snapshots, manual snapshots, and removal.
 
+use crate::engine::access::not_found_system;
 use crate::engine::error::{FleetError, corrupt};
 use crate::engine::state::SharedState;
 use crate::store::SystemRecord;
@@ -67,7 +68,7 @@ pub fn record(state: &SharedState, name: &str) -> Result<SystemRecord, FleetErro
     state
         .store
         .system(name)?
-        .ok_or_else(|| FleetError::NotFound(format!("system '{}' is not enrolled", echo(name))))
+        .ok_or_else(|| not_found_system(name))
 }
 
 /// A system as lists show it: ONLINE while its agent is connected, with

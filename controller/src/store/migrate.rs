@@ -4,15 +4,17 @@
 //! strings (`"snapshot"`, `"manual"`); version 2 keeps them as the
 //! contract's enums, at new field numbers. A record is read twice: as
 //! today's message (the old fields are unknown to it and skipped) and as
-//! the legacy fields alone.
+//! the legacy fields alone. Version 3 has a record per user: a person's
+//! certificate of an older controller (the first admin's) becomes one.
 
-use super::{StoreError, Tables};
+use super::{CertRecord, StoreError, Tables, UserRecord};
+use nasfleet_common::identity::Principal;
 use nasfleet_common::status::task_kind_from_word;
 use nasfleet_proto::v1::{Run, RunTrigger, Task, TaskKind};
 use prost::Message;
 
 /// The shape of the records this controller writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 const VERSION_KEY: &str = "schema_version";
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -44,6 +46,64 @@ pub(super) fn migrate(tables: &Tables) -> Result<(), StoreError> {
     if version >= SCHEMA_VERSION {
         return Ok(());
     }
+    let (tasks, runs) = if version < 2 {
+        enums_from_words(tables)?
+    } else {
+        (0, 0)
+    };
+    let users = users_from_certificates(tables)?;
+    tables
+        .meta
+        .insert(VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+    tables.db.flush()?;
+    tracing::info!(
+        from = version,
+        to = SCHEMA_VERSION,
+        tasks,
+        runs,
+        users,
+        "store migrated"
+    );
+    Ok(())
+}
+
+/// Version 3: a user record for every person's certificate that is in
+/// force and has no record yet, with the role the certificate was issued
+/// for. Returns how many were made.
+fn users_from_certificates(tables: &Tables) -> Result<usize, StoreError> {
+    let mut made = 0;
+    for item in tables.certs.iter() {
+        let (key, bytes) = item?;
+        let cert: CertRecord = super::decode(&key, &bytes)?;
+        let Ok(Principal::User(name)) = Principal::parse(&cert.principal) else {
+            continue;
+        };
+        let Some(role) = cert.role.clone().filter(|_| cert.revoked_unix_ms.is_none()) else {
+            continue;
+        };
+        if tables.user(&name)?.is_some() {
+            continue;
+        }
+        let user = UserRecord {
+            name: name.clone(),
+            role,
+            systems: Vec::new(),
+            all_systems: false,
+            created_unix_ms: cert.issued_unix_ms,
+            created_by: "nasfleet-controller init".into(),
+            cert_serial: Some(String::from_utf8_lossy(&key).into_owned()),
+            cert_expires_unix_ms: None,
+        };
+        tables
+            .users
+            .insert(name.as_bytes(), super::encode(&user)?)?;
+        made += 1;
+    }
+    Ok(made)
+}
+
+/// Version 2: kinds and triggers as enums. Returns the tasks and runs changed.
+fn enums_from_words(tables: &Tables) -> Result<(usize, usize), StoreError> {
     let mut tasks = 0;
     for item in tables.tasks.iter() {
         let (key, bytes) = item?;
@@ -76,18 +136,7 @@ pub(super) fn migrate(tables: &Tables) -> Result<(), StoreError> {
         tables.runs.insert(key, run.encode_to_vec())?;
         runs += 1;
     }
-    tables
-        .meta
-        .insert(VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-    tables.db.flush()?;
-    tracing::info!(
-        from = version,
-        to = SCHEMA_VERSION,
-        tasks,
-        runs,
-        "store migrated"
-    );
-    Ok(())
+    Ok((tasks, runs))
 }
 
 #[cfg(test)]
@@ -188,5 +237,41 @@ mod tests {
             store.task(1).unwrap().unwrap().kind(),
             TaskKind::Replication
         );
+    }
+
+    #[test]
+    fn version_2_admins_become_users_and_revoked_or_agent_certificates_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            meta.insert(VERSION_KEY, &2u64.to_be_bytes()).unwrap();
+            let certs = db.open_tree("certs").unwrap();
+            let cert = |principal: &str, role: Option<&str>, revoked: Option<i64>| {
+                serde_json::to_vec(&CertRecord {
+                    principal: principal.into(),
+                    role: role.map(str::to_owned),
+                    issued_unix_ms: 5,
+                    revoked_unix_ms: revoked,
+                })
+                .unwrap()
+            };
+            certs
+                .insert("0a", cert("user:admin", Some("admin"), None))
+                .unwrap();
+            certs
+                .insert("0b", cert("user:old", Some("admin"), Some(9)))
+                .unwrap();
+            certs.insert("0c", cert("system:nas1", None, None)).unwrap();
+            db.flush().unwrap();
+        }
+        let store = crate::store::tests::reopen(dir.path());
+        let users = store.users().unwrap();
+        assert_eq!(users.len(), 1, "{users:?}");
+        assert_eq!(
+            (users[0].name.as_str(), users[0].role.as_str()),
+            ("admin", "admin")
+        );
+        assert_eq!(users[0].cert_serial.as_deref(), Some("0a"));
     }
 }

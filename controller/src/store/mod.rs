@@ -1,4 +1,4 @@
-//! The controller's durable state on sled: systems, join tokens, issued certificates, inventories, tasks, runs, SSH connections.
+//! The controller's durable state on sled: systems, join tokens, issued certificates, inventories, tasks, runs, SSH connections, users and the audit log.
 //!
 //! Everything sled-specific stays in this module so the embedded store can
 //! be swapped. Values are JSON (readable with any sled dump tool) except
@@ -10,8 +10,13 @@
 //! on [`Write`], which only the writer hands out, so no code path can write
 //! without that guarantee.
 
+mod audit;
 mod migrate;
+mod people;
 mod writer;
+
+pub use audit::{AuditEntry, AuditFilter, AuditRetention, DEFAULT_AUDIT_RETENTION};
+pub use people::{LoginCert, LoginError, LoginRefusal, UserRecord, UserTokenRecord};
 
 use nasfleet_proto::v1::{Run, RunState, StartRun, Task};
 use prost::Message;
@@ -102,7 +107,9 @@ pub struct TokenRecord {
 pub struct CertRecord {
     /// The certificate's common name (`system:<name>` or `user:<name>`).
     pub principal: String,
-    /// For users: `admin` or `viewer`.
+    /// For users of a controller from before user records: their role
+    /// (`admin`), read once to make their record (see `migrate`). The role
+    /// lives in the user's record now.
     pub role: Option<String>,
     pub issued_unix_ms: i64,
     pub revoked_unix_ms: Option<i64>,
@@ -140,6 +147,12 @@ pub struct Tables {
     /// task id BE ++ system → PendingRelease: holds of a deleted or
     /// edited replication task that a system has yet to release.
     pending_releases: sled::Tree,
+    /// user name → UserRecord.
+    users: sled::Tree,
+    /// SHA-256 of a sign-in token → UserTokenRecord.
+    user_tokens: sled::Tree,
+    /// sequence number (u64 BE) → AuditEntry.
+    audit: sled::Tree,
 }
 
 /// Datasets on `system` whose snapshots may still carry task `task_id`'s
@@ -214,6 +227,9 @@ impl Store {
             meta: db.open_tree("meta")?,
             ssh_connections: db.open_tree("ssh_connections")?,
             pending_releases: db.open_tree("pending_releases")?,
+            users: db.open_tree("users")?,
+            user_tokens: db.open_tree("user_tokens")?,
+            audit: db.open_tree("audit")?,
             db,
         });
         migrate::migrate(&tables)?;

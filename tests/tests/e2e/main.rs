@@ -11,3 +11,4 @@ mod rsync;
 mod runs;
 mod snapshots;
 mod store;
+mod users;

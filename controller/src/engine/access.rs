@@ -1,0 +1,190 @@
+//! Who may do what: the person (or system) behind a call, their role and the systems they see, and the checks every engine entry makes with them, whatever the transport (gRPC today, the web console next).
+
+use crate::engine::error::FleetError;
+use nasfleet_common::roles::Role;
+use std::collections::BTreeSet;
+
+/// What a call does, and so which role it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Look at systems, datasets, snapshots, tasks, runs and connections.
+    Read,
+    /// Change or run the fleet's tasks and take snapshots.
+    Operate,
+    /// Manage the fleet itself: users, join tokens, system removal, SSH
+    /// trust, the audit log.
+    Administer,
+}
+
+impl Access {
+    /// The least role that may make calls of this access.
+    pub fn needs(self) -> Role {
+        match self {
+            Access::Read => Role::Viewer,
+            Access::Operate => Role::Operator,
+            Access::Administer => Role::Admin,
+        }
+    }
+}
+
+/// The systems a person sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Systems(BTreeSet<String>),
+}
+
+/// Who makes a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Person {
+        name: String,
+        role: Role,
+        scope: Scope,
+    },
+    /// The controller itself: the scheduler, start-up recovery.
+    Controller,
+}
+
+impl Actor {
+    /// How the audit log and a run's "started by" name the actor.
+    pub fn label(&self) -> String {
+        match self {
+            Actor::Person { name, .. } => format!("user:{name}"),
+            Actor::Controller => "controller".to_owned(),
+        }
+    }
+
+    /// The person's name, or `controller`.
+    pub fn name(&self) -> &str {
+        match self {
+            Actor::Person { name, .. } => name,
+            Actor::Controller => "controller",
+        }
+    }
+
+    /// Refuses a call of `access` the actor's role does not allow, naming
+    /// the role it needs.
+    pub fn require(&self, access: Access) -> Result<(), FleetError> {
+        match self {
+            Actor::Controller => Ok(()),
+            Actor::Person { name, role, .. } if *role < access.needs() => {
+                Err(FleetError::PermissionDenied(format!(
+                    "this needs the {} role; user '{name}' is {} {role}",
+                    access.needs(),
+                    article(*role)
+                )))
+            }
+            Actor::Person { .. } => Ok(()),
+        }
+    }
+
+    /// Whether the actor sees `system` at all.
+    pub fn sees(&self, system: &str) -> bool {
+        match self {
+            Actor::Controller
+            | Actor::Person {
+                scope: Scope::All, ..
+            } => true,
+            Actor::Person {
+                scope: Scope::Systems(systems),
+                ..
+            } => systems.contains(system),
+        }
+    }
+
+    /// Whether the actor sees every one of `systems` (a task is an
+    /// operator's only when all its systems are).
+    pub fn sees_all<'a>(&self, mut systems: impl Iterator<Item = &'a str>) -> bool {
+        systems.all(|s| self.sees(s))
+    }
+
+    /// `system`, as a lookup answers one the actor does not see: not found,
+    /// so that a scoped user cannot learn which names exist.
+    pub fn system_visible(&self, system: &str) -> Result<(), FleetError> {
+        if self.sees(system) {
+            Ok(())
+        } else {
+            Err(not_found_system(system))
+        }
+    }
+}
+
+/// The answer to a lookup of a system that does not exist, or that the
+/// caller does not see: the same words for both.
+pub fn not_found_system(system: &str) -> FleetError {
+    FleetError::NotFound(format!(
+        "system '{}' is not enrolled",
+        nasfleet_common::echo::echo(system)
+    ))
+}
+
+fn article(role: Role) -> &'static str {
+    match role {
+        Role::Admin | Role::Operator => "an",
+        Role::Viewer => "a",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn person(role: Role, systems: &[&str]) -> Actor {
+        Actor::Person {
+            name: "ann".into(),
+            role,
+            scope: if systems.is_empty() {
+                Scope::All
+            } else {
+                Scope::Systems(systems.iter().map(|s| (*s).to_owned()).collect())
+            },
+        }
+    }
+
+    #[test]
+    fn each_role_includes_the_ones_below_and_refusals_name_the_role_needed() {
+        let table = [
+            (Role::Viewer, [true, false, false]),
+            (Role::Operator, [true, true, false]),
+            (Role::Admin, [true, true, true]),
+        ];
+        for (role, allowed) in table {
+            let actor = person(role, &[]);
+            for (access, ok) in [Access::Read, Access::Operate, Access::Administer]
+                .into_iter()
+                .zip(allowed)
+            {
+                assert_eq!(actor.require(access).is_ok(), ok, "{role} {access:?}");
+            }
+        }
+        let err = person(Role::Viewer, &[])
+            .require(Access::Operate)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "this needs the operator role; user 'ann' is a viewer"
+        );
+        let err = person(Role::Operator, &[])
+            .require(Access::Administer)
+            .unwrap_err();
+        assert!(
+            matches!(err, FleetError::PermissionDenied(m) if m.contains("needs the admin role; user 'ann' is an operator"))
+        );
+        assert!(Actor::Controller.require(Access::Administer).is_ok());
+    }
+
+    #[test]
+    fn a_scoped_person_sees_only_their_systems_and_others_are_not_found() {
+        let scoped = person(Role::Operator, &["nas1", "nas2"]);
+        assert!(scoped.sees("nas1") && !scoped.sees("nas3"));
+        assert!(scoped.sees_all(["nas1", "nas2"].into_iter()));
+        assert!(!scoped.sees_all(["nas1", "nas3"].into_iter()));
+        assert!(matches!(
+            scoped.system_visible("nas3"),
+            Err(FleetError::NotFound(m)) if m == "system 'nas3' is not enrolled"
+        ));
+        assert!(person(Role::Viewer, &[]).sees("anything"));
+        assert!(Actor::Controller.sees("anything"));
+    }
+}
