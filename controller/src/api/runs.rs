@@ -22,26 +22,30 @@ pub async fn list(
     state: &SharedState,
     request: Request<ListRunsRequest>,
 ) -> Answer<ListRunsResponse> {
-    authorize(state, &request, Call::ListRuns).await?;
+    let (actor, _) = authorize(state, &request, Call::ListRuns).await?;
     let req = request.into_inner();
     let limit = match req.limit {
         0 => DEFAULT_RUN_LIMIT,
         n => n as usize,
     };
     Ok(Response::new(ListRunsResponse {
-        runs: tasks::history(state, &req.task, limit)?,
+        runs: tasks::history(state, &actor, &req.task, limit)?,
     }))
 }
 
 pub async fn get(state: &SharedState, request: Request<RunRef>) -> Answer<Run> {
-    authorize(state, &request, Call::GetRun).await?;
-    Ok(Response::new(runs::get(state, request.into_inner().id)?))
+    let (actor, _) = authorize(state, &request, Call::GetRun).await?;
+    Ok(Response::new(runs::get(
+        state,
+        &actor,
+        request.into_inner().id,
+    )?))
 }
 
 pub async fn cancel(state: &SharedState, request: Request<RunRef>) -> Answer<Run> {
     let (actor, origin) = authorize(state, &request, Call::CancelRun).await?;
     let id = request.into_inner().id;
-    let cancelled = runs::cancel(state, id, actor.name()).await;
+    let cancelled = runs::cancel(state, &actor, id).await;
     let object = format!("run {id}");
     Ok(Response::new(
         settle(state, &origin, Call::CancelRun, &object, cancelled).await?,
@@ -55,11 +59,11 @@ pub async fn watch(
     request: Request<RunRef>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Answer<WatchStream> {
-    authorize(state, &request, Call::WatchRun).await?;
+    let (actor, _) = authorize(state, &request, Call::WatchRun).await?;
     let id = request.into_inner().id;
     // Subscribe first, then read: a run ending in between is seen in the read.
     let mut events = state.runs.subscribe(id);
-    let current = match runs::get(state, id) {
+    let current = match runs::get(state, &actor, id) {
         Ok(run) => run,
         Err(e) => {
             state.runs.discard_if_unwatched(id);

@@ -14,11 +14,8 @@ pub async fn list(
     state: &SharedState,
     request: Request<ListSshConnectionsRequest>,
 ) -> Answer<ListSshConnectionsResponse> {
-    authorize(state, &request, Call::ListSshConnections).await?;
-    let connections = state
-        .store
-        .ssh_connections()
-        .map_err(crate::engine::error::FleetError::from)?
+    let (actor, _) = authorize(state, &request, Call::ListSshConnections).await?;
+    let connections = ssh_trust::list(state, &actor)?
         .iter()
         .map(ssh_trust::to_proto)
         .collect();

@@ -39,17 +39,17 @@ pub async fn list(
     state: &SharedState,
     request: Request<ListSystemsRequest>,
 ) -> Answer<ListSystemsResponse> {
-    authorize(state, &request, Call::ListSystems).await?;
+    let (actor, _) = authorize(state, &request, Call::ListSystems).await?;
     Ok(Response::new(ListSystemsResponse {
-        systems: systems::list(state)?,
+        systems: systems::list(state, &actor)?,
     }))
 }
 
 pub async fn get(state: &SharedState, request: Request<GetSystemRequest>) -> Answer<SystemDetail> {
-    authorize(state, &request, Call::GetSystem).await?;
+    let (actor, _) = authorize(state, &request, Call::GetSystem).await?;
     let req = request.into_inner();
     Ok(Response::new(
-        systems::detail(state, &req.name, req.refresh).await?,
+        systems::detail(state, &actor, &req.name, req.refresh).await?,
     ))
 }
 
@@ -72,10 +72,11 @@ pub async fn create_snapshot(
     state: &SharedState,
     request: Request<CreateSnapshotRequest>,
 ) -> Answer<CreateSnapshotResponse> {
-    let (_, origin) = authorize(state, &request, Call::CreateSnapshot).await?;
+    let (actor, origin) = authorize(state, &request, Call::CreateSnapshot).await?;
     let req = request.into_inner();
     let taken = systems::take_snapshot(
         state,
+        &actor,
         &req.system,
         &req.dataset,
         req.recursive,
@@ -95,10 +96,17 @@ pub async fn list_snapshots(
     state: &SharedState,
     request: Request<ListSnapshotsRequest>,
 ) -> Answer<ListSnapshotsResponse> {
-    authorize(state, &request, Call::ListSnapshots).await?;
+    let (actor, _) = authorize(state, &request, Call::ListSnapshots).await?;
     let req = request.into_inner();
-    let snapshots =
-        systems::snapshots(state, &req.system, &req.dataset, req.recursive, req.refresh).await?;
+    let snapshots = systems::snapshots(
+        state,
+        &actor,
+        &req.system,
+        &req.dataset,
+        req.recursive,
+        req.refresh,
+    )
+    .await?;
     Ok(Response::new(ListSnapshotsResponse { snapshots }))
 }
 
@@ -106,8 +114,8 @@ pub async fn list_datasets(
     state: &SharedState,
     request: Request<ListDatasetsRequest>,
 ) -> Answer<ListDatasetsResponse> {
-    authorize(state, &request, Call::ListDatasets).await?;
+    let (actor, _) = authorize(state, &request, Call::ListDatasets).await?;
     let req = request.into_inner();
-    let datasets = systems::datasets(state, &req.system, req.refresh).await?;
+    let datasets = systems::datasets(state, &actor, &req.system, req.refresh).await?;
     Ok(Response::new(ListDatasetsResponse { datasets }))
 }

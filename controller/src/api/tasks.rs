@@ -29,7 +29,7 @@ fn task_object(task: Option<&Task>, reference: &str) -> String {
 
 pub async fn create(state: &SharedState, request: Request<TaskSpec>) -> Answer<Task> {
     let (actor, origin) = authorize(state, &request, Call::CreateTask).await?;
-    let created = tasks::create(state, request.into_inner(), &actor.label()).await;
+    let created = tasks::create(state, &actor, request.into_inner()).await;
     let object = task_object(created.as_ref().ok(), "");
     Ok(Response::new(
         settle(state, &origin, Call::CreateTask, &object, created).await?,
@@ -37,10 +37,10 @@ pub async fn create(state: &SharedState, request: Request<TaskSpec>) -> Answer<T
 }
 
 pub async fn check(state: &SharedState, request: Request<UpdateTaskRequest>) -> Answer<Task> {
-    authorize(state, &request, Call::ValidateTask).await?;
+    let (actor, _) = authorize(state, &request, Call::ValidateTask).await?;
     let req = request.into_inner();
     Ok(Response::new(
-        tasks::check(state, &req.task, req.spec).await?,
+        tasks::check(state, &actor, &req.task, req.spec).await?,
     ))
 }
 
@@ -48,17 +48,17 @@ pub async fn estimate(
     state: &SharedState,
     request: Request<UpdateTaskRequest>,
 ) -> Answer<ReplicationEstimate> {
-    authorize(state, &request, Call::EstimateReplication).await?;
+    let (actor, _) = authorize(state, &request, Call::EstimateReplication).await?;
     let req = request.into_inner();
     Ok(Response::new(
-        tasks::estimate(state, &req.task, req.spec).await?,
+        tasks::estimate(state, &actor, &req.task, req.spec).await?,
     ))
 }
 
 pub async fn update(state: &SharedState, request: Request<UpdateTaskRequest>) -> Answer<Task> {
     let (actor, origin) = authorize(state, &request, Call::UpdateTask).await?;
     let req = request.into_inner();
-    let updated = tasks::update(state, &req.task, req.spec, &actor.label()).await;
+    let updated = tasks::update(state, &actor, &req.task, req.spec).await;
     let object = task_object(updated.as_ref().ok(), &req.task);
     Ok(Response::new(
         settle(state, &origin, Call::UpdateTask, &object, updated).await?,
@@ -69,15 +69,16 @@ pub async fn list(
     state: &SharedState,
     request: Request<ListTasksRequest>,
 ) -> Answer<ListTasksResponse> {
-    authorize(state, &request, Call::ListTasks).await?;
-    let tasks = tasks::list(state, request.into_inner().kind())?;
+    let (actor, _) = authorize(state, &request, Call::ListTasks).await?;
+    let tasks = tasks::list(state, &actor, request.into_inner().kind())?;
     Ok(Response::new(ListTasksResponse { tasks }))
 }
 
 pub async fn get(state: &SharedState, request: Request<TaskRef>) -> Answer<Task> {
-    authorize(state, &request, Call::GetTask).await?;
+    let (actor, _) = authorize(state, &request, Call::GetTask).await?;
     Ok(Response::new(tasks::get(
         state,
+        &actor,
         &request.into_inner().task,
     )?))
 }
@@ -85,7 +86,7 @@ pub async fn get(state: &SharedState, request: Request<TaskRef>) -> Answer<Task>
 pub async fn delete(state: &SharedState, request: Request<TaskRef>) -> Answer<Task> {
     let (actor, origin) = authorize(state, &request, Call::DeleteTask).await?;
     let reference = request.into_inner().task;
-    let deleted = tasks::delete(state, &reference, &actor.label()).await;
+    let deleted = tasks::delete(state, &actor, &reference).await;
     let object = task_object(deleted.as_ref().ok(), &reference);
     Ok(Response::new(
         settle(state, &origin, Call::DeleteTask, &object, deleted).await?,
@@ -98,7 +99,7 @@ pub async fn set_enabled(
 ) -> Answer<Task> {
     let (actor, origin) = authorize(state, &request, Call::SetTaskEnabled).await?;
     let req = request.into_inner();
-    let changed = tasks::set_enabled(state, &req.task, req.enabled, &actor.label()).await;
+    let changed = tasks::set_enabled(state, &actor, &req.task, req.enabled).await;
     let object = format!(
         "{} ({})",
         task_object(changed.as_ref().ok(), &req.task),
@@ -112,7 +113,7 @@ pub async fn set_enabled(
 pub async fn run_now(state: &SharedState, request: Request<TaskRef>) -> Answer<Run> {
     let (actor, origin) = authorize(state, &request, Call::RunTask).await?;
     let reference = request.into_inner().task;
-    let started = tasks::run_now(state, &reference, actor.name()).await;
+    let started = tasks::run_now(state, &actor, &reference).await;
     let object = match &started {
         Ok(run) => format!(
             "task '{}' (id {}), run {}",

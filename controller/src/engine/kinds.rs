@@ -29,4 +29,16 @@ pub fn systems_of(task: &Task) -> Vec<String> {
     }
 }
 
+/// Every system a task names: where its runs take part and, for a
+/// replication, its target.
+pub fn systems_named(task: &Task) -> Vec<String> {
+    let mut systems = systems_of(task);
+    if let Some(task_spec::Kind::Replication(r)) = task.spec.as_ref().and_then(|s| s.kind.as_ref())
+        && !systems.contains(&r.target_system)
+    {
+        systems.push(r.target_system.clone());
+    }
+    systems
+}
+
 pub use nasfleet_common::status::run_state_word as state_word;

@@ -7,6 +7,7 @@
 //! results it still holds). A result is acknowledged to the agent only after
 //! it is flushed.
 
+use crate::engine::access::Actor;
 use crate::engine::error::FleetError;
 use crate::engine::kinds::{state_word, systems_of};
 use crate::engine::run_hub::LOG_TAIL_LINES;
@@ -549,11 +550,9 @@ pub async fn reconcile(state: &SharedState, system: &str, agent_active: &[u64]) 
 /// Cancels an active run: the agent kills its processes and reports FAILED
 /// `Cancelled by USER`. When the system is offline the run ends here at once
 /// and the agent is told to stop when it reconnects.
-pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, FleetError> {
-    let mut run = state
-        .store
-        .run(run_id)?
-        .ok_or_else(|| FleetError::NotFound(format!("run {run_id} does not exist")))?;
+pub async fn cancel(state: &SharedState, actor: &Actor, run_id: u64) -> Result<Run, FleetError> {
+    let mut run = seen_run(state, actor, run_id)?;
+    let by = actor.name();
     if is_final(run.state()) {
         return Err(FleetError::Conflict(format!(
             "run {run_id} already ended ({})",
@@ -595,12 +594,39 @@ pub async fn cancel(state: &SharedState, run_id: u64, by: &str) -> Result<Run, F
 }
 
 /// The current record of a run, with live progress merged in.
-pub fn get(state: &SharedState, run_id: u64) -> Result<Run, FleetError> {
-    let run = state
+pub fn get(state: &SharedState, actor: &Actor, run_id: u64) -> Result<Run, FleetError> {
+    Ok(state.runs.overlay(seen_run(state, actor, run_id)?))
+}
+
+/// Run `run_id` as stored, if `actor` sees it; one they do not see is
+/// answered as missing.
+fn seen_run(state: &SharedState, actor: &Actor, run_id: u64) -> Result<Run, FleetError> {
+    state
         .store
         .run(run_id)?
-        .ok_or_else(|| FleetError::NotFound(format!("run {run_id} does not exist")))?;
-    Ok(state.runs.overlay(run))
+        .filter(|run| sees_run(state, actor, run))
+        .ok_or_else(|| FleetError::NotFound(format!("run {run_id} does not exist")))
+}
+
+/// Whether `actor` sees `run`: they see its task, or, once the task is
+/// deleted, every system the run took part on.
+pub fn sees_run(state: &SharedState, actor: &Actor, run: &Run) -> bool {
+    if matches!(actor, Actor::Controller) {
+        return true;
+    }
+    match state.store.task(run.task_id) {
+        Ok(Some(task)) => actor.sees_task(&task),
+        Ok(None) => actor.sees_all(
+            run.parts.iter().map(|p| p.system.as_str()).chain(
+                run.system
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty()),
+            ),
+        ),
+        // A store error hides the run rather than showing it to the wrong person.
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! come from the target's own inventory (reported by its agent over mutual
 //! TLS) and are recorded when the connection is made.
 
+use crate::engine::access::Actor;
 use crate::engine::error::FleetError;
 use crate::engine::state::SharedState;
 use crate::engine::systems;
@@ -21,6 +22,16 @@ pub const REPLICATION_USER: &str = "root";
 const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reachability, login and a zfs probe from the source.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The connections `actor` sees: both of their systems are theirs.
+pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<SshConnectionRecord>, FleetError> {
+    Ok(state
+        .store
+        .ssh_connections()?
+        .into_iter()
+        .filter(|c| actor.sees(&c.source) && actor.sees(&c.target))
+        .collect())
+}
 
 pub fn to_proto(record: &SshConnectionRecord) -> SshConnection {
     SshConnection {

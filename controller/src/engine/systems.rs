@@ -1,6 +1,6 @@
 //! The systems of the fleet as the engine sees them: enrolled or not, their inventories (fresh when asked), datasets with their coverage, snapshots, manual snapshots, and removal.
 
-use crate::engine::access::not_found_system;
+use crate::engine::access::{Actor, not_found_system};
 use crate::engine::error::{FleetError, corrupt};
 use crate::engine::state::SharedState;
 use crate::store::SystemRecord;
@@ -27,11 +27,14 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn require_enrolled(state: &SharedState, field: &str, system: &str) -> Result<(), FleetError> {
     match state.store.system(system)? {
         Some(_) => Ok(()),
-        None => Err(FleetError::invalid(
-            field,
-            format!("System '{}' is not enrolled", echo(system)),
-        )),
+        None => Err(not_enrolled(field, system)),
     }
+}
+
+/// How a spec's reference to a system that is not in the fleet (or that
+/// its author does not see) is refused.
+pub fn not_enrolled(field: &str, system: &str) -> FleetError {
+    FleetError::invalid(field, format!("System '{}' is not enrolled", echo(system)))
 }
 
 /// The stored inventory of a system, if it has reported.
@@ -100,12 +103,13 @@ pub fn summary(state: &SharedState, record: &SystemRecord) -> SystemSummary {
     }
 }
 
-/// Every system, ordered by name.
-pub fn list(state: &SharedState) -> Result<Vec<SystemSummary>, FleetError> {
+/// Every system `actor` sees, ordered by name.
+pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<SystemSummary>, FleetError> {
     Ok(state
         .store
         .systems()?
         .iter()
+        .filter(|r| actor.sees(&r.name))
         .map(|r| summary(state, r))
         .collect())
 }
@@ -129,9 +133,11 @@ async fn refresh(state: &SharedState, system: &str) -> Result<(), FleetError> {
 /// One system with its inventory (none if it never reported).
 pub async fn detail(
     state: &SharedState,
+    actor: &Actor,
     name: &str,
     fresh: bool,
 ) -> Result<SystemDetail, FleetError> {
+    actor.system_visible(name)?;
     record(state, name)?;
     if fresh {
         refresh(state, name).await?;
@@ -174,11 +180,13 @@ fn dataset_not_found(system: &str, dataset: &str) -> FleetError {
 /// `recursive`) or of all, ordered by dataset and then by age.
 pub async fn snapshots(
     state: &SharedState,
+    actor: &Actor,
     system: &str,
     dataset: &str,
     recursive: bool,
     fresh: bool,
 ) -> Result<Vec<Snapshot>, FleetError> {
+    actor.system_visible(system)?;
     let inventory = reported_inventory(state, system, fresh).await?;
     if !dataset.is_empty() && !inventory.datasets.iter().any(|d| d.name == dataset) {
         return Err(dataset_not_found(system, dataset));
@@ -212,9 +220,11 @@ pub fn covers(spec: &SnapshotTaskSpec, dataset: &str) -> bool {
 /// and the snapshot tasks that cover them.
 pub async fn datasets(
     state: &SharedState,
+    actor: &Actor,
     system: &str,
     fresh: bool,
 ) -> Result<Vec<DatasetSummary>, FleetError> {
+    actor.system_visible(system)?;
     let inventory = reported_inventory(state, system, fresh).await?;
     let snapshot_tasks: Vec<(String, SnapshotTaskSpec)> = state
         .store
@@ -257,11 +267,13 @@ pub async fn datasets(
 /// `manual-%Y-%m-%d_%H-%M`) now; returns the names created.
 pub async fn take_snapshot(
     state: &SharedState,
+    actor: &Actor,
     system: &str,
     dataset: &str,
     recursive: bool,
     naming_schema: &str,
 ) -> Result<Vec<String>, FleetError> {
+    actor.system_visible(system)?;
     record(state, system)?;
     let schema_text = if naming_schema.is_empty() {
         DEFAULT_MANUAL_SCHEMA
@@ -306,6 +318,14 @@ pub async fn take_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn admin() -> Actor {
+        Actor::Person {
+            name: "root".into(),
+            role: nasfleet_common::roles::Role::Admin,
+            scope: crate::engine::access::Scope::All,
+        }
+    }
     use crate::engine::fixtures::{enroll, inventory_of, snapshot, store};
     use crate::engine::state::test_state;
     use nasfleet_proto::v1::{Task, TaskSpec};
@@ -373,7 +393,7 @@ mod tests {
         let names = |snaps: Vec<Snapshot>| snaps.into_iter().map(|s| s.name).collect::<Vec<_>>();
         assert_eq!(
             names(
-                snapshots(&state, "nas1", "tank/a", true, false)
+                snapshots(&state, &admin(), "nas1", "tank/a", true, false)
                     .await
                     .unwrap()
             ),
@@ -381,22 +401,22 @@ mod tests {
         );
         assert_eq!(
             names(
-                snapshots(&state, "nas1", "tank/a", false, false)
+                snapshots(&state, &admin(), "nas1", "tank/a", false, false)
                     .await
                     .unwrap()
             ),
             vec!["tank/a@1", "tank/a@2"]
         );
         assert!(matches!(
-            snapshots(&state, "nas1", "tank/zz", false, false).await,
+            snapshots(&state, &admin(), "nas1", "tank/zz", false, false).await,
             Err(FleetError::NotFound(m)) if m == "dataset: Dataset not found: 'tank/zz' on system 'nas1'"
         ));
         assert!(matches!(
-            snapshots(&state, "nas9", "", false, false).await,
+            snapshots(&state, &admin(), "nas9", "", false, false).await,
             Err(FleetError::NotFound(m)) if m == "system 'nas9' is not enrolled"
         ));
 
-        let listed = datasets(&state, "nas1", false).await.unwrap();
+        let listed = datasets(&state, &admin(), "nas1", false).await.unwrap();
         let row = |name: &str| {
             listed
                 .iter()
@@ -416,10 +436,10 @@ mod tests {
         let state = test_state(dir.path());
         enroll(&state, "nas1", &inventory_of(&["tank"], Vec::new())).await;
         assert!(matches!(
-            detail(&state, "nas1", true).await,
+            detail(&state, &admin(), "nas1", true).await,
             Err(FleetError::Unavailable(m)) if m == "System 'nas1' is offline; cannot refresh its inventory"
         ));
-        let shown = detail(&state, "nas1", false).await.unwrap();
+        let shown = detail(&state, &admin(), "nas1", false).await.unwrap();
         assert_eq!(
             shown.summary.map(|s| s.status()),
             Some(SystemStatus::Offline)

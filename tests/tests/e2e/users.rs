@@ -10,6 +10,7 @@ use std::time::Duration;
 const CREDENTIALS_REFUSED: i32 = 4;
 const PERMISSION_DENIED: i32 = 5;
 const INVALID: i32 = 2;
+const NOT_FOUND: i32 = 6;
 
 /// `nasfleet --config CONFIG ARGS` with HOME pointed at `home`: exit code,
 /// stdout and stderr.
@@ -78,8 +79,9 @@ fn people_log_in_with_their_own_keys_roles_decide_and_the_audit_log_keeps_everyt
     let dir = TestDir::new("users")?;
     let mut controller = Controller::init(dir.path())?;
     controller.start()?;
-    // A system to scope people to; its agent need not run.
-    let _agent = Agent::join(&controller, "nas1")?;
+    // Systems to scope people to; their agents need not run.
+    let _nas1 = Agent::join(&controller, "nas1")?;
+    let _nas2 = Agent::join(&controller, "nas2")?;
 
     let ann = create_user(
         &controller,
@@ -139,6 +141,39 @@ fn people_log_in_with_their_own_keys_roles_decide_and_the_audit_log_keeps_everyt
     )?;
     ensure!(code == Some(PERMISSION_DENIED), "{code:?}: {err}");
     ensure!(err.contains("needs the operator role"), "{err}");
+    // A person scoped to nas1 does not see nas2 at all: lists omit it, a
+    // lookup says not found (not forbidden), a task naming it is refused
+    // with the same words.
+    let (code, out, err) = cli_at(
+        &ann_home,
+        Some(&ann_config),
+        &["-o", "json", "system", "list"],
+    )?;
+    ensure!(code == Some(0), "{err}");
+    ensure!(out.contains("nas1") && !out.contains("nas2"), "{out}");
+    let (code, _, err) = cli_at(&ann_home, Some(&ann_config), &["system", "show", "nas2"])?;
+    ensure!(code == Some(NOT_FOUND), "{code:?}: {err}");
+    ensure!(err.contains("system 'nas2' is not enrolled"), "{err}");
+    let (code, _, err) = cli_at(
+        &ann_home,
+        Some(&ann_config),
+        &[
+            "snapshot-task",
+            "create",
+            "--system",
+            "nas2",
+            "--dataset",
+            "tank/a",
+        ],
+    )?;
+    ensure!(code == Some(INVALID), "{code:?}: {err}");
+    ensure!(
+        err.contains("system: System 'nas2' is not enrolled"),
+        "{err}"
+    );
+    let (code, _, err) = cli_at(&ann_home, Some(&ann_config), &["system", "show", "nas9"])?;
+    ensure!(code == Some(NOT_FOUND), "{code:?}: {err}");
+    ensure!(err.contains("system 'nas9' is not enrolled"), "{err}");
     // An operator may not manage people.
     let (code, _, err) = cli_at(&ann_home, Some(&ann_config), &["user", "list"])?;
     ensure!(code == Some(PERMISSION_DENIED), "{code:?}: {err}");

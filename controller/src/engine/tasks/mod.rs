@@ -8,12 +8,13 @@ pub use protection::protected_snapshots;
 pub use validate::validate;
 pub use work::prepare;
 
+use crate::engine::access::Actor;
 use crate::engine::error::FleetError;
 use crate::engine::holds;
 use crate::engine::runs::{self, Trigger};
 use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
-use crate::engine::systems::covers;
+use crate::engine::systems::{covers, not_enrolled};
 use crate::store::PendingRelease;
 use chrono::Utc;
 use nasfleet_common::echo::echo;
@@ -23,7 +24,7 @@ use nasfleet_proto::v1::{
     task_spec,
 };
 
-pub use crate::engine::kinds::{kind_of, state_word, systems_of};
+pub use crate::engine::kinds::{kind_of, state_word, systems_named, systems_of};
 use nasfleet_proto::v1::TaskKind;
 /// TrueNAS's default retention of periodic snapshots.
 pub const DEFAULT_LIFETIME: &str = "2w";
@@ -38,14 +39,44 @@ pub fn tasks_using(state: &SharedState, system: &str) -> Result<Vec<Task>, Fleet
     let tasks = state.store.tasks()?;
     Ok(tasks
         .into_iter()
-        .filter(|task| {
-            let target = match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
-                Some(task_spec::Kind::Replication(r)) => r.target_system == system,
-                _ => false,
-            };
-            target || systems_of(task).iter().any(|s| s == system)
-        })
+        .filter(|task| systems_named(task).iter().any(|s| s == system))
         .collect())
+}
+
+/// [`find`] for `actor`: a task they do not see is answered as missing.
+pub fn find_seen(state: &SharedState, actor: &Actor, reference: &str) -> Result<Task, FleetError> {
+    let task = find(state, reference)?;
+    if actor.sees_task(&task) {
+        return Ok(task);
+    }
+    Err(FleetError::NotFound(match reference.parse::<u64>() {
+        Ok(id) => format!("task {id} does not exist"),
+        Err(_) => format!("task '{}' does not exist", echo(reference)),
+    }))
+}
+
+/// A spec may only name systems its author sees; one they do not see is
+/// refused as validation refuses a system that is not enrolled, before
+/// validation could tell the two apart.
+fn check_spec_systems(actor: &Actor, spec: &TaskSpec) -> Result<(), FleetError> {
+    let seen = |field: &str, system: &str| {
+        if actor.sees(system) {
+            Ok(())
+        } else {
+            Err(not_enrolled(field, system))
+        }
+    };
+    match spec.kind.as_ref() {
+        Some(task_spec::Kind::Snapshot(s)) => seen("system", &s.system),
+        Some(task_spec::Kind::Rsync(r)) => seen("system", &r.system),
+        Some(task_spec::Kind::Replication(r)) => {
+            for source in &r.sources {
+                seen("sources", &source.system)?;
+            }
+            seen("target", &r.target_system)
+        }
+        None => Ok(()),
+    }
 }
 
 /// Finds a task by id (digits) or by its name; an ambiguous name is refused.
@@ -103,34 +134,38 @@ pub fn present(state: &SharedState, mut task: Task) -> Result<Task, FleetError> 
     Ok(task)
 }
 
-/// Every task, or those of one kind (`Unspecified` = all), as callers see them.
-pub fn list(state: &SharedState, kind: TaskKind) -> Result<Vec<Task>, FleetError> {
+/// Every task `actor` sees, or those of one kind (`Unspecified` = all),
+/// as callers see them.
+pub fn list(state: &SharedState, actor: &Actor, kind: TaskKind) -> Result<Vec<Task>, FleetError> {
     state
         .store
         .tasks()?
         .into_iter()
         .filter(|t| kind == TaskKind::Unspecified || t.kind() == kind)
+        .filter(|t| actor.sees_task(t))
         .map(|t| present(state, t))
         .collect()
 }
 
 /// One task by id or name, as callers see it.
-pub fn get(state: &SharedState, reference: &str) -> Result<Task, FleetError> {
-    present(state, find(state, reference)?)
+pub fn get(state: &SharedState, actor: &Actor, reference: &str) -> Result<Task, FleetError> {
+    present(state, find_seen(state, actor, reference)?)
 }
 
 /// Checks a spec as `create` (no `reference`) or an edit of task
 /// `reference` would, and stores nothing.
 pub async fn check(
     state: &SharedState,
+    actor: &Actor,
     reference: &str,
     spec: Option<TaskSpec>,
 ) -> Result<Task, FleetError> {
     let existing = match reference {
         "" => None,
-        reference => Some(find(state, reference)?),
+        reference => Some(find_seen(state, actor, reference)?),
     };
     let spec = spec.ok_or_else(|| invalid("spec", "the task spec is required"))?;
+    check_spec_systems(actor, &spec)?;
     let task = validate(state, spec, existing.as_ref()).await?;
     present(state, task)
 }
@@ -140,13 +175,14 @@ pub async fn check(
 /// task `reference`. Stores and changes nothing.
 pub async fn estimate(
     state: &SharedState,
+    actor: &Actor,
     reference: &str,
     spec: Option<TaskSpec>,
 ) -> Result<ReplicationEstimate, FleetError> {
     let task = match (reference, spec) {
-        (_, Some(spec)) => check(state, reference, Some(spec)).await?,
+        (_, Some(spec)) => check(state, actor, reference, Some(spec)).await?,
         ("", None) => return Err(invalid("spec", "the task spec or a task is required")),
-        (reference, None) => find(state, reference)?,
+        (reference, None) => find_seen(state, actor, reference)?,
     };
     match task.spec.and_then(|s| s.kind) {
         Some(task_spec::Kind::Replication(spec)) => Ok(ReplicationEstimate {
@@ -161,7 +197,14 @@ pub async fn estimate(
 
 /// Validates and stores a new task, and with `create_snapshot_task` the
 /// snapshot tasks its sources lack; every id is durable before it is used.
-pub async fn create(state: &SharedState, spec: TaskSpec, by: &str) -> Result<Task, FleetError> {
+pub async fn create(
+    state: &SharedState,
+    actor: &Actor,
+    spec: TaskSpec,
+) -> Result<Task, FleetError> {
+    check_spec_systems(actor, &spec)?;
+    let by = actor.label();
+    let by = by.as_str();
     let mut task = validate(state, spec, None).await?;
     let mut companions = companion_snapshot_tasks(state, &task).await?;
     task.id = state.store.next_id().await?;
@@ -181,12 +224,15 @@ pub async fn create(state: &SharedState, spec: TaskSpec, by: &str) -> Result<Tas
 /// Replaces the spec of task `reference` (its kind cannot change).
 pub async fn update(
     state: &SharedState,
+    actor: &Actor,
     reference: &str,
     spec: Option<TaskSpec>,
-    by: &str,
 ) -> Result<Task, FleetError> {
-    let existing = find(state, reference)?;
+    let existing = find_seen(state, actor, reference)?;
     let spec = spec.ok_or_else(|| invalid("spec", "the new task spec is required"))?;
+    check_spec_systems(actor, &spec)?;
+    let by = actor.label();
+    let by = by.as_str();
     if spec.kind.as_ref().map(kind_of)
         != existing
             .spec
@@ -218,8 +264,14 @@ pub async fn update(
 }
 
 /// Deletes a task with its run history; refused while it runs.
-pub async fn delete(state: &SharedState, reference: &str, by: &str) -> Result<Task, FleetError> {
-    let task = find(state, reference)?;
+pub async fn delete(
+    state: &SharedState,
+    actor: &Actor,
+    reference: &str,
+) -> Result<Task, FleetError> {
+    let task = find_seen(state, actor, reference)?;
+    let by = actor.label();
+    let by = by.as_str();
     if let Some(run) = crate::engine::runs::active_run_of(state, task.id)? {
         return Err(FleetError::Conflict(format!(
             "task '{}' is running (run {}); cancel the run first",
@@ -254,11 +306,13 @@ pub async fn delete(state: &SharedState, reference: &str, by: &str) -> Result<Ta
 /// Enables or disables a task.
 pub async fn set_enabled(
     state: &SharedState,
+    actor: &Actor,
     reference: &str,
     enabled: bool,
-    by: &str,
 ) -> Result<Task, FleetError> {
-    let mut task = find(state, reference)?;
+    let mut task = find_seen(state, actor, reference)?;
+    let by = actor.label();
+    let by = by.as_str();
     let id = task.id;
     let spec = task
         .spec
@@ -373,22 +427,37 @@ async fn companion_snapshot_tasks(
 }
 
 /// Starts a run of task `reference` now, for person `by`.
-pub async fn run_now(state: &SharedState, reference: &str, by: &str) -> Result<Run, FleetError> {
-    let task = find(state, reference)?;
+pub async fn run_now(
+    state: &SharedState,
+    actor: &Actor,
+    reference: &str,
+) -> Result<Run, FleetError> {
+    let task = find_seen(state, actor, reference)?;
     let parts = prepare(state, &task, Utc::now()).await;
-    let trigger = Trigger::Manual { by: by.to_owned() };
+    let trigger = Trigger::Manual {
+        by: actor.name().to_owned(),
+    };
     runs::start(state, &task, trigger, parts).await
 }
 
 /// The newest `limit` runs of task `reference`, or of all tasks (`""`),
 /// with live progress merged in.
-pub fn history(state: &SharedState, reference: &str, limit: usize) -> Result<Vec<Run>, FleetError> {
+pub fn history(
+    state: &SharedState,
+    actor: &Actor,
+    reference: &str,
+    limit: usize,
+) -> Result<Vec<Run>, FleetError> {
     let runs = if reference.is_empty() {
         state.store.runs(limit)?
     } else {
         state
             .store
-            .runs_of_task(find(state, reference)?.id, limit)?
+            .runs_of_task(find_seen(state, actor, reference)?.id, limit)?
     };
-    Ok(runs.into_iter().map(|r| state.runs.overlay(r)).collect())
+    Ok(runs
+        .into_iter()
+        .filter(|r| runs::sees_run(state, actor, r))
+        .map(|r| state.runs.overlay(r))
+        .collect())
 }
