@@ -91,6 +91,39 @@ echo
 echo "\$ nasfleet replication list"
 "${CLI[@]}" replication list
 echo
+# People: an operator of nas1 and a viewer of every system beside the
+# admin, each logged in with a key made in their own directory (as on their
+# own machine), and one call the viewer's role refuses.
+people_login() {
+    local name=$1 json
+    shift
+    json=$("${CLI[@]}" -o json user create "$name" "$@")
+    "$BIN/nasfleet" --config "$FLEET/people/$name/config.toml" login --force \
+        --controller "$(json_field "$json" controller)" \
+        --token "$(json_field "$json" token)" \
+        --ca-fingerprint "$(json_field "$json" ca_fingerprint)"
+}
+json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+mkdir -p "$FLEET/people"
+echo "\$ nasfleet user create ann --role operator --system nas1   (and ann logs in)"
+people_login ann --role operator --system nas1
+echo "\$ nasfleet user create vic --role viewer --all-systems      (and vic logs in)"
+people_login vic --role viewer --all-systems
+echo
+echo "\$ nasfleet user list"
+"${CLI[@]}" user list
+echo
+echo "\$ nasfleet --config $FLEET/people/ann/config.toml system list     # ann sees nas1 only"
+"$BIN/nasfleet" --config "$FLEET/people/ann/config.toml" system list
+echo
+echo "\$ nasfleet --config $FLEET/people/vic/config.toml replication run fanin   # a viewer may not"
+if "$BIN/nasfleet" --config "$FLEET/people/vic/config.toml" replication run fanin; then
+    die "the viewer's run was not refused"
+fi
+echo
+echo "\$ nasfleet audit list --limit 8"
+"${CLI[@]}" audit list --limit 8
+echo
 cat <<EOF
 The demo fleet is running. Try:
   export NASFLEET_CONFIG=$FLEET/controller/admin.toml
@@ -100,5 +133,7 @@ The demo fleet is running. Try:
   $BIN/nasfleet run list
   $BIN/nasfleet replication show fanin
   $BIN/nasfleet snapshot list nas2 demo-nas2/backup --recursive --refresh
+  $BIN/nasfleet --config $FLEET/people/ann/config.toml snapshot-task list    # as ann, operator of nas1
+  $BIN/nasfleet audit list --user vic
 Logs are in $FLEET/logs. Stop everything with: deploy/demo.sh stop
 EOF

@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-use crate::host::files::{FileError, io_error};
+use crate::host::files::{FileError, io_error, write_atomic};
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -89,10 +89,55 @@ impl StateDir {
         })
     }
 
+    /// A renewed certificate and key, written beside the current ones
+    /// before they take their place (see [`StateDir::save_renewed`]).
+    fn next_key(&self) -> PathBuf {
+        self.root.join("agent.next.key")
+    }
+    fn next_cert(&self) -> PathBuf {
+        self.root.join("agent.next.crt")
+    }
+
+    /// Puts a renewed certificate and its key in place of the current ones
+    /// so that a crash at any point leaves a usable pair: both are written
+    /// beside the current ones (the certificate last: its presence means
+    /// the pair is complete), then renamed over them, key first;
+    /// [`StateDir::finish_renewal`] completes what a crash interrupted.
+    pub fn save_renewed(&self, key_pem: &str, cert_pem: &str) -> Result<(), StateError> {
+        write_atomic(&self.next_key(), key_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.next_cert(), cert_pem.as_bytes(), 0o644)?;
+        self.finish_renewal()
+    }
+
+    /// Completes a renewal that was written in full: after a crash between
+    /// the two renames, the key in place is the new one and the new
+    /// certificate still waits beside it.
+    fn finish_renewal(&self) -> Result<(), StateError> {
+        if !self.next_cert().exists() {
+            // Not complete: the current pair stays; a half-written key goes.
+            let _ = std::fs::remove_file(self.next_key());
+            return Ok(());
+        }
+        if self.next_key().exists() {
+            std::fs::rename(self.next_key(), self.key())
+                .map_err(io_error("rename", &self.next_key()))?;
+        }
+        std::fs::rename(self.next_cert(), self.cert())
+            .map_err(io_error("rename", &self.next_cert()))?;
+        Ok(())
+    }
+
     pub async fn load(&self) -> Result<Credentials, StateError> {
         let root = self.root.clone();
         let dir = StateDir::new(root);
         let enrollment = dir.read_enrollment()?;
+        let finishing = StateDir::new(self.root.clone());
+        tokio::task::spawn_blocking(move || finishing.finish_renewal())
+            .await
+            .map_err(|e| StateError::Corrupt {
+                path: self.root.clone(),
+                reason: format!("renewal check failed: {e}"),
+            })??;
         let read = |path: PathBuf| async move {
             tokio::fs::read(&path)
                 .await
@@ -148,4 +193,58 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), StateError>
     file.write_all(contents).map_err(io_error("write", path))?;
     file.sync_all().map_err(io_error("write", path))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrolled(dir: &Path) -> StateDir {
+        let state = StateDir::new(dir);
+        let enrollment = Enrollment {
+            controller: "https://127.0.0.1:1".into(),
+            name: "nas1".into(),
+            ca_fingerprint: "sha256:00".into(),
+        };
+        state
+            .save(&enrollment, "old key", "old cert", "ca")
+            .unwrap();
+        state
+    }
+
+    #[tokio::test]
+    async fn a_renewal_interrupted_anywhere_leaves_a_matching_pair() {
+        // Written in full: the new pair replaces the old one.
+        let dir = tempfile::tempdir().unwrap();
+        let state = enrolled(dir.path());
+        state.save_renewed("new key", "new cert").unwrap();
+        let loaded = state.load().await.unwrap();
+        assert_eq!(
+            (&loaded.key_pem[..], &loaded.cert_pem[..]),
+            (&b"new key"[..], &b"new cert"[..])
+        );
+        assert!(!state.next_cert().exists() && !state.next_key().exists());
+
+        // Crash after the key's rename: the certificate beside it completes the pair.
+        let dir = tempfile::tempdir().unwrap();
+        let state = enrolled(dir.path());
+        std::fs::write(state.key(), "new key").unwrap();
+        std::fs::write(state.next_cert(), "new cert").unwrap();
+        let loaded = state.load().await.unwrap();
+        assert_eq!(
+            (&loaded.key_pem[..], &loaded.cert_pem[..]),
+            (&b"new key"[..], &b"new cert"[..])
+        );
+
+        // Crash before the certificate was written: the old pair stays.
+        let dir = tempfile::tempdir().unwrap();
+        let state = enrolled(dir.path());
+        std::fs::write(state.next_key(), "new key").unwrap();
+        let loaded = state.load().await.unwrap();
+        assert_eq!(
+            (&loaded.key_pem[..], &loaded.cert_pem[..]),
+            (&b"old key"[..], &b"old cert"[..])
+        );
+        assert!(!state.next_key().exists());
+    }
 }

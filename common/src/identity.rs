@@ -59,9 +59,19 @@ pub struct PeerCertificate {
     /// Serial number in lower-case hex, the key under which the controller records issued certificates.
     pub serial_hex: String,
     pub principal: Principal,
+    /// Validity, unix milliseconds.
+    pub not_before_unix_ms: i64,
+    pub not_after_unix_ms: i64,
 }
 
 impl PeerCertificate {
+    /// When a certificate should be renewed: once less than a third of its
+    /// lifetime is left.
+    pub fn renew_at_unix_ms(&self) -> i64 {
+        let lifetime = self.not_after_unix_ms - self.not_before_unix_ms;
+        self.not_after_unix_ms - lifetime / 3
+    }
+
     pub fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
         let (_, cert) = X509Certificate::from_der(der)
             .map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
@@ -71,9 +81,12 @@ impl PeerCertificate {
             .next()
             .and_then(|cn| cn.as_str().ok())
             .ok_or(IdentityError::NoCommonName)?;
+        let validity = cert.validity();
         Ok(PeerCertificate {
             serial_hex: hex::encode(cert.raw_serial()),
             principal: Principal::parse(common_name)?,
+            not_before_unix_ms: validity.not_before.timestamp() * 1000,
+            not_after_unix_ms: validity.not_after.timestamp() * 1000,
         })
     }
 }

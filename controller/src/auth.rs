@@ -318,8 +318,13 @@ async fn record(
     })
 }
 
-/// An enrolled agent with its current certificate; returns its system name.
-pub fn require_system<T>(store: &Store, request: &Request<T>) -> Result<String, FleetError> {
+/// An enrolled agent with its current certificate, or with the renewed
+/// one it has not used before; returns its system name and whether it
+/// presented the renewed one.
+pub fn require_system<T>(
+    store: &Store,
+    request: &Request<T>,
+) -> Result<(String, bool), FleetError> {
     let caller = authenticate(store, request)?;
     let Principal::System(name) = caller.principal else {
         return Err(FleetError::PermissionDenied(
@@ -329,13 +334,16 @@ pub fn require_system<T>(store: &Store, request: &Request<T>) -> Result<String, 
     let system = store.system(&name)?.ok_or_else(|| {
         FleetError::PermissionDenied(format!("system '{name}' is not enrolled in this fleet"))
     })?;
-    if system.cert_serial != caller.serial_hex {
-        return Err(FleetError::PermissionDenied(format!(
-            "certificate {} is not the current certificate of system '{name}'",
-            caller.serial_hex
-        )));
+    if system.cert_serial == caller.serial_hex {
+        return Ok((name, false));
     }
-    Ok(name)
+    if system.next_cert_serial.as_deref() == Some(caller.serial_hex.as_str()) {
+        return Ok((name, true));
+    }
+    Err(FleetError::PermissionDenied(format!(
+        "certificate {} is not the current certificate of system '{name}'",
+        caller.serial_hex
+    )))
 }
 
 #[cfg(test)]
@@ -355,6 +363,8 @@ mod tests {
         PeerCertificate {
             principal,
             serial_hex: "0a".into(),
+            not_before_unix_ms: 0,
+            not_after_unix_ms: 0,
         }
     }
 

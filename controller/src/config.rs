@@ -106,6 +106,14 @@ pub struct ControllerConfig {
     /// At most this many audit entries are kept (oldest dropped first).
     #[serde(default = "default_audit_max_entries")]
     pub audit_max_entries: u64,
+    /// How long the agent and user certificates it signs are valid; agents
+    /// renew theirs with a third of it left.
+    #[serde(default = "default_cert_lifetime")]
+    pub cert_lifetime: String,
+}
+
+fn default_cert_lifetime() -> String {
+    "5y".into()
 }
 
 fn default_audit_max_age() -> String {
@@ -146,7 +154,17 @@ impl ControllerConfig {
             return Err(invalid("run_history: must be at least 1".into()));
         }
         config.audit_retention().map_err(invalid)?;
+        config.cert_lifetime().map_err(invalid)?;
         Ok(config)
+    }
+
+    pub fn cert_lifetime(&self) -> Result<Duration, String> {
+        let lifetime =
+            parse_duration("cert_lifetime", &self.cert_lifetime).map_err(|e| e.to_string())?;
+        if lifetime < Duration::from_secs(30) {
+            return Err("cert_lifetime: must be at least 30s".into());
+        }
+        Ok(lifetime)
     }
 
     pub fn audit_retention(&self) -> Result<AuditRetention, String> {

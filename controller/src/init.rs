@@ -185,6 +185,7 @@ fn write_controller_config(dir: &DataDir, listen: SocketAddr, url: &str) -> Resu
         run_history: 100,
         audit_max_age: "90d".into(),
         audit_max_entries: crate::store::DEFAULT_AUDIT_RETENTION.max_entries,
+        cert_lifetime: "5y".into(),
     };
     let config_text = toml::to_string(&config).map_err(|source| InitError::Encode {
         what: "controller.toml",

@@ -18,8 +18,9 @@ use time::{Duration, OffsetDateTime};
 /// How long the CA is valid. Rotation of the CA is a later feature; 20 years
 /// keeps a fleet from silently expiring in the meantime.
 const CA_VALIDITY: Duration = Duration::days(20 * 365);
-/// How long server, agent and user certificates are valid.
-const LEAF_VALIDITY: Duration = Duration::days(5 * 365);
+/// How long server, agent and user certificates are valid unless the
+/// controller's `cert_lifetime` says otherwise.
+pub const LEAF_VALIDITY: Duration = Duration::days(5 * 365);
 /// Allow for clocks a little behind ours.
 const BACKDATE: Duration = Duration::minutes(10);
 
@@ -58,6 +59,8 @@ pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
     fingerprint: String,
+    /// Lifetime of the agent and user certificates it signs from now on.
+    leaf_validity: Duration,
 }
 
 fn random_serial() -> (SerialNumber, String) {
@@ -70,7 +73,10 @@ fn random_serial() -> (SerialNumber, String) {
 
 fn validity(params: &mut CertificateParams, length: Duration) -> i64 {
     let now = OffsetDateTime::now_utc();
-    params.not_before = now - BACKDATE;
+    // A tenth of a short lifetime at most: agents renew at a third of the
+    // span left, so a long backdate would make a short-lived certificate
+    // due for renewal as soon as it is issued.
+    params.not_before = now - BACKDATE.min(length / 10);
     params.not_after = now + length;
     i64::try_from(params.not_after.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
@@ -116,7 +122,18 @@ impl CertificateAuthority {
             issuer,
             cert_pem: material.cert_pem.clone(),
             fingerprint: ca_fingerprint(&der),
+            leaf_validity: LEAF_VALIDITY,
         })
+    }
+
+    /// Agent and user certificates signed from now on are valid for
+    /// `lifetime` (at least 30 s).
+    pub fn with_leaf_validity(mut self, lifetime: std::time::Duration) -> Self {
+        let secs = i64::try_from(lifetime.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(30);
+        self.leaf_validity = Duration::seconds(secs);
+        self
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -202,7 +219,7 @@ impl CertificateAuthority {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
-        let expires_unix_ms = validity(&mut params, LEAF_VALIDITY);
+        let expires_unix_ms = validity(&mut params, self.leaf_validity);
         let cert = params.signed_by(public_key, &self.issuer)?;
         Ok(IssuedCertificate {
             cert_pem: cert.pem(),

@@ -138,7 +138,8 @@ async fn load_state(
     let ca = CertificateAuthority::load(&CaMaterial {
         cert_pem: read(&data_dir.ca_cert()).await?,
         key_pem: read(&data_dir.ca_key()).await?,
-    })?;
+    })?
+    .with_leaf_validity(config.cert_lifetime().map_err(ServerError::Config)?);
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(
             read(&data_dir.server_chain()).await?,

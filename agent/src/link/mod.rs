@@ -52,7 +52,7 @@ pub async fn run(
     zfs: Zfs,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
-    let credentials = StateDir::new(&settings.state_dir).load().await?;
+    let mut credentials = StateDir::new(&settings.state_dir).load().await?;
     let settings = Arc::new(settings);
     let zfs = Arc::new(zfs);
     let replication_key =
@@ -76,12 +76,26 @@ pub async fn run(
     tracing::info!(system = %credentials.enrollment.name, controller = %credentials.enrollment.controller,
         pools = ?settings.inventory.pools, "agent starting");
     let mut backoff = Backoff::new();
+    let mut previous = None;
     loop {
         let started = Instant::now();
-        let end = session::session(&credentials, &settings, &zfs, &runs, shutdown.clone()).await;
+        let end = session::session(
+            &credentials,
+            &settings,
+            &zfs,
+            &runs,
+            previous.take(),
+            shutdown.clone(),
+        )
+        .await;
         runs.detach();
         let delay = match end {
             SessionEnd::Shutdown => return Ok(()),
+            SessionEnd::Renewed(open) => {
+                credentials = StateDir::new(&settings.state_dir).load().await?;
+                previous = Some(open);
+                continue;
+            }
             SessionEnd::Refused(reason) => return Err(LinkError::Refused(reason)),
             SessionEnd::Lost {
                 reason,

@@ -115,6 +115,7 @@ struct SystemDetailJson {
     #[serde(flatten)]
     summary: SystemJson,
     certificate_serial: String,
+    certificate_expires: Option<String>,
     hostname: Option<String>,
     os: Option<String>,
     zfs_version: Option<String>,
@@ -231,6 +232,9 @@ fn detail_json(summary: &SystemSummary, detail: &SystemDetail) -> SystemDetailJs
     SystemDetailJson {
         summary: SystemJson::from(summary),
         certificate_serial: detail.certificate_serial.clone(),
+        certificate_expires: (detail.certificate_expires_unix_ms > 0)
+            .then(|| rfc3339_from_unix_ms(detail.certificate_expires_unix_ms))
+            .flatten(),
         hostname: inventory.map(|i| i.hostname.clone()),
         os: inventory.map(|i| i.os.clone()),
         zfs_version: inventory.map(|i| i.zfs_version.clone()),
@@ -248,7 +252,15 @@ fn detail_json(summary: &SystemSummary, detail: &SystemDetail) -> SystemDetailJs
 }
 
 /// The head of `system show`: what the controller knows of the system itself.
-fn summary_lines(summary: &SystemSummary, certificate_serial: &str) -> Vec<String> {
+fn summary_lines(summary: &SystemSummary, detail: &SystemDetail) -> Vec<String> {
+    let certificate = match detail.certificate_expires_unix_ms {
+        0 => detail.certificate_serial.clone(),
+        expires => format!(
+            "{} (expires {})",
+            detail.certificate_serial,
+            human_time(expires)
+        ),
+    };
     vec![
         format!("Name:         {}", summary.name),
         format!("Status:       {}", system_status_word(summary.status())),
@@ -256,7 +268,7 @@ fn summary_lines(summary: &SystemSummary, certificate_serial: &str) -> Vec<Strin
         format!("Version:      {}", summary.agent_version),
         format!("Last seen:    {}", human_time(summary.last_seen_unix_ms)),
         format!("Enrolled:     {}", human_time(summary.enrolled_unix_ms)),
-        format!("Certificate:  {certificate_serial}"),
+        format!("Certificate:  {certificate}"),
     ]
 }
 
@@ -336,7 +348,7 @@ fn inventory_lines(inv: &Inventory) -> Vec<String> {
 
 /// `system show` for people.
 fn detail_text(summary: &SystemSummary, detail: &SystemDetail) -> String {
-    let mut lines = summary_lines(summary, &detail.certificate_serial);
+    let mut lines = summary_lines(summary, detail);
     match &detail.inventory {
         Some(inv) => lines.extend(inventory_lines(inv)),
         None => lines.push("\nNo inventory yet: the agent has not reported.".into()),
@@ -493,6 +505,7 @@ mod tests {
             summary: Some(summary()),
             inventory,
             certificate_serial: "0a1b".into(),
+            certificate_expires_unix_ms: 0,
         }
     }
 

@@ -7,13 +7,15 @@
 //! writing); run results queue in order.
 
 use crate::auth::require_system;
-use crate::engine::runs;
 use crate::engine::state::SharedState;
+use crate::engine::{membership, runs};
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::agent_link_server::AgentLink;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::controller_message::Body as Down;
-use nasfleet_proto::v1::{AgentMessage, ControllerMessage, Inventory, RunResult, Welcome};
+use nasfleet_proto::v1::{
+    AgentMessage, CertificateRenewed, ControllerMessage, Inventory, RunResult, Welcome,
+};
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,7 +52,14 @@ impl AgentLink for AgentLinkService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let name = match require_system(&self.state.store, &request) {
-            Ok(name) => name,
+            Ok((name, renewed)) => {
+                if renewed && let Err(e) = membership::promote_certificate(&self.state, &name).await
+                {
+                    tracing::error!(system = %name, error = %e, "cannot put the renewed certificate in force");
+                    return Err(e.into());
+                }
+                name
+            }
             Err(refused) => {
                 tracing::warn!(peer = ?request.remote_addr(), reason = %refused, "agent connection refused");
                 return Err(refused.into());
@@ -194,6 +203,34 @@ impl Reader {
                 }
             }
             Up::Response(response) => state.sessions.response_received(response),
+            Up::RenewCertificate(renew) => {
+                // Signing and the store write must not hold up this reader.
+                let (state, name) = (state.clone(), name.to_owned());
+                tokio::spawn(async move {
+                    let answer = match membership::renew_certificate(&state, &name, &renew.csr_pem)
+                        .await
+                    {
+                        Ok((certificate_pem, expires_unix_ms)) => CertificateRenewed {
+                            certificate_pem,
+                            expires_unix_ms,
+                            error: String::new(),
+                        },
+                        Err(e) => {
+                            tracing::warn!(system = %name, error = %e, "certificate renewal refused");
+                            CertificateRenewed {
+                                error: e.to_string(),
+                                ..Default::default()
+                            }
+                        }
+                    };
+                    let message = ControllerMessage {
+                        body: Some(Down::CertificateRenewed(answer)),
+                    };
+                    if let Err(e) = state.sessions.send(&name, message).await {
+                        tracing::info!(system = %name, reason = %e, "renewed certificate not delivered; the agent asks again");
+                    }
+                });
+            }
         }
     }
 }

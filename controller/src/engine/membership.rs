@@ -1,4 +1,4 @@
-//! Joining and leaving the fleet: join tokens (single-use, expiring secrets that let one system enroll; only their hash is stored) and the removal of a system.
+//! Joining and leaving the fleet: join tokens (single-use, expiring secrets that let one system enroll; only their hash is stored), the renewal of a system's certificate before it expires, and the removal of a system.
 
 use crate::engine::access::not_found_system;
 use crate::engine::error::FleetError;
@@ -6,7 +6,8 @@ use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
 use crate::engine::systems::record;
 use crate::engine::tasks;
-use crate::store::TokenRecord;
+use crate::store::{CertRecord, TokenRecord};
+use nasfleet_common::identity::Principal;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_common::status::task_kind_word;
 use sha2::{Digest, Sha256};
@@ -54,6 +55,78 @@ pub async fn create_token(
         .write(move |w| w.put_token(&hash, &record))
         .await?;
     Ok((token, expires))
+}
+
+/// Signs a renewed certificate for `system` (a CSR made on its agent) and
+/// records it as the system's next one: the current one stays valid until
+/// the agent connects with the new one ([`promote_certificate`]). Returns
+/// the certificate and when it expires.
+pub async fn renew_certificate(
+    state: &SharedState,
+    system: &str,
+    csr_pem: &str,
+) -> Result<(String, i64), FleetError> {
+    let issued = state
+        .ca
+        .sign_system_csr(system, csr_pem)
+        .map_err(|e| FleetError::invalid_message(&e.to_string()))?;
+    let cert = CertRecord {
+        principal: Principal::System(system.to_owned()).common_name(),
+        role: None,
+        issued_unix_ms: now_unix_ms(),
+        revoked_unix_ms: None,
+    };
+    let (name, serial, expires) = (
+        system.to_owned(),
+        issued.serial_hex.clone(),
+        issued.expires_unix_ms,
+    );
+    let recorded = state
+        .store
+        .write(move |w| {
+            w.put_cert(&serial, &cert)?;
+            w.update_system(&name, |r| {
+                r.next_cert_serial = Some(serial.clone());
+                r.next_cert_expires_unix_ms = expires;
+            })
+        })
+        .await?;
+    if recorded.is_none() {
+        return Err(not_found_system(system));
+    }
+    tracing::info!(%system, serial = %issued.serial_hex, "certificate renewed; in force once the agent connects with it");
+    Ok((issued.cert_pem, issued.expires_unix_ms))
+}
+
+/// The agent of `system` connected with its renewed certificate: it
+/// becomes the current one and the one before is revoked.
+pub async fn promote_certificate(state: &SharedState, system: &str) -> Result<(), FleetError> {
+    let name = system.to_owned();
+    let now = now_unix_ms();
+    let old = state
+        .store
+        .write(move |w| {
+            let mut old = None;
+            w.update_system(&name, |r| {
+                if let Some(next) = r.next_cert_serial.take() {
+                    old = Some(std::mem::replace(&mut r.cert_serial, next));
+                    r.cert_expires_unix_ms = r.next_cert_expires_unix_ms;
+                    r.next_cert_expires_unix_ms = 0;
+                }
+            })?;
+            if let Some(serial) = &old
+                && let Some(mut cert) = w.cert(serial)?
+            {
+                cert.revoked_unix_ms = Some(now);
+                w.put_cert(serial, &cert)?;
+            }
+            Ok(old)
+        })
+        .await?;
+    if let Some(old) = old {
+        tracing::info!(%system, revoked = %old, "renewed certificate in use; the one before is revoked");
+    }
+    Ok(())
 }
 
 /// Removes a system from the fleet: refused while a task uses it; its SSH

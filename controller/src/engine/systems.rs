@@ -147,6 +147,7 @@ pub async fn detail(
         summary: Some(summary(state, &record)),
         inventory: inventory(state, name)?,
         certificate_serial: record.cert_serial,
+        certificate_expires_unix_ms: record.cert_expires_unix_ms,
     })
 }
 

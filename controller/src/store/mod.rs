@@ -87,6 +87,15 @@ pub struct SystemRecord {
     pub name: String,
     pub enrolled_unix_ms: i64,
     pub cert_serial: String,
+    /// When `cert_serial` expires; 0 if not known (enrolled before this was kept).
+    #[serde(default)]
+    pub cert_expires_unix_ms: i64,
+    /// A renewed certificate the agent has not connected with yet; the one
+    /// before stays valid until it does.
+    #[serde(default)]
+    pub next_cert_serial: Option<String>,
+    #[serde(default)]
+    pub next_cert_expires_unix_ms: i64,
     /// 0 until the agent first connects.
     pub last_seen_unix_ms: i64,
     pub address: String,
@@ -797,6 +806,9 @@ pub(crate) mod tests {
             name: name.into(),
             enrolled_unix_ms: 1,
             cert_serial: format!("serial-{name}"),
+            cert_expires_unix_ms: 0,
+            next_cert_serial: None,
+            next_cert_expires_unix_ms: 0,
             last_seen_unix_ms: 0,
             address: String::new(),
             agent_version: String::new(),

@@ -248,3 +248,79 @@ fn people_log_in_with_their_own_keys_roles_decide_and_the_audit_log_keeps_everyt
     );
     Ok(())
 }
+
+/// An agent whose certificate lives 45 s renews it at 30 s over its link,
+/// with the key made on the agent; the controller revokes the old one once
+/// the new one is in use, and the system never shows OFFLINE.
+#[test]
+fn agents_renew_their_certificate_before_it_expires_without_going_offline() -> Result<()> {
+    nasfleet_tests::ensure_zfs()?;
+    let dir = TestDir::new("renewal")?;
+    let pool = nasfleet_tests::TestPool::create(dir.path(), "renew")?;
+    let mut controller = Controller::init(dir.path())?;
+    let config = controller.data_dir().join("controller.toml");
+    let text = std::fs::read_to_string(&config)?;
+    ensure!(text.contains("cert_lifetime = \"5y\""), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("cert_lifetime = \"5y\"", "cert_lifetime = \"45s\""),
+    )?;
+    controller.start()?;
+    let mut agent = Agent::join(&controller, "renew1")?;
+    agent.start(&[pool.name()], None)?;
+    nasfleet_tests::wait_for_status(&controller, "renew1", "ONLINE", Duration::from_secs(60))?;
+    let first = controller.cli_json(&["system", "show", "renew1"])?;
+    let first_serial = first["certificate_serial"]
+        .as_str()
+        .context("serial")?
+        .to_owned();
+    ensure!(first["certificate_expires"].is_string(), "{first}");
+
+    // Watch until the serial changes: ONLINE at every look.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let renewed = loop {
+        let now = controller.cli_json(&["system", "show", "renew1"])?;
+        ensure!(
+            now["status"] == "ONLINE",
+            "went {} during renewal: {now}",
+            now["status"]
+        );
+        let serial = now["certificate_serial"].as_str().context("serial")?;
+        if serial != first_serial {
+            break now;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no renewal within 90 s; agent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    ensure!(
+        !controller.log().contains("system OFFLINE"),
+        "the controller saw the system go OFFLINE:\n{}",
+        controller.log()
+    );
+    ensure!(
+        agent
+            .log()
+            .contains("certificate renewed; connecting with it"),
+        "{}",
+        agent.log()
+    );
+    // The new key was made on the agent: the state dir holds it, 0600.
+    let key = agent.state_dir().join("agent.key");
+    ensure!(mode_of(&key)? == 0o600, "key mode");
+    ensure!(
+        !agent.state_dir().join("agent.next.crt").exists(),
+        "renewal left its files"
+    );
+    ensure!(
+        renewed["certificate_expires"] != first["certificate_expires"],
+        "{renewed}"
+    );
+    // The agent keeps working with the new certificate.
+    agent.restart()?;
+    nasfleet_tests::wait_for_status(&controller, "renew1", "ONLINE", Duration::from_secs(60))?;
+    Ok(())
+}
