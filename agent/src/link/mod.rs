@@ -3,10 +3,12 @@
 //! `session` is one connection (hello, heartbeats, the messages coming
 //! down); `requests` answers the controller's one-time requests, one
 //! handler per kind; `inventory` collects and sends the inventory in the
-//! background; `backoff` spaces reconnects.
+//! background; `renewal` renews the agent's certificate in time; `backoff`
+//! spaces reconnects.
 
 mod backoff;
 mod inventory;
+mod renewal;
 mod requests;
 mod session;
 

@@ -1,25 +1,20 @@
 //! One session with the controller: dial with the agent's certificate, say hello, wait for Welcome, then heartbeat, send inventories, renew the certificate when a third of its lifetime is left, and hand what comes down to the runs and the request handlers until the stream ends.
 
 use super::inventory::start_inventory;
+use super::renewal::Renewal;
 use super::requests::{Handlers, answer};
 use crate::config::RunSettings;
 use crate::runs::RunManager;
-use crate::state_dir::{Credentials, StateDir};
+use crate::state_dir::Credentials;
 use crate::zfs::Zfs;
 use nasfleet_common::daemon::wait_for_shutdown;
 use nasfleet_common::dial::{ClientIdentity, DialOptions, ServerTrust, dial};
-use nasfleet_common::identity::{PeerCertificate, Principal};
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::MAX_MESSAGE_BYTES;
 use nasfleet_proto::v1::agent_link_client::AgentLinkClient;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::controller_message::Body as Down;
-use nasfleet_proto::v1::{
-    AgentMessage, CertificateRenewed, ControllerMessage, Heartbeat, Hello, RenewCertificate,
-};
-use rcgen::{CertificateParams, DnType, KeyPair};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use nasfleet_proto::v1::{AgentMessage, ControllerMessage, Heartbeat, Hello};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -99,106 +94,6 @@ pub(super) async fn session(
     runs.attach(welcomed.tx.clone()).await;
     let renewal = Renewal::of(credentials, settings.state_dir.clone());
     serve(welcomed, settings, zfs, runs, renewal, shutdown).await
-}
-
-/// Renewing this agent's certificate before it expires: due once less than
-/// a third of its lifetime is left; the key is made here, only a CSR goes up.
-struct Renewal {
-    state_dir: std::path::PathBuf,
-    /// When to ask (unix ms); `None`: the certificate could not be read.
-    due_unix_ms: Option<i64>,
-    /// The key of a CSR sent and not yet answered.
-    pending: Option<KeyPair>,
-}
-
-/// How long after a refused or failed renewal the agent asks again.
-const RENEW_RETRY_MS: i64 = 60_000;
-
-impl Renewal {
-    fn of(credentials: &Credentials, state_dir: std::path::PathBuf) -> Renewal {
-        let due_unix_ms = CertificateDer::from_pem_slice(&credentials.cert_pem)
-            .ok()
-            .and_then(|der| PeerCertificate::from_der(&der).ok())
-            .map(|cert| cert.renew_at_unix_ms());
-        if due_unix_ms.is_none() {
-            tracing::warn!(
-                "cannot read this agent's certificate; it will not be renewed automatically"
-            );
-        }
-        Renewal {
-            state_dir,
-            due_unix_ms,
-            pending: None,
-        }
-    }
-
-    /// The request to send now, if renewal is due and none is pending.
-    fn request(&mut self, system: &str) -> Option<AgentMessage> {
-        if self.pending.is_some() || self.due_unix_ms.is_none_or(|due| now_unix_ms() < due) {
-            return None;
-        }
-        let made = KeyPair::generate().and_then(|key| {
-            let mut params = CertificateParams::default();
-            params.distinguished_name.push(
-                DnType::CommonName,
-                Principal::System(system.to_owned()).common_name(),
-            );
-            let csr = params.serialize_request(&key)?.pem()?;
-            Ok((key, csr))
-        });
-        match made {
-            Ok((key, csr_pem)) => {
-                tracing::info!("certificate has less than a third of its lifetime left; renewing");
-                self.pending = Some(key);
-                Some(AgentMessage {
-                    body: Some(Up::RenewCertificate(RenewCertificate { csr_pem })),
-                })
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot make a key for the certificate renewal");
-                self.due_unix_ms = Some(now_unix_ms() + RENEW_RETRY_MS);
-                None
-            }
-        }
-    }
-
-    /// Saves the renewed certificate with its key; `true` when it is in
-    /// place and the agent should connect with it.
-    async fn received(&mut self, renewed: CertificateRenewed) -> bool {
-        let Some(key) = self.pending.take() else {
-            return false;
-        };
-        if !renewed.error.is_empty() {
-            tracing::warn!(reason = %renewed.error, "the controller refused to renew the certificate; asking again later");
-            self.due_unix_ms = Some(now_unix_ms() + RENEW_RETRY_MS);
-            return false;
-        }
-        let dir = StateDir::new(self.state_dir.clone());
-        let key_pem = key.serialize_pem();
-        let saved = tokio::task::spawn_blocking(move || {
-            dir.save_renewed(&key_pem, &renewed.certificate_pem)
-        })
-        .await;
-        match saved {
-            Ok(Ok(())) => {
-                tracing::info!(
-                    expires_unix_ms = renewed.expires_unix_ms,
-                    "certificate renewed; connecting with it"
-                );
-                true
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot save the renewed certificate; keeping the current one");
-                self.due_unix_ms = Some(now_unix_ms() + RENEW_RETRY_MS);
-                false
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "saving the renewed certificate failed");
-                self.due_unix_ms = Some(now_unix_ms() + RENEW_RETRY_MS);
-                false
-            }
-        }
-    }
 }
 
 /// Dials the controller, says hello (with the runs under way) and waits
