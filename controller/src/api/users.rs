@@ -68,13 +68,23 @@ pub async fn create(
         Err(_) => user_object(&req.name),
     };
     let (user, token, expires) = settle(state, &origin, Call::CreateUser, &object, made).await?;
-    Ok(Response::new(pb::CreateUserResponse {
-        user: Some(to_proto(&user)),
+    Ok(Response::new(token_answer(state, &user, token, expires)))
+}
+
+/// A sign-in token with what `nasfleet login` needs beside it.
+fn token_answer(
+    state: &SharedState,
+    user: &UserRecord,
+    token: String,
+    expires_unix_ms: i64,
+) -> pb::CreateUserResponse {
+    pb::CreateUserResponse {
+        user: Some(to_proto(user)),
         token,
-        expires_unix_ms: expires,
+        expires_unix_ms,
         ca_fingerprint: state.ca.fingerprint().to_owned(),
         controller_url: state.url.clone(),
-    }))
+    }
 }
 
 pub async fn create_token(
@@ -87,13 +97,7 @@ pub async fn create_token(
     let object = user_object(&req.name);
     let (token, expires) = settle(state, &origin, Call::CreateUserToken, &object, made).await?;
     let user = users::get(state, &actor, &req.name)?;
-    Ok(Response::new(pb::CreateUserResponse {
-        user: Some(to_proto(&user)),
-        token,
-        expires_unix_ms: expires,
-        ca_fingerprint: state.ca.fingerprint().to_owned(),
-        controller_url: state.url.clone(),
-    }))
+    Ok(Response::new(token_answer(state, &user, token, expires)))
 }
 
 pub async fn list(
