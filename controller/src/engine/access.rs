@@ -313,6 +313,9 @@ mod scope_matrix {
                 .map(|r| r.id)
                 .collect();
             assert_eq!(runs, [10], "{role}");
+            // The limit counts what she sees: run 11 is newer but not hers.
+            let newest = tasks::history(&state, &ann, "", 1).unwrap();
+            assert_eq!(newest.iter().map(|r| r.id).collect::<Vec<_>>(), [10]);
             assert!(runs::get(&state, &ann, 11).is_err());
             assert!(runs::get(&state, &ann, 10).is_ok());
             // A new task naming nas2 is refused like one naming no system at all.

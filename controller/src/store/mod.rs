@@ -413,13 +413,26 @@ impl Tables {
 
     /// All runs, newest first, at most `limit`.
     pub fn runs(&self, limit: usize) -> Result<Vec<Run>, StoreError> {
-        self.runs
-            .iter()
-            .values()
-            .rev()
-            .take(limit)
-            .map(|v| decode_proto("run", &v?))
-            .collect()
+        self.runs_where(limit, |_| true)
+    }
+
+    /// The newest `limit` runs that `keep` keeps, newest first.
+    pub fn runs_where(
+        &self,
+        limit: usize,
+        mut keep: impl FnMut(&Run) -> bool,
+    ) -> Result<Vec<Run>, StoreError> {
+        let mut out = Vec::new();
+        for bytes in self.runs.iter().values().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let run: Run = decode_proto("run", &bytes?)?;
+            if keep(&run) {
+                out.push(run);
+            }
+        }
+        Ok(out)
     }
 
     /// Parts of runs that are not final yet: the run, the system, and the work it was sent.

@@ -448,16 +448,16 @@ pub fn history(
     reference: &str,
     limit: usize,
 ) -> Result<Vec<Run>, FleetError> {
+    // A task's runs are the actor's when the task is; all runs are
+    // filtered before the limit, so a scoped person still gets `limit`.
     let runs = if reference.is_empty() {
-        state.store.runs(limit)?
+        state
+            .store
+            .runs_where(limit, |r| runs::sees_run(state, actor, r))?
     } else {
         state
             .store
             .runs_of_task(find_seen(state, actor, reference)?.id, limit)?
     };
-    Ok(runs
-        .into_iter()
-        .filter(|r| runs::sees_run(state, actor, r))
-        .map(|r| state.runs.overlay(r))
-        .collect())
+    Ok(runs.into_iter().map(|r| state.runs.overlay(r)).collect())
 }
