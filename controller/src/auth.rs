@@ -258,9 +258,14 @@ pub fn person<T>(store: &Store, request: &Request<T>) -> Result<Actor, FleetErro
     actor_of(&user)
 }
 
-/// A person whose role allows `call`. A refusal is in the audit log before
-/// it is answered.
-pub async fn authorize<T>(
+/// What a request is about, as the audit log names it (see `api::subjects`).
+pub trait Subject {
+    fn subject(&self) -> String;
+}
+
+/// A person whose role allows `call`. A refusal is in the audit log, with
+/// what the request was about, before it is answered.
+pub async fn authorize<T: Subject>(
     state: &SharedState,
     request: &Request<T>,
     call: Call,
@@ -273,7 +278,8 @@ pub async fn authorize<T>(
     match checked {
         Ok(actor) => Ok((actor, origin)),
         Err(refusal) => {
-            record(state, &origin, call, "", Err(&refusal)).await?;
+            let subject = request.get_ref().subject();
+            record(state, &origin, call, &subject, Err(&refusal)).await?;
             Err(refusal)
         }
     }

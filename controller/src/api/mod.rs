@@ -3,6 +3,7 @@
 mod runs;
 mod ssh;
 mod status;
+mod subjects;
 mod systems;
 mod tasks;
 mod users;

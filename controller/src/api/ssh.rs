@@ -1,10 +1,9 @@
 //! Handlers for SSH connections between systems.
 
 use super::Answer;
-use crate::auth::{Call, authorize, settle};
+use crate::auth::{Call, Subject, authorize, settle};
 use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
-use nasfleet_common::echo::echo;
 use nasfleet_proto::v1::{
     ListSshConnectionsRequest, ListSshConnectionsResponse, SshConnection, SshConnectionRef,
 };
@@ -29,7 +28,7 @@ pub async fn create(
     let (actor, origin) = authorize(state, &request, Call::CreateSshConnection).await?;
     let req = request.into_inner();
     let created = ssh_trust::create(state, &req.source, &req.target).await;
-    let object = connection(&req);
+    let object = req.subject();
     let record = settle(state, &origin, Call::CreateSshConnection, &object, created).await?;
     tracing::info!(source = %req.source, target = %req.target, by = %actor.label(), "SSH connection created");
     Ok(Response::new(ssh_trust::to_proto(&record)))
@@ -42,17 +41,8 @@ pub async fn delete(
     let (actor, origin) = authorize(state, &request, Call::DeleteSshConnection).await?;
     let req = request.into_inner();
     let deleted = ssh_trust::delete(state, &req.source, &req.target).await;
-    let object = connection(&req);
+    let object = req.subject();
     let record = settle(state, &origin, Call::DeleteSshConnection, &object, deleted).await?;
     tracing::info!(source = %req.source, target = %req.target, by = %actor.label(), "SSH connection deleted");
     Ok(Response::new(ssh_trust::to_proto(&record)))
-}
-
-/// How the audit log names a connection.
-fn connection(req: &SshConnectionRef) -> String {
-    format!(
-        "SSH connection '{}' -> '{}'",
-        echo(&req.source),
-        echo(&req.target)
-    )
 }

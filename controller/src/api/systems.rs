@@ -1,10 +1,9 @@
 //! Handlers for systems, their datasets and snapshots, and join tokens.
 
 use super::Answer;
-use crate::auth::{Call, authorize, settle};
+use crate::auth::{Call, Subject, authorize, settle};
 use crate::engine::state::SharedState;
 use crate::engine::{membership, systems};
-use nasfleet_common::echo::echo;
 use nasfleet_proto::v1::{
     CreateSnapshotRequest, CreateSnapshotResponse, CreateTokenRequest, CreateTokenResponse,
     GetSystemRequest, ListDatasetsRequest, ListDatasetsResponse, ListSnapshotsRequest,
@@ -58,9 +57,9 @@ pub async fn remove(
     request: Request<RemoveSystemRequest>,
 ) -> Answer<RemoveSystemResponse> {
     let (actor, origin) = authorize(state, &request, Call::RemoveSystem).await?;
+    let object = request.get_ref().subject();
     let name = request.into_inner().name;
     let removed = membership::remove(state, &name).await;
-    let object = format!("system '{}'", echo(&name));
     let serial = settle(state, &origin, Call::RemoveSystem, &object, removed).await?;
     tracing::info!(system = %name, by = %actor.label(), %serial, "system removed, certificate revoked");
     Ok(Response::new(RemoveSystemResponse {
@@ -83,11 +82,7 @@ pub async fn create_snapshot(
         &req.naming_schema,
     )
     .await;
-    let object = format!(
-        "snapshot of '{}' on system '{}'",
-        echo(&req.dataset),
-        echo(&req.system)
-    );
+    let object = req.subject();
     let created = settle(state, &origin, Call::CreateSnapshot, &object, taken).await?;
     Ok(Response::new(CreateSnapshotResponse { created }))
 }

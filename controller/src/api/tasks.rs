@@ -1,10 +1,9 @@
 //! Handlers for tasks of every kind: create, check, estimate, edit, list, show, delete, enable and run now.
 
-use super::Answer;
+use super::{Answer, subjects};
 use crate::auth::{Call, authorize, settle};
 use crate::engine::state::SharedState;
 use crate::engine::tasks;
-use nasfleet_common::echo::echo;
 use nasfleet_common::status::task_kind_word;
 use nasfleet_proto::v1::{
     ListTasksRequest, ListTasksResponse, ReplicationEstimate, Run, SetTaskEnabledRequest, Task,
@@ -22,8 +21,7 @@ fn task_object(task: Option<&Task>, reference: &str) -> String {
             task.name,
             task.id
         ),
-        None if reference.is_empty() => "a new task".to_owned(),
-        None => format!("task '{}'", echo(reference)),
+        None => subjects::task(reference),
     }
 }
 

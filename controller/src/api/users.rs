@@ -1,13 +1,12 @@
 //! Handlers for the fleet's people and the audit log: create a user with a sign-in token, mint a new token, list, show, edit, remove; list the audit log.
 
-use super::Answer;
+use super::{Answer, subjects};
 use crate::auth::{Call, authorize, settle};
 use crate::engine::audit;
 use crate::engine::error::FleetError;
 use crate::engine::state::SharedState;
 use crate::engine::users::{self, DEFAULT_USER_TOKEN_TTL, UserSpec};
 use crate::store::{AuditEntry, AuditFilter, UserRecord};
-use nasfleet_common::echo::echo;
 use nasfleet_common::roles::Role;
 use nasfleet_proto::v1 as pb;
 use std::time::Duration;
@@ -49,10 +48,6 @@ fn ttl(secs: u64) -> Duration {
     }
 }
 
-fn user_object(name: &str) -> String {
-    format!("user '{}'", echo(name))
-}
-
 pub async fn create(
     state: &SharedState,
     request: Request<pb::CreateUserRequest>,
@@ -64,8 +59,8 @@ pub async fn create(
         Err(e) => Err(e),
     };
     let object = match &made {
-        Ok((user, _, _)) => format!("{} as {}", user_object(&user.name), user.role),
-        Err(_) => user_object(&req.name),
+        Ok((user, _, _)) => format!("{} as {}", subjects::user(&user.name), user.role),
+        Err(_) => subjects::user(&req.name),
     };
     let (user, token, expires) = settle(state, &origin, Call::CreateUser, &object, made).await?;
     Ok(Response::new(token_answer(state, &user, token, expires)))
@@ -94,7 +89,7 @@ pub async fn create_token(
     let (actor, origin) = authorize(state, &request, Call::CreateUserToken).await?;
     let req = request.into_inner();
     let made = users::issue_token(state, &actor, &req.name, ttl(req.ttl_secs)).await;
-    let object = user_object(&req.name);
+    let object = subjects::user(&req.name);
     let (token, expires) = settle(state, &origin, Call::CreateUserToken, &object, made).await?;
     let user = users::get(state, &actor, &req.name)?;
     Ok(Response::new(token_answer(state, &user, token, expires)))
@@ -128,8 +123,8 @@ pub async fn update(
         Err(e) => Err(e),
     };
     let object = match &changed {
-        Ok(user) => format!("{} to {}", user_object(&user.name), describe_scope(user)),
-        Err(_) => user_object(&req.name),
+        Ok(user) => format!("{} to {}", subjects::user(&user.name), describe_scope(user)),
+        Err(_) => subjects::user(&req.name),
     };
     let user = settle(state, &origin, Call::UpdateUser, &object, changed).await?;
     Ok(Response::new(to_proto(&user)))
@@ -150,7 +145,7 @@ pub async fn remove(state: &SharedState, request: Request<pb::UserRef>) -> Answe
     let (actor, origin) = authorize(state, &request, Call::RemoveUser).await?;
     let name = request.into_inner().name;
     let removed = users::remove(state, &actor, &name).await;
-    let object = user_object(&name);
+    let object = subjects::user(&name);
     let user = settle(state, &origin, Call::RemoveUser, &object, removed).await?;
     tracing::info!(user = %user.name, by = %actor.label(), "user removed, certificate revoked");
     Ok(Response::new(to_proto(&user)))

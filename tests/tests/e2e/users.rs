@@ -231,6 +231,13 @@ fn people_log_in_with_their_own_keys_roles_decide_and_the_audit_log_keeps_everyt
     ensure!(has("Login", "user:ann", "ok"), "{audit}");
     ensure!(has("Login", "unknown", "refused"), "{audit}");
     ensure!(has("CreateToken", "user:vic", "refused"), "{audit}");
+    // A refusal names what was asked of, too.
+    ensure!(
+        entries.iter().any(|e| e["action"] == "CreateSnapshot"
+            && e["actor"] == "user:vic"
+            && e["object"] == "snapshot of 'tank' on system 'nas1'"),
+        "{audit}"
+    );
     ensure!(has("ListUsers", "user:ann", "refused"), "{audit}");
     ensure!(has("RemoveUser", "user:admin", "refused"), "{audit}");
     // Secrets never appear in the log.
