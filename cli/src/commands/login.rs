@@ -102,13 +102,14 @@ impl LoginArgs {
                 answer.user
             );
         }
-        let written = write_config(
-            &path,
-            &self.controller,
-            &answer.user,
-            &key.serialize_pem(),
-            &answer,
-        )?;
+        // Files, fsyncs and renames: off the runtime.
+        let key_pem = key.serialize_pem();
+        let (controller, saved) = (self.controller.clone(), answer.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            write_config(&path, &controller, &saved.user, &key_pem, &saved)
+        })
+        .await
+        .context("writing the CLI config stopped")??;
         match output {
             OutputFormat::Json => print_json(&serde_json::json!({
                 "user": answer.user,
