@@ -126,6 +126,11 @@ impl CertificateAuthority {
         })
     }
 
+    /// How long the agent and user certificates it signs are valid, in ms.
+    pub fn leaf_lifetime_ms(&self) -> i64 {
+        i64::try_from(self.leaf_validity.whole_milliseconds()).unwrap_or(i64::MAX)
+    }
+
     /// Agent and user certificates signed from now on are valid for
     /// `lifetime` (at least 30 s).
     pub fn with_leaf_validity(mut self, lifetime: std::time::Duration) -> Self {

@@ -66,6 +66,20 @@ pub async fn renew_certificate(
     system: &str,
     csr_pem: &str,
 ) -> Result<(String, i64), FleetError> {
+    // Agents ask with a third of the lifetime left; one asking with more
+    // than half of it left is refused, so an agent cannot mint certificates
+    // at will. An expiry not on record (enrolled before it was kept) is due.
+    let current = record(state, system)?;
+    let now = now_unix_ms();
+    if current.cert_expires_unix_ms > 0
+        && current.cert_expires_unix_ms - now > state.ca.leaf_lifetime_ms() / 2
+    {
+        return Err(FleetError::Conflict(format!(
+            "the certificate of system '{system}' is not due for renewal yet (it expires {})",
+            nasfleet_common::status::rfc3339_from_unix_ms(current.cert_expires_unix_ms)
+                .unwrap_or_default()
+        )));
+    }
     let issued = state
         .ca
         .sign_system_csr(system, csr_pem)
@@ -225,5 +239,58 @@ mod tests {
             remove(&state, "nas2").await,
             Err(FleetError::NotFound(m)) if m == "system 'nas2' is not enrolled"
         ));
+    }
+
+    #[tokio::test]
+    async fn a_certificate_is_renewed_only_when_due_and_then_promoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::engine::state::test_state(dir.path());
+        crate::engine::fixtures::store(&state, vec![], vec![("nas1", None)]).await;
+        let csr = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            rcgen::CertificateParams::default()
+                .serialize_request(&key)
+                .unwrap()
+                .pem()
+                .unwrap()
+        };
+        // Years left: refused, nothing recorded.
+        let far = now_unix_ms() + state.ca.leaf_lifetime_ms();
+        state
+            .store
+            .write(move |w| w.update_system("nas1", |r| r.cert_expires_unix_ms = far))
+            .await
+            .unwrap();
+        let refused = renew_certificate(&state, "nas1", &csr()).await.unwrap_err();
+        assert!(matches!(refused, FleetError::Conflict(m) if m.contains("not due for renewal")));
+        assert!(
+            state
+                .store
+                .system("nas1")
+                .unwrap()
+                .unwrap()
+                .next_cert_serial
+                .is_none()
+        );
+        // A third left: renewed as the next certificate, promoted on use.
+        let soon = now_unix_ms() + state.ca.leaf_lifetime_ms() / 3;
+        state
+            .store
+            .write(move |w| w.update_system("nas1", |r| r.cert_expires_unix_ms = soon))
+            .await
+            .unwrap();
+        renew_certificate(&state, "nas1", &csr()).await.unwrap();
+        let next = state
+            .store
+            .system("nas1")
+            .unwrap()
+            .unwrap()
+            .next_cert_serial
+            .unwrap();
+        promote_certificate(&state, "nas1").await.unwrap();
+        let system = state.store.system("nas1").unwrap().unwrap();
+        assert_eq!(system.cert_serial, next);
+        assert!(system.next_cert_serial.is_none());
+        assert!(system.cert_expires_unix_ms > soon);
     }
 }
