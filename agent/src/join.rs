@@ -40,6 +40,21 @@ pub struct JoinOptions {
     pub state_dir: PathBuf,
 }
 
+/// A new key for `system:<name>` and its CSR in PEM, for enrolling and for
+/// renewing the agent's certificate; the key never leaves this host.
+pub fn system_csr(name: &str) -> Result<(KeyPair, String), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        Principal::System(name.to_owned()).common_name(),
+    );
+    params.distinguished_name = dn;
+    let csr_pem = params.serialize_request(&key)?.pem()?;
+    Ok((key, csr_pem))
+}
+
 /// Enrolls this host. Nothing is written unless the controller signs the certificate.
 pub async fn join(options: &JoinOptions) -> Result<Enrollment, JoinError> {
     validate_system_name(&options.name)?;
@@ -49,15 +64,7 @@ pub async fn join(options: &JoinOptions) -> Result<Enrollment, JoinError> {
     state.ensure_not_enrolled()?;
 
     // The key is made here and never sent anywhere: only its CSR is.
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        Principal::System(options.name.clone()).common_name(),
-    );
-    params.distinguished_name = dn;
-    let csr_pem = params.serialize_request(&key)?.pem()?;
+    let (key, csr_pem) = system_csr(&options.name)?;
 
     let channel = dial(
         &options.controller,

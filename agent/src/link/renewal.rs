@@ -1,11 +1,12 @@
 //! Renewing the agent's certificate before it expires: once less than a third of its lifetime is left, a key made here and its CSR go up the link; the certificate that comes back is saved crash-safely beside the key, and the link reconnects with it.
 
+use crate::join::system_csr;
 use crate::state_dir::{Credentials, StateDir};
-use nasfleet_common::identity::{PeerCertificate, Principal};
+use nasfleet_common::identity::PeerCertificate;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::{AgentMessage, CertificateRenewed, RenewCertificate};
-use rcgen::{CertificateParams, DnType, KeyPair};
+use rcgen::KeyPair;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -55,16 +56,7 @@ impl Renewal {
         if self.pending.is_some() || self.due_unix_ms.is_none_or(|due| now < due) {
             return None;
         }
-        let made = KeyPair::generate().and_then(|key| {
-            let mut params = CertificateParams::default();
-            params.distinguished_name.push(
-                DnType::CommonName,
-                Principal::System(system.to_owned()).common_name(),
-            );
-            let csr = params.serialize_request(&key)?.pem()?;
-            Ok((key, csr))
-        });
-        match made {
+        match system_csr(system) {
             Ok((key, csr_pem)) => {
                 tracing::info!("certificate has less than a third of its lifetime left; renewing");
                 self.pending = Some((key, now));

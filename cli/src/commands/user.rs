@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::Subcommand;
 use nasfleet_common::duration::parse_duration;
 use nasfleet_common::names::{validate_system_name, validate_user_name};
-use nasfleet_common::roles::{Role, check_scope};
+use nasfleet_common::roles::{Role, ScopeError, check_scope};
 use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{
@@ -102,7 +102,7 @@ impl UserCommand {
                 }
                 check_systems(systems)?;
                 if *all_systems && !systems.is_empty() {
-                    bail!("systems: --all-systems and --system NAME exclude each other");
+                    return Err(ScopeError::Both.into());
                 }
             }
             UserCommand::Show { name } | UserCommand::Remove { name, .. } => {
