@@ -11,6 +11,7 @@ pub mod names;
 pub mod naming;
 pub mod rate;
 pub mod replication_rules;
+pub mod replication_summary;
 pub mod roles;
 pub mod rsync_aux;
 pub mod rsync_rules;

@@ -4,18 +4,21 @@ use super::replication_estimate::{self, EstimateJson};
 use super::replication_file;
 use super::replication_spec::{
     ReplicationEdit, merge_edit, parse_bandwidth_limit, parse_source, parse_target, replication_of,
-    routes, sources_from_args, sources_text, target_text,
+    sources_from_args,
 };
 use super::run::{PartJson, RunJson, parts_lines};
 use super::schedule_args::ScheduleArgs;
 use super::task::{self, REPLICATION, TaskJson, next_run_text, task_schedule, task_status};
+use nasfleet_common::replication_summary::{
+    bandwidth_text, indent, label, raw_text, replication_spec, route_lines,
+    schedule_description, schema_lines, sources_text, summary_lines, target_text,
+};
 use super::{confirm, status_error};
 use crate::context::Context;
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, time_or_dash, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use nasfleet_common::rate::format_rate;
-use nasfleet_common::replication_rules::{check_spec, effective_schemas};
+use nasfleet_common::replication_rules::check_spec;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_common::status::run_state_word;
 use nasfleet_proto::v1::fleet_client::FleetClient;
@@ -29,10 +32,14 @@ use std::path::PathBuf;
 use tonic::transport::Channel;
 
 /// Refusal when nobody can confirm and `--yes` was not given.
+/// What will be saved, for confirmation and `--dry-run`: the task as the
+/// controller validated it (schedule description, next run).
+pub fn summary_text(heading: &str, task: &Task) -> String {
+    summary_lines(heading, task, &next_run_text(task)).join("\n")
+}
+
 pub const NOT_SAVED: &str = "not saved: confirm on a terminal or pass --yes";
 
-/// Width of the labels of summaries and `show`.
-const LABEL: usize = 18;
 
 #[derive(Subcommand)]
 pub enum ReplicationCommand {
@@ -373,139 +380,14 @@ pub fn edit_request(args: &EditArgs) -> anyhow::Result<EditRequest> {
     Ok(EditRequest::Flags(edit, schedule))
 }
 
-/// The task's replication spec, or an empty one.
-fn replication_spec(task: &Task) -> ReplicationTaskSpec {
-    task.spec
-        .as_ref()
-        .and_then(replication_of)
-        .cloned()
-        .unwrap_or_default()
-}
 
-fn label(name: &str, value: impl std::fmt::Display) -> String {
-    format!("{:<LABEL$}{value}", format!("{name}:"))
-}
 
-/// Continuation lines under a label.
-fn indent(value: impl std::fmt::Display) -> String {
-    format!("{:LABEL$}{value}", "")
-}
 
-/// `nas1:tank/a  →  nas2:backup/nas1/tank/a (and children)`, one per
-/// source dataset, the arrows aligned.
-pub fn route_lines(spec: &ReplicationTaskSpec) -> Vec<String> {
-    let routes = routes(spec);
-    let width = routes
-        .iter()
-        .map(|r| r.source.chars().count())
-        .max()
-        .unwrap_or(0);
-    routes
-        .iter()
-        .map(|r| {
-            let pad = width - r.source.chars().count();
-            format!(
-                "{}{:pad$}  →  {}{}",
-                r.source,
-                "",
-                r.target,
-                if r.recursive { " (and children)" } else { "" }
-            )
-        })
-        .collect()
-}
 
-/// The naming schemas: one line when every source replicates the same,
-/// otherwise one line per source.
-fn schema_lines(spec: &ReplicationTaskSpec) -> Vec<String> {
-    let lists: Vec<Vec<String>> = spec.sources.iter().map(effective_schemas).collect();
-    let all_same = lists.windows(2).all(|w| w[0] == w[1]);
-    if all_same {
-        let text = lists.first().map(|l| l.join(", ")).unwrap_or_default();
-        return vec![label("Naming schemas", text)];
-    }
-    spec.sources
-        .iter()
-        .zip(&lists)
-        .enumerate()
-        .map(|(i, (source, list))| {
-            let text = format!(
-                "{}:{}: {}",
-                source.system,
-                source.datasets.join(","),
-                list.join(", ")
-            );
-            if i == 0 {
-                label("Naming schemas", text)
-            } else {
-                indent(text)
-            }
-        })
-        .collect()
-}
 
-/// `Raw sends:` in `show`, and in summaries when off.
-fn raw_text(spec: &ReplicationTaskSpec) -> &'static str {
-    if spec.no_raw {
-        "no (--no-raw: encrypted datasets are sent decrypted)"
-    } else {
-        "yes"
-    }
-}
 
-/// `Bandwidth limit:` as people read it; 0 is no limit.
-fn bandwidth_text(spec: &ReplicationTaskSpec) -> String {
-    match spec.bandwidth_limit {
-        0 => "none".into(),
-        limit => format_rate(limit),
-    }
-}
 
-fn schedule_description(task: &Task) -> String {
-    if task.schedule_description.is_empty() {
-        task_schedule(task).to_owned()
-    } else {
-        task.schedule_description.clone()
-    }
-}
 
-/// What will be saved, for confirmation and `--dry-run`: the task as the
-/// controller validated it (schedule description, next run).
-pub fn summary_text(heading: &str, task: &Task) -> String {
-    let spec = replication_spec(task);
-    let mut lines = vec![heading.to_owned()];
-    lines.push(label("Name", &spec.name));
-    for (i, route) in route_lines(&spec).into_iter().enumerate() {
-        lines.push(if i == 0 {
-            label("Datasets", route)
-        } else {
-            indent(route)
-        });
-    }
-    lines.extend(schema_lines(&spec));
-    lines.push(label("Schedule", schedule_description(task)));
-    lines.push(label("Next run", next_run_text(task)));
-    if spec.create_snapshot_task {
-        lines.push(label(
-            "Snapshot first",
-            "yes (every source dataset is snapshotted when a run starts)",
-        ));
-    }
-    if spec.allow_overwrite {
-        lines.push(label(
-            "Allow overwrite",
-            "yes (target datasets that changed or diverged are rolled back and overwritten)",
-        ));
-    }
-    // Like the lines above, only what differs from the defaults.
-    if spec.no_raw {
-        lines.push(label("Raw sends", raw_text(&spec)));
-    }
-    if spec.bandwidth_limit > 0 {
-        lines.push(label("Bandwidth limit", bandwidth_text(&spec)));
-    }
-    lines.join("\n")
-}
 
 fn list_table(tasks: &[Task]) -> String {
     let mut table = Table::new(&[

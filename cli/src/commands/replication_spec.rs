@@ -7,7 +7,6 @@
 
 use anyhow::{anyhow, bail};
 use nasfleet_common::echo::echo;
-use nasfleet_common::names::replication_target_path;
 use nasfleet_common::rate::{RateError, parse_rate};
 use nasfleet_common::replication_rules::{bandwidth_limit_rule, check_bandwidth_limit, check_spec};
 use nasfleet_proto::v1::task_spec::Kind;
@@ -218,63 +217,14 @@ pub fn merge_edit(
     })
 }
 
-/// One source dataset and where it lands, for summaries and `show`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// `nas1:tank/a`.
-    pub source: String,
-    /// `nas2:backup/nas1/tank/a`.
-    pub target: String,
-    pub recursive: bool,
-}
 
-/// Every source dataset of a spec with its target path, in order.
-pub fn routes(spec: &ReplicationTaskSpec) -> Vec<Route> {
-    spec.sources
-        .iter()
-        .flat_map(|s| {
-            s.datasets.iter().map(|d| Route {
-                source: format!("{}:{d}", s.system),
-                target: format!(
-                    "{}:{}",
-                    spec.target_system,
-                    replication_target_path(&spec.target_dataset, &s.system, d)
-                ),
-                recursive: s.recursive,
-            })
-        })
-        .collect()
-}
 
-/// `nas1:tank/a,tank/b nas3:pool`: the sources in one table cell, the
-/// datasets of one system together.
-pub fn sources_text(spec: &ReplicationTaskSpec) -> String {
-    let mut systems: Vec<(&str, Vec<&str>)> = Vec::new();
-    for source in &spec.sources {
-        let datasets = source.datasets.iter().map(String::as_str);
-        match systems
-            .iter_mut()
-            .find(|(system, _)| *system == source.system)
-        {
-            Some((_, list)) => list.extend(datasets),
-            None => systems.push((&source.system, datasets.collect())),
-        }
-    }
-    systems
-        .iter()
-        .map(|(system, datasets)| format!("{system}:{}", datasets.join(",")))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
-/// `nas2:backup`.
-pub fn target_text(spec: &ReplicationTaskSpec) -> String {
-    format!("{}:{}", spec.target_system, spec.target_dataset)
-}
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use nasfleet_common::replication_summary::routes;
 
     pub(crate) fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()

@@ -1,5 +1,6 @@
 //! What every task kind shares on the command line: the task's JSON shape and the calls that do not care about the kind (get, delete, enable, run now).
 
+pub use nasfleet_common::replication_summary::task_schedule;
 use super::run::{RunJson, watch_run};
 use super::{confirm, status_error};
 use crate::output::{OutputFormat, human_time, print_json};
@@ -259,16 +260,6 @@ pub fn task_status(task: &Task) -> &'static str {
     }
 }
 
-/// The task's normalised schedule, falling back to what the spec says.
-pub fn task_schedule(task: &Task) -> &str {
-    if !task.schedule.is_empty() {
-        return &task.schedule;
-    }
-    task.spec
-        .as_ref()
-        .map(|s| s.schedule.as_str())
-        .unwrap_or("")
-}
 
 impl From<&Task> for TaskJson {
     fn from(t: &Task) -> Self {
