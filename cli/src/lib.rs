@@ -20,6 +20,7 @@ use commands::snapshot_task::SnapshotTaskCommand;
 use commands::ssh_connection::SshConnectionCommand;
 use commands::system::SystemCommand;
 use commands::token::TokenCommand;
+use commands::ui::UiArgs;
 use commands::user::UserCommand;
 use context::Context;
 use output::OutputFormat;
@@ -80,6 +81,8 @@ pub enum Command {
     /// The audit log: every change and every refused call.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a one-time sign-in link to the web console for this CLI's user.
+    Ui(UiArgs),
 }
 
 impl Command {
@@ -98,6 +101,7 @@ impl Command {
             Command::User(command) => command.run(ctx).await,
             Command::Login(args) => args.run(ctx.config_flag(), ctx.output).await,
             Command::Audit(command) => command.run(ctx).await,
+            Command::Ui(args) => args.run(ctx).await,
         }
     }
 }

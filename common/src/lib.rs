@@ -6,6 +6,7 @@ pub mod dataset_names;
 pub mod dial;
 pub mod duration;
 pub mod echo;
+pub mod enroll_lines;
 pub mod identity;
 pub mod names;
 pub mod naming;

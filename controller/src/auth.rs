@@ -78,10 +78,12 @@ pub enum Call {
     UpdateUser,
     RemoveUser,
     ListAudit,
+    CreateConsoleLink,
+    SetUserPassword,
 }
 
 impl Call {
-    pub const ALL: [Call; 30] = [
+    pub const ALL: [Call; 32] = [
         Call::CreateToken,
         Call::ListSystems,
         Call::GetSystem,
@@ -112,6 +114,8 @@ impl Call {
         Call::UpdateUser,
         Call::RemoveUser,
         Call::ListAudit,
+        Call::CreateConsoleLink,
+        Call::SetUserPassword,
     ];
 
     /// The RPC's name in `nasfleet.proto`.
@@ -147,6 +151,8 @@ impl Call {
             Call::UpdateUser => "UpdateUser",
             Call::RemoveUser => "RemoveUser",
             Call::ListAudit => "ListAudit",
+            Call::CreateConsoleLink => "CreateConsoleLink",
+            Call::SetUserPassword => "SetUserPassword",
         }
     }
 
@@ -164,7 +170,9 @@ impl Call {
             | Call::ListRuns
             | Call::GetRun
             | Call::WatchRun
-            | Call::ListSshConnections => Access::Read,
+            | Call::ListSshConnections
+            // A link signs in the person who asks for it, with their own role.
+            | Call::CreateConsoleLink => Access::Read,
             Call::CreateSnapshot
             | Call::CreateTask
             | Call::ValidateTask
@@ -183,7 +191,8 @@ impl Call {
             | Call::GetUser
             | Call::UpdateUser
             | Call::RemoveUser
-            | Call::ListAudit => Access::Administer,
+            | Call::ListAudit
+            | Call::SetUserPassword => Access::Administer,
         }
     }
 }
@@ -279,7 +288,7 @@ pub async fn authorize<T: Subject>(
         Ok(actor) => Ok((actor, origin)),
         Err(refusal) => {
             let subject = request.get_ref().subject();
-            record(state, &origin, call, &subject, Err(&refusal)).await?;
+            record(state, &origin, call.name(), &subject, Err(&refusal)).await?;
             Err(refusal)
         }
     }
@@ -299,25 +308,44 @@ pub async fn settle<R>(
     if call.access() == Access::Read {
         return outcome;
     }
-    record(state, origin, call, object, outcome.as_ref().map(|_| ())).await?;
+    record(
+        state,
+        origin,
+        call.name(),
+        object,
+        outcome.as_ref().map(|_| ()),
+    )
+    .await?;
     outcome
+}
+
+/// Writes a refusal to the audit log: the web console's own checks (role,
+/// CSRF token) refuse through here like [`authorize`] does.
+pub async fn refuse(
+    state: &SharedState,
+    origin: &Origin,
+    action: &str,
+    object: &str,
+    refusal: &FleetError,
+) -> Result<(), FleetError> {
+    record(state, origin, action, object, Err(refusal)).await
 }
 
 async fn record(
     state: &SharedState,
     origin: &Origin,
-    call: Call,
+    action: &str,
     object: &str,
     outcome: Result<(), &FleetError>,
 ) -> Result<(), FleetError> {
     let entry = Audited {
         actor: &origin.who,
         address: &origin.address,
-        action: call.name(),
+        action,
         object,
     };
     audit::record(state, &entry, outcome).await.map_err(|e| {
-        tracing::error!(error = %e, action = call.name(), "cannot write the audit log");
+        tracing::error!(error = %e, action, "cannot write the audit log");
         FleetError::Internal(format!(
             "the audit log cannot be written ({e}); nothing is answered as done without its entry"
         ))

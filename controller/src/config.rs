@@ -68,6 +68,17 @@ impl DataDir {
     }
 }
 
+/// The web console's checked settings (see [`ControllerConfig::web`]).
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    pub listen: SocketAddr,
+    pub url: String,
+    /// Certificate chain and key files; `None` is the server certificate.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    pub idle_timeout: Duration,
+    pub session_lifetime: Duration,
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7443))
 }
@@ -110,6 +121,33 @@ pub struct ControllerConfig {
     /// renew theirs with a third of it left.
     #[serde(default = "default_cert_lifetime")]
     pub cert_lifetime: String,
+    /// Address the web console binds (HTTPS); absent, no console is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_listen: Option<SocketAddr>,
+    /// The URL people open (default `https://` + `web_listen`); sign-in
+    /// links start with it, and its host name must match the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_url: Option<String>,
+    /// Certificate chain and key (PEM) of the console; absent, the
+    /// controller's own server certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_key: Option<PathBuf>,
+    /// A console session ends after this long without a request...
+    #[serde(default = "default_web_idle_timeout")]
+    pub web_idle_timeout: String,
+    /// ...and after this long in any case.
+    #[serde(default = "default_web_session_lifetime")]
+    pub web_session_lifetime: String,
+}
+
+fn default_web_idle_timeout() -> String {
+    "30m".into()
+}
+
+fn default_web_session_lifetime() -> String {
+    "12h".into()
 }
 
 fn default_cert_lifetime() -> String {
@@ -155,7 +193,40 @@ impl ControllerConfig {
         }
         config.audit_retention().map_err(invalid)?;
         config.cert_lifetime().map_err(invalid)?;
+        config.web().map_err(invalid)?;
         Ok(config)
+    }
+
+    /// The console's settings, checked: both or neither of the certificate
+    /// and key, positive timeouts, an `https://` URL.
+    pub fn web(&self) -> Result<Option<WebSettings>, String> {
+        let idle = parse_duration("web_idle_timeout", &self.web_idle_timeout)
+            .map_err(|e| e.to_string())?;
+        let lifetime = parse_duration("web_session_lifetime", &self.web_session_lifetime)
+            .map_err(|e| e.to_string())?;
+        if idle.is_zero() || lifetime.is_zero() {
+            return Err("web_idle_timeout, web_session_lifetime: must be longer than 0s".into());
+        }
+        let identity = match (&self.web_cert, &self.web_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => return Err("web_cert, web_key: give both or neither".into()),
+        };
+        let Some(listen) = self.web_listen else {
+            return Ok(None);
+        };
+        let url = match &self.web_url {
+            Some(url) if url.starts_with("https://") => url.trim_end_matches('/').to_owned(),
+            Some(_) => return Err("web_url: must start with https://".into()),
+            None => format!("https://{listen}"),
+        };
+        Ok(Some(WebSettings {
+            listen,
+            url,
+            identity,
+            idle_timeout: idle,
+            session_lifetime: lifetime,
+        }))
     }
 
     pub fn cert_lifetime(&self) -> Result<Duration, String> {

@@ -119,7 +119,10 @@ pub fn init(options: &InitOptions) -> Result<InitSummary, InitError> {
     write_pki(&dir, &ca, &material, &server, &admin, &options.admin)?;
 
     let url = url_for(options.listen, &name);
-    write_controller_config(&dir, options.listen, &url)?;
+    // The console beside the gRPC port, on the same address and name.
+    let web_listen = SocketAddr::new(options.listen.ip(), options.listen.port().wrapping_add(1));
+    let web_url = url_for(web_listen, &name);
+    write_controller_config(&dir, options.listen, &url, web_listen, &web_url)?;
     let cli_path = write_admin_cli_config(&dir, &url, &options.admin)?;
     record_admin(&dir, &options.admin, &admin)?;
     Ok(InitSummary {
@@ -174,7 +177,13 @@ fn write_pki(
     )
 }
 
-fn write_controller_config(dir: &DataDir, listen: SocketAddr, url: &str) -> Result<(), InitError> {
+fn write_controller_config(
+    dir: &DataDir,
+    listen: SocketAddr,
+    url: &str,
+    web_listen: SocketAddr,
+    web_url: &str,
+) -> Result<(), InitError> {
     let config = ControllerConfig {
         listen,
         url: url.to_owned(),
@@ -186,6 +195,12 @@ fn write_controller_config(dir: &DataDir, listen: SocketAddr, url: &str) -> Resu
         audit_max_age: "90d".into(),
         audit_max_entries: crate::store::DEFAULT_AUDIT_RETENTION.max_entries,
         cert_lifetime: "5y".into(),
+        web_listen: Some(web_listen),
+        web_url: Some(web_url.to_owned()),
+        web_cert: None,
+        web_key: None,
+        web_idle_timeout: "30m".into(),
+        web_session_lifetime: "12h".into(),
     };
     let config_text = toml::to_string(&config).map_err(|source| InitError::Encode {
         what: "controller.toml",
@@ -238,6 +253,7 @@ fn record_admin(dir: &DataDir, admin: &str, issued: &IssuedCertificate) -> Resul
         created_by: "nasfleet-controller init".into(),
         cert_serial: Some(issued.serial_hex.clone()),
         cert_expires_unix_ms: Some(issued.expires_unix_ms),
+        password_hash: None,
     };
     let serial = issued.serial_hex.clone();
     store.write_blocking(move |w| {

@@ -1,6 +1,7 @@
-//! nasfleet controller library: the fleet's domain (engine), its durable state (store), the agents' links and the API people call, behind `nasfleet-controller`.
+//! nasfleet controller library: the fleet's domain (engine), its durable state (store), the agents' links, the API people call and the web console, behind `nasfleet-controller`.
 //!
-//! Arrows point down only: `server → api → engine → store`, and
+//! Arrows point down only: `server → api → engine → store`,
+//! `server → web → engine` (the web words its audit entries as `api` does), and
 //! `agents::link → engine → agents::sessions`.
 
 pub mod agents;
@@ -13,3 +14,4 @@ pub mod pki;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod web;

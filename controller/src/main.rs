@@ -45,6 +45,9 @@ enum Command {
         /// Override `listen` from controller.toml.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Override `web_listen` from controller.toml (the web console's address).
+        #[arg(long)]
+        web_listen: Option<SocketAddr>,
         /// Override `heartbeat_interval` from controller.toml (e.g. 10s).
         #[arg(long)]
         heartbeat_interval: Option<String>,
@@ -92,6 +95,7 @@ fn real_main() -> anyhow::Result<()> {
         Command::Run {
             data_dir,
             listen,
+            web_listen,
             heartbeat_interval,
             log_format,
         } => {
@@ -99,6 +103,13 @@ fn real_main() -> anyhow::Result<()> {
             let mut config = ControllerConfig::load(&dir.config())?;
             if let Some(listen) = listen {
                 config.listen = listen;
+            }
+            if let Some(web_listen) = web_listen {
+                config.web_listen = Some(web_listen);
+                // The URL follows the address unless the file names one.
+                if config.web_url.is_none() {
+                    config.web().map_err(anyhow::Error::msg)?;
+                }
             }
             if let Some(interval) = heartbeat_interval {
                 parse_duration("--heartbeat-interval", &interval)?;

@@ -10,6 +10,7 @@ use crate::engine::state::{ControllerState, SharedState};
 use crate::pki::{CaMaterial, CertificateAuthority, PkiError};
 use crate::sessions::Sessions;
 use crate::store::{Store, StoreError};
+use crate::web;
 use nasfleet_common::daemon::wait_for_shutdown;
 use nasfleet_proto::MAX_MESSAGE_BYTES;
 use nasfleet_proto::v1::agent_link_server::AgentLinkServer;
@@ -94,7 +95,10 @@ pub async fn serve(
     let local = listener.local_addr().ok();
     tracing::info!(listen = ?local, url = %config.url, fingerprint = %state.ca.fingerprint(),
         heartbeat_ms = state.sessions.heartbeat_interval().as_millis() as u64, "controller serving");
-    let workers = start_workers(&state, &shutdown);
+    let mut workers = start_workers(&state, &shutdown);
+    if let Some(console) = start_console(data_dir, config, &state, &shutdown).await? {
+        workers.push(("console", console));
+    }
 
     let server = grpc_server(&state, tls, listener, &shutdown)?;
     tokio::pin!(server);
@@ -166,6 +170,11 @@ async fn load_state(
         scheduler_wake: Arc::new(Notify::new()),
         grace: config.grace().map_err(ServerError::Config)?,
         audit_retention: config.audit_retention().map_err(ServerError::Config)?,
+        signins: Default::default(),
+        console_url: config
+            .web()
+            .map_err(ServerError::Config)?
+            .map(|web| web.url),
     });
     Ok((state, tls))
 }
@@ -195,6 +204,41 @@ fn start_workers(
         ),
         ("scheduler", tokio::spawn(scheduler.run(shutdown.clone()))),
     ]
+}
+
+/// The web console on its own listener, when `web_listen` is set; it stops
+/// at the shutdown signal, letting open requests finish within the grace.
+async fn start_console(
+    data_dir: &DataDir,
+    config: &ControllerConfig,
+    state: &SharedState,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<JoinHandle<()>>, ServerError> {
+    let Some(settings) = config.web().map_err(ServerError::Config)? else {
+        return Ok(None);
+    };
+    let (cert, key) = settings
+        .identity
+        .clone()
+        .unwrap_or_else(|| (data_dir.server_chain(), data_dir.server_key()));
+    let tls = web::tls_config((&cert, &key))
+        .await
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let listener = bind(settings.listen).await?;
+    tracing::info!(url = %settings.url, listen = ?listener.local_addr().ok(), "web console serving");
+    let console = Arc::new(web::Console {
+        state: state.clone(),
+        sessions: web::Sessions::new(settings.idle_timeout, settings.session_lifetime),
+        settings,
+        shutdown: shutdown.clone(),
+    });
+    Ok(Some(tokio::spawn(web::serve(
+        console,
+        listener,
+        tls,
+        shutdown.clone(),
+        SHUTDOWN_GRACE,
+    ))))
 }
 
 /// Waits for the workers to finish what they are doing (a scheduled fire

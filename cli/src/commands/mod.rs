@@ -20,6 +20,7 @@ pub mod ssh_connection;
 pub mod system;
 pub mod task;
 pub mod token;
+pub mod ui;
 pub mod user;
 
 /// Turns a gRPC status into an error whose text is the controller's reason

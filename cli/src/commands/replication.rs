@@ -9,16 +9,16 @@ use super::replication_spec::{
 use super::run::{PartJson, RunJson, parts_lines};
 use super::schedule_args::ScheduleArgs;
 use super::task::{self, REPLICATION, TaskJson, next_run_text, task_schedule, task_status};
-use nasfleet_common::replication_summary::{
-    bandwidth_text, indent, label, raw_text, replication_spec, route_lines,
-    schedule_description, schema_lines, sources_text, summary_lines, target_text,
-};
 use super::{confirm, status_error};
 use crate::context::Context;
 use crate::output::{OutputFormat, Table, cell, human_time, print_json, time_or_dash, yes_no};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use nasfleet_common::replication_rules::check_spec;
+use nasfleet_common::replication_summary::{
+    bandwidth_text, indent, label, raw_text, replication_spec, route_lines, schedule_description,
+    schema_lines, sources_text, summary_lines, target_text,
+};
 use nasfleet_common::schedule::Schedule;
 use nasfleet_common::status::run_state_word;
 use nasfleet_proto::v1::fleet_client::FleetClient;
@@ -39,7 +39,6 @@ pub fn summary_text(heading: &str, task: &Task) -> String {
 }
 
 pub const NOT_SAVED: &str = "not saved: confirm on a terminal or pass --yes";
-
 
 #[derive(Subcommand)]
 pub enum ReplicationCommand {
@@ -379,15 +378,6 @@ pub fn edit_request(args: &EditArgs) -> anyhow::Result<EditRequest> {
     }
     Ok(EditRequest::Flags(edit, schedule))
 }
-
-
-
-
-
-
-
-
-
 
 fn list_table(tasks: &[Task]) -> String {
     let mut table = Table::new(&[

@@ -217,10 +217,6 @@ pub fn merge_edit(
     })
 }
 
-
-
-
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

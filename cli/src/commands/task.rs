@@ -1,12 +1,12 @@
 //! What every task kind shares on the command line: the task's JSON shape and the calls that do not care about the kind (get, delete, enable, run now).
 
-pub use nasfleet_common::replication_summary::task_schedule;
 use super::run::{RunJson, watch_run};
 use super::{confirm, status_error};
 use crate::output::{OutputFormat, human_time, print_json};
 use anyhow::bail;
 use clap::Subcommand;
 use nasfleet_common::replication_rules::effective_schemas;
+pub use nasfleet_common::replication_summary::task_schedule;
 use nasfleet_common::rsync_rules::effective_port;
 use nasfleet_common::status::{rfc3339_from_unix_ms, run_state_word, task_kind_word};
 use nasfleet_proto::v1::fleet_client::FleetClient;
@@ -259,7 +259,6 @@ pub fn task_status(task: &Task) -> &'static str {
         state => run_state_word(state),
     }
 }
-
 
 impl From<&Task> for TaskJson {
     fn from(t: &Task) -> Self {

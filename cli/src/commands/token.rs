@@ -5,6 +5,7 @@ use crate::context::Context;
 use crate::output::{OutputFormat, human_time, print_json};
 use clap::Subcommand;
 use nasfleet_common::duration::parse_duration;
+pub use nasfleet_common::enroll_lines::join_command;
 use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::CreateTokenRequest;
 use nasfleet_proto::v1::fleet_client::FleetClient;
@@ -45,13 +46,6 @@ struct TokenJson {
     join_command: String,
     expires: Option<String>,
     controller: String,
-}
-
-/// The line an administrator pastes on the NAS. `<NAME>` is left for them to fill in.
-pub fn join_command(controller: &str, token: &str, fingerprint: &str) -> String {
-    format!(
-        "nasfleet-agent join --controller {controller} --token {token} --ca-fingerprint {fingerprint} --name <NAME> --state-dir /var/lib/nasfleet-agent"
-    )
 }
 
 pub async fn create(channel: Channel, ttl: &str, output: OutputFormat) -> anyhow::Result<()> {

@@ -6,13 +6,14 @@ use crate::output::{OutputFormat, Table, human_time, print_json, time_or_dash};
 use anyhow::bail;
 use clap::Subcommand;
 use nasfleet_common::duration::parse_duration;
+use nasfleet_common::enroll_lines::login_command;
 use nasfleet_common::names::{validate_system_name, validate_user_name};
 use nasfleet_common::roles::{Role, ScopeError, check_scope};
 use nasfleet_common::status::rfc3339_from_unix_ms;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{
     CreateUserRequest, CreateUserResponse, CreateUserTokenRequest, ListUsersRequest,
-    UpdateUserRequest, User, UserRef,
+    SetUserPasswordRequest, UpdateUserRequest, User, UserRef,
 };
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -60,6 +61,18 @@ pub enum UserCommand {
         #[arg(long)]
         all_systems: bool,
     },
+    /// Set (or with --clear remove) the user's web console password. The
+    /// password is read from --password-file or, without it, from the first
+    /// line of standard input; it is never a flag, so it stays out of
+    /// shell history and process lists.
+    SetPassword {
+        name: String,
+        #[arg(long, value_name = "FILE", conflicts_with = "clear")]
+        password_file: Option<std::path::PathBuf>,
+        /// Turn password sign-in off for the user.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Remove a user; their certificate is revoked at once.
     Remove {
         name: String,
@@ -105,7 +118,9 @@ impl UserCommand {
                     return Err(ScopeError::Both.into());
                 }
             }
-            UserCommand::Show { name } | UserCommand::Remove { name, .. } => {
+            UserCommand::Show { name }
+            | UserCommand::Remove { name, .. }
+            | UserCommand::SetPassword { name, .. } => {
                 validate_user_name(name)?;
             }
             UserCommand::List => {}
@@ -173,6 +188,34 @@ impl UserCommand {
                 systems,
                 all_systems,
             } => edit(&mut client, name, role, systems, all_systems, output).await,
+            UserCommand::SetPassword {
+                name,
+                password_file,
+                clear,
+            } => {
+                let password = if clear {
+                    String::new()
+                } else {
+                    read_password(password_file.as_deref()).await?
+                };
+                let user = client
+                    .set_user_password(SetUserPasswordRequest { name, password })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match output {
+                    OutputFormat::Json => print_json(&UserJson::from(&user)),
+                    OutputFormat::Table if user.password_set => {
+                        outln!(
+                            "User '{}' can now sign in to the console with a password.",
+                            user.name
+                        )
+                    }
+                    OutputFormat::Table => {
+                        outln!("Password sign-in is off for user '{}'.", user.name)
+                    }
+                }
+            }
             UserCommand::Remove { name, yes } => {
                 if !yes
                     && !confirm(format!(
@@ -255,6 +298,7 @@ struct UserJson {
     created_by: String,
     logged_in: bool,
     certificate_expires: Option<String>,
+    password_set: bool,
 }
 
 impl From<&User> for UserJson {
@@ -266,6 +310,7 @@ impl From<&User> for UserJson {
             all_systems: user.all_systems,
             created: rfc3339_from_unix_ms(user.created_unix_ms),
             created_by: user.created_by.clone(),
+            password_set: user.password_set,
             logged_in: user.logged_in,
             certificate_expires: (user.cert_expires_unix_ms > 0)
                 .then(|| rfc3339_from_unix_ms(user.cert_expires_unix_ms))
@@ -338,13 +383,6 @@ struct TokenJson {
     login_command: String,
 }
 
-/// The line the person runs on their own machine.
-fn login_command(controller: &str, token: &str, fingerprint: &str) -> String {
-    format!(
-        "nasfleet login --controller {controller} --token {token} --ca-fingerprint {fingerprint}"
-    )
-}
-
 fn print_token(answer: CreateUserResponse, output: OutputFormat) -> anyhow::Result<()> {
     let command = login_command(
         &answer.controller_url,
@@ -382,4 +420,30 @@ fn print_token(answer: CreateUserResponse, output: OutputFormat) -> anyhow::Resu
             Ok(())
         }
     }
+}
+
+/// The new password: the first line of the file, or of standard input.
+async fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use tokio::io::AsyncBufReadExt;
+    let text = match file {
+        Some(path) => tokio::fs::read_to_string(path)
+            .await
+            .with_context(|| format!("reading --password-file {}", path.display()))?,
+        None => {
+            let mut line = String::new();
+            tokio::io::BufReader::new(tokio::io::stdin())
+                .read_line(&mut line)
+                .await
+                .context("reading the password from standard input")?;
+            line
+        }
+    };
+    let password = text.lines().next().unwrap_or_default().to_owned();
+    if password.is_empty() {
+        bail!(
+            "password: empty; give it on the first line of --password-file or standard input (use --clear to turn password sign-in off)"
+        );
+    }
+    Ok(password)
 }

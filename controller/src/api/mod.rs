@@ -3,9 +3,9 @@
 mod runs;
 mod ssh;
 mod status;
-mod subjects;
+pub(crate) mod subjects;
 mod systems;
-mod tasks;
+pub(crate) mod tasks;
 mod users;
 
 use crate::engine::state::SharedState;
@@ -194,5 +194,19 @@ impl Fleet for FleetService {
         request: Request<pb::ListAuditRequest>,
     ) -> Answer<pb::ListAuditResponse> {
         users::audit_list(&self.state, request).await
+    }
+
+    async fn create_console_link(
+        &self,
+        request: Request<pb::ConsoleLinkRequest>,
+    ) -> Answer<pb::ConsoleLink> {
+        users::console_link(&self.state, request).await
+    }
+
+    async fn set_user_password(
+        &self,
+        request: Request<pb::SetUserPasswordRequest>,
+    ) -> Answer<pb::User> {
+        users::set_password(&self.state, request).await
     }
 }

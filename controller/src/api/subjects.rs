@@ -24,18 +24,18 @@ about_nothing!(
     pb::ListAuditRequest,
 );
 
-pub(super) fn system(name: &str) -> String {
+pub(crate) fn system(name: &str) -> String {
     format!("system '{}'", echo(name))
 }
 
-pub(super) fn task(reference: &str) -> String {
+pub(crate) fn task(reference: &str) -> String {
     match reference {
         "" => "a new task".to_owned(),
         reference => format!("task '{}'", echo(reference)),
     }
 }
 
-pub(super) fn user(name: &str) -> String {
+pub(crate) fn user(name: &str) -> String {
     format!("user '{}'", echo(name))
 }
 
@@ -141,6 +141,18 @@ impl Subject for pb::UserRef {
 }
 
 impl Subject for pb::UpdateUserRequest {
+    fn subject(&self) -> String {
+        user(&self.name)
+    }
+}
+
+impl Subject for pb::ConsoleLinkRequest {
+    fn subject(&self) -> String {
+        "console sign-in link".into()
+    }
+}
+
+impl Subject for pb::SetUserPasswordRequest {
     fn subject(&self) -> String {
         user(&self.name)
     }

@@ -13,7 +13,7 @@ use tonic::{Request, Response};
 
 /// How the audit log names a task: as stored when the call returned it,
 /// else as the caller referred to it.
-fn task_object(task: Option<&Task>, reference: &str) -> String {
+pub(crate) fn task_object(task: Option<&Task>, reference: &str) -> String {
     match task {
         Some(task) => format!(
             "{} task '{}' (id {})",

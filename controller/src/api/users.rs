@@ -4,6 +4,7 @@ use super::{Answer, subjects};
 use crate::auth::{Call, authorize, settle};
 use crate::engine::audit;
 use crate::engine::error::FleetError;
+use crate::engine::signin;
 use crate::engine::state::SharedState;
 use crate::engine::users::{self, DEFAULT_USER_TOKEN_TTL, UserSpec};
 use crate::store::{AuditEntry, AuditFilter, UserRecord};
@@ -25,6 +26,7 @@ pub fn to_proto(user: &UserRecord) -> pb::User {
         created_by: user.created_by.clone(),
         logged_in: user.cert_serial.is_some(),
         cert_expires_unix_ms: user.cert_expires_unix_ms.unwrap_or(0),
+        password_set: user.password_hash.is_some(),
     }
 }
 
@@ -148,6 +150,47 @@ pub async fn remove(state: &SharedState, request: Request<pb::UserRef>) -> Answe
     let object = subjects::user(&name);
     let user = settle(state, &origin, Call::RemoveUser, &object, removed).await?;
     tracing::info!(user = %user.name, by = %actor.label(), "user removed, certificate revoked");
+    Ok(Response::new(to_proto(&user)))
+}
+
+/// `nasfleet ui`: a one-time console link for the caller.
+pub async fn console_link(
+    state: &SharedState,
+    request: Request<pb::ConsoleLinkRequest>,
+) -> Answer<pb::ConsoleLink> {
+    let (actor, _) = authorize(state, &request, Call::CreateConsoleLink).await?;
+    let Some(base) = &state.console_url else {
+        return Err(FleetError::Unavailable(
+            "this controller serves no web console (set web_listen in controller.toml)".into(),
+        )
+        .into());
+    };
+    let link = signin::mint_link(state, &actor)?;
+    Ok(Response::new(pb::ConsoleLink {
+        url: format!("{base}/signin/link?token={}", link.token),
+        expires_unix_ms: link.expires_unix_ms,
+    }))
+}
+
+pub async fn set_password(
+    state: &SharedState,
+    request: Request<pb::SetUserPasswordRequest>,
+) -> Answer<pb::User> {
+    let (actor, origin) = authorize(state, &request, Call::SetUserPassword).await?;
+    let req = request.into_inner();
+    let cleared = req.password.is_empty();
+    let changed = signin::set_password(state, &actor, &req.name, req.password).await;
+    // The password itself never reaches the log.
+    let object = format!(
+        "{}{}",
+        subjects::user(&req.name),
+        if cleared {
+            " (password sign-in off)"
+        } else {
+            ""
+        }
+    );
+    let user = settle(state, &origin, Call::SetUserPassword, &object, changed).await?;
     Ok(Response::new(to_proto(&user)))
 }
 

@@ -11,6 +11,7 @@ pub mod membership;
 pub mod run_hub;
 pub mod runs;
 pub mod scheduler;
+pub mod signin;
 pub mod ssh_trust;
 pub mod state;
 pub mod systems;

@@ -30,6 +30,17 @@ pub struct RunHub {
     /// Serialises run starts so "is this task already running?" and
     /// "start it" cannot interleave.
     pub(crate) start_lock: tokio::sync::Mutex<()>,
+    /// Counts every start, progress report and end of any run, so pages
+    /// that show task statuses know when to look again.
+    changes: Changes,
+}
+
+struct Changes(tokio::sync::watch::Sender<u64>);
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes(tokio::sync::watch::channel(0).0)
+    }
 }
 
 impl RunHub {
@@ -37,6 +48,15 @@ impl RunHub {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<u64, (broadcast::Sender<RunEvent>, LiveRun)>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes when any run starts, reports progress or ends.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.0.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.0.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Receives every event of `run_id` from now on.
@@ -91,6 +111,8 @@ impl RunHub {
         if !live.participants.iter().any(|p| p == system) {
             live.participants.push(system.to_owned());
         }
+        drop(guard);
+        self.changed();
     }
 
     pub(crate) fn apply_update(&self, update: &RunUpdate) {
@@ -119,15 +141,19 @@ impl RunHub {
                 None => live.steps.push(step.clone()),
             }
         }
+        drop(guard);
+        self.changed();
     }
 
     /// Sends the final record to watchers and forgets the live state.
     pub(crate) fn finish(&self, run: &Run) {
-        if let Some((tx, _)) = self.lock().remove(&run.id) {
+        let removed = self.lock().remove(&run.id);
+        if let Some((tx, _)) = removed {
             let _ = tx.send(RunEvent {
                 body: Some(run_event::Body::Run(run.clone())),
             });
         }
+        self.changed();
     }
 }
 

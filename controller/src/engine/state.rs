@@ -24,6 +24,10 @@ pub struct ControllerState {
     pub grace: std::time::Duration,
     /// How much of the audit log is kept.
     pub audit_retention: AuditRetention,
+    /// Console sign-in links not yet opened and failed password attempts.
+    pub signins: crate::engine::signin::SignIns,
+    /// Where the web console is reached (`https://HOST:PORT`), when it is served.
+    pub console_url: Option<String>,
 }
 
 pub type SharedState = Arc<ControllerState>;
@@ -75,5 +79,7 @@ pub(crate) fn test_state(dir: &std::path::Path) -> SharedState {
         scheduler_wake: Default::default(),
         grace: std::time::Duration::from_secs(3600),
         audit_retention: crate::store::DEFAULT_AUDIT_RETENTION,
+        signins: Default::default(),
+        console_url: None,
     })
 }

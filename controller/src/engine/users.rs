@@ -95,6 +95,7 @@ pub async fn create(
         created_by: actor.label(),
         cert_serial: None,
         cert_expires_unix_ms: None,
+        password_hash: None,
     };
     let (token, record) = new_token(name, now, ttl);
     let expires = record.expires_unix_ms;

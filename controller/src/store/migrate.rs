@@ -93,6 +93,7 @@ fn users_from_certificates(tables: &Tables) -> Result<usize, StoreError> {
             created_by: "nasfleet-controller init".into(),
             cert_serial: Some(String::from_utf8_lossy(&key).into_owned()),
             cert_expires_unix_ms: None,
+            password_hash: None,
         };
         tables
             .users

@@ -21,6 +21,10 @@ pub struct UserRecord {
     /// `None` until the first login. Any other serial is refused.
     pub cert_serial: Option<String>,
     pub cert_expires_unix_ms: Option<i64>,
+    /// argon2id hash (PHC string) of the console password; `None` turns
+    /// password sign-in off for this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
 }
 
 /// A sign-in token for one user, as `user create` minted it.

@@ -1,0 +1,110 @@
+//! The Dashboard: a card per system the person sees, with its status, last seen time, pools (capacity bar and health), SSH service state, and how many tasks use it and how many of those failed their latest run.
+
+use super::ConsoleState;
+use super::error::PageResult;
+use super::layout::{self, Nav, badge, size, when};
+use super::session::Person;
+use crate::auth::Call;
+use crate::engine::kinds::systems_named;
+use crate::engine::{systems, tasks};
+use axum::extract::State;
+use maud::{Markup, html};
+use nasfleet_common::status::system_status_word;
+use nasfleet_proto::v1::{Inventory, RunState, SystemSummary, TaskKind};
+use std::collections::HashMap;
+
+/// Tasks that use a system, and how many of them failed their latest run.
+#[derive(Default, Clone, Copy)]
+struct TaskCounts {
+    tasks: usize,
+    failed: usize,
+}
+
+pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageResult {
+    person.allow(&console, Call::ListSystems, "").await?;
+    let state = &console.state;
+    let summaries = systems::list(state, &person.actor)?;
+    let mut counts: HashMap<String, TaskCounts> = HashMap::new();
+    for task in tasks::list(state, &person.actor, TaskKind::Unspecified)? {
+        for system in systems_named(&task) {
+            let entry = counts.entry(system).or_default();
+            entry.tasks += 1;
+            if task.status() == RunState::Failed {
+                entry.failed += 1;
+            }
+        }
+    }
+    let mut cards = Vec::with_capacity(summaries.len());
+    for summary in &summaries {
+        let inventory = systems::inventory(state, &summary.name)?;
+        let count = counts.get(&summary.name).copied().unwrap_or_default();
+        cards.push(card(&console, summary, inventory.as_ref(), count));
+    }
+    Ok(layout::page(
+        &person,
+        Nav::Dashboard,
+        "Dashboard",
+        html! {
+            @if cards.is_empty() {
+                p.empty { "No systems yet. An admin enrolls one with a join token (Tokens)." }
+            }
+            div.cards #systems {
+                @for card in cards { (card) }
+            }
+        },
+    ))
+}
+
+fn card(
+    console: &ConsoleState,
+    summary: &SystemSummary,
+    inventory: Option<&Inventory>,
+    count: TaskCounts,
+) -> Markup {
+    let status = system_status_word(summary.status());
+    let ssh = inventory.and_then(|i| i.services.iter().find(|s| s.name == "ssh"));
+    html! {
+        a.card.system href={ "/systems/" (summary.name) } data-system=(summary.name) {
+            div.card-head {
+                h2 { (summary.name) }
+                (badge(status))
+            }
+            p.muted { "Last seen " (when(console.state.timezone, summary.last_seen_unix_ms)) }
+            @match inventory {
+                None => p.muted { "No inventory reported yet." },
+                Some(inventory) => {
+                    @for pool in &inventory.pools {
+                        (pool_bar(&pool.name, pool.size, pool.free, &pool.health))
+                    }
+                }
+            }
+            dl.facts {
+                dt { "SSH" }
+                dd.ssh-state { @match ssh {
+                    Some(s) if s.running => "RUNNING",
+                    Some(_) => "STOPPED",
+                    None => "unknown",
+                } }
+                dt { "Tasks" } dd.task-count { (count.tasks) }
+                dt { "Failed" } dd.failed-count class=[(count.failed > 0).then_some("bad")] { (count.failed) }
+            }
+        }
+    }
+}
+
+/// A pool's used share as a bar, with its health.
+pub fn pool_bar(name: &str, total: u64, free: u64, health: &str) -> Markup {
+    let used = total.saturating_sub(free);
+    let percent = if total > 0 { used * 100 / total } else { 0 };
+    html! {
+        div.pool data-pool=(name) {
+            div.pool-line {
+                span.pool-name { (name) }
+                span class={ "health h-" (health) } { (health) }
+                span.muted { (size(used)) " / " (size(total)) " (" (percent) "%)" }
+            }
+            // A meter colours itself past `low` (80 %) and `high` (90 %).
+            meter.bar min="0" max="100" low="80" high="90" optimum="0" value=(percent) { (percent) "%" }
+        }
+    }
+}

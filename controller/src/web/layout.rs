@@ -1,0 +1,235 @@
+//! The frame every page shares (header, navigation by role, sign-out), the embedded stylesheet and script, and the small pieces pages repeat: status badges, times, sizes, buttons that post with the CSRF token.
+
+use super::session::{CSRF_FIELD, Person};
+use crate::engine::access::Access;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::TimeZone;
+use maud::{DOCTYPE, Markup, html};
+
+const STYLESHEET: &str = include_str!("assets/app.css");
+const SCRIPT: &str = include_str!("assets/app.js");
+
+/// Which entry of the navigation a page belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Dashboard,
+    Protection,
+    Replication,
+    Runs,
+    Users,
+    Tokens,
+    Audit,
+}
+
+const ENTRIES: [(Nav, &str, &str, Access); 7] = [
+    (Nav::Dashboard, "/", "Dashboard", Access::Read),
+    (
+        Nav::Protection,
+        "/protection",
+        "Data Protection",
+        Access::Read,
+    ),
+    (
+        Nav::Replication,
+        "/replication",
+        "Replication",
+        Access::Read,
+    ),
+    (Nav::Runs, "/runs", "Runs", Access::Read),
+    (Nav::Users, "/users", "Users", Access::Administer),
+    (Nav::Tokens, "/tokens", "Tokens", Access::Administer),
+    (Nav::Audit, "/audit", "Audit Log", Access::Administer),
+];
+
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · nasfleet" }
+            link rel="stylesheet" href="/static/app.css";
+            script src="/static/app.js" defer {}
+        }
+    }
+}
+
+/// A whole page for a signed-in person.
+pub fn page(person: &Person, nav: Nav, title: &str, body: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body data-csrf=(person.csrf) {
+                header.top {
+                    a.brand href="/" { "nasfleet" }
+                    nav {
+                        @for (entry, href, label, access) in ENTRIES {
+                            @if person.can(access) {
+                                a href=(href) class=[(entry == nav).then_some("active")] { (label) }
+                            }
+                        }
+                    }
+                    div.who {
+                        span #whoami { (person.user.name) " · " (person.user.role) }
+                        form method="post" action="/signout" {
+                            (csrf(person))
+                            button.link type="submit" #signout { "Sign out" }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    (body)
+                }
+                dialog #confirm {
+                    p #confirm-text {}
+                    div.actions {
+                        button type="button" #confirm-cancel { "CANCEL" }
+                        button.danger type="button" #confirm-ok { "CONFIRM" }
+                    }
+                }
+            }
+        }
+    };
+    Html(markup.into_string()).into_response()
+}
+
+/// A page for someone not signed in (the sign-in form).
+pub fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body.bare {
+                main.narrow {
+                    h1 { "nasfleet" }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// A page that only says what went wrong.
+pub fn problem(status: StatusCode, message: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let markup = bare(
+        title,
+        html! {
+            h2 { (title) }
+            p.error #problem { (message) }
+            p { a href="/" { "Back to the dashboard" } }
+        },
+    );
+    (status, Html(markup.into_string())).into_response()
+}
+
+pub fn csrf(person: &Person) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(person.csrf); }
+}
+
+/// A button that posts to `action`; with `confirm`, the script asks first.
+pub fn post_button(
+    person: &Person,
+    action: &str,
+    label: &str,
+    class: &str,
+    confirm: Option<&str>,
+) -> Markup {
+    html! {
+        form.inline method="post" action=(action) data-confirm=[confirm] {
+            (csrf(person))
+            button type="submit" class=(class) { (label) }
+        }
+    }
+}
+
+/// A run or task status as a coloured badge: PENDING, RUNNING, FINISHED,
+/// SUCCESS, FAILED, ...
+pub fn badge(word: &str) -> Markup {
+    html! { span class={ "status s-" (word) } { (word) } }
+}
+
+/// A status that opens its reason when it is FAILED.
+pub fn status_with_reason(word: &str, reason: &str) -> Markup {
+    if word == "FAILED" && !reason.is_empty() {
+        html! {
+            details.reason {
+                summary { (badge(word)) }
+                p.reason-text { (reason) }
+            }
+        }
+    } else {
+        badge(word)
+    }
+}
+
+/// A time in the controller's zone, `-` for never.
+pub fn when(tz: chrono_tz::Tz, unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "-".into();
+    }
+    match tz.timestamp_millis_opt(unix_ms).single() {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => "-".into(),
+    }
+}
+
+/// Bytes as people read them (KiB, MiB, ...).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Field errors under their field: `message` is the engine's `field: rule`.
+pub fn field_error(errors: &[(String, String)], field: &str) -> Markup {
+    html! {
+        @for (f, message) in errors {
+            @if f == field {
+                p.field-error data-field=(field) { (message) }
+            }
+        }
+    }
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=300"),
+    );
+    response
+}
+
+pub async fn stylesheet() -> Response {
+    asset(STYLESHEET, "text/css; charset=utf-8")
+}
+
+pub async fn script() -> Response {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}
