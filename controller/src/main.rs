@@ -45,7 +45,8 @@ enum Command {
         /// Override `listen` from controller.toml.
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Override `web_listen` from controller.toml (the web console's address).
+        /// Override `web_listen` from controller.toml (the web console's
+        /// address); the console's URL becomes https://ADDR.
         #[arg(long)]
         web_listen: Option<SocketAddr>,
         /// Override `heartbeat_interval` from controller.toml (e.g. 10s).
@@ -105,11 +106,9 @@ fn real_main() -> anyhow::Result<()> {
                 config.listen = listen;
             }
             if let Some(web_listen) = web_listen {
+                // The console's URL follows the address given here.
                 config.web_listen = Some(web_listen);
-                // The URL follows the address unless the file names one.
-                if config.web_url.is_none() {
-                    config.web().map_err(anyhow::Error::msg)?;
-                }
+                config.web_url = None;
             }
             if let Some(interval) = heartbeat_interval {
                 parse_duration("--heartbeat-interval", &interval)?;

@@ -119,6 +119,8 @@ pub struct Controller {
     pub log_format: String,
     /// Extra `run` arguments of the next start.
     pub extra_run_args: Vec<String>,
+    /// Where the web console listens (a free port, passed as --web-listen).
+    web_listen: SocketAddr,
     child: Option<ChildGuard>,
 }
 
@@ -140,6 +142,11 @@ impl Controller {
         let log_path = crate::log_path(tmp, &name);
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let listen = SocketAddr::new(ip, crate::free_port(ip)?);
+        let mut web_port = crate::free_port(ip)?;
+        while web_port == listen.port() {
+            web_port = crate::free_port(ip)?;
+        }
+        let web_listen = SocketAddr::new(ip, web_port);
         let mut cmd = Command::new(binary("nasfleet-controller")?);
         cmd.arg("init")
             .arg("--data-dir")
@@ -163,6 +170,7 @@ impl Controller {
             heartbeat_interval: TEST_HEARTBEAT_INTERVAL.to_string(),
             log_format: "text".to_string(),
             extra_run_args: Vec::new(),
+            web_listen,
             child: None,
         };
         // The CLI config names the URL init chose; agents must dial the same.
@@ -196,6 +204,7 @@ impl Controller {
             .arg(&self.data_dir)
             .args(["--heartbeat-interval", &self.heartbeat_interval])
             .args(["--log-format", &self.log_format])
+            .args(["--web-listen", &self.web_listen.to_string()])
             .args(&self.extra_run_args);
         set_child_env(&mut cmd);
         let mut child = ChildGuard::spawn(&self.name, &mut cmd, &self.log_path)?;
@@ -272,6 +281,11 @@ impl Controller {
     /// `https://127.0.0.1:PORT` (as written into admin.toml by init).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The web console's URL, `https://127.0.0.1:PORT`.
+    pub fn web_url(&self) -> String {
+        format!("https://{}", self.web_listen)
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

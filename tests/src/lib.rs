@@ -10,6 +10,7 @@
 //! Set `NASFLEET_TEST_KEEP=1` to keep temp dirs (logs, state, configs) for
 //! debugging; their paths are printed to stderr.
 
+pub mod browser;
 pub mod fleet;
 pub mod process;
 pub mod rsyncd;

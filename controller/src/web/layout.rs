@@ -80,6 +80,7 @@ pub fn page(person: &Person, nav: Nav, title: &str, body: Markup) -> Response {
                 }
                 main {
                     h1 { (title) }
+                    p.error #flash hidden {}
                     (body)
                 }
                 dialog #confirm {

@@ -42,7 +42,8 @@ pub fn task_actions(person: &Person, task: &Task, back: &str, edit: Option<&str>
     }
     let confirm = format!("Delete task '{}'? Its history goes too.", task.name);
     html! {
-        form.inline method="post" action={ "/tasks/" (task.id) "/run" } {
+        // The script posts it in the background; the status follows live.
+        form.inline method="post" action={ "/tasks/" (task.id) "/run" } data-async="true" {
             (csrf(person))
             input type="hidden" name="back" value=(back);
             button.run-now type="submit" { "RUN NOW" }

@@ -147,6 +147,15 @@ pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The audit log's view of a console request: the person by name, as
+/// the gRPC API records them, and the address marked as the console's.
+pub fn web_origin(who: &str, peer: &str) -> Origin {
+    Origin {
+        address: format!("web {peer}"),
+        who: who.to_owned(),
+    }
+}
+
 /// The signed-in person a request acts as.
 pub struct Person {
     pub user: UserRecord,
@@ -159,10 +168,7 @@ pub struct Person {
 impl Person {
     /// The audit log's view of who called from where.
     pub fn origin(&self) -> Origin {
-        Origin {
-            address: self.address.clone(),
-            who: format!("user:{} (console)", self.user.name),
-        }
+        web_origin(&format!("user:{}", self.user.name), &self.address)
     }
 
     /// Whether the person's role allows `access`: what a page offers.
@@ -272,10 +278,7 @@ pub async fn require_csrf(
         .map(str::to_owned)
         .or_else(|| FormData::parse(&bytes).get(CSRF_FIELD).map(str::to_owned));
     if !given.is_some_and(|g| same_token(&g, &session.csrf)) {
-        let origin = Origin {
-            address: address_of(&parts),
-            who: format!("user:{} (console)", session.user),
-        };
+        let origin = web_origin(&format!("user:{}", session.user), &address_of(&parts));
         let refusal = FleetError::PermissionDenied(
             "the request carried no valid CSRF token; reload the page and try again".into(),
         );

@@ -3,7 +3,7 @@
 use super::error::{PageError, PageResult, status_of};
 use super::form::FormData;
 use super::layout;
-use super::session::{Person, cookie_value, expired_cookie, session_cookie};
+use super::session::{Person, cookie_value, expired_cookie, session_cookie, web_origin};
 use super::{ClientAddr, ConsoleState};
 use crate::auth::Origin;
 use crate::engine::audit::{self, Audited};
@@ -73,10 +73,7 @@ pub async fn password(
 ) -> PageResult {
     let name = form.text("name");
     let password = form.get("password").unwrap_or_default().to_owned();
-    let origin = Origin {
-        address: peer.to_string(),
-        who: format!("user:{} (console)", echo(&name)),
-    };
+    let origin = web_origin(&format!("user:{}", echo(&name)), &peer.to_string());
     match signin::check_password(&console.state, &name, password, &peer.ip().to_string()).await {
         Ok(user) => {
             audit_sign_in(&console, &origin, "ConsoleSignIn", Ok(())).await?;
@@ -103,18 +100,12 @@ pub async fn link(
 ) -> PageResult {
     match signin::redeem_link(&console.state, &query.token) {
         Ok(user) => {
-            let origin = Origin {
-                address: peer.to_string(),
-                who: format!("user:{} (console)", user.name),
-            };
+            let origin = web_origin(&format!("user:{}", user.name), &peer.to_string());
             audit_sign_in(&console, &origin, "ConsoleSignInLink", Ok(())).await?;
             Ok(signed_in(&console, &user.name))
         }
         Err(refusal) => {
-            let origin = Origin {
-                address: peer.to_string(),
-                who: "unknown".into(),
-            };
+            let origin = web_origin("unknown", &peer.to_string());
             audit_sign_in(&console, &origin, "ConsoleSignInLink", Err(&refusal)).await?;
             Err(refusal.into())
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real controller, agent and CLI binaries against real ZFS (zfs-fuse on the host, OpenZFS in the guest tier) and real sshd.
 
 mod cli_exits;
+mod console;
 mod common;
 mod fleet;
 mod hostile_input;

@@ -14,7 +14,7 @@ const NOT_FOUND: i32 = 6;
 
 /// `nasfleet --config CONFIG ARGS` with HOME pointed at `home`: exit code,
 /// stdout and stderr.
-fn cli_at(
+pub(super) fn cli_at(
     home: &Path,
     config: Option<&Path>,
     args: &[&str],
@@ -37,7 +37,7 @@ fn cli_at(
 }
 
 /// `user create NAME ARGS` as the admin; the login command's parts.
-fn create_user(controller: &Controller, name: &str, args: &[&str]) -> Result<Value> {
+pub(super) fn create_user(controller: &Controller, name: &str, args: &[&str]) -> Result<Value> {
     let mut full = vec!["user", "create", name];
     full.extend_from_slice(args);
     controller.cli_json(&full)
@@ -45,7 +45,7 @@ fn create_user(controller: &Controller, name: &str, args: &[&str]) -> Result<Val
 
 /// Logs `name` in on a machine of their own (a home directory); returns
 /// that home and the config `login` wrote there.
-fn login(dir: &TestDir, created: &Value) -> Result<(PathBuf, PathBuf)> {
+pub(super) fn login(dir: &TestDir, created: &Value) -> Result<(PathBuf, PathBuf)> {
     let name = created["user"]["name"].as_str().context("user name")?;
     let home = dir.path().join(format!("home-{name}"));
     std::fs::create_dir_all(&home)?;

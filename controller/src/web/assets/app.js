@@ -29,6 +29,32 @@ function confirmForms() {
   });
 }
 
+// Forms marked data-async post in the background (Run Now): the page stays,
+// and the task's status follows over the event stream.
+function asyncForms() {
+  document.querySelectorAll("form[data-async]").forEach((form) => {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const flash = document.getElementById("flash");
+      const response = await fetch(form.action, {
+        method: "POST",
+        body: new URLSearchParams(new FormData(form)),
+        headers: { "X-CSRF-Token": document.body.dataset.csrf },
+        redirect: "manual",
+      });
+      // A redirect (opaque here) is the server's "done".
+      if (response.type === "opaqueredirect" || response.ok) {
+        flash.hidden = true;
+        return;
+      }
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const problem = page.getElementById("problem");
+      flash.textContent = problem ? problem.textContent : "The request failed (" + response.status + ").";
+      flash.hidden = false;
+    });
+  });
+}
+
 function statusMarkup(cell, status, reason) {
   cell.textContent = "";
   const badge = document.createElement("span");
@@ -115,6 +141,7 @@ function reloadOnSystemChange() {
 
 document.addEventListener("DOMContentLoaded", () => {
   confirmForms();
+  asyncForms();
   liveTasks();
   liveRun();
   showByChoice("rsync-mode", "data-mode");
