@@ -2,7 +2,8 @@
 # A local demo fleet on this machine: one controller (embedded sled store)
 # and two agents, "nas1" and "nas2", each owning a file-backed zfs-fuse pool
 # and reachable through its own sshd on a loopback address. Ends by printing
-# `nasfleet system list`; everything keeps running until `deploy/demo.sh stop`.
+# the web console's URL and a sign-in link; everything keeps running until
+# `deploy/demo.sh stop`.
 #
 #   deploy/demo.sh          # set up (again) and start the demo fleet
 #   deploy/demo.sh stop     # stop it and destroy the demo pools
@@ -136,4 +137,15 @@ The demo fleet is running. Try:
   $BIN/nasfleet --config $FLEET/people/ann/config.toml snapshot-task list    # as ann, operator of nas1
   $BIN/nasfleet audit list --user vic
 Logs are in $FLEET/logs. Stop everything with: deploy/demo.sh stop
+EOF
+echo
+echo "\$ nasfleet ui"
+link=$("${CLI[@]}" ui 2>/dev/null)
+echo "$link"
+echo
+cat <<EOF
+The web console is at ${link%%/signin*} (its certificate is signed by the
+controller's own CA, so the browser asks once to accept it). The link above
+signs you in as admin; it works once, within 2 minutes (\`nasfleet ui\` makes
+a new one). For password sign-in: nasfleet user set-password admin
 EOF

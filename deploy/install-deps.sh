@@ -16,8 +16,10 @@ PACKAGES=(
     iproute2        # ss, for diagnosing listeners
     coreutils       # truncate, timeout
     ca-certificates # apt over https mirrors
+    chromium        # the web console's tests drive a real headless browser
+    chromium-driver # chromedriver, the WebDriver server the tests talk to
 )
-COMMANDS=(zfs-fuse zpool zfs sshd ssh ssh-keygen rsync getfattr setfattr pgrep ss truncate timeout)
+COMMANDS=(zfs-fuse zpool zfs sshd ssh ssh-keygen rsync getfattr setfattr pgrep ss truncate timeout chromium chromedriver)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
