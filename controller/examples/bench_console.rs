@@ -26,8 +26,8 @@ use nasfleet_controller::store::{
 use nasfleet_controller::web::{self, ClientAddr, Console};
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
-    Dataset, Inventory, Pool, ReplicationSource, ReplicationTaskSpec, RsyncTaskSpec, Run,
-    RunState, Service, SnapshotTaskSpec, Task, TaskKind, TaskSpec,
+    Dataset, Inventory, Pool, ReplicationSource, ReplicationTaskSpec, RsyncTaskSpec, Run, RunState,
+    Service, SnapshotTaskSpec, Task, TaskKind, TaskSpec,
 };
 use prost::Message;
 use std::sync::Arc;
@@ -60,7 +60,9 @@ fn inventory(system: &str) -> Inventory {
             name: "ssh".into(),
             running: true,
             address: "127.0.0.1:22".into(),
-            host_key_fingerprints: vec!["ssh-ed25519 SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into()],
+            host_key_fingerprints: vec![
+                "ssh-ed25519 SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into(),
+            ],
             ..Default::default()
         }],
         collected_unix_ms: 1,
@@ -182,10 +184,18 @@ async fn fill(store: &Store, systems: usize, tasks: usize) -> Result<()> {
                     system: "nas0".into(),
                     started_unix_ms: 1,
                     finished_unix_ms: 2,
-                    reason: if id % 7 == 0 { "ssh: connection refused".into() } else { String::new() },
+                    reason: if id % 7 == 0 {
+                        "ssh: connection refused".into()
+                    } else {
+                        String::new()
+                    },
                     ..Default::default()
                 };
-                run.set_state(if id % 7 == 0 { RunState::Failed } else { RunState::Finished });
+                run.set_state(if id % 7 == 0 {
+                    RunState::Failed
+                } else {
+                    RunState::Finished
+                });
                 run.set_task_kind(task.kind());
                 w.put_run(&run)?;
             }
@@ -233,7 +243,11 @@ async fn page(router: &axum::Router, cookie: &str, path: &str, rounds: usize) ->
             .insert(ClientAddr(([127, 0, 0, 1], 1).into()));
         let started = Instant::now();
         let response = router.clone().oneshot(request).await?;
-        anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
         figures.times.push(started.elapsed());
         figures.bytes = body.len();
@@ -263,7 +277,10 @@ async fn main() -> Result<()> {
     let arg = |i: usize, default: usize| -> Result<usize> {
         std::env::args()
             .nth(i)
-            .map(|a| a.parse().with_context(|| format!("argument {i}: {a:?} is not a count")))
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("argument {i}: {a:?} is not a count"))
+            })
             .transpose()
             .map(|v| v.unwrap_or(default))
     };
@@ -274,7 +291,10 @@ async fn main() -> Result<()> {
     let store = Store::open(&dir.path().join("store"))?;
     let started = Instant::now();
     fill(&store, systems, tasks).await?;
-    eprintln!("filled the store with {systems} systems and {tasks} tasks in {:.1?}", started.elapsed());
+    eprintln!(
+        "filled the store with {systems} systems and {tasks} tasks in {:.1?}",
+        started.elapsed()
+    );
     let state: SharedState = Arc::new(ControllerState {
         store,
         ca: CertificateAuthority::create("bench")?.0,
@@ -330,7 +350,11 @@ async fn main() -> Result<()> {
             figures.percentile(0.95),
             figures.bytes / 1024,
             p50.as_secs_f64() / raw_p50.as_secs_f64().max(1e-9),
-            if p50 < Duration::from_millis(100) { "(goal < 100 ms: met)" } else { "(goal < 100 ms: NOT met)" }
+            if p50 < Duration::from_millis(100) {
+                "(goal < 100 ms: met)"
+            } else {
+                "(goal < 100 ms: NOT met)"
+            }
         );
     }
     Ok(())

@@ -45,12 +45,19 @@ impl Driver {
         let mut cmd = Command::new(CHROMEDRIVER);
         cmd.arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1");
-        let child = ChildGuard::spawn("chromedriver", &mut cmd, &crate::log_path(dir, "chromedriver"))?;
+        let child = ChildGuard::spawn(
+            "chromedriver",
+            &mut cmd,
+            &crate::log_path(dir, "chromedriver"),
+        )?;
         let addr = SocketAddr::new(ip, port);
         let deadline = Instant::now() + DRIVER_START_TIMEOUT;
         while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
             if Instant::now() >= deadline {
-                bail!("chromedriver does not listen on {addr}; log:\n{}", child.log());
+                bail!(
+                    "chromedriver does not listen on {addr}; log:\n{}",
+                    child.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -189,7 +196,10 @@ impl Browser {
     pub async fn fill(&self, css: &str, value: &str) -> Result<()> {
         let input = self.find(css).await?;
         input.clear().await?;
-        input.send_keys(value).await.with_context(|| format!("typing into {css}"))
+        input
+            .send_keys(value)
+            .await
+            .with_context(|| format!("typing into {css}"))
     }
 
     /// Chooses the option with `value` of a select (firing its change event).
@@ -240,7 +250,11 @@ impl Browser {
 
     /// Writes a screenshot of the page to `target/console-screenshots/NAME.png`.
     pub async fn screenshot(&self, name: &str) -> Result<PathBuf> {
-        let png = self.client.screenshot().await.context("taking a screenshot")?;
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .context("taking a screenshot")?;
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{name}.png"));
@@ -255,6 +269,5 @@ impl Browser {
 
 /// `target/console-screenshots` of the workspace.
 pub fn screenshot_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/console-screenshots")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots")
 }

@@ -177,6 +177,40 @@ pub fn when(tz: chrono_tz::Tz, unix_ms: i64) -> String {
     }
 }
 
+/// Rows one task table shows; a fleet with thousands of tasks pages
+/// through them instead of loading megabytes at once.
+pub const ROWS_PER_PAGE: usize = 100;
+
+/// The page number `param` asks for in `query` (1 when absent or bad).
+pub fn page_number(query: &std::collections::HashMap<String, String>, param: &str) -> usize {
+    query
+        .get(param)
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1)
+}
+
+/// The rows of page `page` (clamped to the last) and, when there is more
+/// than one page, the links between them (`path?param=N`).
+pub fn paged<'a, T>(items: &'a [T], page: usize, path: &str, param: &str) -> (&'a [T], Markup) {
+    let pages = items.len().div_ceil(ROWS_PER_PAGE).max(1);
+    let page = page.clamp(1, pages);
+    let start = (page - 1) * ROWS_PER_PAGE;
+    let rows = &items[start.min(items.len())..(start + ROWS_PER_PAGE).min(items.len())];
+    let links = if pages == 1 {
+        html! {}
+    } else {
+        html! {
+            nav.pager data-pager=(param) {
+                @if page > 1 { a href={ (path) "?" (param) "=" (page - 1) } rel="prev" { "Previous" } }
+                span { "Page " (page) " of " (pages) " (" (items.len()) " tasks)" }
+                @if page < pages { a href={ (path) "?" (param) "=" (page + 1) } rel="next" { "Next" } }
+            }
+        }
+    };
+    (rows, links)
+}
+
 /// Bytes as people read them (KiB, MiB, ...).
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -226,6 +260,20 @@ pub async fn script() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_hold_at_most_a_page_of_rows_and_clamp() {
+        let items: Vec<usize> = (0..250).collect();
+        let (rows, links) = paged(&items, 1, "/replication", "page");
+        assert_eq!(rows.len(), ROWS_PER_PAGE);
+        assert!(links.into_string().contains("Page 1 of 3"));
+        let (rows, _) = paged(&items, 9, "/replication", "page");
+        assert_eq!(rows.first(), Some(&200));
+        assert_eq!(rows.len(), 50);
+        let (rows, links) = paged(&items[..3], 1, "/replication", "page");
+        assert_eq!(rows.len(), 3);
+        assert!(links.into_string().is_empty());
+    }
 
     #[test]
     fn sizes_read_like_people_write_them() {

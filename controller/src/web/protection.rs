@@ -3,7 +3,7 @@
 use super::ConsoleState;
 use super::error::{PageError, PageResult};
 use super::form::FormData;
-use super::layout::{self, Nav, csrf, field_error, status_with_reason, when};
+use super::layout::{self, Nav, csrf, field_error, page_number, paged, status_with_reason, when};
 use super::replication::replication_table;
 use super::session::Person;
 use crate::api::subjects;
@@ -12,7 +12,7 @@ use crate::auth::{Call, settle};
 use crate::engine::access::Access;
 use crate::engine::error::FleetError;
 use crate::engine::{systems, tasks};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use nasfleet_common::schedule::Schedule;
@@ -21,6 +21,7 @@ use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{
     RsyncDirection, RsyncMode, RsyncTaskSpec, RunState, Task, TaskKind, TaskSpec,
 };
+use std::collections::HashMap;
 
 /// The status cell of a task row; the script updates it live by its id.
 pub fn task_status_cell(task: &Task) -> Markup {
@@ -71,15 +72,33 @@ fn rsync_of(task: &Task) -> RsyncTaskSpec {
     }
 }
 
-pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageResult {
+pub async fn page(
+    State(console): State<ConsoleState>,
+    person: Person,
+    Query(query): Query<HashMap<String, String>>,
+) -> PageResult {
     person.allow(&console, Call::ListTasks, "").await?;
     let state = &console.state;
     let tz = state.timezone;
     let all = tasks::list(state, &person.actor, TaskKind::Unspecified)?;
     let of = |kind| all.iter().filter(move |t| t.kind() == kind);
-    let snapshot_tasks: Vec<&Task> = of(TaskKind::Snapshot).collect();
-    let replication_tasks: Vec<Task> = of(TaskKind::Replication).cloned().collect();
-    let rsync_tasks: Vec<&Task> = of(TaskKind::Rsync).collect();
+    let snapshot_all: Vec<&Task> = of(TaskKind::Snapshot).collect();
+    let replication_all: Vec<Task> = of(TaskKind::Replication).cloned().collect();
+    let rsync_all: Vec<&Task> = of(TaskKind::Rsync).collect();
+    // Each widget pages on its own.
+    let widget = |param| (page_number(&query, param), "/protection", param);
+    let (snapshot_tasks, snapshot_pager) = {
+        let (page, path, param) = widget("snapshots");
+        paged(&snapshot_all, page, path, param)
+    };
+    let (replication_tasks, replication_pager) = {
+        let (page, path, param) = widget("replication");
+        paged(&replication_all, page, path, param)
+    };
+    let (rsync_tasks, rsync_pager) = {
+        let (page, path, param) = widget("rsync");
+        paged(&rsync_all, page, path, param)
+    };
     let operate = person.can(Access::Operate);
     let back = "/protection";
     let body = html! {
@@ -91,7 +110,7 @@ pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageRe
                 table #snapshot-tasks {
                     thead { tr { th { "System" } th { "Dataset" } th { "Recursive" } th { "Naming schema" } th { "Keep for" } th { "Schedule" } th { "Status" } th {} } }
                     tbody {
-                        @for task in &snapshot_tasks {
+                        @for task in snapshot_tasks {
                             @if let Some(spec) = snapshot_of(task) {
                                 tr data-task=(task.id) data-name=(task.name) {
                                     td { (spec.system) }
@@ -107,12 +126,14 @@ pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageRe
                         }
                     }
                 }
+                (snapshot_pager)
             }
         }
         section.widget #replication-widget {
             h2 { "Replication Tasks" }
             @if operate { p { a.button href="/replication/wizard" { "ADD" } } }
-            (replication_table(&console, &person, &replication_tasks, back))
+            (replication_table(&console, &person, replication_tasks, back))
+            (replication_pager)
         }
         section.widget #rsync-widget {
             h2 { "Rsync Tasks" }
@@ -123,7 +144,7 @@ pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageRe
                 table #rsync-tasks {
                     thead { tr { th { "Description" } th { "System" } th { "Path" } th { "Remote" } th { "Direction" } th { "Schedule" } th { "Next run" } th { "Status" } th {} } }
                     tbody {
-                        @for task in &rsync_tasks {
+                        @for task in rsync_tasks {
                             @let spec = rsync_of(task);
                             tr data-task=(task.id) data-name=(task.name) {
                                 td { a href={ "/tasks/" (task.id) "/runs" } { (task.name) } }
@@ -139,6 +160,7 @@ pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageRe
                         }
                     }
                 }
+                (rsync_pager)
             }
         }
     };

@@ -3,7 +3,7 @@
 use super::ConsoleState;
 use super::error::PageResult;
 use super::form::FormData;
-use super::layout::{self, Nav, csrf, field_error, size};
+use super::layout::{self, Nav, csrf, field_error, page_number, paged, size};
 use super::protection::{task_actions, task_status_cell};
 use super::session::Person;
 use crate::api::subjects;
@@ -12,7 +12,7 @@ use crate::auth::{Call, settle};
 use crate::engine::access::Access;
 use crate::engine::error::FleetError;
 use crate::engine::{systems, tasks};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA;
@@ -23,16 +23,23 @@ use nasfleet_common::replication_summary::summary_lines;
 use nasfleet_common::schedule::{Preset, Schedule};
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, Task, TaskKind, TaskSpec};
+use std::collections::HashMap;
 
-pub async fn list(State(console): State<ConsoleState>, person: Person) -> PageResult {
+pub async fn list(
+    State(console): State<ConsoleState>,
+    person: Person,
+    Query(query): Query<HashMap<String, String>>,
+) -> PageResult {
     person.allow(&console, Call::ListTasks, "").await?;
     let tasks = tasks::list(&console.state, &person.actor, TaskKind::Replication)?;
+    let (shown, pager) = paged(&tasks, page_number(&query, "page"), "/replication", "page");
     let operate = person.can(Access::Operate);
     let body = html! {
         @if operate {
             p { a.button.primary href="/replication/wizard" #add-replication { "ADD REPLICATION TASK" } }
         }
-        (replication_table(&console, &person, &tasks, "/replication"))
+        (replication_table(&console, &person, shown, "/replication"))
+        (pager)
     };
     Ok(layout::page(
         &person,

@@ -1,8 +1,8 @@
 //! End-to-end tests: the real controller, agent and CLI binaries against real ZFS (zfs-fuse on the host, OpenZFS in the guest tier) and real sshd.
 
 mod cli_exits;
-mod console;
 mod common;
+mod console;
 mod fleet;
 mod hostile_input;
 mod replication;
