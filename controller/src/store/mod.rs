@@ -411,6 +411,35 @@ impl Tables {
         Ok(runs)
     }
 
+    /// The newest run of one task that `keep` keeps, reading no further
+    /// back than `limit` runs.
+    pub fn latest_run_of_task(
+        &self,
+        task_id: u64,
+        limit: usize,
+        keep: impl Fn(&Run) -> bool,
+    ) -> Result<Option<Run>, StoreError> {
+        for key in self
+            .runs_by_task
+            .scan_prefix(task_id.to_be_bytes())
+            .keys()
+            .rev()
+            .take(limit)
+        {
+            let key = key?;
+            let Some(run_id) = key.get(8..16) else {
+                continue;
+            };
+            if let Some(bytes) = self.runs.get(run_id)? {
+                let run: Run = decode_proto("run", &bytes)?;
+                if keep(&run) {
+                    return Ok(Some(run));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// All runs, newest first, at most `limit`.
     pub fn runs(&self, limit: usize) -> Result<Vec<Run>, StoreError> {
         self.runs_where(limit, |_| true)

@@ -108,28 +108,62 @@ pub fn find(state: &SharedState, reference: &str) -> Result<Task, FleetError> {
 
 /// Fills in what is derived rather than stored: status and last error from
 /// the latest run that actually ran, and the next scheduled run.
-pub fn present(state: &SharedState, mut task: Task) -> Result<Task, FleetError> {
-    let runs = state.store.runs_of_task(task.id, 20)?;
-    let latest = runs
-        .iter()
-        .find(|r| !matches!(r.state(), RunState::Skipped | RunState::Missed));
-    task.set_status(latest.map_or(RunState::Pending, |r| r.state()));
+pub fn present(state: &SharedState, task: Task) -> Result<Task, FleetError> {
+    present_with(state, task, &mut NextRuns::default())
+}
+
+/// Runs looked at, newest first, for the latest one that actually ran.
+const STATUS_LOOKBACK: usize = 20;
+
+/// Next fire times by schedule expression, for one listing: thousands of
+/// tasks share a handful of schedules, and a cron parse costs far more
+/// than a lookup.
+#[derive(Default)]
+struct NextRuns {
+    at: Option<chrono::DateTime<chrono_tz::Tz>>,
+    by_schedule: std::collections::HashMap<String, i64>,
+}
+
+impl NextRuns {
+    fn next(&mut self, state: &SharedState, schedule: &str) -> i64 {
+        let now = *self
+            .at
+            .get_or_insert_with(|| Utc::now().with_timezone(&state.timezone));
+        *self
+            .by_schedule
+            .entry(schedule.to_owned())
+            .or_insert_with(|| match Schedule::parse(schedule) {
+                Ok(schedule) => schedule
+                    .next_after(&now)
+                    .map_or(0, |t| t.timestamp_millis()),
+                Err(_) => 0,
+            })
+    }
+}
+
+fn present_with(
+    state: &SharedState,
+    mut task: Task,
+    next_runs: &mut NextRuns,
+) -> Result<Task, FleetError> {
+    let latest = state
+        .store
+        .latest_run_of_task(task.id, STATUS_LOOKBACK, |r| {
+            !matches!(r.state(), RunState::Skipped | RunState::Missed)
+        })?;
+    task.set_status(latest.as_ref().map_or(RunState::Pending, |r| r.state()));
     if let Some(run) = latest {
         task.last_run_id = run.id;
         task.last_run_unix_ms = run.started_unix_ms;
         if run.state() == RunState::Failed {
-            task.last_error = run.reason.clone();
+            task.last_error = run.reason;
         }
     }
     let enabled = task.spec.as_ref().is_some_and(|s| s.enabled);
-    task.next_run_unix_ms = match (enabled, Schedule::parse(&task.schedule)) {
-        (true, Ok(schedule)) => {
-            let now = Utc::now().with_timezone(&state.timezone);
-            schedule
-                .next_after(&now)
-                .map_or(0, |t| t.timestamp_millis())
-        }
-        _ => 0,
+    task.next_run_unix_ms = if enabled {
+        next_runs.next(state, &task.schedule)
+    } else {
+        0
     };
     Ok(task)
 }
@@ -137,13 +171,14 @@ pub fn present(state: &SharedState, mut task: Task) -> Result<Task, FleetError> 
 /// Every task `actor` sees, or those of one kind (`Unspecified` = all),
 /// as callers see them.
 pub fn list(state: &SharedState, actor: &Actor, kind: TaskKind) -> Result<Vec<Task>, FleetError> {
+    let mut next_runs = NextRuns::default();
     state
         .store
         .tasks()?
         .into_iter()
         .filter(|t| kind == TaskKind::Unspecified || t.kind() == kind)
         .filter(|t| actor.sees_task(t))
-        .map(|t| present(state, t))
+        .map(|t| present_with(state, t, &mut next_runs))
         .collect()
 }
 
