@@ -341,7 +341,7 @@ async fn main() -> Result<()> {
         "1.0"
     );
     // Where a page's time goes: the engine calls the dashboard makes.
-    let mut engine = |name: &str, f: &dyn Fn() -> Result<usize>| -> Result<()> {
+    let engine = |name: &str, f: &dyn Fn() -> Result<usize>| -> Result<()> {
         let mut times = Vec::with_capacity(rounds);
         let mut count = 0;
         for _ in 0..rounds {

@@ -282,6 +282,27 @@ mod tests {
     }
 
     #[test]
+    fn console_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let load = |extra: &str| {
+            std::fs::write(&path, format!("url = \"https://x:1\"\n{extra}")).unwrap();
+            ControllerConfig::load(&path)
+        };
+        let config = load("web_listen = \"127.0.0.1:7444\"\n").unwrap();
+        let web = config.web().unwrap().unwrap();
+        assert_eq!(web.url, "https://127.0.0.1:7444");
+        assert!(web.identity.is_none());
+        assert!(load("").unwrap().web().unwrap().is_none());
+        let err = load("web_cert = \"/x.crt\"\n").unwrap_err().to_string();
+        assert!(err.contains("web_cert, web_key"), "{err}");
+        let err = load("web_listen = \"127.0.0.1:7444\"\nweb_url = \"http://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("web_url"), "{err}");
+    }
+
+    #[test]
     fn bad_heartbeat_names_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

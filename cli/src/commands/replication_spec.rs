@@ -220,7 +220,7 @@ pub fn merge_edit(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use nasfleet_common::replication_summary::routes;
+    use nasfleet_common::replication_summary::{routes, sources_text, target_text};
 
     pub(crate) fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()

@@ -95,7 +95,7 @@ fn card(
 /// A pool's used share as a bar, with its health.
 pub fn pool_bar(name: &str, total: u64, free: u64, health: &str) -> Markup {
     let used = total.saturating_sub(free);
-    let percent = if total > 0 { used * 100 / total } else { 0 };
+    let percent = (used.saturating_mul(100)).checked_div(total).unwrap_or(0);
     html! {
         div.pool data-pool=(name) {
             div.pool-line {

@@ -19,7 +19,9 @@ use nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA;
 use nasfleet_common::replication_rules::{
     check_source, check_target, check_task_name, effective_schemas,
 };
-use nasfleet_common::replication_summary::summary_lines;
+use nasfleet_common::replication_summary::{
+    replication_spec, sources_text, summary_lines, target_text,
+};
 use nasfleet_common::schedule::{Preset, Schedule};
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, Task, TaskKind, TaskSpec};
@@ -49,22 +51,6 @@ pub async fn list(
     ))
 }
 
-/// `nas1: tank/a, tank/b; nas2: pool/x`.
-fn sources_text(spec: &ReplicationTaskSpec) -> String {
-    spec.sources
-        .iter()
-        .map(|s| format!("{}: {}", s.system, s.datasets.join(", ")))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn replication_of(task: &Task) -> ReplicationTaskSpec {
-    match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
-        Some(Kind::Replication(r)) => r.clone(),
-        _ => ReplicationTaskSpec::default(),
-    }
-}
-
 pub fn replication_table(
     console: &ConsoleState,
     person: &Person,
@@ -80,11 +66,11 @@ pub fn replication_table(
                 thead { tr { th { "Name" } th { "Sources" } th { "Target" } th { "Schedule" } th { "Next run" } th { "Status" } th { "Last run" } th {} } }
                 tbody {
                     @for task in tasks {
-                        @let spec = replication_of(task);
+                        @let spec = replication_spec(task);
                         tr data-task=(task.id) data-name=(task.name) {
                             td { a href={ "/tasks/" (task.id) "/runs" } { (task.name) } }
                             td { (sources_text(&spec)) }
-                            td { (spec.target_system) ":" (spec.target_dataset) }
+                            td { (target_text(&spec)) }
                             td { (task.schedule_description) }
                             td { (layout::when(tz, task.next_run_unix_ms)) }
                             (task_status_cell(task))
@@ -191,7 +177,7 @@ impl Draft {
     }
 
     fn from_task(task: &Task) -> Draft {
-        let spec = replication_of(task);
+        let spec = replication_spec(task);
         let mut draft = Draft {
             editing: Some(task.id),
             name: spec.name.clone(),
@@ -708,5 +694,76 @@ async fn confirmation_step(console: &ConsoleState, person: &Person, draft: &Draf
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_schedule_is_weekly_sunday_midnight() {
+        let draft = Draft::default();
+        assert_eq!(draft.schedule().unwrap().expression(), "0 0 * * sun");
+        assert_eq!(draft.sources[0].schema, DEFAULT_PERIODIC_SCHEMA);
+    }
+
+    #[test]
+    fn an_edited_task_shows_its_schedule_in_the_scheduler_fields() {
+        let task = Task {
+            id: 7,
+            schedule: "30 2 * * mon".into(),
+            spec: Some(TaskSpec {
+                kind: Some(Kind::Replication(ReplicationTaskSpec {
+                    name: "offsite".into(),
+                    sources: vec![ReplicationSource {
+                        system: "nas1".into(),
+                        datasets: vec!["tank/a".into()],
+                        recursive: true,
+                        naming_schemas: Vec::new(),
+                    }],
+                    target_system: "nas2".into(),
+                    target_dataset: "backup".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let draft = Draft::from_task(&task);
+        assert_eq!(draft.editing, Some(7));
+        assert_eq!(
+            (draft.period.as_str(), draft.weekday.as_str()),
+            ("weekly", "mon")
+        );
+        assert_eq!(draft.schedule().unwrap().expression(), "30 2 * * mon");
+        let spec = draft.spec();
+        assert_eq!(
+            spec.sources[0].naming_schemas,
+            vec![DEFAULT_PERIODIC_SCHEMA]
+        );
+        assert!(spec.sources[0].recursive);
+    }
+
+    #[test]
+    fn errors_land_on_the_step_of_their_field() {
+        assert_eq!(step_of("name"), 1);
+        assert_eq!(step_of("sources"), 1);
+        assert_eq!(step_of("target"), 2);
+        assert_eq!(step_of("day"), 3);
+        assert_eq!(step_of("spec"), 4);
+        let errors = check_step(&Draft::default(), 1);
+        assert!(
+            errors
+                .iter()
+                .any(|(field, message)| field == "name" && message.starts_with("name:"))
+        );
+        let mut draft = Draft::default();
+        draft.period = "fortnightly".into();
+        let errors = check_step(&draft, 3);
+        assert!(
+            errors.iter().any(|(field, _)| field == "period"),
+            "{errors:?}"
+        );
     }
 }

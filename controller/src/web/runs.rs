@@ -82,8 +82,11 @@ fn run_table(console: &ConsoleState, runs: &[Run]) -> Markup {
 /// `1.2 GiB of 4.0 GiB (30%), 85 MiB/s, 36 s left`, as much as is known.
 pub fn progress_text(progress: &Progress) -> String {
     let mut text = size(progress.bytes_done);
-    if progress.bytes_total > 0 {
-        let percent = progress.bytes_done.saturating_mul(100) / progress.bytes_total;
+    if let Some(percent) = progress
+        .bytes_done
+        .saturating_mul(100)
+        .checked_div(progress.bytes_total)
+    {
         text = format!(
             "{text} of {} ({}%)",
             size(progress.bytes_total),

@@ -48,7 +48,7 @@ async fn render(
         Vec::new()
     };
     let mut snapshots = inventory.snapshots.clone();
-    snapshots.sort_by(|a, b| b.creation_unix.cmp(&a.creation_unix));
+    snapshots.sort_by_key(|s| std::cmp::Reverse(s.creation_unix));
     let operate = person.can(Access::Operate);
     let body = html! {
         p {
