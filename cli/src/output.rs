@@ -1,6 +1,7 @@
 //! How the CLI prints: aligned tables for people, JSON for scripts, and human spellings of sizes and times.
 
 use chrono::{DateTime, Local, Utc};
+pub use nasfleet_common::rate::human_bytes;
 use serde::Serialize;
 
 /// `-o table|json`.
@@ -113,22 +114,6 @@ pub fn human_time(unix_ms: i64) -> String {
                 .to_string()
         })
         .unwrap_or_else(|| "invalid time".into())
-}
-
-/// Bytes in binary units with one decimal, as `zfs list` shows them.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
 }
 
 /// Like [`human_time`], but `-` for "not yet", which reads better in table cells.

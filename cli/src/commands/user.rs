@@ -334,7 +334,14 @@ fn print_users(users: &[User], output: OutputFormat) -> anyhow::Result<()> {
     match output {
         OutputFormat::Json => print_json(&users.iter().map(UserJson::from).collect::<Vec<_>>()),
         OutputFormat::Table => {
-            let mut table = Table::new(&["NAME", "ROLE", "SYSTEMS", "LOGGED IN", "CERT EXPIRES"]);
+            let mut table = Table::new(&[
+                "NAME",
+                "ROLE",
+                "SYSTEMS",
+                "LOGGED IN",
+                "CERT EXPIRES",
+                "CONSOLE PASSWORD",
+            ]);
             for user in users {
                 table.row(vec![
                     user.name.clone(),
@@ -342,6 +349,7 @@ fn print_users(users: &[User], output: OutputFormat) -> anyhow::Result<()> {
                     systems_of(user),
                     if user.logged_in { "yes" } else { "not yet" }.to_owned(),
                     time_or_dash(user.cert_expires_unix_ms),
+                    if user.password_set { "set" } else { "-" }.to_owned(),
                 ]);
             }
             outln!("{}", table.render())
@@ -365,10 +373,18 @@ fn print_user(user: &User, output: OutputFormat) -> anyhow::Result<()> {
                 outln!(
                     "Certificate:   expires {}",
                     time_or_dash(user.cert_expires_unix_ms)
-                )
+                )?;
             } else {
-                outln!("Certificate:   none yet (has not logged in)")
+                outln!("Certificate:   none yet (has not logged in)")?;
             }
+            outln!(
+                "Console:       {}",
+                if user.password_set {
+                    "password sign-in on (or `nasfleet ui`)"
+                } else {
+                    "sign in with `nasfleet ui` (no password set)"
+                }
+            )
         }
     }
 }

@@ -1,10 +1,9 @@
 //! The Enrollment service: a single-use join token plus a CSR become an agent certificate; a person's sign-in token plus a CSR become that person's certificate (`nasfleet login`). Both are in the audit log, refused or done.
 
 use crate::engine::audit::{self, Audited};
-use crate::engine::membership::token_hash;
 use crate::engine::state::SharedState;
 use crate::engine::users;
-use crate::store::{CertRecord, EnrollError, EnrollRefusal, SystemRecord};
+use crate::store::{CertRecord, EnrollError, EnrollRefusal, SystemRecord, token_hash};
 use nasfleet_common::identity::Principal;
 use nasfleet_common::names::validate_system_name;
 use nasfleet_common::status::now_unix_ms;

@@ -6,21 +6,15 @@ use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
 use crate::engine::systems::record;
 use crate::engine::tasks;
-use crate::store::{CertRecord, TokenRecord};
+use crate::store::{CertRecord, TokenRecord, token_hash};
 use nasfleet_common::identity::Principal;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_common::status::task_kind_word;
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// Longest accepted token lifetime; join tokens are meant to be used right away.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
-
-/// Tokens are stored only as this hash.
-pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 /// Creates and records a token valid for `ttl`; returns it and its expiry.
 pub async fn create_token(

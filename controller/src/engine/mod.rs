@@ -12,6 +12,7 @@ pub mod run_hub;
 pub mod runs;
 pub mod scheduler;
 pub mod signin;
+pub mod signins;
 pub mod ssh_trust;
 pub mod state;
 pub mod systems;

@@ -2,16 +2,13 @@
 
 use crate::engine::access::{Access, Actor};
 use crate::engine::error::FleetError;
-use crate::engine::membership::token_hash;
 use crate::engine::state::SharedState;
-use crate::store::UserRecord;
+use crate::store::{UserRecord, token_hash};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use nasfleet_common::echo::echo;
 use nasfleet_common::status::now_unix_ms;
 use rand::RngCore;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// A sign-in link is for opening now, in the browser beside the terminal.
@@ -23,42 +20,18 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 /// argon2 reads all of it; a bound keeps one sign-in cheap to refuse.
 const MAX_PASSWORD_BYTES: usize = 1024;
 /// Failed password sign-ins allowed per user name, and per address, within
-/// [`FAILURE_WINDOW`]; then every attempt is refused until the window ends.
+/// the window of [`crate::engine::signins`]; then every attempt is refused
+/// until the window ends.
 const MAX_FAILURES_PER_NAME: u32 = 5;
 const MAX_FAILURES_PER_ADDRESS: u32 = 20;
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Failure counters kept at most; the oldest windows go first.
-const MAX_FAILURE_KEYS: usize = 10_000;
 /// One answer for an unknown user and a wrong password, so the form does
 /// not tell which user names exist.
 pub const WRONG_CREDENTIALS: &str = "user name or password is wrong";
-
-struct PendingLink {
-    user: String,
-    expires_unix_ms: i64,
-}
-
-struct Failures {
-    count: u32,
-    window_start_unix_ms: i64,
-}
-
-/// Links not yet opened and recent failed password attempts. Kept in
-/// memory: a restart forgets both, which only asks people to sign in again.
-#[derive(Default)]
-pub struct SignIns {
-    links: Mutex<HashMap<String, PendingLink>>,
-    failures: Mutex<HashMap<String, Failures>>,
-}
 
 /// A minted link: its secret (only in the URL) and when it expires.
 pub struct Link {
     pub token: String,
     pub expires_unix_ms: i64,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn random_token(prefix: &str) -> String {
@@ -77,21 +50,18 @@ pub fn mint_link(state: &SharedState, actor: &Actor) -> Result<Link, FleetError>
     let now = now_unix_ms();
     let token = random_token("nfc1.");
     let expires_unix_ms = now + LINK_TTL.as_millis() as i64;
-    let mut links = lock(&state.signins.links);
-    links.retain(|_, link| link.expires_unix_ms > now);
-    if links.len() >= MAX_PENDING_LINKS {
+    if !state.signins.add_link(
+        token_hash(&token),
+        name,
+        expires_unix_ms,
+        now,
+        MAX_PENDING_LINKS,
+    ) {
         return Err(FleetError::Unavailable(format!(
             "{MAX_PENDING_LINKS} sign-in links are waiting to be opened; try again in {} s",
             LINK_TTL.as_secs()
         )));
     }
-    links.insert(
-        token_hash(&token),
-        PendingLink {
-            user: name.clone(),
-            expires_unix_ms,
-        },
-    );
     Ok(Link {
         token,
         expires_unix_ms,
@@ -106,16 +76,14 @@ pub fn redeem_link(state: &SharedState, token: &str) -> Result<UserRecord, Fleet
                 .into(),
         )
     };
-    let pending = lock(&state.signins.links)
-        .remove(&token_hash(token.trim()))
+    let user = state
+        .signins
+        .take_link(&token_hash(token.trim()), now_unix_ms())
         .ok_or_else(refused)?;
-    if pending.expires_unix_ms <= now_unix_ms() {
-        return Err(refused());
-    }
     state
         .store
-        .user(&pending.user)?
-        .ok_or_else(|| FleetError::Unauthenticated(format!("user '{}' was removed", pending.user)))
+        .user(&user)?
+        .ok_or_else(|| FleetError::Unauthenticated(format!("user '{user}' was removed")))
 }
 
 /// Checks a new password against the rules, naming the field.
@@ -251,39 +219,6 @@ pub async fn check_password(
 /// parameters, checked for unknown users.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bmFzZmxlZXQtZHVtbXk$5J7yGq7H0vJk0v8t8oQp3wq9pN2m6cXw0r1n3bTq0aE";
 
-impl SignIns {
-    fn blocked(&self, key: &str, limit: u32, now: i64) -> Option<Duration> {
-        let failures = lock(&self.failures);
-        let entry = failures.get(key)?;
-        let ends = entry.window_start_unix_ms + FAILURE_WINDOW.as_millis() as i64;
-        (entry.count >= limit && ends > now).then(|| Duration::from_millis((ends - now) as u64))
-    }
-
-    fn count_failure(&self, key: &str, now: i64) {
-        let mut failures = lock(&self.failures);
-        let window = FAILURE_WINDOW.as_millis() as i64;
-        if failures.len() >= MAX_FAILURE_KEYS {
-            failures.retain(|_, f| f.window_start_unix_ms + window > now);
-        }
-        if failures.len() >= MAX_FAILURE_KEYS && !failures.contains_key(key) {
-            return;
-        }
-        let entry = failures.entry(key.to_owned()).or_insert(Failures {
-            count: 0,
-            window_start_unix_ms: now,
-        });
-        if entry.window_start_unix_ms + window <= now {
-            entry.count = 0;
-            entry.window_start_unix_ms = now;
-        }
-        entry.count += 1;
-    }
-
-    fn forget_failures(&self, key: &str) {
-        lock(&self.failures).remove(key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,34 +238,5 @@ mod tests {
         let err = check_password_rules("short").unwrap_err().to_string();
         assert!(err.contains("password") && err.contains("12"), "{err}");
         assert!(check_password_rules("twelve chars").is_ok());
-    }
-
-    #[test]
-    fn failures_block_a_name_for_the_window_only() {
-        let signins = SignIns::default();
-        for _ in 0..MAX_FAILURES_PER_NAME {
-            assert!(
-                signins
-                    .blocked("user:ann", MAX_FAILURES_PER_NAME, 1000)
-                    .is_none()
-            );
-            signins.count_failure("user:ann", 1000);
-        }
-        assert!(
-            signins
-                .blocked("user:ann", MAX_FAILURES_PER_NAME, 2000)
-                .is_some()
-        );
-        assert!(
-            signins
-                .blocked("user:bob", MAX_FAILURES_PER_NAME, 2000)
-                .is_none()
-        );
-        let after = 1000 + FAILURE_WINDOW.as_millis() as i64;
-        assert!(
-            signins
-                .blocked("user:ann", MAX_FAILURES_PER_NAME, after)
-                .is_none()
-        );
     }
 }

@@ -25,7 +25,7 @@ pub struct ControllerState {
     /// How much of the audit log is kept.
     pub audit_retention: AuditRetention,
     /// Console sign-in links not yet opened and failed password attempts.
-    pub signins: crate::engine::signin::SignIns,
+    pub signins: crate::engine::signins::SignIns,
     /// Where the web console is reached (`https://HOST:PORT`), when it is served.
     pub console_url: Option<String>,
 }

@@ -2,9 +2,8 @@
 
 use crate::engine::access::{Access, Actor, Scope};
 use crate::engine::error::FleetError;
-use crate::engine::membership::token_hash;
 use crate::engine::state::SharedState;
-use crate::store::{CertRecord, LoginCert, LoginError, UserRecord, UserTokenRecord};
+use crate::store::{CertRecord, LoginCert, LoginError, UserRecord, UserTokenRecord, token_hash};
 use nasfleet_common::echo::echo;
 use nasfleet_common::identity::Principal;
 use nasfleet_common::names::validate_user_name;

@@ -195,6 +195,13 @@ pub struct SshConnectionRecord {
     pub created_unix_ms: i64,
 }
 
+/// Secrets (join, sign-in and console tokens, session ids) are kept only
+/// as this hash: a copy of the store cannot sign anyone in.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(StoreError::Encode)
 }

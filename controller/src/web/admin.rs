@@ -9,7 +9,7 @@ use crate::api::subjects;
 use crate::auth::{Call, settle};
 use crate::engine::error::FleetError;
 use crate::engine::users::{self, DEFAULT_USER_TOKEN_TTL, UserSpec};
-use crate::engine::{audit, membership, systems};
+use crate::engine::{audit, membership};
 use crate::store::AuditFilter;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,9 +18,20 @@ use nasfleet_common::duration::parse_duration;
 use nasfleet_common::enroll_lines::{join_command, login_command};
 use nasfleet_common::roles::Role;
 use serde::Deserialize;
+use std::time::Duration;
 
 /// Audit entries one page shows.
 const AUDIT_SHOWN: usize = 200;
+
+/// The form's `ttl` (e.g. `1h`, `2d`), or `default` when empty.
+fn ttl_field(form: &FormData, default: Duration) -> Result<Duration, FleetError> {
+    match form.text("ttl").as_str() {
+        "" => Ok(default),
+        text => {
+            parse_duration("ttl", text).map_err(|e| FleetError::invalid_message(&e.to_string()))
+        }
+    }
+}
 
 pub async fn users(State(console): State<ConsoleState>, person: Person) -> PageResult {
     users_page(&console, &person, None, &[]).await
@@ -35,10 +46,7 @@ async fn users_page(
     person.allow(console, Call::ListUsers, "").await?;
     let state = &console.state;
     let list = users::list(state, &person.actor)?;
-    let system_names: Vec<String> = systems::list(state, &person.actor)?
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let system_names = person.system_names(console)?;
     let tz = state.timezone;
     let body = html! {
         @if let Some(created) = created { (created) }
@@ -106,11 +114,7 @@ pub async fn create_user(
                 .map_err(|e: nasfleet_common::roles::RoleError| {
                     FleetError::invalid_message(&e.to_string())
                 })?;
-        let ttl = match form.text("ttl").as_str() {
-            "" => DEFAULT_USER_TOKEN_TTL,
-            text => parse_duration("ttl", text)
-                .map_err(|e| FleetError::invalid_message(&e.to_string()))?,
-        };
+        let ttl = ttl_field(&form, DEFAULT_USER_TOKEN_TTL)?;
         let spec = UserSpec {
             role,
             systems: form.all("systems"),
@@ -184,12 +188,7 @@ pub async fn create_token(
 ) -> PageResult {
     person.allow(&console, Call::CreateToken, "").await?;
     let state = &console.state;
-    let ttl = match form.text("ttl").as_str() {
-        "" => Ok(membership::DEFAULT_TOKEN_TTL),
-        text => {
-            parse_duration("ttl", text).map_err(|e| FleetError::invalid_message(&e.to_string()))
-        }
-    };
+    let ttl = ttl_field(&form, membership::DEFAULT_TOKEN_TTL);
     let object = match &ttl {
         Ok(ttl) => format!("join token valid {}s", ttl.as_secs()),
         Err(_) => "join token".into(),

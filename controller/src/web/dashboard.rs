@@ -2,13 +2,14 @@
 
 use super::ConsoleState;
 use super::error::PageResult;
-use super::layout::{self, Nav, badge, size, when};
+use super::layout::{self, Nav, badge, when};
 use super::session::Person;
 use crate::auth::Call;
 use crate::engine::kinds::systems_named;
 use crate::engine::{systems, tasks};
 use axum::extract::State;
 use maud::{Markup, html};
+use nasfleet_common::rate::human_bytes;
 use nasfleet_common::status::system_status_word;
 use nasfleet_proto::v1::{Inventory, RunState, SystemSummary, TaskKind};
 use std::collections::HashMap;
@@ -101,7 +102,7 @@ pub fn pool_bar(name: &str, total: u64, free: u64, health: &str) -> Markup {
             div.pool-line {
                 span.pool-name { (name) }
                 span class={ "health h-" (health) } { (health) }
-                span.muted { (size(used)) " / " (size(total)) " (" (percent) "%)" }
+                span.muted { (human_bytes(used)) " / " (human_bytes(total)) " (" (percent) "%)" }
             }
             // A meter colours itself past `low` (80 %) and `high` (90 %).
             meter.bar min="0" max="100" low="80" high="90" optimum="0" value=(percent) { (percent) "%" }

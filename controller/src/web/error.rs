@@ -1,6 +1,6 @@
 //! What a page answers when something goes wrong: a sign-in redirect for a missing or ended session, else the engine's error as an HTTP status and a page that shows its words.
 
-use super::layout;
+use super::frame;
 use crate::engine::error::FleetError;
 use crate::store::StoreError;
 use axum::http::StatusCode;
@@ -44,7 +44,7 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
             PageError::SignIn => Redirect::to("/signin").into_response(),
-            PageError::TooLarge => layout::problem(
+            PageError::TooLarge => frame::problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "the request is larger than the console accepts",
             ),
@@ -52,7 +52,7 @@ impl IntoResponse for PageError {
                 if matches!(e, FleetError::Store(_) | FleetError::Internal(_)) {
                     tracing::error!(error = %e, "console request failed");
                 }
-                layout::problem(status_of(&e), &e.to_string())
+                frame::problem(status_of(&e), &e.to_string())
             }
         }
     }

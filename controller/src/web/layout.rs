@@ -1,8 +1,9 @@
 //! The frame every page shares (header, navigation by role, sign-out), the embedded stylesheet and script, and the small pieces pages repeat: status badges, times, sizes, buttons that post with the CSRF token.
 
+use super::frame;
 use super::session::{CSRF_FIELD, Person};
 use crate::engine::access::Access;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::TimeZone;
 use maud::{DOCTYPE, Markup, html};
@@ -42,24 +43,12 @@ const ENTRIES: [(Nav, &str, &str, Access); 7] = [
     (Nav::Audit, "/audit", "Audit Log", Access::Administer),
 ];
 
-fn head(title: &str) -> Markup {
-    html! {
-        head {
-            meta charset="utf-8";
-            meta name="viewport" content="width=device-width, initial-scale=1";
-            title { (title) " · nasfleet" }
-            link rel="stylesheet" href="/static/app.css";
-            script src="/static/app.js" defer {}
-        }
-    }
-}
-
 /// A whole page for a signed-in person.
 pub fn page(person: &Person, nav: Nav, title: &str, body: Markup) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            (head(title))
+            (frame::head(title))
             body data-csrf=(person.csrf) {
                 header.top {
                     a.brand href="/" { "nasfleet" }
@@ -94,36 +83,6 @@ pub fn page(person: &Person, nav: Nav, title: &str, body: Markup) -> Response {
         }
     };
     Html(markup.into_string()).into_response()
-}
-
-/// A page for someone not signed in (the sign-in form).
-pub fn bare(title: &str, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            (head(title))
-            body.bare {
-                main.narrow {
-                    h1 { "nasfleet" }
-                    (body)
-                }
-            }
-        }
-    }
-}
-
-/// A page that only says what went wrong.
-pub fn problem(status: StatusCode, message: &str) -> Response {
-    let title = status.canonical_reason().unwrap_or("Error");
-    let markup = bare(
-        title,
-        html! {
-            h2 { (title) }
-            p.error #problem { (message) }
-            p { a href="/" { "Back to the dashboard" } }
-        },
-    );
-    (status, Html(markup.into_string())).into_response()
 }
 
 pub fn csrf(person: &Person) -> Markup {
@@ -211,22 +170,6 @@ pub fn paged<'a, T>(items: &'a [T], page: usize, path: &str, param: &str) -> (&'
     (rows, links)
 }
 
-/// Bytes as people read them (KiB, MiB, ...).
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// Field errors under their field: `message` is the engine's `field: rule`.
 pub fn field_error(errors: &[(String, String)], field: &str) -> Markup {
     html! {
@@ -273,12 +216,5 @@ mod tests {
         let (rows, links) = paged(&items[..3], 1, "/replication", "page");
         assert_eq!(rows.len(), 3);
         assert!(links.into_string().is_empty());
-    }
-
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(size(512), "512 B");
-        assert_eq!(size(1536), "1.5 KiB");
-        assert_eq!(size(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }

@@ -5,6 +5,7 @@ mod dashboard;
 mod error;
 mod events;
 mod form;
+mod frame;
 mod layout;
 mod protection;
 mod replication;
@@ -12,6 +13,7 @@ mod runs;
 mod session;
 mod signin;
 mod system;
+mod task_tables;
 
 use crate::config::WebSettings;
 use crate::engine::state::SharedState;

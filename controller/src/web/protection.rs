@@ -3,60 +3,24 @@
 use super::ConsoleState;
 use super::error::{PageError, PageResult};
 use super::form::FormData;
-use super::layout::{self, Nav, csrf, field_error, page_number, paged, status_with_reason, when};
-use super::replication::replication_table;
+use super::layout::{self, Nav, csrf, field_error, page_number, paged, when};
 use super::session::Person;
+use super::task_tables::{
+    replication_table, save_call, save_task, seen_task, task_actions, task_status_cell,
+};
 use crate::api::subjects;
 use crate::api::tasks::task_object;
 use crate::auth::{Call, settle};
 use crate::engine::access::Access;
 use crate::engine::error::FleetError;
-use crate::engine::{systems, tasks};
+use crate::engine::tasks;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{Markup, html};
+use maud::html;
 use nasfleet_common::schedule::Schedule;
-use nasfleet_common::status::run_state_word;
 use nasfleet_proto::v1::task_spec::Kind;
-use nasfleet_proto::v1::{
-    RsyncDirection, RsyncMode, RsyncTaskSpec, RunState, Task, TaskKind, TaskSpec,
-};
+use nasfleet_proto::v1::{RsyncDirection, RsyncMode, RsyncTaskSpec, Task, TaskKind, TaskSpec};
 use std::collections::HashMap;
-
-/// The status cell of a task row; the script updates it live by its id.
-pub fn task_status_cell(task: &Task) -> Markup {
-    let word = match task.status() {
-        RunState::Unspecified => run_state_word(RunState::Pending),
-        state => run_state_word(state),
-    };
-    html! {
-        td.status-cell data-task-status=(task.id) {
-            (status_with_reason(word, &task.last_error))
-        }
-    }
-}
-
-/// Run Now, Edit and Delete for people who may operate.
-pub fn task_actions(person: &Person, task: &Task, back: &str, edit: Option<&str>) -> Markup {
-    if !person.can(Access::Operate) {
-        return html! {};
-    }
-    let confirm = format!("Delete task '{}'? Its history goes too.", task.name);
-    html! {
-        // The script posts it in the background; the status follows live.
-        form.inline method="post" action={ "/tasks/" (task.id) "/run" } data-async="true" {
-            (csrf(person))
-            input type="hidden" name="back" value=(back);
-            button.run-now type="submit" { "RUN NOW" }
-        }
-        @if let Some(edit) = edit { a.button href=(edit) { "EDIT" } }
-        form.inline method="post" action={ "/tasks/" (task.id) "/delete" } data-confirm=(confirm) {
-            (csrf(person))
-            input type="hidden" name="back" value=(back);
-            button.danger.delete type="submit" { "DELETE" }
-        }
-    }
-}
 
 fn snapshot_of(task: &Task) -> Option<&nasfleet_proto::v1::SnapshotTaskSpec> {
     match task.spec.as_ref()?.kind.as_ref()? {
@@ -352,14 +316,7 @@ pub async fn rsync_edit(
     person: Person,
     Path(id): Path<u64>,
 ) -> PageResult {
-    let reference = id.to_string();
-    person
-        .allow(&console, Call::UpdateTask, &subjects::task(&reference))
-        .await?;
-    let task = tasks::get(&console.state, &person.actor, &reference)?;
-    if task.kind() != TaskKind::Rsync {
-        return Err(FleetError::NotFound(format!("task {id} is not an rsync task")).into());
-    }
+    let task = seen_task(&console, &person, id, Call::UpdateTask, TaskKind::Rsync).await?;
     rsync_form(&console, &person, &RsyncDraft::from_task(&task), &[], None)
 }
 
@@ -394,20 +351,11 @@ pub async fn rsync_save(
             Err(e) => rsync_refused(&console, &person, &draft, e),
         };
     }
-    let call = if draft.editing.is_some() {
-        Call::UpdateTask
-    } else {
-        Call::CreateTask
-    };
+    let (call, reference) = save_call(draft.editing);
     person
         .allow(&console, call, &subjects::task(&reference))
         .await?;
-    let saved = match draft.editing {
-        Some(_) => tasks::update(state, &person.actor, &reference, Some(draft.task_spec())).await,
-        None => tasks::create(state, &person.actor, draft.task_spec()).await,
-    };
-    let object = task_object(saved.as_ref().ok(), &reference);
-    match settle(state, &person.origin(), call, &object, saved).await {
+    match save_task(&console, &person, draft.editing, draft.task_spec()).await {
         Ok(_) => Ok(Redirect::to("/protection").into_response()),
         Err(e) => rsync_refused(&console, &person, &draft, e),
     }
@@ -452,10 +400,7 @@ fn rsync_form(
     errors: &[(String, String)],
     notice: Option<String>,
 ) -> PageResult {
-    let systems: Vec<String> = systems::list(&console.state, &person.actor)?
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let systems = person.system_names(console)?;
     let spec = &draft.spec;
     let ssh = spec.mode() == RsyncMode::Ssh;
     let check = |name: &str, label: &str, on: bool| {

@@ -3,12 +3,11 @@
 use super::ConsoleState;
 use super::error::PageResult;
 use super::form::FormData;
-use super::layout::{self, Nav, csrf, field_error, page_number, paged, size};
-use super::protection::{task_actions, task_status_cell};
+use super::layout::{self, Nav, csrf, field_error, page_number, paged};
 use super::session::Person;
+use super::task_tables::{replication_table, save_call, save_task, seen_task};
 use crate::api::subjects;
-use crate::api::tasks::task_object;
-use crate::auth::{Call, settle};
+use crate::auth::Call;
 use crate::engine::access::Access;
 use crate::engine::error::FleetError;
 use crate::engine::{systems, tasks};
@@ -16,12 +15,11 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use nasfleet_common::naming::DEFAULT_PERIODIC_SCHEMA;
+use nasfleet_common::rate::human_bytes;
 use nasfleet_common::replication_rules::{
     check_source, check_target, check_task_name, effective_schemas,
 };
-use nasfleet_common::replication_summary::{
-    replication_spec, sources_text, summary_lines, target_text,
-};
+use nasfleet_common::replication_summary::{replication_spec, summary_lines};
 use nasfleet_common::schedule::{Preset, Schedule};
 use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{ReplicationSource, ReplicationTaskSpec, Task, TaskKind, TaskSpec};
@@ -49,39 +47,6 @@ pub async fn list(
         "Replication Tasks",
         body,
     ))
-}
-
-pub fn replication_table(
-    console: &ConsoleState,
-    person: &Person,
-    tasks: &[Task],
-    back: &str,
-) -> Markup {
-    let tz = console.state.timezone;
-    html! {
-        @if tasks.is_empty() {
-            p.empty { "No Replication Tasks configured" }
-        } @else {
-            table #replication-tasks {
-                thead { tr { th { "Name" } th { "Sources" } th { "Target" } th { "Schedule" } th { "Next run" } th { "Status" } th { "Last run" } th {} } }
-                tbody {
-                    @for task in tasks {
-                        @let spec = replication_spec(task);
-                        tr data-task=(task.id) data-name=(task.name) {
-                            td { a href={ "/tasks/" (task.id) "/runs" } { (task.name) } }
-                            td { (sources_text(&spec)) }
-                            td { (target_text(&spec)) }
-                            td { (task.schedule_description) }
-                            td { (layout::when(tz, task.next_run_unix_ms)) }
-                            (task_status_cell(task))
-                            td { (layout::when(tz, task.last_run_unix_ms)) }
-                            td.actions { (task_actions(person, task, back, Some(&format!("/replication/{}/edit", task.id)))) }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// One source as the wizard holds it.
@@ -330,14 +295,14 @@ pub async fn edit(
     person: Person,
     Path(id): Path<u64>,
 ) -> PageResult {
-    let reference = id.to_string();
-    person
-        .allow(&console, Call::UpdateTask, &subjects::task(&reference))
-        .await?;
-    let task = tasks::get(&console.state, &person.actor, &reference)?;
-    if task.kind() != TaskKind::Replication {
-        return Err(FleetError::NotFound(format!("task {id} is not a replication task")).into());
-    }
+    let task = seen_task(
+        &console,
+        &person,
+        id,
+        Call::UpdateTask,
+        TaskKind::Replication,
+    )
+    .await?;
     wizard(&console, &person, &Draft::from_task(&task), 1, &[]).await
 }
 
@@ -349,12 +314,7 @@ pub async fn wizard_step(
     let mut draft = Draft::from_form(&form);
     let step: u8 = form.text("step").parse().unwrap_or(1).clamp(1, 4);
     let go = form.text("go");
-    let reference = draft.editing.map(|id| id.to_string()).unwrap_or_default();
-    let call = if draft.editing.is_some() {
-        Call::UpdateTask
-    } else {
-        Call::CreateTask
-    };
+    let (call, reference) = save_call(draft.editing);
     person
         .allow(&console, call, &subjects::task(&reference))
         .await?;
@@ -376,7 +336,7 @@ pub async fn wizard_step(
             (step + 1).min(4)
         }
         "back" => step.saturating_sub(1).max(1),
-        "confirm" => return confirm(&console, &person, &draft, call, &reference).await,
+        "confirm" => return confirm(&console, &person, &draft).await,
         other => match other
             .strip_prefix("remove_source_")
             .and_then(|i| i.parse::<usize>().ok())
@@ -395,23 +355,12 @@ pub async fn wizard_step(
     wizard(&console, &person, &draft, next, &[]).await
 }
 
-async fn confirm(
-    console: &ConsoleState,
-    person: &Person,
-    draft: &Draft,
-    call: Call,
-    reference: &str,
-) -> PageResult<Response> {
+async fn confirm(console: &ConsoleState, person: &Person, draft: &Draft) -> PageResult<Response> {
     let spec = match draft.task_spec() {
         Ok(spec) => spec,
         Err(e) => return wizard_error(console, person, draft, e).await,
     };
-    let outcome = match draft.editing {
-        Some(_) => tasks::update(&console.state, &person.actor, reference, Some(spec)).await,
-        None => tasks::create(&console.state, &person.actor, spec).await,
-    };
-    let object = task_object(outcome.as_ref().ok(), reference);
-    match settle(&console.state, &person.origin(), call, &object, outcome).await {
+    match save_task(console, person, draft.editing, spec).await {
         Ok(_) => Ok(Redirect::to("/replication").into_response()),
         Err(e @ FleetError::Invalid { .. }) => wizard_error(console, person, draft, e).await,
         Err(e) => Err(e.into()),
@@ -470,11 +419,7 @@ async fn wizard(
     step: u8,
     errors: &[(String, String)],
 ) -> PageResult<Response> {
-    let state = &console.state;
-    let system_names: Vec<String> = systems::list(state, &person.actor)?
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let system_names = person.system_names(console)?;
     let content = match step {
         1 => sources_step(console, person, draft, &system_names, errors).await?,
         2 => target_step(console, person, draft, &system_names, errors).await?,
@@ -684,7 +629,7 @@ async fn confirmation_step(console: &ConsoleState, person: &Person, draft: &Draf
                             td { (d.target) }
                             @if d.error.is_empty() {
                                 td { (d.snapshots) }
-                                td { @if d.bytes_known { (size(d.bytes)) } @else { "not known (this ZFS cannot estimate)" } }
+                                td { @if d.bytes_known { (human_bytes(d.bytes)) } @else { "not known (this ZFS cannot estimate)" } }
                                 td { @if d.base.is_empty() { "full stream" } @else { (d.base) } }
                             } @else {
                                 td colspan="3" .error { (d.error) }
@@ -758,8 +703,10 @@ mod tests {
                 .iter()
                 .any(|(field, message)| field == "name" && message.starts_with("name:"))
         );
-        let mut draft = Draft::default();
-        draft.period = "fortnightly".into();
+        let draft = Draft {
+            period: "fortnightly".into(),
+            ..Draft::default()
+        };
         let errors = check_step(&draft, 3);
         assert!(
             errors.iter().any(|(field, _)| field == "period"),

@@ -3,9 +3,9 @@
 use super::ConsoleState;
 use super::error::PageResult;
 use super::form::FormData;
-use super::layout::{self, Nav, badge, post_button, size, status_with_reason, when};
+use super::layout::{self, Nav, badge, post_button, status_with_reason, when};
 use super::session::Person;
-use crate::api::subjects;
+use super::task_tables::seen_task;
 use crate::auth::{Call, settle};
 use crate::engine::access::Access;
 use crate::engine::{runs, tasks};
@@ -14,8 +14,9 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use nasfleet_common::rate::format_rate;
+use nasfleet_common::rate::human_bytes;
 use nasfleet_common::status::{run_state_word, task_kind_word, trigger_word};
-use nasfleet_proto::v1::{Progress, Run};
+use nasfleet_proto::v1::{Progress, Run, TaskKind};
 
 /// Runs a history page lists.
 const HISTORY_SHOWN: usize = 100;
@@ -32,12 +33,13 @@ pub async fn task_history(
     person: Person,
     Path(id): Path<u64>,
 ) -> PageResult {
-    let reference = id.to_string();
-    person
-        .allow(&console, Call::ListRuns, &subjects::task(&reference))
-        .await?;
-    let task = tasks::get(&console.state, &person.actor, &reference)?;
-    let runs = tasks::history(&console.state, &person.actor, &reference, HISTORY_SHOWN)?;
+    let task = seen_task(&console, &person, id, Call::ListRuns, TaskKind::Unspecified).await?;
+    let runs = tasks::history(
+        &console.state,
+        &person.actor,
+        &id.to_string(),
+        HISTORY_SHOWN,
+    )?;
     let body = html! {
         p { (task_kind_word(task.kind())) " task · " (task.schedule_description) " · next run " (when(console.state.timezone, task.next_run_unix_ms)) }
         @if person.can(Access::Operate) {
@@ -69,7 +71,7 @@ fn run_table(console: &ConsoleState, runs: &[Run]) -> Markup {
                             td { (trigger_word(run.trigger())) " " span.muted { (run.triggered_by) } }
                             td { (when(tz, run.started_unix_ms)) }
                             td { (when(tz, run.finished_unix_ms)) }
-                            td { (size(run.bytes)) }
+                            td { (human_bytes(run.bytes)) }
                             td { (status_with_reason(run_state_word(run.state()), &run.reason)) }
                         }
                     }
@@ -81,7 +83,7 @@ fn run_table(console: &ConsoleState, runs: &[Run]) -> Markup {
 
 /// `1.2 GiB of 4.0 GiB (30%), 85 MiB/s, 36 s left`, as much as is known.
 pub fn progress_text(progress: &Progress) -> String {
-    let mut text = size(progress.bytes_done);
+    let mut text = human_bytes(progress.bytes_done);
     if let Some(percent) = progress
         .bytes_done
         .saturating_mul(100)
@@ -89,7 +91,7 @@ pub fn progress_text(progress: &Progress) -> String {
     {
         text = format!(
             "{text} of {} ({}%)",
-            size(progress.bytes_total),
+            human_bytes(progress.bytes_total),
             percent.min(100)
         );
     }
@@ -127,7 +129,7 @@ pub async fn page(
                 dt { "Trigger" } dd { (trigger_word(run.trigger())) " by " (run.triggered_by) }
                 dt { "Started" } dd { (when(tz, run.started_unix_ms)) }
                 dt { "Finished" } dd #run-finished { (when(tz, run.finished_unix_ms)) }
-                dt { "Bytes" } dd #run-bytes { (size(run.bytes)) }
+                dt { "Bytes" } dd #run-bytes { (human_bytes(run.bytes)) }
                 dt { "Progress" } dd #run-progress { @if let Some(p) = &run.progress { (progress_text(p)) } @else { "-" } }
             }
             @if !run.reason.is_empty() { p.reason-text #run-reason { (run.reason) } }
@@ -142,7 +144,7 @@ pub async fn page(
             h2 { "Steps" }
             table #run-steps {
                 thead { tr { th { "Step" } th { "State" } th { "Bytes" } th { "Detail" } } }
-                tbody { @for step in &run.steps { tr { td { (step.name) } td { (badge(run_state_word(step.state()))) } td { (size(step.bytes)) } td { (step.detail) } } } }
+                tbody { @for step in &run.steps { tr { td { (step.name) } td { (badge(run_state_word(step.state()))) } td { (human_bytes(step.bytes)) } td { (step.detail) } } } }
             }
             h2 { "Log" }
             pre.log #run-log { (run.log_tail.join("\n")) }

@@ -6,9 +6,8 @@ use super::{ClientAddr, ConsoleState, MAX_BODY_BYTES};
 use crate::auth::{Call, Origin, refuse};
 use crate::engine::access::{Access, Actor};
 use crate::engine::error::FleetError;
-use crate::engine::membership::token_hash;
 use crate::engine::users::actor_of;
-use crate::store::UserRecord;
+use crate::store::{UserRecord, token_hash};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -109,9 +108,13 @@ impl Sessions {
         Some(session.clone())
     }
 
-    /// Whether a cookie value names a live session.
+    /// Whether a cookie value names a live session, without counting as
+    /// use: an open page's event stream must not keep an idle session alive.
     pub fn is_open(&self, id: &str) -> bool {
-        self.find(id).is_some()
+        let now = now_unix_ms();
+        self.lock()
+            .get(&token_hash(id))
+            .is_some_and(|s| self.alive(s, now))
     }
 
     pub fn close(&self, id: &str) {
@@ -169,6 +172,14 @@ impl Person {
     /// The audit log's view of who called from where.
     pub fn origin(&self) -> Origin {
         web_origin(&format!("user:{}", self.user.name), &self.address)
+    }
+
+    /// The names of the systems the person sees, for pickers.
+    pub fn system_names(&self, console: &ConsoleState) -> Result<Vec<String>, FleetError> {
+        Ok(crate::engine::systems::list(&console.state, &self.actor)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect())
     }
 
     /// Whether the person's role allows `access`: what a page offers.

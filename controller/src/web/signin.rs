@@ -2,7 +2,7 @@
 
 use super::error::{PageError, PageResult, status_of};
 use super::form::FormData;
-use super::layout;
+use super::frame;
 use super::session::{Person, cookie_value, expired_cookie, session_cookie, web_origin};
 use super::{ClientAddr, ConsoleState};
 use crate::auth::Origin;
@@ -18,7 +18,7 @@ use nasfleet_common::echo::echo;
 use serde::Deserialize;
 
 fn form_page(message: Option<&str>, name: &str) -> Markup {
-    layout::bare(
+    frame::bare(
         "Sign in",
         html! {
             form.signin method="post" action="/signin" {
@@ -80,7 +80,11 @@ pub async fn password(
             Ok(signed_in(&console, &user.name))
         }
         Err(refusal) => {
-            audit_sign_in(&console, &origin, "ConsoleSignIn", Err(&refusal)).await?;
+            // Attempts refused for too many failures are not written one by
+            // one: a flood of them must not become a flood of store writes.
+            if !matches!(refusal, FleetError::Unavailable(_)) {
+                audit_sign_in(&console, &origin, "ConsoleSignIn", Err(&refusal)).await?;
+            }
             let page = form_page(Some(&refusal.to_string()), &name);
             Ok((status_of(&refusal), Html(page.into_string())).into_response())
         }

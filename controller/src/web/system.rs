@@ -4,7 +4,7 @@ use super::ConsoleState;
 use super::dashboard::pool_bar;
 use super::error::PageResult;
 use super::form::FormData;
-use super::layout::{self, Nav, badge, csrf, size, when};
+use super::layout::{self, Nav, badge, csrf, when};
 use super::session::Person;
 use crate::api::subjects;
 use crate::auth::{Call, Subject, settle};
@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use maud::html;
 use nasfleet_common::naming::DEFAULT_MANUAL_SCHEMA;
+use nasfleet_common::rate::human_bytes;
 use nasfleet_common::status::system_status_word;
 use nasfleet_proto::v1::CreateSnapshotRequest;
 
@@ -94,8 +95,8 @@ async fn render(
                         @let ds = d.dataset.clone().unwrap_or_default();
                         tr data-dataset=(ds.name) {
                             td { (ds.name) @if ds.readonly { " " span.muted { "(read-only)" } } }
-                            td { (size(ds.used)) }
-                            td { (size(ds.available)) }
+                            td { (human_bytes(ds.used)) }
+                            td { (human_bytes(ds.available)) }
                             td { (d.snapshot_count) }
                             td { (d.newest_snapshot) }
                             td { (d.snapshot_tasks.join(", ")) }
@@ -126,8 +127,8 @@ async fn render(
                         tr {
                             td { (s.name) }
                             td { (when(tz, s.creation_unix * 1000)) }
-                            td { (size(s.used)) }
-                            td { (size(s.referenced)) }
+                            td { (human_bytes(s.used)) }
+                            td { (human_bytes(s.referenced)) }
                             td { (s.holds) }
                         }
                     }
