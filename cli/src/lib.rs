@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod failure;
 
 use clap::{Parser, Subcommand};
+use commands::alert::AlertCommand;
 use commands::audit::AuditCommand;
 use commands::dataset::DatasetCommand;
 use commands::login::LoginArgs;
@@ -83,6 +84,9 @@ pub enum Command {
     Audit(AuditCommand),
     /// Print a one-time sign-in link to the web console for this CLI's user.
     Ui(UiArgs),
+    /// Alerts: systems offline, pools unhealthy or full, failed runs, stale protection.
+    #[command(subcommand)]
+    Alert(AlertCommand),
 }
 
 impl Command {
@@ -102,6 +106,7 @@ impl Command {
             Command::Login(args) => args.run(ctx.config_flag(), ctx.output).await,
             Command::Audit(command) => command.run(ctx).await,
             Command::Ui(args) => args.run(ctx).await,
+            Command::Alert(command) => command.run(ctx).await,
         }
     }
 }

@@ -80,10 +80,12 @@ pub enum Call {
     ListAudit,
     CreateConsoleLink,
     SetUserPassword,
+    ListAlerts,
+    DismissAlert,
 }
 
 impl Call {
-    pub const ALL: [Call; 32] = [
+    pub const ALL: [Call; 34] = [
         Call::CreateToken,
         Call::ListSystems,
         Call::GetSystem,
@@ -116,6 +118,8 @@ impl Call {
         Call::ListAudit,
         Call::CreateConsoleLink,
         Call::SetUserPassword,
+        Call::ListAlerts,
+        Call::DismissAlert,
     ];
 
     /// The RPC's name in `nasfleet.proto`.
@@ -153,6 +157,8 @@ impl Call {
             Call::ListAudit => "ListAudit",
             Call::CreateConsoleLink => "CreateConsoleLink",
             Call::SetUserPassword => "SetUserPassword",
+            Call::ListAlerts => "ListAlerts",
+            Call::DismissAlert => "DismissAlert",
         }
     }
 
@@ -171,6 +177,7 @@ impl Call {
             | Call::GetRun
             | Call::WatchRun
             | Call::ListSshConnections
+            | Call::ListAlerts
             // A link signs in the person who asks for it, with their own role.
             | Call::CreateConsoleLink => Access::Read,
             Call::CreateSnapshot
@@ -180,7 +187,8 @@ impl Call {
             | Call::DeleteTask
             | Call::SetTaskEnabled
             | Call::RunTask
-            | Call::CancelRun => Access::Operate,
+            | Call::CancelRun
+            | Call::DismissAlert => Access::Operate,
             Call::CreateToken
             | Call::RemoveSystem
             | Call::CreateSshConnection

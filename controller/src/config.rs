@@ -1,5 +1,6 @@
 //! The controller's data dir layout and its config file `controller.toml`.
 
+use crate::engine::alerts::AlertSettings;
 use crate::store::AuditRetention;
 use nasfleet_common::daemon::LogFormat;
 use nasfleet_common::duration::parse_duration;
@@ -140,6 +141,37 @@ pub struct ControllerConfig {
     /// ...and after this long in any case.
     #[serde(default = "default_web_session_lifetime")]
     pub web_session_lifetime: String,
+    /// Address `/metrics` is served on, plain HTTP, loopback only; absent,
+    /// no metrics are served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the alert conditions are evaluated.
+    #[serde(default = "default_alert_interval")]
+    pub alert_interval: String,
+    /// A system not heard from for longer raises an OFFLINE alert.
+    #[serde(default = "default_offline_grace")]
+    pub offline_grace: String,
+    /// Pool capacity (percent used) that raises a warning, and a critical alert.
+    #[serde(default = "default_pool_warning")]
+    pub pool_capacity_warning: u64,
+    #[serde(default = "default_pool_critical")]
+    pub pool_capacity_critical: u64,
+}
+
+fn default_alert_interval() -> String {
+    "30s".into()
+}
+
+fn default_offline_grace() -> String {
+    "5m".into()
+}
+
+fn default_pool_warning() -> u64 {
+    80
+}
+
+fn default_pool_critical() -> u64 {
+    90
 }
 
 fn default_web_idle_timeout() -> String {
@@ -194,7 +226,39 @@ impl ControllerConfig {
         config.audit_retention().map_err(invalid)?;
         config.cert_lifetime().map_err(invalid)?;
         config.web().map_err(invalid)?;
+        config.alerts().map_err(invalid)?;
+        if let Some(addr) = config.metrics_listen {
+            crate::metrics::check_listen(addr).map_err(invalid)?;
+        }
         Ok(config)
+    }
+
+    /// The alert settings, checked: a positive interval, thresholds with
+    /// warning below critical, both at most 100.
+    pub fn alerts(&self) -> Result<AlertSettings, String> {
+        let interval =
+            parse_duration("alert_interval", &self.alert_interval).map_err(|e| e.to_string())?;
+        if interval.is_zero() {
+            return Err("alert_interval: must be longer than 0s".into());
+        }
+        let offline_grace =
+            parse_duration("offline_grace", &self.offline_grace).map_err(|e| e.to_string())?;
+        if !(1..=100).contains(&self.pool_capacity_critical)
+            || self.pool_capacity_warning == 0
+            || self.pool_capacity_warning > self.pool_capacity_critical
+        {
+            return Err(format!(
+                "pool_capacity_warning, pool_capacity_critical: need 1 <= warning <= critical <= 100, got {} and {}",
+                self.pool_capacity_warning, self.pool_capacity_critical
+            ));
+        }
+        Ok(AlertSettings {
+            interval,
+            offline_grace,
+            pool_warning_percent: self.pool_capacity_warning,
+            pool_critical_percent: self.pool_capacity_critical,
+            ..AlertSettings::default()
+        })
     }
 
     /// The console's settings, checked: both or neither of the certificate

@@ -201,6 +201,15 @@ fn write_controller_config(
         web_key: None,
         web_idle_timeout: "30m".into(),
         web_session_lifetime: "12h".into(),
+        // Metrics two ports after the gRPC one, on loopback whatever `listen` is.
+        metrics_listen: Some(SocketAddr::new(
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            listen.port().wrapping_add(2),
+        )),
+        alert_interval: "30s".into(),
+        offline_grace: "5m".into(),
+        pool_capacity_warning: 80,
+        pool_capacity_critical: 90,
     };
     let config_text = toml::to_string(&config).map_err(|source| InitError::Encode {
         what: "controller.toml",

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod init;
+pub mod metrics;
 pub mod pki;
 pub mod server;
 pub mod sessions;

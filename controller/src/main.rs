@@ -49,6 +49,15 @@ enum Command {
         /// address); the console's URL becomes https://ADDR.
         #[arg(long)]
         web_listen: Option<SocketAddr>,
+        /// Override `metrics_listen` from controller.toml (loopback only).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Override `alert_interval` from controller.toml (e.g. 30s).
+        #[arg(long)]
+        alert_interval: Option<String>,
+        /// Override `offline_grace` from controller.toml (e.g. 5m).
+        #[arg(long)]
+        offline_grace: Option<String>,
         /// Override `heartbeat_interval` from controller.toml (e.g. 10s).
         #[arg(long)]
         heartbeat_interval: Option<String>,
@@ -97,6 +106,9 @@ fn real_main() -> anyhow::Result<()> {
             data_dir,
             listen,
             web_listen,
+            metrics_listen,
+            alert_interval,
+            offline_grace,
             heartbeat_interval,
             log_format,
         } => {
@@ -110,6 +122,17 @@ fn real_main() -> anyhow::Result<()> {
                 config.web_listen = Some(web_listen);
                 config.web_url = None;
             }
+            if let Some(addr) = metrics_listen {
+                nasfleet_controller::metrics::check_listen(addr).map_err(anyhow::Error::msg)?;
+                config.metrics_listen = Some(addr);
+            }
+            if let Some(interval) = alert_interval {
+                config.alert_interval = interval;
+            }
+            if let Some(grace) = offline_grace {
+                config.offline_grace = grace;
+            }
+            config.alerts().map_err(anyhow::Error::msg)?;
             if let Some(interval) = heartbeat_interval {
                 parse_duration("--heartbeat-interval", &interval)?;
                 config.heartbeat_interval = interval;

@@ -96,8 +96,34 @@ pub async fn serve(
     tracing::info!(listen = ?local, url = %config.url, fingerprint = %state.ca.fingerprint(),
         heartbeat_ms = state.sessions.heartbeat_interval().as_millis() as u64, "controller serving");
     let mut workers = start_workers(&state, &shutdown);
+    let alerts = config.alerts().map_err(ServerError::Config)?;
+    tracing::info!(
+        interval_secs = alerts.interval.as_secs(),
+        offline_grace_secs = alerts.offline_grace.as_secs(),
+        "alerts evaluating"
+    );
+    workers.push((
+        "alerts",
+        tokio::spawn(crate::engine::alerts::run(
+            state.clone(),
+            alerts,
+            shutdown.clone(),
+        )),
+    ));
     if let Some(console) = start_console(data_dir, config, &state, &shutdown).await? {
         workers.push(("console", console));
+    }
+    if let Some(addr) = config.metrics_listen {
+        let listener = bind(addr).await?;
+        tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving on /metrics");
+        workers.push((
+            "metrics",
+            tokio::spawn(crate::metrics::serve(
+                state.clone(),
+                listener,
+                shutdown.clone(),
+            )),
+        ));
     }
 
     let server = grpc_server(&state, tls, listener, &shutdown)?;

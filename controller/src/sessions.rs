@@ -179,6 +179,16 @@ impl Sessions {
     }
 
     /// The live session of `name`, if it is ONLINE.
+    /// How many agents are connected and heartbeating now.
+    pub fn connected_count(&self) -> usize {
+        let limit = self.liveness_limit();
+        self.lock()
+            .1
+            .values()
+            .filter(|s| s.last_heartbeat.elapsed() <= limit)
+            .count()
+    }
+
     pub fn live(&self, name: &str) -> Option<LiveSession> {
         let limit = self.liveness_limit();
         self.lock()

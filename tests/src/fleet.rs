@@ -121,6 +121,8 @@ pub struct Controller {
     pub extra_run_args: Vec<String>,
     /// Where the web console listens (a free port, passed as --web-listen).
     web_listen: SocketAddr,
+    /// Where `/metrics` is served (a free port, passed as --metrics-listen).
+    metrics_listen: SocketAddr,
     child: Option<ChildGuard>,
 }
 
@@ -147,6 +149,11 @@ impl Controller {
             web_port = crate::free_port(ip)?;
         }
         let web_listen = SocketAddr::new(ip, web_port);
+        let mut metrics_port = crate::free_port(ip)?;
+        while metrics_port == listen.port() || metrics_port == web_port {
+            metrics_port = crate::free_port(ip)?;
+        }
+        let metrics_listen = SocketAddr::new(ip, metrics_port);
         let mut cmd = Command::new(binary("nasfleet-controller")?);
         cmd.arg("init")
             .arg("--data-dir")
@@ -171,6 +178,7 @@ impl Controller {
             log_format: "text".to_string(),
             extra_run_args: Vec::new(),
             web_listen,
+            metrics_listen,
             child: None,
         };
         // The CLI config names the URL init chose; agents must dial the same.
@@ -205,6 +213,7 @@ impl Controller {
             .args(["--heartbeat-interval", &self.heartbeat_interval])
             .args(["--log-format", &self.log_format])
             .args(["--web-listen", &self.web_listen.to_string()])
+            .args(["--metrics-listen", &self.metrics_listen.to_string()])
             .args(&self.extra_run_args);
         set_child_env(&mut cmd);
         let mut child = ChildGuard::spawn(&self.name, &mut cmd, &self.log_path)?;
@@ -286,6 +295,11 @@ impl Controller {
     /// The web console's URL, `https://127.0.0.1:PORT`.
     pub fn web_url(&self) -> String {
         format!("https://{}", self.web_listen)
+    }
+
+    /// `http://127.0.0.1:PORT/metrics`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_listen)
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

@@ -4,6 +4,7 @@
 //! [`crate::context::Context`] for a connection, then does the work; so a
 //! mistyped flag fails the same way with or without credentials.
 
+pub mod alert;
 pub mod audit;
 pub mod dataset;
 pub mod login;

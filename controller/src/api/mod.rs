@@ -1,5 +1,6 @@
 //! The Fleet service people call (CLI, scripts): one thin handler per RPC, grouped by resource in the submodules; each authenticates, authorizes, calls the engine and turns its error into a status.
 
+mod alerts;
 mod runs;
 mod ssh;
 mod status;
@@ -208,5 +209,16 @@ impl Fleet for FleetService {
         request: Request<pb::SetUserPasswordRequest>,
     ) -> Answer<pb::User> {
         users::set_password(&self.state, request).await
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Answer<pb::ListAlertsResponse> {
+        alerts::list(&self.state, request).await
+    }
+
+    async fn dismiss_alert(&self, request: Request<pb::AlertRef>) -> Answer<pb::Alert> {
+        alerts::dismiss(&self.state, request).await
     }
 }

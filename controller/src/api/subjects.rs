@@ -22,6 +22,7 @@ about_nothing!(
     pb::ListSshConnectionsRequest,
     pb::ListUsersRequest,
     pb::ListAuditRequest,
+    pb::ListAlertsRequest,
 );
 
 pub(crate) fn system(name: &str) -> String {
@@ -155,5 +156,11 @@ impl Subject for pb::ConsoleLinkRequest {
 impl Subject for pb::SetUserPasswordRequest {
     fn subject(&self) -> String {
         user(&self.name)
+    }
+}
+
+impl Subject for pb::AlertRef {
+    fn subject(&self) -> String {
+        format!("alert {}", self.id)
     }
 }

@@ -1,6 +1,7 @@
 //! The fleet's domain: who may do what, users and the audit log, tasks and their validation, runs, the scheduler, SSH trust between systems and replication holds; typed errors, no transport types.
 
 pub mod access;
+pub mod alerts;
 pub mod audit;
 pub mod error;
 #[cfg(test)]

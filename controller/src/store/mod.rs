@@ -1,4 +1,4 @@
-//! The controller's durable state on sled: systems, join tokens, issued certificates, inventories, tasks, runs, SSH connections, users and the audit log.
+//! The controller's durable state on sled: systems, join tokens, issued certificates, inventories, tasks, runs, SSH connections, users, the audit log and alerts.
 //!
 //! Everything sled-specific stays in this module so the embedded store can
 //! be swapped. Values are JSON (readable with any sled dump tool) except
@@ -10,11 +10,13 @@
 //! on [`Write`], which only the writer hands out, so no code path can write
 //! without that guarantee.
 
+mod alerts;
 mod audit;
 mod migrate;
 mod people;
 mod writer;
 
+pub use alerts::{AlertRecord, MAX_CLEARED_ALERTS};
 pub use audit::{AuditEntry, AuditFilter, AuditRetention, DEFAULT_AUDIT_RETENTION};
 pub use people::{LoginCert, LoginError, LoginRefusal, UserRecord, UserTokenRecord};
 
@@ -162,6 +164,8 @@ pub struct Tables {
     user_tokens: sled::Tree,
     /// sequence number (u64 BE) → AuditEntry.
     audit: sled::Tree,
+    /// alert id (u64 BE) → AlertRecord.
+    alerts: sled::Tree,
 }
 
 /// Datasets on `system` whose snapshots may still carry task `task_id`'s
@@ -246,6 +250,7 @@ impl Store {
             users: db.open_tree("users")?,
             user_tokens: db.open_tree("user_tokens")?,
             audit: db.open_tree("audit")?,
+            alerts: db.open_tree("alerts")?,
             db,
         });
         migrate::migrate(&tables)?;
@@ -426,6 +431,25 @@ impl Tables {
         limit: usize,
         keep: impl Fn(&Run) -> bool,
     ) -> Result<Option<Run>, StoreError> {
+        let mut found = None;
+        self.visit_runs_of_task(task_id, limit, |run| {
+            if keep(&run) {
+                found = Some(run);
+                return false;
+            }
+            true
+        })?;
+        Ok(found)
+    }
+
+    /// Hands the runs of one task to `visit`, newest first, at most
+    /// `limit`, until it returns false; runs not read are not decoded.
+    pub fn visit_runs_of_task(
+        &self,
+        task_id: u64,
+        limit: usize,
+        mut visit: impl FnMut(Run) -> bool,
+    ) -> Result<(), StoreError> {
         for key in self
             .runs_by_task
             .scan_prefix(task_id.to_be_bytes())
@@ -437,14 +461,13 @@ impl Tables {
             let Some(run_id) = key.get(8..16) else {
                 continue;
             };
-            if let Some(bytes) = self.runs.get(run_id)? {
-                let run: Run = decode_proto("run", &bytes)?;
-                if keep(&run) {
-                    return Ok(Some(run));
-                }
+            if let Some(bytes) = self.runs.get(run_id)?
+                && !visit(decode_proto("run", &bytes)?)
+            {
+                break;
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// All runs, newest first, at most `limit`.

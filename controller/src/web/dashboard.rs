@@ -1,13 +1,16 @@
-//! The Dashboard: a card per system the person sees, with its status, last seen time, pools (capacity bar and health), SSH service state, and how many tasks use it and how many of those failed their latest run.
+//! The Dashboard: the active alerts (with Dismiss), and a card per system the person sees, with its status, last seen time, pools (capacity bar and health), SSH service state, how many tasks use it, how many of those failed their latest run, and its alerts.
 
 use super::ConsoleState;
 use super::error::PageResult;
-use super::layout::{self, Nav, badge, when};
+use super::form::FormData;
+use super::layout::{self, Nav, badge, post_button, when};
 use super::session::Person;
-use crate::auth::Call;
+use crate::auth::{Call, settle};
+use crate::engine::access::Access;
 use crate::engine::kinds::systems_named;
-use crate::engine::{systems, tasks};
-use axum::extract::State;
+use crate::engine::{alerts, systems, tasks};
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use nasfleet_common::rate::human_bytes;
 use nasfleet_common::status::system_status_word;
@@ -19,6 +22,7 @@ use std::collections::HashMap;
 struct TaskCounts {
     tasks: usize,
     failed: usize,
+    alerts: usize,
 }
 
 pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageResult {
@@ -35,17 +39,49 @@ pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageRe
             }
         }
     }
+    let active = alerts::list(state, &person.actor, false)?;
+    for alert in &active {
+        for system in &alert.systems {
+            counts.entry(system.clone()).or_default().alerts += 1;
+        }
+    }
     let mut cards = Vec::with_capacity(summaries.len());
     for summary in &summaries {
         let inventory = systems::inventory(state, &summary.name)?;
         let count = counts.get(&summary.name).copied().unwrap_or_default();
         cards.push(card(&console, summary, inventory.as_ref(), count));
     }
+    let tz = state.timezone;
+    let operate = person.can(Access::Operate);
     Ok(layout::page(
         &person,
         Nav::Dashboard,
         "Dashboard",
         html! {
+            @if !active.is_empty() {
+                section.alerts #alerts {
+                    h2 { "Alerts" }
+                    table {
+                        tbody {
+                            @for alert in &active {
+                                tr data-alert=(alert.id) data-kind=(alert.kind) {
+                                    td { (badge(&alert.level.to_uppercase())) }
+                                    td { (alert.object) }
+                                    td.alert-text { (alert.text) }
+                                    td.muted { "since " (when(tz, alert.first_seen_unix_ms)) }
+                                    td.actions {
+                                        @if let Some(by) = &alert.dismissed_by {
+                                            span.muted { "dismissed by " (by) }
+                                        } @else if operate {
+                                            (post_button(&person, &format!("/alerts/{}/dismiss", alert.id), "DISMISS", "dismiss", None))
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             @if cards.is_empty() {
                 p.empty { "No systems yet. An admin enrolls one with a join token (Tokens)." }
             }
@@ -88,6 +124,7 @@ fn card(
                 } }
                 dt { "Tasks" } dd.task-count { (count.tasks) }
                 dt { "Failed" } dd.failed-count class=[(count.failed > 0).then_some("bad")] { (count.failed) }
+                dt { "Alerts" } dd.alert-count class=[(count.alerts > 0).then_some("bad")] { (count.alerts) }
             }
         }
     }
@@ -108,4 +145,24 @@ pub fn pool_bar(name: &str, total: u64, free: u64, health: &str) -> Markup {
             meter.bar min="0" max="100" low="80" high="90" optimum="0" value=(percent) { (percent) "%" }
         }
     }
+}
+
+pub async fn dismiss_alert(
+    State(console): State<ConsoleState>,
+    person: Person,
+    Path(id): Path<u64>,
+    _form: FormData,
+) -> PageResult<Response> {
+    let object = format!("alert {id}");
+    person.allow(&console, Call::DismissAlert, &object).await?;
+    let dismissed = alerts::dismiss(&console.state, &person.actor, id).await;
+    settle(
+        &console.state,
+        &person.origin(),
+        Call::DismissAlert,
+        &object,
+        dismissed,
+    )
+    .await?;
+    Ok(Redirect::to("/").into_response())
 }

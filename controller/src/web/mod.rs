@@ -113,6 +113,7 @@ pub fn router(console: ConsoleState) -> Router {
         .route("/signin", get(signin::form).post(signin::password))
         .route("/signin/link", get(signin::link))
         .route("/signout", post(signin::sign_out))
+        .route("/alerts/{id}/dismiss", post(dashboard::dismiss_alert))
         .route("/systems/{name}", get(system::page))
         .route("/systems/{name}/snapshots", post(system::take_snapshot))
         .route("/replication", get(replication::list))

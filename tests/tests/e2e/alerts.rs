@@ -1,0 +1,335 @@
+//! Alerts end to end: raised by the controller from what it already knows and cleared when the condition goes — a system offline past the grace, a pool over its capacity threshold, a task whose latest run failed (cleared by its next success) — dismissed by an operator, and shown only to people who see the system.
+
+use super::common::*;
+use super::users::{cli_at, create_user, login};
+use anyhow::{Context, Result, ensure};
+use nasfleet_tests::{
+    Agent, Controller, TestDir, TestPool, TestRsyncd, ensure_zfs, wait_for_status,
+};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Alerts are evaluated every second here; a condition shows within a few.
+const ALERT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn alerts(controller: &Controller, all: bool) -> Result<Vec<Value>> {
+    let mut args = vec!["alert", "list"];
+    if all {
+        args.push("--all");
+    }
+    let list = controller.cli_json(&args)?;
+    list.as_array()
+        .cloned()
+        .with_context(|| format!("alert list is not a list: {list}"))
+}
+
+/// Waits for an active alert of `kind` about `system`; returns it.
+fn wait_raised(controller: &Controller, kind: &str, system: &str) -> Result<Value> {
+    let mut found = None;
+    nasfleet_tests::wait_until(ALERT_TIMEOUT, Duration::from_millis(250), || {
+        found = alerts(controller, false)?.into_iter().find(|a| {
+            a["kind"] == kind
+                && a["systems"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|n| n == system))
+        });
+        Ok(found.is_some())
+    })
+    .with_context(|| {
+        format!(
+            "no {kind} alert for {system}; alerts: {:?}",
+            alerts(controller, true)
+        )
+    })?;
+    found.context("alert")
+}
+
+/// Waits until alert `id` has cleared; returns it.
+fn wait_cleared(controller: &Controller, id: u64) -> Result<Value> {
+    let mut found = None;
+    nasfleet_tests::wait_until(ALERT_TIMEOUT, Duration::from_millis(250), || {
+        found = alerts(controller, true)?
+            .into_iter()
+            .find(|a| a["id"] == id && a["cleared"].is_string());
+        Ok(found.is_some())
+    })
+    .with_context(|| format!("alert {id} never cleared: {:?}", alerts(controller, true)))?;
+    found.context("alert")
+}
+
+fn id_of(alert: &Value) -> Result<u64> {
+    alert["id"]
+        .as_u64()
+        .with_context(|| format!("no id in {alert}"))
+}
+
+#[test]
+fn alerts_are_raised_and_cleared_from_what_the_controller_knows() -> Result<()> {
+    ensure_zfs()?;
+    let dir = TestDir::new("alerts")?;
+    let pool = TestPool::create(dir.path(), "alrt")?;
+    let module = dir.path().join("module");
+    let rsyncd = TestRsyncd::start(dir.path(), &[("mod", &module)])?;
+    let mut controller = Controller::init(dir.path())?;
+    controller.extra_run_args = ["--alert-interval", "1s", "--offline-grace", "3s"]
+        .map(String::from)
+        .to_vec();
+    controller.start()?;
+    let mut agent = Agent::join(&controller, "nas1")?;
+    agent.start(&[pool.name()], None)?;
+    wait_for_status(&controller, "nas1", "ONLINE", STATUS_TIMEOUT)?;
+    pool.create_dataset("data")?;
+    let data = pool.dataset_mountpoint("data")?;
+    std::fs::write(data.join("a.txt"), b"protected")?;
+    let data = data.to_str().context("mountpoint")?.to_owned();
+    ensure!(
+        alerts(&controller, false)?.is_empty(),
+        "alerts on a healthy fleet"
+    );
+    let text = controller.cli_ok(&["alert", "list"])?;
+    ensure!(text.contains("No active alerts."), "{text}");
+
+    // A system unheard of past the grace is OFFLINE, and clears on return.
+    agent.stop()?;
+    let offline = wait_raised(&controller, "system-offline", "nas1")?;
+    ensure!(offline["level"] == "critical", "{offline}");
+    let words = offline["text"].as_str().unwrap_or_default();
+    ensure!(
+        words.contains("nas1 is OFFLINE") && words.contains("nasfleet-agent"),
+        "{words}"
+    );
+    agent.restart()?;
+    wait_for_status(&controller, "nas1", "ONLINE", STATUS_TIMEOUT)?;
+    wait_cleared(&controller, id_of(&offline)?)?;
+
+    // A failed latest run raises, its next success clears.
+    let closed = nasfleet_tests::free_port(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))?;
+    let task = controller.cli_json(&[
+        "rsync",
+        "create",
+        "--system",
+        "nas1",
+        "--path",
+        &data,
+        "--user",
+        "root",
+        "--direction",
+        "push",
+        "--remote-host",
+        "127.0.0.1",
+        "--remote-port",
+        &closed.to_string(),
+        "--remote-module",
+        "mod",
+        "--description",
+        "offsite-copy",
+    ])?;
+    let task_id = task["id"].as_u64().context("task id")?.to_string();
+    let run = controller.cli_json(&["rsync", "run", &task_id])?;
+    let run = wait_run_final(
+        &controller,
+        run["id"].as_u64().context("run id")?,
+        Duration::from_secs(60),
+    )?;
+    ensure!(run_state(&run)? == "FAILED", "{run}");
+    let failed = wait_raised(&controller, "task-failed", "nas1")?;
+    ensure!(failed["level"] == "warning", "{failed}");
+    let words = failed["text"].as_str().unwrap_or_default();
+    ensure!(
+        words.contains("offsite-copy") && words.contains("FAILED"),
+        "{words}"
+    );
+
+    // A viewer of nas1 sees it but may not dismiss it; an operator may.
+    let vic = create_user(
+        &controller,
+        "vic",
+        &["--role", "viewer", "--system", "nas1"],
+    )?;
+    let (vic_home, vic_config) = login(&dir, &vic)?;
+    let (code, out, err) = cli_at(
+        &vic_home,
+        Some(&vic_config),
+        &["-o", "json", "alert", "list"],
+    )?;
+    ensure!(
+        code == Some(0) && out.contains("offsite-copy"),
+        "{code:?} {out} {err}"
+    );
+    let failed_id = id_of(&failed)?.to_string();
+    let (code, _, err) = cli_at(
+        &vic_home,
+        Some(&vic_config),
+        &["alert", "dismiss", &failed_id],
+    )?;
+    ensure!(
+        code == Some(5) && err.contains("operator"),
+        "{code:?} {err}"
+    );
+    let dismissed = controller.cli_json(&["alert", "dismiss", &failed_id])?;
+    ensure!(dismissed["dismissed_by"] == "user:admin", "{dismissed}");
+    let listed = controller.cli_ok(&["alert", "list"])?;
+    ensure!(listed.contains("DISMISSED"), "{listed}");
+
+    let port = rsyncd.port().to_string();
+    controller.cli_ok(&[
+        "rsync",
+        "edit",
+        &task_id,
+        "--remote-host",
+        &rsyncd.host(),
+        "--remote-port",
+        &port,
+    ])?;
+    let run = controller.cli_json(&["rsync", "run", &task_id])?;
+    let run = wait_run_final(
+        &controller,
+        run["id"].as_u64().context("run id")?,
+        Duration::from_secs(60),
+    )?;
+    ensure!(run_state(&run)? == "SUCCESS", "{run}");
+    wait_cleared(&controller, id_of(&failed)?)?;
+
+    // A pool past its warning threshold raises, and clears once space is free.
+    let fill = pool.create_dataset("fill")?;
+    let big = pool.dataset_mountpoint("fill")?.join("big.bin");
+    let chunk = vec![0x5au8; 1 << 20];
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&big)?;
+        // zfs-fuse compresses nothing by default: 215 MiB of the 256 MiB pool.
+        for i in 0..215u32 {
+            let mut block = chunk.clone();
+            block[..4].copy_from_slice(&i.to_le_bytes());
+            file.write_all(&block)?;
+        }
+        file.sync_all()?;
+    }
+    let mut full = None;
+    nasfleet_tests::wait_until(ALERT_TIMEOUT, Duration::from_millis(500), || {
+        controller.cli_ok(&["system", "show", "nas1", "--refresh"])?;
+        full = alerts(&controller, false)?
+            .into_iter()
+            .find(|a| a["kind"] == "pool-capacity");
+        Ok(full.is_some())
+    })
+    .with_context(|| {
+        format!(
+            "no pool-capacity alert; pools: {}",
+            controller
+                .cli_ok(&["system", "show", "nas1"])
+                .unwrap_or_default()
+        )
+    })?;
+    let full = full.context("alert")?;
+    ensure!(
+        full["object"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(pool.name()),
+        "{full}"
+    );
+    std::fs::remove_file(&big)?;
+    {
+        // zfs-fuse frees an unlinked file's blocks only once the kernel lets
+        // go of it; unmounting makes it (OpenZFS frees them anyway).
+        let _lock = nasfleet_tests::zfs::MountLock::take()?;
+        nasfleet_tests::run_ok(nasfleet_tests::zfs::zfs()?.args(["umount", "-f", &fill]))?;
+    }
+    nasfleet_tests::wait_until(ALERT_TIMEOUT, Duration::from_millis(500), || {
+        controller.cli_ok(&["system", "show", "nas1", "--refresh"])?;
+        Ok(alerts(&controller, false)?
+            .iter()
+            .all(|a| a["kind"] != "pool-capacity"))
+    })
+    .context("the pool-capacity alert did not clear")?;
+
+    // Cleared alerts stay listed with --all.
+    let all = alerts(&controller, true)?;
+    ensure!(
+        all.iter().filter(|a| a["cleared"].is_string()).count() >= 3,
+        "{all:?}"
+    );
+
+    // /metrics: text that promtool accepts, with the fleet in it.
+    let text = http_get(&controller.metrics_url())?;
+    for expected in [
+        "nasfleet_systems{status=\"online\"} 1",
+        "nasfleet_agents_connected 1",
+        &format!(
+            "nasfleet_pool_healthy{{system=\"nas1\",pool=\"{}\",health=\"ONLINE\"}} 1",
+            pool.name()
+        ),
+        "nasfleet_task_last_success_timestamp_seconds{task=\"offsite-copy\",kind=\"rsync\"}",
+        "nasfleet_task_last_run_state{task=\"offsite-copy\",kind=\"rsync\",state=\"SUCCESS\"} 1",
+        "nasfleet_alerts{level=\"critical\"} 0",
+    ] {
+        ensure!(text.contains(expected), "{expected} not in:\n{text}");
+    }
+    promtool(&["check", "metrics"], Some(&text))?;
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/nasfleet-alerts.rules.yml"
+    );
+    promtool(&["check", "rules", rules], None)?;
+    Ok(())
+}
+
+/// The body of a plain HTTP GET of `url` (`http://HOST:PORT/PATH`).
+fn http_get(url: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("an http:// URL")?;
+    let (host, path) = rest.split_once('/').context("a path")?;
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").context("an HTTP answer")?;
+    ensure!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    ensure!(
+        head.to_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    Ok(body.to_owned())
+}
+
+/// Runs promtool (from Debian's prometheus package), `stdin` fed from a
+/// file, for at most a minute, and fails with what it said.
+fn promtool(args: &[&str], stdin: Option<&str>) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let mut input = tempfile::tempfile()?;
+    {
+        use std::io::{Seek, Write};
+        input.write_all(stdin.unwrap_or_default().as_bytes())?;
+        input.rewind()?;
+    }
+    let out = tempfile::NamedTempFile::new()?;
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::from(input))
+        .stdout(Stdio::from(out.reopen()?))
+        .stderr(Stdio::from(out.reopen()?))
+        .spawn()
+        .context(
+            "promtool is missing: deploy/install-deps.sh installs Debian's prometheus package",
+        )?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("promtool {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = std::fs::read_to_string(out.path())?;
+    ensure!(status.success(), "promtool {args:?} ({status}): {said}");
+    Ok(())
+}
