@@ -245,6 +245,7 @@ fn alerts_are_raised_and_cleared_from_what_the_controller_knows() -> Result<()> 
     .context("the pool-capacity alert did not clear")?;
 
     // Cleared alerts stay listed with --all.
+    eprintln!("{}", controller.cli_ok(&["alert", "list", "--all"])?);
     let all = alerts(&controller, true)?;
     ensure!(
         all.iter().filter(|a| a["cleared"].is_string()).count() >= 3,
