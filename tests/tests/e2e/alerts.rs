@@ -252,6 +252,53 @@ fn alerts_are_raised_and_cleared_from_what_the_controller_knows() -> Result<()> 
         "{all:?}"
     );
 
+    Ok(())
+}
+
+/// Host tier only (deploy/test.sh skips it in the OpenZFS guest, which has
+/// no promtool): the live `/metrics` and the example rules pass promtool.
+#[test]
+fn metrics_are_prometheus_text_that_promtool_accepts() -> Result<()> {
+    ensure_zfs()?;
+    let dir = TestDir::new("metrics")?;
+    let pool = TestPool::create(dir.path(), "mtrc")?;
+    let module = dir.path().join("module");
+    let rsyncd = TestRsyncd::start(dir.path(), &[("mod", &module)])?;
+    let (controller, _agent) = one_system(&dir, &pool, "nas1")?;
+    pool.create_dataset("data")?;
+    let data = pool.dataset_mountpoint("data")?;
+    std::fs::write(data.join("a.txt"), b"measured")?;
+    let data = data.to_str().context("mountpoint")?.to_owned();
+    let port = rsyncd.port().to_string();
+    let task = controller.cli_json(&[
+        "rsync",
+        "create",
+        "--system",
+        "nas1",
+        "--path",
+        &data,
+        "--user",
+        "root",
+        "--direction",
+        "push",
+        "--remote-host",
+        &rsyncd.host(),
+        "--remote-port",
+        &port,
+        "--remote-module",
+        "mod",
+        "--description",
+        "offsite-copy",
+    ])?;
+    let task_id = task["id"].as_u64().context("task id")?.to_string();
+    let run = controller.cli_json(&["rsync", "run", &task_id])?;
+    let run = wait_run_final(
+        &controller,
+        run["id"].as_u64().context("run id")?,
+        Duration::from_secs(60),
+    )?;
+    ensure!(run_state(&run)? == "SUCCESS", "{run}");
+
     // /metrics: text that promtool accepts, with the fleet in it.
     let text = http_get(&controller.metrics_url())?;
     for expected in [
