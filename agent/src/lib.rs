@@ -12,6 +12,7 @@
 //!   atomically, paths opened without following links; [`state_dir`] keeps
 //!   the enrollment.
 
+pub mod check;
 pub mod config;
 pub mod host;
 pub mod inventory;

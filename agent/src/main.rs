@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use nasfleet_agent::config::{AgentConfig, RunSettings};
 use nasfleet_agent::join::{JoinOptions, join};
 use nasfleet_agent::link::{self, LinkError};
+use nasfleet_agent::state_dir::StateDir;
 use nasfleet_agent::{EXIT_REFUSED, ssh, zfs};
 use nasfleet_common::daemon::{LogFormat, init_logging, shutdown_on_signals};
 use std::path::PathBuf;
@@ -60,6 +61,12 @@ enum Command {
         inventory_interval: Option<String>,
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+    },
+    /// Exit 0 when this host can do its part (enrolled, certificate in
+    /// force, controller SERVING, zfs answering), else 1 with what failed.
+    Check {
+        #[arg(long, default_value = "/var/lib/nasfleet-agent")]
+        state_dir: PathBuf,
     },
     /// sshd's forced command for a replication key (written by the agent
     /// into authorized_keys, not run by hand): runs the replication
@@ -164,5 +171,16 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         // Served above, before any runtime exists.
         Command::SshGate { .. } => Ok(ExitCode::SUCCESS),
+        Command::Check { state_dir } => {
+            match runtime.block_on(nasfleet_agent::check::check(&StateDir::new(state_dir))) {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(lines) => anyhow::bail!("unhealthy:\n  {}", lines.join("\n  ")),
+            }
+        }
     }
 }

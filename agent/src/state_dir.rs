@@ -151,6 +151,23 @@ impl StateDir {
         })
     }
 
+    /// The credentials as they are on disk, without finishing a renewal:
+    /// for `check`, which must not change what the running agent uses.
+    pub async fn read_only(&self) -> Result<Credentials, StateError> {
+        let enrollment = self.read_enrollment()?;
+        let read = |path: PathBuf| async move {
+            tokio::fs::read(&path)
+                .await
+                .map_err(io_error("read", &path))
+        };
+        Ok(Credentials {
+            enrollment,
+            ca_pem: read(self.ca()).await?,
+            cert_pem: read(self.cert()).await?,
+            key_pem: read(self.key()).await?,
+        })
+    }
+
     /// Writes all enrollment files; the directory is 0700 and the key 0600 from creation on.
     pub fn save(
         &self,

@@ -7,6 +7,7 @@ pub mod dial;
 pub mod duration;
 pub mod echo;
 pub mod enroll_lines;
+pub mod health;
 pub mod identity;
 pub mod names;
 pub mod naming;

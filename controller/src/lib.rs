@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod engine;
 pub mod init;

@@ -38,6 +38,12 @@ enum Command {
         #[arg(long, default_value = "admin")]
         admin: String,
     },
+    /// Exit 0 when the controller of the data dir serves (gRPC health,
+    /// console and metrics listeners), else 1 with what failed.
+    Check {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Serve the fleet.
     Run {
         #[arg(long)]
@@ -101,6 +107,20 @@ fn real_main() -> anyhow::Result<()> {
                 data_dir.display()
             );
             Ok(())
+        }
+        Command::Check { data_dir } => {
+            let dir = DataDir::new(data_dir);
+            let config = ControllerConfig::load(&dir.config())?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            match runtime.block_on(nasfleet_controller::check::check(&dir, &config)) {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    Ok(())
+                }
+                Err(lines) => anyhow::bail!("unhealthy:\n  {}", lines.join("\n  ")),
+            }
         }
         Command::Run {
             data_dir,

@@ -96,7 +96,10 @@ pub async fn serve(
     tracing::info!(listen = ?local, url = %config.url, fingerprint = %state.ca.fingerprint(),
         heartbeat_ms = state.sessions.heartbeat_interval().as_millis() as u64, "controller serving");
     let mut workers = start_workers(&state, &shutdown);
-    let alerts = config.alerts().map_err(ServerError::Config)?;
+    let alerts = crate::engine::alerts::AlertSettings {
+        started_unix_ms: nasfleet_common::status::now_unix_ms(),
+        ..config.alerts().map_err(ServerError::Config)?
+    };
     tracing::info!(
         interval_secs = alerts.interval.as_secs(),
         offline_grace_secs = alerts.offline_grace.as_secs(),
@@ -126,12 +129,21 @@ pub async fn serve(
         ));
     }
 
-    let server = grpc_server(&state, tls, listener, &shutdown)?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<FleetServer<FleetService>>().await;
+    health
+        .set_serving::<AgentLinkServer<AgentLinkService>>()
+        .await;
+    let server = grpc_server(&state, tls, listener, &shutdown, health_service)?;
     tokio::pin!(server);
     let mut signal = shutdown.clone();
     let result = tokio::select! {
         r = &mut server => r,
         _ = wait_for_shutdown(&mut signal) => {
+            // Checks during the stop already see it stopping.
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             // Agent streams are endless: close them so graceful shutdown can finish.
             let ended = state.sessions.close_all();
             if tokio::time::timeout(RECORD_ENDED_DEADLINE, state.record_ended(&ended)).await.is_err() {
@@ -290,6 +302,9 @@ fn grpc_server(
     tls: ServerTlsConfig,
     listener: TcpListener,
     shutdown: &watch::Receiver<bool>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, ServerError> {
     let enrollment = EnrollmentServer::new(EnrollmentService {
         state: state.clone(),
@@ -322,6 +337,7 @@ fn grpc_server(
         .add_service(enrollment)
         .add_service(agent_link)
         .add_service(fleet)
+        .add_service(health)
         .serve_with_incoming_shutdown(incoming, async move {
             wait_for_shutdown(&mut signal).await;
         }))

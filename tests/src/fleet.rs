@@ -185,7 +185,27 @@ impl Controller {
         if let Some(url) = controller.url_from_admin_config()? {
             controller.url = url;
         }
+        controller.write_listeners()?;
         Ok(controller)
+    }
+
+    /// Puts the console and metrics listeners this test chose into
+    /// controller.toml (init put them on the ports after the gRPC one,
+    /// which other tests may hold), so `run` and `check` agree on them.
+    fn write_listeners(&self) -> Result<()> {
+        let path = self.data_dir.join("controller.toml");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        table.insert("web_listen".into(), self.web_listen.to_string().into());
+        table.insert("web_url".into(), self.web_url().into());
+        table.insert(
+            "metrics_listen".into(),
+            self.metrics_listen.to_string().into(),
+        );
+        fs::write(&path, toml::to_string(&table)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     fn url_from_admin_config(&self) -> Result<Option<String>> {
@@ -212,8 +232,6 @@ impl Controller {
             .arg(&self.data_dir)
             .args(["--heartbeat-interval", &self.heartbeat_interval])
             .args(["--log-format", &self.log_format])
-            .args(["--web-listen", &self.web_listen.to_string()])
-            .args(["--metrics-listen", &self.metrics_listen.to_string()])
             .args(&self.extra_run_args);
         set_child_env(&mut cmd);
         let mut child = ChildGuard::spawn(&self.name, &mut cmd, &self.log_path)?;

@@ -13,7 +13,7 @@ use nasfleet_proto::v1;
 /// snapshots takes seconds, not minutes; anything slower is a hung pool.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-const ZFS: &str = "zfs";
+pub(crate) const ZFS: &str = "zfs";
 const ZPOOL: &str = "zpool";
 
 /// What the zfs CLI of this host is, probed once at start (the CLI does not

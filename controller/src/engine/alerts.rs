@@ -51,6 +51,9 @@ pub struct AlertSettings {
     pub cert_warning: Duration,
     pub pool_warning_percent: u64,
     pub pool_critical_percent: u64,
+    /// When this controller started: agents get the grace from then to
+    /// reconnect, so a restart raises no OFFLINE alerts by itself.
+    pub started_unix_ms: i64,
 }
 
 impl Default for AlertSettings {
@@ -61,6 +64,7 @@ impl Default for AlertSettings {
             cert_warning: Duration::from_secs(30 * 24 * 3600),
             pool_warning_percent: 80,
             pool_critical_percent: 90,
+            started_unix_ms: 0,
         }
     }
 }
@@ -130,7 +134,8 @@ pub fn conditions(
         let name = system.name.clone();
         if state.sessions.live(&name).is_none() {
             let since = system.last_seen_unix_ms.max(system.enrolled_unix_ms);
-            if now_ms - since > settings.offline_grace.as_millis() as i64 {
+            let grace_from = since.max(settings.started_unix_ms);
+            if now_ms - grace_from > settings.offline_grace.as_millis() as i64 {
                 found.push(Condition {
                     key: format!("offline:{name}"),
                     kind: "system-offline",

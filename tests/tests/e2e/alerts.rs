@@ -74,6 +74,13 @@ fn alerts_are_raised_and_cleared_from_what_the_controller_knows() -> Result<()> 
     controller.extra_run_args = ["--alert-interval", "1s", "--offline-grace", "3s"]
         .map(String::from)
         .to_vec();
+    // A test pool is small, and OpenZFS keeps at least 128 MiB of it back
+    // (slop space): thresholds within reach of what can be written.
+    let config_path = controller.data_dir().join("controller.toml");
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&config_path)?)?;
+    config.insert("pool_capacity_warning".into(), 30.into());
+    config.insert("pool_capacity_critical".into(), 95.into());
+    std::fs::write(&config_path, toml::to_string(&config)?)?;
     controller.start()?;
     let mut agent = Agent::join(&controller, "nas1")?;
     agent.start(&[pool.name()], None)?;
@@ -193,14 +200,29 @@ fn alerts_are_raised_and_cleared_from_what_the_controller_knows() -> Result<()> 
     // A pool past its warning threshold raises, and clears once space is free.
     let fill = pool.create_dataset("fill")?;
     let big = pool.dataset_mountpoint("fill")?.join("big.bin");
-    let chunk = vec![0x5au8; 1 << 20];
+    // Up to 40 % of the pool as the agent reports it: past the 30 % warning
+    // set above, short of the space OpenZFS keeps back and of 95 %.
+    let shown = controller.cli_json(&["system", "show", "nas1", "--refresh"])?;
+    let reported = shown["pools"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == pool.name()))
+        .with_context(|| format!("no pool {} in {shown}", pool.name()))?;
+    let size = reported["size"].as_u64().context("pool size")?;
+    let free = reported["free"].as_u64().context("pool free")?;
+    let to_write_mib = (size * 40 / 100).saturating_sub(size - free) / (1 << 20) + 1;
     {
         use std::io::Write;
         let mut file = std::fs::File::create(&big)?;
-        // zfs-fuse compresses nothing by default: 215 MiB of the 256 MiB pool.
-        for i in 0..215u32 {
-            let mut block = chunk.clone();
-            block[..4].copy_from_slice(&i.to_le_bytes());
+        // Pseudo-random bytes (xorshift), so compression cannot shrink them.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..to_write_mib {
+            for word in block.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                word.copy_from_slice(&x.to_le_bytes());
+            }
             file.write_all(&block)?;
         }
         file.sync_all()?;

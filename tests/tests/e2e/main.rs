@@ -5,6 +5,7 @@ mod cli_exits;
 mod common;
 mod console;
 mod fleet;
+mod health;
 mod hostile_input;
 mod replication;
 mod replication_hints;
