@@ -127,10 +127,10 @@ impl StateDir {
         Ok(())
     }
 
+    /// The credentials, after finishing a renewal an earlier run left
+    /// half done.
     pub async fn load(&self) -> Result<Credentials, StateError> {
-        let root = self.root.clone();
-        let dir = StateDir::new(root);
-        let enrollment = dir.read_enrollment()?;
+        self.read_enrollment()?;
         let finishing = StateDir::new(self.root.clone());
         tokio::task::spawn_blocking(move || finishing.finish_renewal())
             .await
@@ -138,17 +138,7 @@ impl StateDir {
                 path: self.root.clone(),
                 reason: format!("renewal check failed: {e}"),
             })??;
-        let read = |path: PathBuf| async move {
-            tokio::fs::read(&path)
-                .await
-                .map_err(io_error("read", &path))
-        };
-        Ok(Credentials {
-            enrollment,
-            ca_pem: read(self.ca()).await?,
-            cert_pem: read(self.cert()).await?,
-            key_pem: read(self.key()).await?,
-        })
+        self.read_only().await
     }
 
     /// The credentials as they are on disk, without finishing a renewal:

@@ -400,7 +400,11 @@ pub async fn evaluate(
     settings: &AlertSettings,
 ) -> Result<AlertChanges, FleetError> {
     let now = now_unix_ms();
-    let found = conditions(state, settings, now)?;
+    // Reads every system, inventory and task: off the runtime.
+    let (reading, read_settings) = (state.clone(), settings.clone());
+    let found = tokio::task::spawn_blocking(move || conditions(&reading, &read_settings, now))
+        .await
+        .map_err(|e| FleetError::Internal(format!("evaluating alerts: {e}")))??;
     let changes = state
         .store
         .write(move |w| {

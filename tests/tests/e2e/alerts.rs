@@ -57,6 +57,44 @@ fn wait_cleared(controller: &Controller, id: u64) -> Result<Value> {
     found.context("alert")
 }
 
+/// An rsync task on nas1 pushing `path` to module `mod` at HOST:PORT, named
+/// `offsite-copy`; its id.
+fn create_rsync_task(controller: &Controller, path: &str, host: &str, port: u16) -> Result<String> {
+    let port = port.to_string();
+    let task = controller.cli_json(&[
+        "rsync",
+        "create",
+        "--system",
+        "nas1",
+        "--path",
+        path,
+        "--user",
+        "root",
+        "--direction",
+        "push",
+        "--remote-host",
+        host,
+        "--remote-port",
+        &port,
+        "--remote-module",
+        "mod",
+        "--description",
+        "offsite-copy",
+    ])?;
+    Ok(task["id"].as_u64().context("task id")?.to_string())
+}
+
+/// Runs task `id` now and waits for the run's end; its state.
+fn run_rsync_task(controller: &Controller, id: &str) -> Result<String> {
+    let run = controller.cli_json(&["rsync", "run", id])?;
+    let run = wait_run_final(
+        controller,
+        run["id"].as_u64().context("run id")?,
+        Duration::from_secs(60),
+    )?;
+    run_state(&run)
+}
+
 fn id_of(alert: &Value) -> Result<u64> {
     alert["id"]
         .as_u64()
@@ -111,34 +149,9 @@ fn alerts_are_raised_and_cleared_from_what_the_controller_knows() -> Result<()> 
 
     // A failed latest run raises, its next success clears.
     let closed = nasfleet_tests::free_port(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))?;
-    let task = controller.cli_json(&[
-        "rsync",
-        "create",
-        "--system",
-        "nas1",
-        "--path",
-        &data,
-        "--user",
-        "root",
-        "--direction",
-        "push",
-        "--remote-host",
-        "127.0.0.1",
-        "--remote-port",
-        &closed.to_string(),
-        "--remote-module",
-        "mod",
-        "--description",
-        "offsite-copy",
-    ])?;
-    let task_id = task["id"].as_u64().context("task id")?.to_string();
-    let run = controller.cli_json(&["rsync", "run", &task_id])?;
-    let run = wait_run_final(
-        &controller,
-        run["id"].as_u64().context("run id")?,
-        Duration::from_secs(60),
-    )?;
-    ensure!(run_state(&run)? == "FAILED", "{run}");
+    let task_id = create_rsync_task(&controller, &data, "127.0.0.1", closed)?;
+    let state = run_rsync_task(&controller, &task_id)?;
+    ensure!(state == "FAILED", "{state}");
     let failed = wait_raised(&controller, "task-failed", "nas1")?;
     ensure!(failed["level"] == "warning", "{failed}");
     let words = failed["text"].as_str().unwrap_or_default();
@@ -188,13 +201,8 @@ fn alerts_are_raised_and_cleared_from_what_the_controller_knows() -> Result<()> 
         "--remote-port",
         &port,
     ])?;
-    let run = controller.cli_json(&["rsync", "run", &task_id])?;
-    let run = wait_run_final(
-        &controller,
-        run["id"].as_u64().context("run id")?,
-        Duration::from_secs(60),
-    )?;
-    ensure!(run_state(&run)? == "SUCCESS", "{run}");
+    let state = run_rsync_task(&controller, &task_id)?;
+    ensure!(state == "SUCCESS", "{state}");
     wait_cleared(&controller, id_of(&failed)?)?;
 
     // A pool past its warning threshold raises, and clears once space is free.
@@ -291,35 +299,9 @@ fn metrics_are_prometheus_text_that_promtool_accepts() -> Result<()> {
     let data = pool.dataset_mountpoint("data")?;
     std::fs::write(data.join("a.txt"), b"measured")?;
     let data = data.to_str().context("mountpoint")?.to_owned();
-    let port = rsyncd.port().to_string();
-    let task = controller.cli_json(&[
-        "rsync",
-        "create",
-        "--system",
-        "nas1",
-        "--path",
-        &data,
-        "--user",
-        "root",
-        "--direction",
-        "push",
-        "--remote-host",
-        &rsyncd.host(),
-        "--remote-port",
-        &port,
-        "--remote-module",
-        "mod",
-        "--description",
-        "offsite-copy",
-    ])?;
-    let task_id = task["id"].as_u64().context("task id")?.to_string();
-    let run = controller.cli_json(&["rsync", "run", &task_id])?;
-    let run = wait_run_final(
-        &controller,
-        run["id"].as_u64().context("run id")?,
-        Duration::from_secs(60),
-    )?;
-    ensure!(run_state(&run)? == "SUCCESS", "{run}");
+    let task_id = create_rsync_task(&controller, &data, &rsyncd.host(), rsyncd.port())?;
+    let state = run_rsync_task(&controller, &task_id)?;
+    ensure!(state == "SUCCESS", "{state}");
 
     // /metrics: text that promtool accepts, with the fleet in it.
     let text = http_get(&controller.metrics_url())?;
