@@ -6,9 +6,11 @@ use super::form::FormData;
 use super::layout::{self, Nav, badge, post_button, when};
 use super::session::Person;
 use crate::auth::{Call, settle};
-use crate::engine::access::Access;
+use crate::engine::access::{Access, Actor};
+use crate::engine::error::FleetError;
 use crate::engine::kinds::systems_named;
 use crate::engine::{alerts, systems, tasks};
+use crate::store::AlertRecord;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
@@ -28,29 +30,11 @@ struct TaskCounts {
 pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageResult {
     person.allow(&console, Call::ListSystems, "").await?;
     let state = &console.state;
-    let summaries = systems::list(state, &person.actor)?;
-    let mut counts: HashMap<String, TaskCounts> = HashMap::new();
-    for task in tasks::list(state, &person.actor, TaskKind::Unspecified)? {
-        for system in systems_named(&task) {
-            let entry = counts.entry(system).or_default();
-            entry.tasks += 1;
-            if task.status() == RunState::Failed {
-                entry.failed += 1;
-            }
-        }
-    }
-    let active = alerts::list(state, &person.actor, false)?;
-    for alert in &active {
-        for system in &alert.systems {
-            counts.entry(system.clone()).or_default().alerts += 1;
-        }
-    }
-    let mut cards = Vec::with_capacity(summaries.len());
-    for summary in &summaries {
-        let inventory = systems::inventory(state, &summary.name)?;
-        let count = counts.get(&summary.name).copied().unwrap_or_default();
-        cards.push(card(&console, summary, inventory.as_ref(), count));
-    }
+    // Every system, its inventory, every task and alert: read off the runtime.
+    let (reading, actor) = (console.clone(), person.actor.clone());
+    let (active, cards) = tokio::task::spawn_blocking(move || gather(&reading, &actor))
+        .await
+        .map_err(|e| FleetError::Internal(format!("reading the dashboard: {e}")))??;
     let tz = state.timezone;
     let operate = person.can(Access::Operate);
     Ok(layout::page(
@@ -90,6 +74,38 @@ pub async fn page(State(console): State<ConsoleState>, person: Person) -> PageRe
             }
         },
     ))
+}
+
+/// The active alerts and one card per system `actor` sees.
+fn gather(
+    console: &ConsoleState,
+    actor: &Actor,
+) -> Result<(Vec<AlertRecord>, Vec<Markup>), FleetError> {
+    let state = &console.state;
+    let summaries = systems::list(state, actor)?;
+    let mut counts: HashMap<String, TaskCounts> = HashMap::new();
+    for task in tasks::list(state, actor, TaskKind::Unspecified)? {
+        for system in systems_named(&task) {
+            let entry = counts.entry(system).or_default();
+            entry.tasks += 1;
+            if task.status() == RunState::Failed {
+                entry.failed += 1;
+            }
+        }
+    }
+    let active = alerts::list(state, actor, false)?;
+    for alert in &active {
+        for system in &alert.systems {
+            counts.entry(system.clone()).or_default().alerts += 1;
+        }
+    }
+    let mut cards = Vec::with_capacity(summaries.len());
+    for summary in &summaries {
+        let inventory = systems::inventory(state, &summary.name)?;
+        let count = counts.get(&summary.name).copied().unwrap_or_default();
+        cards.push(card(console, summary, inventory.as_ref(), count));
+    }
+    Ok((active, cards))
 }
 
 fn card(
