@@ -18,6 +18,7 @@ PACKAGES=(
     ca-certificates # apt over https mirrors
     chromium        # the web console's tests drive a real headless browser
     chromium-driver # chromedriver, the WebDriver server the tests talk to
+    fonts-liberation # readable text in the screenshots (only recommended by chromium)
     prometheus      # promtool: the metrics and the example alerting rules are checked with it
 )
 COMMANDS=(zfs-fuse zpool zfs sshd ssh ssh-keygen rsync getfattr setfattr pgrep ss truncate timeout chromium chromedriver promtool)

@@ -181,7 +181,7 @@ fn task_metrics(
         let kind = task_kind_word(task.kind());
         let mut newest_final = None;
         let mut newest_success = None;
-        let mut dataset_success: BTreeMap<String, i64> = BTreeMap::new();
+        let mut dataset_success = std::collections::HashMap::new();
         state
             .store
             .visit_runs_of_task(task.id, LOOKBACK_RUNS, |run| {
@@ -198,21 +198,14 @@ fn task_metrics(
                 {
                     newest_success = Some(run.finished_unix_ms);
                 }
-                for step in &run.steps {
-                    if step.state() == RunState::Finished
-                        && let Some((source, _)) = step.name.split_once(" → ")
-                    {
-                        dataset_success
-                            .entry(source.to_owned())
-                            .or_insert(run.finished_unix_ms);
-                    }
-                }
+                alerts::record_successes(&run, &mut dataset_success);
                 true
             })?;
         if let Some(at) = newest_success {
             success.push((task.name.clone(), kind, at));
         }
-        for (dataset, at) in dataset_success {
+        // Sorted, so a scrape lists the datasets in the same order each time.
+        for (dataset, at) in dataset_success.into_iter().collect::<BTreeMap<_, _>>() {
             datasets.push((task.name.clone(), dataset, at));
         }
         if let Some(run) = newest_final {

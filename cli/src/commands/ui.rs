@@ -54,8 +54,14 @@ impl UiArgs {
     }
 }
 
-/// The URL is one argument of xdg-open; no shell sees it.
+/// The URL is one argument of xdg-open; no shell sees it, and only an
+/// https:// URL is handed on (never something xdg-open reads as an option).
 async fn open(url: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        url.starts_with("https://") && !url.chars().any(char::is_whitespace),
+        "the controller's console link is not an https:// URL: {}",
+        nasfleet_common::echo::echo(url)
+    );
     let mut child = tokio::process::Command::new("xdg-open")
         .arg(url)
         .kill_on_drop(true)

@@ -347,7 +347,7 @@ fn task_conditions(
 /// Adds when each source dataset (`system:dataset`) of `run` transferred
 /// successfully, from its dataset steps (`SYSTEM:SOURCE → TARGET`,
 /// FINISHED), keeping the newest time per dataset.
-fn record_successes(run: &Run, last: &mut HashMap<String, i64>) {
+pub fn record_successes(run: &Run, last: &mut HashMap<String, i64>) {
     if !is_final(run.state()) {
         return;
     }

@@ -6,7 +6,7 @@ use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
 use crate::engine::systems::record;
 use crate::engine::tasks;
-use crate::store::{CertRecord, TokenRecord, token_hash};
+use crate::store::{CertRecord, TokenRecord, new_token, token_hash};
 use nasfleet_common::identity::Principal;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_common::status::task_kind_word;
@@ -31,9 +31,7 @@ pub async fn create_token(
             ),
         ));
     }
-    // 160 random bits: guessing is hopeless within any token lifetime.
-    let secret: [u8; 20] = rand::random();
-    let token = format!("nfj1.{}", hex::encode(secret));
+    let token = new_token("nfj1.");
     let now = now_unix_ms();
     let expires = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let record = TokenRecord {

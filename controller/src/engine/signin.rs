@@ -3,7 +3,7 @@
 use crate::engine::access::{Access, Actor};
 use crate::engine::error::FleetError;
 use crate::engine::state::SharedState;
-use crate::store::{UserRecord, token_hash};
+use crate::store::{UserRecord, new_token, token_hash};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use nasfleet_common::echo::echo;
@@ -34,12 +34,6 @@ pub struct Link {
     pub expires_unix_ms: i64,
 }
 
-fn random_token(prefix: &str) -> String {
-    let mut bytes = [0u8; 20];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", hex::encode(bytes))
-}
-
 /// A one-time link for the person making the call.
 pub fn mint_link(state: &SharedState, actor: &Actor) -> Result<Link, FleetError> {
     let Actor::Person { name, .. } = actor else {
@@ -48,7 +42,7 @@ pub fn mint_link(state: &SharedState, actor: &Actor) -> Result<Link, FleetError>
         ));
     };
     let now = now_unix_ms();
-    let token = random_token("nfc1.");
+    let token = new_token("nfc1.");
     let expires_unix_ms = now + LINK_TTL.as_millis() as i64;
     if !state.signins.add_link(
         token_hash(&token),

@@ -163,8 +163,7 @@ fn check_ttl(ttl: Duration) -> Result<(), FleetError> {
 
 /// 160 random bits, like join tokens, with a prefix that tells them apart.
 fn new_token(user: &str, now: i64, ttl: Duration) -> (String, UserTokenRecord) {
-    let secret: [u8; 20] = rand::random();
-    let token = format!("nfu1.{}", hex::encode(secret));
+    let token = crate::store::new_token("nfu1.");
     let expires = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let record = UserTokenRecord {
         user: user.to_owned(),

@@ -199,6 +199,13 @@ pub struct SshConnectionRecord {
     pub created_unix_ms: i64,
 }
 
+/// A new secret: `prefix` and 160 random bits in hex. Guessing one is
+/// hopeless within any token's lifetime.
+pub fn new_token(prefix: &str) -> String {
+    let secret: [u8; 20] = rand::random();
+    format!("{prefix}{}", hex::encode(secret))
+}
+
 /// Secrets (join, sign-in and console tokens, session ids) are kept only
 /// as this hash: a copy of the store cannot sign anyone in.
 pub fn token_hash(token: &str) -> String {

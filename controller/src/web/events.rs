@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use nasfleet_common::status::run_state_word;
-use nasfleet_proto::v1::{RunState, run_event};
+use nasfleet_proto::v1::{Run, RunState, run_event};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -41,26 +41,45 @@ fn stream(rx: mpsc::Receiver<Event>) -> Response {
         .into_response()
 }
 
-/// A task's status as the lists show it: the word, the reason of a
-/// failure, and progress while it runs.
-fn task_status(console: &ConsoleState, actor: &Actor, id: u64) -> Option<serde_json::Value> {
-    let task = tasks::get(&console.state, actor, &id.to_string()).ok()?;
-    let state = match task.status() {
-        RunState::Unspecified => RunState::Pending,
-        state => state,
-    };
-    let progress = runs::active_run_of(&console.state, id)
-        .ok()
-        .flatten()
-        .and_then(|run| console.state.runs.overlay(run).progress)
-        .map(|p| progress_text(&p))
-        .unwrap_or_default();
-    Some(serde_json::json!({
-        "id": id,
-        "status": run_state_word(state),
-        "reason": task.last_error,
-        "progress": progress,
-    }))
+/// The statuses of tasks `ids` as the lists show them: the word, the
+/// reason of a failure, and progress while one runs. Tasks the actor does
+/// not see (or that are gone) are left out; the active runs are read once.
+fn task_statuses(
+    console: &ConsoleState,
+    actor: &Actor,
+    ids: &[u64],
+) -> Vec<(u64, serde_json::Value)> {
+    let active: HashMap<u64, Run> = console
+        .state
+        .store
+        .active_runs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(run, _, _)| (run.task_id, run))
+        .collect();
+    ids.iter()
+        .filter_map(|&id| {
+            let task = tasks::get(&console.state, actor, &id.to_string()).ok()?;
+            let state = match task.status() {
+                RunState::Unspecified => RunState::Pending,
+                state => state,
+            };
+            let progress = active
+                .get(&id)
+                .and_then(|run| console.state.runs.overlay(run.clone()).progress)
+                .map(|p| progress_text(&p))
+                .unwrap_or_default();
+            Some((
+                id,
+                serde_json::json!({
+                    "id": id,
+                    "status": run_state_word(state),
+                    "reason": task.last_error,
+                    "progress": progress,
+                }),
+            ))
+        })
+        .collect()
 }
 
 pub async fn tasks(
@@ -81,10 +100,14 @@ pub async fn tasks(
     tokio::spawn(async move {
         let mut sent: HashMap<u64, serde_json::Value> = HashMap::new();
         loop {
-            for &id in &ids {
-                let Some(now) = task_status(&console, &person.actor, id) else {
-                    continue;
-                };
+            // Store reads for up to a thousand tasks: off the runtime.
+            let (reading, actor, wanted) = (console.clone(), person.actor.clone(), ids.clone());
+            let Ok(statuses) =
+                tokio::task::spawn_blocking(move || task_statuses(&reading, &actor, &wanted)).await
+            else {
+                return;
+            };
+            for (id, now) in statuses {
                 if sent.get(&id) != Some(&now) {
                     let event = Event::default().event("task").data(now.to_string());
                     if tx.send(event).await.is_err() {

@@ -7,7 +7,7 @@ use crate::auth::{Call, Origin, refuse};
 use crate::engine::access::{Access, Actor};
 use crate::engine::error::FleetError;
 use crate::engine::users::actor_of;
-use crate::store::{UserRecord, token_hash};
+use crate::store::{UserRecord, new_token, token_hash};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use nasfleet_common::status::now_unix_ms;
-use rand::RngCore;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -42,12 +41,6 @@ pub struct Sessions {
     lifetime: Duration,
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    hex::encode(buf)
-}
-
 impl Sessions {
     pub fn new(idle: Duration, lifetime: Duration) -> Self {
         Sessions {
@@ -68,7 +61,7 @@ impl Sessions {
 
     /// A new session for `user`: the cookie value (only ever in the cookie).
     pub fn open(&self, user: &str) -> String {
-        let id = random_hex(32);
+        let id = new_token("");
         let now = now_unix_ms();
         let mut sessions = self.lock();
         if sessions.len() >= MAX_SESSIONS {
@@ -86,7 +79,7 @@ impl Sessions {
             token_hash(&id),
             Session {
                 user: user.to_owned(),
-                csrf: random_hex(24),
+                csrf: new_token(""),
                 created_unix_ms: now,
                 last_used_unix_ms: now,
             },
