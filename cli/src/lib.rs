@@ -13,6 +13,7 @@ use commands::alert::AlertCommand;
 use commands::audit::AuditCommand;
 use commands::dataset::DatasetCommand;
 use commands::login::LoginArgs;
+use commands::notify::NotifyCommand;
 use commands::replication::ReplicationCommand;
 use commands::rsync::RsyncCommand;
 use commands::run::RunCommand;
@@ -87,6 +88,9 @@ pub enum Command {
     /// Alerts: systems offline, pools unhealthy or full, failed runs, stale protection.
     #[command(subcommand)]
     Alert(AlertCommand),
+    /// Notification channels: webhooks and mail told of every alert raised or cleared.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
 }
 
 impl Command {
@@ -107,6 +111,7 @@ impl Command {
             Command::Audit(command) => command.run(ctx).await,
             Command::Ui(args) => args.run(ctx).await,
             Command::Alert(command) => command.run(ctx).await,
+            Command::Notify(command) => command.run(ctx).await,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Names of things in the fleet (systems, users) and the rules they must follow.
+//! Names of things in the fleet (systems, users, notification channels) and the rules they must follow.
 
 use crate::echo::echo;
 use thiserror::Error;
@@ -49,6 +49,11 @@ pub fn validate_system_name(name: &str) -> Result<(), NameError> {
 /// Checks a user name carried in a `user:<name>` certificate.
 pub fn validate_user_name(name: &str) -> Result<(), NameError> {
     validate_simple_name("user", name, MAX_SYSTEM_NAME)
+}
+
+/// Checks the name of a notification channel.
+pub fn validate_channel_name(name: &str) -> Result<(), NameError> {
+    validate_simple_name("name", name, MAX_SYSTEM_NAME)
 }
 
 fn validate_simple_name(field: &'static str, name: &str, max: usize) -> Result<(), NameError> {

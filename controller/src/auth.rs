@@ -82,10 +82,14 @@ pub enum Call {
     SetUserPassword,
     ListAlerts,
     DismissAlert,
+    AddChannel,
+    ListChannels,
+    RemoveChannel,
+    TestChannel,
 }
 
 impl Call {
-    pub const ALL: [Call; 34] = [
+    pub const ALL: [Call; 38] = [
         Call::CreateToken,
         Call::ListSystems,
         Call::GetSystem,
@@ -120,6 +124,10 @@ impl Call {
         Call::SetUserPassword,
         Call::ListAlerts,
         Call::DismissAlert,
+        Call::AddChannel,
+        Call::ListChannels,
+        Call::RemoveChannel,
+        Call::TestChannel,
     ];
 
     /// The RPC's name in `nasfleet.proto`.
@@ -159,6 +167,10 @@ impl Call {
             Call::SetUserPassword => "SetUserPassword",
             Call::ListAlerts => "ListAlerts",
             Call::DismissAlert => "DismissAlert",
+            Call::AddChannel => "AddChannel",
+            Call::ListChannels => "ListChannels",
+            Call::RemoveChannel => "RemoveChannel",
+            Call::TestChannel => "TestChannel",
         }
     }
 
@@ -200,7 +212,12 @@ impl Call {
             | Call::UpdateUser
             | Call::RemoveUser
             | Call::ListAudit
-            | Call::SetUserPassword => Access::Administer,
+            | Call::SetUserPassword
+            // Channels hold secrets and send the whole fleet's alerts out.
+            | Call::AddChannel
+            | Call::ListChannels
+            | Call::RemoveChannel
+            | Call::TestChannel => Access::Administer,
         }
     }
 }
@@ -466,7 +483,11 @@ mod tests {
     fn reads_are_for_viewers_changes_for_operators_fleet_management_for_admins() {
         for call in Call::ALL {
             let name = call.name();
-            let expected = if name.contains("User") || name.contains("Audit") {
+            let expected = if name.contains("User")
+                || name.contains("Audit")
+                // Channels hold secrets and carry the whole fleet's alerts.
+                || name.contains("Channel")
+            {
                 Access::Administer
             } else if name.starts_with("List")
                 || name.starts_with("Get")

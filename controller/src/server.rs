@@ -113,6 +113,10 @@ pub async fn serve(
             shutdown.clone(),
         )),
     ));
+    workers.push((
+        "notifications",
+        tokio::spawn(crate::delivery::run(state.clone(), shutdown.clone())),
+    ));
     if let Some(console) = start_console(data_dir, config, &state, &shutdown).await? {
         workers.push(("console", console));
     }

@@ -13,6 +13,7 @@
 pub mod browser;
 pub mod fleet;
 pub mod process;
+pub mod receivers;
 pub mod rsyncd;
 pub mod sshd;
 pub mod users;

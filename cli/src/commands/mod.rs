@@ -8,6 +8,7 @@ pub mod alert;
 pub mod audit;
 pub mod dataset;
 pub mod login;
+pub mod notify;
 pub mod replication;
 pub mod replication_estimate;
 pub mod replication_file;
@@ -44,4 +45,29 @@ pub async fn confirm(question: String) -> anyhow::Result<bool> {
         Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
     })
     .await?
+}
+
+/// A secret from the first line of `file` (named by `flag` in errors), or
+/// of standard input without one: never from a flag, which `ps` and shell
+/// history would show.
+pub async fn read_secret_line(
+    file: Option<&std::path::Path>,
+    flag: &str,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use tokio::io::AsyncBufReadExt;
+    let text = match file {
+        Some(path) => tokio::fs::read_to_string(path)
+            .await
+            .with_context(|| format!("reading {flag} {}", path.display()))?,
+        None => {
+            let mut line = String::new();
+            tokio::io::BufReader::new(tokio::io::stdin())
+                .read_line(&mut line)
+                .await
+                .context("reading the secret from standard input")?;
+            line
+        }
+    };
+    Ok(text.lines().next().unwrap_or_default().to_owned())
 }

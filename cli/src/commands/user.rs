@@ -440,22 +440,7 @@ fn print_token(answer: CreateUserResponse, output: OutputFormat) -> anyhow::Resu
 
 /// The new password: the first line of the file, or of standard input.
 async fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
-    use anyhow::Context as _;
-    use tokio::io::AsyncBufReadExt;
-    let text = match file {
-        Some(path) => tokio::fs::read_to_string(path)
-            .await
-            .with_context(|| format!("reading --password-file {}", path.display()))?,
-        None => {
-            let mut line = String::new();
-            tokio::io::BufReader::new(tokio::io::stdin())
-                .read_line(&mut line)
-                .await
-                .context("reading the password from standard input")?;
-            line
-        }
-    };
-    let password = text.lines().next().unwrap_or_default().to_owned();
+    let password = super::read_secret_line(file, "--password-file").await?;
     if password.is_empty() {
         bail!(
             "password: empty; give it on the first line of --password-file or standard input (use --clear to turn password sign-in off)"

@@ -1,6 +1,7 @@
 //! The Fleet service people call (CLI, scripts): one thin handler per RPC, grouped by resource in the submodules; each authenticates, authorizes, calls the engine and turns its error into a status.
 
 mod alerts;
+mod channels;
 mod runs;
 mod ssh;
 mod status;
@@ -220,5 +221,33 @@ impl Fleet for FleetService {
 
     async fn dismiss_alert(&self, request: Request<pb::AlertRef>) -> Answer<pb::Alert> {
         alerts::dismiss(&self.state, request).await
+    }
+
+    async fn add_channel(
+        &self,
+        request: Request<pb::AddChannelRequest>,
+    ) -> Answer<pb::NotificationChannel> {
+        channels::add(&self.state, request).await
+    }
+
+    async fn list_channels(
+        &self,
+        request: Request<pb::ListChannelsRequest>,
+    ) -> Answer<pb::ListChannelsResponse> {
+        channels::list(&self.state, request).await
+    }
+
+    async fn remove_channel(
+        &self,
+        request: Request<pb::ChannelRef>,
+    ) -> Answer<pb::NotificationChannel> {
+        channels::remove(&self.state, request).await
+    }
+
+    async fn test_channel(
+        &self,
+        request: Request<pb::ChannelRef>,
+    ) -> Answer<pb::NotificationChannel> {
+        channels::test(&self.state, request).await
     }
 }

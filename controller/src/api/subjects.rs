@@ -23,7 +23,24 @@ about_nothing!(
     pb::ListUsersRequest,
     pb::ListAuditRequest,
     pb::ListAlertsRequest,
+    pb::ListChannelsRequest,
 );
+
+pub(crate) fn channel(name: &str) -> String {
+    format!("notification channel '{}'", echo(name))
+}
+
+impl Subject for pb::AddChannelRequest {
+    fn subject(&self) -> String {
+        channel(&self.name)
+    }
+}
+
+impl Subject for pb::ChannelRef {
+    fn subject(&self) -> String {
+        channel(&self.name)
+    }
+}
 
 pub(crate) fn system(name: &str) -> String {
     format!("system '{}'", echo(name))

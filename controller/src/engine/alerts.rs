@@ -3,7 +3,7 @@
 use crate::engine::access::{Access, Actor};
 use crate::engine::error::FleetError;
 use crate::engine::kinds::systems_named;
-use crate::engine::state::SharedState;
+use crate::engine::state::{SharedState, local_time};
 use crate::engine::systems::inventory;
 use crate::store::{AlertRecord, is_final};
 use chrono::TimeZone;
@@ -92,10 +92,7 @@ fn ago(ms: i64) -> String {
 }
 
 fn time_of(state: &SharedState, unix_ms: i64) -> String {
-    match state.timezone.timestamp_millis_opt(unix_ms).single() {
-        Some(t) => t.format("%Y-%m-%d %H:%M").to_string(),
-        None => "-".into(),
-    }
+    local_time(state.timezone, unix_ms)
 }
 
 /// The length of one period of a task's schedule (the gap between its next
@@ -226,6 +223,25 @@ pub fn conditions(
     }
     for task in &tasks {
         task_conditions(state, task, &inventories, now_ms, &mut found)?;
+    }
+    for channel in state.store.channels()? {
+        if channel.failures_in_a_row >= crate::engine::notify::FAILING_AFTER {
+            let name = &channel.name;
+            found.push(Condition {
+                key: format!("channel:{name}"),
+                kind: "notification-failing",
+                level: Level::Warning,
+                systems: Vec::new(),
+                object: format!("notification channel '{name}'"),
+                text: format!(
+                    "{} deliveries in a row to notification channel '{name}' failed, the last at {}: {}; \
+                     fix the channel (then `nasfleet notify test {name}`) or remove it",
+                    channel.failures_in_a_row,
+                    time_of(state, channel.last_error_unix_ms),
+                    channel.last_error.as_deref().unwrap_or("-")
+                ),
+            });
+        }
     }
     Ok(found)
 }
@@ -452,6 +468,7 @@ pub async fn evaluate(
                 changes.cleared.push(gone);
             }
             w.prune_cleared_alerts()?;
+            crate::engine::notify::queue_changes(w, &changes, now)?;
             Ok(changes)
         })
         .await?;

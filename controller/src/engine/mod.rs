@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod holds;
 pub mod kinds;
 pub mod membership;
+pub mod notify;
 pub mod run_hub;
 pub mod runs;
 pub mod scheduler;

@@ -32,6 +32,18 @@ pub struct ControllerState {
 
 pub type SharedState = Arc<ControllerState>;
 
+/// A time in the controller's zone (`2026-12-01 01:02:03`), `-` for never.
+pub fn local_time(tz: chrono_tz::Tz, unix_ms: i64) -> String {
+    use chrono::TimeZone;
+    if unix_ms <= 0 {
+        return "-".into();
+    }
+    match tz.timestamp_millis_opt(unix_ms).single() {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => "-".into(),
+    }
+}
+
 impl ControllerState {
     /// Records when ended sessions were last heard from, so OFFLINE systems show a true "last seen".
     pub async fn record_ended(&self, ended: &[EndedSession]) {

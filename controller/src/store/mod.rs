@@ -1,4 +1,4 @@
-//! The controller's durable state on sled: systems, join tokens, issued certificates, inventories, tasks, runs, SSH connections, users, the audit log and alerts.
+//! The controller's durable state on sled: systems, join tokens, issued certificates, inventories, tasks, runs, SSH connections, users, the audit log, alerts, notification channels and their outbox.
 //!
 //! Everything sled-specific stays in this module so the embedded store can
 //! be swapped. Values are JSON (readable with any sled dump tool) except
@@ -13,11 +13,13 @@
 mod alerts;
 mod audit;
 mod migrate;
+mod notify;
 mod people;
 mod writer;
 
 pub use alerts::{AlertRecord, MAX_CLEARED_ALERTS};
 pub use audit::{AuditEntry, AuditFilter, AuditRetention, DEFAULT_AUDIT_RETENTION};
+pub use notify::{ChannelRecord, ChannelTarget, MAX_OUTBOX, OutboxEntry, SmtpSecurity};
 pub use people::{LoginCert, LoginError, LoginRefusal, UserRecord, UserTokenRecord};
 
 use nasfleet_proto::v1::{Run, RunState, StartRun, Task};
@@ -166,6 +168,10 @@ pub struct Tables {
     audit: sled::Tree,
     /// alert id (u64 BE) → AlertRecord.
     alerts: sled::Tree,
+    /// channel name → ChannelRecord.
+    channels: sled::Tree,
+    /// message id (u64 BE) → OutboxEntry: notifications not yet delivered.
+    outbox: sled::Tree,
 }
 
 /// Datasets on `system` whose snapshots may still carry task `task_id`'s
@@ -258,6 +264,8 @@ impl Store {
             user_tokens: db.open_tree("user_tokens")?,
             audit: db.open_tree("audit")?,
             alerts: db.open_tree("alerts")?,
+            channels: db.open_tree("channels")?,
+            outbox: db.open_tree("outbox")?,
             db,
         });
         migrate::migrate(&tables)?;

@@ -5,7 +5,6 @@ use super::session::{CSRF_FIELD, Person};
 use crate::engine::access::Access;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
-use chrono::TimeZone;
 use maud::{DOCTYPE, Markup, html};
 
 const STYLESHEET: &str = include_str!("assets/app.css");
@@ -125,16 +124,7 @@ pub fn status_with_reason(word: &str, reason: &str) -> Markup {
     }
 }
 
-/// A time in the controller's zone, `-` for never.
-pub fn when(tz: chrono_tz::Tz, unix_ms: i64) -> String {
-    if unix_ms <= 0 {
-        return "-".into();
-    }
-    match tz.timestamp_millis_opt(unix_ms).single() {
-        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
-        None => "-".into(),
-    }
-}
+pub use crate::engine::state::local_time as when;
 
 /// Rows one task table shows; a fleet with thousands of tasks pages
 /// through them instead of loading megabytes at once.

@@ -10,9 +10,9 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// Alerts are evaluated every second here; a condition shows within a few.
-const ALERT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const ALERT_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn alerts(controller: &Controller, all: bool) -> Result<Vec<Value>> {
+pub(super) fn alerts(controller: &Controller, all: bool) -> Result<Vec<Value>> {
     let mut args = vec!["alert", "list"];
     if all {
         args.push("--all");
@@ -24,7 +24,7 @@ fn alerts(controller: &Controller, all: bool) -> Result<Vec<Value>> {
 }
 
 /// Waits for an active alert of `kind` about `system`; returns it.
-fn wait_raised(controller: &Controller, kind: &str, system: &str) -> Result<Value> {
+pub(super) fn wait_raised(controller: &Controller, kind: &str, system: &str) -> Result<Value> {
     let mut found = None;
     nasfleet_tests::wait_until(ALERT_TIMEOUT, Duration::from_millis(250), || {
         found = alerts(controller, false)?.into_iter().find(|a| {
@@ -45,7 +45,7 @@ fn wait_raised(controller: &Controller, kind: &str, system: &str) -> Result<Valu
 }
 
 /// Waits until alert `id` has cleared; returns it.
-fn wait_cleared(controller: &Controller, id: u64) -> Result<Value> {
+pub(super) fn wait_cleared(controller: &Controller, id: u64) -> Result<Value> {
     let mut found = None;
     nasfleet_tests::wait_until(ALERT_TIMEOUT, Duration::from_millis(250), || {
         found = alerts(controller, true)?
@@ -59,7 +59,12 @@ fn wait_cleared(controller: &Controller, id: u64) -> Result<Value> {
 
 /// An rsync task on nas1 pushing `path` to module `mod` at HOST:PORT, named
 /// `offsite-copy`; its id.
-fn create_rsync_task(controller: &Controller, path: &str, host: &str, port: u16) -> Result<String> {
+pub(super) fn create_rsync_task(
+    controller: &Controller,
+    path: &str,
+    host: &str,
+    port: u16,
+) -> Result<String> {
     let port = port.to_string();
     let task = controller.cli_json(&[
         "rsync",
@@ -85,7 +90,7 @@ fn create_rsync_task(controller: &Controller, path: &str, host: &str, port: u16)
 }
 
 /// Runs task `id` now and waits for the run's end; its state.
-fn run_rsync_task(controller: &Controller, id: &str) -> Result<String> {
+pub(super) fn run_rsync_task(controller: &Controller, id: &str) -> Result<String> {
     let run = controller.cli_json(&["rsync", "run", id])?;
     let run = wait_run_final(
         controller,
@@ -95,7 +100,7 @@ fn run_rsync_task(controller: &Controller, id: &str) -> Result<String> {
     run_state(&run)
 }
 
-fn id_of(alert: &Value) -> Result<u64> {
+pub(super) fn id_of(alert: &Value) -> Result<u64> {
     alert["id"]
         .as_u64()
         .with_context(|| format!("no id in {alert}"))

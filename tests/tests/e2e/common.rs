@@ -213,3 +213,34 @@ pub fn foreign_admin_certificate() -> Result<(String, String)> {
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
+
+/// A CA of our own and a server certificate for 127.0.0.1 it signs, written
+/// to `dir` as `loopback-ca.crt`, `loopback.crt` and `loopback.key`; their
+/// paths in that order.
+pub fn loopback_server_certificate(
+    dir: &std::path::Path,
+) -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "test relay CA");
+    ca_params.distinguished_name = dn;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
+    let cert = params.signed_by(&key, &issuer)?;
+    let paths = (
+        dir.join("loopback-ca.crt"),
+        dir.join("loopback.crt"),
+        dir.join("loopback.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem())?;
+    std::fs::write(&paths.1, cert.pem())?;
+    std::fs::write(&paths.2, key.serialize_pem())?;
+    Ok(paths)
+}

@@ -7,6 +7,7 @@ mod console;
 mod fleet;
 mod health;
 mod hostile_input;
+mod notify;
 mod replication;
 mod replication_hints;
 mod replication_streams;
