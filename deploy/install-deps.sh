@@ -20,6 +20,7 @@ PACKAGES=(
     chromium-driver # chromedriver, the WebDriver server the tests talk to
     fonts-liberation # readable text in the screenshots (only recommended by chromium)
     prometheus      # promtool: the metrics and the example alerting rules are checked with it
+    python3-aiosmtpd # a real SMTP server that receives the notification tests' mail
 )
 COMMANDS=(zfs-fuse zpool zfs sshd ssh ssh-keygen rsync getfattr setfattr pgrep ss truncate timeout chromium chromedriver promtool)
 
@@ -61,6 +62,11 @@ fi
 for cmd in "${COMMANDS[@]}"; do
     command -v "$cmd" >/dev/null || die "command '$cmd' is still missing after installing packages"
 done
+
+# Debian's python3, which python3-aiosmtpd installs for (another python3 may
+# come first on PATH).
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null ||
+    die "python3-aiosmtpd is installed but /usr/bin/python3 cannot import aiosmtpd"
 
 # sshd refuses to start without its privilege-separation dir.
 mkdir -p /run/sshd

@@ -108,10 +108,11 @@ timeout --kill-after=30 2400 deploy/openzfs-guest.sh build
 step "tier 2/2 ($guest): harness self-checks"
 NASFLEET_GUEST_TEST=harness_smoke timeout --kill-after=30 1200 deploy/openzfs-guest.sh test
 
-# The console's browser tests and the promtool check of /metrics ran in
-# tier 1: the guest has neither a browser nor promtool, and what they check
-# (pages, sessions, roles; the metrics' format) does not depend on the ZFS.
-step "tier 2/2 ($guest): end-to-end tests (console:: and alerts::metrics_ ran on the host)"
-NASFLEET_GUEST_TEST=e2e timeout --kill-after=60 4000 deploy/openzfs-guest.sh test --skip console:: --skip alerts::metrics_
+# The console's browser tests, the promtool check of /metrics and the
+# notification channels' tests ran in tier 1: the guest has no browser,
+# promtool or aiosmtpd, and what they check (pages, sessions, roles; the
+# metrics' format; mail and webhook delivery) does not depend on the ZFS.
+step "tier 2/2 ($guest): end-to-end tests (console::, alerts::metrics_ and notify:: ran on the host)"
+NASFLEET_GUEST_TEST=e2e timeout --kill-after=60 4000 deploy/openzfs-guest.sh test --skip console:: --skip alerts::metrics_ --skip notify::
 
 step "all tests passed (host and $guest)"
