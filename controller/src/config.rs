@@ -156,6 +156,13 @@ pub struct ControllerConfig {
     pub pool_capacity_warning: u64,
     #[serde(default = "default_pool_critical")]
     pub pool_capacity_critical: u64,
+    /// A system certificate expiring within this raises an alert.
+    #[serde(default = "default_certificate_warning")]
+    pub certificate_warning: String,
+}
+
+fn default_certificate_warning() -> String {
+    "30d".into()
 }
 
 fn default_alert_interval() -> String {
@@ -252,9 +259,12 @@ impl ControllerConfig {
                 self.pool_capacity_warning, self.pool_capacity_critical
             ));
         }
+        let cert_warning = parse_duration("certificate_warning", &self.certificate_warning)
+            .map_err(|e| e.to_string())?;
         Ok(AlertSettings {
             interval,
             offline_grace,
+            cert_warning,
             pool_warning_percent: self.pool_capacity_warning,
             pool_critical_percent: self.pool_capacity_critical,
             ..AlertSettings::default()

@@ -210,6 +210,7 @@ fn write_controller_config(
         offline_grace: "5m".into(),
         pool_capacity_warning: 80,
         pool_capacity_critical: 90,
+        certificate_warning: "30d".into(),
     };
     let config_text = toml::to_string(&config).map_err(|source| InitError::Encode {
         what: "controller.toml",
