@@ -120,6 +120,7 @@ fn task(id: u64, systems: usize) -> Task {
         id,
         name: format!("task-{id}"),
         spec: Some(TaskSpec {
+            stale_after: String::new(),
             schedule: "0 0 * * sun".into(),
             enabled: true,
             kind: Some(spec),

@@ -222,6 +222,7 @@ fn schedule_flags(s: &ScheduleArgs) -> Vec<&'static str> {
         ("--period", s.period.is_some()),
         ("--day", s.day.is_some()),
         ("--at", s.at.is_some()),
+        ("--stale-after", s.stale_after.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, given)| given.then_some(name))
@@ -321,6 +322,7 @@ pub fn create_spec(args: &CreateArgs) -> anyhow::Result<TaskSpec> {
     Ok(TaskSpec {
         schedule: schedule.expression().to_owned(),
         enabled: !args.disabled,
+        stale_after: args.schedule.stale_after_or_default()?,
         kind: Some(Kind::Replication(replication)),
     })
 }
@@ -372,6 +374,7 @@ pub fn edit_request(args: &EditArgs) -> anyhow::Result<EditRequest> {
         bandwidth_limit: bandwidth_limit_flag(args.bandwidth_limit.as_deref())?,
         create_snapshot_task: flag(args.create_snapshot_task, args.no_create_snapshot_task),
         enabled: flag(args.enable, args.disable),
+        stale_after: args.schedule.stale_after.clone(),
     };
     if edit == ReplicationEdit::default() && schedule.is_none() {
         bail!("nothing to change: pass at least one flag to edit");
@@ -515,6 +518,7 @@ pub fn detail_text(task: &Task, run: Option<&Run>, run_error: Option<&str>) -> S
     lines.push(label("Raw sends", raw_text(&spec)));
     lines.push(label("Bandwidth limit", bandwidth_text(&spec)));
     lines.push(label("Schedule", schedule_description(task)));
+    lines.push(label("Stale after", task::stale_after_text(task)));
     lines.push(label("Cron", task_schedule(task)));
     lines.push(label(
         "Enabled",
@@ -869,6 +873,7 @@ mod tests {
             kind: nasfleet_proto::v1::TaskKind::Replication.into(),
             name: spec.name.clone(),
             spec: Some(TaskSpec {
+                stale_after: String::new(),
                 schedule: "0 0 * * sun".into(),
                 enabled: true,
                 kind: Some(Kind::Replication(spec)),
@@ -1171,6 +1176,7 @@ mod tests {
         stored.bandwidth_limit = 1 << 30;
         stored.allow_overwrite = true;
         let current = TaskSpec {
+            stale_after: String::new(),
             schedule: "0 0 * * sun".into(),
             enabled: true,
             kind: Some(Kind::Replication(stored)),

@@ -41,6 +41,8 @@ struct TaskFile {
     #[serde(default)]
     name: String,
     schedule: Option<String>,
+    /// A duration (36h, 3d); absent: twice the schedule's period.
+    stale_after: Option<String>,
     enabled: Option<bool>,
     allow_overwrite: Option<bool>,
     create_snapshot_task: Option<bool>,
@@ -210,6 +212,12 @@ impl TaskFile {
         Ok(TaskSpec {
             schedule: schedule.expression().to_owned(),
             enabled: self.enabled.unwrap_or(true),
+            stale_after: self
+                .stale_after
+                .as_deref()
+                .map(super::schedule_args::stale_after_value)
+                .transpose()?
+                .unwrap_or_default(),
             kind: Some(Kind::Replication(replication)),
         })
     }

@@ -5,6 +5,7 @@
 //! [`nasfleet_common::replication_rules`], shared with the controller, which
 //! checks everything again and alone knows whether systems and datasets exist.
 
+use super::schedule_args::edited_stale_after;
 use anyhow::{anyhow, bail};
 use nasfleet_common::echo::echo;
 use nasfleet_common::rate::{RateError, parse_rate};
@@ -144,6 +145,8 @@ pub struct ReplicationEdit {
     pub bandwidth_limit: Option<u64>,
     pub create_snapshot_task: Option<bool>,
     pub enabled: Option<bool>,
+    /// `--stale-after`, as given.
+    pub stale_after: Option<String>,
 }
 
 /// The value every item agrees on, if they all do.
@@ -213,6 +216,7 @@ pub fn merge_edit(
     Ok(TaskSpec {
         schedule: schedule.unwrap_or_else(|| current.schedule.clone()),
         enabled: edit.enabled.unwrap_or(current.enabled),
+        stale_after: edited_stale_after(edit.stale_after.as_deref(), current)?,
         kind: Some(Kind::Replication(repl)),
     })
 }
@@ -355,6 +359,7 @@ pub(crate) mod tests {
 
     fn task_spec() -> TaskSpec {
         TaskSpec {
+            stale_after: String::new(),
             schedule: "0 0 * * sun".into(),
             enabled: true,
             kind: Some(Kind::Replication(offsite())),

@@ -8,7 +8,7 @@
 //! passed on as typed, never split or handed to a shell, and only options
 //! on the shared allow-list ([`nasfleet_common::rsync_aux`]) are accepted.
 
-use super::schedule_args::ScheduleArgs;
+use super::schedule_args::{ScheduleArgs, edited_stale_after};
 use super::status_error;
 use super::task::{
     self, RSYNC, TaskJson, last_run_text, next_run_text, rsync_direction_word, rsync_mode_word,
@@ -288,6 +288,8 @@ pub struct EditArgs {
 /// the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RsyncEdit {
+    /// `--stale-after`, as given.
+    pub stale_after: Option<String>,
     pub system: Option<String>,
     pub path: Option<String>,
     pub user: Option<String>,
@@ -329,6 +331,7 @@ fn trimmed(value: &Option<String>) -> Option<String> {
 impl From<&EditArgs> for RsyncEdit {
     fn from(a: &EditArgs) -> Self {
         RsyncEdit {
+            stale_after: a.schedule.stale_after.clone(),
             system: trimmed(&a.system),
             path: a.path.clone(),
             user: trimmed(&a.user),
@@ -447,6 +450,7 @@ pub fn create_spec(args: &CreateArgs) -> anyhow::Result<TaskSpec> {
     Ok(TaskSpec {
         schedule: schedule.expression().to_owned(),
         enabled: !args.disabled,
+        stale_after: args.schedule.stale_after_or_default()?,
         kind: Some(Kind::Rsync(rsync)),
     })
 }
@@ -530,6 +534,7 @@ pub fn merge_edit(
     Ok(TaskSpec {
         schedule: schedule.unwrap_or_else(|| current.schedule.clone()),
         enabled: edit.enabled.unwrap_or(current.enabled),
+        stale_after: edited_stale_after(edit.stale_after.as_deref(), current)?,
         kind: Some(Kind::Rsync(r)),
     })
 }
@@ -657,6 +662,7 @@ fn detail_text(t: &Task) -> String {
         ("Delay updates", yes_no(r.delay_updates)),
         ("Auxiliary parameters", auxiliary_text(&r.auxiliary)),
         ("Schedule", schedule_text(t)),
+        ("Stale after", task::stale_after_text(t)),
         (
             "Enabled",
             yes_no(t.spec.as_ref().is_some_and(|s| s.enabled)),
@@ -1252,6 +1258,7 @@ mod tests {
                 "auxiliary": [],
                 "schedule": "0 * * * *",
                 "schedule_description": "every hour",
+                "stale_after": null,
                 "enabled": true,
                 "status": "FAILED",
                 "last_error": "[EACCES] Unable to connect to port 873 on 127.0.0.3",

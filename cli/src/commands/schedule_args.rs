@@ -24,6 +24,31 @@ pub struct ScheduleArgs {
     /// Time of day, HH:MM.
     #[arg(long, value_name = "HH:MM")]
     pub at: Option<String>,
+    /// Raise a stale-protection alert when the task has protected nothing new for this long (36h, 3d); `default` is twice its schedule's period.
+    #[arg(long, value_name = "DURATION")]
+    pub stale_after: Option<String>,
+}
+
+/// `--stale-after`'s value as a task spec keeps it: empty for `default`,
+/// else a duration (the controller checks it again).
+pub fn stale_after_value(text: &str) -> anyhow::Result<String> {
+    let text = text.trim();
+    if text == "default" {
+        return Ok(String::new());
+    }
+    nasfleet_common::duration::parse_duration("stale-after", text)?;
+    Ok(text.to_owned())
+}
+
+/// The stale-after an edit leaves: the flag's, or the task's own.
+pub fn edited_stale_after(
+    flag: Option<&str>,
+    current: &nasfleet_proto::v1::TaskSpec,
+) -> anyhow::Result<String> {
+    match flag {
+        Some(text) => stale_after_value(text),
+        None => Ok(current.stale_after.clone()),
+    }
 }
 
 impl ScheduleArgs {
@@ -53,6 +78,15 @@ impl ScheduleArgs {
         )
         .map(Some)
         .map_err(anyhow::Error::from)
+    }
+
+    /// `--stale-after` for a new task; empty without it.
+    pub fn stale_after_or_default(&self) -> anyhow::Result<String> {
+        self.stale_after
+            .as_deref()
+            .map(stale_after_value)
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     /// The schedule for a new task: the flags, or `default` without any.
@@ -117,5 +151,13 @@ mod tests {
         assert!(err.to_string().contains("cannot be combined"), "{err}");
         let err = resolve(&["--at", "02:00"]).unwrap_err();
         assert!(err.to_string().starts_with("at: "), "{err}");
+    }
+
+    #[test]
+    fn stale_after_is_a_duration_or_default() {
+        assert_eq!(stale_after_value("36h").unwrap(), "36h");
+        assert_eq!(stale_after_value(" default ").unwrap(), "");
+        let e = stale_after_value("soon").unwrap_err().to_string();
+        assert!(e.starts_with("stale-after"), "{e}");
     }
 }

@@ -1,6 +1,6 @@
 //! `nasfleet snapshot-task create|list|show|edit|delete|run|enable|disable`: periodic snapshot tasks.
 
-use super::schedule_args::ScheduleArgs;
+use super::schedule_args::{ScheduleArgs, edited_stale_after};
 use super::snapshot::check_schema;
 use super::status_error;
 use super::task::{
@@ -149,6 +149,8 @@ pub struct EditArgs {
 /// The changes `edit` was asked for, apart from the schedule.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnapshotEdit {
+    /// `--stale-after`, as given.
+    pub stale_after: Option<String>,
     pub system: Option<String>,
     pub dataset: Option<String>,
     pub recursive: Option<bool>,
@@ -167,6 +169,7 @@ impl From<&EditArgs> for SnapshotEdit {
             _ => None,
         };
         SnapshotEdit {
+            stale_after: a.schedule.stale_after.clone(),
             system: a.system.clone(),
             dataset: a.dataset.clone(),
             recursive: flag(a.recursive, a.no_recursive),
@@ -239,6 +242,7 @@ pub fn create_spec(args: &CreateArgs) -> anyhow::Result<TaskSpec> {
     Ok(TaskSpec {
         schedule: schedule.expression().to_owned(),
         enabled: !args.disabled,
+        stale_after: args.schedule.stale_after_or_default()?,
         kind: Some(Kind::Snapshot(SnapshotTaskSpec {
             system: args.system.trim().to_owned(),
             dataset: args.dataset.trim().trim_end_matches('/').to_owned(),
@@ -291,6 +295,7 @@ pub fn merge_edit(
     Ok(TaskSpec {
         schedule: schedule.unwrap_or_else(|| current.schedule.clone()),
         enabled: edit.enabled.unwrap_or(current.enabled),
+        stale_after: edited_stale_after(edit.stale_after.as_deref(), current)?,
         kind: Some(Kind::Snapshot(snap)),
     })
 }
@@ -386,6 +391,7 @@ fn task_detail_text(t: &Task) -> String {
         format!("Naming schema:  {}", snap.naming_schema),
         format!("Lifetime:       {}", snap.lifetime),
         format!("Schedule:       {}", schedule_text(t)),
+        format!("Stale after:    {}", task::stale_after_text(t)),
         format!(
             "Enabled:        {}",
             yes_no(t.spec.as_ref().is_some_and(|s| s.enabled))

@@ -242,6 +242,8 @@ pub struct TaskJson {
     /// Normalised cron expression.
     pub schedule: String,
     pub schedule_description: String,
+    /// `--stale-after`; absent: twice the schedule's period.
+    pub stale_after: Option<String>,
     pub enabled: bool,
     pub status: String,
     pub last_error: Option<String>,
@@ -285,6 +287,9 @@ impl From<&Task> for TaskJson {
             rsync,
             schedule: task_schedule(t).to_owned(),
             schedule_description: t.schedule_description.clone(),
+            stale_after: spec
+                .map(|s| s.stale_after.clone())
+                .filter(|s| !s.is_empty()),
             enabled: spec.map(|s| s.enabled).unwrap_or(false),
             status: task_status(t).to_owned(),
             last_error: Some(t.last_error.clone()).filter(|e| !e.is_empty()),
@@ -293,6 +298,14 @@ impl From<&Task> for TaskJson {
             last_run: rfc3339_from_unix_ms(t.last_run_unix_ms),
             created: rfc3339_from_unix_ms(t.created_unix_ms),
         }
+    }
+}
+
+/// When the task counts as stale, for people.
+pub fn stale_after_text(task: &Task) -> String {
+    match task.spec.as_ref().map(|s| s.stale_after.as_str()) {
+        Some(after) if !after.is_empty() => after.to_owned(),
+        _ => "twice its schedule's period".to_owned(),
     }
 }
 
@@ -579,6 +592,7 @@ pub(crate) mod tests {
             kind: nasfleet_proto::v1::TaskKind::Snapshot.into(),
             name: "nas1:tank/data (auto-%Y-%m-%d_%H-%M)".into(),
             spec: Some(TaskSpec {
+                stale_after: String::new(),
                 schedule: "0 * * * *".into(),
                 enabled: true,
                 kind: Some(Kind::Snapshot(SnapshotTaskSpec {
@@ -618,6 +632,7 @@ pub(crate) mod tests {
                 "lifetime": "2w",
                 "schedule": "0 * * * *",
                 "schedule_description": "every hour",
+                "stale_after": null,
                 "enabled": true,
                 "status": "PENDING",
                 "last_error": null,

@@ -7,6 +7,7 @@ use crate::engine::state::{SharedState, local_time};
 use crate::engine::systems::inventory;
 use crate::store::{AlertRecord, is_final};
 use chrono::TimeZone;
+use nasfleet_common::duration::parse_duration;
 use nasfleet_common::naming::NamingSchema;
 use nasfleet_common::replication_summary::task_schedule;
 use nasfleet_common::schedule::Schedule;
@@ -105,6 +106,17 @@ fn period_ms(state: &SharedState, task: &Task, now_ms: i64) -> Option<i64> {
         [a, b] => Some((*b - *a).num_milliseconds()),
         _ => None,
     }
+}
+
+/// How long a task may go without protecting anything new: its own
+/// `stale_after`, or [`STALE_PERIODS`] periods of its schedule.
+fn stale_after_ms(task: &Task, period_ms: i64) -> i64 {
+    task.spec
+        .as_ref()
+        .map(|s| s.stale_after.as_str())
+        .filter(|s| !s.is_empty())
+        .and_then(|s| parse_duration("stale_after", s).ok())
+        .map_or(period_ms * STALE_PERIODS, |d| d.as_millis() as i64)
 }
 
 /// Every condition that holds now.
@@ -279,7 +291,7 @@ fn task_conditions(
     let Some(period) = period_ms(state, task, now_ms).filter(|_| enabled) else {
         return Ok(());
     };
-    let stale_after = period * STALE_PERIODS;
+    let stale_after = stale_after_ms(task, period);
     match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
         Some(Kind::Replication(spec)) => {
             let wanted: BTreeSet<String> = spec
@@ -316,10 +328,11 @@ fn task_conditions(
                         systems: systems.clone(),
                         object: format!("{name} in replication task '{}'", task.name),
                         text: format!(
-                            "{name} has had no successful transfer for {} ({last}; the task runs every {}); \
-                             see `nasfleet replication show {}` for why",
+                            "{name} has had no successful transfer for {} ({last}; the task runs every {}, \
+                             stale after {}); see `nasfleet replication show {}` for why",
                             ago(now_ms - since),
                             ago(period),
+                            ago(stale_after),
                             task.name
                         ),
                     });
@@ -346,16 +359,53 @@ fn task_conditions(
                         spec.system, spec.dataset, task.name
                     ),
                     text: format!(
-                        "{}:{} has no snapshot of its task for {} ({last}; the task runs every {})",
+                        "{}:{} has no snapshot of its task for {} ({last}; the task runs every {}, \
+                         stale after {})",
                         spec.system,
                         spec.dataset,
                         ago(now_ms - since),
-                        ago(period)
+                        ago(period),
+                        ago(stale_after)
                     ),
                 });
             }
         }
-        _ => {}
+        Some(Kind::Rsync(spec)) => {
+            let mut last_success = None;
+            state
+                .store
+                .visit_runs_of_task(task.id, STALE_LOOKBACK_RUNS, |run| {
+                    if run.state() == RunState::Finished {
+                        last_success = Some(run.finished_unix_ms.max(run.started_unix_ms));
+                    }
+                    last_success.is_none()
+                })?;
+            let since = last_success.unwrap_or(task.created_unix_ms);
+            if now_ms - since > stale_after {
+                let last = match last_success {
+                    Some(at) => format!("last at {}", time_of(state, at)),
+                    None => "never".into(),
+                };
+                found.push(Condition {
+                    key: format!("stale-rsync:{}", task.id),
+                    kind: "stale-protection",
+                    level: Level::Warning,
+                    systems: systems.clone(),
+                    object: format!("{}:{} in rsync task '{}'", spec.system, spec.path, task.name),
+                    text: format!(
+                        "{}:{} has had no successful rsync run for {} ({last}; the task runs every {}, \
+                         stale after {}); see `nasfleet rsync show {}` for why",
+                        spec.system,
+                        spec.path,
+                        ago(now_ms - since),
+                        ago(period),
+                        ago(stale_after),
+                        task.id
+                    ),
+                });
+            }
+        }
+        None => {}
     }
     Ok(())
 }

@@ -300,6 +300,7 @@ impl RsyncDraft {
             schedule: self.schedule.clone(),
             enabled: self.enabled,
             kind: Some(Kind::Rsync(self.spec.clone())),
+            ..Default::default()
         }
     }
 }

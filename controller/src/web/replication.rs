@@ -5,7 +5,9 @@ use super::error::PageResult;
 use super::form::FormData;
 use super::layout::{self, Nav, csrf, field_error, page_number, paged};
 use super::session::Person;
-use super::task_tables::{replication_table, save_call, save_task, seen_task};
+use super::task_tables::{
+    replication_table, save_call, save_task, seen_task, with_hidden_settings,
+};
 use crate::api::subjects;
 use crate::auth::Call;
 use crate::engine::access::Access;
@@ -237,6 +239,7 @@ impl Draft {
             schedule: self.schedule()?.expression().to_owned(),
             enabled: true,
             kind: Some(Kind::Replication(self.spec())),
+            ..Default::default()
         })
     }
 }
@@ -595,7 +598,10 @@ fn scheduler_step(draft: &Draft, errors: &[(String, String)]) -> Markup {
 
 async fn confirmation_step(console: &ConsoleState, person: &Person, draft: &Draft) -> Markup {
     let reference = draft.editing.map(|id| id.to_string()).unwrap_or_default();
-    let checked = match draft.task_spec() {
+    let spec = draft
+        .task_spec()
+        .and_then(|spec| with_hidden_settings(console, draft.editing, spec));
+    let checked = match spec {
         Ok(spec) => tasks::check(
             &console.state,
             &person.actor,

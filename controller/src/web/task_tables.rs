@@ -13,6 +13,7 @@ use crate::engine::tasks;
 use maud::{Markup, html};
 use nasfleet_common::replication_summary::{replication_spec, sources_text, target_text};
 use nasfleet_common::status::run_state_word;
+use nasfleet_proto::v1::task_spec::Kind;
 use nasfleet_proto::v1::{RunState, Task, TaskKind, TaskSpec};
 
 /// Task `id` as the person sees it, once they may make `call` on it; of
@@ -51,6 +52,36 @@ pub fn save_call(editing: Option<u64>) -> (Call, String) {
 
 /// Creates a task, or changes task `editing`, audited as the API does;
 /// the person's role was checked for [`save_call`]'s call before.
+/// `spec` from a console form, plus what the forms do not show of the task
+/// being edited (its stale-after, and a replication task's switch, overwrite,
+/// raw, bandwidth and snapshot settings), kept as they are: an edit in the
+/// console changes only what it shows.
+pub fn with_hidden_settings(
+    console: &ConsoleState,
+    editing: Option<u64>,
+    mut spec: TaskSpec,
+) -> Result<TaskSpec, FleetError> {
+    let Some(current) = editing
+        .map(|id| console.state.store.task(id))
+        .transpose()?
+        .flatten()
+        .and_then(|task| task.spec)
+    else {
+        return Ok(spec);
+    };
+    spec.stale_after = current.stale_after;
+    if let (Some(Kind::Replication(new)), Some(Kind::Replication(old))) =
+        (spec.kind.as_mut(), current.kind.as_ref())
+    {
+        spec.enabled = current.enabled;
+        new.allow_overwrite = old.allow_overwrite;
+        new.no_raw = old.no_raw;
+        new.bandwidth_limit = old.bandwidth_limit;
+        new.create_snapshot_task = old.create_snapshot_task;
+    }
+    Ok(spec)
+}
+
 pub async fn save_task(
     console: &ConsoleState,
     person: &Person,
@@ -59,6 +90,7 @@ pub async fn save_task(
 ) -> Result<Task, FleetError> {
     let (call, reference) = save_call(editing);
     let state = &console.state;
+    let spec = with_hidden_settings(console, editing, spec)?;
     let saved = match editing {
         Some(_) => tasks::update(state, &person.actor, &reference, Some(spec)).await,
         None => tasks::create(state, &person.actor, spec).await,

@@ -446,6 +446,7 @@ async fn companion_snapshot_tasks(
             let spec = TaskSpec {
                 schedule: task.schedule.clone(),
                 enabled: true,
+                stale_after: String::new(),
                 kind: Some(task_spec::Kind::Snapshot(SnapshotTaskSpec {
                     system: source.system.clone(),
                     dataset: dataset.clone(),

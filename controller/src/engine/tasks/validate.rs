@@ -5,7 +5,7 @@ use crate::engine::error::FleetError;
 use crate::engine::state::SharedState;
 use crate::engine::systems::{dataset_exists, inventory, require_enrolled};
 use nasfleet_common::dataset_names::validate_dataset_name;
-use nasfleet_common::duration::parse_lifetime;
+use nasfleet_common::duration::{parse_duration, parse_lifetime};
 use nasfleet_common::echo::echo;
 use nasfleet_common::names::is_below;
 use nasfleet_common::naming::NamingSchema;
@@ -72,6 +72,11 @@ pub async fn validate(
         Schedule::parse(&spec.schedule).map_err(|e| FleetError::invalid_message(&e.to_string()))?
     };
     spec.schedule = schedule.expression().to_owned();
+    spec.stale_after = spec.stale_after.trim().to_owned();
+    if !spec.stale_after.is_empty() {
+        parse_duration("stale_after", &spec.stale_after)
+            .map_err(|e| FleetError::invalid_message(&e.to_string()))?;
+    }
     // A new task gets its id when it is saved, so checks use up none.
     let (id, created) = match existing {
         Some(task) => (task.id, task.created_unix_ms),
