@@ -501,6 +501,37 @@ impl Drop for TestPool {
     }
 }
 
+impl TestPool {
+    /// [`Self::create`] as a two-way mirror: a second backing file of the
+    /// same size, `dir/<name>-mirror.img`, attached to the first. Returns
+    /// the pool and that second file's path, e.g. to `zpool offline` it
+    /// (the pool is DEGRADED then). Destroyed on drop like any test pool;
+    /// the second file goes with `dir`.
+    pub fn create_mirror(dir: &Path, prefix: &str) -> Result<(TestPool, PathBuf)> {
+        let pool = Self::create(dir, prefix)?;
+        let second = dir.join(format!("{}-mirror.img", pool.name));
+        fs::File::create(&second)
+            .and_then(|file| file.set_len(DEFAULT_POOL_SIZE))
+            .with_context(|| format!("creating pool image {}", second.display()))?;
+        run_ok(
+            zpool()?
+                .arg("attach")
+                .arg(&pool.name)
+                .arg(&pool.image)
+                .arg(&second),
+        )
+        .with_context(|| format!("attaching a mirror to test pool {}", pool.name))?;
+        // An empty pool resilvers at once; wait for it, so that the new
+        // side holds a full copy before a test takes either side away.
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            let status = run_ok(zpool()?.args(["status", &pool.name]))?;
+            Ok(!status.contains("in progress"))
+        })
+        .with_context(|| format!("the mirror of test pool {} did not resilver", pool.name))?;
+        Ok((pool, second))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

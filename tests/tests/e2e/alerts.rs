@@ -390,3 +390,103 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> Result<()> {
     ensure!(status.success(), "promtool {args:?} ({status}): {said}");
     Ok(())
 }
+
+/// A fan-in replication whose one target dataset cannot be written (a
+/// quota far below its data) goes stale after the task's `--stale-after`,
+/// and the alert names that dataset, not the one that replicates; freeing
+/// the target clears it on the next successful run.
+#[test]
+fn a_stuck_dataset_of_a_fan_in_replication_goes_stale_by_name() -> Result<()> {
+    use super::replication::{create_replication, replication_run, two_systems};
+    ensure_zfs()?;
+    let dir = TestDir::new("stale")?;
+    let pool1 = TestPool::create(dir.path(), "stls")?;
+    let pool2 = TestPool::create(dir.path(), "stld")?;
+    let sshd1 = nasfleet_tests::TestSshd::start(dir.path())?;
+    let sshd2 = nasfleet_tests::TestSshd::start(dir.path())?;
+    let data = pool1.create_dataset("data")?;
+    pool1.write_file("data", "a.txt", b"small")?;
+    let local = pool2.create_dataset("local")?;
+    // 8 MiB that no compression shrinks, against a 1 MiB quota.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..(8 << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    pool2.write_file("local", "big.bin", &noise)?;
+    pool2.create_dataset("backup")?;
+    let stuck_parent = pool2.create_dataset("backup/nas2")?;
+    nasfleet_tests::run_ok(nasfleet_tests::zfs::zfs()?.args(["set", "quota=1M", &stuck_parent]))?;
+    let mut fleet = two_systems(&dir, &pool1, &sshd1, &pool2, &sshd2)?;
+    fleet.controller.extra_run_args = ["--alert-interval", "1s"].map(String::from).to_vec();
+    fleet.controller.restart()?;
+    let controller = &fleet.controller;
+    for name in ["nas1", "nas2"] {
+        wait_for_status(controller, name, "ONLINE", STATUS_TIMEOUT)?;
+    }
+    let source1 = format!("nas1:{data}");
+    let source2 = format!("nas2:{local}");
+    let target = format!("nas2:{}/backup", pool2.name());
+    create_replication(
+        controller,
+        "fan-in",
+        &source1,
+        &target,
+        &[
+            "--source",
+            &source2,
+            "--stale-after",
+            "25s",
+            "--create-snapshot-task",
+        ],
+    )?;
+    controller.cli_ok(&["replication", "enable", "fan-in"])?;
+    let shown = controller.cli_ok(&["replication", "show", "fan-in"])?;
+    ensure!(
+        shown.contains("Stale after:") && shown.contains("25s"),
+        "{shown}"
+    );
+    let started = std::time::Instant::now();
+    let run = replication_run(controller, "fan-in")?;
+    ensure!(run_state(&run)? == "FAILED", "{run}");
+    // A second run keeps nas1's dataset fresh well past nas2's deadline.
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(started.elapsed()));
+    replication_run(controller, "fan-in")?;
+    let stuck = format!("nas2:{local}");
+    let mut stale = None;
+    nasfleet_tests::wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+        stale = alerts(controller, false)?
+            .into_iter()
+            .find(|a| a["kind"] == "stale-protection");
+        Ok(stale.is_some())
+    })
+    .context("no stale-protection alert")?;
+    let stale = stale.context("alert")?;
+    let object = stale["object"].as_str().unwrap_or_default();
+    ensure!(
+        object.starts_with(&stuck) && object.contains("fan-in"),
+        "{stale}"
+    );
+    let fresh = format!("nas1:{data}");
+    let active = alerts(controller, false)?;
+    ensure!(
+        !active.iter().any(|a| a["kind"] == "stale-protection"
+            && a["object"].as_str().unwrap_or_default().starts_with(&fresh)),
+        "the dataset that replicates is called stale too: {active:?}"
+    );
+    let words = stale["text"].as_str().unwrap_or_default();
+    ensure!(
+        words.contains("never") && words.contains("stale after"),
+        "{words}"
+    );
+
+    nasfleet_tests::run_ok(nasfleet_tests::zfs::zfs()?.args(["set", "quota=none", &stuck_parent]))?;
+    let run = replication_run(controller, "fan-in")?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
+    wait_cleared(controller, id_of(&stale)?)?;
+    Ok(())
+}

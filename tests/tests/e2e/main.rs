@@ -1,5 +1,6 @@
 //! End-to-end tests: the real controller, agent and CLI binaries against real ZFS (zfs-fuse on the host, OpenZFS in the guest tier) and real sshd.
 
+mod alert_kinds;
 mod alerts;
 mod cli_exits;
 mod common;
