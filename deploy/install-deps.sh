@@ -21,8 +21,9 @@ PACKAGES=(
     fonts-liberation # readable text in the screenshots (only recommended by chromium)
     prometheus      # promtool: the metrics and the example alerting rules are checked with it
     python3-aiosmtpd # a real SMTP server that receives the notification tests' mail
+    curl            # the metrics test scrapes /metrics over mutual TLS with it
 )
-COMMANDS=(zfs-fuse zpool zfs sshd ssh ssh-keygen rsync getfattr setfattr pgrep ss truncate timeout chromium chromedriver promtool)
+COMMANDS=(zfs-fuse zpool zfs sshd ssh ssh-keygen rsync getfattr setfattr pgrep ss truncate timeout chromium chromedriver promtool curl)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -8,6 +8,7 @@ pub mod duration;
 pub mod echo;
 pub mod enroll_lines;
 pub mod health;
+pub mod histogram;
 pub mod identity;
 pub mod names;
 pub mod naming;

@@ -309,6 +309,7 @@ async fn main() -> Result<()> {
         audit_retention: DEFAULT_AUDIT_RETENTION,
         signins: Default::default(),
         console_url: None,
+        scheduler_lag: Default::default(),
     });
     let settings = WebSettings {
         listen: ([127, 0, 0, 1], 1).into(),

@@ -240,6 +240,10 @@ fn peer_certificate<T>(request: &Request<T>) -> Result<PeerCertificate, FleetErr
 /// Reads and checks the client certificate of `request`.
 pub fn authenticate<T>(store: &Store, request: &Request<T>) -> Result<Caller, FleetError> {
     let peer = peer_certificate(request)?;
+    authenticate_peer(store, peer)
+}
+
+fn authenticate_peer(store: &Store, peer: PeerCertificate) -> Result<Caller, FleetError> {
     let record = store.cert(&peer.serial_hex)?;
     check_issued(&peer, record.as_ref())?;
     Ok(Caller {
@@ -274,7 +278,18 @@ fn check_issued(peer: &PeerCertificate, record: Option<&CertRecord>) -> Result<(
 
 /// The person a request speaks for: a user whose current certificate it is.
 pub fn person<T>(store: &Store, request: &Request<T>) -> Result<Actor, FleetError> {
-    let caller = authenticate(store, request)?;
+    person_of(store, authenticate(store, request)?)
+}
+
+/// The person a client certificate (DER) of another TLS listener speaks
+/// for, checked as the API checks its callers'.
+pub fn person_by_certificate(store: &Store, leaf_der: &[u8]) -> Result<Actor, FleetError> {
+    let peer = PeerCertificate::from_der(leaf_der)
+        .map_err(|e| FleetError::Unauthenticated(format!("client certificate: {e}")))?;
+    person_of(store, authenticate_peer(store, peer)?)
+}
+
+fn person_of(store: &Store, caller: Caller) -> Result<Actor, FleetError> {
     let Principal::User(name) = &caller.principal else {
         return Err(FleetError::PermissionDenied(
             "agent certificates cannot call the fleet administration API".into(),

@@ -145,6 +145,10 @@ pub struct ControllerConfig {
     /// no metrics are served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` over HTTPS and require a client certificate of a
+    /// user who sees every system; then any address may be used.
+    #[serde(default)]
+    pub metrics_tls: bool,
     /// How often the alert conditions are evaluated.
     #[serde(default = "default_alert_interval")]
     pub alert_interval: String,
@@ -235,7 +239,7 @@ impl ControllerConfig {
         config.web().map_err(invalid)?;
         config.alerts().map_err(invalid)?;
         if let Some(addr) = config.metrics_listen {
-            crate::metrics::check_listen(addr).map_err(invalid)?;
+            crate::metrics::check_listen(addr, config.metrics_tls).map_err(invalid)?;
         }
         Ok(config)
     }

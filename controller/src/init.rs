@@ -206,6 +206,7 @@ fn write_controller_config(
             IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             listen.port().wrapping_add(2),
         )),
+        metrics_tls: false,
         alert_interval: "30s".into(),
         offline_grace: "5m".into(),
         pool_capacity_warning: 80,

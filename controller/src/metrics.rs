@@ -1,21 +1,29 @@
-//! Prometheus metrics on `metrics_listen` (plain HTTP, loopback only): systems by status, connected agents, pools' size, free space and health, each task's and each replicated dataset's last success, the last run's duration and bytes, runs in progress and finished since start by state, and active alerts by level.
+//! Prometheus metrics on `metrics_listen` (plain HTTP on loopback, or HTTPS with client certificates of fleet-wide users when `metrics_tls` is set): systems by status, connected agents, pools' size, free space and health, each task's and each replicated dataset's last success, the last run's duration and bytes, runs in progress and ended since start by final state, scheduler lag, store write latency, and active alerts by level.
 
-use crate::engine::access::Actor;
+use crate::auth::person_by_certificate;
+use crate::config::DataDir;
+use crate::engine::access::{Access, Actor, Scope};
 use crate::engine::alerts;
 use crate::engine::state::SharedState;
 use crate::engine::systems::inventory;
+use crate::server::SHUTDOWN_GRACE;
 use crate::store::is_final;
+use crate::web::PeerCertificates;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nasfleet_common::daemon::wait_for_shutdown;
+use nasfleet_common::histogram::HistogramSnapshot;
 use nasfleet_common::status::{run_state_word, task_kind_word};
 use nasfleet_proto::v1::{RunState, SystemStatus, Task};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -40,6 +48,20 @@ impl<'a> Family<'a> {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         Family { out }
+    }
+
+    /// A histogram's `_bucket`, `_sum` and `_count` samples.
+    fn histogram(&mut self, name: &str, snapshot: &HistogramSnapshot) {
+        for (bound, count) in &snapshot.buckets {
+            let le = if bound.is_infinite() {
+                "+Inf".to_owned()
+            } else {
+                bound.to_string()
+            };
+            self.sample(&format!("{name}_bucket"), &[("le", &le)], *count as f64);
+        }
+        self.sample(&format!("{name}_sum"), &[], snapshot.sum_seconds);
+        self.sample(&format!("{name}_count"), &[], snapshot.count as f64);
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
@@ -146,6 +168,7 @@ pub fn render(state: &SharedState) -> Result<String, crate::engine::error::Fleet
     }
 
     task_metrics(state, &mut out)?;
+    controller_metrics(state, &mut out);
 
     let mut by_level: BTreeMap<&str, usize> = ["info", "warning", "critical"]
         .into_iter()
@@ -291,7 +314,63 @@ fn task_metrics(
     );
     let ids: std::collections::BTreeSet<u64> = active.iter().map(|(run, _, _)| run.id).collect();
     f.sample("nasfleet_runs_in_progress", &[], ids.len() as f64);
+
+    let finished = state
+        .store
+        .telemetry
+        .runs_finished
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let names: std::collections::HashMap<u64, (&str, &str)> = tasks
+        .iter()
+        .map(|t| (t.id, (t.name.as_str(), task_kind_word(t.kind()))))
+        .collect();
+    let mut f = Family::new(
+        out,
+        "nasfleet_task_runs_total",
+        "counter",
+        "Runs that ended since the controller started, by task and final state.",
+    );
+    for ((task_id, run_state), count) in &finished {
+        // A deleted task's runs no longer have a name to report under.
+        let Some((task, kind)) = names.get(task_id) else {
+            continue;
+        };
+        let word = RunState::try_from(*run_state)
+            .map(run_state_word)
+            .unwrap_or("UNKNOWN");
+        f.sample(
+            "nasfleet_task_runs_total",
+            &[("task", task), ("kind", kind), ("state", word)],
+            *count as f64,
+        );
+    }
     Ok(())
+}
+
+/// How the controller itself is doing: scheduler lag and store latency.
+fn controller_metrics(state: &SharedState, out: &mut String) {
+    let mut f = Family::new(
+        out,
+        "nasfleet_scheduler_lag_seconds",
+        "histogram",
+        "How long after its due time each scheduled run started.",
+    );
+    f.histogram(
+        "nasfleet_scheduler_lag_seconds",
+        &state.scheduler_lag.snapshot(),
+    );
+    let mut f = Family::new(
+        out,
+        "nasfleet_store_write_seconds",
+        "histogram",
+        "How long each store write took from submission until durable (queue, apply, flush).",
+    );
+    f.histogram(
+        "nasfleet_store_write_seconds",
+        &state.store.telemetry.write_latency.snapshot(),
+    );
 }
 
 async fn metrics(State(state): State<SharedState>) -> Response {
@@ -312,11 +391,106 @@ async fn metrics(State(state): State<SharedState>) -> Response {
     }
 }
 
-/// Serves `/metrics` on `listener` until shutdown.
+/// With `metrics_tls`, only a user whose certificate this controller issued
+/// (and who sees every system: the metrics cover the whole fleet) may read.
+async fn require_fleet_reader(
+    State(state): State<SharedState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let refuse = |message: String| (StatusCode::FORBIDDEN, format!("{message}\n")).into_response();
+    let Some(leaf) = request
+        .extensions()
+        .get::<PeerCertificates>()
+        .and_then(|c| c.0.first().cloned())
+    else {
+        return refuse("metrics: a client certificate is required".into());
+    };
+    let actor = match person_by_certificate(&state.store, &leaf) {
+        Ok(actor) => actor,
+        Err(e) => return refuse(format!("metrics: {e}")),
+    };
+    if let Err(e) = actor.require(Access::Read) {
+        return refuse(format!("metrics: {e}"));
+    }
+    if !matches!(
+        actor,
+        Actor::Person {
+            scope: Scope::All,
+            ..
+        }
+    ) {
+        return refuse(format!(
+            "metrics: user '{}' sees only some systems; the metrics cover the whole fleet",
+            actor.name()
+        ));
+    }
+    next.run(request).await
+}
+
+/// The TLS settings of `/metrics` behind mTLS: the controller's server
+/// certificate, and client certificates issued by its CA required.
+pub async fn tls_config(data_dir: &DataDir) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (chain, key) =
+        crate::web::read_identity((&data_dir.server_chain(), &data_dir.server_key()))
+            .await
+            .map_err(|e| e.to_string())?;
+    let ca_path = data_dir.ca_cert();
+    let ca_pem = tokio::fs::read(&ca_path)
+        .await
+        .map_err(|e| format!("reading {}: {e}", ca_path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca_path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca_path.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("client certificate verifier: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn router(state: SharedState, tls: bool) -> Router {
+    let app = Router::new().route("/metrics", get(metrics));
+    let app = if tls {
+        app.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_fleet_reader,
+        ))
+    } else {
+        app
+    };
+    app.with_state(state)
+}
+
+/// Serves `/metrics` over HTTPS with client certificates on `listener`
+/// until shutdown.
+pub async fn serve_tls(
+    state: SharedState,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let app = router(state, true);
+    crate::web::serve_https("metrics", app, listener, tls, shutdown, SHUTDOWN_GRACE).await
+}
+
+/// Serves `/metrics` as plain HTTP on `listener` until shutdown.
 pub async fn serve(state: SharedState, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(state);
+    let app = router(state, false);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { wait_for_shutdown(&mut shutdown).await })
         .await;
@@ -325,14 +499,14 @@ pub async fn serve(state: SharedState, listener: TcpListener, mut shutdown: watc
     }
 }
 
-/// Metrics are plain HTTP, so only on loopback.
-pub fn check_listen(addr: SocketAddr) -> Result<(), String> {
-    if addr.ip().is_loopback() {
+/// Plain HTTP metrics only on loopback; behind mTLS anywhere.
+pub fn check_listen(addr: SocketAddr, tls: bool) -> Result<(), String> {
+    if tls || addr.ip().is_loopback() {
         Ok(())
     } else {
         Err(format!(
-            "metrics_listen: {addr} is not a loopback address; metrics are served as plain HTTP, \
-             so only on 127.0.0.0/8 or ::1 (scrape through a TLS proxy from elsewhere)"
+            "metrics_listen: {addr} is not a loopback address; plain HTTP metrics are served \
+             only on 127.0.0.0/8 or ::1 (set metrics_tls = true to serve them behind mutual TLS)"
         ))
     }
 }

@@ -30,7 +30,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 /// How long in-flight calls get to finish after the shutdown signal.
 /// With the three limits below, a stop takes at most 8 s: within the 10 s
 /// that service managers and administrators are promised.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long recording the last-seen times of closed sessions may take.
 const RECORD_ENDED_DEADLINE: Duration = Duration::from_secs(1);
 /// How long the watchdog and the scheduler get to finish what they are doing.
@@ -122,15 +122,26 @@ pub async fn serve(
     }
     if let Some(addr) = config.metrics_listen {
         let listener = bind(addr).await?;
-        tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving on /metrics");
-        workers.push((
-            "metrics",
+        let served = if config.metrics_tls {
+            let tls = crate::metrics::tls_config(data_dir)
+                .await
+                .map_err(ServerError::Config)?;
+            tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving on https /metrics (client certificates required)");
+            tokio::spawn(crate::metrics::serve_tls(
+                state.clone(),
+                listener,
+                tls,
+                shutdown.clone(),
+            ))
+        } else {
+            tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving on /metrics");
             tokio::spawn(crate::metrics::serve(
                 state.clone(),
                 listener,
                 shutdown.clone(),
-            )),
-        ));
+            ))
+        };
+        workers.push(("metrics", served));
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -217,6 +228,7 @@ async fn load_state(
             .web()
             .map_err(ServerError::Config)?
             .map(|web| web.url),
+        scheduler_lag: Default::default(),
     });
     Ok((state, tls))
 }

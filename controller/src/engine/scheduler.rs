@@ -264,6 +264,8 @@ impl Backend for StoreBackend {
         }
         let parts = tasks::prepare(&self.state, &task, due).await;
         let started = runs::start(&self.state, &task, Trigger::Scheduled { at: due }, parts).await;
+        let lag = (Utc::now() - due).to_std().unwrap_or_default();
+        self.state.scheduler_lag.observe(lag);
         if let Err(status) = started {
             tracing::error!(task = %task.name, reason = %status, "scheduled run could not start");
         }

@@ -28,6 +28,8 @@ pub struct ControllerState {
     pub signins: crate::engine::signins::SignIns,
     /// Where the web console is reached (`https://HOST:PORT`), when it is served.
     pub console_url: Option<String>,
+    /// How late scheduled runs started after their due times.
+    pub scheduler_lag: nasfleet_common::histogram::Histogram,
 }
 
 pub type SharedState = Arc<ControllerState>;
@@ -93,5 +95,6 @@ pub(crate) fn test_state(dir: &std::path::Path) -> SharedState {
         audit_retention: crate::store::DEFAULT_AUDIT_RETENTION,
         signins: Default::default(),
         console_url: None,
+        scheduler_lag: Default::default(),
     })
 }

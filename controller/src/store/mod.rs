@@ -172,6 +172,18 @@ pub struct Tables {
     channels: sled::Tree,
     /// message id (u64 BE) → OutboxEntry: notifications not yet delivered.
     outbox: sled::Tree,
+    /// What the store measures about itself, for the metrics.
+    pub telemetry: Arc<StoreTelemetry>,
+}
+
+/// Measurements of the store since it was opened.
+#[derive(Default)]
+pub struct StoreTelemetry {
+    /// From a write's submission until its caller is answered: waiting in
+    /// the queue, being applied, and the batch's flush.
+    pub write_latency: nasfleet_common::histogram::Histogram,
+    /// Runs that reached a final state, by task id and state.
+    pub runs_finished: std::sync::Mutex<std::collections::BTreeMap<(u64, i32), u64>>,
 }
 
 /// Datasets on `system` whose snapshots may still carry task `task_id`'s
@@ -266,6 +278,7 @@ impl Store {
             alerts: db.open_tree("alerts")?,
             channels: db.open_tree("channels")?,
             outbox: db.open_tree("outbox")?,
+            telemetry: Arc::default(),
             db,
         });
         migrate::migrate(&tables)?;
@@ -299,9 +312,11 @@ impl Store {
         op: impl FnOnce(&Write<'_>) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<oneshot::Receiver<Result<R, StoreError>>, StoreError> {
         let (tx, rx) = oneshot::channel();
+        let (telemetry, submitted) = (self.tables.telemetry.clone(), std::time::Instant::now());
         self.writer.submit(Box::new(move |tables: &Tables| {
             let outcome = op(&Write { tables });
             Box::new(move |flushed: Result<(), Arc<str>>| {
+                telemetry.write_latency.observe(submitted.elapsed());
                 let answer = match (outcome, flushed) {
                     (Err(e), _) => Err(e),
                     (Ok(_), Err(e)) => Err(StoreError::Flush(e.to_string())),
@@ -737,7 +752,18 @@ impl Write<'_> {
     /// Writes a run. Once it is final, the work kept for its parts is dropped.
     pub fn put_run(&self, run: &Run) -> Result<(), StoreError> {
         let key = run.id.to_be_bytes();
-        self.runs.insert(key, run.encode_to_vec())?;
+        let previous = self.runs.insert(key, run.encode_to_vec())?;
+        let was_final = previous
+            .and_then(|bytes| Run::decode(&*bytes).ok())
+            .is_some_and(|r| is_final(r.state()));
+        if is_final(run.state()) && !was_final {
+            let mut finished = self
+                .telemetry
+                .runs_finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *finished.entry((run.task_id, run.state)).or_default() += 1;
+        }
         let mut index = run.task_id.to_be_bytes().to_vec();
         index.extend_from_slice(&key);
         self.runs_by_task.insert(index, &[])?;

@@ -68,9 +68,10 @@ pub type ConsoleState = Arc<Console>;
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
-/// The console's TLS settings: the configured certificate and key, else
-/// the controller's own server certificate.
-pub async fn tls_config(identity: (&Path, &Path)) -> Result<Arc<rustls::ServerConfig>, WebError> {
+/// A certificate chain and its key from PEM files.
+pub async fn read_identity(
+    identity: (&Path, &Path),
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), WebError> {
     let (cert_path, key_path) = identity;
     let read = |path: &Path| {
         let path = path.to_owned();
@@ -96,6 +97,13 @@ pub async fn tls_config(identity: (&Path, &Path)) -> Result<Arc<rustls::ServerCo
         return Err(bad(cert_path, "no certificate in the file".into()));
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(key_path, e.to_string()))?;
+    Ok((chain, key))
+}
+
+/// The console's TLS settings: the configured certificate and key, else
+/// the controller's own server certificate.
+pub async fn tls_config(identity: (&Path, &Path)) -> Result<Arc<rustls::ServerConfig>, WebError> {
+    let (chain, key) = read_identity(identity).await?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -183,11 +191,30 @@ pub async fn serve(
     console: ConsoleState,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    serve_https("console", router(console), listener, tls, shutdown, grace).await
+}
+
+/// The certificate chain a client presented, leaf first, for handlers of a
+/// listener that asks for one.
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+
+/// Serves `app` over HTTPS (HTTP/1.1) on `listener` until `shutdown`, then
+/// lets open requests finish for at most `grace`. Each request carries the
+/// client's address ([`ClientAddr`]) and, when it sent one, its
+/// certificate chain ([`PeerCertificates`]). `label` names the listener in logs.
+pub async fn serve_https(
+    label: &'static str,
+    app: Router,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(console);
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -195,7 +222,7 @@ pub async fn serve(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of descriptors or similar: wait instead of spinning.
-                    tracing::warn!(error = %e, "console: accept failed");
+                    tracing::warn!(error = %e, "{label}: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -209,14 +236,22 @@ pub async fn serve(
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "console: TLS handshake failed");
+                    tracing::debug!(%peer, error = %e, "{label}: TLS handshake failed");
                     return;
                 }
                 Err(_) => return,
             };
+            let certificates = tls.get_ref().1.peer_certificates().map(|chain| {
+                PeerCertificates(Arc::new(
+                    chain.iter().map(|c| c.clone().into_owned()).collect(),
+                ))
+            });
             let service =
                 hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(ClientAddr(peer));
+                    if let Some(certificates) = &certificates {
+                        request.extensions_mut().insert(certificates.clone());
+                    }
                     app.clone().oneshot(request.map(axum::body::Body::new))
                 });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -224,7 +259,7 @@ pub async fn serve(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "console: connection ended");
+                tracing::debug!(%peer, error = %e, "{label}: connection ended");
             }
         });
     }
@@ -233,6 +268,6 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("console: open requests did not finish in time; stopping anyway");
+        tracing::warn!("{label}: open requests did not finish in time; stopping anyway");
     }
 }

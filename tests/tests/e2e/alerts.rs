@@ -320,6 +320,10 @@ fn metrics_are_prometheus_text_that_promtool_accepts() -> Result<()> {
         "nasfleet_task_last_success_timestamp_seconds{task=\"offsite-copy\",kind=\"rsync\"}",
         "nasfleet_task_last_run_state{task=\"offsite-copy\",kind=\"rsync\",state=\"SUCCESS\"} 1",
         "nasfleet_alerts{level=\"critical\"} 0",
+        "nasfleet_task_runs_total{task=\"offsite-copy\",kind=\"rsync\",state=\"SUCCESS\"} 1",
+        "nasfleet_store_write_seconds_bucket{le=\"+Inf\"}",
+        "nasfleet_store_write_seconds_count",
+        "# TYPE nasfleet_scheduler_lag_seconds histogram",
     ] {
         ensure!(text.contains(expected), "{expected} not in:\n{text}");
     }
@@ -329,6 +333,94 @@ fn metrics_are_prometheus_text_that_promtool_accepts() -> Result<()> {
         "/../deploy/nasfleet-alerts.rules.yml"
     );
     promtool(&["check", "rules", rules], None)?;
+    Ok(())
+}
+
+/// Host tier only, like the test above (it needs curl): with `metrics_tls`,
+/// `/metrics` answers only clients with a certificate of a user who sees
+/// every system.
+#[test]
+fn metrics_behind_mutual_tls_need_a_fleet_wide_user_certificate() -> Result<()> {
+    ensure_zfs()?;
+    let dir = TestDir::new("metrics-tls")?;
+    let pool = TestPool::create(dir.path(), "mtls")?;
+    let mut controller = Controller::init(dir.path())?;
+    let config_path = controller.data_dir().join("controller.toml");
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&config_path)?)?;
+    config.insert("metrics_tls".into(), true.into());
+    std::fs::write(&config_path, toml::to_string(&config)?)?;
+    controller.start()?;
+    let mut agent = Agent::join(&controller, "nas1")?;
+    agent.start(&[pool.name()], None)?;
+    wait_for_status(&controller, "nas1", "ONLINE", STATUS_TIMEOUT)?;
+    let url = controller.metrics_url().replace("http://", "https://");
+    let data = controller.data_dir();
+    let ca = data.join("ca.crt");
+    let curl =
+        |cert: Option<(&std::path::Path, &std::path::Path)>| -> Result<(Option<i32>, String)> {
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+            ])
+            .arg(&ca);
+            if let Some((cert, key)) = cert {
+                cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+            }
+            let out = nasfleet_tests::run_output(cmd.arg(&url), Duration::from_secs(30))?;
+            Ok((
+                out.status.code(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            ))
+        };
+    let (code, text) = curl(Some((&data.join("admin.crt"), &data.join("admin.key"))))?;
+    ensure!(
+        code == Some(0)
+            && text.ends_with("200")
+            && text.contains("nasfleet_systems{status=\"online\"} 1"),
+        "{code:?} {text}"
+    );
+    // No certificate: the handshake itself is refused.
+    let (code, text) = curl(None)?;
+    ensure!(code != Some(0), "{code:?} {text}");
+    // A certificate of another CA: refused too.
+    let (foreign_cert, foreign_key) = foreign_admin_certificate()?;
+    let (fc, fk) = (
+        dir.path().join("foreign.crt"),
+        dir.path().join("foreign.key"),
+    );
+    std::fs::write(&fc, foreign_cert)?;
+    std::fs::write(&fk, foreign_key)?;
+    let (code, text) = curl(Some((&fc, &fk)))?;
+    ensure!(code != Some(0), "{code:?} {text}");
+    // A viewer of one system: known, but the metrics cover every system.
+    let vic = create_user(
+        &controller,
+        "vic",
+        &["--role", "viewer", "--system", "nas1"],
+    )?;
+    let (_, vic_config) = login(&dir, &vic)?;
+    let vic_toml: toml::Table = toml::from_str(&std::fs::read_to_string(&vic_config)?)?;
+    let path_of = |key: &str| -> Result<std::path::PathBuf> {
+        let value = vic_toml
+            .get(key)
+            .and_then(|v| v.as_str())
+            .with_context(|| format!("no {key} in {vic_toml}"))?;
+        Ok(vic_config.parent().context("config dir")?.join(value))
+    };
+    let (code, text) = curl(Some((&path_of("cert")?, &path_of("key")?)))?;
+    ensure!(
+        code == Some(0) && text.ends_with("403") && text.contains("sees only some systems"),
+        "{code:?} {text}"
+    );
     Ok(())
 }
 
