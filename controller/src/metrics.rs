@@ -7,7 +7,7 @@ use crate::engine::alerts;
 use crate::engine::state::SharedState;
 use crate::engine::systems::inventory;
 use crate::server::SHUTDOWN_GRACE;
-use crate::store::is_final;
+use crate::store::{is_final, is_success};
 use crate::web::PeerCertificates;
 use axum::Router;
 use axum::extract::State;
@@ -216,9 +216,7 @@ fn task_metrics(
                 if newest_final.is_none() {
                     newest_final = Some(run.clone());
                 }
-                if newest_success.is_none()
-                    && matches!(run.state(), RunState::Finished | RunState::Success)
-                {
+                if newest_success.is_none() && is_success(run.state()) {
                     newest_success = Some(run.finished_unix_ms);
                 }
                 alerts::record_successes(&run, &mut dataset_success);

@@ -5,7 +5,7 @@ use crate::engine::error::FleetError;
 use crate::engine::kinds::systems_named;
 use crate::engine::state::{SharedState, local_time};
 use crate::engine::systems::inventory;
-use crate::store::{AlertRecord, is_final};
+use crate::store::{AlertRecord, is_final, is_success};
 use chrono::TimeZone;
 use nasfleet_common::duration::parse_duration;
 use nasfleet_common::naming::NamingSchema;
@@ -375,7 +375,7 @@ fn task_conditions(
             state
                 .store
                 .visit_runs_of_task(task.id, STALE_LOOKBACK_RUNS, |run| {
-                    if run.state() == RunState::Finished {
+                    if is_success(run.state()) {
                         last_success = Some(run.finished_unix_ms.max(run.started_unix_ms));
                     }
                     last_success.is_none()

@@ -12,7 +12,7 @@ use crate::engine::error::FleetError;
 use crate::engine::kinds::{state_word, systems_of};
 use crate::engine::run_hub::LOG_TAIL_LINES;
 use crate::engine::state::SharedState;
-use crate::store::{StoreError, Write, is_final};
+use crate::store::{StoreError, Write, is_final, is_success};
 use chrono::{DateTime, Utc};
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::controller_message::Body as Down;
@@ -83,7 +83,7 @@ fn settle(run: &Run) -> Option<(RunState, String)> {
     let failed: Vec<&RunPart> = run
         .parts
         .iter()
-        .filter(|p| p.state() != RunState::Finished && p.state() != RunState::Success)
+        .filter(|p| !is_success(p.state()))
         .collect();
     if failed.is_empty() {
         let state = run.parts.first().map_or(RunState::Finished, |p| p.state());

@@ -892,6 +892,12 @@ pub fn is_final(state: RunState) -> bool {
     )
 }
 
+/// Whether a run (or part) ended well: FINISHED for snapshot and
+/// replication runs, SUCCESS for rsync runs.
+pub fn is_success(state: RunState) -> bool {
+    matches!(state, RunState::Finished | RunState::Success)
+}
+
 fn connection_key(source: &str, target: &str) -> Vec<u8> {
     format!("{source}\0{target}").into_bytes()
 }

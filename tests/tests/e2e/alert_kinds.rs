@@ -255,3 +255,97 @@ fn ssh_not_running_is_raised_for_a_replicating_system_and_cleared_when_sshd_is_b
     );
     Ok(())
 }
+
+/// A snapshot task with no snapshot of its own, and an rsync task with no
+/// successful run, both for longer than their `--stale-after`, are stale;
+/// the snapshot task's first snapshot and the rsync task's first success
+/// clear them. (Replication's per-dataset staleness is in alerts.rs.)
+#[test]
+fn snapshot_and_rsync_tasks_go_stale_and_recover() -> Result<()> {
+    use super::alerts::{create_rsync_task, run_rsync_task};
+    let dir = TestDir::new("alertstale")?;
+    let pool = TestPool::create(dir.path(), "astl")?;
+    let module = dir.path().join("module");
+    let rsyncd = nasfleet_tests::TestRsyncd::start(dir.path(), &[("mod", &module)])?;
+    let mut controller = controller_with(&dir, &[])?;
+    controller.start()?;
+    let mut agent = Agent::join(&controller, "nas1")?;
+    agent.start(&[pool.name()], None)?;
+    wait_for_status(&controller, "nas1", "ONLINE", STATUS_TIMEOUT)?;
+    let dataset = pool.create_dataset("data")?;
+    let path = pool.dataset_mountpoint("data")?;
+    std::fs::write(path.join("a.txt"), b"kept")?;
+    let path = path.to_str().context("mountpoint")?.to_owned();
+    refreshed(&controller, "nas1")?;
+
+    let snapshot_task = create_snapshot_task(
+        &controller,
+        &[
+            "--system",
+            "nas1",
+            "--dataset",
+            &dataset,
+            "--stale-after",
+            "15s",
+        ],
+    )?;
+    let shown = controller.cli_ok(&["snapshot-task", "show", &snapshot_task.to_string()])?;
+    ensure!(shown.contains("Stale after:    15s"), "{shown}");
+    let closed = nasfleet_tests::free_port(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))?;
+    let rsync_task = create_rsync_task(&controller, &path, "127.0.0.1", closed)?;
+    controller.cli_ok(&["rsync", "edit", &rsync_task, "--stale-after", "15s"])?;
+    ensure!(run_rsync_task(&controller, &rsync_task)? == "FAILED");
+
+    let mut found: Vec<Value> = Vec::new();
+    nasfleet_tests::wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+        found = active_of_kind(&controller, "stale-protection")?;
+        Ok(found.len() == 2)
+    })
+    .with_context(|| format!("two stale-protection alerts expected: {found:?}"))?;
+    let about = |word: &str| {
+        found
+            .iter()
+            .find(|a| a["object"].as_str().unwrap_or_default().contains(word))
+            .cloned()
+            .with_context(|| format!("no stale alert about {word}: {found:?}"))
+    };
+    let snapshots = about("snapshot task")?;
+    let rsync = about("rsync task")?;
+    ensure!(
+        snapshots["object"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("nas1:{dataset}"))
+            && text_of(&snapshots).contains("there is none")
+            && text_of(&snapshots).contains("stale after 15 s"),
+        "{snapshots}"
+    );
+    ensure!(
+        rsync["object"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("offsite-copy")
+            && text_of(&rsync).contains("never"),
+        "{rsync}"
+    );
+
+    // The task's first snapshot, and a successful rsync run, clear them.
+    let run = start_task_run(&controller, snapshot_task)?;
+    let run = wait_run_final(&controller, run, Duration::from_secs(60))?;
+    ensure!(run_state(&run)? == "FINISHED", "{run}");
+    refreshed(&controller, "nas1")?;
+    let port = rsyncd.port().to_string();
+    controller.cli_ok(&[
+        "rsync",
+        "edit",
+        &rsync_task,
+        "--remote-host",
+        &rsyncd.host(),
+        "--remote-port",
+        &port,
+    ])?;
+    ensure!(run_rsync_task(&controller, &rsync_task)? == "SUCCESS");
+    wait_cleared(&controller, id_of(&snapshots)?)?;
+    wait_cleared(&controller, id_of(&rsync)?)?;
+    Ok(())
+}
