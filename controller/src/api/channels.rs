@@ -19,13 +19,13 @@ pub fn to_proto(channel: &ChannelRecord, pending: usize) -> pb::NotificationChan
         min_level: channel.min_level.clone(),
         created_by: channel.created_by.clone(),
         created_unix_ms: channel.created_unix_ms,
-        delivered: channel.delivered,
-        last_success_unix_ms: channel.last_success_unix_ms,
-        last_error: channel.last_error.clone().unwrap_or_default(),
-        last_error_unix_ms: channel.last_error_unix_ms,
-        failures_in_a_row: channel.failures_in_a_row,
+        delivered: channel.delivery.delivered,
+        last_success_unix_ms: channel.delivery.last_success_unix_ms,
+        last_error: channel.delivery.last_error.clone().unwrap_or_default(),
+        last_error_unix_ms: channel.delivery.last_error_unix_ms,
+        failures_in_a_row: channel.delivery.failures_in_a_row,
         pending: u32::try_from(pending).unwrap_or(u32::MAX),
-        dropped: channel.dropped,
+        dropped: channel.delivery.dropped,
         ..Default::default()
     };
     match &channel.target {
@@ -39,30 +39,23 @@ pub fn to_proto(channel: &ChannelRecord, pending: usize) -> pb::NotificationChan
             shown.header_names = headers.iter().map(|(name, _)| name.clone()).collect();
             shown.custom_ca = ca_pem.is_some();
         }
-        ChannelTarget::Smtp {
-            host,
-            port,
-            security,
-            from,
-            to,
-            user,
-            password,
-            ca_pem,
-        } => {
+        ChannelTarget::Smtp(relay) => {
             shown.kind = "smtp".into();
-            let host = if host.contains(':') {
-                format!("[{host}]")
+            let host = if relay.host.contains(':') {
+                format!("[{}]", relay.host)
             } else {
-                host.clone()
+                relay.host.clone()
             };
             shown.destination = format!(
-                "{host}:{port} ({}) from {from} to {}",
-                security.as_str(),
-                to.join(", ")
+                "{host}:{} ({}) from {} to {}",
+                relay.port,
+                relay.security.as_str(),
+                relay.from,
+                relay.to.join(", ")
             );
-            shown.smtp_user = user.clone().unwrap_or_default();
-            shown.password_set = password.is_some();
-            shown.custom_ca = ca_pem.is_some();
+            shown.smtp_user = relay.user.clone().unwrap_or_default();
+            shown.password_set = relay.password.is_some();
+            shown.custom_ca = relay.ca_pem.is_some();
         }
     }
     shown

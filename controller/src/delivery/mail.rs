@@ -2,7 +2,7 @@
 
 use super::{DeliveryError, parse_ca};
 use crate::delivery::message::Message;
-use crate::store::SmtpSecurity;
+use crate::store::{SmtpRelay, SmtpSecurity};
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -12,21 +12,9 @@ use std::time::Duration;
 /// Each SMTP command's answer is waited for this long at most.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Where and how to send one channel's mail.
-pub struct Relay<'a> {
-    pub host: &'a str,
-    pub port: u16,
-    pub security: SmtpSecurity,
-    pub from: &'a str,
-    pub to: &'a [String],
-    pub user: Option<&'a str>,
-    pub password: Option<&'a str>,
-    pub ca_pem: Option<&'a str>,
-}
-
-fn tls_parameters(relay: &Relay<'_>) -> Result<TlsParameters, DeliveryError> {
+fn tls_parameters(relay: &SmtpRelay) -> Result<TlsParameters, DeliveryError> {
     let mut builder = TlsParameters::builder(relay.host.to_owned());
-    for der in parse_ca(relay.ca_pem)? {
+    for der in parse_ca(relay.ca_pem.as_deref())? {
         let cert = Certificate::from_der(der.to_vec())
             .map_err(|e| DeliveryError::Setup(format!("CA certificate: {e}")))?;
         builder = builder.add_root_certificate(cert);
@@ -36,14 +24,14 @@ fn tls_parameters(relay: &Relay<'_>) -> Result<TlsParameters, DeliveryError> {
         .map_err(|e| DeliveryError::Setup(format!("TLS: {e}")))
 }
 
-pub async fn send(relay: &Relay<'_>, message: &Message) -> Result<(), DeliveryError> {
+pub async fn send(relay: &SmtpRelay, message: &Message) -> Result<(), DeliveryError> {
     let bad_address =
         |e: lettre::address::AddressError| DeliveryError::Setup(format!("mail address: {e}"));
     let mut mail = lettre::Message::builder()
         .from(relay.from.parse().map_err(bad_address)?)
         .subject(message.subject.clone())
         .header(ContentType::TEXT_PLAIN);
-    for to in relay.to {
+    for to in &relay.to {
         mail = mail.to(to.parse().map_err(bad_address)?);
     }
     let mail = mail
@@ -54,12 +42,13 @@ pub async fn send(relay: &Relay<'_>, message: &Message) -> Result<(), DeliveryEr
         SmtpSecurity::Starttls => Tls::Required(tls_parameters(relay)?),
         SmtpSecurity::Tls => Tls::Wrapper(tls_parameters(relay)?),
     };
-    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay.host)
-        .port(relay.port)
-        .tls(tls)
-        .timeout(Some(COMMAND_TIMEOUT));
-    if let (Some(user), Some(password)) = (relay.user, relay.password) {
-        transport = transport.credentials(Credentials::new(user.to_owned(), password.to_owned()));
+    let mut transport =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay.host.as_str())
+            .port(relay.port)
+            .tls(tls)
+            .timeout(Some(COMMAND_TIMEOUT));
+    if let (Some(user), Some(password)) = (&relay.user, &relay.password) {
+        transport = transport.credentials(Credentials::new(user.clone(), password.clone()));
     }
     transport.build().send(mail).await.map(|_| ()).map_err(|e| {
         DeliveryError::Failed(format!("SMTP {}:{}: {}", relay.host, relay.port, chain(&e)))

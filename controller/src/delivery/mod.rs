@@ -66,28 +66,7 @@ pub async fn deliver(channel: &ChannelRecord, message: &Message) -> Result<(), D
                 headers,
                 ca_pem,
             } => webhook::post(url, headers, ca_pem.as_deref(), message).await,
-            ChannelTarget::Smtp {
-                host,
-                port,
-                security,
-                from,
-                to,
-                user,
-                password,
-                ca_pem,
-            } => {
-                let relay = mail::Relay {
-                    host,
-                    port: *port,
-                    security: *security,
-                    from,
-                    to,
-                    user: user.as_deref(),
-                    password: password.as_deref(),
-                    ca_pem: ca_pem.as_deref(),
-                };
-                mail::send(&relay, message).await
-            }
+            ChannelTarget::Smtp(relay) => mail::send(relay, message).await,
         }
     };
     tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)

@@ -237,7 +237,8 @@ pub fn conditions(
         task_conditions(state, task, &inventories, now_ms, &mut found)?;
     }
     for channel in state.store.channels()? {
-        if channel.failures_in_a_row >= crate::engine::notify::FAILING_AFTER {
+        let stats = &channel.delivery;
+        if stats.failures_in_a_row >= crate::engine::notify::FAILING_AFTER {
             let name = &channel.name;
             found.push(Condition {
                 key: format!("channel:{name}"),
@@ -248,9 +249,9 @@ pub fn conditions(
                 text: format!(
                     "{} deliveries in a row to notification channel '{name}' failed, the last at {}: {}; \
                      fix the channel (then `nasfleet notify test {name}`) or remove it",
-                    channel.failures_in_a_row,
-                    time_of(state, channel.last_error_unix_ms),
-                    channel.last_error.as_deref().unwrap_or("-")
+                    stats.failures_in_a_row,
+                    time_of(state, stats.last_error_unix_ms),
+                    stats.last_error.as_deref().unwrap_or("-")
                 ),
             });
         }

@@ -4,7 +4,9 @@ use crate::engine::access::{Access, Actor};
 use crate::engine::alerts::{AlertChanges, Level};
 use crate::engine::error::FleetError;
 use crate::engine::state::SharedState;
-use crate::store::{AlertRecord, ChannelRecord, ChannelTarget, OutboxEntry, SmtpSecurity, Write};
+use crate::store::{
+    AlertRecord, ChannelRecord, ChannelTarget, OutboxEntry, SmtpRelay, SmtpSecurity, Write,
+};
 use lettre::message::Mailbox;
 use nasfleet_common::echo::echo;
 use nasfleet_common::names::validate_channel_name;
@@ -280,7 +282,7 @@ fn check_smtp(spec: &SmtpSpec) -> Result<ChannelTarget, FleetError> {
             (Some(user.to_owned()), Some(password.to_owned()))
         }
     };
-    Ok(ChannelTarget::Smtp {
+    Ok(ChannelTarget::Smtp(SmtpRelay {
         host,
         port,
         security,
@@ -289,7 +291,7 @@ fn check_smtp(spec: &SmtpSpec) -> Result<ChannelTarget, FleetError> {
         user,
         password,
         ca_pem: check_ca("ca", &spec.ca_pem)?,
-    })
+    }))
 }
 
 /// Checks every rule of a channel; nothing is stored.
@@ -318,19 +320,7 @@ pub async fn add(
 ) -> Result<ChannelRecord, FleetError> {
     actor.require(Access::Administer)?;
     let (target, min_level) = check(&spec)?;
-    let record = ChannelRecord {
-        name: spec.name,
-        target,
-        min_level,
-        created_by: actor.label(),
-        created_unix_ms: now_ms,
-        delivered: 0,
-        last_success_unix_ms: 0,
-        last_error: None,
-        last_error_unix_ms: 0,
-        failures_in_a_row: 0,
-        dropped: 0,
-    };
+    let record = ChannelRecord::new(spec.name, target, min_level, actor.label(), now_ms);
     state
         .store
         .write(move |w| {
@@ -478,16 +468,17 @@ pub fn record_attempt(
     let Some(mut channel) = w.channel(channel_name)? else {
         return Ok(());
     };
+    let stats = &mut channel.delivery;
     match outcome {
         Ok(()) => {
-            channel.delivered += 1;
-            channel.last_success_unix_ms = now_ms;
-            channel.failures_in_a_row = 0;
+            stats.delivered += 1;
+            stats.last_success_unix_ms = now_ms;
+            stats.failures_in_a_row = 0;
         }
         Err(error) => {
-            channel.last_error = Some(error.clone());
-            channel.last_error_unix_ms = now_ms;
-            channel.failures_in_a_row = channel.failures_in_a_row.saturating_add(1);
+            stats.last_error = Some(error.clone());
+            stats.last_error_unix_ms = now_ms;
+            stats.failures_in_a_row = stats.failures_in_a_row.saturating_add(1);
         }
     }
     w.put_channel(&channel)
@@ -592,10 +583,10 @@ mod tests {
     #[test]
     fn mail_channels_need_addresses_and_keep_passwords_off_plain_networks() {
         let (target, _) = check(&smtp("mail.example.com:587", "starttls", "u", "p")).expect("good");
-        let ChannelTarget::Smtp { host, port, .. } = target else {
+        let ChannelTarget::Smtp(relay) = target else {
             panic!("not smtp")
         };
-        assert_eq!((host.as_str(), port), ("mail.example.com", 587));
+        assert_eq!((relay.host.as_str(), relay.port), ("mail.example.com", 587));
         check(&smtp("127.0.0.1:2525", "", "u", "p")).expect("loopback relays may be plain");
         check(&smtp("[::1]:25", "tls", "", "")).expect("bracketed IPv6");
         assert!(refusal(&smtp("mail.example.com:587", "", "u", "p")).starts_with("password: "));
@@ -671,23 +662,13 @@ mod tests {
 
     #[test]
     fn channels_get_the_levels_they_ask_for() {
-        let mut channel = ChannelRecord {
-            name: "c".into(),
-            target: ChannelTarget::Webhook {
-                url: "http://127.0.0.1/".into(),
-                headers: vec![],
-                ca_pem: None,
-            },
-            min_level: "critical".into(),
-            created_by: "admin".into(),
-            created_unix_ms: 0,
-            delivered: 0,
-            last_success_unix_ms: 0,
-            last_error: None,
-            last_error_unix_ms: 0,
-            failures_in_a_row: 0,
-            dropped: 0,
+        let webhook = ChannelTarget::Webhook {
+            url: "http://127.0.0.1/".into(),
+            headers: vec![],
+            ca_pem: None,
         };
+        let mut channel =
+            ChannelRecord::new("c".into(), webhook, "critical".into(), "admin".into(), 0);
         let warning = entry(1, "c", 0).alert;
         assert!(!wants(&channel, &warning));
         channel.min_level = "info".into();

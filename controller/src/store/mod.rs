@@ -19,7 +19,9 @@ mod writer;
 
 pub use alerts::{AlertRecord, MAX_CLEARED_ALERTS};
 pub use audit::{AuditEntry, AuditFilter, AuditRetention, DEFAULT_AUDIT_RETENTION};
-pub use notify::{ChannelRecord, ChannelTarget, MAX_OUTBOX, OutboxEntry, SmtpSecurity};
+pub use notify::{
+    ChannelRecord, ChannelTarget, DeliveryStats, MAX_OUTBOX, OutboxEntry, SmtpRelay, SmtpSecurity,
+};
 pub use people::{LoginCert, LoginError, LoginRefusal, UserRecord, UserTokenRecord};
 
 use nasfleet_proto::v1::{Run, RunState, StartRun, Task};

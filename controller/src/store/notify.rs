@@ -40,16 +40,21 @@ pub enum ChannelTarget {
         /// Extra trusted CA certificates (PEM) besides Mozilla's roots.
         ca_pem: Option<String>,
     },
-    Smtp {
-        host: String,
-        port: u16,
-        security: SmtpSecurity,
-        from: String,
-        to: Vec<String>,
-        user: Option<String>,
-        password: Option<String>,
-        ca_pem: Option<String>,
-    },
+    Smtp(SmtpRelay),
+}
+
+/// A mail relay and the mail's envelope, secrets included.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SmtpRelay {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub from: String,
+    pub to: Vec<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Extra trusted CA certificates (PEM) besides Mozilla's roots.
+    pub ca_pem: Option<String>,
 }
 
 /// One notification channel and how delivering to it has gone.
@@ -61,20 +66,42 @@ pub struct ChannelRecord {
     pub min_level: String,
     pub created_by: String,
     pub created_unix_ms: i64,
-    #[serde(default)]
+    #[serde(flatten)]
+    pub delivery: DeliveryStats,
+}
+
+/// How delivering to a channel has gone.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct DeliveryStats {
     pub delivered: u64,
-    #[serde(default)]
     pub last_success_unix_ms: i64,
-    #[serde(default)]
     pub last_error: Option<String>,
-    #[serde(default)]
     pub last_error_unix_ms: i64,
     /// Failed attempts since the last success.
-    #[serde(default)]
     pub failures_in_a_row: u32,
     /// Messages given up on (too old, or pushed out of a full outbox).
-    #[serde(default)]
     pub dropped: u64,
+}
+
+impl ChannelRecord {
+    /// A channel nothing has been sent to yet.
+    pub fn new(
+        name: String,
+        target: ChannelTarget,
+        min_level: String,
+        created_by: String,
+        created_unix_ms: i64,
+    ) -> Self {
+        ChannelRecord {
+            name,
+            target,
+            min_level,
+            created_by,
+            created_unix_ms,
+            delivery: DeliveryStats::default(),
+        }
+    }
 }
 
 /// One message for one channel: an alert that was raised or cleared (or a
@@ -178,7 +205,7 @@ impl Write<'_> {
     pub fn drop_message(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         self.outbox.remove(id_key(entry.id))?;
         if let Some(mut channel) = self.channel(&entry.channel)? {
-            channel.dropped += 1;
+            channel.delivery.dropped += 1;
             self.put_channel(&channel)?;
         }
         Ok(())
