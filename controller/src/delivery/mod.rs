@@ -7,7 +7,7 @@ pub mod webhook;
 use crate::engine::error::FleetError;
 use crate::engine::notify;
 use crate::engine::state::SharedState;
-use crate::store::{ChannelRecord, ChannelTarget};
+use crate::store::{ChannelRecord, ChannelTarget, OutboxEntry};
 use message::{Message, Sender};
 use nasfleet_common::status::now_unix_ms;
 use rustls_pki_types::CertificateDer;
@@ -19,6 +19,9 @@ use tokio::task::JoinSet;
 
 /// How often the outbox is looked at.
 const POLL: Duration = Duration::from_secs(1);
+/// Messages one channel sends at most per pass (a mass event drains in
+/// passes, and each pass's outcomes are stored together).
+const MESSAGES_PER_ROUND: usize = 100;
 /// One delivery attempt takes at most this long, whatever the channel.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -102,38 +105,58 @@ pub async fn test(state: &SharedState, channel: &ChannelRecord) -> Result<(), Fl
     })
 }
 
-/// One pass over the outbox: sends what is due and records the outcomes.
-async fn round(state: &SharedState) -> Result<(), FleetError> {
-    let now = now_unix_ms();
-    let due = notify::due(state.store.outbox()?, now);
-    if due.is_empty() {
-        return Ok(());
-    }
-    let sender = sender(state);
-    let mut attempts = JoinSet::new();
-    for entry in due {
-        let Some(channel) = state.store.channel(&entry.channel)? else {
-            continue;
-        };
-        let message = message::render(&sender, &entry.event, &entry.alert);
-        attempts.spawn(async move {
-            let outcome = deliver(&channel, &message).await.map_err(|e| e.to_string());
-            (entry, outcome)
-        });
-    }
+/// Sends one channel's due messages in order, stopping at the first that
+/// fails (the ones after it wait for its retry).
+async fn send_in_order(
+    channel: ChannelRecord,
+    sender: Sender,
+    messages: Vec<OutboxEntry>,
+) -> Vec<(OutboxEntry, Result<(), String>)> {
     let mut outcomes = Vec::new();
-    while let Some(done) = attempts.join_next().await {
-        match done {
-            Ok(pair) => outcomes.push(pair),
-            Err(e) => tracing::error!(error = %e, "a notification attempt panicked"),
-        }
-    }
-    for (entry, outcome) in &outcomes {
-        match outcome {
+    for entry in messages {
+        let message = message::render(&sender, &entry.event, &entry.alert);
+        let outcome = deliver(&channel, &message).await.map_err(|e| e.to_string());
+        match &outcome {
             Ok(()) => tracing::info!(channel = %entry.channel, alert = entry.alert.id,
                 event = %entry.event, "notification delivered"),
             Err(e) => tracing::warn!(channel = %entry.channel, alert = entry.alert.id,
                 attempt = entry.attempts + 1, error = %e, "notification not delivered"),
+        }
+        let failed = outcome.is_err();
+        outcomes.push((entry, outcome));
+        if failed {
+            break;
+        }
+    }
+    outcomes
+}
+
+/// One pass over the outbox: every channel sends what is due, all at once,
+/// and the outcomes are recorded in one write.
+async fn round(state: &SharedState) -> Result<(), FleetError> {
+    let now = now_unix_ms();
+    let store = state.store.clone();
+    // Up to MAX_OUTBOX messages to read: off the runtime.
+    let due = tokio::task::spawn_blocking(move || store.outbox())
+        .await
+        .map_err(|e| FleetError::Internal(format!("reading the outbox: {e}")))??;
+    let due = notify::due(due, now, MESSAGES_PER_ROUND);
+    if due.is_empty() {
+        return Ok(());
+    }
+    let sender = sender(state);
+    let mut channels = JoinSet::new();
+    for (name, messages) in due {
+        let Some(channel) = state.store.channel(&name)? else {
+            continue;
+        };
+        channels.spawn(send_in_order(channel, sender.clone(), messages));
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = channels.join_next().await {
+        match done {
+            Ok(sent) => outcomes.extend(sent),
+            Err(e) => tracing::error!(error = %e, "a notification channel's sender panicked"),
         }
     }
     let done_at = now_unix_ms();

@@ -12,7 +12,7 @@ use nasfleet_common::echo::echo;
 use nasfleet_common::names::validate_channel_name;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// A message not delivered within this is given up on.
@@ -418,20 +418,23 @@ pub fn queue_changes(
         .iter()
         .map(|a| ("cleared", a))
         .chain(changes.raised.iter().map(|a| ("raised", a)));
-    let mut queued = 0;
+    let mut messages = Vec::new();
     for (event, alert) in events {
         for channel in channels.iter().filter(|c| wants(c, alert)) {
-            w.queue_message(&OutboxEntry {
-                id: w.next_id()?,
+            messages.push(OutboxEntry {
+                id: 0,
                 channel: channel.name.clone(),
                 event: event.to_owned(),
                 alert: alert.clone(),
                 queued_unix_ms: now_ms,
                 attempts: 0,
                 next_attempt_unix_ms: now_ms,
-            })?;
-            queued += 1;
+            });
         }
+    }
+    let queued = messages.len();
+    if queued > 0 {
+        w.queue_messages(messages)?;
     }
     Ok(queued)
 }
@@ -442,15 +445,29 @@ pub fn retry_delay(failures: u32) -> Duration {
     doubled.min(LONGEST_RETRY)
 }
 
-/// The messages to try now: per channel its oldest, if its time has come
-/// (a channel's messages go out in the order they were queued).
-pub fn due(outbox: Vec<OutboxEntry>, now_ms: i64) -> Vec<OutboxEntry> {
-    let mut seen = BTreeSet::new();
-    outbox
-        .into_iter()
-        .filter(|m| seen.insert(m.channel.clone()))
-        .filter(|m| m.next_attempt_unix_ms <= now_ms)
-        .collect()
+/// The messages to try now, per channel in the order they were queued: a
+/// channel's messages go out in order, so none is due while an older one
+/// of its channel waits for a retry. At most `per_channel` each.
+pub fn due(
+    outbox: Vec<OutboxEntry>,
+    now_ms: i64,
+    per_channel: usize,
+) -> BTreeMap<String, Vec<OutboxEntry>> {
+    let mut due: BTreeMap<String, Vec<OutboxEntry>> = BTreeMap::new();
+    let mut waiting = BTreeSet::new();
+    for message in outbox {
+        if waiting.contains(&message.channel) {
+            continue;
+        }
+        let queue = due.entry(message.channel.clone()).or_default();
+        if queue.is_empty() && message.next_attempt_unix_ms > now_ms {
+            waiting.insert(message.channel.clone());
+        } else if queue.len() < per_channel {
+            queue.push(message);
+        }
+    }
+    due.retain(|_, queue| !queue.is_empty());
+    due
 }
 
 /// Whether a message has waited too long to be worth sending.
@@ -648,16 +665,25 @@ mod tests {
     }
 
     #[test]
-    fn each_channel_sends_its_oldest_message_first() {
+    fn each_channel_sends_in_order_and_waits_behind_a_retry() {
         let outbox = vec![
             entry(1, "mail", 500),
             entry(2, "hook", 0),
             entry(3, "mail", 0),
             entry(4, "hook", 0),
+            entry(5, "hook", 0),
+            entry(6, "chat", 0),
         ];
-        let ids: Vec<u64> = due(outbox, 100).iter().map(|m| m.id).collect();
+        let due = due(outbox, 100, 2);
+        let ids = |channel: &str| -> Vec<u64> {
+            due.get(channel)
+                .map(|q| q.iter().map(|m| m.id).collect())
+                .unwrap_or_default()
+        };
         // mail's oldest waits for its retry; the newer one waits behind it.
-        assert_eq!(ids, vec![2]);
+        assert_eq!(ids("mail"), Vec::<u64>::new());
+        assert_eq!(ids("hook"), vec![2, 4]);
+        assert_eq!(ids("chat"), vec![6]);
     }
 
     #[test]

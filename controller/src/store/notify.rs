@@ -177,16 +177,35 @@ impl Write<'_> {
         Ok(())
     }
 
-    /// Queues a message; when the outbox is full, the oldest messages are
-    /// dropped (and counted on their channels) to make room.
-    pub fn queue_message(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
-        let excess = (self.outbox.len() + 1).saturating_sub(MAX_OUTBOX);
+    /// Queues messages, numbering them in order; when the outbox would
+    /// hold more than [`MAX_OUTBOX`], the oldest are dropped (and counted
+    /// on their channels) to make room.
+    pub fn queue_messages(&self, mut entries: Vec<OutboxEntry>) -> Result<(), StoreError> {
+        // Messages have their own counter: ids of tasks, runs and alerts
+        // are typed by people and should stay short.
+        let mut next = self
+            .meta
+            .get("next_message_id")?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        for entry in &mut entries {
+            next += 1;
+            entry.id = next;
+        }
+        self.meta.insert("next_message_id", &next.to_be_bytes())?;
+        // sled counts a tree's entries by walking it: once per batch.
+        let excess = (self.outbox.len() + entries.len()).saturating_sub(MAX_OUTBOX);
         if excess > 0 {
             for oldest in self.outbox()?.into_iter().take(excess) {
                 self.drop_message(&oldest)?;
             }
         }
-        self.outbox.insert(id_key(entry.id), encode(entry)?)?;
+        for entry in entries
+            .iter()
+            .skip(entries.len().saturating_sub(MAX_OUTBOX))
+        {
+            self.outbox.insert(id_key(entry.id), encode(entry)?)?;
+        }
         Ok(())
     }
 
@@ -209,5 +228,74 @@ impl Write<'_> {
             self.put_channel(&channel)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn message(channel: &str) -> OutboxEntry {
+        OutboxEntry {
+            id: 0,
+            channel: channel.into(),
+            event: "raised".into(),
+            alert: AlertRecord {
+                id: 1,
+                key: "k".into(),
+                kind: "task-failed".into(),
+                level: "warning".into(),
+                systems: vec![],
+                object: "o".into(),
+                text: "t".into(),
+                first_seen_unix_ms: 0,
+                last_seen_unix_ms: 0,
+                cleared_unix_ms: None,
+                dismissed_by: None,
+            },
+            queued_unix_ms: 0,
+            attempts: 0,
+            next_attempt_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn messages_are_numbered_on_their_own_and_a_full_outbox_drops_the_oldest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let webhook = ChannelTarget::Webhook {
+            url: "http://127.0.0.1/".into(),
+            headers: vec![],
+            ca_pem: None,
+        };
+        let channel = ChannelRecord::new("hook".into(), webhook, "info".into(), "admin".into(), 0);
+        let first_task_id = store
+            .write_blocking(move |w| {
+                w.put_channel(&channel)?;
+                w.queue_messages(vec![message("hook"); 3])?;
+                w.next_id()
+            })
+            .expect("queued");
+        // Messages take no ids that tasks, runs and alerts would.
+        assert_eq!(first_task_id, 1);
+        let ids: Vec<u64> = store
+            .outbox()
+            .expect("outbox")
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        store
+            .write_blocking(|w| w.queue_messages(vec![message("hook"); MAX_OUTBOX - 1]))
+            .expect("queued");
+        let outbox = store.outbox().expect("outbox");
+        assert_eq!(outbox.len(), MAX_OUTBOX);
+        assert_eq!(outbox.first().map(|m| m.id), Some(3));
+        let dropped = store
+            .channel("hook")
+            .expect("read")
+            .map(|c| c.delivery.dropped);
+        assert_eq!(dropped, Some(2));
     }
 }
