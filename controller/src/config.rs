@@ -69,6 +69,18 @@ impl DataDir {
     }
 }
 
+/// Plain HTTP metrics only on loopback; behind mutual TLS on any address.
+pub fn check_metrics_listen(addr: SocketAddr, tls: bool) -> Result<(), String> {
+    if tls || addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "metrics_listen: {addr} is not a loopback address; plain HTTP metrics are served \
+             only on 127.0.0.0/8 or ::1 (set metrics_tls = true to serve them behind mutual TLS)"
+        ))
+    }
+}
+
 /// The web console's checked settings (see [`ControllerConfig::web`]).
 #[derive(Debug, Clone)]
 pub struct WebSettings {
@@ -239,7 +251,7 @@ impl ControllerConfig {
         config.web().map_err(invalid)?;
         config.alerts().map_err(invalid)?;
         if let Some(addr) = config.metrics_listen {
-            crate::metrics::check_listen(addr, config.metrics_tls).map_err(invalid)?;
+            check_metrics_listen(addr, config.metrics_tls).map_err(invalid)?;
         }
         Ok(config)
     }

@@ -143,7 +143,7 @@ fn real_main() -> anyhow::Result<()> {
                 config.web_url = None;
             }
             if let Some(addr) = metrics_listen {
-                nasfleet_controller::metrics::check_listen(addr, config.metrics_tls)
+                nasfleet_controller::config::check_metrics_listen(addr, config.metrics_tls)
                     .map_err(anyhow::Error::msg)?;
                 config.metrics_listen = Some(addr);
             }

@@ -6,7 +6,6 @@ use crate::engine::access::{Access, Actor, Scope};
 use crate::engine::alerts;
 use crate::engine::state::SharedState;
 use crate::engine::systems::inventory;
-use crate::server::SHUTDOWN_GRACE;
 use crate::store::{is_final, is_success};
 use crate::web::PeerCertificates;
 use axum::Router;
@@ -22,7 +21,6 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -481,9 +479,10 @@ pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shutdown: watch::Receiver<bool>,
+    grace: std::time::Duration,
 ) {
     let app = router(state, true);
-    crate::web::serve_https("metrics", app, listener, tls, shutdown, SHUTDOWN_GRACE).await
+    crate::web::serve_https("metrics", app, listener, tls, shutdown, grace).await
 }
 
 /// Serves `/metrics` as plain HTTP on `listener` until shutdown.
@@ -494,18 +493,6 @@ pub async fn serve(state: SharedState, listener: TcpListener, mut shutdown: watc
         .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "metrics listener failed");
-    }
-}
-
-/// Plain HTTP metrics only on loopback; behind mTLS anywhere.
-pub fn check_listen(addr: SocketAddr, tls: bool) -> Result<(), String> {
-    if tls || addr.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(format!(
-            "metrics_listen: {addr} is not a loopback address; plain HTTP metrics are served \
-             only on 127.0.0.0/8 or ::1 (set metrics_tls = true to serve them behind mutual TLS)"
-        ))
     }
 }
 

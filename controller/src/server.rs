@@ -30,7 +30,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 /// How long in-flight calls get to finish after the shutdown signal.
 /// With the three limits below, a stop takes at most 8 s: within the 10 s
 /// that service managers and administrators are promised.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long recording the last-seen times of closed sessions may take.
 const RECORD_ENDED_DEADLINE: Duration = Duration::from_secs(1);
 /// How long the watchdog and the scheduler get to finish what they are doing.
@@ -110,6 +110,7 @@ pub async fn serve(
         tokio::spawn(crate::engine::alerts::run(
             state.clone(),
             alerts,
+            crate::engine::notify::queue_changes,
             shutdown.clone(),
         )),
     ));
@@ -132,6 +133,7 @@ pub async fn serve(
                 listener,
                 tls,
                 shutdown.clone(),
+                SHUTDOWN_GRACE,
             ))
         } else {
             tracing::info!(listen = ?listener.local_addr().ok(), "metrics serving on /metrics");

@@ -5,7 +5,7 @@ use crate::engine::error::FleetError;
 use crate::engine::kinds::systems_named;
 use crate::engine::state::{SharedState, local_time};
 use crate::engine::systems::inventory;
-use crate::store::{AlertRecord, is_final, is_success};
+use crate::store::{AlertRecord, Write, is_final, is_success};
 use chrono::TimeZone;
 use nasfleet_common::duration::parse_duration;
 use nasfleet_common::naming::NamingSchema;
@@ -22,6 +22,13 @@ use tokio::sync::watch;
 const STALE_LOOKBACK_RUNS: usize = 50;
 /// A task is stale after this many of its schedule's periods without success.
 const STALE_PERIODS: i64 = 2;
+/// A notification channel whose deliveries failed this many times in a row
+/// raises an alert.
+pub const CHANNEL_FAILING_AFTER: u32 = 3;
+
+/// What else happens in the write that records an evaluation's changes
+/// (queueing notifications): `(write, changes, now)`.
+pub type ChangeHook = fn(&Write<'_>, &AlertChanges, i64) -> Result<usize, crate::store::StoreError>;
 
 /// How serious an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -238,7 +245,7 @@ pub fn conditions(
     }
     for channel in state.store.channels()? {
         let stats = &channel.delivery;
-        if stats.failures_in_a_row >= crate::engine::notify::FAILING_AFTER {
+        if stats.failures_in_a_row >= CHANNEL_FAILING_AFTER {
             let name = &channel.name;
             found.push(Condition {
                 key: format!("channel:{name}"),
@@ -465,6 +472,7 @@ pub struct AlertChanges {
 pub async fn evaluate(
     state: &SharedState,
     settings: &AlertSettings,
+    on_change: ChangeHook,
 ) -> Result<AlertChanges, FleetError> {
     let now = now_unix_ms();
     // Reads every system, inventory and task: off the runtime.
@@ -519,7 +527,7 @@ pub async fn evaluate(
                 changes.cleared.push(gone);
             }
             w.prune_cleared_alerts()?;
-            crate::engine::notify::queue_changes(w, &changes, now)?;
+            on_change(w, &changes, now)?;
             Ok(changes)
         })
         .await?;
@@ -533,7 +541,12 @@ pub async fn evaluate(
 }
 
 /// Evaluates every `settings.interval` until shutdown.
-pub async fn run(state: SharedState, settings: AlertSettings, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    state: SharedState,
+    settings: AlertSettings,
+    on_change: ChangeHook,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -541,7 +554,7 @@ pub async fn run(state: SharedState, settings: AlertSettings, mut shutdown: watc
             _ = ticker.tick() => {}
             _ = nasfleet_common::daemon::wait_for_shutdown(&mut shutdown) => return,
         }
-        if let Err(e) = evaluate(&state, &settings).await {
+        if let Err(e) = evaluate(&state, &settings, on_change).await {
             tracing::error!(error = %e, "cannot evaluate alerts");
         }
     }

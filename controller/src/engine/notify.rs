@@ -21,8 +21,6 @@ pub const MESSAGE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const FIRST_RETRY: Duration = Duration::from_secs(10);
 /// Retries wait at most this long.
 const LONGEST_RETRY: Duration = Duration::from_secs(15 * 60);
-/// A channel whose deliveries failed this many times in a row raises an alert.
-pub const FAILING_AFTER: u32 = 3;
 
 const MAX_URL: usize = 2048;
 const MAX_HEADERS: usize = 20;
