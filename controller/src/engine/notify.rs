@@ -334,17 +334,25 @@ pub async fn add(
         .await?
 }
 
+/// How many messages wait for each channel.
+fn pending_by_channel(state: &SharedState) -> Result<BTreeMap<String, usize>, FleetError> {
+    let mut pending = BTreeMap::new();
+    for message in state.store.outbox()? {
+        *pending.entry(message.channel).or_default() += 1;
+    }
+    Ok(pending)
+}
+
 /// Every channel, with how many messages wait for each.
 pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<(ChannelRecord, usize)>, FleetError> {
     actor.require(Access::Administer)?;
-    let outbox = state.store.outbox()?;
-    let pending = |name: &str| outbox.iter().filter(|m| m.channel == name).count();
+    let pending = pending_by_channel(state)?;
     Ok(state
         .store
         .channels()?
         .into_iter()
         .map(|c| {
-            let waiting = pending(&c.name);
+            let waiting = pending.get(&c.name).copied().unwrap_or(0);
             (c, waiting)
         })
         .collect())
@@ -365,12 +373,7 @@ pub fn get(
 ) -> Result<(ChannelRecord, usize), FleetError> {
     actor.require(Access::Administer)?;
     let channel = state.store.channel(name)?.ok_or_else(|| missing(name))?;
-    let pending = state
-        .store
-        .outbox()?
-        .iter()
-        .filter(|m| m.channel == name)
-        .count();
+    let pending = pending_by_channel(state)?.get(name).copied().unwrap_or(0);
     Ok((channel, pending))
 }
 
