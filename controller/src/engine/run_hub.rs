@@ -27,9 +27,6 @@ struct LiveRun {
 #[derive(Default)]
 pub struct RunHub {
     inner: Mutex<HashMap<u64, (broadcast::Sender<RunEvent>, LiveRun)>>,
-    /// Serialises run starts so "is this task already running?" and
-    /// "start it" cannot interleave.
-    pub(crate) start_lock: tokio::sync::Mutex<()>,
     /// Counts every start, progress report and end of any run, so pages
     /// that show task statuses know when to look again.
     changes: Changes,

@@ -63,14 +63,12 @@ fn store_final(w: &Write<'_>, run: &Run, history_limit: usize) -> Result<(), Sto
     Ok(())
 }
 
-/// The active run of a task, if any.
+/// The run of a task that has not ended, if any.
 pub fn active_run_of(state: &SharedState, task_id: u64) -> Result<Option<Run>, FleetError> {
-    Ok(state
-        .store
-        .active_runs()?
-        .into_iter()
-        .map(|(run, _, _)| run)
-        .find(|run| run.task_id == task_id))
+    match state.store.running_run_of_task(task_id) {
+        Some(id) => Ok(state.store.run(id)?.filter(|run| !is_final(run.state()))),
+        None => Ok(None),
+    }
 }
 
 /// When every part of a run has ended: the run's final state and reason.
@@ -249,49 +247,58 @@ pub async fn start(
     trigger: Trigger,
     plan: RunPlan,
 ) -> Result<Run, FleetError> {
-    let _serial = state.runs.start_lock.lock().await;
-    if let Some(active) = active_run_of(state, task.id)? {
-        let reason = format!("Previous run {} of this task is still running", active.id);
-        return match trigger {
-            Trigger::Manual { .. } => Err(FleetError::Conflict(format!(
-                "task '{}' is already running: run {}",
-                task.name, active.id
-            ))),
-            Trigger::Scheduled { at } => {
-                let systems = systems_of(task).join(",");
-                record_not_run(state, task, &systems, at, RunState::Skipped, reason).await
+    // One write checks that no run of the task is running, numbers the run
+    // and stores it with its work: the writer applies writes one at a
+    // time, so two starts of one task cannot both pass the check, and
+    // starts of many tasks share a flush.
+    let task_id = task.id;
+    let (prepared, unprepared) = match plan {
+        RunPlan::Parts(parts) => (Some((task.clone(), trigger.clone(), parts)), None),
+        RunPlan::Unprepared(reason) => (None, Some(reason)),
+    };
+    let started = state
+        .store
+        .write(move |w| {
+            if let Some(active) = w.running_run_of_task(task_id) {
+                return Ok(Err(active));
             }
-        };
-    }
-
-    let id = state.store.next_id().await?;
-    let parts = match plan {
-        RunPlan::Parts(mut parts) => {
+            let id = w.next_id()?;
+            let Some((task, trigger, mut parts)) = prepared else {
+                return Ok(Ok((id, None)));
+            };
             for (_, work) in &mut parts {
                 work.run_id = id;
             }
-            parts
-        }
-        RunPlan::Unprepared(reason) => {
-            tracing::warn!(task = %task.name, run = id, %reason, "run failed before dispatch");
-            let run = new_run(task, id, &trigger, &[]);
-            return finish(state, run, RunState::Failed, reason).await;
-        }
-    };
-    let run = new_run(task, id, &trigger, &parts);
-    // Durable before any agent hears of it.
-    let stored = run.clone();
-    let works: Vec<(String, StartRun)> = parts.clone();
-    state
-        .store
-        .write(move |w| {
-            w.put_run(&stored)?;
-            for (system, work) in &works {
-                w.put_run_work(stored.id, system, work)?;
+            let run = new_run(&task, id, &trigger, &parts);
+            w.put_run(&run)?;
+            for (system, work) in &parts {
+                w.put_run_work(id, system, work)?;
             }
-            Ok(())
+            Ok(Ok((id, Some((run, parts)))))
         })
         .await?;
+    let (id, stored) = match started {
+        Ok(started) => started,
+        Err(active) => {
+            let reason = format!("Previous run {active} of this task is still running");
+            return match trigger {
+                Trigger::Manual { .. } => Err(FleetError::Conflict(format!(
+                    "task '{}' is already running: run {active}",
+                    task.name
+                ))),
+                Trigger::Scheduled { at } => {
+                    let systems = systems_of(task).join(",");
+                    record_not_run(state, task, &systems, at, RunState::Skipped, reason).await
+                }
+            };
+        }
+    };
+    let Some((run, parts)) = stored else {
+        let reason = unprepared.unwrap_or_default();
+        tracing::warn!(task = %task.name, run = id, %reason, "run failed before dispatch");
+        let run = new_run(task, id, &trigger, &[]);
+        return finish(state, run, RunState::Failed, reason).await;
+    };
     // Watchers may subscribe from here on.
     drop(state.runs.subscribe(id));
     for (system, _) in &parts {

@@ -176,6 +176,10 @@ pub struct Tables {
     outbox: sled::Tree,
     /// What the store measures about itself, for the metrics.
     pub telemetry: Arc<StoreTelemetry>,
+    /// task id → id of its run that has not ended: built from the active
+    /// runs when the store opens, kept by [`Write::put_run`], so starting
+    /// a run need not read every active run.
+    running_by_task: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 /// Measurements of the store since it was opened.
@@ -281,9 +285,11 @@ impl Store {
             channels: db.open_tree("channels")?,
             outbox: db.open_tree("outbox")?,
             telemetry: Arc::default(),
+            running_by_task: Default::default(),
             db,
         });
         migrate::migrate(&tables)?;
+        tables.index_running()?;
         let writer = Arc::new(Writer::start(tables.clone())?);
         Ok(Store { tables, writer })
     }
@@ -526,6 +532,36 @@ impl Tables {
         Ok(out)
     }
 
+    /// Fills the running-run index from the active runs.
+    fn index_running(&self) -> Result<(), StoreError> {
+        let mut index = self.running_index();
+        index.clear();
+        for key in self.active_runs.iter().keys() {
+            let key = key?;
+            let Some(run_key) = key.get(..8) else {
+                continue;
+            };
+            if let Some(bytes) = self.runs.get(run_key)? {
+                let run: Run = decode_proto("run", &bytes)?;
+                if !is_final(run.state()) {
+                    index.insert(run.task_id, run.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn running_index(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, u64>> {
+        self.running_by_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The id of `task_id`'s run that has not ended, if any.
+    pub fn running_run_of_task(&self, task_id: u64) -> Option<u64> {
+        self.running_index().get(&task_id).copied()
+    }
+
     /// Parts of runs that are not final yet: the run, the system, and the work it was sent.
     pub fn active_runs(&self) -> Result<Vec<(Run, String, StartRun)>, StoreError> {
         let mut active = Vec::new();
@@ -758,6 +794,14 @@ impl Write<'_> {
         let was_final = previous
             .and_then(|bytes| Run::decode(&*bytes).ok())
             .is_some_and(|r| is_final(r.state()));
+        {
+            let mut index = self.running_index();
+            if !is_final(run.state()) {
+                index.insert(run.task_id, run.id);
+            } else if index.get(&run.task_id) == Some(&run.id) {
+                index.remove(&run.task_id);
+            }
+        }
         if is_final(run.state()) && !was_final {
             let mut finished = self
                 .telemetry
@@ -1120,6 +1164,32 @@ pub(crate) mod tests {
         write(&store, |w| w.delete_task(7));
         assert!(store.runs_of_task(7, 10).unwrap().is_empty());
         assert_eq!(ids(store.runs(10).unwrap()), vec![6]);
+    }
+
+    #[test]
+    fn the_running_run_of_each_task_is_known_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            write(&store, |w| {
+                let work = StartRun {
+                    run_id: 3,
+                    work: None,
+                };
+                w.put_run(&run(2, 7, RunState::Finished))?;
+                w.put_run(&run(3, 7, RunState::Running))?;
+                w.put_run_work(3, "nas1", &work)?;
+                w.put_run(&run(4, 8, RunState::Running))?;
+                w.put_run(&run(4, 8, RunState::Failed))
+            });
+            assert_eq!(store.running_run_of_task(7), Some(3));
+            assert_eq!(store.running_run_of_task(8), None);
+            assert!(store.close_blocking(CLOSE_DEADLINE));
+        }
+        let store = reopen(dir.path());
+        assert_eq!(store.running_run_of_task(7), Some(3));
+        write(&store, |w| w.put_run(&run(3, 7, RunState::Finished)));
+        assert_eq!(store.running_run_of_task(7), None);
     }
 
     #[test]
