@@ -178,7 +178,6 @@ impl Sessions {
             .collect()
     }
 
-    /// The live session of `name`, if it is ONLINE.
     /// How many agents are connected and heartbeating now.
     pub fn connected_count(&self) -> usize {
         let limit = self.liveness_limit();
@@ -189,6 +188,28 @@ impl Sessions {
             .count()
     }
 
+    /// Every ONLINE system's live session, read under one lock (a list of
+    /// thousands of systems would otherwise take it once per system).
+    pub fn live_all(&self) -> HashMap<String, LiveSession> {
+        let limit = self.liveness_limit();
+        self.lock()
+            .1
+            .iter()
+            .filter(|(_, s)| s.last_heartbeat.elapsed() <= limit)
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    LiveSession {
+                        address: s.address.clone(),
+                        agent_version: s.agent_version.clone(),
+                        last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The live session of `name`, if it is ONLINE.
     pub fn live(&self, name: &str) -> Option<LiveSession> {
         let limit = self.liveness_limit();
         self.lock()

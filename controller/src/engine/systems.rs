@@ -3,6 +3,7 @@
 use crate::engine::access::{Actor, not_found_system};
 use crate::engine::error::{FleetError, corrupt};
 use crate::engine::state::SharedState;
+use crate::sessions::LiveSession;
 use crate::store::SystemRecord;
 use chrono::Utc;
 use nasfleet_common::dataset_names::validate_dataset_name;
@@ -77,8 +78,12 @@ pub fn record(state: &SharedState, name: &str) -> Result<SystemRecord, FleetErro
 /// A system as lists show it: ONLINE while its agent is connected, with
 /// the live session's address and version.
 pub fn summary(state: &SharedState, record: &SystemRecord) -> SystemSummary {
-    let live = state.sessions.live(&record.name);
-    let (status, last_seen, address, version) = match &live {
+    summary_with(record, state.sessions.live(&record.name).as_ref())
+}
+
+/// [`summary`] with the system's live session (if ONLINE) already read.
+fn summary_with(record: &SystemRecord, live: Option<&LiveSession>) -> SystemSummary {
+    let (status, last_seen, address, version) = match live {
         Some(l) => (
             SystemStatus::Online,
             l.last_heartbeat_unix_ms.max(record.last_seen_unix_ms),
@@ -105,12 +110,13 @@ pub fn summary(state: &SharedState, record: &SystemRecord) -> SystemSummary {
 
 /// Every system `actor` sees, ordered by name.
 pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<SystemSummary>, FleetError> {
+    let live = state.sessions.live_all();
     Ok(state
         .store
         .systems()?
         .iter()
         .filter(|r| actor.sees(&r.name))
-        .map(|r| summary(state, r))
+        .map(|r| summary_with(r, live.get(&r.name)))
         .collect())
 }
 

@@ -180,6 +180,11 @@ pub struct Tables {
     /// runs when the store opens, kept by [`Write::put_run`], so starting
     /// a run need not read every active run.
     running_by_task: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    /// Bumped by every task write; [`Tables::tasks_shared`] decodes again
+    /// only when it moved.
+    tasks_generation: std::sync::atomic::AtomicU64,
+    /// The decoded tasks and the generation they were read at.
+    tasks_decoded: std::sync::Mutex<Option<(u64, Arc<Vec<Task>>)>>,
 }
 
 /// Measurements of the store since it was opened.
@@ -286,6 +291,8 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             telemetry: Arc::default(),
             running_by_task: Default::default(),
+            tasks_generation: Default::default(),
+            tasks_decoded: Default::default(),
             db,
         });
         migrate::migrate(&tables)?;
@@ -429,6 +436,32 @@ impl Tables {
             .values()
             .map(|v| decode_proto("task", &v?))
             .collect()
+    }
+
+    /// Every task, decoded once per change of the tasks: for callers that
+    /// look at all tasks often (each snapshot run's retention, say).
+    pub fn tasks_shared(&self) -> Result<Arc<Vec<Task>>, StoreError> {
+        use std::sync::atomic::Ordering;
+        // Read before the tree: a write during the read leaves the result
+        // tagged older than the tasks, so the next call decodes again.
+        let generation = self.tasks_generation.load(Ordering::Acquire);
+        {
+            let cached = self.tasks_decoded.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, tasks)) = cached.as_ref()
+                && *at == generation
+            {
+                return Ok(tasks.clone());
+            }
+        }
+        let tasks = Arc::new(self.tasks()?);
+        *self.tasks_decoded.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((generation, tasks.clone()));
+        Ok(tasks)
+    }
+
+    fn tasks_changed(&self) {
+        self.tasks_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn run(&self, id: u64) -> Result<Option<Run>, StoreError> {
@@ -767,12 +800,14 @@ impl Write<'_> {
     pub fn put_task(&self, task: &Task) -> Result<(), StoreError> {
         self.tasks
             .insert(task.id.to_be_bytes(), task.encode_to_vec())?;
+        self.tasks_changed();
         Ok(())
     }
 
     /// Removes a task with its run history and scheduler mark.
     pub fn delete_task(&self, id: u64) -> Result<(), StoreError> {
         self.tasks.remove(id.to_be_bytes())?;
+        self.tasks_changed();
         self.schedule_marks.remove(id.to_be_bytes())?;
         for key in self.runs_by_task.scan_prefix(id.to_be_bytes()).keys() {
             let key = key?;

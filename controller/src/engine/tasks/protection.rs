@@ -16,18 +16,20 @@ use nasfleet_proto::v1::{Inventory, ReplicationTaskSpec, task_spec};
 pub fn protected_snapshots(state: &SharedState, system: &str) -> Result<Vec<String>, String> {
     let tasks = state
         .store
-        .tasks()
+        .tasks_shared()
         .map_err(|e| format!("the tasks could not be read ({e})"))?;
     let replications: Vec<ReplicationTaskSpec> = tasks
-        .into_iter()
-        .filter_map(|task| match task.spec.and_then(|s| s.kind) {
-            Some(task_spec::Kind::Replication(spec))
-                if spec.sources.iter().any(|s| s.system == system) =>
-            {
-                Some(spec)
-            }
-            _ => None,
-        })
+        .iter()
+        .filter_map(
+            |task| match task.spec.as_ref().and_then(|s| s.kind.as_ref()) {
+                Some(task_spec::Kind::Replication(spec))
+                    if spec.sources.iter().any(|s| s.system == system) =>
+                {
+                    Some(spec.clone())
+                }
+                _ => None,
+            },
+        )
         .collect();
     if replications.is_empty() {
         return Ok(Vec::new());
