@@ -644,24 +644,8 @@ mod tests {
     fn entry(id: u64, channel: &str, next: i64) -> OutboxEntry {
         OutboxEntry {
             id,
-            channel: channel.into(),
-            event: "raised".into(),
-            alert: AlertRecord {
-                id: 1,
-                key: "k".into(),
-                kind: "task-failed".into(),
-                level: "warning".into(),
-                systems: vec![],
-                object: "o".into(),
-                text: "t".into(),
-                first_seen_unix_ms: 0,
-                last_seen_unix_ms: 0,
-                cleared_unix_ms: None,
-                dismissed_by: None,
-            },
-            queued_unix_ms: 0,
-            attempts: 0,
             next_attempt_unix_ms: next,
+            ..crate::store::sample_message(channel)
         }
     }
 

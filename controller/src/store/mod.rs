@@ -19,6 +19,8 @@ mod writer;
 
 pub use alerts::{AlertRecord, MAX_CLEARED_ALERTS};
 pub use audit::{AuditEntry, AuditFilter, AuditRetention, DEFAULT_AUDIT_RETENTION};
+#[cfg(test)]
+pub(crate) use notify::sample_message;
 pub use notify::{
     ChannelRecord, ChannelTarget, DeliveryStats, MAX_OUTBOX, OutboxEntry, SmtpRelay, SmtpSecurity,
 };

@@ -231,34 +231,36 @@ impl Write<'_> {
     }
 }
 
+/// A queued `task-failed` message for `channel`, for tests.
+#[cfg(test)]
+pub(crate) fn sample_message(channel: &str) -> OutboxEntry {
+    OutboxEntry {
+        id: 0,
+        channel: channel.into(),
+        event: "raised".into(),
+        alert: AlertRecord {
+            id: 1,
+            key: "k".into(),
+            kind: "task-failed".into(),
+            level: "warning".into(),
+            systems: vec![],
+            object: "o".into(),
+            text: "t".into(),
+            first_seen_unix_ms: 0,
+            last_seen_unix_ms: 0,
+            cleared_unix_ms: None,
+            dismissed_by: None,
+        },
+        queued_unix_ms: 0,
+        attempts: 0,
+        next_attempt_unix_ms: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::Store;
-
-    fn message(channel: &str) -> OutboxEntry {
-        OutboxEntry {
-            id: 0,
-            channel: channel.into(),
-            event: "raised".into(),
-            alert: AlertRecord {
-                id: 1,
-                key: "k".into(),
-                kind: "task-failed".into(),
-                level: "warning".into(),
-                systems: vec![],
-                object: "o".into(),
-                text: "t".into(),
-                first_seen_unix_ms: 0,
-                last_seen_unix_ms: 0,
-                cleared_unix_ms: None,
-                dismissed_by: None,
-            },
-            queued_unix_ms: 0,
-            attempts: 0,
-            next_attempt_unix_ms: 0,
-        }
-    }
 
     #[test]
     fn messages_are_numbered_on_their_own_and_a_full_outbox_drops_the_oldest() {
@@ -273,7 +275,7 @@ mod tests {
         let first_task_id = store
             .write_blocking(move |w| {
                 w.put_channel(&channel)?;
-                w.queue_messages(vec![message("hook"); 3])?;
+                w.queue_messages(vec![sample_message("hook"); 3])?;
                 w.next_id()
             })
             .expect("queued");
@@ -287,7 +289,7 @@ mod tests {
             .collect();
         assert_eq!(ids, vec![1, 2, 3]);
         store
-            .write_blocking(|w| w.queue_messages(vec![message("hook"); MAX_OUTBOX - 1]))
+            .write_blocking(|w| w.queue_messages(vec![sample_message("hook"); MAX_OUTBOX - 1]))
             .expect("queued");
         let outbox = store.outbox().expect("outbox");
         assert_eq!(outbox.len(), MAX_OUTBOX);
