@@ -1,4 +1,4 @@
-//! Alerts: the conditions the controller watches for in what it already knows (systems, certificates, pools, SSH, tasks and their runs, snapshots), each raised when it appears and cleared when it goes, one record per occurrence; listing them and dismissing one.
+//! Alerts: the conditions the controller watches for in what it already knows (systems, certificates, pools, SSH, tasks and their runs, snapshots, notification channels that keep failing), each raised when it appears and cleared when it goes, one record per occurrence, with a hook that queues the notifications of each change in the same write; listing them and dismissing one.
 
 use crate::engine::access::{Access, Actor};
 use crate::engine::error::FleetError;
