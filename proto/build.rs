@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // would clash with the `Connect` RPC method.
     tonic_prost_build::configure()
         .build_transport(false)
+        .codec_path("crate::codec::LeanCodec")
         .compile_protos(&["proto/nasfleet.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/nasfleet.proto");
     Ok(())

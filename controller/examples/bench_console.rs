@@ -310,6 +310,7 @@ async fn main() -> Result<()> {
         signins: Default::default(),
         console_url: None,
         scheduler_lag: Default::default(),
+        system_summaries: Default::default(),
     });
     let settings = WebSettings {
         listen: ([127, 0, 0, 1], 1).into(),

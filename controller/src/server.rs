@@ -231,6 +231,7 @@ async fn load_state(
             .map_err(ServerError::Config)?
             .map(|web| web.url),
         scheduler_lag: Default::default(),
+        system_summaries: Default::default(),
     });
     Ok((state, tls))
 }

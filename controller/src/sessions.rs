@@ -7,8 +7,8 @@
 use nasfleet_proto::v1::controller_message::Body;
 use nasfleet_proto::v1::{AgentRequest, AgentResponse, ControllerMessage, agent_request};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -29,16 +29,31 @@ pub enum DeliveryError {
     NoAnswer { system: String, secs: u64 },
 }
 
-/// Outbound half of an agent's stream.
-pub type AgentSender = mpsc::Sender<Result<ControllerMessage, Status>>;
+/// One message down an agent's stream, or the status that ends it.
+pub type Outbound = Result<ControllerMessage, Status>;
+
+/// Outbound half of an agent's stream. Items are boxed: a channel allocates
+/// its slots in blocks of 32 at creation, and an unboxed message is 232
+/// bytes, so every connected agent would hold 7 KiB of empty slots.
+pub type AgentSender = mpsc::Sender<Box<Outbound>>;
+
+impl Session {
+    fn live_at(&self, now: Instant, limit: Duration) -> Option<LiveSession> {
+        (now.saturating_duration_since(self.last_heartbeat) <= limit).then(|| LiveSession {
+            address: self.address.clone(),
+            agent_version: self.agent_version.clone(),
+            last_heartbeat_unix_ms: self.last_heartbeat_unix_ms,
+        })
+    }
+}
 
 struct Session {
     id: u64,
     tx: AgentSender,
     /// Dropping it tells the session's reader task to stop.
     _close: oneshot::Sender<()>,
-    address: String,
-    agent_version: String,
+    address: Arc<str>,
+    agent_version: Arc<str>,
     last_heartbeat: Instant,
     last_heartbeat_unix_ms: i64,
     inventory_waiters: Vec<oneshot::Sender<()>>,
@@ -47,14 +62,18 @@ struct Session {
 /// What callers may see of a live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSession {
-    pub address: String,
-    pub agent_version: String,
+    /// Shared with the session: a list of thousands copies none of them.
+    pub address: Arc<str>,
+    pub agent_version: Arc<str>,
     pub last_heartbeat_unix_ms: i64,
 }
 
 pub struct Sessions {
     heartbeat_interval: Duration,
     inner: Mutex<(u64, HashMap<String, Session>)>,
+    /// Bumped whenever a session starts or ends: what a cached list of
+    /// systems' statuses compares against.
+    changes: AtomicU64,
     next_request: AtomicU64,
     /// Requests waiting for their agent's answer, by request id.
     pending: Mutex<HashMap<u64, oneshot::Sender<AgentResponse>>>,
@@ -72,9 +91,19 @@ impl Sessions {
         Sessions {
             heartbeat_interval,
             inner: Mutex::new((0, HashMap::new())),
+            changes: AtomicU64::new(0),
             next_request: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts sessions started and ended; equal counts mean the same systems are ONLINE.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn heartbeat_interval(&self) -> Duration {
@@ -112,13 +141,14 @@ impl Sessions {
                 id,
                 tx,
                 _close: close_tx,
-                address,
-                agent_version,
+                address: address.into(),
+                agent_version: agent_version.into(),
                 last_heartbeat: Instant::now(),
                 last_heartbeat_unix_ms: now_unix_ms,
                 inventory_waiters: Vec::new(),
             },
         );
+        self.changed();
         (id, close_rx)
     }
 
@@ -134,6 +164,7 @@ impl Sessions {
         let mut guard = self.lock();
         if guard.1.get(name).is_some_and(|s| s.id == id) {
             let s = guard.1.remove(name)?;
+            self.changed();
             return Some(EndedSession {
                 name: name.to_owned(),
                 last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
@@ -145,8 +176,11 @@ impl Sessions {
     /// Closes a system's session because its credentials are no longer good; the agent sees `reason`.
     pub fn disconnect(&self, name: &str, reason: &str) -> Option<EndedSession> {
         let session = self.lock().1.remove(name)?;
+        self.changed();
         // Refused credentials: the agent stops retrying and exits.
-        let _ = session.tx.try_send(Err(Status::permission_denied(reason)));
+        let _ = session
+            .tx
+            .try_send(Box::new(Err(Status::permission_denied(reason))));
         Some(EndedSession {
             name: name.to_owned(),
             last_heartbeat_unix_ms: session.last_heartbeat_unix_ms,
@@ -167,9 +201,10 @@ impl Sessions {
             .into_iter()
             .filter_map(|name| {
                 let s = guard.1.remove(&name)?;
-                let _ = s.tx.try_send(Err(Status::deadline_exceeded(
+                self.changed();
+                let _ = s.tx.try_send(Box::new(Err(Status::deadline_exceeded(
                     "no heartbeat for three intervals; reconnect",
-                )));
+                ))));
                 Some(EndedSession {
                     name,
                     last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
@@ -188,24 +223,15 @@ impl Sessions {
             .count()
     }
 
-    /// Every ONLINE system's live session, read under one lock (a list of
-    /// thousands of systems would otherwise take it once per system).
-    pub fn live_all(&self) -> HashMap<String, LiveSession> {
+    /// The live session of each of `names` (`None` if it is not ONLINE), in
+    /// their order, read under one lock: a list of thousands of systems
+    /// would otherwise take it once per system.
+    pub fn live_of<'a>(&self, names: impl Iterator<Item = &'a str>) -> Vec<Option<LiveSession>> {
         let limit = self.liveness_limit();
-        self.lock()
-            .1
-            .iter()
-            .filter(|(_, s)| s.last_heartbeat.elapsed() <= limit)
-            .map(|(name, s)| {
-                (
-                    name.clone(),
-                    LiveSession {
-                        address: s.address.clone(),
-                        agent_version: s.agent_version.clone(),
-                        last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
-                    },
-                )
-            })
+        let guard = self.lock();
+        let now = Instant::now();
+        names
+            .map(|name| guard.1.get(name).and_then(|s| s.live_at(now, limit)))
             .collect()
     }
 
@@ -215,12 +241,7 @@ impl Sessions {
         self.lock()
             .1
             .get(name)
-            .filter(|s| s.last_heartbeat.elapsed() <= limit)
-            .map(|s| LiveSession {
-                address: s.address.clone(),
-                agent_version: s.agent_version.clone(),
-                last_heartbeat_unix_ms: s.last_heartbeat_unix_ms,
-            })
+            .and_then(|s| s.live_at(Instant::now(), limit))
     }
 
     /// Sends a message to a system's agent, waiting briefly if its queue is full.
@@ -235,7 +256,7 @@ impl Sessions {
                 .map(|s| s.tx.clone())
         };
         let tx = tx.ok_or_else(|| DeliveryError::Offline(name.to_owned()))?;
-        match tx.send_timeout(Ok(message), SEND_TIMEOUT).await {
+        match tx.send_timeout(Box::new(Ok(message)), SEND_TIMEOUT).await {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                 Err(DeliveryError::Busy(name.to_owned()))
@@ -298,7 +319,7 @@ impl Sessions {
         let message = ControllerMessage {
             body: Some(Body::RequestInventory(Default::default())),
         };
-        session.tx.try_send(Ok(message)).ok()?;
+        session.tx.try_send(Box::new(Ok(message))).ok()?;
         let (tx, rx) = oneshot::channel();
         session.inventory_waiters.push(tx);
         Some(rx)
@@ -314,6 +335,7 @@ impl Sessions {
 
     /// Drops every session (controller shutdown); returns them for last-seen bookkeeping.
     pub fn close_all(&self) -> Vec<EndedSession> {
+        self.changed();
         self.lock()
             .1
             .drain()
@@ -329,10 +351,7 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    fn sender() -> (
-        AgentSender,
-        mpsc::Receiver<Result<ControllerMessage, Status>>,
-    ) {
+    fn sender() -> (AgentSender, mpsc::Receiver<Box<Outbound>>) {
         mpsc::channel(4)
     }
 
@@ -367,7 +386,7 @@ mod tests {
         ));
         // ...and its late unregister leaves the new session alone.
         assert!(sessions.unregister("nas1", old).is_none());
-        assert_eq!(sessions.live("nas1").unwrap().address, "b");
+        assert_eq!(&*sessions.live("nas1").unwrap().address, "b");
     }
 
     #[tokio::test]
@@ -377,7 +396,7 @@ mod tests {
         let (id, _close) = sessions.register("nas1", tx, "a".into(), "1".into(), 1);
         let waiter = sessions.request_inventory("nas1").unwrap();
         assert!(matches!(
-            rx.recv().await,
+            rx.recv().await.map(|b| *b),
             Some(Ok(ControllerMessage {
                 body: Some(Body::RequestInventory(_))
             }))

@@ -1,5 +1,7 @@
 //! The nasfleet contract: the messages and services of `nasfleet.proto`, generated, and the limits both ends of a connection must agree on.
 
+pub mod codec;
+
 /// Generated messages and services of `nasfleet.v1`.
 pub mod v1 {
     tonic::include_proto!("nasfleet.v1");

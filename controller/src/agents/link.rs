@@ -21,8 +21,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// How long a new stream may take to say Hello.
@@ -35,6 +35,11 @@ const OUTBOUND_QUEUE: usize = 64;
 const RESULT_QUEUE: usize = 1024;
 /// Active run ids one Hello may claim; an agent runs a handful at a time.
 pub const MAX_CLAIMED_RUNS: usize = 1024;
+
+/// Where a stream's reader hands the newest inventory (only the newest is worth writing).
+type InventoryHandoff = watch::Sender<Option<Arc<Inventory>>>;
+/// Where it queues run results, boxed like the outbound queue's messages.
+type ResultQueue = mpsc::Sender<Box<RunResult>>;
 
 pub struct AgentLinkService {
     pub state: SharedState,
@@ -89,7 +94,7 @@ impl AgentLink for AgentLinkService {
                 .unwrap_or(u64::MAX),
             })),
         };
-        tx.send(Ok(welcome))
+        tx.send(Box::new(Ok(welcome)))
             .await
             .map_err(|_| Status::unavailable("stream closed"))?;
         let now = now_unix_ms();
@@ -129,7 +134,7 @@ impl AgentLink for AgentLinkService {
             close,
             self.shutdown.clone(),
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|m| *m))))
     }
 }
 
@@ -140,8 +145,8 @@ struct Reader {
     /// Session id: a reconnect replaces the session, and the old reader's
     /// heartbeats must not keep the new one alive.
     id: u64,
-    inventories: watch::Sender<Option<Arc<Inventory>>>,
-    results: mpsc::Sender<RunResult>,
+    inventories: InventoryHandoff,
+    results: ResultQueue,
 }
 
 /// Reads one agent's messages until the stream ends, the session is
@@ -197,7 +202,7 @@ impl Reader {
             Up::RunUpdate(update) => runs::progress(state, name, &update),
             Up::RunResult(result) => {
                 let run_id = result.run_id;
-                if self.results.try_send(result).is_err() {
+                if self.results.try_send(Box::new(result)).is_err() {
                     tracing::warn!(system = %name, run = run_id,
                         "too many run results waiting to be recorded; this one is not acknowledged and comes again on the next connection");
                 }
@@ -249,19 +254,12 @@ struct Recorder {
     /// The session it records for (inventory waiters belong to it).
     id: u64,
     inventories: watch::Receiver<Option<Arc<Inventory>>>,
-    results: mpsc::Receiver<RunResult>,
+    /// Boxed for the same reason as the outbound queue's messages.
+    results: mpsc::Receiver<Box<RunResult>>,
 }
 
 impl Recorder {
-    fn new(
-        state: SharedState,
-        name: String,
-        id: u64,
-    ) -> (
-        Recorder,
-        watch::Sender<Option<Arc<Inventory>>>,
-        mpsc::Sender<RunResult>,
-    ) {
+    fn new(state: SharedState, name: String, id: u64) -> (Recorder, InventoryHandoff, ResultQueue) {
         let (inventory_tx, inventories) = watch::channel(None);
         let (results_tx, results) = mpsc::channel(RESULT_QUEUE);
         (
@@ -302,7 +300,7 @@ impl Recorder {
                 // Results first: an agent waits for their acknowledgement.
                 biased;
                 result = self.results.recv() => match result {
-                    Some(result) => runs::result(&self.state, &self.name, result).await,
+                    Some(result) => runs::result(&self.state, &self.name, *result).await,
                     None => break,
                 },
                 changed = self.inventories.changed(), if inventories_open => {

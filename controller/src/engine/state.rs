@@ -30,6 +30,8 @@ pub struct ControllerState {
     pub console_url: Option<String>,
     /// How late scheduled runs started after their due times.
     pub scheduler_lag: nasfleet_common::histogram::Histogram,
+    /// The last list of every system's summary (see `systems::list`).
+    pub system_summaries: crate::engine::systems::SummaryCache,
 }
 
 pub type SharedState = Arc<ControllerState>;
@@ -96,5 +98,6 @@ pub(crate) fn test_state(dir: &std::path::Path) -> SharedState {
         signins: Default::default(),
         console_url: None,
         scheduler_lag: Default::default(),
+        system_summaries: Default::default(),
     })
 }

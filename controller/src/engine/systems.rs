@@ -87,8 +87,8 @@ fn summary_with(record: &SystemRecord, live: Option<&LiveSession>) -> SystemSumm
         Some(l) => (
             SystemStatus::Online,
             l.last_heartbeat_unix_ms.max(record.last_seen_unix_ms),
-            l.address.clone(),
-            l.agent_version.clone(),
+            String::from(&*l.address),
+            String::from(&*l.agent_version),
         ),
         None => (
             SystemStatus::Offline,
@@ -108,15 +108,66 @@ fn summary_with(record: &SystemRecord, live: Option<&LiveSession>) -> SystemSumm
     }
 }
 
+/// How old a cached list of summaries may be: an ONLINE system's "last
+/// seen" (its last heartbeat) is up to this much older than the truth.
+const SUMMARIES_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The summaries of every system, built at most once per
+/// [`SUMMARIES_MAX_AGE`] while no system record changed and no session
+/// started or ended. Building them for 10,000 systems costs tens of
+/// milliseconds of scattered reads; copying a built list costs a few.
+#[derive(Default)]
+pub struct SummaryCache {
+    built: std::sync::Mutex<Option<BuiltSummaries>>,
+}
+
+struct BuiltSummaries {
+    /// `Tables::systems_generation` and `Sessions::changes` when built.
+    generations: (u64, u64),
+    at: std::time::Instant,
+    summaries: std::sync::Arc<Vec<SystemSummary>>,
+}
+
+impl SummaryCache {
+    fn get(&self, state: &SharedState) -> Result<std::sync::Arc<Vec<SystemSummary>>, FleetError> {
+        // Read before the records and sessions: a change while building
+        // leaves the list tagged older than what it shows, so it is built
+        // again next time rather than kept too long.
+        let generations = (state.store.systems_generation(), state.sessions.changes());
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = built.as_ref()
+            && b.generations == generations
+            && b.at.elapsed() < SUMMARIES_MAX_AGE
+        {
+            return Ok(b.summaries.clone());
+        }
+        let records = state.store.systems()?;
+        let live = state
+            .sessions
+            .live_of(records.iter().map(|r| r.name.as_str()));
+        let summaries = std::sync::Arc::new(
+            records
+                .iter()
+                .zip(&live)
+                .map(|(r, l)| summary_with(r, l.as_ref()))
+                .collect::<Vec<_>>(),
+        );
+        *built = Some(BuiltSummaries {
+            generations,
+            at: std::time::Instant::now(),
+            summaries: summaries.clone(),
+        });
+        Ok(summaries)
+    }
+}
+
 /// Every system `actor` sees, ordered by name.
 pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<SystemSummary>, FleetError> {
-    let live = state.sessions.live_all();
-    Ok(state
-        .store
-        .systems()?
+    let all = state.system_summaries.get(state)?;
+    Ok(all
         .iter()
-        .filter(|r| actor.sees(&r.name))
-        .map(|r| summary_with(r, live.get(&r.name)))
+        .filter(|s| actor.sees(&s.name))
+        .cloned()
         .collect())
 }
 
@@ -336,6 +387,34 @@ mod tests {
     use crate::engine::fixtures::{enroll, inventory_of, snapshot, store};
     use crate::engine::state::test_state;
     use nasfleet_proto::v1::{Task, TaskSpec};
+
+    #[tokio::test]
+    async fn the_list_shows_a_new_system_and_a_new_session_at_once_though_it_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path());
+        enroll(&state, "nas2", &Inventory::default()).await;
+        let shown = |state: &SharedState| -> Vec<(String, i32)> {
+            list(state, &admin())
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.name, s.status))
+                .collect()
+        };
+        let offline = SystemStatus::Offline as i32;
+        assert_eq!(shown(&state), [("nas2".to_string(), offline)]);
+        enroll(&state, "nas1", &Inventory::default()).await;
+        assert_eq!(shown(&state)[0], ("nas1".to_string(), offline));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let (id, _close) = state
+            .sessions
+            .register("nas1", tx, "127.0.0.1".into(), "1".into(), 1);
+        assert_eq!(
+            shown(&state)[0],
+            ("nas1".to_string(), SystemStatus::Online as i32)
+        );
+        state.sessions.unregister("nas1", id);
+        assert_eq!(shown(&state)[0], ("nas1".to_string(), offline));
+    }
 
     fn snapshot_task(name: &str, dataset: &str, recursive: bool, exclude: &[&str]) -> Task {
         Task {

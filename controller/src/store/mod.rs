@@ -31,6 +31,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
@@ -187,6 +188,12 @@ pub struct Tables {
     tasks_generation: std::sync::atomic::AtomicU64,
     /// The decoded tasks and the generation they were read at.
     tasks_decoded: std::sync::Mutex<Option<(u64, Arc<Vec<Task>>)>>,
+    /// Every system record, decoded: read when the store opens and kept by
+    /// each write of the systems tree, so listing 10,000 systems decodes
+    /// none and a session's lookups never touch the disk.
+    systems_by_name: std::sync::RwLock<BTreeMap<String, Arc<SystemRecord>>>,
+    /// Bumped by every write of a system record.
+    systems_generation: std::sync::atomic::AtomicU64,
 }
 
 /// Measurements of the store since it was opened.
@@ -295,10 +302,13 @@ impl Store {
             running_by_task: Default::default(),
             tasks_generation: Default::default(),
             tasks_decoded: Default::default(),
+            systems_by_name: Default::default(),
+            systems_generation: Default::default(),
             db,
         });
         migrate::migrate(&tables)?;
         tables.index_running()?;
+        tables.load_systems()?;
         let writer = Arc::new(Writer::start(tables.clone())?);
         Ok(Store { tables, writer })
     }
@@ -392,32 +402,70 @@ impl Tables {
     }
 
     pub fn system(&self, name: &str) -> Result<Option<SystemRecord>, StoreError> {
-        self.systems
-            .get(name)?
-            .map(|v| decode(name.as_bytes(), &v))
-            .transpose()
+        Ok(self
+            .systems_read()
+            .get(name)
+            .map(|r| SystemRecord::clone(r)))
     }
 
     /// The enrolled system whose name equals `name` ignoring ASCII case.
     pub fn system_named_like(&self, name: &str) -> Result<Option<String>, StoreError> {
-        for key in self.systems.iter().keys() {
-            let key = key?;
-            if key.eq_ignore_ascii_case(name.as_bytes()) {
-                return Ok(Some(String::from_utf8_lossy(&key).into_owned()));
-            }
-        }
-        Ok(None)
+        Ok(self
+            .systems_read()
+            .keys()
+            .find(|key| key.eq_ignore_ascii_case(name))
+            .cloned())
     }
 
     /// All systems, ordered by name.
-    pub fn systems(&self) -> Result<Vec<SystemRecord>, StoreError> {
-        self.systems
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                decode(&k, &v)
-            })
-            .collect()
+    pub fn systems(&self) -> Result<Vec<Arc<SystemRecord>>, StoreError> {
+        Ok(self.systems_read().values().cloned().collect())
+    }
+
+    fn load_systems(&self) -> Result<(), StoreError> {
+        let mut loaded = BTreeMap::new();
+        for item in self.systems.iter() {
+            let (k, v) = item?;
+            let record: SystemRecord = decode(&k, &v)?;
+            loaded.insert(record.name.clone(), Arc::new(record));
+        }
+        self.change_systems(true, |systems| *systems = loaded);
+        Ok(())
+    }
+
+    fn systems_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<SystemRecord>>> {
+        self.systems_by_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts changes of system records other than a new "last seen"
+    /// alone (which every inventory brings): equal counts mean the same
+    /// systems with the same pools, versions and addresses.
+    pub fn systems_generation(&self) -> u64 {
+        self.systems_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Only the writer thread calls this, right after the tree changed.
+    /// `counts`: whether the change moves [`Tables::systems_generation`].
+    fn change_systems(
+        &self,
+        counts: bool,
+        change: impl FnOnce(&mut BTreeMap<String, Arc<SystemRecord>>),
+    ) {
+        change(
+            &mut self
+                .systems_by_name
+                .write()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        // After the change: a reader that saw the old count and the new
+        // records only rebuilds once more.
+        if counts {
+            self.systems_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     pub fn inventory(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -728,7 +776,12 @@ impl Write<'_> {
                 Ok(())
             });
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.change_systems(true, |systems| {
+                    systems.insert(system.name.clone(), Arc::new(system.clone()));
+                });
+                Ok(())
+            }
             Err(e) => match flatten(e)? {
                 Ok(refusal) => Err(EnrollError::Refused(refusal)),
                 Err(store) => Err(EnrollError::Store(store)),
@@ -746,8 +799,16 @@ impl Write<'_> {
         let Some(mut record) = self.system(name)? else {
             return Ok(None);
         };
+        let before = record.clone();
         change(&mut record);
         self.systems.insert(name, encode(&record)?)?;
+        let counts = SystemRecord {
+            last_seen_unix_ms: record.last_seen_unix_ms,
+            ..before
+        } != record;
+        self.change_systems(counts, |systems| {
+            systems.insert(name.to_owned(), Arc::new(record.clone()));
+        });
         Ok(Some(record))
     }
 
@@ -776,12 +837,18 @@ impl Write<'_> {
                 Ok(Some(record.cert_serial))
             },
         );
-        result.or_else(|e| Err(flatten(e)?))
+        let removed = result.or_else(|e| Err(flatten(e)?))?;
+        if removed.is_some() {
+            self.change_systems(true, |systems| {
+                systems.remove(name);
+            });
+        }
+        Ok(removed)
     }
 
     pub fn put_inventory(&self, name: &str, inventory_proto: &[u8]) -> Result<(), StoreError> {
         // Only for systems that still exist, for the same reason as update_system.
-        if self.systems.contains_key(name)? {
+        if self.systems_read().contains_key(name) {
             self.inventories.insert(name, inventory_proto)?;
         }
         Ok(())
@@ -1227,6 +1294,50 @@ pub(crate) mod tests {
         assert_eq!(store.running_run_of_task(7), Some(3));
         write(&store, |w| w.put_run(&run(3, 7, RunState::Finished)));
         assert_eq!(store.running_run_of_task(7), None);
+    }
+
+    #[test]
+    fn systems_are_read_from_memory_that_follows_every_write_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        write(&store, |w| w.put_token("t1", &token(100)));
+        write(&store, |w| w.put_token("t2", &token(100)));
+        let at_start = store.systems_generation();
+        enroll(&store, "t1", "b").unwrap();
+        enroll(&store, "t2", "a").unwrap();
+        let enrolled = store.systems_generation();
+        assert!(enrolled > at_start);
+        let names = |store: &Store| -> Vec<String> {
+            store
+                .systems()
+                .unwrap()
+                .iter()
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&store), ["a", "b"]);
+        assert_eq!(store.system_named_like("B").unwrap().as_deref(), Some("b"));
+        // A new "last seen" alone (every inventory) is not a change lists care about...
+        write(&store, |w| {
+            w.update_system("a", |r| r.last_seen_unix_ms = 5)
+        });
+        assert_eq!(store.systems_generation(), enrolled);
+        assert_eq!(store.system("a").unwrap().unwrap().last_seen_unix_ms, 5);
+        // ...new pools are.
+        write(&store, |w| {
+            w.update_system("a", |r| r.pools = vec!["tank".into()])
+        });
+        assert!(store.systems_generation() > enrolled);
+        write(&store, |w| w.remove_system("b", 7));
+        assert_eq!(names(&store), ["a"]);
+        drop(store);
+        let store = reopen(dir.path());
+        assert_eq!(names(&store), ["a"]);
+        let a = store.system("a").unwrap().unwrap();
+        assert_eq!(
+            (a.last_seen_unix_ms, a.pools),
+            (5, vec!["tank".to_string()])
+        );
     }
 
     #[test]
