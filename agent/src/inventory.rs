@@ -71,6 +71,9 @@ pub async fn collect(settings: &InventorySettings, zfs: &Zfs) -> v1::Inventory {
         errors,
         // Filled in by the link, which owns the replication key.
         replication_public_key: String::new(),
+        // The link pages the snapshots when there are many.
+        snapshot_pages: 0,
+        snapshot_count: 0,
     }
 }
 

@@ -161,6 +161,8 @@ async fn fill(store: &Store, systems: usize, tasks: usize) -> Result<()> {
                     address: "127.0.0.1:1".into(),
                     agent_version: "bench".into(),
                     pools: vec!["tank".into(), "backup".into()],
+                    inventory_unix_ms: 1,
+                    inventory_problem: None,
                 };
                 let cert = CertRecord {
                     principal: format!("system:{name}"),
@@ -173,7 +175,8 @@ async fn fill(store: &Store, systems: usize, tasks: usize) -> Result<()> {
                         key: name.clone(),
                         source: serde_json::Error::io(std::io::Error::other(e.to_string())),
                     })?;
-                w.put_inventory(&name, &inventory(&name).encode_to_vec())?;
+                let (header, datasets) = nasfleet_controller::store::stored_form(inventory(&name));
+                w.put_inventory(&name, &header, &datasets)?;
             }
             for id in 1..=tasks as u64 {
                 let task = task(id, systems);

@@ -5,7 +5,7 @@ use crate::config::DataDir;
 use crate::engine::access::{Access, Actor, Scope};
 use crate::engine::alerts;
 use crate::engine::state::SharedState;
-use crate::engine::systems::inventory;
+use crate::engine::systems::inventory_header;
 use crate::store::{is_final, is_success};
 use crate::web::PeerCertificates;
 use axum::Router;
@@ -114,7 +114,7 @@ pub fn render(state: &SharedState) -> Result<String, crate::engine::error::Fleet
 
     let mut pools = Vec::new();
     for system in &systems {
-        if let Some(inv) = inventory(state, &system.name)? {
+        if let Some(inv) = inventory_header(state, &system.name)? {
             for pool in inv.pools {
                 pools.push((system.name.clone(), pool));
             }

@@ -11,5 +11,9 @@ pub mod v1 {
 /// of thousands of snapshots is several megabytes, far above tonic's 4 MiB default.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Snapshots per `InventoryPage`: about 1 MiB of protobuf, so a system with
+/// millions of snapshots sends many small messages instead of one too big.
+pub const INVENTORY_PAGE_SNAPSHOTS: usize = 10_000;
+
 /// Version string every binary reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -209,6 +209,8 @@ pub fn parse_datasets_and_snapshots(text: &str) -> DatasetListing {
                     mountpoint: text_prop(&obj, "mountpoint"),
                     readonly,
                     kind: kind_of(&obj).to_owned(),
+                    // Counted by the controller.
+                    snapshot_count: 0,
                 };
                 listing.datasets.push(dataset);
             }

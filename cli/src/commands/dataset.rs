@@ -139,6 +139,7 @@ mod tests {
                 mountpoint: "/tank/data".into(),
                 readonly: false,
                 kind: "filesystem".into(),
+                snapshot_count: 3,
             }),
             snapshot_count: 3,
             newest_snapshot: "tank/data@auto-2023-11-14_22-13".into(),

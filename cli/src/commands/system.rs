@@ -60,6 +60,10 @@ struct SystemJson {
     version: String,
     pools: Vec<String>,
     enrolled: Option<String>,
+    /// When the controller's inventory of it was collected.
+    inventory_collected: Option<String>,
+    /// Why that inventory is stale; null while it is current.
+    inventory_problem: Option<String>,
 }
 
 impl From<&SystemSummary> for SystemJson {
@@ -72,6 +76,8 @@ impl From<&SystemSummary> for SystemJson {
             version: s.agent_version.clone(),
             pools: s.pools.clone(),
             enrolled: rfc3339_from_unix_ms(s.enrolled_unix_ms),
+            inventory_collected: rfc3339_from_unix_ms(s.inventory_unix_ms),
+            inventory_problem: Some(s.inventory_problem.clone()).filter(|p| !p.is_empty()),
         }
     }
 }
@@ -162,8 +168,18 @@ fn dialect_word(d: ZfsDialect) -> &'static str {
     }
 }
 
+/// Snapshots per dataset: as the controller counted them, or (from a
+/// controller before it did) counted here.
 fn snapshot_counts(inventory: &Inventory) -> HashMap<&str, usize> {
-    let mut counts = HashMap::new();
+    let mut counts: HashMap<&str, usize> = inventory
+        .datasets
+        .iter()
+        .filter(|d| d.snapshot_count > 0)
+        .map(|d| (d.name.as_str(), d.snapshot_count as usize))
+        .collect();
+    if !counts.is_empty() {
+        return counts;
+    }
     for snapshot in &inventory.snapshots {
         if let Some((dataset, _)) = snapshot.name.split_once('@') {
             *counts.entry(dataset).or_insert(0) += 1;
@@ -194,7 +210,7 @@ pub async fn list(channel: Channel, output: OutputFormat) -> anyhow::Result<()> 
             for s in &systems {
                 table.row(vec![
                     s.name.clone(),
-                    system_status_word(s.status()).into(),
+                    status_with_inventory(s),
                     s.address.clone(),
                     s.agent_version.clone(),
                     human_time(s.last_seen_unix_ms),
@@ -252,6 +268,16 @@ fn detail_json(summary: &SystemSummary, detail: &SystemDetail) -> SystemDetailJs
 }
 
 /// The head of `system show`: what the controller knows of the system itself.
+/// The STATUS column: the status, and a word when the inventory is stale.
+fn status_with_inventory(s: &SystemSummary) -> String {
+    let status = system_status_word(s.status());
+    if s.inventory_problem.is_empty() {
+        status.to_owned()
+    } else {
+        format!("{status} (inventory stale)")
+    }
+}
+
 fn summary_lines(summary: &SystemSummary, detail: &SystemDetail) -> Vec<String> {
     let certificate = match detail.certificate_expires_unix_ms {
         0 => detail.certificate_serial.clone(),
@@ -261,7 +287,7 @@ fn summary_lines(summary: &SystemSummary, detail: &SystemDetail) -> Vec<String> 
             human_time(expires)
         ),
     };
-    vec![
+    let mut lines = vec![
         format!("Name:         {}", summary.name),
         format!("Status:       {}", system_status_word(summary.status())),
         format!("Address:      {}", summary.address),
@@ -269,7 +295,21 @@ fn summary_lines(summary: &SystemSummary, detail: &SystemDetail) -> Vec<String> 
         format!("Last seen:    {}", human_time(summary.last_seen_unix_ms)),
         format!("Enrolled:     {}", human_time(summary.enrolled_unix_ms)),
         format!("Certificate:  {certificate}"),
-    ]
+    ];
+    if summary.inventory_unix_ms > 0 {
+        lines.push(format!(
+            "Inventory:    {}{}",
+            human_time(summary.inventory_unix_ms),
+            if summary.inventory_problem.is_empty() {
+                String::new()
+            } else {
+                format!(", STALE: {}", summary.inventory_problem)
+            }
+        ));
+    } else if !summary.inventory_problem.is_empty() {
+        lines.push(format!("Inventory:    none: {}", summary.inventory_problem));
+    }
+    lines
 }
 
 fn pools_table(inventory: &Inventory) -> String {
@@ -459,6 +499,8 @@ mod tests {
             agent_version: "0.1.0".into(),
             pools: vec!["tank".into()],
             enrolled_unix_ms: 0,
+            inventory_problem: String::new(),
+            inventory_unix_ms: 0,
         }
     }
 
@@ -481,6 +523,7 @@ mod tests {
                 mountpoint: "/tank/data".into(),
                 readonly: true,
                 kind: "filesystem".into(),
+                snapshot_count: 0,
             }],
             snapshots: ["tank/data@a", "tank/data@b", "tank@c"]
                 .iter()
@@ -550,6 +593,27 @@ SSH      RUNNING  127.0.0.2:22
 Problems reported by the agent:
   - pool tank: cannot read capacity";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_stale_inventory_is_said_in_the_list_and_in_show() {
+        let stale = SystemSummary {
+            inventory_unix_ms: 1_700_000_000_000,
+            inventory_problem: "the connection ended after 3 of the 100 pages".into(),
+            ..summary()
+        };
+        assert_eq!(status_with_inventory(&stale), "ONLINE (inventory stale)");
+        assert_eq!(status_with_inventory(&summary()), "ONLINE");
+        let lines = summary_lines(&stale, &detail(None));
+        let last = lines.last().map(String::as_str).unwrap_or_default();
+        assert!(last.starts_with("Inventory:    2023-11-14"), "{last}");
+        assert!(last.ends_with(", STALE: the connection ended after 3 of the 100 pages"), "{last}");
+        let json = serde_json::to_value(SystemJson::from(&stale)).unwrap_or_default();
+        assert_eq!(json["inventory_problem"], "the connection ended after 3 of the 100 pages");
+        assert_eq!(
+            serde_json::to_value(SystemJson::from(&summary())).unwrap_or_default()["inventory_problem"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ impl Enrollment for EnrollmentService {
             address: String::new(),
             agent_version: String::new(),
             pools: Vec::new(),
+            inventory_unix_ms: 0,
+            inventory_problem: None,
         };
         let cert = CertRecord {
             principal: Principal::System(req.name.clone()).common_name(),

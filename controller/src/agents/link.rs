@@ -1,11 +1,12 @@
 //! The AgentLink service: each agent's long-lived stream, its heartbeats and inventories.
 //!
 //! Each stream has a reader and a recorder. The reader only touches memory
-//! (heartbeats, progress, answers) and hands whatever must be written to the
-//! store to the recorder, so a slow disk never makes a connected agent look
-//! silent. Inventories are coalesced (only the newest one is worth
-//! writing); run results queue in order.
+//! (heartbeats, progress, answers, inventory pages) and hands whatever must
+//! be written to the store to the recorder, so a slow disk never makes a
+//! connected agent look silent. Inventories are coalesced (only the newest
+//! one is worth writing); run results queue in order.
 
+use crate::agents::inventory::{self, Assembly, Mailbox};
 use crate::auth::require_system;
 use crate::engine::state::SharedState;
 use crate::engine::{membership, runs};
@@ -14,9 +15,8 @@ use nasfleet_proto::v1::agent_link_server::AgentLink;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::controller_message::Body as Down;
 use nasfleet_proto::v1::{
-    AgentMessage, CertificateRenewed, ControllerMessage, Inventory, RunResult, Welcome,
+    AgentMessage, CertificateRenewed, ControllerMessage, RunResult, Welcome,
 };
-use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,9 +36,7 @@ const RESULT_QUEUE: usize = 1024;
 /// Active run ids one Hello may claim; an agent runs a handful at a time.
 pub const MAX_CLAIMED_RUNS: usize = 1024;
 
-/// Where a stream's reader hands the newest inventory (only the newest is worth writing).
-type InventoryHandoff = watch::Sender<Option<Arc<Inventory>>>;
-/// Where it queues run results, boxed like the outbound queue's messages.
+/// Where a stream's reader queues run results, boxed like the outbound queue's messages.
 type ResultQueue = mpsc::Sender<Box<RunResult>>;
 
 pub struct AgentLinkService {
@@ -113,7 +111,7 @@ impl AgentLink for AgentLinkService {
         }
         tracing::info!(system = %name, %address, version = %nasfleet_common::echo::echo(&hello.agent_version),
             active_runs = active.len(), "system ONLINE");
-        let (recorder, inventories, results) = Recorder::new(self.state.clone(), name.clone(), id);
+        let (recorder, mailbox, results) = Recorder::new(self.state.clone(), name.clone(), id);
         tokio::spawn(recorder.run(
             Connected {
                 at_unix_ms: now,
@@ -127,7 +125,8 @@ impl AgentLink for AgentLinkService {
                 state: self.state.clone(),
                 name,
                 id,
-                inventories,
+                mailbox,
+                assembly: Assembly::default(),
                 results,
             },
             inbound,
@@ -145,7 +144,8 @@ struct Reader {
     /// Session id: a reconnect replaces the session, and the old reader's
     /// heartbeats must not keep the new one alive.
     id: u64,
-    inventories: InventoryHandoff,
+    mailbox: Arc<Mailbox>,
+    assembly: Assembly,
     results: ResultQueue,
 }
 
@@ -153,15 +153,12 @@ struct Reader {
 /// replaced or expired, or the controller shuts down. Never waits for the
 /// store.
 async fn read_agent(
-    reader: Reader,
+    mut reader: Reader,
     mut inbound: Streaming<AgentMessage>,
     mut close: oneshot::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Reader {
-        state, name, id, ..
-    } = &reader;
-    let (state, name, id) = (state.clone(), name.clone(), *id);
+    let (state, name, id) = (reader.state.clone(), reader.name.clone(), reader.id);
     loop {
         let message = tokio::select! {
             m = inbound.message() => m,
@@ -181,6 +178,9 @@ async fn read_agent(
             }
         }
     }
+    if let Some(reason) = reader.assembly.ended() {
+        reader.mailbox.put(inventory::Arrived::Problem(reason));
+    }
     // The recorder ends once it has written what the reader handed it.
     drop(reader);
     if let Some(ended) = state.sessions.unregister(&name, id) {
@@ -189,7 +189,7 @@ async fn read_agent(
 }
 
 impl Reader {
-    fn handle(&self, body: Up) {
+    fn handle(&mut self, body: Up) {
         let (state, name, id) = (&self.state, self.name.as_str(), self.id);
         let now = now_unix_ms();
         match body {
@@ -197,7 +197,22 @@ impl Reader {
             Up::Hello(_) => {}
             Up::Inventory(inventory) => {
                 state.sessions.heartbeat(name, id, now);
-                self.inventories.send_replace(Some(Arc::new(inventory)));
+                if let Some(arrived) = self.assembly.inventory(inventory) {
+                    self.mailbox.put(arrived);
+                }
+            }
+            Up::InventoryPage(page) => {
+                state.sessions.heartbeat(name, id, now);
+                if let Some(arrived) = self.assembly.page(page) {
+                    self.mailbox.put(arrived);
+                }
+            }
+            Up::InventoryProblem(problem) => {
+                state.sessions.heartbeat(name, id, now);
+                self.mailbox.put(inventory::Arrived::Problem(format!(
+                    "the agent reports: {}",
+                    nasfleet_common::echo::echo(&problem.reason)
+                )));
             }
             Up::RunUpdate(update) => runs::progress(state, name, &update),
             Up::RunResult(result) => {
@@ -253,24 +268,24 @@ struct Recorder {
     name: String,
     /// The session it records for (inventory waiters belong to it).
     id: u64,
-    inventories: watch::Receiver<Option<Arc<Inventory>>>,
+    mailbox: Arc<Mailbox>,
     /// Boxed for the same reason as the outbound queue's messages.
     results: mpsc::Receiver<Box<RunResult>>,
 }
 
 impl Recorder {
-    fn new(state: SharedState, name: String, id: u64) -> (Recorder, InventoryHandoff, ResultQueue) {
-        let (inventory_tx, inventories) = watch::channel(None);
+    fn new(state: SharedState, name: String, id: u64) -> (Recorder, Arc<Mailbox>, ResultQueue) {
+        let mailbox = Arc::new(Mailbox::default());
         let (results_tx, results) = mpsc::channel(RESULT_QUEUE);
         (
             Recorder {
                 state,
                 name,
                 id,
-                inventories,
+                mailbox: mailbox.clone(),
                 results,
             },
-            inventory_tx,
+            mailbox,
             results_tx,
         )
     }
@@ -293,8 +308,6 @@ impl Recorder {
             tracing::error!(system = %self.name, error = %e, "cannot record connection");
         }
         runs::reconcile(&self.state, &self.name, &active_runs).await;
-        let mut inventories_open = true;
-        let mut recorded: Option<Arc<Inventory>> = None;
         loop {
             tokio::select! {
                 // Results first: an agent waits for their acknowledgement.
@@ -303,52 +316,12 @@ impl Recorder {
                     Some(result) => runs::result(&self.state, &self.name, *result).await,
                     None => break,
                 },
-                changed = self.inventories.changed(), if inventories_open => {
-                    if changed.is_err() {
-                        inventories_open = false;
-                        continue;
-                    }
-                    let newest = self.inventories.borrow_and_update().clone();
-                    if let Some(inventory) = newest {
-                        record_inventory(&self.state, &self.name, &inventory).await;
-                        self.state.sessions.inventory_received(&self.name, self.id);
-                        recorded = Some(inventory);
-                    }
+                _ = self.mailbox.ready() => {
+                    inventory::record(&self.state, &self.name, self.id, self.mailbox.take()).await;
                 }
             }
         }
-        // The reader is gone; an inventory it handed over last still counts.
-        let newest = self.inventories.borrow().clone();
-        if let Some(inventory) = newest
-            && !recorded.is_some_and(|r| Arc::ptr_eq(&r, &inventory))
-        {
-            record_inventory(&self.state, &self.name, &inventory).await;
-        }
-    }
-}
-
-async fn record_inventory(state: &SharedState, name: &str, inventory: &Inventory) {
-    let pools: Vec<String> = inventory.pools.iter().map(|p| p.name.clone()).collect();
-    tracing::debug!(system = %name, pools = ?pools, datasets = inventory.datasets.len(),
-        snapshots = inventory.snapshots.len(), "inventory received");
-    for problem in &inventory.errors {
-        tracing::warn!(system = %name, problem = %problem, "agent reported an inventory problem");
-    }
-    let bytes = inventory.encode_to_vec();
-    let version = inventory.agent_version.clone();
-    let system = name.to_owned();
-    let result = state
-        .store
-        .write(move |w| {
-            w.put_inventory(&system, &bytes)?;
-            w.update_system(&system, |r| {
-                r.pools = pools;
-                r.agent_version = version;
-                r.last_seen_unix_ms = now_unix_ms();
-            })
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(system = %name, error = %e, "cannot store inventory");
+        // The reader is gone; what it handed over last still counts.
+        inventory::record(&self.state, &self.name, self.id, self.mailbox.take()).await;
     }
 }

@@ -4,7 +4,7 @@ use crate::engine::access::{Access, Actor};
 use crate::engine::error::FleetError;
 use crate::engine::kinds::systems_named;
 use crate::engine::state::{SharedState, local_time};
-use crate::engine::systems::inventory;
+use crate::engine::systems::{dataset_snapshots, inventory_header};
 use crate::store::{AlertRecord, Write, is_final, is_success};
 use chrono::TimeZone;
 use nasfleet_common::duration::parse_duration;
@@ -13,7 +13,7 @@ use nasfleet_common::replication_summary::task_schedule;
 use nasfleet_common::schedule::Schedule;
 use nasfleet_common::status::{now_unix_ms, task_kind_word};
 use nasfleet_proto::v1::task_spec::Kind;
-use nasfleet_proto::v1::{Inventory, Run, RunState, Task};
+use nasfleet_proto::v1::{Inventory, Run, RunState, Snapshot, Task};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -183,7 +183,22 @@ pub fn conditions(
                 ),
             });
         }
-        let Some(inv) = inventory(state, &name)? else {
+        if let Some(reason) = &system.inventory_problem {
+            found.push(Condition {
+                key: format!("inventory-stale:{name}"),
+                kind: "inventory-stale",
+                level: Level::Warning,
+                systems: vec![name.clone()],
+                object: format!("inventory of {name}"),
+                text: format!(
+                    "the controller's inventory of {name} (pools, datasets, snapshots) is from {} and \
+                     stale: {reason}; see the agent's log on {name}",
+                    time_of(state, system.inventory_unix_ms)
+                ),
+            });
+        }
+        // Without snapshots: those of the few datasets tasks name are read below.
+        let Some(inv) = inventory_header(state, &name)? else {
             continue;
         };
         for pool in &inv.pools {
@@ -348,9 +363,12 @@ fn task_conditions(
             }
         }
         Some(Kind::Snapshot(spec)) => {
-            let newest = inventories
-                .get(&spec.system)
-                .and_then(|inv| newest_snapshot(inv, &spec.dataset, &spec.naming_schema));
+            let newest = if inventories.contains_key(&spec.system) {
+                let snapshots = dataset_snapshots(state, &spec.system, &spec.dataset)?;
+                newest_snapshot(&snapshots, &spec.naming_schema)
+            } else {
+                None
+            };
             let since = newest.unwrap_or(task.created_unix_ms);
             if now_ms - since > stale_after {
                 let last = match newest {
@@ -443,18 +461,17 @@ pub fn record_successes(run: &Run, last: &mut HashMap<String, i64>) {
 
 /// The creation time (unix ms) of the newest snapshot of `dataset` whose
 /// name the task's naming schema made.
-fn newest_snapshot(inventory: &Inventory, dataset: &str, schema: &str) -> Option<i64> {
+fn newest_snapshot(snapshots: &[Snapshot], schema: &str) -> Option<i64> {
     let schema = if schema.is_empty() {
         NamingSchema::default_periodic()
     } else {
         NamingSchema::new(schema).ok()?
     };
-    inventory
-        .snapshots
+    snapshots
         .iter()
         .filter_map(|s| {
-            let (ds, name) = s.name.split_once('@')?;
-            (ds == dataset && schema.parse(name).is_some()).then_some(s.creation_unix * 1000)
+            let (_, name) = s.name.split_once('@')?;
+            schema.parse(name).is_some().then_some(s.creation_unix * 1000)
         })
         .max()
 }

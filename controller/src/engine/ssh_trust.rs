@@ -71,7 +71,7 @@ pub async fn create(
     }
     systems::require_enrolled(state, "source", source)?;
     systems::require_enrolled(state, "target", target)?;
-    let public_key = systems::inventory(state, source)?
+    let public_key = systems::inventory_header(state, source)?
         .map(|i| i.replication_public_key)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
@@ -79,7 +79,7 @@ pub async fn create(
                 "System '{source}' has not reported a replication key yet; is its agent online?"
             ))
         })?;
-    let ssh = systems::inventory(state, target)?
+    let ssh = systems::inventory_header(state, target)?
         .and_then(|i| i.services.into_iter().find(|s| s.name == "ssh"))
         .filter(|s| !s.address.is_empty() && !s.host_keys.is_empty())
         .ok_or_else(|| {

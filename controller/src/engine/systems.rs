@@ -11,7 +11,8 @@ use nasfleet_common::echo::echo;
 use nasfleet_common::names::is_below;
 use nasfleet_common::naming::{DEFAULT_MANUAL_SCHEMA, NamingSchema};
 use nasfleet_proto::v1::{
-    AgentErrorKind, CreateSnapshots, DatasetSummary, Inventory, Snapshot, SnapshotTaskSpec,
+    AgentErrorKind, CreateSnapshots, DatasetSnapshots, DatasetSummary, Inventory, Snapshot,
+    SnapshotTaskSpec,
     SystemDetail, SystemStatus, SystemSummary, agent_request, task_spec,
 };
 use prost::Message;
@@ -38,14 +39,72 @@ pub fn not_enrolled(field: &str, system: &str) -> FleetError {
     FleetError::invalid(field, format!("System '{}' is not enrolled", echo(system)))
 }
 
-/// The stored inventory of a system, if it has reported.
-pub fn inventory(state: &SharedState, system: &str) -> Result<Option<Inventory>, FleetError> {
+/// The stored inventory of a system without its snapshots (see
+/// [`dataset_snapshots`]), if it has reported.
+pub fn inventory_header(state: &SharedState, system: &str) -> Result<Option<Inventory>, FleetError> {
     match state.store.inventory(system)? {
         Some(bytes) => Ok(Some(
             Inventory::decode(bytes.as_slice()).map_err(|e| corrupt("inventory", e))?,
         )),
         None => Ok(None),
     }
+}
+
+/// The snapshots of one dataset as the system's inventory lists them, in
+/// the agent's order: one read, whatever the system's other snapshots.
+pub fn dataset_snapshots(
+    state: &SharedState,
+    system: &str,
+    dataset: &str,
+) -> Result<Vec<Snapshot>, FleetError> {
+    match state.store.dataset_snapshots(system, dataset)? {
+        Some(bytes) => Ok(DatasetSnapshots::decode(bytes.as_slice())
+            .map_err(|e| corrupt("dataset snapshots", e))?
+            .snapshots),
+        // Not a dataset of the inventory, or an inventory stored with its
+        // snapshots inline (before they were kept per dataset).
+        None => Ok(inventory_header(state, system)?
+            .map(|i| i.snapshots)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.name.split_once('@').is_some_and(|(d, _)| d == dataset))
+            .collect()),
+    }
+}
+
+/// The stored inventory of a system with all its snapshots, if it has
+/// reported. Reads every snapshot: for one system's full view only.
+pub fn inventory(state: &SharedState, system: &str) -> Result<Option<Inventory>, FleetError> {
+    let Some(mut inventory) = inventory_header(state, system)? else {
+        return Ok(None);
+    };
+    for bytes in state.store.all_dataset_snapshots(system)? {
+        inventory.snapshots.extend(
+            DatasetSnapshots::decode(bytes.as_slice())
+                .map_err(|e| corrupt("dataset snapshots", e))?
+                .snapshots,
+        );
+    }
+    Ok(Some(inventory))
+}
+
+/// How many snapshots an encoded `DatasetSnapshots` holds, without
+/// decoding them: each is one length-delimited field.
+fn count_snapshots(mut bytes: &[u8]) -> Result<u64, FleetError> {
+    use prost::bytes::Buf;
+    let mut count = 0;
+    while bytes.has_remaining() {
+        prost::encoding::decode_key(&mut bytes).map_err(|e| corrupt("dataset snapshots", e))?;
+        let len = prost::encoding::decode_varint(&mut bytes)
+            .map_err(|e| corrupt("dataset snapshots", e))?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if len > bytes.remaining() {
+            return Err(corrupt("dataset snapshots", "a snapshot runs past the end"));
+        }
+        bytes.advance(len);
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// Whether `dataset` exists on `system`, asking the agent for a fresh
@@ -57,12 +116,12 @@ pub async fn dataset_exists(
 ) -> Result<bool, FleetError> {
     let has =
         |inv: Option<Inventory>| inv.is_some_and(|i| i.datasets.iter().any(|d| d.name == dataset));
-    if has(inventory(state, system)?) {
+    if has(inventory_header(state, system)?) {
         return Ok(true);
     }
     if let Some(waiter) = state.sessions.request_inventory(system) {
         let _ = tokio::time::timeout(INVENTORY_REFRESH, waiter).await;
-        return Ok(has(inventory(state, system)?));
+        return Ok(has(inventory_header(state, system)?));
     }
     Ok(false)
 }
@@ -105,6 +164,8 @@ fn summary_with(record: &SystemRecord, live: Option<&LiveSession>) -> SystemSumm
         agent_version: version,
         pools: record.pools.clone(),
         enrolled_unix_ms: record.enrolled_unix_ms,
+        inventory_problem: record.inventory_problem.clone().unwrap_or_default(),
+        inventory_unix_ms: record.inventory_unix_ms,
     }
 }
 
@@ -202,14 +263,53 @@ pub async fn detail(
     let record = record(state, name)?;
     Ok(SystemDetail {
         summary: Some(summary(state, &record)),
-        inventory: inventory(state, name)?,
+        inventory: detail_inventory(state, name)?,
         certificate_serial: record.cert_serial,
         certificate_expires_unix_ms: record.cert_expires_unix_ms,
     })
 }
 
-/// The inventory of a system, fresh from its agent when asked; an error
-/// when it never reported.
+/// Snapshots a system's detail carries; beyond this it carries counts
+/// only, and Fleet.ListSnapshots lists them.
+pub const DETAIL_SNAPSHOTS: u64 = 10_000;
+
+/// A system's inventory for its detail: datasets with their snapshot
+/// counts, and the snapshots themselves while there are at most
+/// [`DETAIL_SNAPSHOTS`].
+fn detail_inventory(state: &SharedState, system: &str) -> Result<Option<Inventory>, FleetError> {
+    let Some(mut inventory) = inventory_header(state, system)? else {
+        return Ok(None);
+    };
+    if inventory.snapshots.is_empty() {
+        for dataset in &mut inventory.datasets {
+            if let Some(bytes) = state.store.dataset_snapshots(system, &dataset.name)? {
+                dataset.snapshot_count = count_snapshots(&bytes)?;
+            }
+        }
+        if inventory.snapshot_count <= DETAIL_SNAPSHOTS {
+            return self::inventory(state, system).map(|full| {
+                full.map(|mut full| {
+                    full.datasets = inventory.datasets;
+                    full
+                })
+            });
+        }
+    } else {
+        // Stored before snapshots were kept per dataset: count them here.
+        for dataset in &mut inventory.datasets {
+            dataset.snapshot_count = inventory
+                .snapshots
+                .iter()
+                .filter(|s| s.name.split_once('@').is_some_and(|(d, _)| d == dataset.name))
+                .count() as u64;
+        }
+    }
+    Ok(Some(inventory))
+}
+
+/// The inventory of a system without its snapshots (see
+/// [`dataset_snapshots`]), fresh from its agent when asked; an error when it
+/// never reported.
 pub async fn reported_inventory(
     state: &SharedState,
     system: &str,
@@ -219,7 +319,7 @@ pub async fn reported_inventory(
     if fresh {
         refresh(state, system).await?;
     }
-    inventory(state, system)?.ok_or_else(|| {
+    inventory_header(state, system)?.ok_or_else(|| {
         FleetError::Conflict(format!(
             "system '{system}' has not reported its inventory yet"
         ))
@@ -249,14 +349,12 @@ pub async fn snapshots(
     if !dataset.is_empty() && !inventory.datasets.iter().any(|d| d.name == dataset) {
         return Err(dataset_not_found(system, dataset));
     }
-    let mut snapshots: Vec<Snapshot> = inventory
-        .snapshots
-        .into_iter()
-        .filter(|s| {
-            let of = s.name.split_once('@').map_or("", |(d, _)| d);
-            dataset.is_empty() || of == dataset || (recursive && is_below(of, dataset))
-        })
-        .collect();
+    let mut snapshots: Vec<Snapshot> = Vec::new();
+    for listed in inventory.datasets.iter().filter(|d| {
+        dataset.is_empty() || d.name == dataset || (recursive && is_below(&d.name, dataset))
+    }) {
+        snapshots.extend(dataset_snapshots(state, system, &listed.name)?);
+    }
     snapshots.sort_by(|a, b| {
         (a.name.split_once('@').map(|p| p.0), a.creation_unix)
             .cmp(&(b.name.split_once('@').map(|p| p.0), b.creation_unix))
@@ -293,21 +391,13 @@ pub async fn datasets(
             _ => None,
         })
         .collect();
-    Ok(inventory
+    inventory
         .datasets
         .iter()
         .map(|dataset| {
-            let own: Vec<&Snapshot> = inventory
-                .snapshots
-                .iter()
-                .filter(|s| {
-                    s.name
-                        .split_once('@')
-                        .is_some_and(|(d, _)| d == dataset.name)
-                })
-                .collect();
+            let own = dataset_snapshots(state, system, &dataset.name)?;
             let newest = own.iter().max_by_key(|s| s.creation_unix);
-            DatasetSummary {
+            Ok(DatasetSummary {
                 dataset: Some(dataset.clone()),
                 snapshot_count: u32::try_from(own.len()).unwrap_or(u32::MAX),
                 newest_snapshot: newest.map(|s| s.name.clone()).unwrap_or_default(),
@@ -316,9 +406,9 @@ pub async fn datasets(
                     .filter(|(_, spec)| covers(spec, &dataset.name))
                     .map(|(name, _)| name.clone())
                     .collect(),
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Takes a one-time snapshot named by `naming_schema` (default

@@ -12,6 +12,7 @@
 
 mod alerts;
 mod audit;
+mod inventories;
 mod migrate;
 mod notify;
 mod people;
@@ -39,6 +40,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::oneshot;
 use writer::Writer;
+
+pub use inventories::stored_form;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -110,6 +113,12 @@ pub struct SystemRecord {
     pub address: String,
     pub agent_version: String,
     pub pools: Vec<String>,
+    /// When the stored inventory was collected (0: never reported).
+    #[serde(default)]
+    pub inventory_unix_ms: i64,
+    /// Why the stored inventory is stale; cleared by the next whole one.
+    #[serde(default)]
+    pub inventory_problem: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -147,7 +156,10 @@ pub struct Tables {
     systems: sled::Tree,
     tokens: sled::Tree,
     certs: sled::Tree,
+    /// system → its inventory without snapshots (see `inventories`).
     inventories: sled::Tree,
+    /// system \0 dataset → `v1::DatasetSnapshots`.
+    dataset_snapshots: sled::Tree,
     /// task id (u64 BE) → `v1::Task` (spec and fixed fields; status is derived).
     tasks: sled::Tree,
     /// run id (u64 BE) → `v1::Run`.
@@ -284,6 +296,7 @@ impl Store {
             tokens: db.open_tree("tokens")?,
             certs: db.open_tree("certs")?,
             inventories: db.open_tree("inventories")?,
+            dataset_snapshots: db.open_tree("dataset_snapshots")?,
             tasks: db.open_tree("tasks")?,
             runs: db.open_tree("runs")?,
             runs_by_task: db.open_tree("runs_by_task")?,
@@ -466,10 +479,6 @@ impl Tables {
             self.systems_generation
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
-    }
-
-    pub fn inventory(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.inventories.get(name)?.map(|v| v.to_vec()))
     }
 
     pub fn task(&self, id: u64) -> Result<Option<Task>, StoreError> {
@@ -802,8 +811,10 @@ impl Write<'_> {
         let before = record.clone();
         change(&mut record);
         self.systems.insert(name, encode(&record)?)?;
+        // Every inventory moves these two; lists are rebuilt each second anyway.
         let counts = SystemRecord {
             last_seen_unix_ms: record.last_seen_unix_ms,
+            inventory_unix_ms: record.inventory_unix_ms,
             ..before
         } != record;
         self.change_systems(counts, |systems| {
@@ -839,19 +850,12 @@ impl Write<'_> {
         );
         let removed = result.or_else(|e| Err(flatten(e)?))?;
         if removed.is_some() {
+            self.remove_dataset_snapshots(name)?;
             self.change_systems(true, |systems| {
                 systems.remove(name);
             });
         }
         Ok(removed)
-    }
-
-    pub fn put_inventory(&self, name: &str, inventory_proto: &[u8]) -> Result<(), StoreError> {
-        // Only for systems that still exist, for the same reason as update_system.
-        if self.systems_read().contains_key(name) {
-            self.inventories.insert(name, inventory_proto)?;
-        }
-        Ok(())
     }
 
     /// See [`Store::next_id`].
@@ -1070,6 +1074,16 @@ fn decode_proto<T: Message + Default>(key: &str, bytes: &[u8]) -> Result<T, Stor
 pub(crate) mod tests {
     use super::*;
 
+    fn inventory_with_snapshot() -> nasfleet_proto::v1::Inventory {
+        nasfleet_proto::v1::Inventory {
+            snapshots: vec![nasfleet_proto::v1::Snapshot {
+                name: "tank@1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
     fn system(name: &str) -> SystemRecord {
         SystemRecord {
             name: name.into(),
@@ -1082,6 +1096,8 @@ pub(crate) mod tests {
             address: String::new(),
             agent_version: String::new(),
             pools: vec![],
+            inventory_unix_ms: 0,
+            inventory_problem: None,
         }
     }
 
@@ -1346,7 +1362,11 @@ pub(crate) mod tests {
         let store = Store::open(dir.path()).unwrap();
         write(&store, |w| w.put_token("t", &token(100)));
         enroll(&store, "t", "a").unwrap();
-        write(&store, |w| w.put_inventory("a", b"inv"));
+        write(&store, |w| {
+            let (header, datasets) = stored_form(inventory_with_snapshot());
+            w.put_inventory("a", &header, &datasets)
+        });
+        assert!(!store.all_dataset_snapshots("a").unwrap().is_empty());
         assert_eq!(
             write(&store, |w| w.remove_system("a", 7)).as_deref(),
             Some("serial-a")
@@ -1362,7 +1382,11 @@ pub(crate) mod tests {
                 .update_system("a", |r| r.last_seen_unix_ms = 9))
             .is_none()
         );
-        write(&store, |w| w.put_inventory("a", b"late"));
+        write(&store, |w| {
+            let (header, datasets) = stored_form(inventory_with_snapshot());
+            w.put_inventory("a", &header, &datasets)
+        });
+        assert!(store.all_dataset_snapshots("a").unwrap().is_empty());
         assert!(store.system("a").unwrap().is_none());
         assert!(store.inventory("a").unwrap().is_none());
         assert_eq!(write(&store, |w| w.remove_system("a", 8)), None);

@@ -101,7 +101,7 @@ fn gather(
     }
     let mut cards = Vec::with_capacity(summaries.len());
     for summary in &summaries {
-        let inventory = systems::inventory(state, &summary.name)?;
+        let inventory = systems::inventory_header(state, &summary.name)?;
         let count = counts.get(&summary.name).copied().unwrap_or_default();
         cards.push(card(console, summary, inventory.as_ref(), count));
     }

@@ -58,6 +58,11 @@ async fn render(
             @if !inventory.zfs_version.is_empty() { " · ZFS " (inventory.zfs_version) }
             @if !summary.agent_version.is_empty() { " · agent " (summary.agent_version) }
         }
+        @if !summary.inventory_problem.is_empty() {
+            p.error #inventory-stale {
+                "The inventory below is from " (when(tz, summary.inventory_unix_ms)) " and stale: " (summary.inventory_problem)
+            }
+        }
         @if let Some(notice) = &notice {
             @match notice {
                 Ok(text) => p.notice #notice { (text) },
@@ -136,6 +141,8 @@ async fn render(
             }
             @if snapshots.len() > SNAPSHOTS_SHOWN {
                 p.muted { (snapshots.len() - SNAPSHOTS_SHOWN) " older snapshots not shown; `nasfleet snapshot list` lists all." }
+            } @else if snapshots.is_empty() && inventory.snapshot_count > 0 {
+                p.muted { (inventory.snapshot_count) " snapshots, too many to show here; the datasets above count them and `nasfleet snapshot list SYSTEM DATASET` lists them." }
             }
         }
     };

@@ -717,6 +717,7 @@ fn inventory(name: &str) -> Inventory {
         mountpoint: format!("/mnt/{n}"),
         readonly: false,
         kind: "filesystem".into(),
+        snapshot_count: 0,
     };
     // Recent snapshots, as of tasks that ran on time (no stale-protection alerts).
     let now = Utc::now();
@@ -771,6 +772,8 @@ fn inventory(name: &str) -> Inventory {
         replication_public_key: format!(
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNpbXVsYXRlZCByZXBsaWNhdGlvbiBrZXk {name}"
         ),
+        snapshot_pages: 0,
+        snapshot_count: 0,
     }
 }
 

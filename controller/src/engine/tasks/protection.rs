@@ -1,14 +1,16 @@
 //! The snapshots retention must keep on a system: the incremental bases of every replication that sources from it, matched by GUID; fails closed.
 
 use crate::engine::state::SharedState;
-use crate::engine::systems::inventory;
+use crate::engine::systems::{dataset_snapshots, inventory_header};
 use nasfleet_common::names::{is_below, replication_target_path};
-use nasfleet_proto::v1::{Inventory, ReplicationTaskSpec, task_spec};
+use nasfleet_proto::v1::{Inventory, ReplicationTaskSpec, Snapshot, task_spec};
 
 /// Snapshots on `system` that retention must keep: for every replication
 /// source dataset there (and its children when recursive), the newest
 /// snapshot it has in common with its target, matched by GUID. Read from the
-/// inventories, which replication runs refresh when they end.
+/// inventories, which replication runs refresh when they end: the dataset
+/// lists, and the snapshots of only the datasets involved (a system may
+/// have a million snapshots elsewhere).
 ///
 /// Fails closed: when any input it needs cannot be read, the answer is the
 /// reason, and retention destroys nothing rather than risk an incremental
@@ -35,7 +37,7 @@ pub fn protected_snapshots(state: &SharedState, system: &str) -> Result<Vec<Stri
         return Ok(Vec::new());
     }
     let known = |of: &str| -> Result<Inventory, String> {
-        match inventory(state, of) {
+        match inventory_header(state, of) {
             Ok(Some(inventory)) => Ok(inventory),
             Ok(None) => Err(format!("the snapshots of '{of}' are not known yet")),
             Err(e) => Err(format!("the snapshots of '{of}' could not be read ({e})")),
@@ -52,12 +54,20 @@ pub fn protected_snapshots(state: &SharedState, system: &str) -> Result<Vec<Stri
                 for covered in source_inventory.datasets.iter().filter(|d| under(&d.name)) {
                     let target_path =
                         replication_target_path(&spec.target_dataset, system, &covered.name);
-                    if let Some(base) = newest_common(
-                        &source_inventory,
-                        &covered.name,
-                        &target_inventory,
-                        &target_path,
-                    ) {
+                    let snapshots = |of: &str, dataset: &str| {
+                        dataset_snapshots(state, of, dataset).map_err(|e| {
+                            format!("the snapshots of '{of}:{dataset}' could not be read ({e})")
+                        })
+                    };
+                    let target_has = target_inventory.datasets.iter().any(|d| d.name == target_path);
+                    let target_snapshots = if target_has {
+                        snapshots(&spec.target_system, &target_path)?
+                    } else {
+                        Vec::new()
+                    };
+                    if let Some(base) =
+                        newest_common(&snapshots(system, &covered.name)?, &target_snapshots)
+                    {
                         protected.push(base);
                     }
                 }
@@ -67,29 +77,14 @@ pub fn protected_snapshots(state: &SharedState, system: &str) -> Result<Vec<Stri
     Ok(protected)
 }
 
-/// The newest snapshot of `source_dataset` whose GUID the target dataset also has.
-fn newest_common(
-    source: &Inventory,
-    source_dataset: &str,
-    target: &Inventory,
-    target_dataset: &str,
-) -> Option<String> {
-    let of = |inv: &Inventory, dataset: &str| -> Vec<(u64, i64, String)> {
-        inv.snapshots
-            .iter()
-            .filter(|s| s.name.split_once('@').is_some_and(|(d, _)| d == dataset))
-            .map(|s| (s.guid, s.creation_unix, s.name.clone()))
-            .collect()
-    };
-    let target_guids: std::collections::HashSet<u64> = of(target, target_dataset)
-        .into_iter()
-        .map(|(g, _, _)| g)
-        .collect();
-    of(source, source_dataset)
-        .into_iter()
-        .filter(|(guid, _, _)| target_guids.contains(guid))
-        .max_by_key(|(_, creation, _)| *creation)
-        .map(|(_, _, name)| name)
+/// The newest of a source dataset's snapshots whose GUID its target dataset's also have.
+fn newest_common(source: &[Snapshot], target: &[Snapshot]) -> Option<String> {
+    let target_guids: std::collections::HashSet<u64> = target.iter().map(|s| s.guid).collect();
+    source
+        .iter()
+        .filter(|s| target_guids.contains(&s.guid))
+        .max_by_key(|s| s.creation_unix)
+        .map(|s| s.name.clone())
 }
 
 #[cfg(test)]
@@ -148,9 +143,22 @@ mod tests {
         (source, target)
     }
 
+    /// The snapshots of one dataset, as the store keeps them apart.
+    fn of(inventory: &Inventory, dataset: &str) -> Vec<Snapshot> {
+        inventory
+            .snapshots
+            .iter()
+            .filter(|s| s.name.split_once('@').is_some_and(|(d, _)| d == dataset))
+            .cloned()
+            .collect()
+    }
+
     #[test]
     fn newest_common_matches_by_guid_not_name() {
         let (source, target) = source_and_target();
+        let newest_common = |source: &Inventory, sd: &str, target: &Inventory, td: &str| {
+            newest_common(&of(source, sd), &of(target, td))
+        };
         assert_eq!(
             newest_common(&source, "tank/a", &target, "backup/nas1/tank/a").as_deref(),
             Some("tank/a@base")

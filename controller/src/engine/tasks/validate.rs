@@ -3,7 +3,7 @@
 use super::{DEFAULT_LIFETIME, invalid};
 use crate::engine::error::FleetError;
 use crate::engine::state::SharedState;
-use crate::engine::systems::{dataset_exists, inventory, require_enrolled};
+use crate::engine::systems::{dataset_exists, inventory_header, require_enrolled};
 use nasfleet_common::dataset_names::validate_dataset_name;
 use nasfleet_common::duration::{parse_duration, parse_lifetime};
 use nasfleet_common::echo::echo;
@@ -163,7 +163,7 @@ async fn validate_replication(
     }
     require_enrolled(state, "target", &spec.target_system)?;
     let pool = spec.target_dataset.split('/').next().unwrap_or_default();
-    let target_pools = inventory(state, &spec.target_system)?
+    let target_pools = inventory_header(state, &spec.target_system)?
         .map(|i| i.pools)
         .unwrap_or_default();
     if !target_pools.iter().any(|p| p.name == pool) {

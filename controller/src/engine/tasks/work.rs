@@ -5,7 +5,7 @@ use crate::engine::error::FleetError;
 use crate::engine::runs::RunPlan;
 use crate::engine::ssh_trust;
 use crate::engine::state::SharedState;
-use crate::engine::systems::inventory;
+use crate::engine::systems::inventory_header;
 use chrono::{DateTime, Utc};
 use nasfleet_common::duration::parse_lifetime;
 use nasfleet_common::names::{is_below, replication_target_path};
@@ -217,7 +217,7 @@ async fn source_work(
         // Estimates plan from the target agent's listing only.
         ReplicationTarget {
             system: spec.target_system.clone(),
-            zfs_dialect: inventory(state, &spec.target_system)
+            zfs_dialect: inventory_header(state, &spec.target_system)
                 .ok()
                 .flatten()
                 .map_or(0, |i| i.zfs_dialect),
@@ -239,7 +239,7 @@ async fn source_work(
         }
         let mut target = ssh_trust::replication_target(&connection);
         // Saves the source a probe over ssh on every run.
-        if let Ok(Some(inventory)) = inventory(state, &spec.target_system) {
+        if let Ok(Some(inventory)) = inventory_header(state, &spec.target_system) {
             target.zfs_dialect = inventory.zfs_dialect;
         }
         target
@@ -287,7 +287,7 @@ async fn attach_target_replicas(
             continue;
         }
         let source_inventory = if work.datasets.iter().any(|d| d.recursive) {
-            inventory(state, system).ok().flatten()
+            inventory_header(state, system).ok().flatten()
         } else {
             None
         };

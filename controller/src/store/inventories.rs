@@ -1,0 +1,168 @@
+//! How inventories are kept: each system's inventory without its snapshots, and the snapshots of each of its datasets under their own key, so that reading one dataset's snapshots never reads a million others.
+
+use super::{StoreError, Tables, Write};
+use nasfleet_proto::v1::Inventory;
+use std::collections::BTreeMap;
+
+/// `system \0 dataset`: every key of a system sorts together, datasets in name order.
+fn dataset_key(system: &str, dataset: &str) -> Vec<u8> {
+    let mut key = system_prefix(system);
+    key.extend_from_slice(dataset.as_bytes());
+    key
+}
+
+fn system_prefix(system: &str) -> Vec<u8> {
+    let mut key = system.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// An inventory in the form it is stored: the inventory itself with no
+/// snapshots (`snapshot_count` says how many it had), and per dataset the
+/// encoded `DatasetSnapshots` of its snapshots in the order the agent sent
+/// them. CPU-heavy for a system with many snapshots: call it off the runtime.
+pub fn stored_form(mut inventory: Inventory) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
+    use prost::Message;
+    let snapshots = std::mem::take(&mut inventory.snapshots);
+    inventory.snapshot_count = snapshots.len() as u64;
+    inventory.snapshot_pages = 0;
+    let mut datasets: BTreeMap<String, Vec<u8>> = inventory
+        .datasets
+        .iter()
+        .map(|d| (d.name.clone(), Vec::new()))
+        .collect();
+    for snapshot in &snapshots {
+        let dataset = snapshot
+            .name
+            .split_once('@')
+            .map_or(snapshot.name.as_str(), |(d, _)| d);
+        let bytes = match datasets.get_mut(dataset) {
+            Some(bytes) => bytes,
+            None => datasets.entry(dataset.to_owned()).or_default(),
+        };
+        // Field 1 of DatasetSnapshots, written in place: no copy of the snapshot.
+        prost::encoding::message::encode(1, snapshot, bytes);
+    }
+    (inventory.encode_to_vec(), datasets)
+}
+
+impl Tables {
+    /// The stored inventory of `system` without its snapshots (an
+    /// inventory stored before they were kept apart still has them).
+    pub fn inventory(&self, system: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inventories.get(system)?.map(|v| v.to_vec()))
+    }
+
+    /// The encoded `DatasetSnapshots` of one dataset of `system`.
+    pub fn dataset_snapshots(
+        &self,
+        system: &str,
+        dataset: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .dataset_snapshots
+            .get(dataset_key(system, dataset))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// The encoded `DatasetSnapshots` of every dataset of `system`, in dataset order.
+    pub fn all_dataset_snapshots(&self, system: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.dataset_snapshots
+            .scan_prefix(system_prefix(system))
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
+    }
+}
+
+impl Write<'_> {
+    /// Stores an inventory in its [`stored_form`], for systems that still
+    /// exist (an agent's last words after its removal must not bring it
+    /// back). Datasets whose snapshots did not change are not rewritten;
+    /// datasets that are gone lose theirs.
+    pub fn put_inventory(
+        &self,
+        system: &str,
+        inventory: &[u8],
+        datasets: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        if !self.systems_read().contains_key(system) {
+            return Ok(());
+        }
+        self.inventories.insert(system, inventory)?;
+        for (dataset, snapshots) in datasets {
+            let key = dataset_key(system, dataset);
+            if self.dataset_snapshots.get(&key)?.as_deref() != Some(snapshots.as_slice()) {
+                self.dataset_snapshots.insert(key, snapshots.as_slice())?;
+            }
+        }
+        let prefix = system_prefix(system);
+        for key in self.dataset_snapshots.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let dataset = String::from_utf8_lossy(&key[prefix.len()..]);
+            if !datasets.contains_key(dataset.as_ref()) {
+                self.dataset_snapshots.remove(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every dataset's snapshots of `system` (its inventory goes with the system).
+    pub(super) fn remove_dataset_snapshots(&self, system: &str) -> Result<(), StoreError> {
+        for key in self.dataset_snapshots.scan_prefix(system_prefix(system)).keys() {
+            self.dataset_snapshots.remove(key?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nasfleet_proto::v1::{Dataset, DatasetSnapshots, Snapshot};
+    use prost::Message;
+
+    fn snapshot(name: &str, guid: u64) -> Snapshot {
+        Snapshot {
+            name: name.into(),
+            guid,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshots_are_kept_per_dataset_in_the_agents_order() {
+        let inventory = Inventory {
+            hostname: "nas1".into(),
+            datasets: ["tank", "tank/a", "tank/empty"]
+                .iter()
+                .map(|n| Dataset {
+                    name: (*n).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            snapshots: vec![
+                snapshot("tank/a@2", 2),
+                snapshot("tank@1", 1),
+                snapshot("tank/a@1", 3),
+            ],
+            ..Default::default()
+        };
+        let (header, datasets) = stored_form(inventory);
+        let header = Inventory::decode(header.as_slice()).unwrap();
+        assert!(header.snapshots.is_empty());
+        assert_eq!(header.snapshot_count, 3);
+        assert_eq!(header.hostname, "nas1");
+        let names = |dataset: &str| -> Vec<String> {
+            DatasetSnapshots::decode(datasets[dataset].as_slice())
+                .unwrap()
+                .snapshots
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        assert_eq!(names("tank/a"), ["tank/a@2", "tank/a@1"]);
+        assert_eq!(names("tank"), ["tank@1"]);
+        assert!(names("tank/empty").is_empty());
+    }
+}
