@@ -21,13 +21,17 @@
 # start it again, print the new pid). NASFLEET_BENCH_KEEP=1 keeps the temp
 # dir (controller log, data dir); extra generator flags may be passed in
 # NASFLEET_BENCH_ARGS (e.g. "--steady-secs 60 --run-now 500").
+# NASFLEET_BENCH_BIN_DIR=DIR runs the controller and generator found there
+# as they are, without building: the e2e test of a small fleet does, with
+# "--check" in NASFLEET_BENCH_ARGS.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
-CTL=$TARGET/release/nasfleet-controller
-GEN=$TARGET/release/fleet_load
+BIN=${NASFLEET_BENCH_BIN_DIR:-$TARGET/release}
+CTL=$BIN/nasfleet-controller
+GEN=$BIN/fleet_load
 
 log() { printf '[bench-fleet] %s\n' "$*" >&2; }
 
@@ -74,8 +78,13 @@ T=${2:-2000}
 [[ $N =~ ^[0-9]+$ && $N -ge 1 && $N -le 99999 ]] || { echo "usage: deploy/bench-fleet.sh [N [T]]  (N from 1 to 99999)" >&2; exit 2; }
 [[ $T =~ ^[0-9]+$ && $T -le $N ]] || { echo "usage: deploy/bench-fleet.sh [N [T]]  (T from 0 to N)" >&2; exit 2; }
 
-log "building release binaries"
-cargo build --release --locked -q -p nasfleet-controller -p nasfleet-tests --bins
+if [[ -z ${NASFLEET_BENCH_BIN_DIR:-} ]]; then
+    log "building release binaries"
+    cargo build --release --locked -q -p nasfleet-controller -p nasfleet-tests --bins
+fi
+for bin in "$CTL" "$GEN"; do
+    [[ -x $bin ]] || { log "$bin is missing; build it first"; exit 1; }
+done
 
 # Each side holds one socket per agent, plus the store's files.
 want=65536

@@ -110,7 +110,9 @@ mod tests {
     #[test]
     fn a_small_inventory_is_one_message() {
         let messages = paged(inventory_with(INVENTORY_PAGE_SNAPSHOTS));
-        assert!(matches!(&messages[..], [Up::Inventory(i)] if i.snapshots.len() == INVENTORY_PAGE_SNAPSHOTS && i.snapshot_pages == 0));
+        assert!(
+            matches!(&messages[..], [Up::Inventory(i)] if i.snapshots.len() == INVENTORY_PAGE_SNAPSHOTS && i.snapshot_pages == 0)
+        );
     }
 
     #[test]
@@ -129,7 +131,11 @@ mod tests {
                 panic!("pages follow the inventory");
             };
             assert_eq!(page.page as usize, index);
-            assert!(page.encoded_len() < 2 * 1024 * 1024, "page {index}: {} bytes", page.encoded_len());
+            assert!(
+                page.encoded_len() < 2 * 1024 * 1024,
+                "page {index}: {} bytes",
+                page.encoded_len()
+            );
             for snapshot in &page.snapshots {
                 assert_eq!(snapshot.guid, next_guid);
                 next_guid += 1;

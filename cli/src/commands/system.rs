@@ -607,9 +607,15 @@ Problems reported by the agent:
         let lines = summary_lines(&stale, &detail(None));
         let last = lines.last().map(String::as_str).unwrap_or_default();
         assert!(last.starts_with("Inventory:    2023-11-14"), "{last}");
-        assert!(last.ends_with(", STALE: the connection ended after 3 of the 100 pages"), "{last}");
+        assert!(
+            last.ends_with(", STALE: the connection ended after 3 of the 100 pages"),
+            "{last}"
+        );
         let json = serde_json::to_value(SystemJson::from(&stale)).unwrap_or_default();
-        assert_eq!(json["inventory_problem"], "the connection ended after 3 of the 100 pages");
+        assert_eq!(
+            json["inventory_problem"],
+            "the connection ended after 3 of the 100 pages"
+        );
         assert_eq!(
             serde_json::to_value(SystemJson::from(&summary())).unwrap_or_default()["inventory_problem"],
             serde_json::Value::Null

@@ -14,7 +14,8 @@ pub const MAX_SNAPSHOTS: u64 = 2_000_000;
 /// What a page or an inventory completes.
 #[derive(Debug, PartialEq)]
 pub enum Arrived {
-    Whole(Inventory),
+    /// Boxed: an inventory is ten times the size of a reason.
+    Whole(Box<Inventory>),
     /// Why the inventory being received will not be stored.
     Problem(String),
 }
@@ -39,7 +40,7 @@ impl Assembly {
         self.pending = None;
         self.skipping = false;
         if inventory.snapshot_pages == 0 {
-            return Some(Arrived::Whole(inventory));
+            return Some(Arrived::Whole(Box::new(inventory)));
         }
         if inventory.snapshot_count > MAX_SNAPSHOTS {
             self.skipping = true;
@@ -97,7 +98,7 @@ impl Assembly {
             )));
         }
         inventory.snapshot_pages = 0;
-        Some(Arrived::Whole(inventory))
+        Some(Arrived::Whole(Box::new(inventory)))
     }
 
     /// The stream ended: why an inventory whose pages were due did not arrive.
@@ -132,7 +133,7 @@ impl Mailbox {
             let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
             match arrived {
                 Arrived::Whole(inventory) => {
-                    slot.inventory = Some(inventory);
+                    slot.inventory = Some(*inventory);
                     slot.problem = None;
                 }
                 Arrived::Problem(reason) => slot.problem = Some(reason),
@@ -187,8 +188,7 @@ async fn record_whole(state: &SharedState, name: &str, inventory: Inventory) {
         at => at,
     };
     // Grouping a million snapshots by dataset takes a while: not on the runtime.
-    let stored =
-        tokio::task::spawn_blocking(move || crate::store::stored_form(inventory)).await;
+    let stored = tokio::task::spawn_blocking(move || crate::store::stored_form(inventory)).await;
     let Ok((header, datasets)) = stored else {
         tracing::error!(system = %name, "inventory could not be prepared for the store");
         return;
@@ -253,14 +253,19 @@ mod tests {
         assert_eq!(inventory.snapshot_pages, 0);
         assert_eq!(assembly.ended(), None);
         // Without pages an inventory is whole at once.
-        assert!(matches!(assembly.inventory(announced(0, 0)), Some(Arrived::Whole(_))));
+        assert!(matches!(
+            assembly.inventory(announced(0, 0)),
+            Some(Arrived::Whole(_))
+        ));
     }
 
     #[test]
     fn a_missing_page_or_a_cut_stream_is_a_problem_and_stores_nothing() {
         let mut assembly = Assembly::default();
         assembly.inventory(announced(4, 2));
-        assert!(matches!(assembly.page(page(1, 2..4)), Some(Arrived::Problem(p)) if p.contains("page 1") && p.contains("page 0 was due")));
+        assert!(
+            matches!(assembly.page(page(1, 2..4)), Some(Arrived::Problem(p)) if p.contains("page 1") && p.contains("page 0 was due"))
+        );
         // The rest of that inventory's pages are dropped quietly.
         assert_eq!(assembly.page(page(2, 4..5)), None);
         assembly.inventory(announced(4, 2));
@@ -270,9 +275,13 @@ mod tests {
             Some("the connection ended after 1 of the 2 pages of the inventory's snapshots")
         );
         assembly.inventory(announced(3, 1));
-        assert!(matches!(assembly.page(page(0, 0..2)), Some(Arrived::Problem(p)) if p.contains("announced 3")));
+        assert!(
+            matches!(assembly.page(page(0, 0..2)), Some(Arrived::Problem(p)) if p.contains("announced 3"))
+        );
         assembly.inventory(announced(1, 1));
-        assert!(matches!(assembly.page(page(0, 0..2)), Some(Arrived::Problem(p)) if p.contains("more than the 1")));
+        assert!(
+            matches!(assembly.page(page(0, 0..2)), Some(Arrived::Problem(p)) if p.contains("more than the 1"))
+        );
     }
 
     #[test]
@@ -290,14 +299,14 @@ mod tests {
     #[test]
     fn the_mailbox_keeps_the_newest_inventory_and_a_later_problem() {
         let mailbox = Mailbox::default();
-        mailbox.put(Arrived::Whole(announced(1, 0)));
-        mailbox.put(Arrived::Whole(announced(2, 0)));
+        mailbox.put(Arrived::Whole(Box::new(announced(1, 0))));
+        mailbox.put(Arrived::Whole(Box::new(announced(2, 0))));
         mailbox.put(Arrived::Problem("cut".into()));
         let delivery = mailbox.take();
         assert_eq!(delivery.inventory.map(|i| i.snapshot_count), Some(2));
         assert_eq!(delivery.problem.as_deref(), Some("cut"));
         mailbox.put(Arrived::Problem("cut".into()));
-        mailbox.put(Arrived::Whole(announced(3, 0)));
+        mailbox.put(Arrived::Whole(Box::new(announced(3, 0))));
         let delivery = mailbox.take();
         assert_eq!(delivery.problem, None);
         assert!(mailbox.take().inventory.is_none());

@@ -14,9 +14,7 @@ use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::agent_link_server::AgentLink;
 use nasfleet_proto::v1::agent_message::Body as Up;
 use nasfleet_proto::v1::controller_message::Body as Down;
-use nasfleet_proto::v1::{
-    AgentMessage, CertificateRenewed, ControllerMessage, RunResult, Welcome,
-};
+use nasfleet_proto::v1::{AgentMessage, CertificateRenewed, ControllerMessage, RunResult, Welcome};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;

@@ -471,7 +471,10 @@ fn newest_snapshot(snapshots: &[Snapshot], schema: &str) -> Option<i64> {
         .iter()
         .filter_map(|s| {
             let (_, name) = s.name.split_once('@')?;
-            schema.parse(name).is_some().then_some(s.creation_unix * 1000)
+            schema
+                .parse(name)
+                .is_some()
+                .then_some(s.creation_unix * 1000)
         })
         .max()
 }

@@ -12,8 +12,7 @@ use nasfleet_common::names::is_below;
 use nasfleet_common::naming::{DEFAULT_MANUAL_SCHEMA, NamingSchema};
 use nasfleet_proto::v1::{
     AgentErrorKind, CreateSnapshots, DatasetSnapshots, DatasetSummary, Inventory, Snapshot,
-    SnapshotTaskSpec,
-    SystemDetail, SystemStatus, SystemSummary, agent_request, task_spec,
+    SnapshotTaskSpec, SystemDetail, SystemStatus, SystemSummary, agent_request, task_spec,
 };
 use prost::Message;
 use std::time::Duration;
@@ -41,7 +40,10 @@ pub fn not_enrolled(field: &str, system: &str) -> FleetError {
 
 /// The stored inventory of a system without its snapshots (see
 /// [`dataset_snapshots`]), if it has reported.
-pub fn inventory_header(state: &SharedState, system: &str) -> Result<Option<Inventory>, FleetError> {
+pub fn inventory_header(
+    state: &SharedState,
+    system: &str,
+) -> Result<Option<Inventory>, FleetError> {
     match state.store.inventory(system)? {
         Some(bytes) => Ok(Some(
             Inventory::decode(bytes.as_slice()).map_err(|e| corrupt("inventory", e))?,
@@ -300,7 +302,11 @@ fn detail_inventory(state: &SharedState, system: &str) -> Result<Option<Inventor
             dataset.snapshot_count = inventory
                 .snapshots
                 .iter()
-                .filter(|s| s.name.split_once('@').is_some_and(|(d, _)| d == dataset.name))
+                .filter(|s| {
+                    s.name
+                        .split_once('@')
+                        .is_some_and(|(d, _)| d == dataset.name)
+                })
                 .count() as u64;
         }
     }
@@ -477,6 +483,70 @@ mod tests {
     use crate::engine::fixtures::{enroll, inventory_of, snapshot, store};
     use crate::engine::state::test_state;
     use nasfleet_proto::v1::{Task, TaskSpec};
+
+    #[tokio::test]
+    async fn a_million_snapshots_arrive_in_pages_and_are_kept_and_counted_whole() {
+        use crate::agents::inventory::{Arrived, Assembly};
+        use nasfleet_proto::INVENTORY_PAGE_SNAPSHOTS;
+        use nasfleet_proto::v1::{Dataset, InventoryPage};
+        const DATASETS: usize = 100;
+        const TOTAL: usize = 1_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path());
+        enroll(&state, "nas1", &Inventory::default()).await;
+        let dataset_name = |i: usize| format!("tank/d{:03}", i % DATASETS);
+        let head = Inventory {
+            hostname: "nas1".into(),
+            datasets: (0..DATASETS)
+                .map(|i| Dataset {
+                    name: dataset_name(i),
+                    ..Default::default()
+                })
+                .collect(),
+            snapshot_count: TOTAL as u64,
+            snapshot_pages: TOTAL.div_ceil(INVENTORY_PAGE_SNAPSHOTS) as u32,
+            ..Default::default()
+        };
+        let mut assembly = Assembly::default();
+        assert_eq!(assembly.inventory(head), None);
+        let mut whole = None;
+        for page in 0..TOTAL / INVENTORY_PAGE_SNAPSHOTS {
+            let first = page * INVENTORY_PAGE_SNAPSHOTS;
+            let snapshots = (first..first + INVENTORY_PAGE_SNAPSHOTS)
+                .map(|i| Snapshot {
+                    name: format!("{}@auto-{i:07}", dataset_name(i)),
+                    guid: i as u64 + 1,
+                    creation_unix: i as i64,
+                    ..Default::default()
+                })
+                .collect();
+            whole = assembly.page(InventoryPage {
+                page: page as u32,
+                snapshots,
+            });
+        }
+        let Some(Arrived::Whole(inventory)) = whole else {
+            panic!("the last page completes the inventory");
+        };
+        let (header, datasets) = crate::store::stored_form(*inventory);
+        state
+            .store
+            .write(move |w| w.put_inventory("nas1", &header, &datasets))
+            .await
+            .unwrap();
+        let detail = detail_inventory(&state, "nas1").unwrap().unwrap();
+        assert_eq!(detail.snapshot_count, TOTAL as u64);
+        assert!(
+            detail.snapshots.is_empty(),
+            "counts only, beyond {DETAIL_SNAPSHOTS}"
+        );
+        let counted: u64 = detail.datasets.iter().map(|d| d.snapshot_count).sum();
+        assert_eq!(counted, TOTAL as u64);
+        let one = dataset_snapshots(&state, "nas1", "tank/d007").unwrap();
+        assert_eq!(one.len(), TOTAL / DATASETS);
+        assert!(one.iter().all(|s| s.name.starts_with("tank/d007@")));
+        assert_eq!(one[1].guid, 108, "in the agent's order");
+    }
 
     #[tokio::test]
     async fn the_list_shows_a_new_system_and_a_new_session_at_once_though_it_is_cached() {

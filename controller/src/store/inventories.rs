@@ -109,7 +109,11 @@ impl Write<'_> {
 
     /// Forgets every dataset's snapshots of `system` (its inventory goes with the system).
     pub(super) fn remove_dataset_snapshots(&self, system: &str) -> Result<(), StoreError> {
-        for key in self.dataset_snapshots.scan_prefix(system_prefix(system)).keys() {
+        for key in self
+            .dataset_snapshots
+            .scan_prefix(system_prefix(system))
+            .keys()
+        {
             self.dataset_snapshots.remove(key?)?;
         }
         Ok(())

@@ -2,7 +2,12 @@
 //!
 //!   fleet_load --data-dir DIR --pid PID [--systems N] [--tasks T] [--restart CMD]
 //!              [--run-now K] [--steady-secs S] [--list-calls L]
-//!              [--enroll-concurrency C] [--online-timeout SECS]
+//!              [--enroll-concurrency C] [--online-timeout SECS] [--check]
+//!
+//! `--check` (what the e2e test of a small fleet uses): exit 1 when the
+//! controller got something wrong, whatever the timings: a system never
+//! ONLINE or shown OFFLINE while connected, a Run-Now or due task whose
+//! StartRun never came or came twice, a fleet not back after the restart.
 //!
 //! deploy/bench-fleet.sh builds, starts a controller and runs this. DIR is
 //! the controller's data dir: `admin.crt`, `admin.key` and `ca.crt` are the
@@ -144,7 +149,7 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: fleet_load --data-dir DIR --pid PID [--systems N] [--tasks T] \
 [--restart CMD] [--run-now K] [--steady-secs S] [--list-calls L] [--enroll-concurrency C] \
-[--online-timeout SECS]";
+[--online-timeout SECS] [--check]";
 
 struct Args {
     data_dir: PathBuf,
@@ -157,6 +162,7 @@ struct Args {
     list_calls: usize,
     enroll_concurrency: usize,
     online_timeout: Duration,
+    check: bool,
 }
 
 impl Args {
@@ -174,6 +180,7 @@ impl Args {
             list_calls: 50,
             enroll_concurrency: 64,
             online_timeout: Duration::from_secs(120),
+            check: false,
         };
         let mut given = std::env::args().skip(1);
         while let Some(flag) = given.next() {
@@ -202,6 +209,7 @@ impl Args {
                 "--online-timeout" => {
                     args.online_timeout = Duration::from_secs(count(value()?)? as u64)
                 }
+                "--check" => args.check = true,
                 "-h" | "--help" => bail!("help asked for"),
                 other => bail!("unknown argument {other:?}"),
             }
@@ -1037,9 +1045,15 @@ struct Goal {
 struct Report {
     goals: Vec<Goal>,
     raw: Vec<String>,
+    /// What the controller got wrong, timings aside (see `--check`).
+    wrong: Vec<String>,
 }
 
 impl Report {
+    fn wrong(&mut self, what: String) {
+        self.wrong.push(what);
+    }
+
     fn goal(&mut self, what: &str, measured: String, goal: &str, met: Option<bool>) {
         self.goals.push(Goal {
             what: what.to_owned(),
@@ -1188,6 +1202,16 @@ async fn run(args: Args) -> Result<()> {
         report.raw(format!("stopped early: {e:#}"));
     }
     report.print(args.systems, args.tasks);
+    if !report.wrong.is_empty() {
+        println!();
+        println!("==== wrong, whatever the timings ====");
+        for what in &report.wrong {
+            println!("  {what}");
+        }
+        if args.check {
+            bail!("{} things went wrong (see above)", report.wrong.len());
+        }
+    }
     outcome
 }
 
@@ -1249,6 +1273,7 @@ async fn phases(
         }
         Err(e) => {
             report.raw(format!("not all ONLINE: {e:#}"));
+            report.wrong(format!("connect storm: not all {n} ONLINE: {e:#}"));
             report.goal(
                 "time until all ONLINE",
                 format!("> {}", secs(args.online_timeout)),
@@ -1339,6 +1364,12 @@ async fn phases(
         "(no goal)",
         None,
     );
+    if polls == 0 || !false_offline.is_empty() {
+        report.wrong(format!(
+            "steady window: {} systems shown OFFLINE while connected ({polls} polls)",
+            false_offline.len()
+        ));
+    }
     report.goal(
         "false OFFLINE in the steady window",
         format!("{} systems", false_offline.len()),
@@ -1390,6 +1421,7 @@ async fn phases(
         Ok(rate) => rate,
         Err(e) => {
             report.raw(format!("Run-Now phase failed: {e:#}"));
+            report.wrong(format!("Run-Now phase failed: {e:#}"));
             report.goal(
                 "Run-Now -> StartRun p99",
                 "failed".into(),
@@ -1405,6 +1437,7 @@ async fn phases(
         && let Err(e) = due_in_one_minute(args, admin, sim, report, create_rate, started).await
     {
         report.raw(format!("scheduled phase failed: {e:#}"));
+        report.wrong(format!("scheduled phase failed: {e:#}"));
         report.goal(
             "T due in one minute: last StartRun",
             "failed".into(),
@@ -1661,6 +1694,11 @@ async fn run_now(
         missing,
         failed
     ));
+    if missing > 0 || failed > 0 {
+        report.wrong(format!(
+            "Run-Now: {missing} StartRuns never came, {failed} runs failed at once"
+        ));
+    }
     report.goal(
         "Run-Now -> StartRun p99",
         ms(p99),
@@ -1766,6 +1804,17 @@ async fn due_in_one_minute(
         spread(first).map(ms).unwrap_or_else(|| "-".into()),
         last_after.map(ms).unwrap_or_else(|| "-".into()),
     ));
+    if !all {
+        report.wrong(format!(
+            "due in one minute: only {received} of {} tasks were started",
+            tasks.len()
+        ));
+    }
+    if duplicate_runs + duplicate_tasks > 0 {
+        report.wrong(format!(
+            "due in one minute: {duplicate_runs} run ids received twice, {duplicate_tasks} extra runs of one task"
+        ));
+    }
     let within = all && last_after.is_some_and(|d| d <= GOAL_DUE_SPREAD);
     report.goal(
         "T due in one minute: last StartRun after",
@@ -1876,6 +1925,7 @@ async fn restart(
                 "restart storm: stop + start took {}; {e:#}; {lost} streams lost, {opens} failed reconnect attempts",
                 secs(restarted_in)
             ));
+            report.wrong(format!("restart storm: not all {n} ONLINE again: {e:#}"));
             report.goal(
                 "restart storm: all ONLINE again",
                 format!("> {}", secs(args.online_timeout)),

@@ -6,6 +6,7 @@ mod cli_exits;
 mod common;
 mod console;
 mod fleet;
+mod fleet_storm;
 mod health;
 mod hostile_input;
 mod notify;

@@ -59,7 +59,10 @@ pub fn protected_snapshots(state: &SharedState, system: &str) -> Result<Vec<Stri
                             format!("the snapshots of '{of}:{dataset}' could not be read ({e})")
                         })
                     };
-                    let target_has = target_inventory.datasets.iter().any(|d| d.name == target_path);
+                    let target_has = target_inventory
+                        .datasets
+                        .iter()
+                        .any(|d| d.name == target_path);
                     let target_snapshots = if target_has {
                         snapshots(&spec.target_system, &target_path)?
                     } else {
