@@ -1,6 +1,7 @@
 //! An agent's inventory on its way in: its pages put back together, the newest whole one (or the reason it did not arrive) handed from the stream's reader to its recorder, and stored.
 
 use crate::engine::state::SharedState;
+use crate::store::StoredInventory;
 use nasfleet_common::status::now_unix_ms;
 use nasfleet_proto::v1::{Inventory, InventoryPage};
 use std::sync::Mutex;
@@ -8,14 +9,16 @@ use tokio::sync::Notify;
 
 /// Snapshots kept per system. An inventory announcing more is refused
 /// (and the system shown as having a stale inventory) rather than held in
-/// memory: a million snapshots take about 150 MB while being put together.
+/// memory: a million snapshots take about 60 MB while their pages arrive.
 pub const MAX_SNAPSHOTS: u64 = 2_000_000;
 
 /// What a page or an inventory completes.
 #[derive(Debug, PartialEq)]
 pub enum Arrived {
-    /// Boxed: an inventory is ten times the size of a reason.
+    /// One message with every snapshot (boxed: ten times a reason's size).
     Whole(Box<Inventory>),
+    /// The pages of an inventory, already in the form it is stored in.
+    Paged(Box<StoredInventory>),
     /// Why the inventory being received will not be stored.
     Problem(String),
 }
@@ -29,7 +32,8 @@ pub struct Assembly {
 }
 
 struct Pending {
-    inventory: Inventory,
+    stored: StoredInventory,
+    announced: u64,
     pages: u32,
     next: u32,
 }
@@ -49,10 +53,12 @@ impl Assembly {
                 inventory.snapshot_count
             )));
         }
-        inventory.snapshots = Vec::with_capacity(inventory.snapshot_count as usize);
+        let (announced, pages) = (inventory.snapshot_count, inventory.snapshot_pages);
+        inventory.snapshots.clear();
         self.pending = Some(Pending {
-            pages: inventory.snapshot_pages,
-            inventory,
+            stored: StoredInventory::new(inventory),
+            announced,
+            pages,
             next: 0,
         });
         None
@@ -77,28 +83,27 @@ impl Assembly {
                 page.page
             )));
         }
-        let announced = pending.inventory.snapshot_count;
-        if (pending.inventory.snapshots.len() + page.snapshots.len()) as u64 > announced {
+        let announced = pending.announced;
+        if pending.stored.snapshots() + page.snapshots.len() as u64 > announced {
             self.pending = None;
             self.skipping = true;
             return Some(Arrived::Problem(format!(
                 "the inventory's pages hold more than the {announced} snapshots it announced"
             )));
         }
-        pending.inventory.snapshots.extend(page.snapshots);
+        pending.stored.add(&page.snapshots);
         pending.next += 1;
         if pending.next < pending.pages {
             return None;
         }
-        let mut inventory = self.pending.take()?.inventory;
-        if inventory.snapshots.len() as u64 != announced {
+        let stored = self.pending.take()?.stored;
+        if stored.snapshots() != announced {
             return Some(Arrived::Problem(format!(
                 "the inventory announced {announced} snapshots and its pages held {}",
-                inventory.snapshots.len()
+                stored.snapshots()
             )));
         }
-        inventory.snapshot_pages = 0;
-        Some(Arrived::Whole(Box::new(inventory)))
+        Some(Arrived::Paged(Box::new(stored)))
     }
 
     /// The stream ended: why an inventory whose pages were due did not arrive.
@@ -123,8 +128,30 @@ pub struct Mailbox {
 
 #[derive(Default)]
 pub struct Delivery {
-    pub inventory: Option<Inventory>,
+    pub inventory: Option<Received>,
     pub problem: Option<String>,
+}
+
+/// A whole inventory as it arrived.
+pub enum Received {
+    Whole(Inventory),
+    Paged(StoredInventory),
+}
+
+impl Received {
+    fn header(&self) -> &Inventory {
+        match self {
+            Received::Whole(inventory) => inventory,
+            Received::Paged(stored) => stored.header(),
+        }
+    }
+
+    fn snapshots(&self) -> u64 {
+        match self {
+            Received::Whole(inventory) => inventory.snapshots.len() as u64,
+            Received::Paged(stored) => stored.snapshots(),
+        }
+    }
 }
 
 impl Mailbox {
@@ -133,7 +160,11 @@ impl Mailbox {
             let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
             match arrived {
                 Arrived::Whole(inventory) => {
-                    slot.inventory = Some(*inventory);
+                    slot.inventory = Some(Received::Whole(*inventory));
+                    slot.problem = None;
+                }
+                Arrived::Paged(stored) => {
+                    slot.inventory = Some(Received::Paged(*stored));
                     slot.problem = None;
                 }
                 Arrived::Problem(reason) => slot.problem = Some(reason),
@@ -175,20 +206,25 @@ pub async fn record(state: &SharedState, name: &str, session: u64, delivery: Del
     }
 }
 
-async fn record_whole(state: &SharedState, name: &str, inventory: Inventory) {
-    let pools: Vec<String> = inventory.pools.iter().map(|p| p.name.clone()).collect();
-    tracing::debug!(system = %name, pools = ?pools, datasets = inventory.datasets.len(),
-        snapshots = inventory.snapshots.len(), "inventory received");
-    for problem in &inventory.errors {
+async fn record_whole(state: &SharedState, name: &str, received: Received) {
+    let header = received.header();
+    let pools: Vec<String> = header.pools.iter().map(|p| p.name.clone()).collect();
+    tracing::debug!(system = %name, pools = ?pools, datasets = header.datasets.len(),
+        snapshots = received.snapshots(), "inventory received");
+    for problem in &header.errors {
         tracing::warn!(system = %name, problem = %problem, "agent reported an inventory problem");
     }
-    let version = inventory.agent_version.clone();
-    let collected = match inventory.collected_unix_ms {
+    let version = header.agent_version.clone();
+    let collected = match header.collected_unix_ms {
         0 => now_unix_ms(),
         at => at,
     };
     // Grouping a million snapshots by dataset takes a while: not on the runtime.
-    let stored = tokio::task::spawn_blocking(move || crate::store::stored_form(inventory)).await;
+    let stored = tokio::task::spawn_blocking(move || match received {
+        Received::Whole(inventory) => crate::store::stored_form(inventory),
+        Received::Paged(stored) => stored.finish(),
+    })
+    .await;
     let Ok((header, datasets)) = stored else {
         tracing::error!(system = %name, "inventory could not be prepared for the store");
         return;
@@ -216,6 +252,7 @@ async fn record_whole(state: &SharedState, name: &str, inventory: Inventory) {
 mod tests {
     use super::*;
     use nasfleet_proto::v1::Snapshot;
+    use prost::Message;
 
     fn announced(count: u64, pages: u32) -> Inventory {
         Inventory {
@@ -245,12 +282,19 @@ mod tests {
         assert_eq!(assembly.inventory(announced(5, 3)), None);
         assert_eq!(assembly.page(page(0, 0..2)), None);
         assert_eq!(assembly.page(page(1, 2..4)), None);
-        let Some(Arrived::Whole(inventory)) = assembly.page(page(2, 4..5)) else {
+        let Some(Arrived::Paged(stored)) = assembly.page(page(2, 4..5)) else {
             panic!("the last page completes it");
         };
-        let guids: Vec<u64> = inventory.snapshots.iter().map(|s| s.guid).collect();
+        assert_eq!(stored.snapshots(), 5);
+        let (_, datasets) = stored.finish();
+        let guids: Vec<u64> =
+            nasfleet_proto::v1::DatasetSnapshots::decode(datasets["tank"].as_slice())
+                .unwrap()
+                .snapshots
+                .iter()
+                .map(|s| s.guid)
+                .collect();
         assert_eq!(guids, [0, 1, 2, 3, 4]);
-        assert_eq!(inventory.snapshot_pages, 0);
         assert_eq!(assembly.ended(), None);
         // Without pages an inventory is whole at once.
         assert!(matches!(
@@ -303,7 +347,10 @@ mod tests {
         mailbox.put(Arrived::Whole(Box::new(announced(2, 0))));
         mailbox.put(Arrived::Problem("cut".into()));
         let delivery = mailbox.take();
-        assert_eq!(delivery.inventory.map(|i| i.snapshot_count), Some(2));
+        assert_eq!(
+            delivery.inventory.map(|i| i.header().snapshot_count),
+            Some(2)
+        );
         assert_eq!(delivery.problem.as_deref(), Some("cut"));
         mailbox.put(Arrived::Problem("cut".into()));
         mailbox.put(Arrived::Whole(Box::new(announced(3, 0))));

@@ -525,10 +525,10 @@ mod tests {
                 snapshots,
             });
         }
-        let Some(Arrived::Whole(inventory)) = whole else {
+        let Some(Arrived::Paged(stored)) = whole else {
             panic!("the last page completes the inventory");
         };
-        let (header, datasets) = crate::store::stored_form(*inventory);
+        let (header, datasets) = stored.finish();
         state
             .store
             .write(move |w| w.put_inventory("nas1", &header, &datasets))

@@ -1,7 +1,7 @@
 //! How inventories are kept: each system's inventory without its snapshots, and the snapshots of each of its datasets under their own key, so that reading one dataset's snapshots never reads a million others.
 
 use super::{StoreError, Tables, Write};
-use nasfleet_proto::v1::Inventory;
+use nasfleet_proto::v1::{Inventory, Snapshot};
 use std::collections::BTreeMap;
 
 /// `system \0 dataset`: every key of a system sorts together, datasets in name order.
@@ -17,33 +17,76 @@ fn system_prefix(system: &str) -> Vec<u8> {
     key
 }
 
-/// An inventory in the form it is stored: the inventory itself with no
-/// snapshots (`snapshot_count` says how many it had), and per dataset the
-/// encoded `DatasetSnapshots` of its snapshots in the order the agent sent
-/// them. CPU-heavy for a system with many snapshots: call it off the runtime.
-pub fn stored_form(mut inventory: Inventory) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
-    use prost::Message;
-    let snapshots = std::mem::take(&mut inventory.snapshots);
-    inventory.snapshot_count = snapshots.len() as u64;
-    inventory.snapshot_pages = 0;
-    let mut datasets: BTreeMap<String, Vec<u8>> = inventory
-        .datasets
-        .iter()
-        .map(|d| (d.name.clone(), Vec::new()))
-        .collect();
-    for snapshot in &snapshots {
-        let dataset = snapshot
-            .name
-            .split_once('@')
-            .map_or(snapshot.name.as_str(), |(d, _)| d);
-        let bytes = match datasets.get_mut(dataset) {
-            Some(bytes) => bytes,
-            None => datasets.entry(dataset.to_owned()).or_default(),
+/// An inventory on its way to the form it is stored in: the inventory
+/// itself with no snapshots (`snapshot_count` says how many it had), and per
+/// dataset the encoded `DatasetSnapshots` of its snapshots in the order the
+/// agent sent them. Snapshots can be added a page at a time, so a million of
+/// them are only ever held encoded (about 60 bytes each).
+#[derive(Debug, PartialEq)]
+pub struct StoredInventory {
+    header: Inventory,
+    datasets: BTreeMap<String, Vec<u8>>,
+    snapshots: u64,
+}
+
+impl StoredInventory {
+    /// Starts from `inventory`, taking the snapshots it carries.
+    pub fn new(mut inventory: Inventory) -> Self {
+        let snapshots = std::mem::take(&mut inventory.snapshots);
+        let datasets = inventory
+            .datasets
+            .iter()
+            .map(|d| (d.name.clone(), Vec::new()))
+            .collect();
+        let mut stored = StoredInventory {
+            header: inventory,
+            datasets,
+            snapshots: 0,
         };
-        // Field 1 of DatasetSnapshots, written in place: no copy of the snapshot.
-        prost::encoding::message::encode(1, snapshot, bytes);
+        stored.add(&snapshots);
+        stored
     }
-    (inventory.encode_to_vec(), datasets)
+
+    /// The inventory without its snapshots.
+    pub fn header(&self) -> &Inventory {
+        &self.header
+    }
+
+    /// Snapshots added so far.
+    pub fn snapshots(&self) -> u64 {
+        self.snapshots
+    }
+
+    pub fn add(&mut self, snapshots: &[Snapshot]) {
+        for snapshot in snapshots {
+            let dataset = snapshot
+                .name
+                .split_once('@')
+                .map_or(snapshot.name.as_str(), |(d, _)| d);
+            let bytes = match self.datasets.get_mut(dataset) {
+                Some(bytes) => bytes,
+                None => self.datasets.entry(dataset.to_owned()).or_default(),
+            };
+            // Field 1 of DatasetSnapshots, written in place: no copy of the snapshot.
+            prost::encoding::message::encode(1, snapshot, bytes);
+        }
+        self.snapshots += snapshots.len() as u64;
+    }
+
+    /// The encoded inventory and each dataset's encoded snapshots, as
+    /// [`Write::put_inventory`] takes them.
+    pub fn finish(mut self) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
+        use prost::Message;
+        self.header.snapshot_count = self.snapshots;
+        self.header.snapshot_pages = 0;
+        (self.header.encode_to_vec(), self.datasets)
+    }
+}
+
+/// A whole inventory in its stored form (see [`StoredInventory`]). CPU-heavy
+/// for a system with many snapshots: call it off the runtime.
+pub fn stored_form(inventory: Inventory) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
+    StoredInventory::new(inventory).finish()
 }
 
 impl Tables {
@@ -123,7 +166,7 @@ impl Write<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nasfleet_proto::v1::{Dataset, DatasetSnapshots, Snapshot};
+    use nasfleet_proto::v1::{Dataset, DatasetSnapshots};
     use prost::Message;
 
     fn snapshot(name: &str, guid: u64) -> Snapshot {

@@ -41,7 +41,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 use writer::Writer;
 
-pub use inventories::stored_form;
+pub use inventories::{StoredInventory, stored_form};
 
 #[derive(Debug, Error)]
 pub enum StoreError {

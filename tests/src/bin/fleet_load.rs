@@ -2,7 +2,14 @@
 //!
 //!   fleet_load --data-dir DIR --pid PID [--systems N] [--tasks T] [--restart CMD]
 //!              [--run-now K] [--steady-secs S] [--list-calls L]
-//!              [--enroll-concurrency C] [--online-timeout SECS] [--check]
+//!              [--enroll-concurrency C] [--online-timeout SECS] [--big-snapshots B]
+//!              [--check]
+//!
+//! `--big-snapshots B` (default 1,000,000; 0: none): the first system has B
+//! more snapshots, in 100 datasets under `tank/big`, sent in pages after its
+//! inventory as the agent sends them; a phase after Run-Now waits until the
+//! controller counts them all, then compares Run-Now on it (a replication
+//! source, so retention's protected bases are read) with a small system.
 //!
 //! `--check` (what the e2e test of a small fleet uses): exit 1 when the
 //! controller got something wrong, whatever the timings: a system never
@@ -53,10 +60,10 @@ use nasfleet_proto::v1::controller_message::Body as Down;
 use nasfleet_proto::v1::enrollment_client::EnrollmentClient;
 use nasfleet_proto::v1::fleet_client::FleetClient;
 use nasfleet_proto::v1::{
-    AgentMessage, AgentResponse, ControllerMessage, CreateTokenRequest, Dataset, Heartbeat, Hello,
-    Inventory, JoinRequest, ListSystemsRequest, Pool, RunResult, RunState, RunStep, Service,
-    Snapshot, SnapshotTaskSpec, StartRun, SystemStatus, TaskRef, TaskSpec, ZfsDialect, start_run,
-    task_spec,
+    AgentMessage, AgentResponse, ControllerMessage, CreateTokenRequest, Dataset, GetSystemRequest,
+    Heartbeat, Hello, Inventory, InventoryPage, JoinRequest, ListSystemsRequest, Pool,
+    ReplicationSource, ReplicationTaskSpec, RunResult, RunState, RunStep, Service, Snapshot,
+    SnapshotTaskSpec, StartRun, SystemStatus, TaskRef, TaskSpec, ZfsDialect, start_run, task_spec,
 };
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -119,6 +126,15 @@ const MAX_REASONS: usize = 40;
 
 const SCHEDULED_DATASET: &str = "tank/data";
 const RUN_NOW_DATASET: &str = "tank/home";
+/// Datasets the big system's extra snapshots are spread over.
+const BIG_DATASETS: usize = 100;
+/// The dataset of the big system its Run-Now task snapshots.
+const BIG_RUN_DATASET: &str = "tank/big/d00";
+/// How long the controller may take to store and count the big inventory.
+const BIG_WAIT: Duration = Duration::from_secs(300);
+/// Run-Now calls on each of the big and the small system.
+const BIG_RUN_NOW: usize = 30;
+const GOAL_BIG_RUN_NOW_EXTRA: Duration = Duration::from_millis(5);
 
 fn main() -> ExitCode {
     let args = match Args::parse() {
@@ -149,7 +165,7 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: fleet_load --data-dir DIR --pid PID [--systems N] [--tasks T] \
 [--restart CMD] [--run-now K] [--steady-secs S] [--list-calls L] [--enroll-concurrency C] \
-[--online-timeout SECS] [--check]";
+[--online-timeout SECS] [--big-snapshots B] [--check]";
 
 struct Args {
     data_dir: PathBuf,
@@ -162,6 +178,7 @@ struct Args {
     list_calls: usize,
     enroll_concurrency: usize,
     online_timeout: Duration,
+    big_snapshots: usize,
     check: bool,
 }
 
@@ -180,6 +197,7 @@ impl Args {
             list_calls: 50,
             enroll_concurrency: 64,
             online_timeout: Duration::from_secs(120),
+            big_snapshots: 1_000_000,
             check: false,
         };
         let mut given = std::env::args().skip(1);
@@ -210,6 +228,7 @@ impl Args {
                     args.online_timeout = Duration::from_secs(count(value()?)? as u64)
                 }
                 "--check" => args.check = true,
+                "--big-snapshots" => args.big_snapshots = count(value()?)?,
                 "-h" | "--help" => bail!("help asked for"),
                 other => bail!("unknown argument {other:?}"),
             }
@@ -655,6 +674,8 @@ struct Counters {
 
 /// What the generator's agents share.
 struct Sim {
+    /// Extra snapshots of the first system (see `--big-snapshots`).
+    big_snapshots: usize,
     url: String,
     trust: ServerTrust,
     members: Vec<Member>,
@@ -782,6 +803,52 @@ fn inventory(name: &str) -> Inventory {
         ),
         snapshot_pages: 0,
         snapshot_count: 0,
+    }
+}
+
+/// The first system's inventory with `extra` more snapshots: the inventory,
+/// then its pages, each made when it is sent.
+fn big_inventory(name: &str, extra: usize) -> impl Iterator<Item = Up> {
+    let mut head = inventory(name);
+    let like = head.datasets[0].clone();
+    head.datasets
+        .extend((0..BIG_DATASETS).map(|d| big_dataset(&like, d)));
+    let small = std::mem::take(&mut head.snapshots);
+    let total = small.len() + extra;
+    let page_size = nasfleet_proto::INVENTORY_PAGE_SNAPSHOTS;
+    head.snapshot_count = total as u64;
+    head.snapshot_pages = total.div_ceil(page_size) as u32;
+    let now = Utc::now().timestamp();
+    let snapshot = move |i: usize| -> Snapshot {
+        if let Some(s) = small.get(i) {
+            return s.clone();
+        }
+        let j = i - small.len();
+        Snapshot {
+            name: format!("tank/big/d{:02}@auto-{j:07}", j % BIG_DATASETS),
+            guid: 0x6161_0000_0000 + j as u64,
+            creation_unix: now - (extra - j) as i64,
+            used: 1 << 16,
+            referenced: 1 << 30,
+            holds: 0,
+        }
+    };
+    let pages = head.snapshot_pages;
+    std::iter::once(Up::Inventory(head)).chain((0..pages).map(move |page| {
+        let first = page as usize * page_size;
+        Up::InventoryPage(InventoryPage {
+            page,
+            snapshots: (first..(first + page_size).min(total))
+                .map(&snapshot)
+                .collect(),
+        })
+    }))
+}
+
+fn big_dataset(like: &Dataset, d: usize) -> Dataset {
+    Dataset {
+        name: format!("tank/big/d{d:02}"),
+        ..like.clone()
     }
 }
 
@@ -915,7 +982,13 @@ async fn session(
             .is_ok()
         }
     };
-    if !send(Up::Inventory(inventory(&member.name))).await {
+    if index == 0 && sim.big_snapshots > 0 {
+        for message in big_inventory(&member.name, sim.big_snapshots) {
+            if !send(message).await {
+                return lost_established("outbound stream closed".into());
+            }
+        }
+    } else if !send(Up::Inventory(inventory(&member.name))).await {
         return lost_established("outbound stream closed".into());
     }
     sim.counters.inventories.fetch_add(1, Ordering::Relaxed);
@@ -995,6 +1068,9 @@ fn handle(
             sim.counters.acks.fetch_add(1, Ordering::Relaxed);
             None
         }
+        // The big system sent its pages on connect; it answers no requests
+        // for more (one reply per request here), so the controller keeps them.
+        Down::RequestInventory(_) if index == 0 && sim.big_snapshots > 0 => None,
         Down::RequestInventory(_) => {
             sim.counters.inventories.fetch_add(1, Ordering::Relaxed);
             Some(Up::Inventory(inventory(&sim.members[index].name)))
@@ -1139,6 +1215,7 @@ async fn run(args: Args) -> Result<()> {
     // 2. All connect at once.
     let (stop_tx, stop) = watch::channel(false);
     let sim = Arc::new(Sim {
+        big_snapshots: args.big_snapshots,
         url: url.clone(),
         trust: admin.trust.clone(),
         session: (0..members.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -1432,6 +1509,14 @@ async fn phases(
         }
     };
 
+    // 5b. A system with many snapshots.
+    if args.big_snapshots > 0
+        && let Err(e) = big_system(args, admin, sim, report, started).await
+    {
+        report.raw(format!("big-system phase failed: {e:#}"));
+        report.wrong(format!("big-system phase failed: {e:#}"));
+    }
+
     // 6. T tasks due in the same minute.
     if args.tasks > 0
         && let Err(e) = due_in_one_minute(args, admin, sim, report, create_rate, started).await
@@ -1707,6 +1792,144 @@ async fn run_now(
     );
     report.goal("Run-Now -> StartRun p50", ms(p50), "(no goal)", None);
     Ok(rate)
+}
+
+/// Phase 5b: waits until the controller counts every snapshot of the
+/// first system, then times Run-Now on it against a small system, each a
+/// replication source (so retention's protected bases are read at dispatch).
+async fn big_system(
+    args: &Args,
+    admin: &mut Admin,
+    sim: &Sim,
+    report: &mut Report,
+    started: Instant,
+) -> Result<()> {
+    let n = args.systems;
+    if n < 4 {
+        bail!("needs 4 systems at least");
+    }
+    let big = system_name(0);
+    let total = (args.big_snapshots + inventory(&big).snapshots.len()) as u64;
+    let t0 = Instant::now();
+    let counted = loop {
+        let detail = call(
+            "GetSystem",
+            admin.client.clone().get_system(GetSystemRequest {
+                name: big.clone(),
+                refresh: false,
+            }),
+        )
+        .await?;
+        let inventory = detail.inventory.unwrap_or_default();
+        let counted: u64 = inventory.datasets.iter().map(|d| d.snapshot_count).sum();
+        if counted == total || t0.elapsed() > BIG_WAIT {
+            break counted;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    say!(
+        started,
+        "{big}: {counted}/{total} snapshots counted by the controller after {}",
+        secs(t0.elapsed())
+    );
+    report.raw(format!(
+        "big system {big}: {total} snapshots sent in pages of {}; the controller counted {counted}          ({} after the phase began)",
+        nasfleet_proto::INVENTORY_PAGE_SNAPSHOTS,
+        secs(t0.elapsed())
+    ));
+    if counted != total {
+        report.wrong(format!(
+            "{big}: the controller counts {counted} of its {total} snapshots"
+        ));
+    }
+    report.goal(
+        "snapshots of one system, all kept",
+        format!("{counted} of {total}"),
+        "all",
+        Some(counted == total),
+    );
+    // Each a source replicating into the next system, then a snapshot task on it.
+    let small = 2;
+    let mut tasks = Vec::new();
+    for (source, dataset) in [(0, BIG_RUN_DATASET), (small, RUN_NOW_DATASET)] {
+        let spec = TaskSpec {
+            schedule: "0 0 1 1 *".into(),
+            enabled: false,
+            stale_after: String::new(),
+            kind: Some(task_spec::Kind::Replication(ReplicationTaskSpec {
+                sources: vec![ReplicationSource {
+                    system: system_name(source),
+                    datasets: vec![dataset.to_owned()],
+                    ..Default::default()
+                }],
+                target_system: system_name(source + 1),
+                target_dataset: "tank/backup".into(),
+                name: format!("bench-big-{source}"),
+                ..Default::default()
+            })),
+        };
+        call(
+            "CreateTask (replication)",
+            admin.client.clone().create_task(spec),
+        )
+        .await?;
+        let (made, _) = create_tasks(admin, &[source], dataset, "0 0 1 1 *", false).await?;
+        tasks.extend(made);
+    }
+    let mut latencies: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..BIG_RUN_NOW {
+        for (which, (_, task)) in tasks.iter().enumerate() {
+            let t0 = Instant::now();
+            let run = call(
+                "RunTask",
+                admin.client.clone().run_task(TaskRef {
+                    task: task.to_string(),
+                }),
+            )
+            .await?;
+            if run.state() == RunState::Failed {
+                bail!(
+                    "run {} of task {task} failed at once: {}",
+                    run.id,
+                    run.reason
+                );
+            }
+            let id = run.id;
+            if !wait_receipts(sim, t0 + RUN_NOW_RECEIPT_TIMEOUT, |r| {
+                r.iter().any(|r| r.run_id == id)
+            })
+            .await
+            {
+                bail!("round {round}: the StartRun of run {id} never came");
+            }
+            if let Some(at) = sim.receipts_of(|r| r.iter().find(|r| r.run_id == id).map(|r| r.at)) {
+                latencies[which].push(at.saturating_duration_since(t0));
+            }
+        }
+    }
+    for l in &mut latencies {
+        l.sort_unstable();
+    }
+    let (big_p50, small_p50) = (
+        percentile(&latencies[0], 0.5),
+        percentile(&latencies[1], 0.5),
+    );
+    let extra = big_p50.saturating_sub(small_p50);
+    report.raw(format!(
+        "Run-Now -> StartRun, {BIG_RUN_NOW} each, both replication sources: {big} ({total} snapshots) p50 {}, p99 {};          {} (3 snapshots) p50 {}, p99 {}",
+        ms(big_p50),
+        ms(percentile(&latencies[0], 0.99)),
+        system_name(small),
+        ms(small_p50),
+        ms(percentile(&latencies[1], 0.99)),
+    ));
+    report.goal(
+        "Run-Now on the big system, p50 over a small's",
+        format!("+{}", ms(extra)),
+        "<= 5 ms",
+        Some(extra <= GOAL_BIG_RUN_NOW_EXTRA),
+    );
+    Ok(())
 }
 
 /// Phase 6.

@@ -1,4 +1,4 @@
-//! A small simulated fleet against the real controller, through the fleet benchmark in its checking mode: all connect at once, tasks due in the same minute are each started once, Run-Now reaches every agent, and a restart brings every agent back.
+//! A small simulated fleet against the real controller, through the fleet benchmark in its checking mode: all connect at once, tasks due in the same minute are each started once, Run-Now reaches every agent, a system's 25,000 snapshots arrive in pages and are all counted, and a restart brings every agent back.
 
 use anyhow::{Context, Result, ensure};
 use nasfleet_tests::binary;
@@ -28,7 +28,7 @@ fn a_small_fleet_survives_a_connect_storm_many_due_tasks_and_a_restart_storm() -
         .env("NASFLEET_BENCH_BIN_DIR", &bin_dir)
         .env(
             "NASFLEET_BENCH_ARGS",
-            "--check --steady-secs 5 --list-calls 5 --run-now 30 --online-timeout 60",
+            "--check --steady-secs 5 --list-calls 5 --run-now 30 --online-timeout 60 --big-snapshots 25000",
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -64,6 +64,7 @@ fn a_small_fleet_survives_a_connect_storm_many_due_tasks_and_a_restart_storm() -
         format!("all {SYSTEMS} ONLINE after"),
         format!("{DUE_TASKS} tasks due at"),
         "0 run ids received twice, 0 extra runs of one task".to_owned(),
+        "the controller counted 25003".to_owned(),
         "restart storm: stop + start took".to_owned(),
     ] {
         ensure!(
