@@ -282,6 +282,12 @@ fn flatten<E>(err: TransactionError<E>) -> Result<E, StoreError> {
     }
 }
 
+/// sled's page cache (its default is 1 GiB). What the controller reads
+/// often is decoded in memory anyway (systems, tasks, running runs); without
+/// a bound, each inventory written (60 MB for a million snapshots) would stay
+/// in the cache.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// How long closing the store waits for queued writes by default.
 pub const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -290,7 +296,11 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         // The writer flushes every batch itself; sled's timer-driven flusher
         // would be a second, concurrent flusher.
-        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         let tables = Arc::new(Tables {
             systems: db.open_tree("systems")?,
             tokens: db.open_tree("tokens")?,
