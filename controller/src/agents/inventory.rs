@@ -26,7 +26,9 @@ pub enum Arrived {
 /// The inventory whose snapshot pages are still arriving on one stream.
 #[derive(Default)]
 pub struct Assembly {
-    pending: Option<Pending>,
+    /// Boxed: every connected agent's reader holds an `Assembly`, and most
+    /// never receive a page.
+    pending: Option<Box<Pending>>,
     /// The pages of a refused inventory still come; they are dropped.
     skipping: bool,
 }
@@ -55,12 +57,12 @@ impl Assembly {
         }
         let (announced, pages) = (inventory.snapshot_count, inventory.snapshot_pages);
         inventory.snapshots.clear();
-        self.pending = Some(Pending {
+        self.pending = Some(Box::new(Pending {
             stored: StoredInventory::new(inventory),
             announced,
             pages,
             next: 0,
-        });
+        }));
         None
     }
 

@@ -286,7 +286,7 @@ fn flatten<E>(err: TransactionError<E>) -> Result<E, StoreError> {
 /// often is decoded in memory anyway (systems, tasks, running runs); without
 /// a bound, each inventory written (60 MB for a million snapshots) would stay
 /// in the cache.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How long closing the store waits for queued writes by default.
 pub const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
