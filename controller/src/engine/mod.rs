@@ -17,6 +17,7 @@ pub mod signin;
 pub mod signins;
 pub mod ssh_trust;
 pub mod state;
+pub mod summaries;
 pub mod systems;
 pub mod tasks;
 pub mod users;

@@ -31,7 +31,7 @@ pub struct ControllerState {
     /// How late scheduled runs started after their due times.
     pub scheduler_lag: nasfleet_common::histogram::Histogram,
     /// The last list of every system's summary (see `systems::list`).
-    pub system_summaries: crate::engine::systems::SummaryCache,
+    pub system_summaries: crate::engine::summaries::SummaryCache,
 }
 
 pub type SharedState = Arc<ControllerState>;

@@ -171,62 +171,25 @@ fn summary_with(record: &SystemRecord, live: Option<&LiveSession>) -> SystemSumm
     }
 }
 
-/// How old a cached list of summaries may be: an ONLINE system's "last
-/// seen" (its last heartbeat) is up to this much older than the truth.
-const SUMMARIES_MAX_AGE: Duration = Duration::from_secs(1);
-
-/// The summaries of every system, built at most once per
-/// [`SUMMARIES_MAX_AGE`] while no system record changed and no session
-/// started or ended. Building them for 10,000 systems costs tens of
-/// milliseconds of scattered reads; copying a built list costs a few.
-#[derive(Default)]
-pub struct SummaryCache {
-    built: std::sync::Mutex<Option<BuiltSummaries>>,
-}
-
-struct BuiltSummaries {
-    /// `Tables::systems_generation` and `Sessions::changes` when built.
-    generations: (u64, u64),
-    at: std::time::Instant,
-    summaries: std::sync::Arc<Vec<SystemSummary>>,
-}
-
-impl SummaryCache {
-    fn get(&self, state: &SharedState) -> Result<std::sync::Arc<Vec<SystemSummary>>, FleetError> {
-        // Read before the records and sessions: a change while building
-        // leaves the list tagged older than what it shows, so it is built
-        // again next time rather than kept too long.
-        let generations = (state.store.systems_generation(), state.sessions.changes());
-        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = built.as_ref()
-            && b.generations == generations
-            && b.at.elapsed() < SUMMARIES_MAX_AGE
-        {
-            return Ok(b.summaries.clone());
-        }
-        let records = state.store.systems()?;
-        let live = state
-            .sessions
-            .live_of(records.iter().map(|r| r.name.as_str()));
-        let summaries = std::sync::Arc::new(
-            records
+/// Every system `actor` sees, ordered by name.
+pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<SystemSummary>, FleetError> {
+    // Read before the records and sessions: a change while building leaves
+    // the list tagged older than what it shows, so it is built again next
+    // time rather than kept too long.
+    let generations = (state.store.systems_generation(), state.sessions.changes());
+    let all = state
+        .system_summaries
+        .get(generations, || -> Result<_, FleetError> {
+            let records = state.store.systems()?;
+            let live = state
+                .sessions
+                .live_of(records.iter().map(|r| r.name.as_str()));
+            Ok(records
                 .iter()
                 .zip(&live)
                 .map(|(r, l)| summary_with(r, l.as_ref()))
-                .collect::<Vec<_>>(),
-        );
-        *built = Some(BuiltSummaries {
-            generations,
-            at: std::time::Instant::now(),
-            summaries: summaries.clone(),
-        });
-        Ok(summaries)
-    }
-}
-
-/// Every system `actor` sees, ordered by name.
-pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<SystemSummary>, FleetError> {
-    let all = state.system_summaries.get(state)?;
+                .collect())
+        })?;
     Ok(all
         .iter()
         .filter(|s| actor.sees(&s.name))
