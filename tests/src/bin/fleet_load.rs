@@ -1720,37 +1720,18 @@ async fn run_now(
     let mut missing = 0;
     let mut failed = 0;
     for (system, task) in &tasks {
-        let t0 = Instant::now();
-        let run = call(
-            "RunTask",
-            admin.client.clone().run_task(TaskRef {
-                task: task.to_string(),
-            }),
-        )
-        .await?;
-        call_times.push(t0.elapsed());
-        if run.state() == RunState::Failed {
-            failed += 1;
-            eprintln!(
-                "run {} of task {task} on {} failed at once: {}",
-                run.id,
-                system_name(*system),
-                run.reason
-            );
-            continue;
-        }
-        let id = run.id;
-        let got = wait_receipts(sim, t0 + RUN_NOW_RECEIPT_TIMEOUT, |r| {
-            r.iter().any(|r| r.run_id == id)
-        })
-        .await;
-        if !got {
-            missing += 1;
-            continue;
-        }
-        let at = sim.receipts_of(|r| r.iter().find(|r| r.run_id == id).map(|r| r.at));
-        if let Some(at) = at {
-            latencies.push(at.saturating_duration_since(t0));
+        let (call_time, outcome) = run_now_once(admin, sim, *task).await?;
+        call_times.push(call_time);
+        match outcome {
+            RunNow::Started(latency) => latencies.push(latency),
+            RunNow::Failed(reason) => {
+                failed += 1;
+                eprintln!(
+                    "task {task} on {} failed at once: {reason}",
+                    system_name(*system)
+                );
+            }
+            RunNow::NeverStarted(_) => missing += 1,
         }
     }
     latencies.sort_unstable();
@@ -1879,31 +1860,12 @@ async fn big_system(
     let mut latencies: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     for round in 0..BIG_RUN_NOW {
         for (which, (_, task)) in tasks.iter().enumerate() {
-            let t0 = Instant::now();
-            let run = call(
-                "RunTask",
-                admin.client.clone().run_task(TaskRef {
-                    task: task.to_string(),
-                }),
-            )
-            .await?;
-            if run.state() == RunState::Failed {
-                bail!(
-                    "run {} of task {task} failed at once: {}",
-                    run.id,
-                    run.reason
-                );
-            }
-            let id = run.id;
-            if !wait_receipts(sim, t0 + RUN_NOW_RECEIPT_TIMEOUT, |r| {
-                r.iter().any(|r| r.run_id == id)
-            })
-            .await
-            {
-                bail!("round {round}: the StartRun of run {id} never came");
-            }
-            if let Some(at) = sim.receipts_of(|r| r.iter().find(|r| r.run_id == id).map(|r| r.at)) {
-                latencies[which].push(at.saturating_duration_since(t0));
+            match run_now_once(admin, sim, *task).await?.1 {
+                RunNow::Started(latency) => latencies[which].push(latency),
+                RunNow::Failed(reason) => bail!("task {task} failed at once: {reason}"),
+                RunNow::NeverStarted(id) => {
+                    bail!("round {round}: the StartRun of run {id} never came")
+                }
             }
         }
     }
@@ -1930,6 +1892,47 @@ async fn big_system(
         Some(extra <= GOAL_BIG_RUN_NOW_EXTRA),
     );
     Ok(())
+}
+
+/// What one Run-Now came to.
+enum RunNow {
+    /// The agent's StartRun came this long after the call.
+    Started(Duration),
+    /// The run failed at once, for this reason.
+    Failed(String),
+    /// No StartRun of this run came in time.
+    NeverStarted(u64),
+}
+
+/// Runs `task` now and waits for its StartRun at the agent; also how long
+/// the RunTask call itself took.
+async fn run_now_once(admin: &Admin, sim: &Sim, task: u64) -> Result<(Duration, RunNow)> {
+    let t0 = Instant::now();
+    let run = call(
+        "RunTask",
+        admin.client.clone().run_task(TaskRef {
+            task: task.to_string(),
+        }),
+    )
+    .await?;
+    let call_time = t0.elapsed();
+    if run.state() == RunState::Failed {
+        let reason = format!("run {}: {}", run.id, run.reason);
+        return Ok((call_time, RunNow::Failed(reason)));
+    }
+    let id = run.id;
+    if !wait_receipts(sim, t0 + RUN_NOW_RECEIPT_TIMEOUT, |r| {
+        r.iter().any(|r| r.run_id == id)
+    })
+    .await
+    {
+        return Ok((call_time, RunNow::NeverStarted(id)));
+    }
+    let outcome = match sim.receipts_of(|r| r.iter().find(|r| r.run_id == id).map(|r| r.at)) {
+        Some(at) => RunNow::Started(at.saturating_duration_since(t0)),
+        None => RunNow::NeverStarted(id),
+    };
+    Ok((call_time, outcome))
 }
 
 /// Phase 6.
