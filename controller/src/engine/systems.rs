@@ -74,22 +74,6 @@ pub fn dataset_snapshots(
     }
 }
 
-/// The stored inventory of a system with all its snapshots, if it has
-/// reported. Reads every snapshot: for one system's full view only.
-pub fn inventory(state: &SharedState, system: &str) -> Result<Option<Inventory>, FleetError> {
-    let Some(mut inventory) = inventory_header(state, system)? else {
-        return Ok(None);
-    };
-    for bytes in state.store.all_dataset_snapshots(system)? {
-        inventory.snapshots.extend(
-            DatasetSnapshots::decode(bytes.as_slice())
-                .map_err(|e| corrupt("dataset snapshots", e))?
-                .snapshots,
-        );
-    }
-    Ok(Some(inventory))
-}
-
 /// How many snapshots an encoded `DatasetSnapshots` holds, without
 /// decoding them: each is one length-delimited field.
 fn count_snapshots(mut bytes: &[u8]) -> Result<u64, FleetError> {
@@ -245,21 +229,7 @@ fn detail_inventory(state: &SharedState, system: &str) -> Result<Option<Inventor
     let Some(mut inventory) = inventory_header(state, system)? else {
         return Ok(None);
     };
-    if inventory.snapshots.is_empty() {
-        for dataset in &mut inventory.datasets {
-            if let Some(bytes) = state.store.dataset_snapshots(system, &dataset.name)? {
-                dataset.snapshot_count = count_snapshots(&bytes)?;
-            }
-        }
-        if inventory.snapshot_count <= DETAIL_SNAPSHOTS {
-            return self::inventory(state, system).map(|full| {
-                full.map(|mut full| {
-                    full.datasets = inventory.datasets;
-                    full
-                })
-            });
-        }
-    } else {
+    if !inventory.snapshots.is_empty() {
         // Stored before snapshots were kept per dataset: count them here.
         for dataset in &mut inventory.datasets {
             dataset.snapshot_count = inventory
@@ -272,7 +242,25 @@ fn detail_inventory(state: &SharedState, system: &str) -> Result<Option<Inventor
                 })
                 .count() as u64;
         }
+        return Ok(Some(inventory));
     }
+    // One read per dataset: its count, and its snapshots while they are few.
+    let whole = inventory.snapshot_count <= DETAIL_SNAPSHOTS;
+    let mut snapshots = Vec::new();
+    for dataset in &mut inventory.datasets {
+        let Some(bytes) = state.store.dataset_snapshots(system, &dataset.name)? else {
+            continue;
+        };
+        dataset.snapshot_count = count_snapshots(&bytes)?;
+        if whole {
+            snapshots.extend(
+                DatasetSnapshots::decode(bytes.as_slice())
+                    .map_err(|e| corrupt("dataset snapshots", e))?
+                    .snapshots,
+            );
+        }
+    }
+    inventory.snapshots = snapshots;
     Ok(Some(inventory))
 }
 

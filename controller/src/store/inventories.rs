@@ -108,7 +108,9 @@ impl Tables {
             .map(|v| v.to_vec()))
     }
 
-    /// The encoded `DatasetSnapshots` of every dataset of `system`, in dataset order.
+    /// The encoded `DatasetSnapshots` of every dataset of `system`, in
+    /// dataset order: what the tests of removal look at.
+    #[cfg(test)]
     pub fn all_dataset_snapshots(&self, system: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         self.dataset_snapshots
             .scan_prefix(system_prefix(system))
