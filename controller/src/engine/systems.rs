@@ -74,25 +74,6 @@ pub fn dataset_snapshots(
     }
 }
 
-/// How many snapshots an encoded `DatasetSnapshots` holds, without
-/// decoding them: each is one length-delimited field.
-fn count_snapshots(mut bytes: &[u8]) -> Result<u64, FleetError> {
-    use prost::bytes::Buf;
-    let mut count = 0;
-    while bytes.has_remaining() {
-        prost::encoding::decode_key(&mut bytes).map_err(|e| corrupt("dataset snapshots", e))?;
-        let len = prost::encoding::decode_varint(&mut bytes)
-            .map_err(|e| corrupt("dataset snapshots", e))?;
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if len > bytes.remaining() {
-            return Err(corrupt("dataset snapshots", "a snapshot runs past the end"));
-        }
-        bytes.advance(len);
-        count += 1;
-    }
-    Ok(count)
-}
-
 /// Whether `dataset` exists on `system`, asking the agent for a fresh
 /// inventory when the stored one does not have it (it may be minutes old).
 pub async fn dataset_exists(
@@ -244,21 +225,26 @@ fn detail_inventory(state: &SharedState, system: &str) -> Result<Option<Inventor
         }
         return Ok(Some(inventory));
     }
-    // One read per dataset: its count, and its snapshots while they are few.
+    // Per dataset: its snapshots while they are few, else only their count
+    // (which the store keeps without reading a long list).
     let whole = inventory.snapshot_count <= DETAIL_SNAPSHOTS;
     let mut snapshots = Vec::new();
     for dataset in &mut inventory.datasets {
+        if !whole {
+            dataset.snapshot_count = state
+                .store
+                .dataset_snapshot_count(system, &dataset.name)?
+                .unwrap_or(0);
+            continue;
+        }
         let Some(bytes) = state.store.dataset_snapshots(system, &dataset.name)? else {
             continue;
         };
-        dataset.snapshot_count = count_snapshots(&bytes)?;
-        if whole {
-            snapshots.extend(
-                DatasetSnapshots::decode(bytes.as_slice())
-                    .map_err(|e| corrupt("dataset snapshots", e))?
-                    .snapshots,
-            );
-        }
+        let own = DatasetSnapshots::decode(bytes.as_slice())
+            .map_err(|e| corrupt("dataset snapshots", e))?
+            .snapshots;
+        dataset.snapshot_count = own.len() as u64;
+        snapshots.extend(own);
     }
     inventory.snapshots = snapshots;
     Ok(Some(inventory))

@@ -1,8 +1,9 @@
-//! How inventories are kept: each system's inventory without its snapshots, and the snapshots of each of its datasets under their own key, so that reading one dataset's snapshots never reads a million others.
+//! How inventories are kept: each system's inventory without its snapshots, and the snapshots of each of its datasets under their own key (a long list in a file, see `snapshot_files`), so that reading one dataset's snapshots never reads a million others.
 
+use super::snapshot_files::{FILE_THRESHOLD, Reference};
 use super::{StoreError, Tables, Write};
 use nasfleet_proto::v1::{Inventory, Snapshot};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// `system \0 dataset`: every key of a system sorts together, datasets in name order.
 fn dataset_key(system: &str, dataset: &str) -> Vec<u8> {
@@ -83,6 +84,26 @@ impl StoredInventory {
     }
 }
 
+/// How many snapshots an encoded `DatasetSnapshots` holds, without
+/// decoding them: each is one length-delimited field.
+pub fn count_snapshots(mut bytes: &[u8]) -> Result<u64, prost::DecodeError> {
+    use prost::bytes::Buf;
+    let mut count = 0;
+    while bytes.has_remaining() {
+        let (tag, wire_type) = prost::encoding::decode_key(&mut bytes)?;
+        prost::encoding::skip_field(wire_type, tag, &mut bytes, Default::default())?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn corrupt_list(key: &[u8], source: prost::DecodeError) -> StoreError {
+    StoreError::CorruptProto {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        source,
+    }
+}
+
 /// A whole inventory in its stored form (see [`StoredInventory`]). CPU-heavy
 /// for a system with many snapshots: call it off the runtime.
 pub fn stored_form(inventory: Inventory) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
@@ -102,10 +123,65 @@ impl Tables {
         system: &str,
         dataset: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .dataset_snapshots
-            .get(dataset_key(system, dataset))?
-            .map(|v| v.to_vec()))
+        let key = dataset_key(system, dataset);
+        let Some(value) = self.dataset_snapshots.get(&key)? else {
+            return Ok(None);
+        };
+        match Reference::decode(&key, &value) {
+            Some(reference) => self.snapshot_files.read(&reference?).map(Some),
+            None => Ok(Some(value.to_vec())),
+        }
+    }
+
+    /// How many snapshots one dataset of `system` has, without decoding
+    /// them (and, for a long list, without reading its file).
+    pub fn dataset_snapshot_count(
+        &self,
+        system: &str,
+        dataset: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = dataset_key(system, dataset);
+        let Some(value) = self.dataset_snapshots.get(&key)? else {
+            return Ok(None);
+        };
+        match Reference::decode(&key, &value) {
+            Some(reference) => Ok(Some(reference?.count)),
+            None => count_snapshots(&value)
+                .map(Some)
+                .map_err(|source| corrupt_list(&key, source)),
+        }
+    }
+
+    /// Deletes the snapshot files no reference names (see
+    /// [`super::snapshot_files::SnapshotFiles::sweep`]).
+    pub(super) fn sweep_snapshot_files(&self) -> Result<(), StoreError> {
+        let mut referenced = HashSet::new();
+        for entry in self.dataset_snapshots.iter() {
+            let (key, value) = entry?;
+            if let Some(Ok(reference)) = Reference::decode(&key, &value) {
+                referenced.insert(reference.name);
+            }
+        }
+        let deleted = self.snapshot_files.sweep(&referenced)?;
+        if deleted > 0 {
+            tracing::info!(deleted, "deleted snapshot list files left unused");
+        }
+        Ok(())
+    }
+
+    /// Around the writer's flush: see [`super::snapshot_files::SnapshotFiles`].
+    pub(super) fn before_flush(&self) -> Result<(), StoreError> {
+        self.snapshot_files.before_flush()
+    }
+
+    pub(super) fn after_flush(&self) {
+        self.snapshot_files.after_flush(|key| {
+            self.dataset_snapshots
+                .get(key)
+                .ok()
+                .flatten()
+                .map(|v| v.to_vec())
+        });
     }
 
     /// The encoded `DatasetSnapshots` of every dataset of `system`, in
@@ -137,16 +213,29 @@ impl Write<'_> {
         self.inventories.insert(system, inventory)?;
         for (dataset, snapshots) in datasets {
             let key = dataset_key(system, dataset);
-            if self.dataset_snapshots.get(&key)?.as_deref() != Some(snapshots.as_slice()) {
-                self.dataset_snapshots.insert(key, snapshots.as_slice())?;
+            let value = if snapshots.len() > FILE_THRESHOLD {
+                let count = count_snapshots(snapshots).map_err(|e| corrupt_list(&key, e))?;
+                let reference = self.snapshot_files.put(system, dataset, snapshots, count)?;
+                std::borrow::Cow::Owned(reference.encode())
+            } else {
+                std::borrow::Cow::Borrowed(snapshots.as_slice())
+            };
+            let old = self.dataset_snapshots.get(&key)?;
+            if old.as_deref() != Some(value.as_ref()) {
+                self.dataset_snapshots
+                    .insert(key.as_slice(), value.as_ref())?;
+                if let Some(old) = old {
+                    self.snapshot_files.release(&key, &old);
+                }
             }
         }
         let prefix = system_prefix(system);
-        for key in self.dataset_snapshots.scan_prefix(&prefix).keys() {
-            let key = key?;
+        for entry in self.dataset_snapshots.scan_prefix(&prefix) {
+            let (key, value) = entry?;
             let dataset = String::from_utf8_lossy(&key[prefix.len()..]);
             if !datasets.contains_key(dataset.as_ref()) {
                 self.dataset_snapshots.remove(&key)?;
+                self.snapshot_files.release(&key, &value);
             }
         }
         Ok(())
@@ -154,12 +243,10 @@ impl Write<'_> {
 
     /// Forgets every dataset's snapshots of `system` (its inventory goes with the system).
     pub(super) fn remove_dataset_snapshots(&self, system: &str) -> Result<(), StoreError> {
-        for key in self
-            .dataset_snapshots
-            .scan_prefix(system_prefix(system))
-            .keys()
-        {
-            self.dataset_snapshots.remove(key?)?;
+        for entry in self.dataset_snapshots.scan_prefix(system_prefix(system)) {
+            let (key, value) = entry?;
+            self.dataset_snapshots.remove(&key)?;
+            self.snapshot_files.release(&key, &value);
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ mod inventories;
 mod migrate;
 mod notify;
 mod people;
+mod snapshot_files;
 mod writer;
 
 pub use alerts::{AlertRecord, MAX_CLEARED_ALERTS};
@@ -41,7 +42,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 use writer::Writer;
 
-pub use inventories::{StoredInventory, stored_form};
+pub use inventories::{StoredInventory, count_snapshots, stored_form};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -69,6 +70,12 @@ pub enum StoreError {
     Dropped,
     #[error("cannot start the store's writer thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("snapshot list file {path}: {source}")]
+    SnapshotFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why an enrollment was refused. Nothing is written in any of these cases.
@@ -158,8 +165,10 @@ pub struct Tables {
     certs: sled::Tree,
     /// system → its inventory without snapshots (see `inventories`).
     inventories: sled::Tree,
-    /// system \0 dataset → `v1::DatasetSnapshots`.
+    /// system \0 dataset → `v1::DatasetSnapshots`, or for a long list a
+    /// reference to its file in `snapshot_files`.
     dataset_snapshots: sled::Tree,
+    snapshot_files: snapshot_files::SnapshotFiles,
     /// task id (u64 BE) → `v1::Task` (spec and fixed fields; status is derived).
     tasks: sled::Tree,
     /// run id (u64 BE) → `v1::Run`.
@@ -307,6 +316,7 @@ impl Store {
             certs: db.open_tree("certs")?,
             inventories: db.open_tree("inventories")?,
             dataset_snapshots: db.open_tree("dataset_snapshots")?,
+            snapshot_files: snapshot_files::SnapshotFiles::open(path)?,
             tasks: db.open_tree("tasks")?,
             runs: db.open_tree("runs")?,
             runs_by_task: db.open_tree("runs_by_task")?,
@@ -332,6 +342,7 @@ impl Store {
         migrate::migrate(&tables)?;
         tables.index_running()?;
         tables.load_systems()?;
+        tables.sweep_snapshot_files()?;
         let writer = Arc::new(Writer::start(tables.clone())?);
         Ok(Store { tables, writer })
     }
@@ -1400,6 +1411,110 @@ pub(crate) mod tests {
         assert!(store.system("a").unwrap().is_none());
         assert!(store.inventory("a").unwrap().is_none());
         assert_eq!(write(&store, |w| w.remove_system("a", 8)), None);
+    }
+
+    /// `count` snapshots of `tank/big` (guids from `first`), enough to go to a file.
+    fn inventory_with_many(first: u64, count: u64) -> nasfleet_proto::v1::Inventory {
+        nasfleet_proto::v1::Inventory {
+            datasets: vec![nasfleet_proto::v1::Dataset {
+                name: "tank/big".into(),
+                ..Default::default()
+            }],
+            snapshots: (first..first + count)
+                .map(|guid| nasfleet_proto::v1::Snapshot {
+                    name: format!("tank/big@auto-{guid:08}"),
+                    guid,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn snapshot_list_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshot-lists"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A long list lives in a file, outside sled's memory: read back and
+    /// counted as if inline, its old file deleted once a new list is
+    /// durable, all of them gone with the system, and an orphan (a crash
+    /// between a write and its flush) deleted when the store opens.
+    #[test]
+    fn long_snapshot_lists_live_in_files_that_follow_their_references() {
+        use nasfleet_proto::v1::DatasetSnapshots;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        write(&store, |w| w.put_token("t", &token(100)));
+        enroll(&store, "t", "a").unwrap();
+        let put = |store: &Store, inventory: nasfleet_proto::v1::Inventory| {
+            write(store, move |w| {
+                let (header, datasets) = stored_form(inventory);
+                w.put_inventory("a", &header, &datasets)
+            })
+        };
+        put(&store, inventory_with_many(0, 5_000));
+        let files = snapshot_list_files(dir.path());
+        assert_eq!(files.len(), 1);
+        let raw = store
+            .dataset_snapshots
+            .get(b"a\0tank/big")
+            .unwrap()
+            .unwrap();
+        assert!(
+            raw.len() < 100,
+            "sled holds a reference, not {} bytes",
+            raw.len()
+        );
+        let list = store.dataset_snapshots("a", "tank/big").unwrap().unwrap();
+        let list = DatasetSnapshots::decode(list.as_slice()).unwrap().snapshots;
+        assert_eq!(list.len(), 5_000);
+        assert_eq!(list[4_999].name, "tank/big@auto-00004999");
+        assert_eq!(
+            store.dataset_snapshot_count("a", "tank/big").unwrap(),
+            Some(5_000)
+        );
+
+        // The same list again writes nothing; a new one replaces the file.
+        put(&store, inventory_with_many(0, 5_000));
+        assert_eq!(snapshot_list_files(dir.path()), files);
+        put(&store, inventory_with_many(1, 5_000));
+        let replaced = snapshot_list_files(dir.path());
+        assert_eq!(replaced.len(), 1);
+        assert_ne!(replaced, files);
+        assert_eq!(
+            store.dataset_snapshot_count("a", "tank/big").unwrap(),
+            Some(5_000)
+        );
+
+        // Few snapshots again: back inline, and the file goes.
+        put(&store, inventory_with_many(0, 3));
+        assert!(snapshot_list_files(dir.path()).is_empty());
+        assert_eq!(
+            store.dataset_snapshot_count("a", "tank/big").unwrap(),
+            Some(3)
+        );
+
+        put(&store, inventory_with_many(0, 5_000));
+        assert_eq!(snapshot_list_files(dir.path()).len(), 1);
+        write(&store, |w| w.remove_system("a", 7));
+        assert!(snapshot_list_files(dir.path()).is_empty());
+        assert_eq!(store.dataset_snapshot_count("a", "tank/big").unwrap(), None);
+
+        std::fs::write(
+            dir.path()
+                .join("snapshot-lists")
+                .join("0123456789abcdef-0123456789abcdef0123456789abcdef"),
+            b"orphan",
+        )
+        .unwrap();
+        drop(store);
+        let _store = reopen(dir.path());
+        assert!(snapshot_list_files(dir.path()).is_empty());
     }
 
     /// Many writers at once, each waiting for its own durable answer: every

@@ -88,10 +88,12 @@ fn run(tables: &Tables, rx: &Receiver<Job>) {
             }
         }
         let flushed = tables
-            .db
-            .flush()
-            .map(drop)
+            .before_flush()
+            .and_then(|()| tables.db.flush().map(drop).map_err(StoreError::from))
             .map_err(|e| Arc::<str>::from(e.to_string()));
+        if flushed.is_ok() {
+            tables.after_flush();
+        }
         if let Err(e) = &flushed {
             tracing::error!(error = %e, writes = replies.len(), "store flush failed; the batch's writes are refused");
         }
