@@ -9,6 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_transport(false)
         .codec_path("crate::codec::LeanCodec")
+        // Written by hand (`list_systems.rs`): a controller sends one
+        // encoded list to many callers.
+        .extern_path(
+            ".nasfleet.v1.ListSystemsResponse",
+            "crate::list_systems::ListSystemsResponse",
+        )
         .compile_protos(&["proto/nasfleet.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/nasfleet.proto");
     Ok(())

@@ -1,10 +1,12 @@
 //! The nasfleet contract: the messages and services of `nasfleet.proto`, generated, and the limits both ends of a connection must agree on.
 
 pub mod codec;
+mod list_systems;
 
 /// Generated messages and services of `nasfleet.v1`.
 pub mod v1 {
     tonic::include_proto!("nasfleet.v1");
+    pub use crate::list_systems::ListSystemsResponse;
 }
 
 /// Largest gRPC message either side accepts: an inventory of a NAS with tens

@@ -182,7 +182,8 @@ async fn read_agent(
     // The recorder ends once it has written what the reader handed it.
     drop(reader);
     if let Some(ended) = state.sessions.unregister(&name, id) {
-        state.record_ended(&[ended]).await;
+        // Boxed for the reason the recorder's steps are (`Recorder::run`).
+        Box::pin(state.record_ended(&[ended])).await;
     }
 }
 
@@ -291,35 +292,44 @@ impl Recorder {
     /// Records the connection, reconciles the agent's runs, then writes
     /// inventories and results until the reader is gone and all is written.
     async fn run(mut self, connected: Connected, active_runs: Vec<u64>) {
+        // Every step is boxed: this task lives as long as the connection,
+        // and its state is sized for the largest step it awaits. Boxed, it
+        // takes about 600 bytes per connected agent between steps instead
+        // of 2.3 KB (measured with `size_of_val`: 632 against 2,352 bytes;
+        // 17 MB at 10,000 agents).
         let (state, name) = (self.state.clone(), self.name.clone());
-        let recorded = state
-            .store
-            .write(move |w| {
-                w.update_system(&name, |r| {
-                    r.last_seen_unix_ms = connected.at_unix_ms;
-                    r.address = connected.address;
-                    r.agent_version = connected.agent_version;
-                })
+        let recorded = Box::pin(state.store.write(move |w| {
+            w.update_system(&name, |r| {
+                r.last_seen_unix_ms = connected.at_unix_ms;
+                r.address = connected.address;
+                r.agent_version = connected.agent_version;
             })
-            .await;
+        }))
+        .await;
         if let Err(e) = recorded {
             tracing::error!(system = %self.name, error = %e, "cannot record connection");
         }
-        runs::reconcile(&self.state, &self.name, &active_runs).await;
+        Box::pin(runs::reconcile(&self.state, &self.name, &active_runs)).await;
         loop {
             tokio::select! {
                 // Results first: an agent waits for their acknowledgement.
                 biased;
                 result = self.results.recv() => match result {
-                    Some(result) => runs::result(&self.state, &self.name, *result).await,
+                    Some(result) => Box::pin(runs::result(&self.state, &self.name, *result)).await,
                     None => break,
                 },
                 _ = self.mailbox.ready() => {
-                    inventory::record(&self.state, &self.name, self.id, self.mailbox.take()).await;
+                    Box::pin(inventory::record(&self.state, &self.name, self.id, self.mailbox.take())).await;
                 }
             }
         }
         // The reader is gone; what it handed over last still counts.
-        inventory::record(&self.state, &self.name, self.id, self.mailbox.take()).await;
+        Box::pin(inventory::record(
+            &self.state,
+            &self.name,
+            self.id,
+            self.mailbox.take(),
+        ))
+        .await;
     }
 }

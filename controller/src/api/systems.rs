@@ -39,9 +39,7 @@ pub async fn list(
     request: Request<ListSystemsRequest>,
 ) -> Answer<ListSystemsResponse> {
     let (actor, _) = authorize(state, &request, Call::ListSystems).await?;
-    Ok(Response::new(ListSystemsResponse {
-        systems: systems::list(state, &actor)?,
-    }))
+    Ok(Response::new(systems::list_response(state, &actor)?))
 }
 
 pub async fn get(state: &SharedState, request: Request<GetSystemRequest>) -> Answer<SystemDetail> {

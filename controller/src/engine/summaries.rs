@@ -1,7 +1,8 @@
-//! The list of every system's summary, kept between calls: rebuilt at most once a second unless a system record changed or a session started or ended.
+//! The list of every system's summary, kept between calls (and, once asked for, its encoded form): rebuilt at most once a second unless a system record changed or a session started or ended.
 
-use nasfleet_proto::v1::SystemSummary;
-use std::sync::{Arc, Mutex};
+use nasfleet_proto::v1::{ListSystemsResponse, SystemSummary};
+use prost::bytes::Bytes;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How old a kept list may be: an ONLINE system's "last seen" (its last
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Building the summaries of 10,000 systems costs tens of milliseconds of
-/// scattered reads; copying a built list costs a few.
+/// scattered reads; copying a built list costs a few, and sending its
+/// encoded form to another caller nothing.
 #[derive(Default)]
 pub struct SummaryCache {
     built: Mutex<Option<Built>>,
@@ -19,7 +21,33 @@ struct Built {
     /// What the records and sessions were at when it was built (see `get`).
     generations: (u64, u64),
     at: Instant,
-    summaries: Arc<Vec<SystemSummary>>,
+    summaries: Summaries,
+}
+
+/// One built list of every system's summary.
+#[derive(Clone, Default)]
+pub struct Summaries {
+    pub list: Arc<Vec<SystemSummary>>,
+    /// `list` as `ListSystemsResponse` carries it, encoded by the first
+    /// caller that sends it whole.
+    encoded: Arc<OnceLock<Bytes>>,
+}
+
+impl Summaries {
+    fn new(list: Vec<SystemSummary>) -> Self {
+        Summaries {
+            list: Arc::new(list),
+            encoded: Arc::default(),
+        }
+    }
+
+    /// The whole list as a response, encoded once per built list.
+    pub fn response(&self) -> ListSystemsResponse {
+        let encoded = self
+            .encoded
+            .get_or_init(|| ListSystemsResponse::encode_systems(&self.list));
+        ListSystemsResponse::encoded(encoded.clone())
+    }
 }
 
 impl SummaryCache {
@@ -30,7 +58,7 @@ impl SummaryCache {
         &self,
         generations: (u64, u64),
         build: impl FnOnce() -> Result<Vec<SystemSummary>, E>,
-    ) -> Result<Arc<Vec<SystemSummary>>, E> {
+    ) -> Result<Summaries, E> {
         let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = built.as_ref()
             && b.generations == generations
@@ -38,7 +66,7 @@ impl SummaryCache {
         {
             return Ok(b.summaries.clone());
         }
-        let summaries = Arc::new(build()?);
+        let summaries = Summaries::new(build()?);
         *built = Some(Built {
             generations,
             at: Instant::now(),
@@ -64,10 +92,24 @@ mod tests {
         let cache = SummaryCache::default();
         let first = cache.get::<()>((1, 1), || Ok(named("a"))).unwrap();
         let kept = cache.get::<()>((1, 1), || Ok(named("b"))).unwrap();
-        assert!(Arc::ptr_eq(&first, &kept));
+        assert!(Arc::ptr_eq(&first.list, &kept.list));
         let rebuilt = cache.get::<()>((1, 2), || Ok(named("c"))).unwrap();
-        assert_eq!(rebuilt[0].name, "c");
-        assert_eq!(cache.get((1, 2), || Err("no")).unwrap()[0].name, "c");
-        assert_eq!(cache.get((2, 2), || Err("no")), Err("no"));
+        assert_eq!(rebuilt.list[0].name, "c");
+        assert_eq!(cache.get((1, 2), || Err("no")).unwrap().list[0].name, "c");
+        assert!(cache.get((2, 2), || Err("no")).is_err());
+    }
+
+    #[test]
+    fn the_response_is_encoded_once_per_list_and_decodes_to_it() {
+        use prost::Message;
+        let cache = SummaryCache::default();
+        let built = cache.get::<()>((1, 1), || Ok(named("a"))).unwrap();
+        let first = built.response().encode_to_vec();
+        let kept = cache.get::<()>((1, 1), || Ok(named("b"))).unwrap();
+        assert!(Arc::ptr_eq(&built.encoded, &kept.encoded));
+        assert!(kept.encoded.get().is_some());
+        assert_eq!(kept.response().encode_to_vec(), first);
+        let decoded = ListSystemsResponse::decode(first.as_slice()).unwrap();
+        assert_eq!(decoded.systems, named("a"));
     }
 }

@@ -3,6 +3,7 @@
 use crate::engine::access::{Actor, not_found_system};
 use crate::engine::error::{FleetError, corrupt};
 use crate::engine::state::SharedState;
+use crate::engine::summaries::Summaries;
 use crate::sessions::LiveSession;
 use crate::store::SystemRecord;
 use chrono::Utc;
@@ -11,8 +12,9 @@ use nasfleet_common::echo::echo;
 use nasfleet_common::names::is_below;
 use nasfleet_common::naming::{DEFAULT_MANUAL_SCHEMA, NamingSchema};
 use nasfleet_proto::v1::{
-    AgentErrorKind, CreateSnapshots, DatasetSnapshots, DatasetSummary, Inventory, Snapshot,
-    SnapshotTaskSpec, SystemDetail, SystemStatus, SystemSummary, agent_request, task_spec,
+    AgentErrorKind, CreateSnapshots, DatasetSnapshots, DatasetSummary, Inventory,
+    ListSystemsResponse, Snapshot, SnapshotTaskSpec, SystemDetail, SystemStatus, SystemSummary,
+    agent_request, task_spec,
 };
 use prost::Message;
 use std::time::Duration;
@@ -138,11 +140,41 @@ fn summary_with(record: &SystemRecord, live: Option<&LiveSession>) -> SystemSumm
 
 /// Every system `actor` sees, ordered by name.
 pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<SystemSummary>, FleetError> {
+    Ok(summaries(state)?
+        .list
+        .iter()
+        .filter(|s| actor.sees(&s.name))
+        .cloned()
+        .collect())
+}
+
+/// [`list`] as the API answers it: to an actor who sees every system, the
+/// list encoded once for all such callers.
+pub fn list_response(
+    state: &SharedState,
+    actor: &Actor,
+) -> Result<ListSystemsResponse, FleetError> {
+    let all = summaries(state)?;
+    if actor.sees_all(all.list.iter().map(|s| s.name.as_str())) {
+        return Ok(all.response());
+    }
+    Ok(ListSystemsResponse::new(
+        all.list
+            .iter()
+            .filter(|s| actor.sees(&s.name))
+            .cloned()
+            .collect(),
+    ))
+}
+
+/// Every system's summary, built again only when something changed (see
+/// [`crate::engine::summaries::SummaryCache`]).
+fn summaries(state: &SharedState) -> Result<Summaries, FleetError> {
     // Read before the records and sessions: a change while building leaves
     // the list tagged older than what it shows, so it is built again next
     // time rather than kept too long.
     let generations = (state.store.systems_generation(), state.sessions.changes());
-    let all = state
+    state
         .system_summaries
         .get(generations, || -> Result<_, FleetError> {
             let records = state.store.systems()?;
@@ -154,12 +186,7 @@ pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<SystemSummary>, Fl
                 .zip(&live)
                 .map(|(r, l)| summary_with(r, l.as_ref()))
                 .collect())
-        })?;
-    Ok(all
-        .iter()
-        .filter(|s| actor.sees(&s.name))
-        .cloned()
-        .collect())
+        })
 }
 
 /// Has the agent of `system` send a fresh inventory and waits for it to be stored.
