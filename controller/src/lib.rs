@@ -13,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod engine;
 pub mod init;
+pub mod memory;
 pub mod metrics;
 pub mod pki;
 pub mod server;

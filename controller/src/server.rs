@@ -236,8 +236,8 @@ async fn load_state(
     Ok((state, tls))
 }
 
-/// The background workers: the OFFLINE watchdog and the scheduler. Each
-/// stops at the shutdown signal.
+/// The background workers: the OFFLINE watchdog, the scheduler and the
+/// heap trimmer. Each stops at the shutdown signal.
 fn start_workers(
     state: &SharedState,
     shutdown: &watch::Receiver<bool>,
@@ -260,6 +260,10 @@ fn start_workers(
             tokio::spawn(expire_stale_sessions(state.clone(), shutdown.clone())),
         ),
         ("scheduler", tokio::spawn(scheduler.run(shutdown.clone()))),
+        (
+            "memory",
+            tokio::spawn(crate::memory::trim_periodically(shutdown.clone())),
+        ),
     ]
 }
 

@@ -250,23 +250,13 @@ async fn record_whole(state: &SharedState, name: &str, received: Received) {
         tracing::error!(system = %name, error = %e, "cannot store inventory");
     }
     if many {
-        let _ = tokio::task::spawn_blocking(release_free_memory).await;
+        // At once rather than at the next periodic trim: 60 MB just came free.
+        let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
     }
 }
 
 /// Inventories with this many snapshots free tens of megabytes at once once stored.
 const TRIM_AFTER_SNAPSHOTS: u64 = 100_000;
-
-/// Hands the heap's free pages back to the system. glibc keeps freed memory
-/// for reuse; after a million snapshots' 60 MB were encoded, stored and
-/// freed, the controller's RSS would otherwise keep them for good.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers and locks glibc's arenas itself.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
 
 #[cfg(test)]
 mod tests {
