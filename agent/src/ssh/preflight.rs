@@ -213,13 +213,14 @@ mod tests {
         assert_eq!(err.to_string(), "`ssh ...` timed out after 5s");
     }
 
-    async fn free_port() -> u16 {
-        tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+    /// A loopback port that stays closed while the socket lives: bound
+    /// but not listening, so connecting is refused and no parallel test's
+    /// listener can take the port meanwhile.
+    fn closed_port() -> (tokio::net::TcpSocket, u16) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        (socket, port)
     }
 
     #[tokio::test]
@@ -229,7 +230,7 @@ mod tests {
         check_reachable("127.0.0.1", port, Duration::from_secs(3))
             .await
             .unwrap();
-        drop(listener);
+        let (_closed, port) = closed_port();
         let err = check_reachable("127.0.0.1", port, Duration::from_secs(3))
             .await
             .unwrap_err();
@@ -249,7 +250,7 @@ mod tests {
     async fn login_to_nothing_is_unreachable() {
         let dir = tempfile::tempdir().unwrap();
         let known_hosts = dir.path().join("known_hosts");
-        let port = free_port().await;
+        let (_closed, port) = closed_port();
         write_known_hosts(&known_hosts, "127.0.0.1", port, &[KEY.to_owned()])
             .await
             .unwrap();
