@@ -4,8 +4,8 @@ use nasfleet_common::daemon::wait_for_shutdown;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// How often free heap pages are handed back. A trim of a 500 MB heap
-/// takes a few milliseconds on a thread of its own.
+/// How often free heap pages are handed back. The trim runs on a blocking
+/// thread and logs how long it took (debug).
 const TRIM_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Hands the heap's free pages back to the system (glibc's `malloc_trim`,
