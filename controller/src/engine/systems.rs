@@ -140,12 +140,15 @@ fn summary_with(record: &SystemRecord, live: Option<&LiveSession>) -> SystemSumm
 
 /// Every system `actor` sees, ordered by name.
 pub fn list(state: &SharedState, actor: &Actor) -> Result<Vec<SystemSummary>, FleetError> {
-    Ok(summaries(state)?
-        .list
+    Ok(seen_by(&summaries(state)?, actor))
+}
+
+fn seen_by(all: &Summaries, actor: &Actor) -> Vec<SystemSummary> {
+    all.list
         .iter()
         .filter(|s| actor.sees(&s.name))
         .cloned()
-        .collect())
+        .collect()
 }
 
 /// [`list`] as the API answers it: to an actor who sees every system, the
@@ -158,13 +161,7 @@ pub fn list_response(
     if actor.sees_all(all.list.iter().map(|s| s.name.as_str())) {
         return Ok(all.response());
     }
-    Ok(ListSystemsResponse::new(
-        all.list
-            .iter()
-            .filter(|s| actor.sees(&s.name))
-            .cloned()
-            .collect(),
-    ))
+    Ok(ListSystemsResponse::new(seen_by(&all, actor)))
 }
 
 /// Every system's summary, built again only when something changed (see

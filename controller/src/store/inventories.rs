@@ -123,8 +123,7 @@ impl Tables {
         system: &str,
         dataset: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = dataset_key(system, dataset);
-        let Some(value) = self.dataset_snapshots.get(&key)? else {
+        let Some((key, value)) = self.dataset_value(system, dataset)? else {
             return Ok(None);
         };
         match Reference::decode(&key, &value) {
@@ -140,8 +139,7 @@ impl Tables {
         system: &str,
         dataset: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let key = dataset_key(system, dataset);
-        let Some(value) = self.dataset_snapshots.get(&key)? else {
+        let Some((key, value)) = self.dataset_value(system, dataset)? else {
             return Ok(None);
         };
         match Reference::decode(&key, &value) {
@@ -150,6 +148,17 @@ impl Tables {
                 .map(Some)
                 .map_err(|source| corrupt_list(&key, source)),
         }
+    }
+
+    /// What sled holds for one dataset of `system` (its list or a
+    /// reference), with the key it is under.
+    fn dataset_value(
+        &self,
+        system: &str,
+        dataset: &str,
+    ) -> Result<Option<(Vec<u8>, sled::IVec)>, StoreError> {
+        let key = dataset_key(system, dataset);
+        Ok(self.dataset_snapshots.get(&key)?.map(|value| (key, value)))
     }
 
     /// Deletes the snapshot files no reference names (see
